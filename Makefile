@@ -1,0 +1,43 @@
+# aifactory: two commands matter. `make run` runs the main job; `make test` runs every check.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+
+.DEFAULT_GOAL := help
+.PHONY: help run test bench lint format clean
+
+help: ## Show the targets
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-7s %s\n", $$1, $$2}'
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev,service]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+run: $(STAMP) ## Set up .venv and run the main job (korea-2025 national scenario)
+	$(BIN)/aifactory run
+
+test: $(STAMP) ## Set up .venv and run lint, format check, mypy --strict and pytest
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy --strict src
+	$(BIN)/pytest -q
+
+lint: $(STAMP) ## ruff + mypy only
+	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy --strict src
+
+format: $(STAMP) ## Apply ruff's formatter and safe fixes
+	$(BIN)/ruff check --fix src tests bench
+	$(BIN)/ruff format src tests bench
+
+bench: $(STAMP) ## Run the benchmarks (figures printed as a table and written to bench/results)
+	$(BIN)/python -m bench
+
+clean: ## Remove the virtualenv, caches and results
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist src/*.egg-info bench/results aifactory-data

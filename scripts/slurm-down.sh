@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Stop the single-node Slurm started by scripts/slurm-up.sh (slurmd, slurmctld, slurmdbd, munged).
+# Only the processes named in slurm-up's pid files are signalled. State (job ids, accounting)
+# is kept; `bash scripts/slurm-up.sh` starts it again.
+set -euo pipefail
+
+readonly RUN_DIR=/run/aifactory-slurm
+
+stop_pidfile() {  # stop_pidfile NAME PIDFILE
+  local pid
+  # Only a live process called NAME: a stale pid file may name someone else's process now.
+  if [ ! -s "$2" ] || [ "$(cat "/proc/$(cat "$2")/comm" 2>/dev/null)" != "$1" ]; then
+    rm -f "$2"; return 0
+  fi
+  pid=$(cat "$2")
+  printf 'slurm-down: stopping %s (pid %s)\n' "$1" "$pid" >&2
+  kill "$pid" 2>/dev/null || true
+  for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+  if kill -0 "$pid" 2>/dev/null; then kill -KILL "$pid" 2>/dev/null || true; fi
+  rm -f "$2"
+}
+
+stop_pidfile slurmd "$RUN_DIR/slurmd.pid"
+stop_pidfile slurmctld "$RUN_DIR/slurmctld.pid"
+stop_pidfile slurmdbd "$RUN_DIR/slurmdbd.pid"
+if [ "${1:-}" = "--all" ]; then
+  stop_pidfile munged /run/munge/munged.pid
+  printf 'slurm-down: stopped (munged too)\n' >&2
+else
+  printf 'slurm-down: stopped (munged left running; --all stops it too)\n' >&2
+fi

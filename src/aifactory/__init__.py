@@ -1,0 +1,10 @@
+"""aifactory: the control plane and digital twin for national-scale GPU AI factories."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("aifactory")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0.0.0+unknown"
+
+__all__ = ["__version__"]

@@ -1,0 +1,5 @@
+"""`python -m aifactory` runs the CLI."""
+
+from aifactory.cli import main
+
+main()

@@ -1,0 +1,53 @@
+"""Shared CLI plumbing: consoles, and turning spec errors into exit code 2 without a traceback."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, NoReturn
+
+import typer
+from rich.console import Console
+
+from aifactory.fleet.errors import SpecError
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+EXIT_USAGE = 2
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
+    """Print ``error: message`` on stderr and exit with ``code``."""
+    err.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    raise typer.Exit(code)
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Report :class:`SpecError` (and other documented input errors) as clean messages."""
+    try:
+        yield
+    except SpecError as exc:
+        where = f"{exc.source}: " if exc.source else ""
+        if len(exc.problems) == 1:
+            fail(f"{where}{exc.problems[0]}")
+        err.print(f"[bold red]error:[/] {where}{len(exc.problems)} problems", soft_wrap=True)
+        for p in exc.problems:
+            err.print(f"  - {p}", soft_wrap=True, markup=False)
+        raise typer.Exit(EXIT_USAGE) from None
+
+
+def print_json(data: Any) -> None:
+    """Write JSON to stdout (plain, so it can be piped into other tools)."""
+    sys.stdout.write(json.dumps(data, indent=2, sort_keys=False, default=_default) + "\n")
+
+
+def _default(obj: Any) -> Any:
+    to_list: Callable[[], Any] | None = getattr(obj, "tolist", None)
+    if to_list is not None:
+        return to_list()
+    msg = f"not JSON serialisable: {type(obj).__name__}"
+    raise TypeError(msg)

@@ -1,0 +1,318 @@
+"""`aifactory simulate` and `aifactory compare`: the twin from the command line."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from aifactory.cli.common import err, fail, out, print_json, user_errors
+from aifactory.scheduler.core import BackfillMode
+from aifactory.scheduler.policies import PolicyName
+from aifactory.twin.inputs import CheckpointPolicy
+from aifactory.twin.run import TwinRun, TwinSpec, run_twin
+
+FleetOpt = Annotated[str, typer.Option("--fleet", help="Bundled fleet name or YAML path.")]
+TraceOpt = Annotated[
+    str, typer.Option("--trace", help="Trace file: Parquet (normalised) or any import format.")
+]
+FormatOpt = Annotated[
+    str | None,
+    typer.Option("--format", help="philly|itp|sacct|csv|parquet (default: inferred)."),
+]
+BackfillOpt = Annotated[
+    BackfillMode, typer.Option("--backfill", help="EASY backfill or strict order.")
+]
+ScaleOpt = Annotated[
+    float,
+    typer.Option("--time-scale", help="Multiply inter-arrival times (0.25 = 4x the load)."),
+]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of this run's random generator.")]
+ErrorOpt = Annotated[
+    float,
+    typer.Option("--estimate-error", help="Spread of a log-normal factor applied to estimates."),
+]
+FailuresOpt = Annotated[
+    str, typer.Option("--failures", help="off | llama3 | path to a failure-model YAML.")
+]
+CkptOpt = Annotated[
+    CheckpointPolicy,
+    typer.Option("--checkpoint", help="Checkpoint interval: from the trace, or Young / Daly."),
+]
+CkptWriteOpt = Annotated[
+    float, typer.Option("--checkpoint-write", help="Seconds to write one checkpoint.")
+]
+RestartOpt = Annotated[
+    float, typer.Option("--restart-overhead", help="Seconds a (re)start costs after eviction.")
+]
+UntilOpt = Annotated[
+    float | None, typer.Option("--until", help="Stop at this simulated time (seconds).")
+]
+
+
+@contextmanager
+def progress_bar(label: str) -> Iterator[Callable[[float], None]]:
+    """A progress callback that shows a bar on stderr once the run passes one second."""
+    started = time.perf_counter()
+    state: dict[str, Any] = {}
+
+    def update(fraction: float) -> None:
+        if "bar" not in state:
+            if time.perf_counter() - started < 1.0:
+                return
+            bar = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                TextColumn("{task.percentage:>3.0f}% of jobs arrived"),
+                TimeElapsedColumn(),
+                console=err,
+                transient=True,
+            )
+            bar.start()
+            state["bar"] = bar
+            state["task"] = bar.add_task(label, total=1.0)
+        state["bar"].update(state["task"], completed=fraction)
+
+    try:
+        yield update
+    finally:
+        if "bar" in state:
+            state["bar"].stop()
+
+
+def _spec(**kwargs: Any) -> TwinSpec:
+    for name in ("time_scale",):
+        if kwargs[name] <= 0:
+            fail(f"--time-scale: must be > 0 (got {kwargs[name]})")
+    if kwargs["estimate_error"] < 0:
+        fail(f"--estimate-error: must be >= 0 (got {kwargs['estimate_error']})")
+    if kwargs["checkpoint_write_s"] < 0:
+        fail("--checkpoint-write: must be >= 0")
+    if kwargs["restart_overhead_s"] < 0:
+        fail("--restart-overhead: must be >= 0")
+    if kwargs["policy"] not in {p.value for p in PolicyName}:
+        known = ", ".join(p.value for p in PolicyName)
+        fail(f"--policy: unknown '{kwargs['policy']}' (known: {known})")
+    if not Path(kwargs["trace"]).exists():
+        fail(f"--trace: file not found: {kwargs['trace']}")
+    return TwinSpec(**kwargs)
+
+
+def _run(spec: TwinSpec) -> TwinRun:
+    with user_errors(), progress_bar(f"{spec.policy}/{spec.backfill.value}") as update:
+        try:
+            return run_twin(spec, progress=update)
+        except (ValueError, KeyError) as exc:
+            fail(str(exc).strip("'\""))
+
+
+def _fmt_s(value: object) -> str:
+    if not isinstance(value, int | float):
+        return "-"
+    v = float(value)
+    if v >= 86400:
+        return f"{v / 86400:.2f} d"
+    if v >= 3600:
+        return f"{v / 3600:.2f} h"
+    return f"{v:,.0f} s"
+
+
+def write_outputs(run: TwinRun, out_dir: Path) -> Path:
+    """summary.json, jobs.parquet, timeseries.parquet, report.html and summary.png."""
+    from aifactory.reports.report import write_report  # noqa: PLC0415 (matplotlib is slow to import)
+    from aifactory.reports.results import write_results  # noqa: PLC0415
+
+    jobs = run.jobs_table()
+    series = run.timeseries_table()
+    write_results(out_dir, run.summary, jobs, series)
+    return write_report(out_dir, run.summary, jobs, series)
+
+
+def render_summary(s: dict[str, Any]) -> None:
+    """The Rich summary of one run."""
+    head = Table(title=f"{s['fleet']} / {s['trace']} / {s['policy']} (backfill {s['backfill']})")
+    head.add_column("metric")
+    head.add_column("value", justify="right")
+    rows = [
+        ("jobs", f"{s['jobs']:,}"),
+        ("completed", f"{s['completed']:,}"),
+        ("unfinished", f"{s['unfinished']:,}"),
+        ("rejected", f"{s['rejected']:,}"),
+        (
+            "avg / p50 / p99 JCT",
+            " / ".join(_fmt_s(s[k]) for k in ("avg_jct_s", "p50_jct_s", "p99_jct_s")),
+        ),
+        (
+            "avg / p50 / p99 queue",
+            " / ".join(_fmt_s(s[k]) for k in ("avg_queue_s", "p50_queue_s", "p99_queue_s")),
+        ),
+        ("makespan", _fmt_s(s["makespan_s"])),
+        ("utilisation", f"{s['utilization']:.1%}"),
+        ("preemptions", f"{s['preemptions']:,}"),
+        ("failures", f"{s.get('failures', 0):,}"),
+        ("energy", f"{s['energy']['total_mwh']:,.1f} MWh"),
+        ("events", f"{s['events']:,}"),
+        ("wall", f"{s['wall_s']:.2f} s ({s['events'] / max(s['wall_s'], 1e-9):,.0f} events/s)"),
+    ]
+    for k, v in rows:
+        head.add_row(k, v)
+    out.print(head)
+    per = Table(title="Per tenant")
+    for col in ("tenant", "jobs", "GPU-hours", "of quota", "avg queue", "avg JCT", "ETTR", "MWh"):
+        per.add_column(col, justify="left" if col == "tenant" else "right")
+    for t, v in s["per_tenant"].items():
+        uq = v.get("utilization_of_quota")
+        ettr = v.get("ettr")
+        per.add_row(
+            t,
+            f"{v['jobs']:,}",
+            f"{v['gpu_hours']:,.0f}",
+            "-" if uq is None else f"{uq:.0%}",
+            _fmt_s(v["avg_queue_s"]),
+            _fmt_s(v["avg_jct_s"]),
+            "-" if ettr is None else f"{ettr:.1%}",
+            f"{v.get('energy_mwh', 0.0):,.1f}",
+        )
+    out.print(per)
+    inputs = s.get("inputs", {})
+    if inputs.get("remapped_jobs") or inputs.get("jobs_without_tenant"):
+        out.print(
+            f"{inputs.get('remapped_jobs', 0):,} job(s) of tenants without quota and "
+            f"{inputs.get('jobs_without_tenant', 0):,} without a tenant went to "
+            f"'{inputs.get('default_tenant')}'."
+        )
+    for reason, count in s.get("rejected_reasons", {}).items():
+        out.print(f"rejected ({reason}): {count:,}")
+
+
+def simulate(
+    fleet: FleetOpt,
+    trace: TraceOpt,
+    fmt: FormatOpt = None,
+    policy: Annotated[str, typer.Option("--policy", help="fifo|sjf|las|fair|priority")] = "fifo",
+    backfill: BackfillOpt = BackfillMode.EASY,
+    time_scale: ScaleOpt = 1.0,
+    seed: SeedOpt = 0,
+    estimate_error: ErrorOpt = 0.0,
+    failures: FailuresOpt = "off",
+    checkpoint: CkptOpt = CheckpointPolicy.TRACE,
+    checkpoint_write: CkptWriteOpt = 0.0,
+    restart_overhead: RestartOpt = 60.0,
+    until: UntilOpt = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Write results here.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Replay a trace on a fleet under one policy; print the summary, write results."""
+    spec = _spec(
+        fleet=fleet,
+        trace=trace,
+        fmt=fmt,
+        policy=policy,
+        backfill=backfill,
+        time_scale=time_scale,
+        seed=seed,
+        estimate_error=estimate_error,
+        failures=failures,
+        checkpoint=checkpoint,
+        checkpoint_write_s=checkpoint_write,
+        restart_overhead_s=restart_overhead,
+        until_s=until,
+    )
+    run = _run(spec)
+    if out_dir is not None:
+        with user_errors():
+            write_outputs(run, out_dir)
+    if as_json:
+        print_json(run.summary)
+    else:
+        render_summary(run.summary)
+        if out_dir is not None:
+            out.print(f"results in {out_dir}/ (summary.json, jobs.parquet, report.html)")
+
+
+def compare(
+    fleet: FleetOpt,
+    trace: TraceOpt,
+    policy: Annotated[
+        str, typer.Option("--policy", help="Comma-separated policies, first is the baseline.")
+    ] = "fifo,sjf,las,fair",
+    fmt: FormatOpt = None,
+    backfill: BackfillOpt = BackfillMode.EASY,
+    time_scale: ScaleOpt = 1.0,
+    seed: SeedOpt = 0,
+    estimate_error: ErrorOpt = 0.0,
+    failures: FailuresOpt = "off",
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="Write compare.json/html here.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the rows as JSON.")] = False,
+) -> None:
+    """Run several policies on the same input and compare them side by side."""
+    from aifactory.reports.compare import (  # noqa: PLC0415
+        COMPARE_METRICS,
+        comparison_rows,
+        format_ratio,
+        format_value,
+        write_compare,
+    )
+    from aifactory.twin.run import load_table  # noqa: PLC0415
+
+    policies = [p.strip() for p in policy.split(",") if p.strip()]
+    if not policies:
+        fail("--policy: give at least one policy")
+    specs = [
+        _spec(
+            fleet=fleet,
+            trace=trace,
+            fmt=fmt,
+            policy=p,
+            backfill=backfill,
+            time_scale=time_scale,
+            seed=seed,
+            estimate_error=estimate_error,
+            failures=failures,
+            checkpoint=CheckpointPolicy.TRACE,
+            checkpoint_write_s=0.0,
+            restart_overhead_s=60.0,
+            until_s=None,
+        )
+        for p in policies
+    ]
+    with user_errors():
+        table, _ = load_table(trace, fmt)
+    summaries: list[dict[str, Any]] = []
+    tables: dict[str, Any] = {}
+    for spec in specs:
+        with user_errors(), progress_bar(spec.policy) as update:
+            run = run_twin(spec, table=table, progress=update)
+        summaries.append(run.summary)
+        tables[spec.policy] = run.jobs_table()
+    rows = comparison_rows(summaries)
+    if out_dir is not None:
+        with user_errors():
+            out_dir.mkdir(parents=True, exist_ok=True)
+            write_compare(out_dir, summaries, tables)
+    if as_json:
+        print_json(rows)
+        return
+    table_out = Table(
+        title=f"{fleet} / {Path(trace).name}: policies compared (ratio to {policies[0]})"
+    )
+    table_out.add_column("policy")
+    for _key, title, _kind in COMPARE_METRICS:
+        table_out.add_column(title, justify="right")
+    for row in rows:
+        cells = [str(row["policy"])]
+        for key, _title, kind in COMPARE_METRICS:
+            value = format_value(kind, row.get(key))
+            cells.append(f"{value} ({format_ratio(row.get(key + '_ratio'))})")
+        table_out.add_row(*cells)
+    out.print(table_out)
+    if out_dir is not None:
+        out.print(f"wrote {out_dir}/compare.json and compare.html")

@@ -1,0 +1,321 @@
+"""Result schemas and writers: ``jobs.parquet``, ``timeseries.parquet``, ``summary.json``.
+
+The simulator builds its result tables against the schemas here, so the files an operator
+loads into their own tools (pandas, polars, DuckDB, Spark) keep one shape from run to run.
+The report and comparison pages read the same files back, which is why the loaders accept a
+``pyarrow.Table``, a ``polars.DataFrame`` or a path interchangeably.
+
+``jobs.parquet``, one row per job (times in seconds from the start of the trace):
+``job_id, tenant, kind, state, submit_s, start_s, end_s, queue_s, jct_s, run_s, gpus,
+gpu_class, placement, preemptions, failures, gpu_hours, gpu_hours_lost_preemption,
+gpu_hours_lost_failure``. ``start_s`` is the first start; ``queue_s = start_s - submit_s``;
+``jct_s = end_s - submit_s``; nulls where the job never started or never ended.
+
+``timeseries.parquet``, one row every :data:`TIMESERIES_STEP_S` simulated seconds, wide:
+``t_s, busy_gpus, pending_jobs, pending_gpus, stranded_gpus, power_mw`` and one
+``busy:<tenant>`` column per tenant (see :func:`timeseries_schema`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, TypeAlias
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from aifactory.fleet.errors import SpecError
+
+JOBS_FILE = "jobs.parquet"
+TIMESERIES_FILE = "timeseries.parquet"
+SUMMARY_FILE = "summary.json"
+
+TIMESERIES_STEP_S = 300.0
+"""Sampling period of ``timeseries.parquet``: five simulated minutes (issue #4 §2)."""
+
+TENANT_BUSY_PREFIX = "busy:"
+"""Prefix of the per-tenant busy-GPU columns of the wide time series."""
+
+
+class JobOutcome(StrEnum):
+    """Values of the ``state`` column of ``jobs.parquet``."""
+
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    PENDING = "pending"
+    RUNNING = "running"
+    REJECTED = "rejected"
+
+
+class PlacementLevel(StrEnum):
+    """Values of the ``placement`` column: the smallest topology level that held the job."""
+
+    NODE = "node"
+    DOMAIN = "domain"
+    POD = "pod"
+    SITE = "site"
+    CROSS_SITE = "cross-site"
+    NONE = ""
+
+
+JOBS_SCHEMA = pa.schema(
+    [
+        pa.field("job_id", pa.string(), nullable=False),
+        pa.field("tenant", pa.string(), nullable=False),
+        pa.field("kind", pa.string(), nullable=False),
+        pa.field("state", pa.string(), nullable=False),
+        pa.field("submit_s", pa.float64(), nullable=False),
+        pa.field("start_s", pa.float64(), nullable=True),
+        pa.field("end_s", pa.float64(), nullable=True),
+        pa.field("queue_s", pa.float64(), nullable=True),
+        pa.field("jct_s", pa.float64(), nullable=True),
+        pa.field("run_s", pa.float64(), nullable=False),
+        pa.field("gpus", pa.int32(), nullable=False),
+        pa.field("gpu_class", pa.string(), nullable=True),
+        pa.field("placement", pa.string(), nullable=False),
+        pa.field("preemptions", pa.int32(), nullable=False),
+        pa.field("failures", pa.int32(), nullable=False),
+        pa.field("gpu_hours", pa.float64(), nullable=False),
+        pa.field("gpu_hours_lost_preemption", pa.float64(), nullable=False),
+        pa.field("gpu_hours_lost_failure", pa.float64(), nullable=False),
+    ]
+)
+
+TIMESERIES_BASE_SCHEMA = pa.schema(
+    [
+        pa.field("t_s", pa.float64(), nullable=False),
+        pa.field("busy_gpus", pa.int64(), nullable=False),
+        pa.field("pending_jobs", pa.int64(), nullable=False),
+        pa.field("pending_gpus", pa.int64(), nullable=False),
+        pa.field("stranded_gpus", pa.int64(), nullable=False),
+        pa.field("power_mw", pa.float64(), nullable=False),
+    ]
+)
+"""The fixed columns of ``timeseries.parquet``; per-tenant columns follow them."""
+
+SIZE_CLASSES: tuple[tuple[str, int, int | None], ...] = (
+    ("1 GPU", 1, 1),
+    ("2-8 GPUs", 2, 8),
+    ("9-64 GPUs", 9, 64),
+    ("65-512 GPUs", 65, 512),
+    ("513+ GPUs", 513, None),
+)
+"""Job-size classes of the JCT CDF: one GPU, one node, a rack domain, a pod slice, beyond."""
+
+Frame: TypeAlias = "pa.Table | pl.DataFrame"
+FrameLike: TypeAlias = "pa.Table | pl.DataFrame | Path | str | None"
+
+
+class ResultSchemaError(SpecError):
+    """A result file or table does not fit its contract (the CLI reports it and exits 2)."""
+
+    def __init__(self, source: str, problem: str) -> None:
+        super().__init__([problem], source=source)
+
+
+def busy_column(tenant: str) -> str:
+    """Name of the wide time-series column holding ``tenant``'s busy GPUs."""
+    return f"{TENANT_BUSY_PREFIX}{tenant}"
+
+
+def timeseries_schema(tenants: Iterable[str]) -> pa.Schema:
+    """The full ``timeseries.parquet`` schema for these tenants (order kept, duplicates dropped)."""
+    seen: dict[str, None] = dict.fromkeys(tenants)
+    fields = list(TIMESERIES_BASE_SCHEMA) + [
+        pa.field(busy_column(t), pa.int64(), nullable=False) for t in seen
+    ]
+    return pa.schema(fields)
+
+
+def tenants_of_timeseries(columns: Sequence[str]) -> list[str]:
+    """Tenant names present in a wide time series, in column order."""
+    return [c[len(TENANT_BUSY_PREFIX) :] for c in columns if c.startswith(TENANT_BUSY_PREFIX)]
+
+
+def empty_jobs_table() -> pa.Table:
+    """A zero-row ``jobs`` table with the contract schema (for runs with no jobs)."""
+    return JOBS_SCHEMA.empty_table()
+
+
+def empty_timeseries_table(tenants: Iterable[str] = ()) -> pa.Table:
+    """A zero-row time series with the contract schema."""
+    return timeseries_schema(tenants).empty_table()
+
+
+def _as_arrow(frame: Frame) -> pa.Table:
+    return frame.to_arrow() if isinstance(frame, pl.DataFrame) else frame
+
+
+def _conform(table: pa.Table, schema: pa.Schema, what: str) -> pa.Table:
+    """Select and cast ``table`` to ``schema``; a clear error names what does not fit."""
+    missing = [f.name for f in schema if f.name not in table.column_names]
+    if missing:
+        raise ResultSchemaError(what, f"missing column(s) {', '.join(missing)}")
+    columns = []
+    for field in schema:
+        col = table.column(field.name)
+        if pa.types.is_dictionary(col.type):
+            col = col.cast(col.type.value_type)
+        if not field.nullable and col.null_count:
+            problem = f"{field.name}: {col.null_count} null(s) in a required column"
+            raise ResultSchemaError(what, problem)
+        try:
+            columns.append(col.cast(field.type))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise ResultSchemaError(
+                what, f"{field.name}: type {col.type} can't be cast to {field.type} ({exc})"
+            ) from exc
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def conform_jobs(jobs: Frame) -> pa.Table:
+    """The jobs table in exactly :data:`JOBS_SCHEMA` (extra columns dropped)."""
+    return _conform(_as_arrow(jobs), JOBS_SCHEMA, JOBS_FILE)
+
+
+def conform_timeseries(timeseries: Frame) -> pa.Table:
+    """The time series in :func:`timeseries_schema` order, tenant columns kept."""
+    table = _as_arrow(timeseries)
+    schema = timeseries_schema(tenants_of_timeseries(table.column_names))
+    return _conform(table, schema, TIMESERIES_FILE)
+
+
+def json_safe(value: Any) -> Any:
+    """Replace NaN and infinities by ``None`` and numpy scalars by Python ones, recursively.
+
+    JSON has no NaN; a summary with no completed jobs has no mean JCT, and ``null`` says so
+    in a way every JSON reader accepts.
+    """
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def write_summary(path: Path, summary: Mapping[str, Any]) -> Path:
+    """Write ``summary.json`` (indented, NaN as null, trailing newline) and return its path."""
+    text = json.dumps(json_safe(summary), indent=2, allow_nan=False)
+    path.write_text(text + "\n", encoding="utf-8")
+    return path
+
+
+def write_jobs(path: Path, jobs: Frame) -> Path:
+    """Write ``jobs.parquet`` in the contract schema (zstd) and return its path."""
+    pq.write_table(conform_jobs(jobs), path, compression="zstd")
+    return path
+
+
+def write_timeseries(path: Path, timeseries: Frame) -> Path:
+    """Write ``timeseries.parquet`` in the contract schema (zstd) and return its path."""
+    pq.write_table(conform_timeseries(timeseries), path, compression="zstd")
+    return path
+
+
+def write_results(
+    out_dir: Path, summary: Mapping[str, Any], jobs: Frame, timeseries: Frame
+) -> dict[str, Path]:
+    """Write the three result files into ``out_dir`` (created if needed); paths by name."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return {
+        "summary": write_summary(out_dir / SUMMARY_FILE, summary),
+        "jobs": write_jobs(out_dir / JOBS_FILE, jobs),
+        "timeseries": write_timeseries(out_dir / TIMESERIES_FILE, timeseries),
+    }
+
+
+def to_polars(frame: FrameLike) -> pl.DataFrame:
+    """Any accepted input (table, frame, Parquet path, ``None``) as a polars DataFrame."""
+    if frame is None:
+        return pl.DataFrame()
+    if isinstance(frame, pl.DataFrame):
+        return frame
+    if isinstance(frame, str | Path):
+        return pl.read_parquet(frame)
+    out = pl.from_arrow(frame)
+    assert isinstance(out, pl.DataFrame), "a pyarrow Table converts to a DataFrame"
+    return out
+
+
+def load_results(out_dir: Path) -> tuple[dict[str, Any], pl.DataFrame, pl.DataFrame]:
+    """Read ``summary.json`` and the two Parquet files back from a run directory."""
+    summary_path = out_dir / SUMMARY_FILE
+    try:
+        summary = json.loads(summary_path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ResultSchemaError(str(summary_path), "no such file") from exc
+    except json.JSONDecodeError as exc:
+        raise ResultSchemaError(str(summary_path), f"not valid JSON ({exc})") from exc
+    if not isinstance(summary, dict):
+        raise ResultSchemaError(str(summary_path), "expected a JSON object")
+    jobs_path = out_dir / JOBS_FILE
+    ts_path = out_dir / TIMESERIES_FILE
+    jobs = pl.read_parquet(jobs_path) if jobs_path.exists() else pl.DataFrame()
+    ts = pl.read_parquet(ts_path) if ts_path.exists() else pl.DataFrame()
+    return summary, jobs, ts
+
+
+def float_column(df: pl.DataFrame, name: str) -> np.ndarray[Any, np.dtype[np.float64]]:
+    """A column as float64 numpy (nulls as NaN); an empty array when the column is absent."""
+    if name not in df.columns or df.height == 0:
+        return np.empty(0, dtype=np.float64)
+    return df.get_column(name).cast(pl.Float64).fill_null(float("nan")).to_numpy()
+
+
+def size_class_index(gpus: np.ndarray[Any, Any]) -> np.ndarray[Any, np.dtype[np.intp]]:
+    """Index into :data:`SIZE_CLASSES` for each gang size."""
+    edges = np.array([lo for _, lo, _ in SIZE_CLASSES[1:]], dtype=np.int64)
+    return np.searchsorted(edges, np.asarray(gpus, dtype=np.int64), side="right")
+
+
+def cdf_points(
+    values: np.ndarray[Any, Any], max_points: int = 2000
+) -> tuple[np.ndarray[Any, np.dtype[np.float64]], np.ndarray[Any, np.dtype[np.float64]]]:
+    """Empirical CDF ``(x, F(x))`` of the finite values, thinned to at most ``max_points``.
+
+    Thinning keeps evenly spaced ranks (always the minimum and the maximum), so the curve of
+    a million jobs draws in constant time and still shows the tail to 1/``max_points``.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    v = np.sort(v[np.isfinite(v)])
+    n = v.size
+    if n == 0:
+        empty = np.empty(0, dtype=np.float64)
+        return empty, empty
+    if n <= max_points:
+        idx = np.arange(n)
+    else:
+        idx = np.unique(np.linspace(0, n - 1, max(max_points, 2)).round().astype(np.int64))
+    return v[idx], (idx + 1.0) / n
+
+
+def downsample_mean(
+    t: np.ndarray[Any, Any], columns: Sequence[np.ndarray[Any, Any]], max_points: int = 2000
+) -> tuple[np.ndarray[Any, np.dtype[np.float64]], list[np.ndarray[Any, np.dtype[np.float64]]]]:
+    """Average consecutive samples into at most ``max_points`` bins (time and every column).
+
+    Means, not picks: a year at five-minute steps is 105,000 rows, and a picked sample would
+    alias daily cycles while the bin mean keeps the area (GPU-hours) under each curve.
+    """
+    n = len(t)
+    t64 = np.asarray(t, dtype=np.float64)
+    cols = [np.asarray(c, dtype=np.float64) for c in columns]
+    if n <= max_points:
+        return t64, cols
+    starts = np.unique(np.linspace(0, n, max_points + 1).astype(np.int64)[:-1])
+    counts = np.diff(np.append(starts, n)).astype(np.float64)
+    return (
+        np.add.reduceat(t64, starts) / counts,
+        [np.add.reduceat(c, starts) / counts for c in cols],
+    )

@@ -1,0 +1,1 @@
+"""Who decides: the pure scheduler core (quota, ordering, placement, backfill, preemption)."""

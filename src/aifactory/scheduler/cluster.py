@@ -1,0 +1,187 @@
+"""Cluster state: which GPUs are free, indexed so that no decision scans the fleet.
+
+Free GPUs are counted per node, NVLink domain, pod, site and GPU class, and nodes and
+domains are also kept in *buckets* keyed by (class, free count). Best-fit search for a
+job that fits in one node or one domain is then a walk over at most one bucket list
+per candidate free count (8 for HGX, 72 for NVL72), independent of fleet size, and
+allocate/release touch O(levels) counters and O(1) set entries.
+
+GPU identities inside a node are a bitmask, so the control plane can hand out
+concrete device indices (``CUDA_VISIBLE_DEVICES``) from the same state.
+"""
+
+from __future__ import annotations
+
+from aifactory.fleet.topology import Topology
+
+Placement = list[tuple[int, int]]  # (node index, bitmask of the node's GPUs used)
+
+
+class ClusterState:
+    """Free-GPU bookkeeping over a compiled :class:`Topology`."""
+
+    __slots__ = (
+        "class_free",
+        "class_pods",
+        "cpod_doms",
+        "cpod_free",
+        "cpod_full",
+        "csite_free",
+        "dom_bucket",
+        "dom_cap",
+        "dom_class",
+        "dom_first",
+        "dom_free",
+        "dom_nodes",
+        "dom_pod",
+        "dom_size",
+        "gpn_max",
+        "node_bucket",
+        "node_cap",
+        "node_dom",
+        "node_free",
+        "node_mask",
+        "pod_site",
+        "stranded",
+        "topo",
+    )
+
+    def __init__(self, topo: Topology) -> None:
+        self.topo = topo
+        self.node_cap: list[int] = topo.node_gpus.tolist()
+        self.node_free: list[int] = list(self.node_cap)
+        self.node_mask: list[int] = [(1 << c) - 1 for c in self.node_cap]
+        self.node_dom: list[int] = topo.node_domain.tolist()
+        self.dom_cap: list[int] = topo.domain_gpus.tolist()
+        self.dom_free: list[int] = list(self.dom_cap)
+        self.dom_pod: list[int] = topo.domain_pod.tolist()
+        self.dom_class: list[int] = topo.domain_class.tolist()
+        self.dom_first: list[int] = topo.domain_first_node.tolist()
+        self.dom_nodes: list[int] = topo.domain_nodes.tolist()
+        self.pod_site: list[int] = topo.pod_site.tolist()
+        n_classes = len(topo.classes)
+        self.class_free = [0] * n_classes
+        # Per class: free GPUs per pod and per site, the fully free domains of each pod,
+        # and each pod's domains of that class (dicts: a class lives in few pods).
+        self.cpod_free: list[dict[int, int]] = [{} for _ in range(n_classes)]
+        self.csite_free: list[dict[int, int]] = [{} for _ in range(n_classes)]
+        self.cpod_full: list[dict[int, set[int]]] = [{} for _ in range(n_classes)]
+        self.cpod_doms: list[dict[int, list[int]]] = [{} for _ in range(n_classes)]
+        self.class_pods: list[list[int]] = [[] for _ in range(n_classes)]
+        self.gpn_max = [0] * n_classes
+        self.dom_size = [0] * n_classes  # largest NVLink domain of each class
+        max_dom = max(self.dom_cap) if self.dom_cap else 0
+        max_node = max(self.node_cap) if self.node_cap else 0
+        self.dom_bucket: list[list[set[int]]] = [
+            [set() for _ in range(max_dom + 1)] for _ in range(n_classes)
+        ]
+        self.node_bucket: list[list[set[int]]] = [
+            [set() for _ in range(max_node + 1)] for _ in range(n_classes)
+        ]
+        for d, cap in enumerate(self.dom_cap):
+            p = self.dom_pod[d]
+            c = self.dom_class[d]
+            s = self.pod_site[p]
+            if p not in self.cpod_free[c]:
+                self.class_pods[c].append(p)
+                self.cpod_free[c][p] = 0
+                self.cpod_full[c][p] = set()
+                self.cpod_doms[c][p] = []
+            self.cpod_free[c][p] += cap
+            self.csite_free[c][s] = self.csite_free[c].get(s, 0) + cap
+            self.class_free[c] += cap
+            self.cpod_full[c][p].add(d)
+            self.cpod_doms[c][p].append(d)
+            self.dom_bucket[c][cap].add(d)
+            self.dom_size[c] = max(self.dom_size[c], cap)
+            first = self.dom_first[d]
+            for n in range(first, first + self.dom_nodes[d]):
+                self.node_bucket[c][self.node_cap[n]].add(n)
+                self.gpn_max[c] = max(self.gpn_max[c], self.node_cap[n])
+        self.stranded = 0  # free GPUs in partly used domains
+
+    # ------------------------------------------------------------------ updates
+    def take(self, node: int, count: int) -> int:
+        """Take ``count`` free GPUs of ``node`` (lowest indices first); return their mask."""
+        free_mask = self.node_mask[node]
+        mask = 0
+        for _ in range(count):
+            low = free_mask & -free_mask
+            mask |= low
+            free_mask ^= low
+        self._change(node, -count, mask)
+        return mask
+
+    def give(self, node: int, mask: int) -> None:
+        """Return the GPUs of ``mask`` on ``node``."""
+        self._change(node, mask.bit_count(), mask)
+
+    def allocate(self, plan: list[tuple[int, int]]) -> Placement:
+        """Take GPUs for a plan of (node, count); returns the placement (node, mask)."""
+        return [(node, self.take(node, count)) for node, count in plan]
+
+    def reserve_exact(self, placement: Placement) -> None:
+        """Take exactly the GPUs of a placement (used to restore state after a restart)."""
+        for node, mask in placement:
+            if self.node_mask[node] & mask != mask:
+                msg = f"node {node}: GPUs {mask:#x} are not all free"
+                raise ValueError(msg)
+            self._change(node, -mask.bit_count(), mask)
+
+    def release(self, placement: Placement) -> None:
+        """Free every GPU of a placement."""
+        for node, mask in placement:
+            self.give(node, mask)
+
+    def _change(self, node: int, delta: int, mask: int) -> None:
+        d = self.node_dom[node]
+        c = self.dom_class[d]
+        old = self.node_free[node]
+        new = old + delta
+        nb = self.node_bucket[c]
+        nb[old].discard(node)
+        nb[new].add(node)
+        self.node_free[node] = new
+        self.node_mask[node] ^= mask
+        dold = self.dom_free[d]
+        dnew = dold + delta
+        cap = self.dom_cap[d]
+        db = self.dom_bucket[c]
+        db[dold].discard(d)
+        db[dnew].add(d)
+        self.dom_free[d] = dnew
+        p = self.dom_pod[d]
+        if dold == cap:
+            self.cpod_full[c][p].discard(d)
+        elif dnew == cap:
+            self.cpod_full[c][p].add(d)
+        self.stranded += (dnew if 0 < dnew < cap else 0) - (dold if 0 < dold < cap else 0)
+        self.cpod_free[c][p] += delta
+        self.csite_free[c][self.pod_site[p]] += delta
+        self.class_free[c] += delta
+
+    # ------------------------------------------------------------------ queries
+    def node_name(self, node: int) -> str:
+        """Stable human-readable node name: ``site/pod/d<domain>/n<node>``."""
+        d = self.node_dom[node]
+        return f"{self.topo.pods[self.dom_pod[d]]}/d{d}/n{node}"
+
+    def gpus_of(self, placement: Placement) -> int:
+        """Number of GPUs in a placement."""
+        return sum(mask.bit_count() for _, mask in placement)
+
+    def check(self) -> None:
+        """Recount everything from the node level and compare (for tests; O(fleet))."""
+        dom = [0] * len(self.dom_cap)
+        for n, f in enumerate(self.node_free):
+            assert 0 <= f <= self.node_cap[n], f"node {n} free {f}"
+            assert self.node_mask[n].bit_count() == f, f"node {n} mask"
+            dom[self.node_dom[n]] += f
+        assert dom == self.dom_free, "domain free counts drifted"
+        for c, pods in enumerate(self.cpod_free):
+            for p, free in pods.items():
+                got = sum(dom[d] for d in self.cpod_doms[c][p])
+                assert got == free, f"class {c} pod {p} free count drifted"
+        assert sum(dom) == sum(self.class_free), "class free counts drifted"
+        stranded = sum(f for d, f in enumerate(dom) if 0 < f < self.dom_cap[d])
+        assert stranded == self.stranded, "stranded count drifted"

@@ -1,0 +1,731 @@
+"""The scheduler core: one pure, deterministic, clock-injected decision maker.
+
+The same object runs inside the twin (simulated time) and the control plane (wall
+time): every method takes ``now`` from its caller and nothing here reads a clock, does
+I/O or touches global state. A scheduling pass is written as numbered phases:
+
+1. heads     - the head of every tenant queue, ordered by (tenant key, job key);
+2. admit     - quota check, then topology-aware gang placement;
+3. reserve   - EASY: the first job of a class that does not fit gets a reservation at
+               the earliest time enough GPUs free up (from running jobs' estimates);
+               later jobs of that class start only if they don't delay it;
+4. preempt   - priority, quota reclaim (and the policy's own rank, for LAS), choosing
+               victims that lose the least work, never one the job was preempted for;
+5. requeue   - jobs that could not start go back to their queues.
+
+With ``backfill=none`` the pass is strict: a tenant queue stops at its first job that
+cannot start, as Slurm does without backfill.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import Counter
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from sortedcontainers import SortedList
+
+from aifactory.fleet.topology import Topology
+from aifactory.scheduler.cluster import ClusterState, Placement
+from aifactory.scheduler.placement import Level, find_placement
+from aifactory.scheduler.policies import Policy, TenantUsage, make_policy
+from aifactory.scheduler.policies.las import DEFAULT_THRESHOLDS, LasPolicy
+from aifactory.scheduler.quota import QuotaBook
+from aifactory.scheduler.usage import DecayedUsage
+from aifactory.workload.job import Job, JobState
+from aifactory.workload.progress import run_progress
+
+INF = float("inf")
+MAX_EXTRA_VICTIMS = 8  # victims beyond the count-sufficient set tried for topology's sake
+MAX_PRUNE = 16  # victim sets up to this size are pruned of unnecessary victims
+QueueEntry = tuple[tuple[float, ...], int, Job]
+
+
+class BackfillMode(StrEnum):
+    """Whether later jobs may start around a blocked one."""
+
+    NONE = "none"
+    EASY = "easy"
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerConfig:
+    """Knobs of the scheduler core (all have defaults a user can override)."""
+
+    policy: str = "fifo"
+    backfill: BackfillMode = BackfillMode.EASY
+    preemption: bool = True
+    restart_overhead_s: float = 60.0  # Tiresias measured ~62 s per restart (facts.md §3)
+    checkpoint_write_s: float = 0.0  # progress pause per checkpoint written
+    fair_half_life_s: float = 7 * 86400.0  # Slurm's PriorityDecayHalfLife default is 7 days
+    las_thresholds: tuple[float, ...] = DEFAULT_THRESHOLDS
+    backfill_depth: int = 500  # jobs tested per pass beyond the head (Slurm bf_max_job_test)
+    # Seconds between deep backfill scans (Slurm's bf_interval, default 30 s there); 0 scans
+    # on every pass. Between scans a pass tries queue heads only, as Slurm's main loop does.
+    backfill_interval_s: float = 0.0
+
+
+@dataclass(slots=True)
+class _PassContext:
+    """Scratch state of one pass."""
+
+    reservations: dict[int, list[float]]
+    no_fit: dict[int, float] = field(default_factory=dict)  # class -> smallest gang that failed
+    quota_fail: dict[tuple[str, int], float] = field(default_factory=dict)  # same, for quota
+    preempt_failed: set[int] = field(default_factory=set)
+    seen_tenants: set[str] = field(default_factory=set)
+
+
+@dataclass(slots=True)
+class CycleResult:
+    """What one pass decided."""
+
+    started: list[Job] = field(default_factory=list)
+    preempted: list[Job] = field(default_factory=list)
+
+
+class Scheduler:
+    """Queues, quota and cluster state for one fleet, and the pass that decides."""
+
+    def __init__(self, topo: Topology, config: SchedulerConfig | None = None) -> None:
+        self.cfg = config or SchedulerConfig()
+        self.topo = topo
+        self.cs = ClusterState(topo)
+        self.policy: Policy = (
+            LasPolicy(self.cfg.las_thresholds)
+            if self.cfg.policy == "las"
+            else make_policy(self.cfg.policy)
+        )
+        self.quota = QuotaBook(topo.fleet, topo.classes)
+        self.tenants = list(self.quota.tenants)
+        n_classes = len(topo.classes)
+        self.capacity = tuple(topo.class_capacity()[c] for c in topo.classes)
+        self.site_capacity = [
+            max(self.cs.csite_free[c].values(), default=0) for c in range(n_classes)
+        ]
+        self.usage = DecayedUsage(
+            self.tenants,
+            n_classes,
+            self.cfg.fair_half_life_s,
+            decay=self.policy.uses_tenant_keys,
+        )
+        nominal_total = {t: sum(cell.nominal for cell in self.quota.cells[t]) for t in self.tenants}
+        fleet_nominal = max(1, sum(nominal_total.values()))
+        self.weight = {t: max(nominal_total[t] / fleet_nominal, 1e-3) for t in self.tenants}
+        self.queues: dict[str, list[QueueEntry]] = {t: [] for t in self.tenants}
+        self.jobs: list[Job] = []
+        self.by_id: dict[str, Job] = {}
+        self.running: dict[int, Job] = {}
+        self.ends: list[SortedList] = [SortedList() for _ in range(n_classes)]
+        self.running_tc: dict[tuple[str, int], set[int]] = {}
+        self.prio_tc: dict[tuple[str, int], Counter[int]] = {}
+        self.rejected: Counter[str] = Counter()
+        self.pending_count = 0
+        self.pending_sizes: dict[str, Counter[int]] = {t: Counter() for t in self.tenants}
+        self.pending_gpus = 0
+        self.preemptions = 0
+        self.passes = 0
+        self._seq = 0
+        self._dirty = False
+        self._freed = False  # capacity came back since the last pass: a full pass is due
+        self._fresh: list[Job] = []  # jobs queued since the last pass
+        self._reservations: dict[int, list[float]] = {}
+        self._last_deep = -INF
+        self.wakeup_s: float | None = None  # when the caller should run a pass even if idle
+        self._classes_cache: dict[tuple[str, str | None, int, bool], tuple[int, ...]] = {}
+
+    # ================================================================ submit
+    def submit(self, job: Job, now: float) -> str | None:
+        """Queue a job; returns why it can never run (and fails it), or None."""
+        if job.id in self.by_id:
+            msg = f"job {job.id}: id already submitted"
+            raise ValueError(msg)
+        job.index = len(self.jobs)
+        self.jobs.append(job)
+        self.by_id[job.id] = job
+        reason = self._never_runs(job)
+        if reason is not None:
+            job.move(JobState.FAILED, now)
+            job.end_s = now
+            self.rejected[reason.split(":", 1)[0]] += 1
+            return reason
+        self._enqueue(job)
+        return None
+
+    def _never_runs(self, job: Job) -> str | None:
+        if job.tenant not in self.queues:
+            return f"unknown tenant: '{job.tenant}' has no quota in this fleet"
+        if job.gpu_class is not None and job.gpu_class not in self.topo.classes:
+            return f"unknown GPU class: '{job.gpu_class}'"
+        if not self._classes(job):
+            biggest = max(
+                (
+                    min(
+                        self.quota.ceiling(job.tenant, c),
+                        self.capacity[c] if job.allow_cross_site else self.site_capacity[c],
+                    )
+                    for c in self._allowed_classes(job)
+                ),
+                default=0,
+            )
+            return (
+                f"too big: {job.gpus} GPUs asked, at most {biggest} can ever be "
+                f"given to tenant '{job.tenant}'"
+            )
+        return None
+
+    def _allowed_classes(self, job: Job) -> list[int]:
+        if job.gpu_class is not None:
+            return [self.topo.classes.index(job.gpu_class)]
+        return list(range(len(self.topo.classes)))
+
+    def _classes(self, job: Job) -> tuple[int, ...]:
+        """Classes a job could ever run in (cached per shape)."""
+        key = (job.tenant, job.gpu_class, job.gpus, job.allow_cross_site)
+        got = self._classes_cache.get(key)
+        if got is None:
+            got = tuple(
+                c
+                for c in self._allowed_classes(job)
+                if job.gpus <= self.quota.ceiling(job.tenant, c)
+                and job.gpus
+                <= (self.capacity[c] if job.allow_cross_site else self.site_capacity[c])
+            )
+            self._classes_cache[key] = got
+        return got
+
+    def _enqueue(self, job: Job) -> None:
+        self._seq += 1
+        job.qseq = self._seq
+        heapq.heappush(self.queues[job.tenant], (self.policy.job_key(job), self._seq, job))
+        self.pending_count += 1
+        self.pending_gpus += job.gpus
+        self.pending_sizes[job.tenant][job.gpus] += 1
+        self._fresh.append(job)
+        self._dirty = True
+
+    # ================================================================ the pass
+    def schedule(self, now: float) -> CycleResult:
+        """Run one scheduling pass at ``now``; start and preempt jobs.
+
+        A pass after capacity was freed considers every queue (up to ``backfill_depth``
+        jobs that cannot start). A pass after arrivals only considers the new jobs:
+        nothing else changed, so the jobs that could not start before still cannot,
+        and the reservations of the last full pass still hold.
+        """
+        res = CycleResult()
+        if not self._dirty:
+            return res
+        self._dirty = False
+        self.passes += 1
+        fresh = self._fresh
+        self._fresh = []
+        if self._freed:
+            interval = self.cfg.backfill_interval_s
+            deep = self.cfg.backfill == BackfillMode.EASY and (
+                interval <= 0 or now >= self._last_deep + interval
+            )
+            self._freed = False
+            if deep:
+                self._last_deep = now
+                self.wakeup_s = None
+                self._full_pass(now, res, deep=True)
+            else:
+                # Between backfill scans only queue heads are tried (Slurm's main loop);
+                # the deep scan is due at the wake-up time.
+                self._full_pass(now, res, deep=False)
+                if self.cfg.backfill == BackfillMode.EASY:
+                    self._freed = True
+                    self._dirty = True
+                    self.wakeup_s = self._last_deep + interval
+        else:
+            self._arrivals_pass(fresh, now, res)
+        return res
+
+    def _heads(
+        self, tenants: list[str], now: float
+    ) -> list[tuple[float, tuple[float, ...], int, str]]:
+        heads = []
+        keyed = self.policy.uses_tenant_keys
+        for t in tenants:
+            q = self.queues[t]
+            if self._clean(q):
+                heads.append((self._tenant_key(t, now) if keyed else 0.0, *q[0][:2], t))
+        heapq.heapify(heads)
+        return heads
+
+    def _full_pass(self, now: float, res: CycleResult, *, deep: bool) -> None:
+        easy = deep
+        keyed = self.policy.uses_tenant_keys
+        # Phase 1: heads.
+        heads = self._heads(self.tenants, now)
+        if deep:
+            reservations: dict[int, list[float]] = {}
+            self._reservations = reservations
+        else:
+            reservations = self._reservations
+        ctx = _PassContext(reservations)
+        held: list[QueueEntry] = []
+        tested = 0
+        while heads:
+            _, _, _, t = heapq.heappop(heads)
+            q = self.queues[t]
+            entry = heapq.heappop(q)
+            job = entry[2]
+            head = t not in ctx.seen_tenants
+            ctx.seen_tenants.add(t)
+            # Phases 2-4.
+            if self._try_start(job, now, ctx, res, head=head):
+                if self._clean(q):
+                    key = self._tenant_key(t, now) if keyed else 0.0
+                    heapq.heappush(heads, (key, *q[0][:2], t))
+                continue
+            held.append(entry)
+            if not easy:
+                continue  # strict: this tenant's queue stops here for this pass
+            tested += 1
+            if tested >= self.cfg.backfill_depth:
+                break
+            if not self._may_start_more(t, ctx):
+                continue  # nothing this tenant could start now: stop its queue
+            if self._clean(q):
+                key = self._tenant_key(t, now) if keyed else 0.0
+                heapq.heappush(heads, (key, *q[0][:2], t))
+        # Phase 5: requeue.
+        for entry in held:
+            heapq.heappush(self.queues[entry[2].tenant], entry)
+
+    def _may_start_more(self, tenant: str, ctx: _PassContext) -> bool:
+        """Whether the smallest waiting job of ``tenant`` could still start in this pass.
+
+        A necessary condition only (placement and reservations are not checked), so a
+        False here never skips a job that could start.
+        """
+        sizes = self.pending_sizes[tenant]
+        if not sizes:
+            return False
+        smallest = min(sizes)
+        for c, cell in enumerate(self.quota.cells[tenant]):
+            if (
+                cell.nominal + cell.borrow_limit > 0
+                and self.cs.class_free[c] >= smallest
+                and ctx.no_fit.get(c, INF) > smallest
+                and self.quota.fits(tenant, c, smallest)
+            ):
+                return True
+        return False
+
+    def _arrivals_pass(self, fresh: list[Job], now: float, res: CycleResult) -> None:
+        easy = self.cfg.backfill == BackfillMode.EASY
+        ctx = _PassContext(self._reservations)
+        fresh.sort(key=lambda j: (self.policy.job_key(j), j.qseq))
+        for job in fresh:
+            if job.state != JobState.PENDING:
+                continue
+            q = self.queues[job.tenant]
+            head = self._clean(q) and q[0][2] is job
+            if not head and not easy:
+                continue  # strict: an earlier job of this tenant is waiting
+            if self._try_start(job, now, ctx, res, head=head):
+                job.qseq = -1  # its queue entry is now stale
+
+    def _clean(self, q: list[QueueEntry]) -> bool:
+        """Drop stale entries at the head; True if a live job is at the head."""
+        while q:
+            job = q[0][2]
+            if job.state == JobState.PENDING and job.qseq == q[0][1]:
+                return True
+            heapq.heappop(q)
+        return False
+
+    def _tenant_key(self, tenant: str, now: float) -> float:
+        self.usage.advance(tenant, now)
+        usage = {
+            tenant: TenantUsage(
+                decayed_gpus=self.usage.average_gpus(tenant),
+                running_gpus=tuple(self.usage.running[tenant]),
+                weight=self.weight[tenant],
+            )
+        }
+        return self.policy.tenant_key(tenant, usage, self.capacity)
+
+    def _class_order(self, classes: tuple[int, ...], tenant: str) -> tuple[int, ...]:
+        """Classes in the order to try: where the tenant has most unused nominal quota first."""
+        cells = self.quota.cells[tenant]
+        return tuple(sorted(classes, key=lambda c: (cells[c].used - cells[c].nominal, c)))
+
+    def _try_start(
+        self, job: Job, now: float, ctx: _PassContext, res: CycleResult, *, head: bool
+    ) -> bool:
+        all_classes = self._classes(job)
+        blocked: int | None = None
+        gpus = job.gpus
+        tenant = job.tenant
+        class_free = self.cs.class_free
+        no_fit = ctx.no_fit
+        # Cheap, monotone rejections first: a bigger gang than one that already failed to
+        # fit in this class this pass cannot fit either.
+        classes = tuple(
+            c for c in all_classes if gpus <= class_free[c] and gpus < no_fit.get(c, INF)
+        )
+        if len(classes) != len(all_classes) and all_classes:
+            blocked = next(c for c in all_classes if c not in classes)
+        if len(classes) > 1:
+            classes = self._class_order(classes, tenant)
+        for c in classes:
+            if gpus >= ctx.quota_fail.get((tenant, c), INF):
+                continue
+            if not self.quota.fits(tenant, c, gpus):
+                ctx.quota_fail[(tenant, c)] = gpus
+                continue
+            shadow = ctx.reservations.get(c)
+            if shadow is not None and not self._fits_reservation(job, shadow, now, commit=False):
+                continue
+            found = find_placement(self.cs, c, gpus, cross_site=job.allow_cross_site)
+            if found is None:
+                no_fit[c] = min(gpus, no_fit.get(c, INF))
+                if blocked is None:
+                    blocked = c
+                continue
+            if shadow is not None:
+                self._fits_reservation(job, shadow, now, commit=True)
+            self._start(job, c, found[0], found[1], now)
+            res.started.append(job)
+            return True
+        classes = all_classes
+        if self.cfg.preemption and head:
+            for c in classes:
+                if c not in ctx.preempt_failed:
+                    if self._try_preempt(job, c, now, res):
+                        return True
+                    ctx.preempt_failed.add(c)
+        if (
+            blocked is not None
+            and self.cfg.backfill == BackfillMode.EASY
+            and blocked not in ctx.reservations
+            and self.quota.fits(tenant, blocked, gpus)
+        ):
+            ctx.reservations[blocked] = self._reservation(job, blocked, now)
+        return False
+
+    # ================================================================ backfill
+    def _reservation(self, job: Job, klass: int, now: float) -> list[float]:
+        """[shadow time, spare GPUs at that time] for the blocked head job (EASY)."""
+        free = self.cs.class_free[klass]
+        need = job.gpus
+        shadow = now
+        if free < need:
+            for est_end, idx in self.ends[klass]:
+                free += self.jobs[idx].gpus
+                shadow = max(est_end, now)
+                if free >= need:
+                    break
+            else:
+                return [INF, 0.0]
+        return [shadow, float(free - need)]
+
+    def _fits_reservation(self, job: Job, shadow: list[float], now: float, *, commit: bool) -> bool:
+        """Whether starting ``job`` now leaves the reservation intact (EASY's test)."""
+        if now + self._expected_run(job) <= shadow[0]:
+            return True
+        if job.gpus <= shadow[1]:
+            if commit:
+                shadow[1] -= job.gpus
+            return True
+        return False
+
+    def _expected_run(self, job: Job) -> float:
+        remaining = max(job.estimate_s - job.progress_s, 0.0)
+        writes = 0.0
+        if job.checkpoint_s and self.cfg.checkpoint_write_s:
+            writes = (remaining // job.checkpoint_s) * self.cfg.checkpoint_write_s
+        return job.overhead_s + remaining + writes
+
+    # ================================================================ start / stop
+    def _start(
+        self, job: Job, klass: int, level: Level, plan: list[tuple[int, int]], now: float
+    ) -> None:
+        placement = self.cs.allocate(plan)
+        self._attach(job, klass, placement, now)
+        job.level = level.value
+        job.move(JobState.RUNNING, now)
+        if job.first_start_s is None:
+            job.first_start_s = now
+        job.run_start_s = now
+        job.run_epoch += 1
+        job.est_end_s = now + self._expected_run(job)
+        self.ends[klass].add((job.est_end_s, job.index))
+        self._unpend(job)
+
+    def _unpend(self, job: Job) -> None:
+        self.pending_count -= 1
+        self.pending_gpus -= job.gpus
+        sizes = self.pending_sizes[job.tenant]
+        sizes[job.gpus] -= 1
+        if not sizes[job.gpus]:
+            del sizes[job.gpus]
+
+    def _attach(self, job: Job, klass: int, placement: Placement, now: float) -> None:
+        """Charge quota, usage and indices for a job holding ``placement``."""
+        job.klass = klass
+        job.placement = placement
+        self.quota.add(job.tenant, klass, job.gpus)
+        self.usage.change(job.tenant, klass, job.gpus, now)
+        self.running[job.index] = job
+        key = (job.tenant, klass)
+        self.running_tc.setdefault(key, set()).add(job.index)
+        if job.preemptible:
+            self.prio_tc.setdefault(key, Counter())[job.priority] += 1
+
+    def _detach(self, job: Job, now: float) -> None:
+        """Free a running job's GPUs and quota (the inverse of :meth:`_attach`)."""
+        klass = job.klass
+        self.cs.release(job.placement)
+        self.quota.add(job.tenant, klass, -job.gpus)
+        self.usage.change(job.tenant, klass, -job.gpus, now)
+        del self.running[job.index]
+        key = (job.tenant, klass)
+        self.running_tc[key].discard(job.index)
+        if job.preemptible:
+            counter = self.prio_tc[key]
+            counter[job.priority] -= 1
+            if not counter[job.priority]:
+                del counter[job.priority]
+
+    def _stop(self, job: Job, now: float) -> None:
+        self._detach(job, now)
+        self.ends[job.klass].discard((job.est_end_s, job.index))
+        job.attained += job.gpus * max(0.0, now - job.run_start_s)
+        self._dirty = True
+        self._freed = True
+
+    def finish(self, job: Job, now: float, state: JobState = JobState.COMPLETED) -> None:
+        """A running job ended (completed or failed for good): free its GPUs."""
+        self._stop(job, now)
+        job.progress_s = job.duration_s if state == JobState.COMPLETED else job.progress_s
+        job.move(state, now)
+        job.end_s = now
+
+    def cancel(self, job: Job, now: float) -> None:
+        """Cancel a pending or running job."""
+        if job.state == JobState.RUNNING:
+            self._stop(job, now)
+        elif job.state == JobState.PENDING:
+            self._unpend(job)
+        job.move(JobState.CANCELLED, now)
+        job.end_s = now
+
+    def interrupt(
+        self, job: Job, now: float, *, by: Job | None = None, failure: bool = False
+    ) -> None:
+        """Evict a running job (preemption or failure): it loses work since its last
+        checkpoint, pays the restart overhead on its next start, and waits again."""
+        self._stop(job, now)
+        gained, saved = run_progress(
+            now - job.run_start_s, job.overhead_s, job.checkpoint_s, self.cfg.checkpoint_write_s
+        )
+        base = job.progress_s
+        lost = (gained - saved) + min(now - job.run_start_s, job.overhead_s)
+        job.progress_s = base + saved
+        if failure:
+            job.failures += 1
+            job.lost_failure_gpu_s += lost * job.gpus
+        else:
+            job.preemptions += 1
+            self.preemptions += 1
+            job.lost_preempt_gpu_s += lost * job.gpus
+            if by is not None:
+                job.preempted_for = job.preempted_for | {by.id}
+        job.overhead_s = self.cfg.restart_overhead_s
+        job.placement = []
+        job.move(JobState.PREEMPTED, now)
+        job.move(JobState.PENDING, now)
+        self._enqueue(job)
+
+    def restore_running(self, job: Job, placement: Placement, start_s: float) -> None:
+        """Re-attach a job that was running before a restart to exactly its GPUs."""
+        if job.id not in self.by_id:
+            job.index = len(self.jobs)
+            self.jobs.append(job)
+            self.by_id[job.id] = job
+        if job.tenant not in self.queues:
+            msg = f"job {job.id}: tenant '{job.tenant}' has no quota in this fleet"
+            raise ValueError(msg)
+        self.cs.reserve_exact(placement)
+        node = placement[0][0]
+        klass = self.cs.dom_class[self.cs.node_dom[node]]
+        self._attach(job, klass, placement, start_s)
+        job.move(JobState.RUNNING, start_s)
+        job.first_start_s = job.first_start_s if job.first_start_s is not None else start_s
+        job.run_start_s = start_s
+        job.est_end_s = start_s + self._expected_run(job)
+        self.ends[klass].add((job.est_end_s, job.index))
+
+    # ================================================================ preemption
+    def _lost_if_evicted(self, job: Job, now: float) -> float:
+        gained, saved = run_progress(
+            now - job.run_start_s, job.overhead_s, job.checkpoint_s, self.cfg.checkpoint_write_s
+        )
+        return (gained - saved + job.overhead_s) * job.gpus
+
+    def _candidates(self, job: Job, klass: int, now: float) -> list[Job]:
+        t = job.tenant
+        key = (t, klass)
+        out: list[Job] = []
+        prios = self.prio_tc.get(key)
+        rank = self.policy.rank(job, now) if self.policy.preemptive else 0
+        own_lower = bool(prios) and min(prios) < job.priority  # type: ignore[arg-type]
+        if own_lower or self.policy.preemptive:
+            for idx in self.running_tc.get(key, ()):
+                v = self.jobs[idx]
+                if not v.preemptible or v.id in job.preempted_for:
+                    continue
+                if v.priority < job.priority or (
+                    self.policy.preemptive
+                    and v.priority == job.priority
+                    and self.policy.rank(v, now) > rank
+                ):
+                    out.append(v)
+        cell = self.quota.cells[t][klass]
+        cohort = self.quota.cohort_of[t]
+        if cohort is not None and cell.used + job.gpus <= cell.nominal:
+            for member in self.quota.cohort_members[cohort]:
+                if member == t or self.quota.borrowed(member, klass) <= 0:
+                    continue
+                for idx in self.running_tc.get((member, klass), ()):
+                    v = self.jobs[idx]
+                    if v.preemptible and v.id not in job.preempted_for:
+                        out.append(v)
+        return out
+
+    def _startable(self, job: Job, klass: int) -> tuple[Level, list[tuple[int, int]]] | None:
+        if not self.quota.fits(job.tenant, klass, job.gpus):
+            return None
+        return find_placement(self.cs, klass, job.gpus, cross_site=job.allow_cross_site)
+
+    def _try_preempt(self, job: Job, klass: int, now: float, res: CycleResult) -> bool:
+        cands = self._candidates(job, klass, now)
+        if not cands:
+            return False
+        # Necessary conditions, checked before touching any state: enough GPUs could be
+        # freed at all, and enough of the right tenants' usage to satisfy the quota.
+        if self.cs.class_free[klass] + sum(v.gpus for v in cands) < job.gpus:
+            return False
+        if not self.quota.fits(job.tenant, klass, job.gpus):
+            own = sum(v.gpus for v in cands if v.tenant == job.tenant)
+            shortfall = self.quota.shortfall(job.tenant, klass, job.gpus)
+            cell = self.quota.cells[job.tenant][klass]
+            over_own = cell.used + job.gpus - (cell.nominal + cell.borrow_limit)
+            if over_own > own or (shortfall > 0 and shortfall > sum(v.gpus for v in cands)):
+                return False
+        cands.sort(key=lambda v: (self._lost_if_evicted(v, now), -v.gpus, v.index))
+        tenant = job.tenant
+        gpus = job.gpus
+        quota = self.quota
+        # Phase A, counts only: the shortest prefix of candidates (least work lost first)
+        # that frees enough GPUs and quota. Quota changes are O(1) and undone at once.
+        need = gpus - self.cs.class_free[klass]
+        prefix: list[Job] = []
+        freed = 0
+        for v in cands:
+            if freed >= need and quota.fits(tenant, klass, gpus):
+                break
+            quota.add(v.tenant, klass, -v.gpus)
+            prefix.append(v)
+            freed += v.gpus
+        enough = freed >= need and quota.fits(tenant, klass, gpus)
+        for v in prefix:
+            quota.add(v.tenant, klass, v.gpus)
+        if not enough:
+            return False
+        # Phase B: free that prefix for real and search a placement; topology may need a
+        # few more victims (at most MAX_EXTRA_VICTIMS), after which the attempt is given up.
+        chosen = list(prefix)
+        for v in chosen:
+            self._detach(v, now)
+        found = find_placement(self.cs, klass, gpus, cross_site=job.allow_cross_site)
+        for v in cands[len(prefix) : len(prefix) + MAX_EXTRA_VICTIMS]:
+            if found is not None:
+                break
+            self._detach(v, now)
+            chosen.append(v)
+            found = find_placement(self.cs, klass, gpus, cross_site=job.allow_cross_site)
+        if found is None:
+            for v in reversed(chosen):
+                self._reattach(v, now)
+            return False
+        # Drop victims that turned out unnecessary, most work lost first (for small sets:
+        # each check is a placement search).
+        prunable = chosen if len(chosen) <= MAX_PRUNE else []
+        for v in sorted(prunable, key=lambda v: -self._lost_if_evicted(v, now)):
+            self._reattach(v, now)
+            if self._startable(job, klass) is not None:
+                chosen.remove(v)
+            else:
+                self._detach(v, now)
+        for v in chosen:
+            self._reattach(v, now)
+            self.interrupt(v, now, by=job)
+            res.preempted.append(v)
+        found = self._startable(job, klass)
+        if found is None:  # cannot happen: the victims' GPUs were just freed
+            msg = f"preemption for {job.id} freed GPUs that no longer fit it"
+            raise AssertionError(msg)
+        self._start(job, klass, found[0], found[1], now)
+        res.started.append(job)
+        return True
+
+    def _reattach(self, job: Job, now: float) -> None:
+        self.cs.reserve_exact(job.placement)
+        self._attach(job, job.klass, job.placement, now)
+
+    def capacity_changed(self) -> None:
+        """Capacity came back outside the scheduler's own decisions (e.g. a repaired node)."""
+        self._dirty = True
+        self._freed = True
+
+    # ================================================================ views
+    def placement_of(self, job: Job) -> list[tuple[str, tuple[int, ...]]]:
+        """(node name, local GPU indices) for each node a running job holds."""
+        return [
+            (self.cs.node_name(node), tuple(i for i in range(mask.bit_length()) if mask >> i & 1))
+            for node, mask in job.placement
+        ]
+
+    def placement_from(self, nodes: list[tuple[str, tuple[int, ...]]]) -> Placement:
+        """Inverse of :meth:`placement_of` (node names end in ``/n<index>``)."""
+        out: Placement = []
+        for name, gpus in nodes:
+            node = int(name.rsplit("/n", 1)[1])
+            out.append((node, sum(1 << i for i in gpus)))
+        return out
+
+    @property
+    def busy_gpus(self) -> int:
+        """GPUs held by running jobs."""
+        return self.topo.gpus_total - sum(self.cs.class_free)
+
+    def quota_table(self) -> list[dict[str, object]]:
+        """Nominal, limits and live usage per tenant and class (for the API and reports)."""
+        rows: list[dict[str, object]] = []
+        for t in self.tenants:
+            for c, cell in enumerate(self.quota.cells[t]):
+                if cell.nominal == 0 and cell.used == 0 and cell.borrow_limit == 0:
+                    continue
+                rows.append(
+                    {
+                        "tenant": t,
+                        "gpu_class": self.topo.classes[c],
+                        "cohort": self.quota.cohort_of[t],
+                        "nominal": cell.nominal,
+                        "borrowing_limit": None
+                        if cell.borrow_limit >= 1 << 59
+                        else cell.borrow_limit,
+                        "lending_limit": cell.lendable,
+                        "used": cell.used,
+                        "borrowed": self.quota.borrowed(t, c),
+                        "lent": self.quota.lent(t, c),
+                    }
+                )
+        return rows

@@ -1,0 +1,157 @@
+"""Quota with Kueue's semantics: nominal quota, borrowing and lending within a cohort.
+
+Per tenant and GPU class:
+
+- ``nominal``: GPUs guaranteed to the tenant;
+- ``lendable`` = lending limit (default: all of nominal): the part of nominal that the
+  cohort may use while the tenant does not; ``guaranteed = nominal - lendable`` is
+  never lent;
+- ``borrowing_limit``: the most the tenant may use above its nominal (default: no limit).
+
+A cohort's shared pool for a class is the sum of its members' lendable GPUs. A member's
+use above its guaranteed part draws on the pool, so the admission test is
+``sum(max(0, used_m - guaranteed_m)) <= pool`` plus the member's own ceiling
+``used <= nominal + borrowing_limit``. A tenant without a cohort is held to its nominal.
+Borrowed capacity is reclaimable: if a tenant within its nominal quota cannot be
+admitted because others drew the pool dry, the scheduler preempts borrowers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aifactory.fleet.spec import Fleet
+
+UNLIMITED = 1 << 60
+
+
+@dataclass(slots=True)
+class QuotaCell:
+    """One (tenant, class) quota and its live usage."""
+
+    nominal: int
+    lendable: int
+    borrow_limit: int
+    used: int = 0
+
+    @property
+    def guaranteed(self) -> int:
+        """The part of nominal that is never lent."""
+        return self.nominal - self.lendable
+
+    @property
+    def draw(self) -> int:
+        """GPUs this tenant currently takes from its cohort's pool."""
+        return max(0, self.used - self.guaranteed)
+
+
+class QuotaBook:
+    """Quota cells for every tenant x class, and cohort pools."""
+
+    __slots__ = ("cells", "cohort_draw", "cohort_members", "cohort_of", "cohort_pool", "tenants")
+
+    def __init__(self, fleet: Fleet, classes: tuple[str, ...]) -> None:
+        self.tenants: list[str] = []
+        self.cohort_of: dict[str, str | None] = {}
+        self.cells: dict[str, list[QuotaCell]] = {}
+        self.cohort_pool: dict[str, list[int]] = {}
+        self.cohort_draw: dict[str, list[int]] = {}
+        self.cohort_members: dict[str, list[str]] = {}
+        for tenant, _parent, cohort in fleet.iter_tenants():
+            self.tenants.append(tenant.name)
+            self.cohort_of[tenant.name] = cohort
+            row = [QuotaCell(0, 0, 0) for _ in classes]
+            for q in tenant.quotas:
+                c = classes.index(q.gpu_class)
+                limit = UNLIMITED if q.borrowing_limit is None else q.borrowing_limit
+                row[c] = QuotaCell(q.nominal, q.lendable, limit)
+            if cohort is None:
+                for cell in row:  # no cohort: nothing to borrow from, nobody to lend to
+                    cell.borrow_limit = 0
+            self.cells[tenant.name] = row
+            if cohort is not None:
+                pool = self.cohort_pool.setdefault(cohort, [0] * len(classes))
+                self.cohort_draw.setdefault(cohort, [0] * len(classes))
+                self.cohort_members.setdefault(cohort, []).append(tenant.name)
+                for c, cell in enumerate(row):
+                    pool[c] += cell.lendable
+
+    def ceiling(self, tenant: str, klass: int) -> int:
+        """Most GPUs of a class the tenant could ever hold at once."""
+        cell = self.cells[tenant][klass]
+        cohort = self.cohort_of[tenant]
+        if cohort is None:
+            return cell.nominal
+        return min(
+            cell.nominal + cell.borrow_limit, cell.guaranteed + self.cohort_pool[cohort][klass]
+        )
+
+    def fits(self, tenant: str, klass: int, gpus: int) -> bool:
+        """Whether admitting ``gpus`` more keeps every quota rule."""
+        cell = self.cells[tenant][klass]
+        used = cell.used + gpus
+        if used > cell.nominal + cell.borrow_limit:
+            return False
+        cohort = self.cohort_of[tenant]
+        if cohort is None:
+            return used <= cell.nominal
+        guaranteed = cell.nominal - cell.lendable
+        extra = max(0, used - guaranteed) - max(0, cell.used - guaranteed)
+        return self.cohort_draw[cohort][klass] + extra <= self.cohort_pool[cohort][klass]
+
+    def shortfall(self, tenant: str, klass: int, gpus: int) -> int:
+        """GPUs that borrowers must give back for the tenant to get ``gpus`` within nominal.
+
+        Zero when the request fits; -1 when reclaim cannot help (the request goes beyond
+        the tenant's nominal quota, so it would itself be borrowing).
+        """
+        cell = self.cells[tenant][klass]
+        cohort = self.cohort_of[tenant]
+        if cell.used + gpus > cell.nominal or cohort is None:
+            return 0 if self.fits(tenant, klass, gpus) else -1
+        extra = max(0, cell.used + gpus - cell.guaranteed) - cell.draw
+        return max(0, self.cohort_draw[cohort][klass] + extra - self.cohort_pool[cohort][klass])
+
+    def borrowed(self, tenant: str, klass: int) -> int:
+        """GPUs used above nominal (borrowed from the cohort)."""
+        cell = self.cells[tenant][klass]
+        return max(0, cell.used - cell.nominal)
+
+    def add(self, tenant: str, klass: int, gpus: int) -> None:
+        """Charge (positive) or refund (negative) usage."""
+        cell = self.cells[tenant][klass]
+        cohort = self.cohort_of[tenant]
+        if cohort is None:
+            cell.used += gpus
+            return
+        guaranteed = cell.nominal - cell.lendable
+        before = max(0, cell.used - guaranteed)
+        cell.used += gpus
+        self.cohort_draw[cohort][klass] += max(0, cell.used - guaranteed) - before
+
+    def lent(self, tenant: str, klass: int) -> int:
+        """GPUs of this tenant's nominal quota currently used by others in its cohort."""
+        cohort = self.cohort_of[tenant]
+        if cohort is None:
+            return 0
+        cell = self.cells[tenant][klass]
+        idle_lendable = max(0, min(cell.lendable, cell.nominal - cell.used))
+        others_borrowing = sum(
+            self.borrowed(m, klass) for m in self.cohort_members[cohort] if m != tenant
+        )
+        if others_borrowing == 0:
+            return 0
+        # Attribute borrowing to lenders in proportion to their idle lendable GPUs.
+        idle_total = sum(
+            max(
+                0,
+                min(
+                    self.cells[m][klass].lendable,
+                    self.cells[m][klass].nominal - self.cells[m][klass].used,
+                ),
+            )
+            for m in self.cohort_members[cohort]
+        )
+        if idle_total == 0:
+            return 0
+        return min(idle_lendable, round(others_borrowing * idle_lendable / idle_total))

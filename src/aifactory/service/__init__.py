@@ -1,0 +1,1 @@
+"""The live control plane: REST API, database, scheduler loop and executors."""

@@ -1,0 +1,28 @@
+"""An executor that runs nothing: jobs "run" until cancelled or past their time limit.
+
+For benchmarks of the control plane itself (no process per job) and for dry runs of a
+policy on a live queue. It keeps no state, so a restart finds every job still running.
+"""
+
+from __future__ import annotations
+
+from aifactory.service.executors.base import Launch, RunState, Status
+
+
+class NoopExecutor:
+    """Accepts every job; reports it running."""
+
+    name = "noop"
+
+    def start(self, launch: Launch) -> str:
+        """The handle is just the job id."""
+        return f"noop:{launch.job_id}"
+
+    def poll(self, handle: str) -> Status:
+        """Always running (the loop's time-limit check ends such jobs)."""
+        del handle
+        return Status(RunState.RUNNING)
+
+    def cancel(self, handle: str) -> None:
+        """Nothing to stop."""
+        del handle

@@ -1,0 +1,60 @@
+"""Service settings: where the database is, which fleet, which executor, and the loop's pace.
+
+Defaults can come from the environment (``AIFACTORY_DATABASE_URL``, ``AIFACTORY_FLEET``) so
+``aifactory serve``, ``aifactory db upgrade`` and ``aifactory admin`` agree without flags.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+
+from aifactory.service.db import DEFAULT_DATA_DIR, DEFAULT_URL
+
+DEFAULT_FLEET = "demo"
+
+
+class ExecutorKind(StrEnum):
+    """Backends a service can drive."""
+
+    LOCAL = "local"  # subprocesses on this host
+    SLURM = "slurm"  # sbatch / squeue / sacct / scancel
+    NOOP = "noop"  # runs nothing, jobs stay running until cancelled (benchmarks, dry runs)
+
+
+class LostPolicy(StrEnum):
+    """What to do with a job the backend has no trace of after a restart."""
+
+    REQUEUE = "requeue"
+    FAIL = "fail"
+
+
+def default_database_url() -> str:
+    """``$AIFACTORY_DATABASE_URL`` or a SQLite file under ./aifactory-data/."""
+    return os.environ.get("AIFACTORY_DATABASE_URL") or DEFAULT_URL
+
+
+def default_fleet() -> str:
+    """``$AIFACTORY_FLEET`` or the bundled demo fleet."""
+    return os.environ.get("AIFACTORY_FLEET") or DEFAULT_FLEET
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceSettings:
+    """Everything one service replica needs."""
+
+    database_url: str = field(default_factory=default_database_url)
+    fleet: str = field(default_factory=default_fleet)
+    executor: ExecutorKind = ExecutorKind.LOCAL
+    data_dir: Path = DEFAULT_DATA_DIR  # job logs and local-executor state live here
+    policy: str = "fifo"
+    backfill: str = "easy"
+    tick_s: float = 1.0  # periodic scheduling cycle, and executor polling
+    lock_retry_s: float = 2.0  # how often a follower tries to become the scheduler
+    lost_policy: LostPolicy = LostPolicy.REQUEUE
+    max_attempts: int = 3  # lost-and-requeued this many times: failed
+    max_body_bytes: int = 64 * 1024
+    run_scheduler: bool = True  # False: an API-only replica
+    migrate: bool = True  # apply migrations on start

@@ -1,0 +1,258 @@
+"""Job rows: what the API reads and writes. The scheduler loop's writes live in ``loop.py``."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, RowMapping, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from aifactory.service.db import Database
+from aifactory.service.schemas import JobEvent, JobSubmit, JobView, PlacementPart
+from aifactory.service.tables import allocations, cancel_requests, job_events, jobs
+from aifactory.workload.job import TERMINAL, JobState
+
+LOG_TAIL_BYTES = 8192
+
+
+class IdempotencyConflictError(ValueError):
+    """An Idempotency-Key reused with a different request body."""
+
+
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    """Outcome of a submit: the job row, and whether this call created it."""
+
+    job: RowMapping
+    created: bool
+
+
+def request_hash(req: JobSubmit, tenant: str) -> str:
+    """Fingerprint of a request, to tell a retry from a reused key."""
+    body = req.model_dump(mode="json") | {"tenant": tenant}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def submit(
+    db: Database,
+    req: JobSubmit,
+    *,
+    tenant: str,
+    token_id: int,
+    now: float,
+    idempotency_key: str | None,
+) -> Submitted:
+    """Insert a pending job and its first event in one transaction (idempotent per key)."""
+    digest = request_hash(req, tenant)
+    values: dict[str, Any] = {
+        "tenant": tenant,
+        "name": req.name,
+        "gpus": req.gpus,
+        "gpu_class": req.gpu_class,
+        "command": req.command,
+        "time_limit_s": req.time_limit_s,
+        "priority_class": req.priority_class.value,
+        "preemptible": req.preemptible,
+        "checkpoint_interval_s": req.checkpoint_interval_s,
+        "state": JobState.PENDING.value,
+        "submitted_at": now,
+        "attempts": 0,
+        "idempotency_key": idempotency_key,
+        "request_hash": digest,
+        "token_id": token_id,
+    }
+    if idempotency_key is not None:
+        existing = _by_key(db, tenant, idempotency_key)
+        if existing is not None:
+            return _replay(existing, digest)
+    try:
+        with db.write() as conn:
+            job_id = conn.execute(insert(jobs).values(**values).returning(jobs.c.id)).scalar_one()
+            conn.execute(
+                insert(job_events).values(
+                    job_id=job_id, at=now, state=JobState.PENDING.value, detail="submitted"
+                )
+            )
+            row = conn.execute(select(jobs).where(jobs.c.id == job_id)).mappings().one()
+    except IntegrityError:
+        # A concurrent retry with the same key won the race: return its job.
+        if idempotency_key is None:
+            raise
+        existing = _by_key(db, tenant, idempotency_key)
+        if existing is None:
+            raise
+        return _replay(existing, digest)
+    return Submitted(row, created=True)
+
+
+def _by_key(db: Database, tenant: str, key: str) -> RowMapping | None:
+    with db.read() as conn:
+        return (
+            conn.execute(select(jobs).where(jobs.c.tenant == tenant, jobs.c.idempotency_key == key))
+            .mappings()
+            .one_or_none()
+        )
+
+
+def _replay(existing: RowMapping, digest: str) -> Submitted:
+    if existing["request_hash"] != digest:
+        msg = "Idempotency-Key: already used for a different request"
+        raise IdempotencyConflictError(msg)
+    return Submitted(existing, created=False)
+
+
+def get_job(conn: Connection, job_id: int) -> RowMapping | None:
+    """One job row."""
+    return conn.execute(select(jobs).where(jobs.c.id == job_id)).mappings().one_or_none()
+
+
+def history(conn: Connection, job_id: int) -> list[JobEvent]:
+    """A job's state changes, oldest first."""
+    rows = conn.execute(
+        select(job_events.c.at, job_events.c.state, job_events.c.detail)
+        .where(job_events.c.job_id == job_id)
+        .order_by(job_events.c.id)
+    )
+    return [JobEvent(at=r.at, state=r.state, detail=r.detail) for r in rows]
+
+
+def cancel_pending(conn: Connection, job_id: int) -> bool:
+    """Whether ``job_id`` is flagged for cancellation by the scheduler loop."""
+    return (
+        conn.execute(
+            select(cancel_requests.c.job_id).where(cancel_requests.c.job_id == job_id)
+        ).first()
+        is not None
+    )
+
+
+def list_jobs(
+    db: Database,
+    *,
+    tenants: Sequence[str] | None,
+    states: Sequence[str] | None,
+    name: str | None,
+    limit: int,
+    cursor: int | None,
+) -> tuple[list[RowMapping], int | None]:
+    """A page of jobs, newest first; the next cursor is None on the last page."""
+    stmt = select(jobs).order_by(jobs.c.id.desc()).limit(limit + 1)
+    if tenants is not None:
+        stmt = stmt.where(jobs.c.tenant.in_(tenants))
+    if states:
+        stmt = stmt.where(jobs.c.state.in_(states))
+    if name:
+        stmt = stmt.where(jobs.c.name == name)
+    if cursor is not None:
+        stmt = stmt.where(jobs.c.id < cursor)
+    with db.read() as conn:
+        rows = list(conn.execute(stmt).mappings())
+    if len(rows) > limit:
+        return rows[:limit], int(rows[limit - 1]["id"])
+    return rows, None
+
+
+def request_cancel(db: Database, job_id: int, now: float) -> str:
+    """Cancel a job: pending ones at once, running ones by flagging the scheduler loop.
+
+    Returns the state the job was found in. A pending job is cancelled with a conditional
+    UPDATE, so a concurrent start by the scheduler either wins (the job is then running and
+    flagged) or loses (its own conditional UPDATE finds the job no longer pending).
+    """
+    with db.write() as conn:
+        row = conn.execute(select(jobs.c.state).where(jobs.c.id == job_id)).one_or_none()
+        if row is None:
+            msg = f"job {job_id}: not found"
+            raise KeyError(msg)
+        state = JobState(row.state)
+        if state in TERMINAL:
+            return state.value
+        if state is JobState.PENDING:
+            conn.execute(
+                update(jobs)
+                .where(jobs.c.id == job_id, jobs.c.state == JobState.PENDING.value)
+                .values(state=JobState.CANCELLED.value, ended_at=now, reason="cancelled")
+            )
+            conn.execute(
+                insert(job_events).values(
+                    job_id=job_id, at=now, state=JobState.CANCELLED.value, detail="cancelled"
+                )
+            )
+        if not cancel_pending(conn, job_id):
+            conn.execute(insert(cancel_requests).values(job_id=job_id, requested_at=now))
+        return state.value
+
+
+def to_view(row: RowMapping, *, cancel_requested: bool = False) -> JobView:
+    """API view of a job row."""
+    placement = [PlacementPart(node=p[0], gpus=list(p[1])) for p in (row["placement"] or [])]
+    return JobView(
+        id=int(row["id"]),
+        tenant=row["tenant"],
+        name=row["name"],
+        gpus=row["gpus"],
+        gpu_class=row["gpu_class"],
+        command=row["command"],
+        time_limit_s=row["time_limit_s"],
+        priority_class=row["priority_class"],
+        preemptible=bool(row["preemptible"]),
+        checkpoint_interval_s=row["checkpoint_interval_s"],
+        state=row["state"],
+        submitted_at=row["submitted_at"],
+        started_at=row["started_at"],
+        ended_at=row["ended_at"],
+        exit_code=row["exit_code"],
+        reason=row["reason"],
+        placement=placement,
+        attempts=row["attempts"],
+        cancel_requested=cancel_requested,
+    )
+
+
+def log_tail(path: str | None, max_lines: int) -> str | None:
+    """The last ``max_lines`` lines of a job's log (None if there is no log yet)."""
+    if not path or max_lines <= 0:
+        return None
+    p = Path(path)
+    try:
+        with p.open("rb") as fh:
+            size = fh.seek(0, 2)
+            fh.seek(max(0, size - LOG_TAIL_BYTES))
+            data = fh.read()
+    except OSError:
+        return None
+    lines = data.decode("utf-8", errors="replace").splitlines()
+    return "\n".join(lines[-max_lines:])
+
+
+def pending_by_tenant(db: Database) -> dict[str, tuple[int, int]]:
+    """Pending jobs and GPUs per tenant."""
+    with db.read() as conn:
+        rows = conn.execute(
+            select(jobs.c.tenant, func.count(), func.coalesce(func.sum(jobs.c.gpus), 0))
+            .where(jobs.c.state == JobState.PENDING.value)
+            .group_by(jobs.c.tenant)
+        )
+        return {r[0]: (int(r[1]), int(r[2])) for r in rows}
+
+
+def busy_gpus(db: Database) -> int:
+    """GPUs given to running jobs (rows of the allocation table)."""
+    with db.read() as conn:
+        return int(conn.execute(select(func.count()).select_from(allocations)).scalar_one())
+
+
+def running_by_tenant(db: Database) -> dict[str, tuple[int, int]]:
+    """Running jobs and GPUs per tenant."""
+    with db.read() as conn:
+        rows = conn.execute(
+            select(jobs.c.tenant, func.count(), func.coalesce(func.sum(jobs.c.gpus), 0))
+            .where(jobs.c.state == JobState.RUNNING.value)
+            .group_by(jobs.c.tenant)
+        )
+        return {r[0]: (int(r[1]), int(r[2])) for r in rows}

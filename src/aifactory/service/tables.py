@@ -1,0 +1,106 @@
+"""The control plane's schema, as SQLAlchemy Core tables.
+
+Core rather than the ORM on purpose: the submit path is one INSERT of a row and one of its
+first history event, and the scheduler loop updates a few columns at a time; an identity
+map and unit-of-work would only add latency. The Alembic migrations in
+``aifactory/service/migrations/versions`` create exactly these tables; a test compares them.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+# BigInteger on PostgreSQL, but SQLite only auto-increments an INTEGER PRIMARY KEY.
+_ID = BigInteger().with_variant(Integer(), "sqlite")
+
+tokens = Table(
+    "tokens",
+    metadata,
+    Column("id", _ID, primary_key=True, autoincrement=True),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("tenant", String(64), nullable=True),  # null: an admin token not tied to a tenant
+    Column("role", String(16), nullable=False),
+    Column("note", String(200), nullable=False, default=""),
+    Column("created_at", Float, nullable=False),
+    Column("revoked_at", Float, nullable=True),
+)
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", _ID, primary_key=True, autoincrement=True),
+    Column("tenant", String(64), nullable=False),
+    Column("name", String(128), nullable=False),
+    Column("gpus", Integer, nullable=False),
+    Column("gpu_class", String(64), nullable=True),
+    Column("command", Text, nullable=False),
+    Column("time_limit_s", Float, nullable=False),
+    Column("priority_class", String(16), nullable=False),
+    Column("preemptible", Boolean, nullable=False),
+    Column("checkpoint_interval_s", Float, nullable=True),
+    Column("state", String(16), nullable=False),
+    Column("submitted_at", Float, nullable=False),
+    Column("started_at", Float, nullable=True),
+    Column("ended_at", Float, nullable=True),
+    Column("exit_code", Integer, nullable=True),
+    Column("reason", Text, nullable=True),
+    Column("executor", String(16), nullable=True),
+    Column("handle", Text, nullable=True),
+    Column("placement", JSON, nullable=True),  # [[node, [gpu, ...]], ...] while running
+    Column("log_path", Text, nullable=True),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("idempotency_key", String(128), nullable=True),
+    Column("request_hash", String(64), nullable=True),
+    Column("token_id", _ID, nullable=True),
+    UniqueConstraint("tenant", "idempotency_key", name="uq_jobs_tenant_idempotency_key"),
+)
+Index("ix_jobs_state_id", jobs.c.state, jobs.c.id)
+Index("ix_jobs_tenant_id", jobs.c.tenant, jobs.c.id)
+
+job_events = Table(
+    "job_events",
+    metadata,
+    Column("id", _ID, primary_key=True, autoincrement=True),
+    Column("job_id", _ID, ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
+    Column("at", Float, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("detail", Text, nullable=False, default=""),
+)
+Index("ix_job_events_job_id", job_events.c.job_id, job_events.c.id)
+
+# One row per GPU in use. The primary key is the database's own guarantee that no GPU is
+# ever given twice, whatever a (buggy or split-brained) scheduler decides: the INSERT of a
+# duplicate fails and the whole decision rolls back.
+allocations = Table(
+    "allocations",
+    metadata,
+    Column("node", String(128), primary_key=True),
+    Column("gpu", Integer, primary_key=True),
+    Column("job_id", _ID, ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
+    Column("since", Float, nullable=False),
+)
+Index("ix_allocations_job_id", allocations.c.job_id)
+
+# Cancels asked through the API, consumed by whichever replica runs the scheduler.
+cancel_requests = Table(
+    "cancel_requests",
+    metadata,
+    Column("job_id", _ID, ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True),
+    Column("requested_at", Float, nullable=False),
+)

@@ -1,0 +1,1 @@
+"""The twin: a discrete-event simulator that drives the scheduler core on simulated time."""

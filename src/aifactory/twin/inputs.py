@@ -1,0 +1,144 @@
+"""From a normalised trace table to the twin's jobs, with every adaptation counted.
+
+Replaying a trace on a fleet needs a few decisions, each reported rather than hidden:
+tenants the fleet does not know go to its default tenant; a trace without estimates
+uses the true run time as the estimate (as the published simulators' SJF does), and
+``estimate_error`` multiplies estimates by a seeded log-normal factor; ``time_scale``
+multiplies inter-arrival times (0.25 = four times the offered load); checkpoint
+intervals come from the trace or from Young's / Daly's formula at the job's size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from aifactory.fleet.spec import Fleet
+from aifactory.physics.checkpoint import daly_interval_s, young_interval_s
+from aifactory.physics.failures import job_mttf_s
+from aifactory.workload.job import Job
+
+
+class CheckpointPolicy(StrEnum):
+    """Where a job's checkpoint interval comes from."""
+
+    TRACE = "trace"  # the trace's checkpoint_s column (none: no checkpoints)
+    YOUNG = "young"  # sqrt(2 d M) at the job's size
+    DALY = "daly"  # Daly's higher-order optimum at the job's size
+
+
+@dataclass(frozen=True, slots=True)
+class InputOptions:
+    """How a trace is adapted to a fleet."""
+
+    time_scale: float = 1.0
+    estimate_error: float = 0.0
+    checkpoint: CheckpointPolicy = CheckpointPolicy.TRACE
+    checkpoint_write_s: float = 60.0
+    failure_rate: float = 2e-5
+    seed: int = 0
+
+
+@dataclass(slots=True)
+class InputReport:
+    """What was changed to fit the trace to the fleet."""
+
+    jobs: int = 0
+    remapped: dict[str, int] = field(default_factory=dict)  # unknown tenant -> jobs
+    no_tenant: int = 0
+    default_tenant: str = ""
+    estimates_from_runtime: int = 0
+
+
+def quota_tenants(fleet: Fleet) -> list[str]:
+    """Tenants that hold any quota (the ones jobs can be charged to)."""
+    return [
+        t.name
+        for t, _, _ in fleet.iter_tenants()
+        if any(q.nominal or q.borrowing_limit for q in t.quotas)
+    ]
+
+
+def default_tenant(fleet: Fleet) -> str:
+    """The fleet's default tenant, else the first tenant with quota."""
+    if fleet.default_tenant is not None:
+        return fleet.default_tenant
+    holders = quota_tenants(fleet)
+    return holders[0] if holders else fleet.tenants[0].name
+
+
+def jobs_from_table(
+    table: pa.Table, fleet: Fleet, opts: InputOptions
+) -> tuple[list[Job], InputReport]:
+    """Build :class:`Job` objects from a trace table (TRACE_SCHEMA plus optional columns)."""
+    if opts.time_scale <= 0:
+        msg = "time_scale: must be > 0"
+        raise ValueError(msg)
+    if opts.estimate_error < 0:
+        msg = "estimate_error: must be >= 0"
+        raise ValueError(msg)
+    rng = np.random.default_rng(opts.seed)
+    n = table.num_rows
+    report = InputReport(jobs=n, default_tenant=default_tenant(fleet))
+    known = {t.name for t, _, _ in fleet.iter_tenants()}
+    cols = table.column_names
+    ids = table.column("job_id").to_pylist()
+    tenants = table.column("tenant").to_pylist()
+    submit = table.column("submit_s").to_numpy(zero_copy_only=False).astype(np.float64)
+    duration = table.column("duration_s").to_numpy(zero_copy_only=False).astype(np.float64)
+    gpus = table.column("gpus").to_numpy(zero_copy_only=False).astype(np.int64)
+    classes = table.column("gpu_class").to_pylist()
+    prio = table.column("priority").to_numpy(zero_copy_only=False)
+    est_col = table.column("estimate_s")
+    est = est_col.to_numpy(zero_copy_only=False).astype(np.float64)
+    missing_est = np.isnan(est)
+    report.estimates_from_runtime = int(missing_est.sum())
+    est = np.where(missing_est, duration, est)
+    if opts.estimate_error > 0:
+        est = est * rng.lognormal(0.0, opts.estimate_error, size=n)
+    if n:
+        first = float(submit.min())
+        submit = first + (submit - first) * opts.time_scale - first
+    preemptible = table.column("preemptible").to_pylist() if "preemptible" in cols else [True] * n
+    ckpt: list[Any] = (
+        table.column("checkpoint_s").to_pylist() if "checkpoint_s" in cols else [None] * n
+    )
+    kinds = table.column("kind").to_pylist() if "kind" in cols else [""] * n
+    if opts.checkpoint != CheckpointPolicy.TRACE:
+        formula = young_interval_s if opts.checkpoint == CheckpointPolicy.YOUNG else daly_interval_s
+        cache: dict[int, float] = {}
+        for i, g in enumerate(gpus.tolist()):
+            if g not in cache:
+                cache[g] = float(formula(opts.checkpoint_write_s, job_mttf_s(g, opts.failure_rate)))
+            ckpt[i] = cache[g]
+    jobs: list[Job] = []
+    intervals = [float(c) if c is not None and c > 0 else None for c in ckpt]
+    fallback = report.default_tenant
+    for i in range(n):
+        tenant = tenants[i] or ""
+        if not tenant:
+            report.no_tenant += 1
+            tenant = fallback
+        elif tenant not in known:
+            report.remapped[tenant] = report.remapped.get(tenant, 0) + 1
+            tenant = fallback
+        jobs.append(
+            Job(
+                ids[i],
+                tenant,
+                float(submit[i]),
+                int(gpus[i]),
+                float(duration[i]),
+                estimate_s=float(est[i]),
+                gpu_class=classes[i],
+                priority=int(prio[i]),
+                preemptible=bool(preemptible[i]) if preemptible[i] is not None else True,
+                checkpoint_s=intervals[i],
+                kind=kinds[i] or "",
+            )
+        )
+    return jobs, report

@@ -1,0 +1,223 @@
+"""Turn a finished simulation into the stable outputs: summary dict, jobs and time series.
+
+``summary`` follows the documented contract of ``summary.json`` (keys listed in the
+README), with extra keys for quota, energy, ETTR and failures. JCT = end - submit;
+queue = first start - submit; utilisation = busy GPU-seconds / (fleet GPUs x makespan).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from aifactory.reports.results import JOBS_SCHEMA, busy_column
+from aifactory.twin.simulator import SimResult
+from aifactory.workload.job import JobState
+from aifactory.workload.progress import run_progress
+
+
+def _pct(values: np.ndarray, q: float) -> float | None:
+    return float(np.percentile(values, q)) if values.size else None
+
+
+def _mean(values: np.ndarray) -> float | None:
+    return float(values.mean()) if values.size else None
+
+
+def used_gpu_s(result: SimResult) -> np.ndarray:
+    """GPU-seconds each job held GPUs (including runs cut short and a run at the end)."""
+    end = result.end_s
+    out = np.empty(len(result.jobs))
+    for i, job in enumerate(result.jobs):
+        extra = job.gpus * max(0.0, end - job.run_start_s) if job.state == JobState.RUNNING else 0.0
+        out[i] = job.attained + extra
+    return out
+
+
+def summarize(
+    result: SimResult,
+    *,
+    fleet: str,
+    trace: str,
+    policy: str,
+    backfill: str,
+    seed: int,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The summary contract (plus extras) for one run."""
+    jobs = result.jobs
+    sched = result.scheduler
+    topo = sched.topo
+    submit = np.array([j.submit_s for j in jobs])
+    started = [j for j in jobs if j.first_start_s is not None]
+    done = [j for j in jobs if j.state == JobState.COMPLETED]
+    jct = np.array([j.end_s - j.submit_s for j in done if j.end_s is not None])
+    queue = np.array([j.first_start_s - j.submit_s for j in started if j.first_start_s is not None])
+    used = used_gpu_s(result)
+    first = float(submit.min()) if submit.size else 0.0
+    last_end = max((j.end_s for j in jobs if j.end_s is not None), default=first)
+    makespan = max(result.end_s, last_end) - first
+    fleet_gpus = topo.gpus_total
+    utilization = float(used.sum()) / (fleet_gpus * makespan) if makespan > 0 else 0.0
+    rejected = sum(result.rejected.values())
+    unfinished = sum(1 for j in jobs if j.state in (JobState.PENDING, JobState.RUNNING))
+
+    nominal: dict[str, int] = defaultdict(int)
+    for t, cells in sched.quota.cells.items():
+        nominal[t] = sum(c.nominal for c in cells)
+    # Energy per tenant: busy GPU-seconds x busy watts x PUE of the class (capacity-weighted).
+    pue = [s.pue for s in topo.fleet.sites]
+    cap = np.zeros((len(topo.classes), len(topo.sites)))
+    for c in range(len(topo.classes)):
+        for s in range(len(topo.sites)):
+            cap[c, s] = 0
+    for d in range(topo.n_domains):
+        cap[int(topo.domain_class[d]), int(topo.pod_site[topo.domain_pod[d]])] += topo.domain_gpus[
+            d
+        ]
+    class_pue = (cap * np.array(pue)).sum(axis=1) / np.maximum(cap.sum(axis=1), 1)
+    busy_w = np.array([m.busy_watts for m in topo.class_model]) * class_pue
+
+    per: dict[str, dict[str, Any]] = {}
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, j in enumerate(jobs):
+        groups[j.tenant].append(i)
+    write_s = sched.cfg.checkpoint_write_s
+    for t, idx in sorted(groups.items()):
+        tj = [jobs[i] for i in idx]
+        t_jct = np.array(
+            [
+                j.end_s - j.submit_s
+                for j in tj
+                if j.state == JobState.COMPLETED and j.end_s is not None
+            ]
+        )
+        t_q = np.array([j.first_start_s - j.submit_s for j in tj if j.first_start_s is not None])
+        t_used = used[idx]
+        gpu_hours = float(t_used.sum()) / 3600.0
+        useful = 0.0
+        wall = 0.0
+        for j in tj:
+            if j.first_start_s is None:
+                continue
+            end = j.end_s if j.end_s is not None else result.end_s
+            wall += (end - j.first_start_s) * j.gpus
+            if j.state == JobState.COMPLETED:
+                useful += j.duration_s * j.gpus
+            elif j.state == JobState.RUNNING:
+                gained, _ = run_progress(end - j.run_start_s, j.overhead_s, j.checkpoint_s, write_s)
+                useful += (j.progress_s + gained) * j.gpus
+            else:
+                useful += j.progress_s * j.gpus
+        energy = sum(used[i] * busy_w[jobs[i].klass] for i in idx if jobs[i].klass >= 0) / 3.6e9
+        quota_gpus = nominal.get(t, 0)
+        per[t] = {
+            "jobs": len(tj),
+            "avg_jct_s": _mean(t_jct),
+            "avg_queue_s": _mean(t_q),
+            "gpu_hours": gpu_hours,
+            "quota_gpus": quota_gpus,
+            "utilization_of_quota": (
+                gpu_hours * 3600.0 / (quota_gpus * makespan)
+                if quota_gpus and makespan > 0
+                else None
+            ),
+            "ettr": useful / wall if wall > 0 else None,
+            "energy_mwh": energy,
+            "gpu_hours_lost_failure": sum(j.lost_failure_gpu_s for j in tj) / 3600.0,
+            "gpu_hours_lost_preemption": sum(j.lost_preempt_gpu_s for j in tj) / 3600.0,
+        }
+    obs = result.observer
+    site_names = list(topo.sites)
+    peak = (
+        np.max(np.array(obs.site_power_mw), axis=0)
+        if obs.site_power_mw
+        else np.zeros(len(site_names))
+    )
+    summary: dict[str, Any] = {
+        "fleet": fleet,
+        "trace": trace,
+        "policy": policy,
+        "backfill": backfill,
+        "seed": seed,
+        "jobs": len(jobs),
+        "completed": len(done),
+        "unfinished": unfinished,
+        "rejected": rejected,
+        "avg_jct_s": _mean(jct),
+        "p50_jct_s": _pct(jct, 50),
+        "p99_jct_s": _pct(jct, 99),
+        "avg_queue_s": _mean(queue),
+        "p50_queue_s": _pct(queue, 50),
+        "p99_queue_s": _pct(queue, 99),
+        "makespan_s": makespan,
+        "utilization": utilization,
+        "preemptions": sched.preemptions,
+        "events": result.events,
+        "wall_s": result.wall_s,
+        "per_tenant": per,
+        "fleet_gpus": fleet_gpus,
+        "rejected_reasons": dict(result.rejected),
+        "failures": result.failures,
+        "quota": {t: n for t, n in nominal.items() if n},
+        "energy": {
+            "total_mwh": float(obs.energy_mwh_by_site.sum()),
+            "idle_mwh": obs.idle_energy_mwh,
+            "peak_mw_by_site": {s: float(peak[i]) for i, s in enumerate(site_names)},
+            "site_capacity_mw": {s.name: s.power_mw for s in topo.fleet.sites},
+        },
+    }
+    if extra:
+        summary.update(extra)
+    return summary
+
+
+def jobs_table(result: SimResult) -> pa.Table:
+    """Per-job results in the ``jobs.parquet`` schema."""
+    jobs = result.jobs
+    used = used_gpu_s(result)
+    classes = result.scheduler.topo.classes
+    rows: dict[str, list[Any]] = {name: [] for name in JOBS_SCHEMA.names}
+    for i, j in enumerate(jobs):
+        rejected = j.state == JobState.FAILED and j.first_start_s is None
+        start = j.first_start_s
+        end = j.end_s
+        rows["job_id"].append(j.id)
+        rows["tenant"].append(j.tenant)
+        rows["kind"].append(j.kind)
+        rows["state"].append("rejected" if rejected else j.state.value)
+        rows["submit_s"].append(j.submit_s)
+        rows["start_s"].append(start)
+        rows["end_s"].append(end)
+        rows["queue_s"].append(None if start is None else start - j.submit_s)
+        rows["jct_s"].append(None if end is None or rejected else end - j.submit_s)
+        rows["run_s"].append(j.duration_s)
+        rows["gpus"].append(j.gpus)
+        rows["gpu_class"].append(j.gpu_class or (classes[j.klass] if j.klass >= 0 else None))
+        rows["placement"].append(j.level)
+        rows["preemptions"].append(j.preemptions)
+        rows["failures"].append(j.failures)
+        rows["gpu_hours"].append(float(used[i]) / 3600.0)
+        rows["gpu_hours_lost_preemption"].append(j.lost_preempt_gpu_s / 3600.0)
+        rows["gpu_hours_lost_failure"].append(j.lost_failure_gpu_s / 3600.0)
+    return pa.table(rows, schema=JOBS_SCHEMA)
+
+
+def timeseries_table(result: SimResult) -> pa.Table:
+    """The 5-minute time series in the ``timeseries.parquet`` layout."""
+    obs = result.observer
+    data: dict[str, Any] = {
+        "t_s": pa.array(obs.t, pa.float64()),
+        "busy_gpus": pa.array(obs.busy, pa.int64()),
+        "pending_jobs": pa.array(obs.pending_jobs, pa.int64()),
+        "pending_gpus": pa.array(obs.pending_gpus, pa.int64()),
+        "stranded_gpus": pa.array(obs.stranded, pa.int64()),
+        "power_mw": pa.array(obs.power_mw, pa.float64()),
+    }
+    by_tenant = np.array(obs.busy_by_tenant, dtype=np.int64).reshape(len(obs.t), len(obs.tenants))
+    for k, t in enumerate(obs.tenants):
+        data[busy_column(t)] = pa.array(by_tenant[:, k], pa.int64())
+    return pa.table(data)

@@ -1,0 +1,202 @@
+"""One call from "fleet + trace + policy" to results: what the CLI, compare and tests use."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from aifactory.fleet import Fleet, compile_topology, load_fleet
+from aifactory.scheduler.core import BackfillMode, SchedulerConfig
+from aifactory.twin.failures import FailureInjector
+from aifactory.twin.inputs import CheckpointPolicy, InputOptions, InputReport, jobs_from_table
+from aifactory.twin.results import jobs_table, summarize, timeseries_table
+from aifactory.twin.simulator import SimResult, Simulation, TwinConfig
+from aifactory.workload.job import Job
+
+
+@dataclass(frozen=True, slots=True)
+class TwinSpec:
+    """Everything that defines a twin run."""
+
+    fleet: str
+    trace: str
+    fmt: str | None = None
+    policy: str = "fifo"
+    backfill: BackfillMode = BackfillMode.EASY
+    time_scale: float = 1.0
+    seed: int = 0
+    estimate_error: float = 0.0
+    failures: str = "off"
+    checkpoint: CheckpointPolicy = CheckpointPolicy.TRACE
+    checkpoint_write_s: float = 0.0
+    restart_overhead_s: float = 60.0
+    until_s: float | None = None
+    preemption: bool = True
+    backfill_interval_s: float = 0.0
+
+
+@dataclass(slots=True)
+class TwinRun:
+    """A finished run with its outputs."""
+
+    spec: TwinSpec
+    result: SimResult
+    summary: dict[str, Any]
+    inputs: InputReport
+
+    def jobs_table(self) -> pa.Table:
+        """Per-job results (jobs.parquet)."""
+        return jobs_table(self.result)
+
+    def timeseries_table(self) -> pa.Table:
+        """Time series (timeseries.parquet)."""
+        return timeseries_table(self.result)
+
+
+def load_table(trace: str, fmt: str | None) -> tuple[pa.Table, dict[str, int]]:
+    """Read a trace (any supported format or Parquet) into the normalised table."""
+    from aifactory.workload.traces import read_trace  # noqa: PLC0415 (import cost only when used)
+
+    imported = read_trace(trace, fmt)
+    return imported.table, dict(imported.skipped)
+
+
+def run_twin(
+    spec: TwinSpec,
+    *,
+    table: pa.Table | None = None,
+    fleet: Fleet | None = None,
+    progress: Callable[[float], None] | None = None,
+) -> TwinRun:
+    """Load, adapt, simulate and summarise. ``table``/``fleet`` skip loading when given."""
+    fleet = fleet or load_fleet(spec.fleet)
+    skipped: dict[str, int] = {}
+    if table is None:
+        table, skipped = load_table(spec.trace, spec.fmt)
+    failure_model = None
+    rate = 2e-5
+    if spec.failures != "off":
+        from aifactory.physics.failures import load_failure_model  # noqa: PLC0415
+
+        failure_model = load_failure_model(spec.failures)
+        rate = failure_model.rate_per_gpu_hour
+    opts = InputOptions(
+        time_scale=spec.time_scale,
+        estimate_error=spec.estimate_error,
+        checkpoint=spec.checkpoint,
+        checkpoint_write_s=spec.checkpoint_write_s or 60.0,
+        failure_rate=rate,
+        seed=spec.seed,
+    )
+    jobs, report = jobs_from_table(table, fleet, opts)
+    result = simulate_jobs(spec, fleet, jobs, failure_model, progress)
+    extra: dict[str, Any] = {
+        "time_scale": spec.time_scale,
+        "estimate_error": spec.estimate_error,
+        "failures_model": spec.failures,
+        "checkpoint": spec.checkpoint.value,
+        "backfill_interval_s": spec.backfill_interval_s,
+        "inputs": {
+            "remapped_tenants": report.remapped,
+            "remapped_jobs": sum(report.remapped.values()),
+            "jobs_without_tenant": report.no_tenant,
+            "default_tenant": report.default_tenant,
+            "estimates_from_runtime": report.estimates_from_runtime,
+            "skipped_rows": skipped,
+        },
+    }
+    observed = observed_error(table, result.jobs, spec.time_scale)
+    if observed is not None:
+        extra["observed"] = observed
+    summary = summarize(
+        result,
+        fleet=fleet.name,
+        trace=Path(spec.trace).name if spec.trace else "",
+        policy=spec.policy,
+        backfill=spec.backfill.value,
+        seed=spec.seed,
+        extra=extra,
+    )
+    return TwinRun(spec=spec, result=result, summary=summary, inputs=report)
+
+
+def simulate_jobs(
+    spec: TwinSpec,
+    fleet: Fleet,
+    jobs: list[Job],
+    failure_model: Any = None,
+    progress: Callable[[float], None] | None = None,
+) -> SimResult:
+    """Run the simulator on ready-made jobs."""
+    topo = compile_topology(fleet)
+    sched_cfg = SchedulerConfig(
+        policy=spec.policy,
+        backfill=spec.backfill,
+        preemption=spec.preemption,
+        restart_overhead_s=spec.restart_overhead_s,
+        checkpoint_write_s=spec.checkpoint_write_s,
+        backfill_interval_s=spec.backfill_interval_s,
+    )
+    injector = FailureInjector(failure_model) if failure_model is not None else None
+    sim = Simulation(
+        topo, jobs, sched_cfg, TwinConfig(seed=spec.seed, until_s=spec.until_s), failures=injector
+    )
+    return sim.run(progress)
+
+
+def observed_error(table: pa.Table, jobs: list[Job], time_scale: float) -> dict[str, Any] | None:
+    """Twin vs reality: queue delays against the observed ones (when the trace has them)."""
+    if "observed_start_s" not in table.column_names or time_scale != 1.0:
+        return None
+    observed = table.column("observed_start_s").to_numpy(zero_copy_only=False).astype(np.float64)
+    if np.all(np.isnan(observed)):
+        return None
+    submit_raw = table.column("submit_s").to_numpy(zero_copy_only=False).astype(np.float64)
+    by_id = {j.id: j for j in jobs}
+    ids = table.column("job_id").to_pylist()
+    real: list[float] = []
+    twin: list[float] = []
+    for i, jid in enumerate(ids):
+        job = by_id.get(jid)
+        if job is None or job.first_start_s is None or np.isnan(observed[i]):
+            continue
+        real.append(observed[i] - submit_raw[i])
+        twin.append(job.first_start_s - job.submit_s)
+    if len(real) < 2:
+        return None
+    r = np.array(real)
+    t = np.array(twin)
+    return {
+        "jobs": len(real),
+        "median_abs_error_s": float(np.median(np.abs(r - t))),
+        "max_abs_error_s": float(np.max(np.abs(r - t))),
+        "rank_correlation": _spearman(r, t),
+    }
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float | None:
+    ra = _ranks(a)
+    rb = _ranks(b)
+    if ra.std() == 0 or rb.std() == 0:
+        return None
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def _ranks(x: np.ndarray) -> np.ndarray:
+    """Average ranks (ties share the mean rank)."""
+    order = np.argsort(x, kind="mergesort")
+    ranks = np.empty(len(x))
+    ranks[order] = np.arange(len(x), dtype=np.float64)
+    _, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
+    sums = np.bincount(inverse, weights=ranks)
+    return np.asarray(sums / counts)[inverse]
+
+
+def with_policy(spec: TwinSpec, policy: str) -> TwinSpec:
+    """The same run under another policy."""
+    return replace(spec, policy=policy)

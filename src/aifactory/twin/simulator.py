@@ -1,0 +1,164 @@
+"""The twin: drives the scheduler core on simulated time over a stream of jobs.
+
+The simulator owns what only the twin may know (true run times, failures) and the
+clock; the scheduler core decides exactly as it would in the live service. Arrivals
+are chained (each arrival schedules the next), so the heap holds O(running jobs)
+events even for a million-job trace. One scheduling pass runs per instant at which
+something changed, after all completions and arrivals of that instant.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from aifactory.fleet.topology import Topology
+from aifactory.scheduler.core import Scheduler, SchedulerConfig
+from aifactory.twin.failures import FailureInjector
+from aifactory.twin.kernel import EventClass, Kernel
+from aifactory.twin.observer import Observer
+from aifactory.workload.job import Job, JobState
+from aifactory.workload.progress import wall_for
+
+FINISH, FAIL, REPAIR, ARRIVE, DECIDE, SAMPLE = range(6)
+
+Progress = Callable[[float], None]
+
+
+@dataclass(frozen=True, slots=True)
+class TwinConfig:
+    """Simulation settings that are not the scheduler's."""
+
+    sample_interval_s: float = 300.0  # timeseries resolution: 5 simulated minutes
+    until_s: float | None = None  # stop at this simulated time (None: run until drained)
+    seed: int = 0
+
+
+@dataclass(slots=True)
+class SimResult:
+    """Everything a run produced: final jobs, the observer's series, and counters."""
+
+    jobs: list[Job]
+    scheduler: Scheduler
+    observer: Observer
+    events: int
+    wall_s: float
+    end_s: float
+    rejected: dict[str, int] = field(default_factory=dict)
+    failures: int = 0
+
+
+class Simulation:
+    """One run of the twin over a fixed list of jobs (sorted by submit time)."""
+
+    def __init__(
+        self,
+        topo: Topology,
+        jobs: Sequence[Job],
+        scheduler_config: SchedulerConfig | None = None,
+        config: TwinConfig | None = None,
+        failures: FailureInjector | None = None,
+    ) -> None:
+        self.topo = topo
+        self.jobs = sorted(jobs, key=lambda j: j.submit_s)
+        self.cfg = config or TwinConfig()
+        self.sched = Scheduler(topo, scheduler_config)
+        self.kernel = Kernel(0.0)
+        self.observer = Observer(self.sched)
+        self.failures = failures
+        self.rng = np.random.default_rng(self.cfg.seed)
+
+    def run(self, progress: Progress | None = None) -> SimResult:
+        """Simulate until every job has ended (or ``until_s``); returns the result."""
+        t0 = time.perf_counter()
+        kernel = self.kernel
+        sched = self.sched
+        jobs = self.jobs
+        n = len(jobs)
+        write_s = sched.cfg.checkpoint_write_s
+        until = self.cfg.until_s if self.cfg.until_s is not None else float("inf")
+        interval = self.cfg.sample_interval_s
+        observer = self.observer
+        if n:
+            kernel.at(jobs[0].submit_s, EventClass.ARRIVAL, ARRIVE, 0)
+            kernel.at(0.0, EventClass.OBSERVE, SAMPLE)
+        if self.failures is not None:
+            self.failures.start(kernel, self.rng)
+            self.failures.bind(sched)
+            self.failures.schedule_next(0.0)
+        decide_at = -1.0
+        woken_at = -1.0
+        arrived = 0
+        started_count = 0
+        next_report = 0.0
+        heap_pop = kernel.pop
+        end_cls = EventClass.END
+        decide_cls = EventClass.DECIDE
+        while True:
+            ev = heap_pop()
+            if ev is None:
+                break
+            now, _, _, kind, payload = ev
+            if now > until:
+                kernel.now = until
+                break
+            if kind == FINISH:
+                job, epoch = payload
+                if job.run_epoch != epoch or job.state != JobState.RUNNING:
+                    continue  # stale: the job was evicted since
+                sched.finish(job, now)
+                observer.ended(job, now)
+            elif kind == ARRIVE:
+                job = jobs[payload]
+                arrived = payload + 1
+                if payload + 1 < n:
+                    kernel.at(jobs[payload + 1].submit_s, EventClass.ARRIVAL, ARRIVE, payload + 1)
+                sched.submit(job, now)
+                if progress is not None and payload >= next_report:
+                    progress(payload / n)
+                    next_report = payload + n / 200
+            elif kind == DECIDE:
+                res = sched.schedule(now)
+                for job in res.started:
+                    run = wall_for(
+                        job.duration_s - job.progress_s, job.overhead_s, job.checkpoint_s, write_s
+                    )
+                    kernel.at(now + run, end_cls, FINISH, (job, job.run_epoch))
+                    if self.failures is not None:
+                        self.failures.started(job)
+                started_count += len(res.started)
+                wake = sched.wakeup_s
+                if wake is not None and wake > now and wake != woken_at:
+                    woken_at = wake
+                    kernel.at(wake, decide_cls, DECIDE)
+                if res.preempted:
+                    observer.preempted(res.preempted)
+                continue
+            elif kind == SAMPLE:
+                observer.sample(now)
+                if len(kernel):
+                    kernel.at(now + interval, EventClass.OBSERVE, SAMPLE)
+                continue
+            elif self.failures is not None:
+                # Failures stop once there is no work left, so the run can drain.
+                busy = arrived < n or bool(sched.running) or sched.pending_count > 0
+                self.failures.handle(kind, payload, now, sched, kernel, observer, keep_going=busy)
+            if decide_at != now:
+                decide_at = now
+                kernel.at(now, decide_cls, DECIDE)
+        if progress is not None:
+            progress(1.0)
+        observer.close(kernel.now)
+        return SimResult(
+            jobs=jobs,
+            scheduler=sched,
+            observer=observer,
+            events=kernel.processed,
+            wall_s=time.perf_counter() - t0,
+            end_s=kernel.now,
+            rejected=dict(sched.rejected),
+            failures=self.failures.count if self.failures is not None else 0,
+        )

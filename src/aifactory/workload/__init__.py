@@ -1,0 +1,1 @@
+"""What is asked: jobs, their lifecycle, traces and synthetic national workloads."""

@@ -1,0 +1,165 @@
+"""Jobs and their lifecycle.
+
+A job is a gang: it gets all of its GPUs at once or none. Its lifecycle is an explicit
+transition table; an illegal move raises :class:`IllegalTransitionError`, and every move
+is recorded in the job's history with the (injected) time it happened.
+
+``Job`` is a plain slotted class rather than a pydantic model on purpose: the twin holds
+a million of them, and per-attribute validation would cost more than the simulation.
+Input validation happens at the edges (trace importers, the REST API).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class JobState(StrEnum):
+    """Where a job is in its life."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    PREEMPTED = "preempted"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+TERMINAL = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED})
+
+# Every legal move, with why it exists.
+TRANSITIONS: dict[tuple[JobState, JobState], str] = {
+    (JobState.PENDING, JobState.RUNNING): "admitted: quota and a placement were found",
+    (JobState.PENDING, JobState.CANCELLED): "cancelled by its owner while waiting",
+    (JobState.PENDING, JobState.FAILED): "rejected: it can never run on this fleet",
+    (JobState.RUNNING, JobState.COMPLETED): "its work is done",
+    (JobState.RUNNING, JobState.FAILED): "its command failed, or it hit its time limit",
+    (JobState.RUNNING, JobState.CANCELLED): "cancelled by its owner while running",
+    (JobState.RUNNING, JobState.PREEMPTED): "evicted for priority, quota reclaim or a failure",
+    (JobState.PREEMPTED, JobState.PENDING): "requeued to resume from its last checkpoint",
+    (JobState.PREEMPTED, JobState.CANCELLED): "cancelled by its owner after eviction",
+}
+
+
+_NONE: frozenset[str] = frozenset()
+
+
+class IllegalTransitionError(RuntimeError):
+    """A lifecycle move that the transition table does not allow."""
+
+
+class Job:
+    """One gang job: what was asked, and what happened to it."""
+
+    __slots__ = (
+        "allow_cross_site",
+        "attained",
+        "checkpoint_s",
+        "duration_s",
+        "end_s",
+        "est_end_s",
+        "estimate_s",
+        "failures",
+        "first_start_s",
+        "gpu_class",
+        "gpus",
+        "history",
+        "id",
+        "index",
+        "kind",
+        "klass",
+        "last_ckpt_progress",
+        "level",
+        "lost_failure_gpu_s",
+        "lost_preempt_gpu_s",
+        "overhead_s",
+        "placement",
+        "preempted_for",
+        "preemptible",
+        "preemptions",
+        "priority",
+        "progress_s",
+        "qseq",
+        "run_epoch",
+        "run_start_s",
+        "state",
+        "submit_s",
+        "tenant",
+    )
+
+    def __init__(
+        self,
+        id: str,  # noqa: A002 (the natural name for a job's id)
+        tenant: str,
+        submit_s: float,
+        gpus: int,
+        duration_s: float,
+        *,
+        estimate_s: float | None = None,
+        gpu_class: str | None = None,
+        priority: int = 0,
+        preemptible: bool = True,
+        checkpoint_s: float | None = None,
+        allow_cross_site: bool = False,
+        kind: str = "",
+    ) -> None:
+        if gpus <= 0:
+            msg = f"job {id}: gpus: must be > 0"
+            raise ValueError(msg)
+        if duration_s <= 0:
+            msg = f"job {id}: duration_s: must be > 0"
+            raise ValueError(msg)
+        self.id = id
+        self.tenant = tenant
+        self.submit_s = submit_s
+        self.gpus = gpus
+        self.duration_s = duration_s
+        self.estimate_s = estimate_s if estimate_s is not None else duration_s
+        self.gpu_class = gpu_class
+        self.priority = int(priority)
+        self.preemptible = preemptible
+        self.checkpoint_s = checkpoint_s
+        self.allow_cross_site = allow_cross_site
+        self.kind = kind
+        self.index = -1  # dense index assigned by the scheduler
+        self.qseq = -1  # sequence of the job's live queue entry (stale entries are skipped)
+        self.klass = -1  # class index the job is placed in (scheduler-owned)
+        self.state = JobState.PENDING
+        self.history: list[tuple[float, JobState]] = [(submit_s, JobState.PENDING)]
+        self.first_start_s: float | None = None
+        self.run_start_s = 0.0  # start of the current run
+        self.overhead_s = 0.0  # restart overhead paid at the start of the current run
+        self.est_end_s = 0.0  # when the scheduler expects the current run to end
+        self.run_epoch = 0  # bumps on every start, so stale end events are ignored
+        self.end_s: float | None = None
+        self.progress_s = 0.0  # useful work done before the current run
+        self.last_ckpt_progress = 0.0  # progress saved by the last checkpoint
+        self.attained = 0.0  # GPU-seconds of service received (for LAS)
+        self.placement: list[tuple[int, int]] = []  # (node, gpus) pairs while running
+        self.level = ""  # topology level of the current/last placement
+        self.preemptions = 0
+        self.failures = 0
+        self.preempted_for: set[str] | frozenset[str] = _NONE  # ids of jobs it was evicted for
+        self.lost_preempt_gpu_s = 0.0
+        self.lost_failure_gpu_s = 0.0
+
+    def move(self, to: JobState, now: float) -> None:
+        """Change state through the transition table; record it. Raises on an illegal move."""
+        if (self.state, to) not in TRANSITIONS:
+            msg = f"job {self.id}: illegal transition {self.state.value} -> {to.value}"
+            raise IllegalTransitionError(msg)
+        self.state = to
+        self.history.append((now, to))
+
+    @property
+    def remaining_s(self) -> float:
+        """True work left (twin only)."""
+        return self.duration_s - self.progress_s
+
+    @property
+    def done(self) -> bool:
+        """Whether the job is in a terminal state."""
+        return self.state in TERMINAL
+
+    def __repr__(self) -> str:
+        return f"Job({self.id!r}, {self.tenant}, gpus={self.gpus}, {self.state.value})"

@@ -1,0 +1,56 @@
+"""The one normalised trace schema every importer writes and every consumer reads.
+
+Columns (Parquet, one row per GPU job):
+
+- ``job_id`` (string): unique within the trace.
+- ``tenant`` (string): who submitted it; empty when the source has none.
+- ``submit_s`` (float64): submit time, seconds from the start of the trace (>= 0).
+- ``duration_s`` (float64): true run time in seconds (> 0), known only to the twin.
+- ``gpus`` (int32): gang size (> 0).
+- ``gpu_class`` (string, nullable): requested GPU class, null for "any".
+- ``estimate_s`` (float64, nullable): what the scheduler may see (time limit / estimate).
+- ``priority`` (int32): priority class value, larger is more important; 0 by default.
+- ``observed_start_s`` (float64, nullable): start time seen on the real system.
+- ``status`` (string, nullable): final status on the real system.
+
+Optional extra columns a synthesiser may add (consumers ignore unknown columns):
+``preemptible`` (bool), ``checkpoint_s`` (float64, nullable), ``kind`` (string).
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+TRACE_COLUMNS = (
+    "job_id",
+    "tenant",
+    "submit_s",
+    "duration_s",
+    "gpus",
+    "gpu_class",
+    "estimate_s",
+    "priority",
+    "observed_start_s",
+    "status",
+)
+
+TRACE_SCHEMA = pa.schema(
+    [
+        pa.field("job_id", pa.string(), nullable=False),
+        pa.field("tenant", pa.string(), nullable=False),
+        pa.field("submit_s", pa.float64(), nullable=False),
+        pa.field("duration_s", pa.float64(), nullable=False),
+        pa.field("gpus", pa.int32(), nullable=False),
+        pa.field("gpu_class", pa.string(), nullable=True),
+        pa.field("estimate_s", pa.float64(), nullable=True),
+        pa.field("priority", pa.int32(), nullable=False),
+        pa.field("observed_start_s", pa.float64(), nullable=True),
+        pa.field("status", pa.string(), nullable=True),
+    ]
+)
+
+OPTIONAL_COLUMNS = {
+    "preemptible": pa.bool_(),
+    "checkpoint_s": pa.float64(),
+    "kind": pa.string(),
+}

@@ -1,0 +1,397 @@
+"""Synthesis: plan per-(tenant, class) GPU-hour budgets, fill them with drawn jobs, assemble.
+
+Offered load is measured *within the horizon*: a job submitted at ``s`` offers
+``gpus x min(duration, horizon - s)`` GPU-seconds, so a four-week campaign submitted on
+the last day counts for one day. Each (tenant, class) gets the budget
+``share x load x nominal GPUs x horizon``; jobs are drawn i.i.d. (in vectorised batches)
+until their cumulative offered work reaches it, and the job that crosses the budget is
+cut to land on it exactly: shortened, or, where that would make it shorter than its
+class allows, given fewer GPUs (dropped if not even one GPU fits). So the offered load
+of every tenant equals ``load`` up to float rounding, or, when a cut job runs past the
+horizon, to within one GPU over the horizon per class.
+Because submit times are i.i.d. uniform, the jobs kept are a Poisson process conditioned
+on its count: the arrival rate is the one that makes the offered load ``load``.
+
+Every (tenant, class) draws from its own generator, seeded from ``(seed, crc32(tenant),
+crc32(class))``: same seed, same bytes; and adding a tenant does not reshuffle the jobs of
+the others.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from aifactory.fleet.errors import SpecError
+from aifactory.fleet.loader import group_gpus, models_of
+from aifactory.fleet.spec import Fleet
+from aifactory.workload.schema import OPTIONAL_COLUMNS, TRACE_SCHEMA
+from aifactory.workload.synth.catalogue import DAY_S, Catalogue, JobClass, load_catalogue
+from aifactory.workload.synth.sampling import (
+    ARRIVAL_SAMPLERS,
+    DURATION_SAMPLERS,
+    SIZE_SAMPLERS,
+    FloatArray,
+    IntArray,
+    estimates,
+)
+
+MIN_TRIM_S = 60.0
+MAX_JOBS = 20_000_000
+_FIRST_BATCH = 256
+_MAX_BATCH = 2_000_000  # bounds the memory of one draw
+
+SYNTH_SCHEMA = pa.schema(
+    [*TRACE_SCHEMA, *(pa.field(k, t, nullable=True) for k, t in OPTIONAL_COLUMNS.items())]
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ClassPlan:
+    """What one (tenant, class) must offer: its budget and the limits of its gangs."""
+
+    tenant: str
+    kind: str
+    job_class: JobClass
+    gpu_class: str | None
+    max_gpus: int
+    budget_gpu_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class ReportRow:
+    """Jobs and offered GPU-hours of one (tenant, class)."""
+
+    tenant: str
+    kind: str
+    jobs: int
+    gpu_hours: float
+
+
+@dataclass(frozen=True, slots=True)
+class TenantLoad:
+    """A tenant's offered GPU-hours against its quota over the horizon."""
+
+    tenant: str
+    nominal_gpus: int
+    quota_gpu_hours: float
+    offered_gpu_hours: float
+
+    @property
+    def load(self) -> float:
+        """Offered GPU-hours / quota GPU-hours."""
+        return self.offered_gpu_hours / self.quota_gpu_hours if self.quota_gpu_hours else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class SynthReport:
+    """What was synthesised: jobs per tenant and class, offered load per tenant."""
+
+    fleet: str
+    days: float
+    load: float
+    seed: int
+    jobs: int
+    rows: list[ReportRow] = field(default_factory=list)
+    tenants: list[TenantLoad] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, object]:
+        """Stable JSON form (for ``--json``)."""
+        return {
+            "fleet": self.fleet,
+            "days": self.days,
+            "load": self.load,
+            "seed": self.seed,
+            "jobs": self.jobs,
+            "classes": [
+                {"tenant": r.tenant, "kind": r.kind, "jobs": r.jobs, "gpu_hours": r.gpu_hours}
+                for r in self.rows
+            ],
+            "tenants": [
+                {
+                    "tenant": t.tenant,
+                    "nominal_gpus": t.nominal_gpus,
+                    "quota_gpu_hours": t.quota_gpu_hours,
+                    "offered_gpu_hours": t.offered_gpu_hours,
+                    "load": t.load,
+                }
+                for t in self.tenants
+            ],
+        }
+
+
+def tenant_nominals(fleet: Fleet) -> dict[str, int]:
+    """Nominal GPUs (all classes) of every tenant holding quota, in tree order."""
+    out: dict[str, int] = {}
+    for tenant, _parent, _cohort in fleet.iter_tenants():
+        total = sum(q.nominal for q in tenant.quotas)
+        if total > 0:
+            out[tenant.name] = total
+    return out
+
+
+def gang_limits(fleet: Fleet) -> dict[str, dict[str, int]]:
+    """Largest gang per tenant and GPU class: nominal plus what the tenant can borrow.
+
+    Borrowing follows Kueue: only within the tenant's cohort, at most its borrowing limit,
+    and at most what the other members lend; never more than the class's capacity.
+    """
+    models = models_of(fleet)
+    capacity: dict[str, int] = defaultdict(int)
+    for _site, _pod, group in fleet.iter_groups():
+        capacity[group.flavor] += group_gpus(group, models[group.model])
+    lendable: dict[tuple[str, str], int] = defaultdict(int)
+    members = list(fleet.iter_tenants())
+    for tenant, _parent, cohort in members:
+        if cohort is not None:
+            for q in tenant.quotas:
+                lendable[(cohort, q.gpu_class)] += q.lendable
+    out: dict[str, dict[str, int]] = {}
+    for tenant, _parent, cohort in members:
+        limits: dict[str, int] = {}
+        for q in tenant.quotas:
+            borrow = 0
+            if cohort is not None:
+                others = lendable[(cohort, q.gpu_class)] - q.lendable
+                borrow = others if q.borrowing_limit is None else min(q.borrowing_limit, others)
+            limits[q.gpu_class] = min(q.nominal + max(borrow, 0), capacity[q.gpu_class])
+        out[tenant.name] = limits
+    return out
+
+
+def plan(fleet: Fleet, days: float, load: float, catalogue: Catalogue) -> list[ClassPlan]:
+    """The budget of every (tenant, class) for this fleet, horizon and load."""
+    horizon = days * DAY_S
+    limits = gang_limits(fleet)
+    plans: list[ClassPlan] = []
+    for tenant, nominal in tenant_nominals(fleet).items():
+        held = {c: g for c, g in limits[tenant].items() if g > 0}
+        for entry in catalogue.mix_for(tenant).mix:
+            cls = catalogue.classes[entry.job_class]
+            gpu_class = next((c for c in cls.gpu_class if c in held), None)
+            max_gpus = held[gpu_class] if gpu_class is not None else max(held.values())
+            plans.append(
+                ClassPlan(
+                    tenant=tenant,
+                    kind=entry.job_class,
+                    job_class=cls,
+                    gpu_class=gpu_class,
+                    max_gpus=max_gpus,
+                    budget_gpu_s=entry.share * load * nominal * horizon,
+                )
+            )
+    return plans
+
+
+@dataclass(frozen=True, slots=True)
+class _Block:
+    gpus: IntArray
+    duration: FloatArray
+    submit: FloatArray
+    estimate: FloatArray
+
+
+def _draw(p: ClassPlan, n: int, rng: np.random.Generator, horizon: float) -> _Block:
+    cls = p.job_class
+    gpus, base = SIZE_SAMPLERS[cls.size.kind](cls.size, n, rng, p.max_gpus)
+    duration = DURATION_SAMPLERS[cls.duration.kind](cls.duration, base, rng)
+    submit = ARRIVAL_SAMPLERS[cls.arrival.kind](cls.arrival, n, rng, horizon)
+    return _Block(gpus, duration, submit, np.empty(0))
+
+
+def fill(p: ClassPlan, horizon: float, rng: np.random.Generator, drawn_so_far: int = 0) -> _Block:
+    """Draw jobs of one (tenant, class) until their offered work reaches its budget."""
+    empty = _Block(np.empty(0, np.int64), np.empty(0), np.empty(0), np.empty(0))
+    if p.budget_gpu_s <= 0:
+        return empty
+    k = p.job_class.arrival.burst_jobs
+    parts: list[_Block] = []
+    total = 0.0
+    count = 0
+    batch = _FIRST_BATCH
+    while True:
+        batch = -(-batch // k) * k  # whole bursts only
+        b = _draw(p, batch, rng, horizon)
+        work = b.gpus * np.minimum(b.duration, horizon - b.submit)
+        cum = total + np.cumsum(work)
+        cross = int(np.searchsorted(cum, p.budget_gpu_s, side="left"))
+        if cross < batch:
+            before = float(cum[cross - 1]) if cross > 0 else total
+            gpus, duration = b.gpus[: cross + 1].copy(), b.duration[: cross + 1].copy()
+            window = horizon - float(b.submit[cross])
+            last = _cut(int(gpus[cross]), p.budget_gpu_s - before, window, _min_duration(p))
+            keep = cross if last is None else cross + 1
+            if last is not None:
+                gpus[cross], duration[cross] = last
+            parts.append(_Block(gpus[:keep], duration[:keep], b.submit[:keep], np.empty(0)))
+            break
+        parts.append(b)
+        total = float(cum[-1])
+        count += batch
+        expected = (p.budget_gpu_s - total) / (total / count)  # jobs still to come
+        if drawn_so_far + count + expected > MAX_JOBS:
+            msg = f"days: the workload would exceed {MAX_JOBS:,} jobs; lower --days or --load"
+            raise SpecError([msg])
+        batch = min(math.ceil(expected * 1.1) + 16, _MAX_BATCH)
+    gpus = np.concatenate([x.gpus for x in parts])
+    duration = np.concatenate([x.duration for x in parts])
+    submit = np.concatenate([x.submit for x in parts])
+    return _Block(gpus, duration, submit, estimates(p.job_class.estimate, duration, rng))
+
+
+def _min_duration(p: ClassPlan) -> float:
+    """The shortest run time the class allows (a minute at least)."""
+    spec = p.job_class.duration
+    return max(MIN_TRIM_S, getattr(spec, "min_s", 0.0))
+
+
+def _cut(gpus: int, remaining: float, window: float, min_s: float) -> tuple[int, float] | None:
+    """Resize the job that crosses the budget so its offered work is ``remaining``.
+
+    Shorten it if it stays at least ``min_s`` long; otherwise give it ``min_s`` and fewer
+    GPUs (a pre-training campaign does not become a two-day run; it becomes a smaller
+    one). None: not even one GPU for ``min_s`` fits, so the job is dropped.
+    """
+    if remaining / gpus >= min_s:
+        return gpus, remaining / gpus  # <= window: remaining <= gpus x min(d, window)
+    narrow = int(remaining // min(min_s, window))
+    if narrow < 1:
+        return None
+    if window <= min_s:  # runs past the horizon: offers narrow x window, short by < window
+        return narrow, min_s
+    return narrow, remaining / narrow
+
+
+def _rng(seed: int, tenant: str, kind: str) -> np.random.Generator:
+    keys = (zlib.crc32(tenant.encode()), zlib.crc32(kind.encode()))
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=keys))
+
+
+def synthesize(
+    fleet: Fleet, days: float, load: float, seed: int, catalogue: Catalogue | None = None
+) -> pa.Table:
+    """A synthetic workload for ``fleet``: ``days`` long, offered load ``load`` on every
+    tenant's nominal quota, reproducible from ``seed``. Columns: TRACE_SCHEMA then
+    ``preemptible``, ``checkpoint_s``, ``kind``; rows sorted by submit time."""
+    problems = []
+    if not (math.isfinite(days) and days > 0):
+        problems.append(f"days: must be a finite number > 0 (got {days})")
+    if not (math.isfinite(load) and load > 0):
+        problems.append(f"load: must be a finite number > 0 (got {load})")
+    if seed < 0:
+        problems.append(f"seed: must be >= 0 (got {seed})")
+    if problems:
+        raise SpecError(problems)
+    cat = catalogue if catalogue is not None else load_catalogue()
+    horizon = days * DAY_S
+    plans = plan(fleet, days, load, cat)
+    blocks: list[_Block] = []
+    drawn = 0
+    for p in plans:
+        block = fill(p, horizon, _rng(seed, p.tenant, p.kind), drawn)
+        drawn += len(block.gpus)
+        blocks.append(block)
+    return _assemble(plans, blocks)
+
+
+def _assemble(plans: list[ClassPlan], blocks: list[_Block]) -> pa.Table:
+    """One table from the per-class blocks: sorted by submit time, ids numbered per tenant."""
+    tenants = sorted({p.tenant for p in plans})
+    kinds = sorted({p.kind for p in plans})
+    classes = sorted({p.gpu_class for p in plans if p.gpu_class is not None})
+    sizes = np.asarray([len(b.gpus) for b in blocks], dtype=np.int64)
+
+    def per_job(values: list[int] | list[float] | list[bool], dtype: type) -> npt.NDArray[Any]:
+        return np.repeat(np.asarray(values, dtype=dtype), sizes)
+
+    tenant_code = per_job([tenants.index(p.tenant) for p in plans], np.int64)
+    kind_code = per_job([kinds.index(p.kind) for p in plans], np.int64)
+    class_code = per_job(
+        [classes.index(p.gpu_class) if p.gpu_class is not None else -1 for p in plans], np.int64
+    )
+    priority = per_job([p.job_class.priority for p in plans], np.int32)
+    preemptible = per_job([p.job_class.preemptible for p in plans], np.bool_)
+    ckpt = per_job(
+        [p.job_class.checkpoint_s if p.job_class.checkpoint_s else math.nan for p in plans],
+        np.float64,
+    )
+
+    def cat_blocks(name: str) -> npt.NDArray[Any]:
+        return np.concatenate([getattr(b, name) for b in blocks]) if blocks else np.empty(0)
+
+    gpus = cat_blocks("gpus").astype(np.int32)
+    duration = cat_blocks("duration")
+    submit = cat_blocks("submit")
+    estimate = cat_blocks("estimate")
+    n = len(gpus)
+    order = np.lexsort((np.arange(n), tenant_code, submit))
+    tenant_code = tenant_code[order]
+    # '<tenant>-<n>': n counts each tenant's jobs in submit order, from 1.
+    by_tenant = np.argsort(tenant_code, kind="stable")
+    counts = np.bincount(tenant_code, minlength=len(tenants))
+    starts = np.cumsum(counts) - counts
+    number = np.empty(n, dtype=np.int64)
+    number[by_tenant] = np.arange(n) - np.repeat(starts, counts) + 1
+    tenant_col = pc.take(pa.array(tenants, pa.string()), pa.array(tenant_code))
+    job_id = pc.binary_join_element_wise(
+        tenant_col, pc.cast(pa.array(number), pa.string()), pa.scalar("-")
+    )
+    cc = class_code[order]
+    ck = ckpt[order]
+    columns = {
+        "job_id": job_id,
+        "tenant": tenant_col,
+        "submit_s": pa.array(submit[order], pa.float64()),
+        "duration_s": pa.array(duration[order], pa.float64()),
+        "gpus": pa.array(gpus[order], pa.int32()),
+        "gpu_class": pc.take(pa.array(classes, pa.string()), pa.array(cc, mask=cc < 0)),
+        "estimate_s": pa.array(estimate[order], pa.float64()),
+        "priority": pa.array(priority[order], pa.int32()),
+        "observed_start_s": pa.nulls(n, pa.float64()),
+        "status": pa.nulls(n, pa.string()),
+        "preemptible": pa.array(preemptible[order], pa.bool_()),
+        "checkpoint_s": pa.array(ck, pa.float64(), mask=np.isnan(ck)),
+        "kind": pc.take(pa.array(kinds, pa.string()), pa.array(kind_code[order])),
+    }
+    return pa.Table.from_arrays(list(columns.values()), schema=SYNTH_SCHEMA)
+
+
+def synth_report(table: pa.Table, fleet: Fleet, days: float, load: float, seed: int) -> SynthReport:
+    """Measure a synthesised table: jobs and offered GPU-hours per tenant and class, and the
+    offered load on each tenant's nominal quota (work clipped to the horizon)."""
+    horizon = days * DAY_S
+    submit = table["submit_s"].to_numpy()
+    work = table["gpus"].to_numpy().astype(np.float64) * np.minimum(
+        table["duration_s"].to_numpy(), horizon - submit
+    )
+    t = pa.table({"tenant": table["tenant"], "kind": table["kind"], "work": work})
+    agg = t.group_by(["tenant", "kind"]).aggregate([("work", "sum"), ("work", "count")])
+    rows = sorted(
+        (
+            ReportRow(tenant, kind, int(cnt), float(w) / 3600.0)
+            for tenant, kind, w, cnt in zip(
+                agg["tenant"].to_pylist(),
+                agg["kind"].to_pylist(),
+                agg["work_sum"].to_pylist(),
+                agg["work_count"].to_pylist(),
+                strict=True,
+            )
+        ),
+        key=lambda r: (r.tenant, r.kind),
+    )
+    offered: dict[str, float] = defaultdict(float)
+    for r in rows:
+        offered[r.tenant] += r.gpu_hours
+    tenants = [
+        TenantLoad(name, nominal, nominal * horizon / 3600.0, offered.get(name, 0.0))
+        for name, nominal in tenant_nominals(fleet).items()
+    ]
+    return SynthReport(fleet.name, days, load, seed, table.num_rows, rows, tenants)

@@ -1,0 +1,232 @@
+"""Test builders: tiny fleets, jobs, a checked simulation, and invariant checks.
+
+Fleets are built as plain dicts and validated by ``parse_fleet`` (the same path users'
+YAML takes), so a builder cannot produce a fleet the loader would refuse. Sizes follow
+the catalogue: an ``h100`` HGX domain is one node of 8 GPUs; a ``gb200`` NVL72 domain
+is 18 nodes x 4 GPUs (tests may shrink it with ``nodes_per_domain``).
+
+``checked_simulation`` runs the real :class:`Simulation` but swaps its kernel for one
+that checks every invariant of :func:`check_invariants` before each event is taken,
+i.e. after every event has been fully processed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from aifactory.fleet import Fleet, Topology, compile_topology, parse_fleet
+from aifactory.scheduler.core import Scheduler, SchedulerConfig
+from aifactory.twin.failures import FailureInjector
+from aifactory.twin.kernel import Event, Kernel
+from aifactory.twin.simulator import SimResult, Simulation, TwinConfig
+from aifactory.workload.job import Job, JobState
+
+UNLIMITED = 1 << 60
+
+
+# --------------------------------------------------------------------------- fleets
+def hgx(domains: int, owner: str = "a", model: str = "h100", **extra: Any) -> dict[str, Any]:
+    """A group of ``domains`` HGX servers (one 8-GPU node = one NVLink domain each)."""
+    return {"model": model, "domains": domains, "owner": owner, **extra}
+
+
+def nvl(
+    domains: int, owner: str = "a", nodes_per_domain: int | None = None, **extra: Any
+) -> dict[str, Any]:
+    """A group of GB200 NVL72 racks (18 trays x 4 GPUs unless shrunk)."""
+    group: dict[str, Any] = {"model": "gb200", "domains": domains, "owner": owner, **extra}
+    if nodes_per_domain is not None:
+        group["nodes_per_domain"] = nodes_per_domain
+    return group
+
+
+def tenant(
+    name: str,
+    quotas: dict[str, int | dict[str, Any]] | None = None,
+    *,
+    cohort: str | None = None,
+) -> dict[str, Any]:
+    """A tenant; ``quotas`` maps GPU class to a nominal, or to a full quota dict."""
+    qs: list[dict[str, Any]] = []
+    for cls, q in (quotas or {}).items():
+        if isinstance(q, int):
+            qs.append({"gpu_class": cls, "nominal": q})
+        else:
+            qs.append({"gpu_class": cls, **q})
+    out: dict[str, Any] = {"name": name, "quotas": qs}
+    if cohort is not None:
+        out["cohort"] = cohort
+    return out
+
+
+def make_fleet(
+    sites: Sequence[Sequence[Sequence[dict[str, Any]]]],
+    tenants: Sequence[dict[str, Any]],
+    *,
+    name: str = "tiny",
+    default_tenant: str | None = None,
+) -> Fleet:
+    """``sites`` is site -> pod -> groups (see :func:`hgx`, :func:`nvl`)."""
+    raw: dict[str, Any] = {
+        "name": name,
+        "sites": [
+            {
+                "name": f"s{si}",
+                "region": f"region-{si}",
+                "power_mw": 10.0,
+                "pue": 1.2,
+                "pods": [
+                    {"name": f"p{pi}", "groups": list(groups)} for pi, groups in enumerate(pods)
+                ],
+            }
+            for si, pods in enumerate(sites)
+        ],
+        "tenants": list(tenants),
+    }
+    if default_tenant is not None:
+        raw["default_tenant"] = default_tenant
+    return parse_fleet(raw)
+
+
+def hgx_topo(nodes: int = 2, tenants: Sequence[dict[str, Any]] | None = None) -> Topology:
+    """One site, one pod, ``nodes`` HGX H100 servers; default: tenant 'a' owns all of it."""
+    tenants = tenants or [tenant("a", {"h100": 8 * nodes})]
+    return compile_topology(make_fleet([[[hgx(nodes)]]], tenants))
+
+
+# --------------------------------------------------------------------------- jobs
+def make_job(
+    id: str,  # noqa: A002 (mirrors Job's own parameter name)
+    tenant: str = "a",
+    submit: float = 0.0,
+    gpus: int = 8,
+    run: float = 100.0,
+    **kw: Any,
+) -> Job:
+    """A job with short positional defaults: tenant 'a', 8 GPUs, 100 s."""
+    return Job(id, tenant, submit, gpus, run, **kw)
+
+
+# --------------------------------------------------------------------------- invariants
+def check_invariants(sched: Scheduler, down: dict[int, int] | None = None) -> None:
+    """Every invariant of the issue's §10 that holds between events.
+
+    - the free-GPU indices agree with a recount (``ClusterState.check``);
+    - no GPU is held by two running jobs, and free/used/down masks partition each node;
+    - free + used + down = capacity;
+    - gangs are all-or-nothing: a running job holds exactly ``job.gpus`` GPUs, of one
+      class, inside one site unless it allows crossing sites;
+    - quota, recomputed from the running jobs and the fleet spec (not the quota book):
+      a tenant never uses more than nominal + borrowing limit (nominal alone without a
+      cohort), and in each cohort what members borrow above nominal never exceeds what
+      lenders leave idle of their *lendable* part (nobody lends beyond its limit).
+    """
+    cs = sched.cs
+    topo = sched.topo
+    down = down or {}
+    cs.check()
+    used_mask = [0] * topo.n_nodes
+    running = [j for j in sched.jobs if j.state == JobState.RUNNING]
+    assert {j.index for j in running} == set(sched.running), "running index drifted"
+    used: dict[tuple[str, str], int] = {}
+    for job in running:
+        got = 0
+        sites = set()
+        classes = set()
+        for node, mask in job.placement:
+            assert mask, f"{job.id}: empty mask on node {node}"
+            assert used_mask[node] & mask == 0, f"{job.id}: GPU on node {node} allocated twice"
+            used_mask[node] |= mask
+            got += mask.bit_count()
+            dom = cs.node_dom[node]
+            sites.add(cs.pod_site[cs.dom_pod[dom]])
+            classes.add(cs.dom_class[dom])
+        assert got == job.gpus, f"{job.id}: holds {got} GPUs, asked {job.gpus} (gang broken)"
+        assert len(classes) == 1, f"{job.id}: spans GPU classes"
+        if not job.allow_cross_site:
+            assert len(sites) == 1, f"{job.id}: spans sites without allowing it"
+        key = (job.tenant, topo.classes[classes.pop()])
+        used[key] = used.get(key, 0) + job.gpus
+    for n in range(topo.n_nodes):
+        full = (1 << cs.node_cap[n]) - 1
+        d = down.get(n, 0)
+        assert used_mask[n] & cs.node_mask[n] == 0, f"node {n}: a used GPU is also free"
+        assert d & (used_mask[n] | cs.node_mask[n]) == 0, f"node {n}: a down GPU is in use"
+        assert used_mask[n] | cs.node_mask[n] | d == full, f"node {n}: a GPU is unaccounted"
+    for t, cells in sched.quota.cells.items():
+        for c, cell in enumerate(cells):
+            assert cell.used == used.get((t, topo.classes[c]), 0), f"{t}: quota book drifted"
+    pending = sum(1 for j in sched.jobs if j.state == JobState.PENDING)
+    assert sched.pending_count == pending, "pending count drifted"
+    busy = sum(used.values())
+    down_total = sum(m.bit_count() for m in down.values())
+    assert sum(cs.class_free) + busy + down_total == topo.gpus_total, "free + used != capacity"
+    check_quota(topo.fleet, topo.classes, used)
+
+
+def check_quota(fleet: Fleet, classes: tuple[str, ...], used: dict[tuple[str, str], int]) -> None:
+    """Quota rules from the spec (see :func:`check_invariants`)."""
+    cohorts: dict[str, list[tuple[str, int, int, int]]] = {}
+    for t, _parent, cohort in fleet.iter_tenants():
+        quotas = {q.gpu_class: q for q in t.quotas}
+        for cls in classes:
+            q = quotas.get(cls)
+            nominal = q.nominal if q else 0
+            lendable = q.lendable if q else 0
+            limit = UNLIMITED if q is None or q.borrowing_limit is None else q.borrowing_limit
+            u = used.get((t.name, cls), 0)
+            if q is None:
+                limit = 0  # no quota for a class: the tenant may not use it at all (Kueue)
+            if cohort is None:
+                assert u <= nominal, f"{t.name}/{cls}: uses {u} > nominal {nominal} (no cohort)"
+            else:
+                assert u <= nominal + limit, f"{t.name}/{cls}: uses {u} > nominal + borrowing"
+                cohorts.setdefault(f"{cohort}/{cls}", []).append((t.name, nominal, lendable, u))
+    for key, members in cohorts.items():
+        borrowed = sum(max(0, u - n) for _, n, _, u in members)
+        idle_lendable = sum(min(lend, max(0, n - u)) for _, n, lend, u in members)
+        assert borrowed <= idle_lendable, (
+            f"cohort {key}: members borrow {borrowed} but lenders leave only "
+            f"{idle_lendable} of their lendable quota idle"
+        )
+
+
+class CheckingKernel(Kernel):
+    """A kernel that checks the scheduler's invariants before handing out each event."""
+
+    __slots__ = ("checks", "injector", "sched")
+
+    def __init__(self, sched: Scheduler, injector: FailureInjector | None) -> None:
+        super().__init__(0.0)
+        self.sched = sched
+        self.injector = injector
+        self.checks = 0
+
+    def pop(self) -> Event | None:
+        """Check, then pop."""
+        check_invariants(self.sched, self.injector.down if self.injector else None)
+        self.checks += 1
+        return super().pop()
+
+
+def checked_simulation(
+    topo: Topology,
+    jobs: Sequence[Job],
+    sched_cfg: SchedulerConfig | None = None,
+    twin_cfg: TwinConfig | None = None,
+    failures: FailureInjector | None = None,
+) -> tuple[SimResult, int]:
+    """Run the real simulator with invariants checked after every event; (result, checks)."""
+    sim = Simulation(topo, jobs, sched_cfg, twin_cfg, failures=failures)
+    kernel = CheckingKernel(sim.sched, failures)
+    sim.kernel = kernel
+    result = sim.run()
+    check_invariants(sim.sched, failures.down if failures else None)
+    return result, kernel.checks
+
+
+def simulate(topo: Topology, jobs: Sequence[Job], **cfg: Any) -> dict[str, Job]:
+    """Run a checked simulation with the given SchedulerConfig fields; jobs by id."""
+    result, _ = checked_simulation(topo, jobs, SchedulerConfig(**cfg))
+    return {j.id: j for j in result.jobs}

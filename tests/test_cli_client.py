@@ -1,0 +1,192 @@
+"""The command-line client against a live server (Uvicorn in a thread), and the admin/db
+commands against the database; errors are clean messages with exit 2 (1: unreachable)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import uvicorn
+from typer.testing import CliRunner
+
+from aifactory.cli import app
+from aifactory.service.api import Service, create_app
+from aifactory.service.auth import hash_token
+from aifactory.service.client import load_config
+from aifactory.service.settings import ExecutorKind, ServiceSettings
+
+runner = CliRunner()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def db_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path}/cli.db"
+
+
+@pytest.fixture
+def live(db_url: str, tmp_path: Path) -> Iterator[str]:
+    settings = ServiceSettings(
+        database_url=db_url, data_dir=tmp_path, executor=ExecutorKind.NOOP, tick_s=0.05
+    )
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(Service(settings)), port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(10)
+
+
+def make_token(db_url: str, tenant: str | None, role: str) -> str:
+    args = ["admin", "create-token", "--role", role, "--database-url", db_url, "--json"]
+    if tenant:
+        args += ["--tenant", tenant]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    return str(json.loads(result.stdout)["token"])
+
+
+def test_db_upgrade_and_current(db_url: str) -> None:
+    first = runner.invoke(app, ["db", "current", "--database-url", db_url])
+    assert first.exit_code == 0
+    assert first.stdout.strip() == "none"
+    up = runner.invoke(app, ["db", "upgrade", "--database-url", db_url])
+    assert up.exit_code == 0
+    assert "0001" in up.stdout
+    assert runner.invoke(app, ["db", "upgrade", "--database-url", db_url]).exit_code == 0
+    bad = runner.invoke(app, ["db", "upgrade", "--database-url", "mysql://x/y"])
+    assert bad.exit_code == 2
+    assert "unsupported backend" in bad.output
+
+
+def test_admin_create_token_prints_it_once_and_stores_its_hash(db_url: str) -> None:
+    result = runner.invoke(
+        app,
+        ["admin", "create-token", "--tenant", "lab", "--role", "member", "--database-url", db_url],
+    )
+    assert result.exit_code == 0
+    token = result.stdout.strip().splitlines()[-1]
+    assert token.startswith("aif_")
+    listed = runner.invoke(app, ["admin", "list-tokens", "--database-url", db_url, "--json"])
+    rows = json.loads(listed.stdout)
+    assert [(r["tenant"], r["role"]) for r in rows] == [("lab", "member")]
+    assert token not in listed.stdout
+    assert hash_token(token) not in listed.stdout
+    revoked = runner.invoke(
+        app, ["admin", "revoke-token", str(rows[0]["id"]), "--database-url", db_url]
+    )
+    assert revoked.exit_code == 0
+    again = runner.invoke(
+        app, ["admin", "revoke-token", str(rows[0]["id"]), "--database-url", db_url]
+    )
+    assert again.exit_code == 2
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--role", "boss", "--tenant", "lab"], "--role: unknown role 'boss'"),
+        (["--role", "member"], "--tenant: required"),
+        (["--role", "member", "--tenant", "nobody"], "--tenant: unknown tenant 'nobody'"),
+    ],
+)
+def test_admin_bad_input_is_exit_2(db_url: str, args: list[str], message: str) -> None:
+    result = runner.invoke(app, ["admin", "create-token", *args, "--database-url", db_url])
+    assert result.exit_code == 2
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_client_round_trip(live: str, db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    token = make_token(db_url, "lab", "member")
+    monkeypatch.setenv("AIFACTORY_URL", live)
+    monkeypatch.setenv("AIFACTORY_TOKEN", token)
+    sub = runner.invoke(
+        app,
+        [
+            "job",
+            "submit",
+            "python train.py",
+            "--gpus",
+            "8",
+            "--gpu-class",
+            "h100",
+            "--name",
+            "t1",
+            "--json",
+        ],
+    )
+    assert sub.exit_code == 0, sub.output
+    job = json.loads(sub.stdout)
+    assert (job["tenant"], job["gpus"], job["name"]) == ("lab", 8, "t1")
+    time.sleep(0.3)
+    shown = json.loads(runner.invoke(app, ["job", "show", str(job["id"]), "--json"]).stdout)
+    assert shown["state"] == "running"
+    assert sum(len(p["gpus"]) for p in shown["placement"]) == 8
+    table = runner.invoke(app, ["job", "show", str(job["id"])])
+    assert table.exit_code == 0
+    assert "history" in table.stdout
+    listed = json.loads(runner.invoke(app, ["job", "list", "--json", "--state", "running"]).stdout)
+    assert [j["id"] for j in listed["items"]] == [job["id"]]
+    assert "t1" in runner.invoke(app, ["job", "list"]).stdout
+    quotas = json.loads(runner.invoke(app, ["quota", "--json"]).stdout)
+    assert {r["tenant"] for r in quotas} == {"lab"}
+    assert "h100" in runner.invoke(app, ["quota"]).stdout
+    if importlib.util.find_spec("aifactory.twin.forecast") is not None:
+        fc = runner.invoke(app, ["job", "forecast", str(job["id"]), "--json"])
+        assert fc.exit_code == 0, fc.output
+        assert json.loads(fc.stdout)["estimated_start"] is not None
+    cancelled = runner.invoke(app, ["job", "cancel", str(job["id"]), "--json"])
+    assert cancelled.exit_code == 0
+    assert json.loads(cancelled.stdout)["cancel_requested"] is True
+
+
+def test_client_errors_are_clean(live: str, db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIFACTORY_URL", live)
+    monkeypatch.delenv("AIFACTORY_TOKEN", raising=False)
+    monkeypatch.setenv("AIFACTORY_CONFIG", "/nonexistent/client.toml")
+    no_token = runner.invoke(app, ["job", "list"])
+    assert no_token.exit_code == 2
+    assert "no token" in no_token.output
+    monkeypatch.setenv("AIFACTORY_TOKEN", make_token(db_url, "lab", "member"))
+    bad = runner.invoke(app, ["job", "submit", "x", "--gpus", "4", "--gpu-class", "tpu"])
+    assert bad.exit_code == 2
+    assert "gpu_class" in bad.output
+    missing = runner.invoke(app, ["job", "show", "999"])
+    assert missing.exit_code == 2
+    assert "not found" in missing.output
+    monkeypatch.setenv("AIFACTORY_URL", f"http://127.0.0.1:{free_port()}")
+    down = runner.invoke(app, ["job", "list"])
+    assert down.exit_code == 1
+    assert "cannot reach" in down.output
+    assert "Traceback" not in down.output
+
+
+def test_client_reads_a_config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = tmp_path / "client.toml"
+    cfg.write_text('url = "http://example:9000/"\ntoken = "aif_x"\n')
+    monkeypatch.delenv("AIFACTORY_URL", raising=False)
+    monkeypatch.delenv("AIFACTORY_TOKEN", raising=False)
+    monkeypatch.setenv("AIFACTORY_CONFIG", str(cfg))
+    got = load_config()
+    assert (got.url, got.token) == ("http://example:9000", "aif_x")
+    monkeypatch.setenv("AIFACTORY_TOKEN", "aif_env")
+    assert load_config().token == "aif_env"

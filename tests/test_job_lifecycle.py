@@ -1,0 +1,117 @@
+"""Job lifecycle (issue #3 §2): PENDING -> RUNNING -> (PREEMPTED -> PENDING) ->
+COMPLETED | FAILED | CANCELLED as a transition table; illegal moves raise; history kept."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from aifactory.workload.job import (
+    TERMINAL,
+    TRANSITIONS,
+    IllegalTransitionError,
+    Job,
+    JobState,
+)
+
+S = JobState
+
+# The lifecycle as the issue draws it, plus the edges the issue's text implies: a pending
+# job can be cancelled or rejected (failed) and a preempted one cancelled.
+EXPECTED_LEGAL = {
+    (S.PENDING, S.RUNNING),
+    (S.PENDING, S.CANCELLED),
+    (S.PENDING, S.FAILED),
+    (S.RUNNING, S.COMPLETED),
+    (S.RUNNING, S.FAILED),
+    (S.RUNNING, S.CANCELLED),
+    (S.RUNNING, S.PREEMPTED),
+    (S.PREEMPTED, S.PENDING),
+    (S.PREEMPTED, S.CANCELLED),
+}
+
+# Shortest legal path from a fresh job to each state.
+PATH_TO = {
+    S.PENDING: [],
+    S.RUNNING: [S.RUNNING],
+    S.PREEMPTED: [S.RUNNING, S.PREEMPTED],
+    S.COMPLETED: [S.RUNNING, S.COMPLETED],
+    S.FAILED: [S.FAILED],
+    S.CANCELLED: [S.CANCELLED],
+}
+
+
+def job_in(state: JobState) -> Job:
+    job = Job("j", "a", 0.0, 1, 10.0)
+    for t, to in enumerate(PATH_TO[state], start=1):
+        job.move(to, float(t))
+    assert job.state == state
+    return job
+
+
+def test_table_is_the_issues_lifecycle() -> None:
+    assert set(TRANSITIONS) == EXPECTED_LEGAL
+    assert all(why for why in TRANSITIONS.values()), "every edge says why it exists"
+
+
+@pytest.mark.parametrize(
+    ("src", "dst"), sorted(EXPECTED_LEGAL), ids=lambda s: str(s.value) if isinstance(s, S) else s
+)
+def test_every_legal_transition_is_allowed_and_recorded(src: JobState, dst: JobState) -> None:
+    job = job_in(src)
+    before = list(job.history)
+    job.move(dst, 99.0)
+    assert job.state == dst
+    assert job.history == [*before, (99.0, dst)]
+
+
+ILLEGAL = sorted(set(itertools.product(S, S)) - EXPECTED_LEGAL)
+
+
+@pytest.mark.parametrize(("src", "dst"), ILLEGAL, ids=[f"{a.value}->{b.value}" for a, b in ILLEGAL])
+def test_every_illegal_transition_raises_and_changes_nothing(src: JobState, dst: JobState) -> None:
+    job = job_in(src)
+    before = list(job.history)
+    with pytest.raises(IllegalTransitionError, match=f"{src.value} -> {dst.value}"):
+        job.move(dst, 99.0)
+    assert job.state == src
+    assert job.history == before
+
+
+def test_terminal_states_have_no_way_out() -> None:
+    assert {S.COMPLETED, S.FAILED, S.CANCELLED} == TERMINAL
+    for src, _dst in TRANSITIONS:
+        assert src not in TERMINAL
+
+
+def test_full_history_of_a_preempted_then_completed_job() -> None:
+    job = Job("j", "a", 5.0, 8, 100.0)
+    assert job.history == [(5.0, S.PENDING)]
+    assert not job.done
+    job.move(S.RUNNING, 6.0)
+    job.move(S.PREEMPTED, 10.0)
+    job.move(S.PENDING, 10.0)
+    job.move(S.RUNNING, 20.0)
+    job.move(S.COMPLETED, 130.0)
+    assert job.done
+    assert job.history == [
+        (5.0, S.PENDING),
+        (6.0, S.RUNNING),
+        (10.0, S.PREEMPTED),
+        (10.0, S.PENDING),
+        (20.0, S.RUNNING),
+        (130.0, S.COMPLETED),
+    ]
+
+
+def test_bad_job_fields_name_the_field() -> None:
+    with pytest.raises(ValueError, match="gpus"):
+        Job("j", "a", 0.0, 0, 10.0)
+    with pytest.raises(ValueError, match="duration_s"):
+        Job("j", "a", 0.0, 1, 0.0)
+
+
+def test_estimate_defaults_to_true_run_time() -> None:
+    assert Job("j", "a", 0.0, 1, 42.0).estimate_s == 42.0
+    assert Job("j", "a", 0.0, 1, 42.0, estimate_s=7.0).estimate_s == 7.0

@@ -1,0 +1,91 @@
+"""The event kernel (issue #3 §1): one documented total order for simultaneous events.
+
+Order: time, then class END < ARRIVAL < DECIDE < OBSERVE, then the order of scheduling
+(FIFO within a class). Scheduling an event in the past is an error.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from aifactory.twin.kernel import EventClass, Kernel
+
+
+def drain(kernel: Kernel) -> list[tuple[float, int, object]]:
+    out = []
+    while (ev := kernel.pop()) is not None:
+        out.append((ev[0], ev[1], ev[4]))
+    return out
+
+
+def test_simultaneous_events_follow_end_arrival_decide_observe() -> None:
+    k = Kernel()
+    # Scheduled in the "wrong" order on purpose.
+    k.at(5.0, EventClass.OBSERVE, 0, "observe")
+    k.at(5.0, EventClass.DECIDE, 0, "decide")
+    k.at(5.0, EventClass.ARRIVAL, 0, "arrival")
+    k.at(5.0, EventClass.END, 0, "end")
+    assert [p for _, _, p in drain(k)] == ["end", "arrival", "decide", "observe"]
+
+
+def test_class_order_is_the_documented_one() -> None:
+    assert EventClass.END < EventClass.ARRIVAL < EventClass.DECIDE < EventClass.OBSERVE
+
+
+def test_fifo_within_a_class_at_the_same_time() -> None:
+    k = Kernel()
+    for i in range(10):
+        k.at(1.0, EventClass.ARRIVAL, 0, i)
+        k.at(1.0, EventClass.END, 0, -i)
+    got = [p for _, _, p in drain(k)]
+    assert got == [-i for i in range(10)] + list(range(10))
+
+
+def test_time_comes_before_class() -> None:
+    k = Kernel()
+    k.at(2.0, EventClass.END, 0, "late end")
+    k.at(1.0, EventClass.OBSERVE, 0, "early observe")
+    assert [p for _, _, p in drain(k)] == ["early observe", "late end"]
+
+
+def test_clock_advances_and_counts_processed_events() -> None:
+    k = Kernel(start=10.0)
+    assert k.now == 10.0
+    k.at(10.0, EventClass.DECIDE, 7, None)
+    k.at(12.5, EventClass.END, 3, "x")
+    assert len(k) == 2
+    assert k.peek_time() == 10.0
+    ev = k.pop()
+    assert ev is not None
+    assert (ev[0], ev[3]) == (10.0, 7)
+    assert k.now == 10.0
+    ev = k.pop()
+    assert ev is not None
+    assert k.now == 12.5
+    assert k.processed == 2
+    assert k.pop() is None
+    assert k.peek_time() is None
+    assert k.now == 12.5  # an empty pop does not move the clock
+
+
+def test_scheduling_in_the_past_raises() -> None:
+    k = Kernel()
+    k.at(5.0, EventClass.END, 0)
+    k.pop()
+    with pytest.raises(ValueError, match="past"):
+        k.at(4.999, EventClass.ARRIVAL, 0)
+    k.at(5.0, EventClass.DECIDE, 0)  # "now" itself is allowed
+
+
+def test_events_scheduled_while_draining_keep_the_order() -> None:
+    """An END scheduled at the current instant from an ARRIVAL handler still runs before the
+    DECIDE already queued for that instant (the class, not insertion time, decides)."""
+    k = Kernel()
+    k.at(1.0, EventClass.ARRIVAL, 0, "arrival")
+    k.at(1.0, EventClass.DECIDE, 0, "decide")
+    seen = []
+    while (ev := k.pop()) is not None:
+        seen.append(ev[4])
+        if ev[4] == "arrival":
+            k.at(1.0, EventClass.END, 0, "end-now")
+    assert seen == ["arrival", "end-now", "decide"]

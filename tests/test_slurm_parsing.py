@@ -1,0 +1,356 @@
+"""SlurmExecutor without Slurm: the output parsers, the sbatch command line, and the poll logic
+driven by a fake runner that replays what the real tools print (outputs copied from a local
+Slurm 22.05 started by scripts/slurm-up.sh)."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import pytest
+
+from aifactory.service.executors.base import ExecutorError, Launch, RunState, Status
+from aifactory.service.executors.slurm import (
+    SACCT_TRACE_FORMAT,
+    SlurmExecutor,
+    SlurmJobRecord,
+    SlurmState,
+    format_time_limit,
+    job_name,
+    parse_exit_code,
+    parse_sacct,
+    parse_sbatch_output,
+    parse_scontrol_job,
+    parse_squeue,
+    parse_state,
+    record_status,
+    run_command,
+    sacct_trace,
+    sbatch_argv,
+    slurm_responds,
+    to_run_state,
+)
+
+SCONTROL_DONE = (
+    "JobId=1 JobName=a4 UserId=root(0) GroupId=root(0) MCS_label=N/A Priority=4294901759 "
+    "Nice=0 Account=root QOS=normal JobState=COMPLETED Reason=None Dependency=(null) "
+    "Requeue=1 Restarts=0 BatchFlag=1 Reboot=0 ExitCode=0:0 RunTime=00:00:04 "
+    "TimeLimit=UNLIMITED TRES=cpu=1,node=1,billing=1,gres/gpu=4 TresPerNode=gres:gpu:4\n"
+)
+INVALID_JOB = "slurm_load_jobs error: Invalid job id specified\n"
+
+
+def launch(**overrides: object) -> Launch:
+    fields: dict[str, object] = {
+        "job_id": "j-1",
+        "command": "python train.py --epochs 3",
+        "gpus": 4,
+        "gpu_indices": (0, 1, 2, 3),
+        "node": "n0",
+        "log_path": Path("/tmp/logs/j-1.log"),
+        "time_limit_s": 90.0,
+    }
+    fields.update(overrides)
+    return Launch(**fields)  # type: ignore[arg-type]  # test builder: fields checked by Launch
+
+
+# ------------------------------------------------------------------------- parsers
+
+
+@pytest.mark.parametrize(
+    ("text", "state"),
+    [
+        ("RUNNING", SlurmState.RUNNING),
+        ("CANCELLED by 0", SlurmState.CANCELLED),
+        ("CANCELLED+", SlurmState.CANCELLED),
+        ("completed", SlurmState.COMPLETED),
+        (" OUT_OF_MEMORY ", SlurmState.OUT_OF_MEMORY),
+    ],
+)
+def test_parse_state(text: str, state: SlurmState) -> None:
+    assert parse_state(text) is state
+
+
+def test_parse_state_rejects_unknown_word() -> None:
+    with pytest.raises(ValueError, match="unknown Slurm job state 'EXPLODED'"):
+        parse_state("EXPLODED")
+
+
+@pytest.mark.parametrize(
+    ("state", "run_state"),
+    [
+        (SlurmState.PENDING, RunState.RUNNING),
+        (SlurmState.COMPLETING, RunState.RUNNING),
+        (SlurmState.COMPLETED, RunState.COMPLETED),
+        (SlurmState.FAILED, RunState.FAILED),
+        (SlurmState.TIMEOUT, RunState.FAILED),
+        (SlurmState.NODE_FAIL, RunState.FAILED),
+        (SlurmState.CANCELLED, RunState.CANCELLED),
+    ],
+)
+def test_state_mapping(state: SlurmState, run_state: RunState) -> None:
+    assert to_run_state(state) is run_state
+
+
+@pytest.mark.parametrize(
+    ("text", "code"),
+    [("0:0", 0), ("3:0", 3), ("0:15", 143), ("0:9", 137), ("1:15", 1), ("", None)],
+)
+def test_parse_exit_code(text: str, code: int | None) -> None:
+    assert parse_exit_code(text) == code
+
+
+def test_parse_exit_code_rejects_garbage() -> None:
+    with pytest.raises(ValueError, match="want CODE:SIGNAL"):
+        parse_exit_code("x:y")
+
+
+@pytest.mark.parametrize(("out", "job_id"), [("42\n", "42"), ("17;aifactory\n", "17")])
+def test_parse_sbatch_output(out: str, job_id: str) -> None:
+    assert parse_sbatch_output(out) == job_id
+
+
+@pytest.mark.parametrize("out", ["", "Submitted batch job 42\n", "abc"])
+def test_parse_sbatch_output_without_id(out: str) -> None:
+    with pytest.raises(ValueError, match="sbatch printed no job id"):
+        parse_sbatch_output(out)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(1, "0-00:00:01"), (59.2, "0-00:01:00"), (3600, "0-01:00:00"), (90_061, "1-01:01:01")],
+)
+def test_format_time_limit(seconds: float, text: str) -> None:
+    assert format_time_limit(seconds) == text
+
+
+@pytest.mark.parametrize("seconds", [0, -5, float("inf"), float("nan")])
+def test_format_time_limit_rejects(seconds: float) -> None:
+    with pytest.raises(ValueError, match="time_limit_s must be a positive number"):
+        format_time_limit(seconds)
+
+
+def test_job_name_is_prefixed_and_safe() -> None:
+    assert job_name("tenant-a/job 7") == "aif-tenant-a_job_7"
+
+
+def test_parse_squeue() -> None:
+    assert parse_squeue("2|PENDING|Resources\n") == SlurmJobRecord(
+        "2", SlurmState.PENDING, reason="Resources"
+    )
+    assert parse_squeue("1|RUNNING|None\n") == SlurmJobRecord("1", SlurmState.RUNNING)
+    assert parse_squeue("\n") is None
+    with pytest.raises(ValueError, match="has 2 fields, want 3"):
+        parse_squeue("1|RUNNING\n")
+
+
+def test_parse_sacct_takes_last_attempt_of_the_job() -> None:
+    out = "7|REQUEUED|0:0\n8|COMPLETED|0:0\n7|FAILED|2:0\n"
+    assert parse_sacct(out, "7") == SlurmJobRecord("7", SlurmState.FAILED, exit_code=2)
+    assert parse_sacct(out, "9") is None
+
+
+def test_parse_scontrol_job() -> None:
+    assert parse_scontrol_job(SCONTROL_DONE) == SlurmJobRecord(
+        "1", SlurmState.COMPLETED, exit_code=0
+    )
+    assert parse_scontrol_job("") is None
+
+
+def test_record_status_hides_exit_code_while_running() -> None:
+    status = record_status(SlurmJobRecord("3", SlurmState.PENDING, exit_code=0, reason="Priority"))
+    assert status == Status(RunState.RUNNING, exit_code=None, detail="PENDING (Priority)")
+
+
+# ------------------------------------------------------------------------- sbatch argv
+
+
+def test_sbatch_argv() -> None:
+    argv = sbatch_argv(launch(), partition="gpu")
+    assert argv == [
+        "sbatch",
+        "--parsable",
+        "--job-name=aif-j-1",
+        "--output=/tmp/logs/j-1.log",
+        "--open-mode=append",
+        "--nodes=1",
+        "--gres=gpu:4",
+        "--time=0-00:01:30",
+        "--partition=gpu",
+        "--wrap=python train.py --epochs 3",
+    ]
+
+
+def test_sbatch_argv_cpu_job_without_limit_has_no_gres_or_time() -> None:
+    argv = sbatch_argv(launch(gpus=0, time_limit_s=None))
+    assert not any(a.startswith(("--gres", "--time", "--partition")) for a in argv)
+
+
+def test_sbatch_argv_rejects_empty_command() -> None:
+    with pytest.raises(ValueError, match="command must not be empty"):
+        sbatch_argv(launch(command="  "))
+
+
+# ------------------------------------------------------------------------- fake runner
+
+
+class FakeSlurm:
+    """Answers each tool with a canned (rc, stdout, stderr) and records the calls."""
+
+    def __init__(self, answers: dict[str, tuple[int, str, str]]) -> None:
+        self.answers = answers
+        self.calls: list[tuple[list[str], dict[str, str]]] = []
+
+    def __call__(
+        self, argv: Sequence[str], env: Mapping[str, str], timeout_s: float
+    ) -> subprocess.CompletedProcess[str]:
+        self.calls.append((list(argv), dict(env)))
+        rc, out, err = self.answers.get(argv[0], (0, "", ""))
+        return subprocess.CompletedProcess(list(argv), rc, out, err)
+
+    def tools(self) -> list[str]:
+        return [argv[0] for argv, _ in self.calls]
+
+
+def test_start_returns_job_id_and_passes_env(tmp_path: Path) -> None:
+    fake = FakeSlurm({"sbatch": (0, "123\n", "")})
+    log = tmp_path / "logs" / "j.log"
+    handle = SlurmExecutor(runner=fake).start(launch(log_path=log, env={"SEED": "7"}))
+    assert handle == "123"
+    assert fake.calls[0][1] == {"SEED": "7"}
+    assert log.parent.is_dir()
+
+
+def test_start_reports_sbatch_refusal(tmp_path: Path) -> None:
+    err = (
+        "sbatch: error: Batch job submission failed: Requested node configuration is not available"
+    )
+    fake = FakeSlurm({"sbatch": (1, "", err)})
+    with pytest.raises(ExecutorError, match=r"sbatch refused job j-1 \(exit 1\): .*not available"):
+        SlurmExecutor(runner=fake).start(launch(log_path=tmp_path / "j.log"))
+
+
+def test_start_rejects_bad_launch_before_calling_slurm(tmp_path: Path) -> None:
+    fake = FakeSlurm({})
+    with pytest.raises(ExecutorError, match="job j-1: time_limit_s must be a positive"):
+        SlurmExecutor(runner=fake).start(launch(log_path=tmp_path / "j.log", time_limit_s=0))
+    assert fake.calls == []
+
+
+def test_poll_running_asks_only_squeue() -> None:
+    fake = FakeSlurm({"squeue": (0, "5|RUNNING|None\n", "")})
+    assert SlurmExecutor(runner=fake).poll("5") == Status(RunState.RUNNING, detail="RUNNING")
+    assert fake.tools() == ["squeue"]
+
+
+def test_poll_finished_uses_sacct_exit_code() -> None:
+    fake = FakeSlurm(
+        {"squeue": (0, "5|FAILED|NonZeroExitCode\n", ""), "sacct": (0, "5|FAILED|3:0\n", "")}
+    )
+    assert SlurmExecutor(runner=fake).poll("5") == Status(RunState.FAILED, 3, "FAILED")
+    assert fake.tools() == ["squeue", "sacct"]
+
+
+def test_poll_without_accounting_falls_back_to_scontrol() -> None:
+    fake = FakeSlurm(
+        {
+            "squeue": (0, "1|COMPLETED|None\n", ""),
+            "sacct": (1, "", "sacct: error: Slurm accounting storage is disabled\n"),
+            "scontrol": (0, SCONTROL_DONE, ""),
+        }
+    )
+    assert SlurmExecutor(runner=fake).poll("1") == Status(RunState.COMPLETED, 0, "COMPLETED")
+
+
+def test_poll_before_slurmdbd_caught_up_keeps_squeue_state() -> None:
+    fake = FakeSlurm(
+        {
+            "squeue": (0, "1|COMPLETED|None\n", ""),
+            "sacct": (0, "1|RUNNING|0:0\n", ""),
+            "scontrol": (1, "", INVALID_JOB),
+        }
+    )
+    assert SlurmExecutor(runner=fake).poll("1") == Status(RunState.COMPLETED, None, "COMPLETED")
+
+
+def test_poll_unknown_job_is_lost() -> None:
+    fake = FakeSlurm(
+        {"squeue": (1, "", INVALID_JOB), "sacct": (0, "", ""), "scontrol": (1, "", INVALID_JOB)}
+    )
+    status = SlurmExecutor(runner=fake).poll("999")
+    assert status.state is RunState.LOST
+    assert "no job 999" in status.detail
+
+
+def test_poll_malformed_handle_is_lost_without_calling_slurm() -> None:
+    fake = FakeSlurm({})
+    assert SlurmExecutor(runner=fake).poll("pid:12").state is RunState.LOST
+    assert fake.calls == []
+
+
+def test_poll_raises_when_controller_is_down() -> None:
+    down = "squeue: error: Unable to contact slurm controller (connect failure)\n"
+    fake = FakeSlurm({"squeue": (1, "", down)})
+    with pytest.raises(ExecutorError, match=r"squeue failed .*Unable to contact"):
+        SlurmExecutor(runner=fake).poll("5")
+
+
+def test_cancel_is_idempotent() -> None:
+    done = "scancel: error: Kill job error on job id 5: Job/step already completing or completed\n"
+    SlurmExecutor(runner=FakeSlurm({"scancel": (1, "", done)})).cancel("5")
+    SlurmExecutor(runner=FakeSlurm({"scancel": (1, "", INVALID_JOB)})).cancel("5")
+
+
+def test_cancel_reports_other_failures() -> None:
+    fake = FakeSlurm({"scancel": (1, "", "scancel: error: Access/permission denied\n")})
+    with pytest.raises(ExecutorError, match=r"scancel 5 failed .*permission denied"):
+        SlurmExecutor(runner=fake).cancel("5")
+
+
+def test_run_command_names_a_missing_tool() -> None:
+    with pytest.raises(ExecutorError, match=r"sbatch-does-not-exist not found: .*slurm-up\.sh"):
+        run_command(["sbatch-does-not-exist"], {}, 5.0)
+
+
+def test_run_command_times_out_with_a_clear_error() -> None:
+    with pytest.raises(ExecutorError, match=r"sleep did not answer within 0\.2 s"):
+        run_command(["sleep", "5"], {}, 0.2)
+
+
+def test_slurm_responds_false_when_ping_fails() -> None:
+    def ping_down(
+        argv: Sequence[str], env: Mapping[str, str], timeout_s: float
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.CompletedProcess(list(argv), 1, "", "Unable to contact slurm controller")
+
+    assert slurm_responds(runner=ping_down) is False
+
+
+def test_executor_rejects_non_positive_timeout() -> None:
+    with pytest.raises(ValueError, match="timeout_s must be positive"):
+        SlurmExecutor(timeout_s=0)
+
+
+def test_sacct_trace_asks_for_the_importer_columns() -> None:
+    fake = FakeSlurm({"sacct": (0, "JobID|User\n", "")})
+    assert sacct_trace(["4", "5"], runner=fake) == "JobID|User\n"
+    argv = fake.calls[0][0]
+    assert "--parsable2" in argv
+    assert "--allocations" in argv
+    assert f"--format={SACCT_TRACE_FORMAT}" in argv
+    assert "--jobs=4,5" in argv
+
+
+def test_sacct_trace_of_no_jobs_is_a_header_without_calling_slurm() -> None:
+    fake = FakeSlurm({})
+    assert sacct_trace([], runner=fake).splitlines() == [SACCT_TRACE_FORMAT.replace(",", "|")]
+    assert fake.calls == []
+
+
+def test_sacct_trace_rejects_bad_ids_and_reports_failures() -> None:
+    with pytest.raises(ExecutorError, match="not Slurm job ids: '4;rm'"):
+        sacct_trace(["4;rm"], runner=FakeSlurm({}))
+    off = FakeSlurm({"sacct": (1, "", "sacct: error: Slurm accounting storage is disabled")})
+    with pytest.raises(ExecutorError, match=r"sacct failed .*accounting storage is disabled"):
+        sacct_trace(["4"], runner=off)
