@@ -152,7 +152,9 @@ def test_sacct_records_gpu_allocations(slurm: SlurmExecutor, tmp_path: Path) -> 
         )
         if "accounting storage is disabled" in proc.stderr.lower():
             pytest.skip("this Slurm has no accounting database (no MySQL/MariaDB reachable)")
-        if "COMPLETED" in proc.stdout or time.monotonic() > deadline:
+        # The end record and the requested TRES may land in separate slurmdbd writes.
+        done = "COMPLETED" in proc.stdout and "gres/gpu=4" in proc.stdout.rsplit("|", 1)[-1]
+        if done or time.monotonic() > deadline:
             break
         time.sleep(POLL_EVERY_S)
     job_id, state, alloc, req = proc.stdout.strip().split("|")

@@ -73,7 +73,10 @@ class _PassContext:
     reservations: dict[int, list[float]]
     no_fit: dict[int, float] = field(default_factory=dict)  # class -> smallest gang that failed
     quota_fail: dict[tuple[str, int], float] = field(default_factory=dict)  # same, for quota
-    preempt_failed: set[int] = field(default_factory=set)
+    # (tenant, class, priority, rank) -> smallest gang whose preemption attempt failed:
+    # a bigger gang with the same candidates and quota cannot succeed either.
+    preempt_failed: dict[tuple[str, int, int, int], int] = field(default_factory=dict)
+    preempt: bool = True  # whether this pass may preempt at all
     seen_tenants: set[str] = field(default_factory=set)
 
 
@@ -103,6 +106,9 @@ class Scheduler:
         self.capacity = tuple(topo.class_capacity()[c] for c in topo.classes)
         self.site_capacity = [
             max(self.cs.csite_free[c].values(), default=0) for c in range(n_classes)
+        ]
+        self.pod_capacity = [
+            max(self.cs.cpod_free[c].values(), default=0) for c in range(n_classes)
         ]
         self.usage = DecayedUsage(
             self.tenants,
@@ -255,6 +261,11 @@ class Scheduler:
         heapq.heapify(heads)
         return heads
 
+    @property
+    def _periodic(self) -> bool:
+        """Deep work (backfill scans and preemption) runs every ``backfill_interval_s``."""
+        return self.cfg.backfill == BackfillMode.EASY and self.cfg.backfill_interval_s > 0
+
     def _full_pass(self, now: float, res: CycleResult, *, deep: bool) -> None:
         easy = deep
         keyed = self.policy.uses_tenant_keys
@@ -265,7 +276,10 @@ class Scheduler:
             self._reservations = reservations
         else:
             reservations = self._reservations
-        ctx = _PassContext(reservations)
+        # Preemption searches are the costliest step of a pass; with a backfill interval
+        # they run in the periodic deep scans only (Slurm's preemption also acts from its
+        # scheduling cycles, not on every event).
+        ctx = _PassContext(reservations, preempt=deep or not self._periodic)
         held: list[QueueEntry] = []
         tested = 0
         while heads:
@@ -318,17 +332,46 @@ class Scheduler:
 
     def _arrivals_pass(self, fresh: list[Job], now: float, res: CycleResult) -> None:
         easy = self.cfg.backfill == BackfillMode.EASY
-        ctx = _PassContext(self._reservations)
-        fresh.sort(key=lambda j: (self.policy.job_key(j), j.qseq))
-        for job in fresh:
-            if job.state != JobState.PENDING:
-                continue
-            q = self.queues[job.tenant]
-            head = self._clean(q) and q[0][2] is job
-            if not head and not easy:
-                continue  # strict: an earlier job of this tenant is waiting
-            if self._try_start(job, now, ctx, res, head=head):
-                job.qseq = -1  # its queue entry is now stale
+        ctx = _PassContext(self._reservations, preempt=not self._periodic)
+        key = self.policy.job_key
+        fresh.sort(key=lambda j: (key(j), j.qseq))
+        if self.policy.uses_tenant_keys and len({j.tenant for j in fresh}) > 1:
+            # Merge the tenants' new jobs by tenant key (re-keyed after each start), as
+            # the full pass merges queue heads: same-instant arrivals get the fair order.
+            by_tenant: dict[str, list[Job]] = {}
+            for j in reversed(fresh):
+                by_tenant.setdefault(j.tenant, []).append(j)
+            heads = [
+                (self._tenant_key(t, now), key(js[-1]), js[-1].qseq, t)
+                for t, js in by_tenant.items()
+            ]
+            heapq.heapify(heads)
+            while heads:
+                t = heapq.heappop(heads)[3]
+                js = by_tenant[t]
+                self._arrival(js.pop(), now, ctx, res, easy=easy)
+                if js:
+                    heapq.heappush(heads, (self._tenant_key(t, now), key(js[-1]), js[-1].qseq, t))
+        else:
+            for job in fresh:
+                self._arrival(job, now, ctx, res, easy=easy)
+        if self.cfg.preemption and self._periodic and self.pending_count:
+            # Preemption for the new jobs waits for the next deep scan; make sure one comes.
+            self._freed = True
+            self._dirty = True
+            self.wakeup_s = max(now, self._last_deep + self.cfg.backfill_interval_s)
+
+    def _arrival(
+        self, job: Job, now: float, ctx: _PassContext, res: CycleResult, *, easy: bool
+    ) -> None:
+        if job.state != JobState.PENDING:
+            return
+        q = self.queues[job.tenant]
+        head = self._clean(q) and q[0][2] is job
+        if not head and not easy:
+            return  # strict: an earlier job of this tenant is waiting
+        if self._try_start(job, now, ctx, res, head=head):
+            job.qseq = -1  # its queue entry is now stale
 
     def _clean(self, q: list[QueueEntry]) -> bool:
         """Drop stale entries at the head; True if a live job is at the head."""
@@ -393,21 +436,35 @@ class Scheduler:
             self._start(job, c, found[0], found[1], now)
             res.started.append(job)
             return True
-        classes = all_classes
-        if self.cfg.preemption and head:
-            for c in classes:
-                if c not in ctx.preempt_failed:
-                    if self._try_preempt(job, c, now, res):
-                        return True
-                    ctx.preempt_failed.add(c)
+        if self.cfg.preemption and ctx.preempt and (head or self._may_preempt(job)):
+            rank = self.policy.rank(job, now) if self.policy.preemptive else 0
+            for c in all_classes:
+                memo = (tenant, c, job.priority, rank)
+                if gpus >= ctx.preempt_failed.get(memo, INF):
+                    continue
+                if self._try_preempt(job, c, now, res):
+                    return True
+                ctx.preempt_failed[memo] = gpus
         if (
             blocked is not None
             and self.cfg.backfill == BackfillMode.EASY
             and blocked not in ctx.reservations
-            and self.quota.fits(tenant, blocked, gpus)
+            and self.quota.fits_when_idle(tenant, blocked, gpus)
         ):
+            # Blocked for GPUs, not by others' quota: as GPUs free up (the tenant's own
+            # running jobs included) the job can start, so it holds the reservation.
             ctx.reservations[blocked] = self._reservation(job, blocked, now)
         return False
+
+    def _may_preempt(self, job: Job) -> bool:
+        """Whether a job behind its tenant's head may preempt: only for priority (it
+        outranks running jobs), as a head that could not start may not be overtaken by a
+        same-priority job taking GPUs back from others."""
+        return self.policy.preemptive or any(
+            prios and min(prios) < job.priority
+            for (t, _c), prios in self.prio_tc.items()
+            if t == job.tenant
+        )
 
     # ================================================================ backfill
     def _reservation(self, job: Job, klass: int, now: float) -> list[float]:
@@ -619,25 +676,19 @@ class Scheduler:
             over_own = cell.used + job.gpus - (cell.nominal + cell.borrow_limit)
             if over_own > own or (shortfall > 0 and shortfall > sum(v.gpus for v in cands)):
                 return False
-        cands.sort(key=lambda v: (self._lost_if_evicted(v, now), -v.gpus, v.index))
-        tenant = job.tenant
         gpus = job.gpus
-        quota = self.quota
-        # Phase A, counts only: the shortest prefix of candidates (least work lost first)
-        # that frees enough GPUs and quota. Quota changes are O(1) and undone at once.
         need = gpus - self.cs.class_free[klass]
-        prefix: list[Job] = []
-        freed = 0
-        for v in cands:
-            if freed >= need and quota.fits(tenant, klass, gpus):
-                break
-            quota.add(v.tenant, klass, -v.gpus)
-            prefix.append(v)
-            freed += v.gpus
-        enough = freed >= need and quota.fits(tenant, klass, gpus)
-        for v in prefix:
-            quota.add(v.tenant, klass, v.gpus)
-        if not enough:
+        # Least work lost first; among equals, the fewest GPUs beyond what is still needed
+        # (an exact fit evicts nobody more than necessary), then the bigger victim.
+        cands.sort(
+            key=lambda v: (self._lost_if_evicted(v, now), max(0, v.gpus - need), -v.gpus, v.index)
+        )
+        # Phase A, counts only: the cheapest victims inside one pod (or one site, for
+        # gangs bigger than a pod) that free enough GPUs there, then enough quota.
+        prefix = self._victims_in_scope(job, klass, cands, now)
+        if prefix is None:
+            prefix = self._victims_anywhere(job, klass, cands)
+        if prefix is None:
             return False
         # Phase B: free that prefix for real and search a placement; topology may need a
         # few more victims (at most MAX_EXTRA_VICTIMS), after which the attempt is given up.
@@ -645,7 +696,9 @@ class Scheduler:
         for v in chosen:
             self._detach(v, now)
         found = find_placement(self.cs, klass, gpus, cross_site=job.allow_cross_site)
-        for v in cands[len(prefix) : len(prefix) + MAX_EXTRA_VICTIMS]:
+        chosen_ids = {v.index for v in chosen}
+        extra = [v for v in cands if v.index not in chosen_ids][:MAX_EXTRA_VICTIMS]
+        for v in extra:
             if found is not None:
                 break
             self._detach(v, now)
@@ -675,6 +728,93 @@ class Scheduler:
         self._start(job, klass, found[0], found[1], now)
         res.started.append(job)
         return True
+
+    def _victims_anywhere(self, job: Job, klass: int, cands: list[Job]) -> list[Job] | None:
+        """Shortest prefix of ``cands`` freeing enough GPUs of the class and quota."""
+        tenant, gpus, quota = job.tenant, job.gpus, self.quota
+        need = gpus - self.cs.class_free[klass]
+        prefix: list[Job] = []
+        freed = 0
+        for v in cands:
+            if freed >= need and quota.fits(tenant, klass, gpus):
+                break
+            quota.add(v.tenant, klass, -v.gpus)
+            prefix.append(v)
+            freed += v.gpus
+        enough = freed >= need and quota.fits(tenant, klass, gpus)
+        for v in prefix:
+            quota.add(v.tenant, klass, v.gpus)
+        return prefix if enough else None
+
+    def _victims_in_scope(
+        self, job: Job, klass: int, cands: list[Job], now: float
+    ) -> list[Job] | None:
+        """Cheapest victim set that frees the gang inside one pod (one site if bigger).
+
+        Freeing the globally cheapest victims scatters the GPUs over the fleet, where a
+        gang often still cannot be placed; the pod (site) whose cheapest victims free
+        enough GPUs there at the least lost work is chosen instead. Victims that only
+        help the quota (the tenant's own elsewhere) are added after, cheapest first.
+        """
+        cs = self.cs
+        gpus = job.gpus
+        if gpus <= self.pod_capacity[klass]:
+            free_of = cs.cpod_free[klass]
+
+            def scope(node: int) -> int:
+                return cs.dom_pod[cs.node_dom[node]]
+        elif gpus <= self.site_capacity[klass]:
+            free_of = cs.csite_free[klass]
+
+            def scope(node: int) -> int:
+                return cs.pod_site[cs.dom_pod[cs.node_dom[node]]]
+        else:
+            return None
+        # Walk victims in cost order, adding each one's GPUs to the scopes it frees.
+        got: dict[int, int] = {}
+        picked: dict[int, list[Job]] = {}
+        cost: dict[int, float] = {}
+        best: tuple[float, int, int] | None = None  # (lost work, victims, scope)
+        for v in cands:
+            lost = self._lost_if_evicted(v, now)
+            if best is not None and lost > best[0]:
+                break  # costs only grow from here
+            touched: dict[int, int] = {}
+            for node, mask in v.placement:
+                sc = scope(node)
+                touched[sc] = touched.get(sc, 0) + mask.bit_count()
+            for sc, n in touched.items():
+                if sc in got and got[sc] + free_of.get(sc, 0) >= gpus:
+                    continue  # already enough there
+                got[sc] = got.get(sc, 0) + n
+                picked.setdefault(sc, []).append(v)
+                cost[sc] = cost.get(sc, 0.0) + lost
+                if got[sc] + free_of.get(sc, 0) >= gpus:
+                    cand = (cost[sc], len(picked[sc]), sc)
+                    if best is None or cand < best:
+                        best = cand
+        if best is None:
+            return None
+        chosen = picked[best[2]]
+        # Quota: the tenant may also need its own (or borrowers') usage back.
+        quota, tenant = self.quota, job.tenant
+        for v in chosen:
+            quota.add(v.tenant, klass, -v.gpus)
+        ok = quota.fits(tenant, klass, gpus)
+        if not ok:
+            inside = {v.index for v in chosen}
+            chosen = list(chosen)
+            for v in cands:
+                if v.index in inside:
+                    continue
+                quota.add(v.tenant, klass, -v.gpus)
+                chosen.append(v)
+                if quota.fits(tenant, klass, gpus):
+                    ok = True
+                    break
+        for v in chosen:
+            quota.add(v.tenant, klass, v.gpus)
+        return chosen if ok else None
 
     def _reattach(self, job: Job, now: float) -> None:
         self.cs.reserve_exact(job.placement)

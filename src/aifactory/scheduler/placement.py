@@ -73,9 +73,13 @@ def find_placement(
 
 
 def _in_pod(cs: ClusterState, klass: int, gpus: int) -> Plan | None:
-    """Best-fit pod, preferring pods that can give whole free domains."""
-    dom_size = cs.dom_size[klass]
-    whole, rest = divmod(gpus, dom_size)
+    """Best-fit pod, preferring pods that can give the gang's whole domains free.
+
+    A gang of ``k * domain + r`` GPUs is "clean" in a pod with ``k`` fully free domains:
+    its whole-domain part keeps NVLink to itself and the remainder ``r`` goes to the
+    best-fitting partial domain. Among clean pods (else among all) least leftover wins.
+    """
+    whole = gpus // cs.dom_size[klass]
     clean: tuple[int, int] | None = None  # (free, pod) with enough whole domains
     loose: tuple[int, int] | None = None  # (free, pod) with enough GPUs only
     for pod, free in cs.cpod_free[klass].items():
@@ -83,7 +87,7 @@ def _in_pod(cs: ClusterState, klass: int, gpus: int) -> Plan | None:
             continue
         full = len(cs.cpod_full[klass][pod])
         key = (free, pod)
-        if full >= whole + (1 if rest else 0):
+        if full >= whole:
             if clean is None or key < clean:
                 clean = key
         elif loose is None or key < loose:

@@ -99,6 +99,18 @@ class QuotaBook:
         extra = max(0, used - guaranteed) - max(0, cell.used - guaranteed)
         return self.cohort_draw[cohort][klass] + extra <= self.cohort_pool[cohort][klass]
 
+    def fits_when_idle(self, tenant: str, klass: int, gpus: int) -> bool:
+        """Whether ``gpus`` would fit if the tenant held nothing of the class: the request
+        is blocked only by the tenant's own running jobs (or by GPUs), not by others'."""
+        cell = self.cells[tenant][klass]
+        if gpus > cell.nominal + cell.borrow_limit:
+            return False
+        cohort = self.cohort_of[tenant]
+        if cohort is None:
+            return gpus <= cell.nominal
+        others = self.cohort_draw[cohort][klass] - cell.draw
+        return others + max(0, gpus - cell.guaranteed) <= self.cohort_pool[cohort][klass]
+
     def shortfall(self, tenant: str, klass: int, gpus: int) -> int:
         """GPUs that borrowers must give back for the tenant to get ``gpus`` within nominal.
 

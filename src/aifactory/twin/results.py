@@ -59,11 +59,13 @@ def summarize(
     used = used_gpu_s(result)
     first = float(submit.min()) if submit.size else 0.0
     last_end = max((j.end_s for j in jobs if j.end_s is not None), default=first)
-    makespan = max(result.end_s, last_end) - first
-    fleet_gpus = topo.gpus_total
-    utilization = float(used.sum()) / (fleet_gpus * makespan) if makespan > 0 else 0.0
     rejected = sum(result.rejected.values())
     unfinished = sum(1 for j in jobs if j.state in (JobState.PENDING, JobState.RUNNING))
+    # A run that drained ends with its last job; a trailing observer sample is not work.
+    # A run cut at its horizon (jobs still waiting or running) ends at the horizon.
+    makespan = (result.end_s if unfinished else last_end) - first
+    fleet_gpus = topo.gpus_total
+    utilization = float(used.sum()) / (fleet_gpus * makespan) if makespan > 0 else 0.0
 
     nominal: dict[str, int] = defaultdict(int)
     for t, cells in sched.quota.cells.items():

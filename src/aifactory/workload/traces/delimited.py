@@ -173,7 +173,7 @@ def _fast(
         return None
 
 
-def _slow(  # noqa: PLR0917 (private helper; the caller passes everything it parsed)
+def _slow(
     body: bytes,
     name: str,
     header: list[str],

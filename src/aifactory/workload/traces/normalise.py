@@ -347,7 +347,9 @@ def _build(cols: Columns, keep: pl.Series, *, rebase: bool) -> pa.Table:
     extras = {k: v.filter(keep) for k, v in (cols.extra or {}).items()}
     if extras:
         frame = frame.with_columns(**extras)
-    frame = frame.sort(["submit_s", "job_id"], maintain_order=True)
+    # Ties keep the file's order: that is the order the source submitted them in (sacct
+    # lists by job id as a number; sorting ids as strings would put "10" before "9").
+    frame = frame.sort("submit_s", maintain_order=True)
     arrow = frame.to_arrow()
     arrays = [arrow.column(c).cast(TRACE_SCHEMA.field(c).type) for c in TRACE_COLUMNS]
     fields = list(TRACE_SCHEMA)
