@@ -1,0 +1,166 @@
+"""The twin's speed (issue #3 §11): Philly full trace, a million jobs on korea-2025, and
+a bare ``heapq`` loop of the same event count measured in the same run.
+
+Each twin run happens in its own subprocess so that its peak RSS is its own (the
+parent's imports and earlier runs do not count). Figures:
+
+- Philly 2017, full trace (``../shared/traces/philly``), fleet ``philly-2017``, policies
+  ``fifo`` and ``las``: simulation wall time, events/s, peak RSS. Target: fifo < 2 s.
+- One million synthetic jobs on ``korea-2025``: every tenant gets the research/dev mix
+  fitted to the Philly and ITP traces (``workload/data/fitted.json``), arrival rates scaled
+  to an offered load of 0.85 on every quota; the horizon is chosen so the count is ~1M.
+  Target: < 120 s and < 4 GB.
+- A bare loop that pops and pushes the same number of events on a ``heapq`` with the
+  same key shape: our events/s as a ratio to it. Target: >= 0.2.
+
+Set ``AIF_BENCH_JOBS`` to run the synthetic part with fewer jobs (e.g. while profiling).
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+PHILLY = REPO.parent / "shared" / "traces" / "philly" / "philly.csv"
+MILLION = int(os.environ.get("AIF_BENCH_JOBS", "1000000"))
+LOAD = 0.85
+PHILLY_TARGET_S = 2.0
+MILLION_TARGET_S = 120.0
+MILLION_TARGET_GB = 4.0
+RATIO_TARGET = 0.2
+
+# The child: run one twin and print its figures as JSON on the last line.
+CHILD = r"""
+import json, resource, sys, time
+from aifactory.scheduler.core import BackfillMode
+from aifactory.twin.run import TwinSpec, run_twin
+kind, arg, policy = sys.argv[1], sys.argv[2], sys.argv[3]
+if kind == "trace":
+    spec = TwinSpec(fleet="philly-2017", trace=arg, policy=policy)
+    table = fleet = None
+else:
+    from aifactory.fleet import load_fleet
+    from aifactory.workload.synth import load_catalogue, synthesize
+    fleet = load_fleet("korea-2025")
+    research_only = load_catalogue().model_copy(update={"tenants": {}})
+    days = float(arg)
+    table = synthesize(fleet, days, float(sys.argv[4]), seed=2025, catalogue=research_only)
+    spec = TwinSpec(fleet="korea-2025", trace="synth-research-mix", policy=policy,
+                    backfill=BackfillMode.EASY, seed=2025, backfill_interval_s=30.0,
+                    until_s=days * 86400.0)
+t0 = time.perf_counter()
+run = run_twin(spec, table=table, fleet=fleet)
+total = time.perf_counter() - t0
+r = run.result
+print(json.dumps({
+    "jobs": len(r.jobs), "events": r.events, "sim_s": r.wall_s, "total_s": total,
+    "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    "utilization": run.summary["utilization"], "completed": run.summary["completed"],
+}))
+"""
+
+
+def _child(kind: str, arg: str, policy: str) -> dict[str, Any]:
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD, kind, arg, policy, str(LOAD)],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=REPO,
+    )
+    if proc.returncode != 0:
+        msg = f"twin run {kind} {policy} failed:\n{proc.stderr[-3000:]}"
+        raise RuntimeError(msg)
+    got: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return got
+
+
+def bare_heap_events_per_s(n: int) -> float:
+    """Events/s of the simplest possible kernel: pop the earliest (time, class, seq, kind,
+    payload) and push one new event, ``n`` times, on a heap kept at a steady size."""
+    heap: list[tuple[float, int, int, int, int]] = []
+    live = 1000
+    for i in range(live):
+        heapq.heappush(heap, (float(i), 1, i, 0, i))
+    push, pop = heapq.heappush, heapq.heappop
+    t0 = time.perf_counter()
+    seq = live
+    for _ in range(n):
+        now, _, _, _, payload = pop(heap)
+        seq += 1
+        push(heap, (now + 3.7 + (seq % 97), 1, seq, 0, payload))
+    return n / (time.perf_counter() - t0)
+
+
+def _days_for(jobs: int) -> float:
+    """Horizon that gives about ``jobs`` jobs of the research mix on korea-2025."""
+    from aifactory.fleet import load_fleet  # noqa: PLC0415
+    from aifactory.workload.synth import load_catalogue, synthesize  # noqa: PLC0415
+
+    fleet = load_fleet("korea-2025")
+    cat = load_catalogue().model_copy(update={"tenants": {}})
+    probe = synthesize(fleet, 1.0, LOAD, seed=2025, catalogue=cat).num_rows
+    return jobs / max(probe, 1)
+
+
+def run() -> list[dict[str, Any]]:
+    """Philly fifo and las, one million korea jobs, and the bare-loop ratio."""
+    rows: list[dict[str, Any]] = []
+    ratios: list[float] = []
+    runs: list[tuple[str, str, str, str, float | None, float | None]] = []
+    if PHILLY.exists():
+        runs += [
+            ("philly-2017 full trace, fifo", "trace", str(PHILLY), "fifo", PHILLY_TARGET_S, None),
+            ("philly-2017 full trace, las", "trace", str(PHILLY), "las", None, None),
+        ]
+    days = _days_for(MILLION)
+    label = f"korea-2025 {MILLION / 1e6:g}M jobs ({days:.1f} d @ {LOAD:g}), fifo"
+    runs.append((label, "synth", f"{days:.4f}", "fifo", MILLION_TARGET_S, MILLION_TARGET_GB * 1024))
+    for name, kind, arg, policy, target_s, target_mb in runs:
+        got = _child(kind, arg, policy)
+        ours = got["events"] / got["sim_s"]
+        bare = bare_heap_events_per_s(got["events"])
+        ratio = ours / bare
+        ratios.append(ratio)
+        rows += [
+            {"name": f"{name}: jobs", "value": got["jobs"], "unit": "jobs"},
+            {
+                "name": f"{name}: simulate",
+                "value": got["sim_s"],
+                "unit": "s",
+                **(
+                    {"target": f"< {target_s:g} s", "ok": got["sim_s"] < target_s}
+                    if target_s is not None
+                    else {}
+                ),
+            },
+            {"name": f"{name}: load + simulate", "value": got["total_s"], "unit": "s"},
+            {"name": f"{name}: events", "value": got["events"], "unit": "events"},
+            {"name": f"{name}: events/s", "value": ours, "unit": "events/s"},
+            {
+                "name": f"{name}: peak RSS",
+                "value": got["rss_mb"],
+                "unit": "MB",
+                **(
+                    {"target": f"< {target_mb:g} MB", "ok": got["rss_mb"] < target_mb}
+                    if target_mb is not None
+                    else {}
+                ),
+            },
+            {"name": f"{name}: utilisation", "value": got["utilization"], "unit": ""},
+            {
+                "name": f"{name}: events/s vs bare heapq loop",
+                "value": ratio,
+                "unit": "x",
+                "target": f">= {RATIO_TARGET:g}",
+                "ok": ratio >= RATIO_TARGET,
+            },
+        ]
+    return rows
