@@ -209,6 +209,12 @@ class CheckingKernel(Kernel):
         self.checks += 1
         return super().pop()
 
+    def handled_inline(self) -> None:
+        """Check before a scheduling pass the simulator runs without the heap, too."""
+        check_invariants(self.sched, self.injector.down if self.injector else None)
+        self.checks += 1
+        super().handled_inline()
+
 
 def checked_simulation(
     topo: Topology,

@@ -60,6 +60,17 @@ class Kernel:
         self.processed += 1
         return event
 
+    def next_is_later(self, now: float, cls: EventClass) -> bool:
+        """Whether nothing is due before an event of class ``cls`` at ``now``: the
+        heap is empty, or its next event is later, or of the same or a later class. A
+        caller may then handle such an event at once instead of scheduling it."""
+        heap = self._heap
+        return not heap or heap[0][0] > now or heap[0][1] >= cls
+
+    def handled_inline(self) -> None:
+        """Count an event the caller handled at once (see :meth:`next_is_later`)."""
+        self.processed += 1
+
     def peek_time(self) -> float | None:
         """Time of the next event without taking it."""
         return self._heap[0][0] if self._heap else None

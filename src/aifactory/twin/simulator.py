@@ -89,14 +89,33 @@ class Simulation:
             self.failures.start(kernel, self.rng)
             self.failures.bind(sched)
             self.failures.schedule_next(0.0)
-        decide_at = -1.0
         woken_at = -1.0
         arrived = 0
-        started_count = 0
         next_report = 0.0
         heap_pop = kernel.pop
         end_cls = EventClass.END
         decide_cls = EventClass.DECIDE
+        failures = self.failures
+        next_is_later = kernel.next_is_later
+
+        def decide(now: float) -> None:
+            nonlocal woken_at
+            res = sched.schedule(now)
+            for job in res.started:
+                run = wall_for(
+                    job.duration_s - job.progress_s, job.overhead_s, job.checkpoint_s, write_s
+                )
+                kernel.at(now + run, end_cls, FINISH, (job, job.run_epoch))
+                if failures is not None:
+                    failures.started(job)
+            wake = sched.wakeup_s
+            if wake is not None and wake > now and wake != woken_at:
+                woken_at = wake
+                kernel.at(wake, decide_cls, DECIDE)
+            if res.preempted:
+                observer.preempted(res.preempted)
+
+        due = False  # something changed at this instant: its pass is still to run
         while True:
             ev = heap_pop()
             if ev is None:
@@ -107,48 +126,41 @@ class Simulation:
                 break
             if kind == FINISH:
                 job, epoch = payload
-                if job.run_epoch != epoch or job.state != JobState.RUNNING:
-                    continue  # stale: the job was evicted since
-                sched.finish(job, now)
-                observer.ended(job, now)
+                if job.run_epoch == epoch and job.state == JobState.RUNNING:
+                    sched.finish(job, now)
+                    observer.ended(job, now)
+                    due = True
+                # else stale: the job was evicted since
             elif kind == ARRIVE:
                 job = jobs[payload]
                 arrived = payload + 1
                 if payload + 1 < n:
                     kernel.at(jobs[payload + 1].submit_s, EventClass.ARRIVAL, ARRIVE, payload + 1)
                 sched.submit(job, now)
+                due = True
                 if progress is not None and payload >= next_report:
                     progress(payload / n)
                     next_report = payload + n / 200
             elif kind == DECIDE:
-                res = sched.schedule(now)
-                for job in res.started:
-                    run = wall_for(
-                        job.duration_s - job.progress_s, job.overhead_s, job.checkpoint_s, write_s
-                    )
-                    kernel.at(now + run, end_cls, FINISH, (job, job.run_epoch))
-                    if self.failures is not None:
-                        self.failures.started(job)
-                started_count += len(res.started)
-                wake = sched.wakeup_s
-                if wake is not None and wake > now and wake != woken_at:
-                    woken_at = wake
-                    kernel.at(wake, decide_cls, DECIDE)
-                if res.preempted:
-                    observer.preempted(res.preempted)
+                decide(now)
                 continue
             elif kind == SAMPLE:
                 observer.sample(now)
                 if len(kernel):
                     kernel.at(now + interval, EventClass.OBSERVE, SAMPLE)
                 continue
-            elif self.failures is not None:
+            elif failures is not None:
                 # Failures stop once there is no work left, so the run can drain.
                 busy = arrived < n or bool(sched.running) or sched.pending_count > 0
-                self.failures.handle(kind, payload, now, sched, kernel, observer, keep_going=busy)
-            if decide_at != now:
-                decide_at = now
-                kernel.at(now, decide_cls, DECIDE)
+                failures.handle(kind, payload, now, sched, kernel, observer, keep_going=busy)
+                due = True
+            # The pass of this instant runs once every completion, failure and arrival of
+            # the instant has been handled: the DECIDE event, handled at once instead of
+            # going through the heap (same order, one heap push and pop fewer per pass).
+            if due and next_is_later(now, decide_cls):
+                due = False
+                kernel.handled_inline()
+                decide(now)
         if progress is not None:
             progress(1.0)
         observer.close(kernel.now)
