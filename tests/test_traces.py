@@ -85,16 +85,16 @@ def test_itp_keeps_ids_and_leaves_tenant_empty(tmp_path: Path) -> None:
     assert {r["tenant"] for r in got} == {""}
 
 
-def test_sort_is_stable_for_equal_submit_and_id(tmp_path: Path) -> None:
-    # Philly ids are unique, so ties on (submit, id) can only come from other formats;
-    # with a shared submit the id decides, whatever the file order.
-    text = "id,t,d,g\nz,5,1,1\nm,5,1,1\na,5,1,1\n"
+def test_equal_submit_times_keep_the_file_order(tmp_path: Path) -> None:
+    # Sources list jobs in submission order (sacct by job id as a number), so ties keep the
+    # file's order; sorting ids as strings would put "10" before "9".
+    text = "id,t,d,g\nz,5,1,1\n9,5,1,1\n10,5,1,1\na,4,1,1\n"
     result = read_trace(
         write(tmp_path, text),
         "csv",
         mapping={"id": "id", "submit": "t", "duration": "d", "gpus": "g"},
     )
-    assert [r["job_id"] for r in rows(result)] == ["a", "m", "z"]
+    assert [r["job_id"] for r in rows(result)] == ["a", "z", "9", "10"]
 
 
 # ---------------------------------------------------------------- any CSV

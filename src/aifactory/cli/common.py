@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -13,8 +14,17 @@ from rich.console import Console
 
 from aifactory.fleet.errors import SpecError
 
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+
+def _width(stream: Any) -> int | None:
+    """Rich falls back to 80 columns off a terminal, which cuts the per-tenant tables in a
+    log or a pipe; use 120 there unless COLUMNS says otherwise."""
+    if os.environ.get("COLUMNS") or stream.isatty():
+        return None
+    return 120
+
+
+out = Console(highlight=False, width=_width(sys.stdout))
+err = Console(stderr=True, highlight=False, width=_width(sys.stderr))
 
 EXIT_USAGE = 2
 
