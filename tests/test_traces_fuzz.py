@@ -80,8 +80,8 @@ def check(result: ImportResult) -> None:
     assert result.rows_read == table.num_rows + sum(result.skipped.values()) + result.cpu_jobs
     assert all(v > 0 for v in result.skipped.values())
     got = table.to_pylist()
-    keys = [(r["submit_s"], r["job_id"]) for r in got]
-    assert keys == sorted(keys)
+    submits = [r["submit_s"] for r in got]
+    assert submits == sorted(submits)  # ties keep the file's order (test_traces.py)
     for r in got:
         assert r["submit_s"] >= 0
         assert r["duration_s"] > 0
