@@ -53,6 +53,17 @@ MIN_CYCLE_GAP_S = 0.01
 LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 
 
+def _live_jobs(conn: Connection) -> list[RowMapping]:
+    """Pending and running jobs, oldest first: what a scheduler is rebuilt from."""
+    return list(
+        conn.execute(
+            select(jobs)
+            .where(jobs.c.state.in_([JobState.PENDING.value, JobState.RUNNING.value]))
+            .order_by(jobs.c.id)
+        ).mappings()
+    )
+
+
 def to_job(row: RowMapping) -> Job:
     """The scheduler's view of a job row; the time limit is also the runtime estimate."""
     return Job(
@@ -89,13 +100,7 @@ def fork_state(db: Database, topo: Topology, settings: ServiceSettings, now: flo
     """
     sched = new_scheduler(topo, settings)
     with db.read() as conn:
-        rows = list(
-            conn.execute(
-                select(jobs)
-                .where(jobs.c.state.in_([JobState.PENDING.value, JobState.RUNNING.value]))
-                .order_by(jobs.c.id)
-            ).mappings()
-        )
+        rows = _live_jobs(conn)
     for row in rows:
         if row["state"] == JobState.RUNNING.value and row["placement"]:
             sched.restore_running(
@@ -248,13 +253,7 @@ class SchedulerLoop:
         self._known = {}
         self._marks.clear()
         with self.db.read() as conn:
-            rows = list(
-                conn.execute(
-                    select(jobs)
-                    .where(jobs.c.state.in_([JobState.PENDING.value, JobState.RUNNING.value]))
-                    .order_by(jobs.c.id)
-                ).mappings()
-            )
+            rows = _live_jobs(conn)
             self._max_id = int(
                 conn.execute(select(jobs.c.id).order_by(jobs.c.id.desc()).limit(1)).scalar() or 0
             )
