@@ -104,11 +104,14 @@ class ClusterState:
     def take(self, node: int, count: int) -> int:
         """Take ``count`` free GPUs of ``node`` (lowest indices first); return their mask."""
         free_mask = self.node_mask[node]
-        mask = 0
-        for _ in range(count):
-            low = free_mask & -free_mask
-            mask |= low
-            free_mask ^= low
+        if count == self.node_free[node]:
+            mask = free_mask  # the whole node's free GPUs: no bit walk
+        else:
+            mask = 0
+            for _ in range(count):
+                low = free_mask & -free_mask
+                mask |= low
+                free_mask ^= low
         self._change(node, -count, mask)
         return mask
 

@@ -125,10 +125,12 @@ class Scheduler:
         self.running: dict[int, Job] = {}
         self.ends: list[SortedList] = [SortedList() for _ in range(n_classes)]
         self.running_tc: dict[tuple[str, int], set[int]] = {}
-        self.prio_tc: dict[tuple[str, int], Counter[int]] = {}
+        # Plain dicts of counts (not Counter: its Python-level __delitem__ and constructor
+        # showed up in profiles of the per-job path).
+        self.prio_tc: dict[tuple[str, int], dict[int, int]] = {}
         self.rejected: Counter[str] = Counter()
         self.pending_count = 0
-        self.pending_sizes: dict[str, Counter[int]] = {t: Counter() for t in self.tenants}
+        self.pending_sizes: dict[str, dict[int, int]] = {t: {} for t in self.tenants}
         self.pending_gpus = 0
         self.preemptions = 0
         self.passes = 0
@@ -140,6 +142,8 @@ class Scheduler:
         self._last_deep = -INF
         self.wakeup_s: float | None = None  # when the caller should run a pass even if idle
         self._classes_cache: dict[tuple[str, str | None, int, bool], tuple[int, ...]] = {}
+        # Deep work (backfill scans and preemption) runs every ``backfill_interval_s``.
+        self._periodic = self.cfg.backfill == BackfillMode.EASY and self.cfg.backfill_interval_s > 0
 
     # ================================================================ submit
     def submit(self, job: Job, now: float) -> str | None:
@@ -207,7 +211,8 @@ class Scheduler:
         heapq.heappush(self.queues[job.tenant], (self.policy.job_key(job), self._seq, job))
         self.pending_count += 1
         self.pending_gpus += job.gpus
-        self.pending_sizes[job.tenant][job.gpus] += 1
+        sizes = self.pending_sizes[job.tenant]
+        sizes[job.gpus] = sizes.get(job.gpus, 0) + 1
         self._fresh.append(job)
         self._dirty = True
 
@@ -227,6 +232,13 @@ class Scheduler:
         self.passes += 1
         fresh = self._fresh
         self._fresh = []
+        if self._freed and not self.pending_count:
+            # Capacity came back but nothing waits: no pass to run (the common case on a
+            # lightly loaded fleet). Reservations are stale now; the next pass rebuilds them.
+            self._freed = False
+            self._reservations = {}
+            self.wakeup_s = None
+            return res
         if self._freed:
             interval = self.cfg.backfill_interval_s
             deep = self.cfg.backfill == BackfillMode.EASY and (
@@ -260,11 +272,6 @@ class Scheduler:
                 heads.append((self._tenant_key(t, now) if keyed else 0.0, *q[0][:2], t))
         heapq.heapify(heads)
         return heads
-
-    @property
-    def _periodic(self) -> bool:
-        """Deep work (backfill scans and preemption) runs every ``backfill_interval_s``."""
-        return self.cfg.backfill == BackfillMode.EASY and self.cfg.backfill_interval_s > 0
 
     def _full_pass(self, now: float, res: CycleResult, *, deep: bool) -> None:
         easy = deep
@@ -334,7 +341,8 @@ class Scheduler:
         easy = self.cfg.backfill == BackfillMode.EASY
         ctx = _PassContext(self._reservations, preempt=not self._periodic)
         key = self.policy.job_key
-        fresh.sort(key=lambda j: (key(j), j.qseq))
+        if len(fresh) > 1:
+            fresh.sort(key=lambda j: (key(j), j.qseq))
         if self.policy.uses_tenant_keys and len({j.tenant for j in fresh}) > 1:
             # Merge the tenants' new jobs by tenant key (re-keyed after each start), as
             # the full pass merges queue heads: same-instant arrivals get the fair order.
@@ -396,6 +404,10 @@ class Scheduler:
     def _class_order(self, classes: tuple[int, ...], tenant: str) -> tuple[int, ...]:
         """Classes in the order to try: where the tenant has most unused nominal quota first."""
         cells = self.quota.cells[tenant]
+        if len(classes) == 2:  # the common mixed fleet: one comparison, no sort
+            a, b = classes
+            ka, kb = cells[a].used - cells[a].nominal, cells[b].used - cells[b].nominal
+            return classes if (ka, a) <= (kb, b) else (b, a)
         return tuple(sorted(classes, key=lambda c: (cells[c].used - cells[c].nominal, c)))
 
     def _try_start(
@@ -519,8 +531,10 @@ class Scheduler:
         self.pending_count -= 1
         self.pending_gpus -= job.gpus
         sizes = self.pending_sizes[job.tenant]
-        sizes[job.gpus] -= 1
-        if not sizes[job.gpus]:
+        left = sizes[job.gpus] - 1
+        if left:
+            sizes[job.gpus] = left
+        else:
             del sizes[job.gpus]
 
     def _attach(self, job: Job, klass: int, placement: Placement, now: float) -> None:
@@ -531,9 +545,15 @@ class Scheduler:
         self.usage.change(job.tenant, klass, job.gpus, now)
         self.running[job.index] = job
         key = (job.tenant, klass)
-        self.running_tc.setdefault(key, set()).add(job.index)
+        members = self.running_tc.get(key)
+        if members is None:
+            members = self.running_tc[key] = set()
+        members.add(job.index)
         if job.preemptible:
-            self.prio_tc.setdefault(key, Counter())[job.priority] += 1
+            prios = self.prio_tc.get(key)
+            if prios is None:
+                prios = self.prio_tc[key] = {}
+            prios[job.priority] = prios.get(job.priority, 0) + 1
 
     def _detach(self, job: Job, now: float) -> None:
         """Free a running job's GPUs and quota (the inverse of :meth:`_attach`)."""
@@ -545,10 +565,12 @@ class Scheduler:
         key = (job.tenant, klass)
         self.running_tc[key].discard(job.index)
         if job.preemptible:
-            counter = self.prio_tc[key]
-            counter[job.priority] -= 1
-            if not counter[job.priority]:
-                del counter[job.priority]
+            prios = self.prio_tc[key]
+            left = prios[job.priority] - 1
+            if left:
+                prios[job.priority] = left
+            else:
+                del prios[job.priority]
 
     def _stop(self, job: Job, now: float) -> None:
         self._detach(job, now)
