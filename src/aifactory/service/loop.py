@@ -253,10 +253,13 @@ class SchedulerLoop:
         self._known = {}
         self._marks.clear()
         with self.db.read() as conn:
-            rows = _live_jobs(conn)
+            # The high-water mark first, then the live jobs: under PostgreSQL's READ
+            # COMMITTED each statement sees its own snapshot, so a job committed between
+            # the two must be above the mark (ingest takes it), never below it (lost).
             self._max_id = int(
                 conn.execute(select(jobs.c.id).order_by(jobs.c.id.desc()).limit(1)).scalar() or 0
             )
+            rows = _live_jobs(conn)
         requeued: list[RowMapping] = []
         for row in rows:
             if row["state"] != JobState.RUNNING.value:
@@ -282,6 +285,9 @@ class SchedulerLoop:
             log.info("job %s ended while no scheduler watched: %s", row["id"], status.state)
         pending = [r for r in rows if r["state"] == JobState.PENDING.value]
         self._admit_rows(sorted([*pending, *requeued], key=lambda r: int(r["id"])), now)
+        # A submit still in flight at load time may commit later with an id below the
+        # mark: re-read every pending id for one rescan window before trusting it.
+        self._marks.append((now, 0))
         self._mark(now)
         self.cycle()
 
@@ -448,6 +454,8 @@ class SchedulerLoop:
         lost_race: list[Job] = []
         launched: list[Job] = []
         stop_handles: list[str] = []
+        events: list[dict[str, object]] = []
+        allocs: list[dict[str, object]] = []
         with self.db.write() as conn:
             for job in preempted:
                 tracked = self._known.get(job.id)
@@ -477,24 +485,26 @@ class SchedulerLoop:
                 if done != 1:  # cancelled through the API since it was ingested
                     lost_race.append(job)
                     continue
-                conn.execute(
-                    insert(job_events).values(
-                        job_id=int(job.id),
-                        at=now,
-                        state=JobState.RUNNING.value,
-                        detail=_describe(placement),
-                    )
+                events.append(
+                    {
+                        "job_id": int(job.id),
+                        "at": now,
+                        "state": JobState.RUNNING.value,
+                        "detail": _describe(placement),
+                    }
                 )
-                conn.execute(
-                    insert(allocations),
-                    [
-                        {"node": node, "gpu": g, "job_id": int(job.id), "since": now}
-                        for node, gpus in placement
-                        for g in gpus
-                    ],
+                allocs.extend(
+                    {"node": node, "gpu": g, "job_id": int(job.id), "since": now}
+                    for node, gpus in placement
+                    for g in gpus
                 )
                 tracked.started_at = now
                 launched.append(job)
+            # One executemany each for the whole cycle, in the same transaction.
+            if events:
+                conn.execute(insert(job_events), events)
+            if allocs:
+                conn.execute(insert(allocations), allocs)
         for job in lost_race:
             self._known.pop(job.id, None)
             self._sched.cancel(job, now)

@@ -72,13 +72,13 @@ def submit(
             return _replay(existing, digest)
     try:
         with db.write() as conn:
-            job_id = conn.execute(insert(jobs).values(**values).returning(jobs.c.id)).scalar_one()
+            # RETURNING the whole row: two statements under the write lock, not three.
+            row = conn.execute(insert(jobs).values(**values).returning(*jobs.c)).mappings().one()
             conn.execute(
                 insert(job_events).values(
-                    job_id=job_id, at=now, state=JobState.PENDING.value, detail="submitted"
+                    job_id=row["id"], at=now, state=JobState.PENDING.value, detail="submitted"
                 )
             )
-            row = conn.execute(select(jobs).where(jobs.c.id == job_id)).mappings().one()
     except IntegrityError:
         # A concurrent retry with the same key won the race: return its job.
         if idempotency_key is None:
