@@ -135,6 +135,14 @@ def _days_for(jobs: int) -> float:
     return (lo * hi) ** 0.5
 
 
+def _row(name: str, value: float, unit: str, below: float | None) -> dict[str, Any]:
+    """A figure, with its "under this" target where it has one."""
+    row: dict[str, Any] = {"name": name, "value": value, "unit": unit}
+    if below is not None:
+        row |= {"target": f"< {below:g} {unit}", "ok": value < below}
+    return row
+
+
 def run() -> list[dict[str, Any]]:
     """Philly fifo and las, one million korea jobs, and the bare-loop ratio."""
     rows: list[dict[str, Any]] = []
@@ -161,29 +169,11 @@ def run() -> list[dict[str, Any]]:
         ratios.append(ratio)
         rows += [
             {"name": f"{name}: jobs", "value": got["jobs"], "unit": "jobs"},
-            {
-                "name": f"{name}: simulate",
-                "value": got["sim_s"],
-                "unit": "s",
-                **(
-                    {"target": f"< {target_s:g} s", "ok": got["sim_s"] < target_s}
-                    if target_s is not None
-                    else {}
-                ),
-            },
+            _row(f"{name}: simulate", got["sim_s"], "s", target_s),
             {"name": f"{name}: load + simulate", "value": got["total_s"], "unit": "s"},
             {"name": f"{name}: events", "value": got["events"], "unit": "events"},
             {"name": f"{name}: events/s", "value": ours, "unit": "events/s"},
-            {
-                "name": f"{name}: peak RSS",
-                "value": got["rss_mb"],
-                "unit": "MB",
-                **(
-                    {"target": f"< {target_mb:g} MB", "ok": got["rss_mb"] < target_mb}
-                    if target_mb is not None
-                    else {}
-                ),
-            },
+            _row(f"{name}: peak RSS", got["rss_mb"], "MB", target_mb),
             {"name": f"{name}: utilisation", "value": got["utilization"], "unit": ""},
             {
                 "name": f"{name}: events/s vs bare heapq loop",

@@ -133,8 +133,9 @@ class ClusterState:
 
     def release(self, placement: Placement) -> None:
         """Free every GPU of a placement."""
+        change = self._change
         for node, mask in placement:
-            self.give(node, mask)
+            change(node, mask.bit_count(), mask)
 
     def _change(self, node: int, delta: int, mask: int) -> None:
         d = self.node_dom[node]
