@@ -11,6 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from aifactory.fleet import compile_topology, load_fleet
+from aifactory.service import loop as loop_module
 from aifactory.service import store
 from aifactory.service.db import Database
 from aifactory.service.executors.base import RunState, Status
@@ -124,6 +125,31 @@ def test_a_job_that_can_never_run_fails_with_the_reason(db: Database, tmp_path: 
     loop.cycle()
     assert state(db, job) == "failed"
     assert (row(db, job)["reason"] or "").startswith("rejected:")
+
+
+def test_a_job_committed_while_a_leader_loads_is_not_lost(
+    db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A submit that commits while a new leader reads its starting state (here: right after
+    the live-jobs query) must still be ingested. On PostgreSQL each statement of the load
+    sees its own snapshot; reading the id high-water mark after the live jobs lost such a
+    job for good (it was below the mark and in neither read)."""
+    real = loop_module._live_jobs
+    late: list[int] = []
+
+    def live_jobs_then_a_submit(conn: sa.Connection) -> list[sa.RowMapping]:
+        rows = real(conn)
+        late.append(submit(db, 1))  # another client's commit, between the load's statements
+        return rows
+
+    monkeypatch.setattr(loop_module, "_live_jobs", live_jobs_then_a_submit)
+    loop = SchedulerLoop(db, TOPO, FakeExecutor(), settings(tmp_path, str(db.url)))
+    early = submit(db, 1)
+    loop.load()
+    monkeypatch.setattr(loop_module, "_live_jobs", real)
+    loop.cycle()
+    assert state(db, early) == "running"
+    assert state(db, late[0]) == "running"
 
 
 def test_only_one_leader_per_database(db: Database) -> None:
