@@ -13,12 +13,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -32,6 +32,7 @@ from aifactory.fleet import compile_topology, load_fleet
 from aifactory.scheduler.core import Scheduler, SchedulerConfig
 from aifactory.service.auth import Role, create_token
 from aifactory.service.db import Database
+from aifactory.service.tables import jobs
 from aifactory.workload.job import Job, JobState
 
 CLIENTS = 16
@@ -86,40 +87,47 @@ def _submit_bench(db_url: str, label: str, workdir: Path) -> list[dict[str, Any]
                     break
             except httpx.HTTPError:
                 time.sleep(0.2)
-        latencies: list[list[float]] = [[] for _ in range(CLIENTS)]
-        errors = [0] * CLIENTS
-        barrier = threading.Barrier(CLIENTS + 1)
-
-        def client(n: int) -> None:
-            http = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"})
-            body = {"gpus": 1, "gpu_class": "h100", "command": "true", "name": f"bench-{n}"}
-            for _ in range(WARMUP_PER_CLIENT):
-                http.post("/v1/jobs", json=body)
-            barrier.wait()
-            for _ in range(PER_CLIENT):
-                t0 = time.perf_counter()
-                resp = http.post(
-                    "/v1/jobs", json=body, headers={"Idempotency-Key": uuid.uuid4().hex}
-                )
-                latencies[n].append(time.perf_counter() - t0)
-                if resp.status_code != 201:
-                    errors[n] += 1
-            http.close()
-
-        threads = [threading.Thread(target=client, args=(n,)) for n in range(CLIENTS)]
-        for t in threads:
-            t.start()
-        barrier.wait()
-        t0 = time.perf_counter()
-        for t in threads:
-            t.join()
-        wall = time.perf_counter() - t0
+        cfg = {
+            "host": "127.0.0.1",
+            "port": port,
+            "token": token,
+            "clients": CLIENTS,
+            "per_client": PER_CLIENT,
+            "warmup_per_client": WARMUP_PER_CLIENT,
+        }
+        load = subprocess.run(
+            [sys.executable, "-m", "bench.submit_load", json.dumps(cfg)],
+            cwd=Path(__file__).resolve().parent.parent,
+            capture_output=True,
+            check=True,
+            timeout=600,
+        )
+        got = json.loads(load.stdout)
     finally:
         proc.terminate()
         proc.wait(30)
-    lat = np.array([x for per in latencies for x in per]) * 1000.0
-    rate = len(lat) / wall
+    lat = np.array(got["latencies_s"]) * 1000.0
+    wall = float(got["wall_s"])
+    accepted = len(got["ids"])
+    rate = accepted / wall
     p50, p99 = float(np.percentile(lat, 50)), float(np.percentile(lat, 99))
+    errors = int(got["errors"])
+    # Every 201 must be in the database, once, and nothing else: the measured requests are
+    # the only ones with an Idempotency-Key, the warm-up ones the only ones without.
+    db = Database(db_url)
+    with db.read() as conn:
+        stored = sorted(
+            int(r[0])
+            for r in conn.execute(sa.select(jobs.c.id).where(jobs.c.idempotency_key.is_not(None)))
+        )
+        unkeyed = int(
+            conn.execute(
+                sa.select(sa.func.count()).where(jobs.c.idempotency_key.is_(None))
+            ).scalar_one()
+        )
+    db.dispose()
+    consistent = stored == sorted(got["ids"]) and unkeyed == CLIENTS * WARMUP_PER_CLIENT
+    client_cpu = float(got["client_cpu_s"]) / wall
     return [
         {
             "name": f"submit rate, {label}, 16 clients",
@@ -138,10 +146,24 @@ def _submit_bench(db_url: str, label: str, workdir: Path) -> list[dict[str, Any]
         },
         {
             "name": f"submit errors, {label}",
-            "value": sum(errors),
+            "value": errors,
             "unit": "responses",
             "target": "0",
-            "ok": sum(errors) == 0,
+            "ok": errors == 0,
+        },
+        {
+            "name": f"jobs stored = 201s received, {label}",
+            "value": len(stored),
+            "unit": "jobs",
+            "target": f"= {accepted}",
+            "ok": consistent,
+        },
+        {
+            "name": f"load generator CPU, {label}",
+            "value": client_cpu,
+            "unit": "cores",
+            "target": "",
+            "ok": None,
         },
     ]
 

@@ -117,6 +117,16 @@ class Authenticator:
         self._cache: dict[str, tuple[float, Principal | None]] = {}
         self._lock = threading.Lock()
 
+    def cached(self, token: str) -> tuple[bool, Principal | None]:
+        """(True, what :meth:`resolve` would answer) if the cache knows; (False, None) if not.
+
+        Never touches the database, so the async submit path can call it on the event loop.
+        """
+        hit = self._cache.get(hash_token(token))  # one dict read: atomic under the GIL
+        if hit is not None and self._clock() - hit[0] < CACHE_TTL_S:
+            return True, hit[1]
+        return False, None
+
     def resolve(self, token: str) -> Principal | None:
         """The principal of a valid, unrevoked token; None otherwise."""
         digest = hash_token(token)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ class IdempotencyConflictError(ValueError):
 class Submitted:
     """Outcome of a submit: the job row, and whether this call created it."""
 
-    job: RowMapping
+    job: Mapping[Any, Any]  # a RowMapping, or the dict of the values just inserted
     created: bool
 
 
@@ -38,18 +38,11 @@ def request_hash(req: JobSubmit, tenant: str) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
-def submit(
-    db: Database,
-    req: JobSubmit,
-    *,
-    tenant: str,
-    token_id: int,
-    now: float,
-    idempotency_key: str | None,
-) -> Submitted:
-    """Insert a pending job and its first event in one transaction (idempotent per key)."""
-    digest = request_hash(req, tenant)
-    values: dict[str, Any] = {
+def job_values(
+    req: JobSubmit, *, tenant: str, token_id: int, now: float, idempotency_key: str | None
+) -> dict[str, Any]:
+    """The ``jobs`` row a submit inserts (every column the API shows is set here)."""
+    return {
         "tenant": tenant,
         "name": req.name,
         "gpus": req.gpus,
@@ -63,13 +56,33 @@ def submit(
         "submitted_at": now,
         "attempts": 0,
         "idempotency_key": idempotency_key,
-        "request_hash": digest,
+        "request_hash": request_hash(req, tenant),
         "token_id": token_id,
     }
+
+
+def submit(
+    db: Database,
+    req: JobSubmit,
+    *,
+    tenant: str,
+    token_id: int,
+    now: float,
+    idempotency_key: str | None,
+) -> Submitted:
+    """Insert a pending job and its first event in one transaction (idempotent per key).
+
+    One job, one transaction: the API batches submits through :mod:`.batcher` instead, and
+    falls back to this when a batch fails, so one bad request cannot fail the others.
+    """
+    values = job_values(
+        req, tenant=tenant, token_id=token_id, now=now, idempotency_key=idempotency_key
+    )
+    digest = values["request_hash"]
     if idempotency_key is not None:
         existing = _by_key(db, tenant, idempotency_key)
         if existing is not None:
-            return _replay(existing, digest)
+            return replay(existing, digest)
     try:
         with db.write() as conn:
             # RETURNING the whole row: two statements under the write lock, not three.
@@ -86,7 +99,7 @@ def submit(
         existing = _by_key(db, tenant, idempotency_key)
         if existing is None:
             raise
-        return _replay(existing, digest)
+        return replay(existing, digest)
     return Submitted(row, created=True)
 
 
@@ -99,7 +112,8 @@ def _by_key(db: Database, tenant: str, key: str) -> RowMapping | None:
         )
 
 
-def _replay(existing: RowMapping, digest: str) -> Submitted:
+def replay(existing: Mapping[Any, Any], digest: str) -> Submitted:
+    """A retry's answer: the job its key made, or a conflict if the body differs."""
     if existing["request_hash"] != digest:
         msg = "Idempotency-Key: already used for a different request"
         raise IdempotencyConflictError(msg)
@@ -188,7 +202,7 @@ def request_cancel(db: Database, job_id: int, now: float) -> str:
         return state.value
 
 
-def to_view(row: RowMapping, *, cancel_requested: bool = False) -> JobView:
+def to_view(row: Mapping[Any, Any], *, cancel_requested: bool = False) -> JobView:
     """API view of a job row."""
     placement = [PlacementPart(node=p[0], gpus=list(p[1])) for p in (row["placement"] or [])]
     return JobView(

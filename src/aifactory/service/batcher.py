@@ -1,0 +1,266 @@
+"""Group commit for submits: many concurrent ``POST /v1/jobs`` in one transaction.
+
+Each submit used to be its own transaction, so the submit rate was bounded by commits
+per second (and, on SQLite, by one process-wide write lock). Here the API hands a
+validated request to :class:`SubmitBatcher` and waits; one writer thread takes whatever
+requests have queued up, inserts them all in one transaction, commits, and only then
+completes each request. So the rule "a job is committed before its 201 is sent" holds
+per request, and a ``kill -9`` can only lose requests that had no answer yet.
+
+There is no timer: while one batch commits, the next one queues. Under light load a
+batch is one request and adds no wait; under heavy load batches grow (up to
+``max_batch``) and the cost of a commit is shared.
+
+Failure isolation: if a batch fails as a whole (a database error, or a unique-key race
+with another replica), each of its requests is retried on its own through
+:func:`aifactory.service.store.submit`, so one bad request fails alone and the others
+are committed exactly once (a failed transaction commits nothing, so none is doubled).
+
+Idempotency within a batch: keys already in the database are read in one query inside
+the batch's write transaction; a key repeated inside one batch is inserted once and the
+repeats answer as retries of it (200, or 409 for a different body), as they would have
+if they had come one after the other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection, and_, func, insert, select, text
+
+from aifactory.service import store
+from aifactory.service.db import Database
+from aifactory.service.schemas import JobSubmit
+from aifactory.service.tables import job_events, jobs
+from aifactory.workload.job import JobState
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH = 256
+
+Outcome = store.Submitted | Exception  # an exception goes to its request alone
+
+
+@dataclass(slots=True)
+class SubmitRequest:
+    """One validated submit, as the API hands it over."""
+
+    req: JobSubmit
+    tenant: str
+    token_id: int
+    now: float
+    idempotency_key: str | None
+    future: Future[store.Submitted] = field(default_factory=Future)
+
+    def values(self) -> dict[str, Any]:
+        """The row this request inserts."""
+        return store.job_values(
+            self.req,
+            tenant=self.tenant,
+            token_id=self.token_id,
+            now=self.now,
+            idempotency_key=self.idempotency_key,
+        )
+
+
+def _reserve_ids(conn: Connection, db: Database, n: int) -> list[int]:
+    """``n`` fresh job ids, taken inside the caller's write transaction.
+
+    Ids are chosen before the INSERT so that one multi-row INSERT needs no RETURNING
+    (whose row order is not promised) to tell which id went to which request. On
+    PostgreSQL they come from the table's own sequence, as a plain INSERT's would; on
+    SQLite the write transaction (``BEGIN IMMEDIATE``) excludes every other writer, so
+    the ids above the current maximum are free, and stay in commit order as the
+    scheduler loop's ingest expects.
+    """
+    if db.is_sqlite:
+        top = int(conn.execute(select(func.coalesce(func.max(jobs.c.id), 0))).scalar_one())
+        return list(range(top + 1, top + n + 1))
+    got = conn.execute(
+        text("SELECT nextval(pg_get_serial_sequence('jobs', 'id')) FROM generate_series(1, :n)"),
+        {"n": n},
+    )
+    return sorted(int(r[0]) for r in got)
+
+
+def _existing_keys(
+    conn: Connection, keyed: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], Mapping[Any, Any]]:
+    """Rows already holding any of these (tenant, idempotency key) pairs."""
+    if not keyed:
+        return {}
+    tenants = sorted({t for t, _ in keyed})
+    keys = sorted({k for _, k in keyed})
+    rows = conn.execute(
+        select(jobs).where(and_(jobs.c.tenant.in_(tenants), jobs.c.idempotency_key.in_(keys)))
+    ).mappings()
+    wanted = set(keyed)
+    found: dict[tuple[str, str], Mapping[Any, Any]] = {}
+    for row in rows:
+        pair = (str(row["tenant"]), str(row["idempotency_key"]))
+        if pair in wanted:
+            found[pair] = row
+    return found
+
+
+def submit_batch(db: Database, batch: Sequence[SubmitRequest]) -> list[Outcome]:
+    """Insert a batch of submits in one transaction; outcomes in the batch's order.
+
+    Raises (and commits nothing) if the transaction fails; the caller then retries the
+    requests one by one.
+    """
+    values = [item.values() for item in batch]
+    outcomes: list[Outcome | None] = [None] * len(batch)
+    with db.write() as conn:
+        keyed = [
+            (item.tenant, item.idempotency_key)
+            for item in batch
+            if item.idempotency_key is not None
+        ]
+        seen = _existing_keys(conn, keyed)
+        fresh: list[int] = []  # positions in the batch that insert a new row
+        for i, item in enumerate(batch):
+            key = item.idempotency_key
+            if key is None or (item.tenant, key) not in seen:
+                fresh.append(i)
+                if key is not None:
+                    seen[(item.tenant, key)] = values[i]  # later repeats replay this one
+                continue
+            try:
+                outcomes[i] = store.replay(seen[(item.tenant, key)], values[i]["request_hash"])
+            except store.IdempotencyConflictError as exc:
+                outcomes[i] = exc
+        if fresh:
+            ids = _reserve_ids(conn, db, len(fresh))
+            for i, job_id in zip(fresh, ids, strict=True):
+                values[i]["id"] = job_id  # in place: repeats of its key replayed this dict
+            rows = [values[i] for i in fresh]
+            conn.execute(insert(jobs), rows)
+            conn.execute(
+                insert(job_events),
+                [
+                    {
+                        "job_id": row["id"],
+                        "at": row["submitted_at"],
+                        "state": JobState.PENDING.value,
+                        "detail": "submitted",
+                    }
+                    for row in rows
+                ],
+            )
+    blank = dict.fromkeys(jobs.c.keys())
+    for i in fresh:
+        outcomes[i] = store.Submitted(blank | values[i], created=True)
+    # replays of rows read from the database or made in this batch, in the same shape
+    for i, outcome in enumerate(outcomes):
+        if isinstance(outcome, store.Submitted) and not outcome.created:
+            outcomes[i] = store.Submitted(blank | dict(outcome.job), created=False)
+    done = [o for o in outcomes if o is not None]
+    assert len(done) == len(batch)
+    return done
+
+
+class SubmitBatcher:
+    """The writer thread that group-commits submits (see the module docstring)."""
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        max_batch: int = MAX_BATCH,
+        on_commit: Callable[[], None] | None = None,
+    ) -> None:
+        self.db = db
+        self.max_batch = max_batch
+        self.on_commit = on_commit
+        self._queue: queue.SimpleQueue[SubmitRequest | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        """Start the writer thread (idempotent)."""
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="submit-writer")
+                self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Commit what is queued, then stop the writer thread."""
+        with self._lock:
+            thread, self._thread = self._thread, None
+        if thread is not None:
+            self._queue.put(None)
+            thread.join(timeout)
+
+    def enqueue(self, item: SubmitRequest) -> Future[store.Submitted]:
+        """Queue a submit; the future completes once it is committed (or has failed)."""
+        if self._thread is None:
+            item.future.set_exception(RuntimeError("submit writer is not running"))
+        else:
+            self._queue.put(item)
+        return item.future
+
+    def submit(self, item: SubmitRequest) -> store.Submitted:
+        """Queue a submit and block until it is committed."""
+        return self.enqueue(item).result()
+
+    async def submit_async(self, item: SubmitRequest) -> store.Submitted:
+        """Queue a submit and wait, without blocking the event loop, until committed."""
+        return await asyncio.wrap_future(self.enqueue(item))
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            first = self._queue.get()
+            if first is None:
+                break
+            batch = [first]
+            while len(batch) < self.max_batch:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    stopping = True
+                    break
+                batch.append(item)
+            self._commit(batch)
+
+    def _commit(self, batch: list[SubmitRequest]) -> None:
+        live = [item for item in batch if item.future.set_running_or_notify_cancel()]
+        if not live:
+            return
+        try:
+            outcomes = submit_batch(self.db, live)
+        except Exception as exc:  # noqa: BLE001 (any failure: isolate it, one request each)
+            log.warning("a batch of %d submits failed (%s); retrying one by one", len(live), exc)
+            outcomes = [self._one(item) for item in live]
+        created = False
+        for item, outcome in zip(live, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                item.future.set_exception(outcome)
+            else:
+                created = created or outcome.created
+                item.future.set_result(outcome)
+        if created and self.on_commit is not None:
+            self.on_commit()
+
+    def _one(self, item: SubmitRequest) -> Outcome:
+        try:
+            return store.submit(
+                self.db,
+                item.req,
+                tenant=item.tenant,
+                token_id=item.token_id,
+                now=item.now,
+                idempotency_key=item.idempotency_key,
+            )
+        except Exception as exc:  # noqa: BLE001 (handed to the request that caused it)
+            return exc
