@@ -1,8 +1,9 @@
 """Load generator for the submit benchmark: N keep-alive clients on raw asyncio streams.
 
-Run as its own process (``python -m bench.submit_load CONFIG_JSON``) so that its CPU use
-is separate from, and measurable apart from, the bench driver's; it prints one JSON
-object with the results on stdout.
+Run as its own process (``python -m bench.submit_load CONFIG_JSON OUT_PATH``) so that its
+CPU use is separate from, and measurable apart from, the bench driver's; it writes one
+JSON object with the results to ``OUT_PATH`` (a file, not stdout: an event loop may leave
+stdout non-blocking, and a large write to a pipe could then be cut short).
 
 Why not httpx: at 1,000 requests/s an httpx client costs several hundred microseconds
 of CPU per request, which on a 2-core machine is CPU taken from the server under test.
@@ -26,6 +27,7 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 
@@ -46,6 +48,7 @@ class Tally:
     """One client's results."""
 
     latencies_s: list[float] = field(default_factory=list)
+    sent_at_s: list[float] = field(default_factory=list)  # perf_counter at each send
     ids: list[int] = field(default_factory=list)
     errors: int = 0
     statuses: dict[int, int] = field(default_factory=dict)
@@ -122,6 +125,7 @@ async def _client(n: int, cfg: Config, go: asyncio.Event, ready: list[int]) -> T
         t0 = time.perf_counter()
         status, resp = await post(key)
         tally.latencies_s.append(time.perf_counter() - t0)
+        tally.sent_at_s.append(t0)
         tally.statuses[status] = tally.statuses.get(status, 0) + 1
         job_id = _accepted(status, resp)
         if job_id is None:
@@ -151,6 +155,7 @@ async def run_load(cfg: Config) -> dict[str, Any]:
         "wall_s": wall,
         "client_cpu_s": cpu,
         "latencies_s": [x for t in tallies for x in t.latencies_s],
+        "sent_at_s": [x - t0 for t in tallies for x in t.sent_at_s],  # from the common start
         "ids": [i for t in tallies for i in t.ids],
         "errors": sum(t.errors for t in tallies),
         "statuses": statuses,
@@ -158,7 +163,7 @@ async def run_load(cfg: Config) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> int:
-    """Entry point: one JSON config argument in, one JSON result line out."""
+    """Entry point: a JSON config and an output path in, a JSON result file out."""
     cfg = Config(**json.loads(argv[0]))
     try:  # a cheaper event loop where installed; the measurement is the same either way
         import uvloop  # noqa: PLC0415
@@ -166,7 +171,7 @@ def main(argv: list[str]) -> int:
         result = uvloop.run(run_load(cfg))
     except ImportError:
         result = asyncio.run(run_load(cfg))
-    sys.stdout.write(json.dumps(result) + "\n")
+    Path(argv[1]).write_text(json.dumps(result))
     return 0
 
 

@@ -51,6 +51,7 @@ def serve(
 
     from aifactory.service.api import Service, create_app  # noqa: PLC0415
     from aifactory.service.db import DatabaseError  # noqa: PLC0415
+    from aifactory.service.gcpacing import GcPacer  # noqa: PLC0415
     from aifactory.service.settings import (  # noqa: PLC0415
         ExecutorKind,
         LostPolicy,
@@ -86,4 +87,9 @@ def serve(
             service = Service(settings)
         except (DatabaseError, ValueError, KeyError) as exc:
             fail(str(exc))
-    uvicorn.run(create_app(service), host=host, port=port, log_level=log_level)
+    pacer = GcPacer()  # keeps full collections off the submit path (see gcpacing.py)
+    pacer.start()
+    try:
+        uvicorn.run(create_app(service), host=host, port=port, log_level=log_level)
+    finally:
+        pacer.stop()

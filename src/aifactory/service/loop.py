@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, delete, insert, select, update
+from sqlalchemy import Connection, RowMapping, bindparam, delete, insert, select, update
 
 from aifactory.fleet.topology import Topology
 from aifactory.scheduler.core import BackfillMode, Scheduler, SchedulerConfig
@@ -465,26 +465,21 @@ class SchedulerLoop:
                 if tracked is not None:
                     tracked.handle = None
                     tracked.started_at = None
+            still_pending = _lock_pending(conn, [int(job.id) for job in started], self.db)
+            starts: list[dict[str, object]] = []
             for job in started:
                 tracked = self._known[job.id]
                 placement = placements[job.id]
-                log_path = self._logs / f"job-{job.id}.log"
-                done = conn.execute(
-                    update(jobs)
-                    .where(jobs.c.id == int(job.id), jobs.c.state == JobState.PENDING.value)
-                    .values(
-                        state=JobState.RUNNING.value,
-                        started_at=now,
-                        placement=[[n, list(g)] for n, g in placement],
-                        executor=self.executor.name,
-                        handle=None,
-                        log_path=str(log_path),
-                        attempts=jobs.c.attempts + 1,
-                    )
-                ).rowcount
-                if done != 1:  # cancelled through the API since it was ingested
+                if int(job.id) not in still_pending:  # cancelled through the API meanwhile
                     lost_race.append(job)
                     continue
+                starts.append(
+                    {
+                        "b_id": int(job.id),
+                        "b_placement": [[n, list(g)] for n, g in placement],
+                        "b_log_path": str(self._logs / f"job-{job.id}.log"),
+                    }
+                )
                 events.append(
                     {
                         "job_id": int(job.id),
@@ -501,6 +496,21 @@ class SchedulerLoop:
                 tracked.started_at = now
                 launched.append(job)
             # One executemany each for the whole cycle, in the same transaction.
+            if starts:
+                conn.execute(
+                    update(jobs)
+                    .where(jobs.c.id == bindparam("b_id"), jobs.c.state == JobState.PENDING.value)
+                    .values(
+                        state=JobState.RUNNING.value,
+                        started_at=now,
+                        placement=bindparam("b_placement"),
+                        executor=self.executor.name,
+                        handle=None,
+                        log_path=bindparam("b_log_path"),
+                        attempts=jobs.c.attempts + 1,
+                    ),
+                    starts,
+                )
             if events:
                 conn.execute(insert(job_events), events)
             if allocs:
@@ -540,13 +550,34 @@ class SchedulerLoop:
             tracked.handle = handle
             handles.append((int(job.id), handle))
         with self.db.write() as conn:
-            for job_id, handle in handles:
-                conn.execute(update(jobs).where(jobs.c.id == job_id).values(handle=handle))
+            if handles:
+                conn.execute(
+                    update(jobs)
+                    .where(jobs.c.id == bindparam("b_id"))
+                    .values(handle=bindparam("b_handle")),
+                    [{"b_id": job_id, "b_handle": handle} for job_id, handle in handles],
+                )
             for job, why in failed:
                 _end_row(conn, int(job.id), JobState.FAILED, now, None, reason=why)
         for job, _why in failed:
             self._known.pop(job.id, None)
             self._sched.finish(job, now, JobState.FAILED)
+
+
+def _lock_pending(conn: Connection, ids: list[int], db: Database) -> set[int]:
+    """Which of ``ids`` are still pending, locked so no cancel can slip in before commit.
+
+    On PostgreSQL ``FOR UPDATE`` holds the rows until the cycle commits, so an API cancel
+    (a conditional UPDATE on ``state = 'pending'``) waits and then finds the job running;
+    on SQLite the write transaction already excludes every other writer. Checking first
+    lets the starts go out as one executemany instead of one UPDATE per job.
+    """
+    if not ids:
+        return set()
+    stmt = select(jobs.c.id).where(jobs.c.id.in_(ids), jobs.c.state == JobState.PENDING.value)
+    if not db.is_sqlite:
+        stmt = stmt.with_for_update()
+    return {int(r[0]) for r in conn.execute(stmt)}
 
 
 def _describe(placement: PlacementList) -> str:
