@@ -7,6 +7,7 @@ fake executor, so jobs start and end as the test says.
 from __future__ import annotations
 
 import importlib.util
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -241,6 +242,29 @@ def test_idempotency_key_makes_retries_safe(env: Env) -> None:
     other_tenant = env.client.post("/v1/jobs", json=body, headers=env.h("startup") | key)
     assert other_tenant.status_code == 201
     assert env.count(jobs) == 2
+
+
+def test_concurrent_retries_of_one_key_make_one_job(env: Env) -> None:
+    """Retries racing each other (they may land in one group-commit batch or in several):
+    one 201, the rest 200 with the same job, one row."""
+    key = {"Idempotency-Key": "race-1"}
+    body = {"gpus": 1, "command": "echo race"}
+    answers: list[tuple[int, int]] = []
+    lock = threading.Lock()
+
+    def post() -> None:
+        resp = env.client.post("/v1/jobs", json=body, headers=env.h("lab") | key)
+        with lock:
+            answers.append((resp.status_code, resp.json()["id"]))
+
+    threads = [threading.Thread(target=post) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(code for code, _ in answers) == [200] * 7 + [201]
+    assert len({job_id for _, job_id in answers}) == 1
+    assert env.count(jobs) == 1
 
 
 def test_list_filters_and_paginates_newest_first(env: Env) -> None:

@@ -212,3 +212,34 @@ def test_two_replicas_never_give_a_gpu_twice(db: Database, tmp_path: Path) -> No
             r.id for r in conn.execute(sa.select(jobs.c.id).where(jobs.c.state == "running"))
         }
     assert set(allocated(db).values()) <= running_ids
+
+
+def test_a_job_cancelled_between_decision_and_commit_is_not_started(
+    db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The API cancels a pending job after the scheduler chose to start it but before the
+    cycle commits: that job stays cancelled (no GPUs, no launch); the others start."""
+    executor = FakeExecutor()
+    loop = SchedulerLoop(db, TOPO, executor, settings(tmp_path, str(db.url)))
+    loop.load()
+    keep, gone = submit(db, 8), submit(db, 8)
+    sched = loop._sched
+    assert sched is not None
+    decide = sched.schedule
+
+    def decide_then_cancel(now: float) -> object:
+        res = decide(now)
+        assert {j.id for j in res.started} == {str(keep), str(gone)}
+        assert store.request_cancel(db, gone, time.time()) == "pending"
+        return res
+
+    monkeypatch.setattr(sched, "schedule", decide_then_cancel)
+    loop.cycle()
+    monkeypatch.undo()
+    assert state(db, keep) == "running"
+    assert state(db, gone) == "cancelled"
+    assert set(allocated(db).values()) == {keep}
+    assert executor.running() == [str(keep)]
+    loop.cycle()  # the cancel request is consumed; nothing else changes
+    assert state(db, gone) == "cancelled"
+    assert set(allocated(db).values()) == {keep}

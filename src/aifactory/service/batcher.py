@@ -231,9 +231,13 @@ class SubmitBatcher:
                     stopping = True
                     break
                 batch.append(item)
-            self._commit(batch)
+            self.commit_batch(batch)
 
-    def _commit(self, batch: list[SubmitRequest]) -> None:
+    def commit_batch(self, batch: list[SubmitRequest]) -> None:
+        """Commit one batch and complete its futures (what the writer thread does per batch).
+
+        Public so a test can hand it an exact batch; the API goes through :meth:`enqueue`.
+        """
         live = [item for item in batch if item.future.set_running_or_notify_cancel()]
         if not live:
             return

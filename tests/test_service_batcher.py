@@ -1,0 +1,181 @@
+"""Group commit of submits: every request committed exactly once, idempotency within and
+across batches, and one bad request failing alone. On SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from aifactory.service import batcher as batcher_module
+from aifactory.service import store
+from aifactory.service.batcher import SubmitBatcher, SubmitRequest, submit_batch
+from aifactory.service.db import Database
+from aifactory.service.schemas import JobSubmit
+from aifactory.service.tables import job_events, jobs
+from test_service_support import DB_PARAMS, database_url
+
+
+@pytest.fixture(params=DB_PARAMS)
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    for url in database_url(request.param, tmp_path):
+        database = Database(url)
+        database.upgrade()
+        yield database
+        database.dispose()
+
+
+def req(
+    name: str = "job", gpus: int = 1, key: str | None = None, tenant: str = "lab"
+) -> SubmitRequest:
+    body = JobSubmit(name=name, gpus=gpus, gpu_class="h100", command="true")
+    return SubmitRequest(body, tenant, 1, time.time(), key)
+
+
+def stored(db: Database) -> list[dict[str, Any]]:
+    with db.read() as conn:
+        rows = conn.execute(sa.select(jobs).order_by(jobs.c.id)).mappings()
+        return [dict(r) for r in rows]
+
+
+def submitted_events(db: Database) -> dict[int, int]:
+    with db.read() as conn:
+        rows = conn.execute(
+            sa.select(job_events.c.job_id, sa.func.count())
+            .where(job_events.c.detail == "submitted")
+            .group_by(job_events.c.job_id)
+        )
+        return {int(r[0]): int(r[1]) for r in rows}
+
+
+def test_concurrent_submits_are_all_committed_exactly_once(db: Database) -> None:
+    woken = threading.Event()
+    writer = SubmitBatcher(db, on_commit=woken.set)
+    writer.start()
+    results: list[store.Submitted] = []
+    lock = threading.Lock()
+
+    def client(n: int) -> None:
+        for i in range(40):
+            done = writer.submit(req(name=f"c{n}-{i}", key=f"k{n}-{i}" if i % 2 else None))
+            with lock:
+                results.append(done)
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    writer.stop()
+    assert woken.is_set()
+    assert len(results) == 320
+    assert all(r.created for r in results)
+    rows = stored(db)
+    assert len(rows) == 320
+    assert sorted(int(r.job["id"]) for r in results) == [int(r["id"]) for r in rows]
+    by_id = {int(r["id"]): r for r in rows}
+    for r in results:  # what each caller was told is what the database holds
+        row = by_id[int(r.job["id"])]
+        assert (row["name"], row["idempotency_key"]) == (r.job["name"], r.job["idempotency_key"])
+        assert store.to_view(r.job) == store.to_view(row)
+    assert submitted_events(db) == dict.fromkeys(by_id, 1)
+
+
+def test_idempotency_within_one_batch(db: Database) -> None:
+    first = req(name="a", key="k")
+    outcomes = submit_batch(
+        db,
+        [
+            first,
+            req(name="a", key="k"),  # a retry of the first, in the same batch
+            req(name="b", key="k"),  # the same key with another body
+            req(name="a", key="k", tenant="startup"),  # another tenant's key space
+            req(name="c"),
+        ],
+    )
+    made, retry, clash, other, plain = outcomes
+    assert isinstance(made, store.Submitted)
+    assert made.created
+    assert isinstance(retry, store.Submitted)
+    assert not retry.created
+    assert retry.job["id"] == made.job["id"]
+    assert isinstance(clash, store.IdempotencyConflictError)
+    assert isinstance(other, store.Submitted)
+    assert other.created
+    assert isinstance(plain, store.Submitted)
+    assert plain.created
+    assert len(stored(db)) == 3
+    assert len(submitted_events(db)) == 3
+
+
+def test_idempotency_across_batches(db: Database) -> None:
+    (made,) = submit_batch(db, [req(name="a", key="k")])
+    assert isinstance(made, store.Submitted)
+    again, clash, fresh = submit_batch(
+        db, [req(name="a", key="k"), req(name="b", key="k"), req(name="d", key="k2")]
+    )
+    assert isinstance(again, store.Submitted)
+    assert not again.created
+    assert again.job["id"] == made.job["id"]
+    assert store.to_view(again.job) == store.to_view(made.job)
+    assert isinstance(clash, store.IdempotencyConflictError)
+    assert isinstance(fresh, store.Submitted)
+    assert fresh.created
+    assert len(stored(db)) == 2
+
+
+def test_a_bad_request_fails_alone_and_the_rest_of_its_batch_commits_once(
+    db: Database,
+) -> None:
+    # a body pydantic never saw (no command): the database refuses it (NOT NULL)
+    bad = SubmitRequest(
+        JobSubmit.model_construct(name="bad", gpus=1, command=None), "lab", 1, time.time(), "kb"
+    )
+    good = [req(name=f"g{i}", key=f"kg{i}" if i % 2 else None) for i in range(5)]
+    batch = [good[0], good[1], bad, *good[2:]]
+    SubmitBatcher(db).commit_batch(batch)
+    with pytest.raises(IntegrityError):
+        bad.future.result(0)
+    done = [g.future.result(0) for g in good]
+    assert all(d.created for d in done)
+    rows = stored(db)
+    assert sorted(r["name"] for r in rows) == [f"g{i}" for i in range(5)]
+    assert sorted(int(d.job["id"]) for d in done) == [int(r["id"]) for r in rows]
+    assert submitted_events(db) == {int(r["id"]): 1 for r in rows}
+
+
+def test_a_key_race_with_another_replica_fails_the_batch_not_its_requests(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another replica commits key ``k`` after this batch looked for it: the batch's INSERT
+    hits the unique constraint and rolls back; each request is then retried alone."""
+    theirs = store.submit(
+        db, req(name="a").req, tenant="lab", token_id=1, now=time.time(), idempotency_key="k"
+    )
+    monkeypatch.setattr(batcher_module, "_existing_keys", lambda conn, keyed: {})
+    retry, other = req(name="a", key="k"), req(name="b", key="k2")
+    SubmitBatcher(db).commit_batch([retry, other])
+    replayed = retry.future.result(0)
+    assert not replayed.created
+    assert replayed.job["id"] == theirs.job["id"]
+    assert other.future.result(0).created
+    assert len(stored(db)) == 2
+    assert len(submitted_events(db)) == 2
+
+
+def test_a_stopped_writer_commits_what_was_queued_and_refuses_more(db: Database) -> None:
+    writer = SubmitBatcher(db)
+    writer.start()
+    futures = [writer.enqueue(req(name=f"q{i}")) for i in range(20)]
+    writer.stop()
+    assert all(f.result(0).created for f in futures)
+    late = writer.enqueue(req(name="late"))
+    with pytest.raises(RuntimeError, match="not running"):
+        late.result(0)
+    assert len(stored(db)) == 20
