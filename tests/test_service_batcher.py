@@ -150,23 +150,46 @@ def test_a_bad_request_fails_alone_and_the_rest_of_its_batch_commits_once(
     assert submitted_events(db) == {int(r["id"]): 1 for r in rows}
 
 
-def test_a_key_race_with_another_replica_fails_the_batch_not_its_requests(
+def test_a_batch_failing_after_its_inserts_is_rolled_back_and_retried_one_by_one(
     db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Another replica commits key ``k`` after this batch looked for it: the batch's INSERT
-    hits the unique constraint and rolls back; each request is then retried alone."""
+    """The batch's rows are written, then it fails (here: the row holding a retried key
+    cannot be read back): nothing of it may stay, and each request is then retried on its
+    own, so each job exists once."""
     theirs = store.submit(
         db, req(name="a").req, tenant="lab", token_id=1, now=time.time(), idempotency_key="k"
     )
     monkeypatch.setattr(batcher_module, "_existing_keys", lambda conn, keyed: {})
-    retry, other = req(name="a", key="k"), req(name="b", key="k2")
-    SubmitBatcher(db).commit_batch([retry, other])
+    retry, keyed, plain = req(name="a", key="k"), req(name="b", key="k2"), req(name="c")
+    SubmitBatcher(db).commit_batch([retry, keyed, plain])
     replayed = retry.future.result(0)
     assert not replayed.created
     assert replayed.job["id"] == theirs.job["id"]
-    assert other.future.result(0).created
-    assert len(stored(db)) == 2
-    assert len(submitted_events(db)) == 2
+    assert keyed.future.result(0).created
+    assert plain.future.result(0).created
+    assert sorted(r["name"] for r in stored(db)) == ["a", "b", "c"]
+    assert len(submitted_events(db)) == 3
+
+
+def test_two_replicas_racing_on_the_same_keys_make_one_job_per_key(db: Database) -> None:
+    other = Database(db.url.render_as_string(hide_password=False))
+    writers = [SubmitBatcher(db), SubmitBatcher(other)]
+    for w in writers:
+        w.start()
+    keys = [f"k{i}" for i in range(60)]
+    try:
+        futures = [(k, w.enqueue(req(name=k, key=k))) for k in keys for w in writers]
+        answers = [(k, f.result(30)) for k, f in futures]
+    finally:
+        for w in writers:
+            w.stop()
+        other.dispose()
+    rows = stored(db)
+    assert sorted(r["idempotency_key"] for r in rows) == sorted(keys)
+    ids = {r["idempotency_key"]: int(r["id"]) for r in rows}
+    assert all(int(done.job["id"]) == ids[k] for k, done in answers)
+    created = sorted(k for k, done in answers if done.created)
+    assert created == sorted(keys)  # one 201 per key, the other answer a 200 replay
 
 
 def test_a_stopped_writer_commits_what_was_queued_and_refuses_more(db: Database) -> None:

@@ -16,10 +16,11 @@ with another replica), each of its requests is retried on its own through
 :func:`aifactory.service.store.submit`, so one bad request fails alone and the others
 are committed exactly once (a failed transaction commits nothing, so none is doubled).
 
-Idempotency within a batch: keys already in the database are read in one query inside
-the batch's write transaction; a key repeated inside one batch is inserted once and the
+Idempotency within a batch: a key repeated inside one batch is inserted once and the
 repeats answer as retries of it (200, or 409 for a different body), as they would have
-if they had come one after the other.
+if they had come one after the other. A key already in the database is caught by the
+unique index during the INSERT (``ON CONFLICT DO NOTHING``); only then is the existing
+row read, to answer the retry with it.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Connection, and_, func, insert, select, text
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from aifactory.service import store
 from aifactory.service.db import Database
@@ -110,6 +113,29 @@ def _existing_keys(
     return found
 
 
+def _insert_jobs(
+    conn: Connection, db: Database, rows: list[dict[str, Any]], *, keyed: bool
+) -> set[int]:
+    """Insert job rows; return the ids inserted (a row whose key is taken is skipped).
+
+    Rows with an Idempotency-Key go in with ``ON CONFLICT (tenant, idempotency_key) DO
+    NOTHING``: the unique index itself answers "is this key new?", with no read before
+    the write (a read that, on PostgreSQL, the planner sometimes served by scanning a
+    tenant's every job). On PostgreSQL a concurrent insert of the same key by another
+    transaction is waited for and then skipped, not an error.
+    """
+    if not keyed:
+        conn.execute(insert(jobs), rows)
+        return {int(row["id"]) for row in rows}
+    dialect_insert = sqlite_insert if db.is_sqlite else pg_insert
+    stmt = (
+        dialect_insert(jobs)
+        .on_conflict_do_nothing(index_elements=[jobs.c.tenant, jobs.c.idempotency_key])
+        .returning(jobs.c.id)
+    )
+    return {int(r[0]) for r in conn.execute(stmt, rows)}
+
+
 def submit_batch(db: Database, batch: Sequence[SubmitRequest]) -> list[Outcome]:
     """Insert a batch of submits in one transaction; outcomes in the batch's order.
 
@@ -117,54 +143,68 @@ def submit_batch(db: Database, batch: Sequence[SubmitRequest]) -> list[Outcome]:
     requests one by one.
     """
     values = [item.values() for item in batch]
-    outcomes: list[Outcome | None] = [None] * len(batch)
+    first: dict[tuple[str, str], int] = {}  # (tenant, key) -> its first position in the batch
+    fresh: list[int] = []  # positions that try to insert a row
+    repeats: list[tuple[int, int]] = []  # (position, position of the first with its key)
+    for i, item in enumerate(batch):
+        if item.idempotency_key is None:
+            fresh.append(i)
+            continue
+        pair = (item.tenant, item.idempotency_key)
+        if pair in first:
+            repeats.append((i, first[pair]))
+        else:
+            first[pair] = i
+            fresh.append(i)
     with db.write() as conn:
-        keyed = [
-            (item.tenant, item.idempotency_key)
-            for item in batch
-            if item.idempotency_key is not None
-        ]
-        seen = _existing_keys(conn, keyed)
-        fresh: list[int] = []  # positions in the batch that insert a new row
-        for i, item in enumerate(batch):
-            key = item.idempotency_key
-            if key is None or (item.tenant, key) not in seen:
-                fresh.append(i)
-                if key is not None:
-                    seen[(item.tenant, key)] = values[i]  # later repeats replay this one
-                continue
-            try:
-                outcomes[i] = store.replay(seen[(item.tenant, key)], values[i]["request_hash"])
-            except store.IdempotencyConflictError as exc:
-                outcomes[i] = exc
-        if fresh:
-            ids = _reserve_ids(conn, db, len(fresh))
-            for i, job_id in zip(fresh, ids, strict=True):
-                values[i]["id"] = job_id  # in place: repeats of its key replayed this dict
-            rows = [values[i] for i in fresh]
-            conn.execute(insert(jobs), rows)
+        ids = _reserve_ids(conn, db, len(fresh))
+        for i, job_id in zip(fresh, ids, strict=True):
+            values[i]["id"] = job_id
+        inserted = _insert_jobs(conn, db, [values[i] for i in fresh], keyed=bool(first))
+        made = [i for i in fresh if values[i]["id"] in inserted]
+        taken = {i for i in fresh if values[i]["id"] not in inserted}  # retries of old keys
+        taken_pairs = [pair for pair, i in first.items() if i in taken]
+        existing = _existing_keys(conn, taken_pairs)
+        if len(existing) != len(taken_pairs):  # skipped, yet not found: roll back, retry alone
+            msg = "Idempotency-Key: a conflicting row could not be read back"
+            raise RuntimeError(msg)
+        if made:
             conn.execute(
                 insert(job_events),
                 [
                     {
-                        "job_id": row["id"],
-                        "at": row["submitted_at"],
+                        "job_id": values[i]["id"],
+                        "at": values[i]["submitted_at"],
                         "state": JobState.PENDING.value,
                         "detail": "submitted",
                     }
-                    for row in rows
+                    for i in made
                 ],
             )
     blank = dict.fromkeys(jobs.c.keys())
-    for i in fresh:
-        outcomes[i] = store.Submitted(blank | values[i], created=True)
-    # replays of rows read from the database or made in this batch, in the same shape
-    for i, outcome in enumerate(outcomes):
-        if isinstance(outcome, store.Submitted) and not outcome.created:
-            outcomes[i] = store.Submitted(blank | dict(outcome.job), created=False)
-    done = [o for o in outcomes if o is not None]
-    assert len(done) == len(batch)
-    return done
+    made_set = set(made)
+    outcomes: dict[int, Outcome] = {
+        i: store.Submitted(blank | values[i], created=True) for i in made
+    }
+
+    def replay(i: int, source: int) -> Outcome:
+        item = batch[source]
+        if source in made_set:
+            row: Mapping[Any, Any] = blank | values[source]
+        else:
+            assert item.idempotency_key is not None
+            row = blank | dict(existing[(item.tenant, item.idempotency_key)])
+        try:
+            return store.replay(row, values[i]["request_hash"])
+        except store.IdempotencyConflictError as exc:
+            return exc
+
+    # Past the commit: nothing below may raise, or the fallback would insert twice.
+    for i in sorted(taken):
+        outcomes[i] = replay(i, i)
+    for i, source in repeats:
+        outcomes[i] = replay(i, source)
+    return [outcomes[i] for i in range(len(batch))]
 
 
 class SubmitBatcher:
