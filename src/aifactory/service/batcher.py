@@ -20,7 +20,11 @@ Idempotency within a batch: a key repeated inside one batch is inserted once and
 repeats answer as retries of it (200, or 409 for a different body), as they would have
 if they had come one after the other. A key already in the database is caught by the
 unique index during the INSERT (``ON CONFLICT DO NOTHING``); only then is the existing
-row read, to answer the retry with it.
+row read, to answer the retry with it. (Reading keys first was slower, and on PostgreSQL
+the planner, with stale statistics, served that read by scanning a tenant's every job.)
+
+The INSERTs themselves: :func:`_insert_sqlite` (executemany) on SQLite,
+:func:`aifactory.service.bulk_pg.insert_submits` (one statement) on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -34,11 +38,10 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, insert, select, text
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy import Connection, and_, func, insert, select
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from aifactory.service import store
+from aifactory.service import bulk_pg, store
 from aifactory.service.db import Database
 from aifactory.service.schemas import JobSubmit
 from aifactory.service.tables import job_events, jobs
@@ -73,24 +76,43 @@ class SubmitRequest:
         )
 
 
-def _reserve_ids(conn: Connection, db: Database, n: int) -> list[int]:
-    """``n`` fresh job ids, taken inside the caller's write transaction.
+def _insert_sqlite(conn: Connection, rows: list[dict[str, Any]], *, keyed: bool) -> set[int]:
+    """Insert new jobs and their first events; set each row's ``id``; return those inserted.
 
-    Ids are chosen before the INSERT so that one multi-row INSERT needs no RETURNING
-    (whose row order is not promised) to tell which id went to which request. On
-    PostgreSQL they come from the table's own sequence, as a plain INSERT's would; on
-    SQLite the write transaction (``BEGIN IMMEDIATE``) excludes every other writer, so
-    the ids above the current maximum are free, and stay in commit order as the
-    scheduler loop's ingest expects.
+    Ids are chosen before the INSERT, so one executemany needs no RETURNING to tell which
+    id went to which request: the write transaction (``BEGIN IMMEDIATE``) excludes every
+    other writer, so the ids above the current maximum are free, and they stay in commit
+    order as the scheduler loop's ingest expects. Rows with an Idempotency-Key go in with
+    ``ON CONFLICT (tenant, idempotency_key) DO NOTHING``: the unique index answers "is
+    this key new?" with no read before the write; only a row so skipped is looked up.
     """
-    if db.is_sqlite:
-        top = int(conn.execute(select(func.coalesce(func.max(jobs.c.id), 0))).scalar_one())
-        return list(range(top + 1, top + n + 1))
-    got = conn.execute(
-        text("SELECT nextval(pg_get_serial_sequence('jobs', 'id')) FROM generate_series(1, :n)"),
-        {"n": n},
-    )
-    return sorted(int(r[0]) for r in got)
+    top = int(conn.execute(select(func.coalesce(func.max(jobs.c.id), 0))).scalar_one())
+    for n, row in enumerate(rows, start=top + 1):
+        row["id"] = n
+    if keyed:
+        stmt = sqlite_insert(jobs).on_conflict_do_nothing(
+            index_elements=[jobs.c.tenant, jobs.c.idempotency_key]
+        )
+        conn.execute(stmt, rows)
+        tried = [int(row["id"]) for row in rows]
+        got = conn.execute(select(jobs.c.id).where(jobs.c.id.in_(tried)))
+        inserted = {int(r[0]) for r in got}
+    else:
+        conn.execute(insert(jobs), rows)
+        inserted = {int(row["id"]) for row in rows}
+    events = [
+        {
+            "job_id": row["id"],
+            "at": row["submitted_at"],
+            "state": JobState.PENDING.value,
+            "detail": "submitted",
+        }
+        for row in rows
+        if row["id"] in inserted
+    ]
+    if events:
+        conn.execute(insert(job_events), events)
+    return inserted
 
 
 def _existing_keys(
@@ -111,29 +133,6 @@ def _existing_keys(
         if pair in wanted:
             found[pair] = row
     return found
-
-
-def _insert_jobs(
-    conn: Connection, db: Database, rows: list[dict[str, Any]], *, keyed: bool
-) -> set[int]:
-    """Insert job rows; return the ids inserted (a row whose key is taken is skipped).
-
-    Rows with an Idempotency-Key go in with ``ON CONFLICT (tenant, idempotency_key) DO
-    NOTHING``: the unique index itself answers "is this key new?", with no read before
-    the write (a read that, on PostgreSQL, the planner sometimes served by scanning a
-    tenant's every job). On PostgreSQL a concurrent insert of the same key by another
-    transaction is waited for and then skipped, not an error.
-    """
-    if not keyed:
-        conn.execute(insert(jobs), rows)
-        return {int(row["id"]) for row in rows}
-    dialect_insert = sqlite_insert if db.is_sqlite else pg_insert
-    stmt = (
-        dialect_insert(jobs)
-        .on_conflict_do_nothing(index_elements=[jobs.c.tenant, jobs.c.idempotency_key])
-        .returning(jobs.c.id)
-    )
-    return {int(r[0]) for r in conn.execute(stmt, rows)}
 
 
 def submit_batch(db: Database, batch: Sequence[SubmitRequest]) -> list[Outcome]:
@@ -157,10 +156,11 @@ def submit_batch(db: Database, batch: Sequence[SubmitRequest]) -> list[Outcome]:
             first[pair] = i
             fresh.append(i)
     with db.write() as conn:
-        ids = _reserve_ids(conn, db, len(fresh))
-        for i, job_id in zip(fresh, ids, strict=True):
-            values[i]["id"] = job_id
-        inserted = _insert_jobs(conn, db, [values[i] for i in fresh], keyed=bool(first))
+        rows = [values[i] for i in fresh]
+        if db.is_sqlite:
+            inserted = _insert_sqlite(conn, rows, keyed=bool(first))
+        else:
+            inserted = bulk_pg.insert_submits(conn, rows)
         made = [i for i in fresh if values[i]["id"] in inserted]
         taken = {i for i in fresh if values[i]["id"] not in inserted}  # retries of old keys
         taken_pairs = [pair for pair, i in first.items() if i in taken]
@@ -168,19 +168,6 @@ def submit_batch(db: Database, batch: Sequence[SubmitRequest]) -> list[Outcome]:
         if len(existing) != len(taken_pairs):  # skipped, yet not found: roll back, retry alone
             msg = "Idempotency-Key: a conflicting row could not be read back"
             raise RuntimeError(msg)
-        if made:
-            conn.execute(
-                insert(job_events),
-                [
-                    {
-                        "job_id": values[i]["id"],
-                        "at": values[i]["submitted_at"],
-                        "state": JobState.PENDING.value,
-                        "detail": "submitted",
-                    }
-                    for i in made
-                ],
-            )
     blank = dict.fromkeys(jobs.c.keys())
     made_set = set(made)
     outcomes: dict[int, Outcome] = {

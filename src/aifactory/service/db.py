@@ -57,7 +57,11 @@ class Database:
             self._read = _sqlite_engine(url, immediate=False, pool_size=pool_size)
         else:
             self._write = create_engine(
-                url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+                url,
+                pool_size=pool_size,
+                max_overflow=pool_size,
+                pool_pre_ping=True,
+                use_insertmanyvalues=False,
             )
             self._read = self._write
 

@@ -34,6 +34,7 @@ from sqlalchemy import Connection, RowMapping, bindparam, delete, insert, select
 
 from aifactory.fleet.topology import Topology
 from aifactory.scheduler.core import BackfillMode, Scheduler, SchedulerConfig
+from aifactory.service import bulk_pg
 from aifactory.service.db import Database
 from aifactory.service.executors.base import Executor, ExecutorError, Launch, RunState, Status
 from aifactory.service.lease import LeaderLock, leader_lock
@@ -465,21 +466,13 @@ class SchedulerLoop:
                 if tracked is not None:
                     tracked.handle = None
                     tracked.started_at = None
-            still_pending = _lock_pending(conn, [int(job.id) for job in started], self.db)
-            starts: list[dict[str, object]] = []
+            moved = self._mark_started(conn, started, placements, now)
             for job in started:
                 tracked = self._known[job.id]
                 placement = placements[job.id]
-                if int(job.id) not in still_pending:  # cancelled through the API meanwhile
+                if int(job.id) not in moved:  # cancelled through the API meanwhile
                     lost_race.append(job)
                     continue
-                starts.append(
-                    {
-                        "b_id": int(job.id),
-                        "b_placement": [[n, list(g)] for n, g in placement],
-                        "b_log_path": str(self._logs / f"job-{job.id}.log"),
-                    }
-                )
                 events.append(
                     {
                         "job_id": int(job.id),
@@ -495,22 +488,7 @@ class SchedulerLoop:
                 )
                 tracked.started_at = now
                 launched.append(job)
-            # One executemany each for the whole cycle, in the same transaction.
-            if starts:
-                conn.execute(
-                    update(jobs)
-                    .where(jobs.c.id == bindparam("b_id"), jobs.c.state == JobState.PENDING.value)
-                    .values(
-                        state=JobState.RUNNING.value,
-                        started_at=now,
-                        placement=bindparam("b_placement"),
-                        executor=self.executor.name,
-                        handle=None,
-                        log_path=bindparam("b_log_path"),
-                        attempts=jobs.c.attempts + 1,
-                    ),
-                    starts,
-                )
+            # One statement each for the whole cycle, in the same transaction.
             if events:
                 conn.execute(insert(job_events), events)
             if allocs:
@@ -521,6 +499,61 @@ class SchedulerLoop:
         for handle in stop_handles:
             self.executor.cancel(handle)
         self._launch(launched, placements, now)
+
+    def _mark_started(
+        self,
+        conn: Connection,
+        started: list[Job],
+        placements: dict[str, PlacementList],
+        now: float,
+    ) -> set[int]:
+        """Move the cycle's starts from pending to running; the ids that were still pending.
+
+        A job the API cancelled after this cycle read it is no longer pending and is left
+        alone. On PostgreSQL one UPDATE over arrays does it (:mod:`.bulk_pg`); on SQLite
+        the write transaction excludes other writers, so a read of which are pending and
+        one executemany are as good.
+        """
+        if not started:
+            return set()
+        starts = [
+            (
+                int(job.id),
+                [[n, list(g)] for n, g in placements[job.id]],
+                str(self._logs / f"job-{job.id}.log"),
+            )
+            for job in started
+        ]
+        if not self.db.is_sqlite:
+            return bulk_pg.start_jobs(conn, starts, now=now, executor=self.executor.name)
+        ids = [s[0] for s in starts]
+        pending = {
+            int(r[0])
+            for r in conn.execute(
+                select(jobs.c.id).where(jobs.c.id.in_(ids), jobs.c.state == JobState.PENDING.value)
+            )
+        }
+        rows = [
+            {"b_id": job_id, "b_placement": placement, "b_log_path": log_path}
+            for job_id, placement, log_path in starts
+            if job_id in pending
+        ]
+        if rows:
+            conn.execute(
+                update(jobs)
+                .where(jobs.c.id == bindparam("b_id"), jobs.c.state == JobState.PENDING.value)
+                .values(
+                    state=JobState.RUNNING.value,
+                    started_at=now,
+                    placement=bindparam("b_placement"),
+                    executor=self.executor.name,
+                    handle=None,
+                    log_path=bindparam("b_log_path"),
+                    attempts=jobs.c.attempts + 1,
+                ),
+                rows,
+            )
+        return pending
 
     def _launch(
         self, launched: list[Job], placements: dict[str, PlacementList], now: float
@@ -562,22 +595,6 @@ class SchedulerLoop:
         for job, _why in failed:
             self._known.pop(job.id, None)
             self._sched.finish(job, now, JobState.FAILED)
-
-
-def _lock_pending(conn: Connection, ids: list[int], db: Database) -> set[int]:
-    """Which of ``ids`` are still pending, locked so no cancel can slip in before commit.
-
-    On PostgreSQL ``FOR UPDATE`` holds the rows until the cycle commits, so an API cancel
-    (a conditional UPDATE on ``state = 'pending'``) waits and then finds the job running;
-    on SQLite the write transaction already excludes every other writer. Checking first
-    lets the starts go out as one executemany instead of one UPDATE per job.
-    """
-    if not ids:
-        return set()
-    stmt = select(jobs.c.id).where(jobs.c.id.in_(ids), jobs.c.state == JobState.PENDING.value)
-    if not db.is_sqlite:
-        stmt = stmt.with_for_update()
-    return {int(r[0]) for r in conn.execute(stmt)}
 
 
 def _describe(placement: PlacementList) -> str:
