@@ -126,3 +126,47 @@ def start_jobs(
         "pending": JobState.PENDING.value,
     }
     return {int(r[0]) for r in conn.execute(_START, params)}
+
+
+_EVENTS = text(
+    """
+INSERT INTO job_events (job_id, at, state, detail)
+SELECT * FROM unnest(CAST(:job_id AS bigint[]), CAST(:at AS float8[]),
+                     CAST(:state AS text[]), CAST(:detail AS text[]))
+"""
+)
+
+_ALLOCATIONS = text(
+    """
+INSERT INTO allocations (node, gpu, job_id, since)
+SELECT * FROM unnest(CAST(:node AS text[]), CAST(:gpu AS int[]),
+                     CAST(:job_id AS bigint[]), CAST(:since AS float8[]))
+"""
+)
+
+_HANDLES = text(
+    """
+UPDATE jobs SET handle = v.handle
+FROM unnest(CAST(:ids AS bigint[]), CAST(:handles AS text[])) AS v(id, handle)
+WHERE jobs.id = v.id
+"""
+)
+
+
+def _columns(rows: Sequence[dict[str, Any]], names: Sequence[str]) -> dict[str, list[Any]]:
+    return {n: [row[n] for row in rows] for n in names}
+
+
+def insert_events(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert ``job_events`` rows (job_id, at, state, detail) in one statement."""
+    conn.execute(_EVENTS, _columns(rows, ("job_id", "at", "state", "detail")))
+
+
+def insert_allocations(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert ``allocations`` rows (node, gpu, job_id, since) in one statement."""
+    conn.execute(_ALLOCATIONS, _columns(rows, ("node", "gpu", "job_id", "since")))
+
+
+def set_handles(conn: Connection, handles: Sequence[tuple[int, str]]) -> None:
+    """Record executor handles (job id, handle) in one statement."""
+    conn.execute(_HANDLES, {"ids": [h[0] for h in handles], "handles": [h[1] for h in handles]})

@@ -490,9 +490,15 @@ class SchedulerLoop:
                 launched.append(job)
             # One statement each for the whole cycle, in the same transaction.
             if events:
-                conn.execute(insert(job_events), events)
+                if self.db.is_sqlite:
+                    conn.execute(insert(job_events), events)
+                else:
+                    bulk_pg.insert_events(conn, events)
             if allocs:
-                conn.execute(insert(allocations), allocs)
+                if self.db.is_sqlite:
+                    conn.execute(insert(allocations), allocs)
+                else:
+                    bulk_pg.insert_allocations(conn, allocs)
         for job in lost_race:
             self._known.pop(job.id, None)
             self._sched.cancel(job, now)
@@ -582,8 +588,12 @@ class SchedulerLoop:
                 continue
             tracked.handle = handle
             handles.append((int(job.id), handle))
+        if not handles and not failed:
+            return
         with self.db.write() as conn:
-            if handles:
+            if handles and not self.db.is_sqlite:
+                bulk_pg.set_handles(conn, handles)
+            elif handles:
                 conn.execute(
                     update(jobs)
                     .where(jobs.c.id == bindparam("b_id"))
