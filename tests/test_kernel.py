@@ -89,3 +89,58 @@ def test_events_scheduled_while_draining_keep_the_order() -> None:
         if ev[4] == "arrival":
             k.at(1.0, EventClass.END, 0, "end-now")
     assert seen == ["arrival", "end-now", "decide"]
+
+
+def test_a_feed_merges_with_the_heap_in_the_documented_order() -> None:
+    k = Kernel()
+    k.feed([1.0, 2.0, 2.0, 5.0], EventClass.ARRIVAL, 9)
+    k.at(2.0, EventClass.DECIDE, 0, "decide@2")
+    k.at(2.0, EventClass.END, 0, "end@2")
+    k.at(3.0, EventClass.OBSERVE, 0, "observe@3")
+    k.at(5.0, EventClass.ARRIVAL, 0, "heap-arrival@5")  # same time and class: heap first
+    assert len(k) == 8
+    got = []
+    while (ev := k.pop()) is not None:
+        got.append((ev[0], ev[3] if ev[3] == 9 else ev[4], ev[4] if ev[3] == 9 else None))
+    assert got == [
+        (1.0, 9, 0),
+        (2.0, "end@2", None),
+        (2.0, 9, 1),
+        (2.0, 9, 2),
+        (2.0, "decide@2", None),
+        (3.0, "observe@3", None),
+        (5.0, "heap-arrival@5", None),
+        (5.0, 9, 3),
+    ]
+    assert k.processed == 8
+    assert len(k) == 0
+
+
+def test_next_is_later_sees_a_feed_event_due_at_the_same_instant() -> None:
+    k = Kernel()
+    k.feed([4.0, 6.0], EventClass.ARRIVAL, 1)
+    k.at(4.0, EventClass.END, 0, "end")
+    assert k.pop() is not None  # the END at 4
+    assert not k.next_is_later(4.0, EventClass.DECIDE)  # the arrival at 4 comes first
+    assert k.peek_time() == 4.0
+    assert k.pop() is not None  # the arrival at 4
+    assert k.next_is_later(4.0, EventClass.DECIDE)
+    assert k.peek_time() == 6.0
+
+
+@pytest.mark.parametrize(
+    ("times", "start", "match"),
+    [([3.0, 2.0], 0.0, "must not decrease: 2.0 after 3.0 at 1"), ([1.0], 5.0, "in the past")],
+)
+def test_a_bad_feed_is_refused(times: list[float], start: float, match: str) -> None:
+    k = Kernel(start=start)
+    with pytest.raises(ValueError, match=match):
+        k.feed(times, EventClass.ARRIVAL, 0)
+    assert len(k) == 0
+
+
+def test_only_one_feed() -> None:
+    k = Kernel()
+    k.feed([1.0], EventClass.ARRIVAL, 0)
+    with pytest.raises(ValueError, match="already has a feed"):
+        k.feed([2.0], EventClass.ARRIVAL, 0)

@@ -96,7 +96,9 @@ class QuotaBook:
         if cohort is None:
             return used <= cell.nominal
         guaranteed = cell.nominal - cell.lendable
-        extra = max(0, used - guaranteed) - max(0, cell.used - guaranteed)
+        if used <= guaranteed:
+            return True  # within the part of nominal that is never lent: no draw on the pool
+        extra = used - guaranteed - (cell.used - guaranteed if cell.used > guaranteed else 0)
         return self.cohort_draw[cohort][klass] + extra <= self.cohort_pool[cohort][klass]
 
     def fits_when_idle(self, tenant: str, klass: int, gpus: int) -> bool:
@@ -132,14 +134,17 @@ class QuotaBook:
     def add(self, tenant: str, klass: int, gpus: int) -> None:
         """Charge (positive) or refund (negative) usage."""
         cell = self.cells[tenant][klass]
+        old = cell.used
+        new = cell.used = old + gpus
         cohort = self.cohort_of[tenant]
-        if cohort is None:
-            cell.used += gpus
-            return
-        guaranteed = cell.nominal - cell.lendable
-        before = max(0, cell.used - guaranteed)
-        cell.used += gpus
-        self.cohort_draw[cohort][klass] += max(0, cell.used - guaranteed) - before
+        if cohort is not None:
+            # The change in draw on the pool: use above the guaranteed part (per-job path,
+            # so plain comparisons rather than max()).
+            guaranteed = cell.nominal - cell.lendable
+            after = new - guaranteed if new > guaranteed else 0
+            before = old - guaranteed if old > guaranteed else 0
+            if after != before:
+                self.cohort_draw[cohort][klass] += after - before
 
     def lent(self, tenant: str, klass: int) -> int:
         """GPUs of this tenant's nominal quota currently used by others in its cohort."""

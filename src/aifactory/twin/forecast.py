@@ -60,13 +60,7 @@ def forecast(sched: Scheduler, now: float, *, horizon_s: float = 365 * 86400.0) 
         out[job.id] = (job.run_start_s, end)
         seq += 1
         events.append((end, seq, copy, copy.run_epoch))
-    pending = [
-        entry[2]
-        for q in sched.queues.values()
-        for entry in q
-        if entry[2].state == JobState.PENDING and entry[2].qseq == entry[1]
-    ]
-    for job in sorted(pending, key=lambda j: j.qseq):
+    for job in sorted(sched.waiting(), key=lambda j: j.qseq):
         twin.submit(_clone(job, now), now)
     heapq.heapify(events)
     t = now

@@ -2,9 +2,9 @@
 
 The simulator owns what only the twin may know (true run times, failures) and the
 clock; the scheduler core decides exactly as it would in the live service. Arrivals
-are chained (each arrival schedules the next), so the heap holds O(running jobs)
-events even for a million-job trace. One scheduling pass runs per instant at which
-something changed, after all completions and arrivals of that instant.
+are the kernel's feed (merged with the heap, never pushed), so the heap holds
+O(running jobs) events even for a million-job trace. One scheduling pass runs per
+instant at which something changed, after all completions and arrivals of that instant.
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ class Simulation:
         interval = self.cfg.sample_interval_s
         observer = self.observer
         if n:
-            kernel.at(jobs[0].submit_s, EventClass.ARRIVAL, ARRIVE, 0)
+            kernel.feed([j.submit_s for j in jobs], EventClass.ARRIVAL, ARRIVE)
             kernel.at(0.0, EventClass.OBSERVE, SAMPLE)
         if self.failures is not None:
             self.failures.start(kernel, self.rng)
@@ -134,8 +134,6 @@ class Simulation:
             elif kind == ARRIVE:
                 job = jobs[payload]
                 arrived = payload + 1
-                if payload + 1 < n:
-                    kernel.at(jobs[payload + 1].submit_s, EventClass.ARRIVAL, ARRIVE, payload + 1)
                 sched.submit(job, now)
                 due = True
                 if progress is not None and payload >= next_report:

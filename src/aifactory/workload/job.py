@@ -55,6 +55,7 @@ class Job:
         "allow_cross_site",
         "attained",
         "checkpoint_s",
+        "classes",
         "duration_s",
         "end_s",
         "est_end_s",
@@ -65,6 +66,7 @@ class Job:
         "gpus",
         "history",
         "id",
+        "in_queue",
         "index",
         "kind",
         "klass",
@@ -123,7 +125,9 @@ class Job:
         self.kind = kind
         self.index = -1  # dense index assigned by the scheduler
         self.qseq = -1  # sequence of the job's live queue entry (stale entries are skipped)
+        self.in_queue = False  # whether that entry is in its tenant's queue heap yet
         self.klass = -1  # class index the job is placed in (scheduler-owned)
+        self.classes: tuple[int, ...] | None = None  # classes it may run in (scheduler-owned)
         self.state = JobState.PENDING
         self.history: list[tuple[float, JobState]] = [(submit_s, JobState.PENDING)]
         self.first_start_s: float | None = None
