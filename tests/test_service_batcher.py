@@ -3,9 +3,11 @@ across batches, and one bad request failing alone. On SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +37,7 @@ def req(
     name: str = "job", gpus: int = 1, key: str | None = None, tenant: str = "lab"
 ) -> SubmitRequest:
     body = JobSubmit(name=name, gpus=gpus, gpu_class="h100", command="true")
-    return SubmitRequest(body, tenant, 1, time.time(), key)
+    return SubmitRequest(body, tenant, 1, time.time(), key, future=Future())
 
 
 def stored(db: Database) -> list[dict[str, Any]]:
@@ -135,7 +137,12 @@ def test_a_bad_request_fails_alone_and_the_rest_of_its_batch_commits_once(
 ) -> None:
     # a body pydantic never saw (no command): the database refuses it (NOT NULL)
     bad = SubmitRequest(
-        JobSubmit.model_construct(name="bad", gpus=1, command=None), "lab", 1, time.time(), "kb"
+        JobSubmit.model_construct(name="bad", gpus=1, command=None),
+        "lab",
+        1,
+        time.time(),
+        "kb",
+        future=Future(),
     )
     good = [req(name=f"g{i}", key=f"kg{i}" if i % 2 else None) for i in range(5)]
     batch = [good[0], good[1], bad, *good[2:]]
@@ -202,3 +209,27 @@ def test_a_stopped_writer_commits_what_was_queued_and_refuses_more(db: Database)
     with pytest.raises(RuntimeError, match="not running"):
         late.result(0)
     assert len(stored(db)) == 20
+
+
+def test_event_loop_waiters_are_answered_and_one_that_gives_up_loses_nothing(
+    db: Database,
+) -> None:
+    writer = SubmitBatcher(db)
+    writer.start()
+
+    async def main() -> list[object]:
+        tasks = [asyncio.create_task(writer.submit_async(req(name=f"a{i}"))) for i in range(30)]
+        await asyncio.sleep(0)  # every task has queued its request and waits
+        tasks[0].cancel()  # its caller goes away before (or just after) the commit
+        return list(await asyncio.gather(*tasks, return_exceptions=True))
+
+    try:
+        results = asyncio.run(main())
+    finally:
+        writer.stop()
+    first, rest = results[0], results[1:]
+    assert isinstance(first, asyncio.CancelledError) or (
+        isinstance(first, store.Submitted) and first.created
+    )
+    assert all(isinstance(r, store.Submitted) and r.created for r in rest)
+    assert len(stored(db)) == 30  # the one that gave up was queued, so it is committed

@@ -34,8 +34,8 @@ import logging
 import queue
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future
-from dataclasses import dataclass, field
+from concurrent.futures import Future, InvalidStateError
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, and_, func, insert, select
@@ -63,7 +63,9 @@ class SubmitRequest:
     token_id: int
     now: float
     idempotency_key: str | None
-    future: Future[store.Submitted] = field(default_factory=Future)
+    # Where the outcome goes: a thread's future, or an event loop's (see _deliver).
+    future: Future[store.Submitted] | None = None
+    waiter: asyncio.Future[store.Submitted] | None = None
 
     def values(self) -> dict[str, Any]:
         """The row this request inserts."""
@@ -228,19 +230,30 @@ class SubmitBatcher:
 
     def enqueue(self, item: SubmitRequest) -> Future[store.Submitted]:
         """Queue a submit; the future completes once it is committed (or has failed)."""
+        future = item.future = item.future or Future()
         if self._thread is None:
-            item.future.set_exception(RuntimeError("submit writer is not running"))
+            future.set_exception(RuntimeError("submit writer is not running"))
         else:
             self._queue.put(item)
-        return item.future
+        return future
 
     def submit(self, item: SubmitRequest) -> store.Submitted:
         """Queue a submit and block until it is committed."""
         return self.enqueue(item).result()
 
     async def submit_async(self, item: SubmitRequest) -> store.Submitted:
-        """Queue a submit and wait, without blocking the event loop, until committed."""
-        return await asyncio.wrap_future(self.enqueue(item))
+        """Queue a submit and wait, without blocking the event loop, until committed.
+
+        The waiter is a plain asyncio future, completed from the writer thread together
+        with the rest of its batch: one wake-up of the event loop per batch, not one
+        thread-safe future and one wake-up per request.
+        """
+        if self._thread is None:
+            msg = "submit writer is not running"
+            raise RuntimeError(msg)
+        item.waiter = asyncio.get_running_loop().create_future()
+        self._queue.put(item)
+        return await item.waiter
 
     def _run(self) -> None:
         stopping = False
@@ -265,21 +278,15 @@ class SubmitBatcher:
 
         Public so a test can hand it an exact batch; the API goes through :meth:`enqueue`.
         """
-        live = [item for item in batch if item.future.set_running_or_notify_cancel()]
-        if not live:
-            return
+        # Every queued request is committed, even one whose caller has gone away: it got
+        # no 201, and a retry with its key finds it.
         try:
-            outcomes = submit_batch(self.db, live)
+            outcomes = submit_batch(self.db, batch)
         except Exception as exc:  # noqa: BLE001 (any failure: isolate it, one request each)
-            log.warning("a batch of %d submits failed (%s); retrying one by one", len(live), exc)
-            outcomes = [self._one(item) for item in live]
-        created = False
-        for item, outcome in zip(live, outcomes, strict=True):
-            if isinstance(outcome, BaseException):
-                item.future.set_exception(outcome)
-            else:
-                created = created or outcome.created
-                item.future.set_result(outcome)
+            log.warning("a batch of %d submits failed (%s); retrying one by one", len(batch), exc)
+            outcomes = [self._one(item) for item in batch]
+        _deliver(batch, outcomes)
+        created = any(isinstance(o, store.Submitted) and o.created for o in outcomes)
         if created and self.on_commit is not None:
             self.on_commit()
 
@@ -295,3 +302,36 @@ class SubmitBatcher:
             )
         except Exception as exc:  # noqa: BLE001 (handed to the request that caused it)
             return exc
+
+
+def _deliver(batch: Sequence[SubmitRequest], outcomes: Sequence[Outcome]) -> None:
+    """Hand each outcome to its waiter: threads' futures at once, each event loop's in one
+    callback per loop (run on that loop's thread, as asyncio futures require)."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Outcome]]] = {}
+    for item, outcome in zip(batch, outcomes, strict=True):
+        if item.waiter is not None:
+            by_loop.setdefault(item.waiter.get_loop(), []).append((item.waiter, outcome))
+        if item.future is not None:
+            _settle(item.future, outcome)
+    for loop, pairs in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_settle_all, pairs)
+        except RuntimeError:  # that loop is closed: nobody waits on it any more
+            log.debug("an event loop closed before its %d submits were answered", len(pairs))
+
+
+def _settle(future: Future[Any] | asyncio.Future[Any], outcome: Outcome) -> None:
+    if future.done():  # the waiter gave up (cancelled); the job is committed regardless
+        return
+    try:
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
+    except (InvalidStateError, asyncio.InvalidStateError):  # cancelled since the check
+        pass
+
+
+def _settle_all(pairs: list[tuple[asyncio.Future[Any], Outcome]]) -> None:
+    for future, outcome in pairs:
+        _settle(future, outcome)
