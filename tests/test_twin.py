@@ -4,6 +4,7 @@ trace replayed on ``philly-2017``."""
 
 from __future__ import annotations
 
+import gc
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from aifactory.twin.failures import FailureInjector
 from aifactory.twin.forecast import forecast
 from aifactory.twin.inputs import InputOptions, jobs_from_table
 from aifactory.twin.run import TwinSpec, run_twin
-from aifactory.twin.simulator import Simulation, TwinConfig
+from aifactory.twin.simulator import GC_YOUNG_THRESHOLD, Simulation, TwinConfig, rare_gc
 from aifactory.workload.job import JobState
 from aifactory.workload.schema import TRACE_SCHEMA
 from builders import hgx, hgx_topo, make_fleet, make_job, tenant
@@ -316,3 +317,28 @@ def test_philly_end_to_end(shared_dir: Path) -> None:
     jct = np.array([x if x is not None else np.nan for x in jobs["jct_s"]])
     done = ~np.isnan(jct)
     assert np.all(jct[done] >= np.array(jobs["run_s"])[done] - 1e-6)
+
+
+def test_a_run_collects_garbage_rarely_and_restores_the_collector() -> None:
+    before = gc.get_threshold()
+    frozen = gc.get_freeze_count()
+    seen: list[tuple[int, int, int]] = []
+
+    def failing_run() -> None:
+        with rare_gc():
+            seen.append(gc.get_threshold())
+            seen.append((gc.get_freeze_count(), 0, 0))
+            msg = "boom"
+            raise RuntimeError(msg)
+
+    with pytest.raises(RuntimeError, match="boom"):
+        failing_run()
+    assert seen[0][0] == max(before[0], GC_YOUNG_THRESHOLD)
+    assert seen[1][0] > frozen  # what existed before the run was frozen during it
+    assert gc.get_threshold() == before
+    assert gc.get_freeze_count() == frozen
+    topo = hgx_topo(2)
+    jobs = [make_job(f"j{i}", gpus=1, submit=float(i), run=10.0) for i in range(5)]
+    result = Simulation(topo, jobs).run()
+    assert all(j.state == JobState.COMPLETED for j in result.jobs)
+    assert gc.get_threshold() == before

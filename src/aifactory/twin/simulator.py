@@ -9,8 +9,10 @@ instant at which something changed, after all completions and arrivals of that i
 
 from __future__ import annotations
 
+import gc
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -51,6 +53,30 @@ class SimResult:
     failures: int = 0
 
 
+GC_YOUNG_THRESHOLD = 50_000  # allocations between young collections during a run (default 700)
+
+
+@contextmanager
+def rare_gc() -> Iterator[None]:
+    """Collect cyclic garbage rarely while a run goes on, and restore the settings after.
+
+    A run allocates millions of small objects that live long (heap entries, histories,
+    placements), and CPython's cyclic collector would walk the growing set of survivors
+    again and again: 12% of the instructions of a 15,000-job Philly slice (callgrind),
+    more on longer runs. The twin creates no reference cycles per event, so collecting
+    rarely loses nothing; objects that existed before the run (the jobs) are frozen out
+    of the collector's walks for its duration.
+    """
+    old = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(max(old[0], GC_YOUNG_THRESHOLD), old[1], old[2])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*old)
+        gc.unfreeze()
+
+
 class Simulation:
     """One run of the twin over a fixed list of jobs (sorted by submit time)."""
 
@@ -73,6 +99,10 @@ class Simulation:
 
     def run(self, progress: Progress | None = None) -> SimResult:
         """Simulate until every job has ended (or ``until_s``); returns the result."""
+        with rare_gc():
+            return self._run(progress)
+
+    def _run(self, progress: Progress | None) -> SimResult:
         t0 = time.perf_counter()
         kernel = self.kernel
         sched = self.sched
