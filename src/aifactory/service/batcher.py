@@ -38,7 +38,7 @@ from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, insert, select
+from sqlalchemy import Connection, and_, bindparam, func, insert, select
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from aifactory.service import bulk_pg, store
@@ -78,6 +78,16 @@ class SubmitRequest:
         )
 
 
+# Built once: constructing a Core statement costs more than executing a cached one.
+_MAX_ID = select(func.coalesce(func.max(jobs.c.id), 0))
+_IDS_PRESENT = select(jobs.c.id).where(jobs.c.id.in_(bindparam("ids", expanding=True)))
+_INSERT_JOBS = insert(jobs)
+_INSERT_JOBS_NEW_KEYS = sqlite_insert(jobs).on_conflict_do_nothing(
+    index_elements=[jobs.c.tenant, jobs.c.idempotency_key]
+)
+_INSERT_EVENTS = insert(job_events)
+
+
 def _insert_sqlite(conn: Connection, rows: list[dict[str, Any]], *, keyed: bool) -> set[int]:
     """Insert new jobs and their first events; set each row's ``id``; return those inserted.
 
@@ -88,20 +98,18 @@ def _insert_sqlite(conn: Connection, rows: list[dict[str, Any]], *, keyed: bool)
     ``ON CONFLICT (tenant, idempotency_key) DO NOTHING``: the unique index answers "is
     this key new?" with no read before the write; only a row so skipped is looked up.
     """
-    top = int(conn.execute(select(func.coalesce(func.max(jobs.c.id), 0))).scalar_one())
+    top = int(conn.execute(_MAX_ID).scalar_one())
     for n, row in enumerate(rows, start=top + 1):
         row["id"] = n
-    if keyed:
-        stmt = sqlite_insert(jobs).on_conflict_do_nothing(
-            index_elements=[jobs.c.tenant, jobs.c.idempotency_key]
-        )
-        conn.execute(stmt, rows)
-        tried = [int(row["id"]) for row in rows]
-        got = conn.execute(select(jobs.c.id).where(jobs.c.id.in_(tried)))
-        inserted = {int(r[0]) for r in got}
+    tried = {int(row["id"]) for row in rows}
+    if not keyed:
+        conn.execute(_INSERT_JOBS, rows)
+        inserted = tried
+    elif conn.execute(_INSERT_JOBS_NEW_KEYS, rows).rowcount == len(rows):
+        inserted = tried  # no key was taken: the common case needs no read-back
     else:
-        conn.execute(insert(jobs), rows)
-        inserted = {int(row["id"]) for row in rows}
+        got = conn.execute(_IDS_PRESENT, {"ids": sorted(tried)})
+        inserted = {int(r[0]) for r in got}
     events = [
         {
             "job_id": row["id"],
@@ -113,7 +121,7 @@ def _insert_sqlite(conn: Connection, rows: list[dict[str, Any]], *, keyed: bool)
         if row["id"] in inserted
     ]
     if events:
-        conn.execute(insert(job_events), events)
+        conn.execute(_INSERT_EVENTS, events)
     return inserted
 
 

@@ -51,6 +51,33 @@ PlacementList = list[tuple[str, tuple[int, ...]]]
 PG_RESCAN_S = 2.0
 TIME_LIMIT_GRACE_S = 1.0
 MIN_CYCLE_GAP_S = 0.01
+# The statements of every cycle, built once (building a Core statement costs more than
+# running a cached one).
+_PENDING_ABOVE = (
+    select(jobs)
+    .where(jobs.c.state == JobState.PENDING.value, jobs.c.id > bindparam("floor"))
+    .order_by(jobs.c.id)
+)
+_CANCEL_REQUESTS = select(cancel_requests.c.job_id)
+_STILL_PENDING = select(jobs.c.id).where(
+    jobs.c.id.in_(bindparam("ids", expanding=True)), jobs.c.state == JobState.PENDING.value
+)
+_START_ONE = (
+    update(jobs)
+    .where(jobs.c.id == bindparam("b_id"), jobs.c.state == JobState.PENDING.value)
+    .values(
+        state=JobState.RUNNING.value,
+        started_at=bindparam("b_now"),
+        placement=bindparam("b_placement"),
+        executor=bindparam("b_executor"),
+        handle=None,
+        log_path=bindparam("b_log_path"),
+        attempts=jobs.c.attempts + 1,
+    )
+)
+_SET_HANDLE = (
+    update(jobs).where(jobs.c.id == bindparam("b_id")).values(handle=bindparam("b_handle"))
+)
 LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 
 
@@ -343,14 +370,8 @@ class SchedulerLoop:
     def _ingest(self, now: float) -> None:
         floor = self._floor(now)
         with self.db.read() as conn:
-            rows = list(
-                conn.execute(
-                    select(jobs)
-                    .where(jobs.c.state == JobState.PENDING.value, jobs.c.id > floor)
-                    .order_by(jobs.c.id)
-                ).mappings()
-            )
-            cancels = [int(r[0]) for r in conn.execute(select(cancel_requests.c.job_id))]
+            rows = list(conn.execute(_PENDING_ABOVE, {"floor": floor}).mappings())
+            cancels = [int(r[0]) for r in conn.execute(_CANCEL_REQUESTS)]
         fresh = [r for r in rows if str(r["id"]) not in self._known]
         if fresh:
             self._max_id = max(self._max_id, *(int(r["id"]) for r in fresh))
@@ -533,32 +554,20 @@ class SchedulerLoop:
         if not self.db.is_sqlite:
             return bulk_pg.start_jobs(conn, starts, now=now, executor=self.executor.name)
         ids = [s[0] for s in starts]
-        pending = {
-            int(r[0])
-            for r in conn.execute(
-                select(jobs.c.id).where(jobs.c.id.in_(ids), jobs.c.state == JobState.PENDING.value)
-            )
-        }
+        pending = {int(r[0]) for r in conn.execute(_STILL_PENDING, {"ids": ids})}
         rows = [
-            {"b_id": job_id, "b_placement": placement, "b_log_path": log_path}
+            {
+                "b_id": job_id,
+                "b_placement": placement,
+                "b_log_path": log_path,
+                "b_now": now,
+                "b_executor": self.executor.name,
+            }
             for job_id, placement, log_path in starts
             if job_id in pending
         ]
         if rows:
-            conn.execute(
-                update(jobs)
-                .where(jobs.c.id == bindparam("b_id"), jobs.c.state == JobState.PENDING.value)
-                .values(
-                    state=JobState.RUNNING.value,
-                    started_at=now,
-                    placement=bindparam("b_placement"),
-                    executor=self.executor.name,
-                    handle=None,
-                    log_path=bindparam("b_log_path"),
-                    attempts=jobs.c.attempts + 1,
-                ),
-                rows,
-            )
+            conn.execute(_START_ONE, rows)
         return pending
 
     def _launch(
@@ -595,9 +604,7 @@ class SchedulerLoop:
                 bulk_pg.set_handles(conn, handles)
             elif handles:
                 conn.execute(
-                    update(jobs)
-                    .where(jobs.c.id == bindparam("b_id"))
-                    .values(handle=bindparam("b_handle")),
+                    _SET_HANDLE,
                     [{"b_id": job_id, "b_handle": handle} for job_id, handle in handles],
                 )
             for job, why in failed:
