@@ -15,6 +15,10 @@
    error. Afterwards the bench reads the database: the ids of the jobs with a key must be
    exactly the ids the 201s carried, and the jobs without one exactly the warm-up count.
 
+   PostgreSQL is measured twice: one server process (the default, as SQLite), and
+   ``--workers 2``, two API processes behind the one port, one of which leads the
+   scheduler (SQLite cannot have writers in two processes without long lock waits).
+
    Cores: the server process (API, group-commit writer and scheduler threads), the
    load-generator process and, for that row, the PostgreSQL server all share the
    machine's cores with nothing pinned; the load generator's own CPU use is reported in
@@ -53,6 +57,7 @@ from aifactory.service.tables import jobs
 from aifactory.workload.job import Job, JobState
 
 CLIENTS = 16
+PG_WORKERS = 2  # the second PostgreSQL run: ``serve --workers 2`` (see service/workers.py)
 PER_CLIENT = 500
 WARMUP_PER_CLIENT = 10
 PG_URL = os.environ.get(
@@ -66,13 +71,16 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _submit_bench(db_url: str, label: str, workdir: Path) -> list[dict[str, Any]]:
+def _submit_bench(
+    db_url: str, label: str, workdir: Path, *, workers: int = 1
+) -> list[dict[str, Any]]:
     db = Database(db_url)
     db.upgrade()
     _, token = create_token(db, tenant="research", role=Role.MEMBER, now=time.time())
     db.dispose()
     port = _free_port()
-    log = (workdir / f"server-{label}.log").open("ab")
+    tag = "".join(c if c.isalnum() else "-" for c in label)
+    log = (workdir / f"server-{tag}.log").open("ab")
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -91,19 +99,27 @@ def _submit_bench(db_url: str, label: str, workdir: Path) -> list[dict[str, Any]
             str(workdir),
             "--log-level",
             "warning",
+            "--workers",
+            str(workers),
         ],
         stdout=log,
         stderr=log,
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
+        # Ready when every worker answers: one leads the scheduler, the others follow, so
+        # with several workers both roles must be seen (each request a new connection).
+        want = {"leader"} if workers == 1 else {"leader", "follower"}
+        seen: set[str] = set()
+        deadline = time.monotonic() + 90
+        while not want <= seen and time.monotonic() < deadline:
             try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
+                resp = httpx.get(f"{base}/healthz", timeout=1)
+                if resp.status_code == 200:
+                    seen.add(resp.json()["scheduler"])
             except httpx.HTTPError:
-                time.sleep(0.2)
+                pass
+            time.sleep(0.1)
         cfg = {
             "host": "127.0.0.1",
             "port": port,
@@ -112,7 +128,7 @@ def _submit_bench(db_url: str, label: str, workdir: Path) -> list[dict[str, Any]
             "per_client": PER_CLIENT,
             "warmup_per_client": WARMUP_PER_CLIENT,
         }
-        out = workdir / f"load-{label}.json"
+        out = workdir / f"load-{tag}.json"
         subprocess.run(
             [sys.executable, "-m", "bench.submit_load", json.dumps(cfg), str(out)],
             cwd=Path(__file__).resolve().parent.parent,
@@ -274,32 +290,37 @@ def _pg_schema_url() -> tuple[str, str] | None:
     return f"{PG_URL}{sep}options=-csearch_path%3D{schema}", schema
 
 
+def _pg_rows(work: Path, workers: int) -> list[dict[str, Any]]:
+    label = "PostgreSQL" if workers == 1 else f"PostgreSQL, {workers} workers"
+    pg = _pg_schema_url()
+    if pg is None:
+        return [
+            {
+                "name": f"submit, {label}",
+                "value": 0,
+                "unit": "skipped",
+                "target": "PostgreSQL unreachable",
+                "ok": None,
+            }
+        ]
+    url, schema = pg
+    try:
+        return _submit_bench(url, label, work, workers=workers)
+    finally:
+        engine = sa.create_engine(PG_URL)
+        with engine.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        engine.dispose()
+
+
 def run() -> list[dict[str, Any]]:
     """All rows (PostgreSQL rows are skipped with a note when it is unreachable)."""
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         rows += _submit_bench(f"sqlite:///{work}/bench.db", "SQLite", work)
-        pg = _pg_schema_url()
-        if pg is None:
-            rows.append(
-                {
-                    "name": "submit, PostgreSQL",
-                    "value": 0,
-                    "unit": "skipped",
-                    "target": "PostgreSQL unreachable",
-                    "ok": None,
-                }
-            )
-        else:
-            url, schema = pg
-            try:
-                rows += _submit_bench(url, "PostgreSQL", work)
-            finally:
-                engine = sa.create_engine(PG_URL)
-                with engine.begin() as conn:
-                    conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-                engine.dispose()
+        rows += _pg_rows(work, workers=1)
+        rows += _pg_rows(work, workers=PG_WORKERS)
     rows += _cycle_bench()
     return rows
 
