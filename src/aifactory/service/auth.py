@@ -26,7 +26,10 @@ from aifactory.service.db import Database
 from aifactory.service.tables import tokens
 
 TOKEN_PREFIX = "aif_"  # noqa: S105 (a public prefix that makes leaked tokens greppable)
-CACHE_TTL_S = 5.0  # how long a revoked token may still be accepted by a replica
+# How long a replica may keep answering from its token cache: a revoked token can still
+# be accepted for up to this long after the revocation commits (then it is refused), and
+# a new token's first use costs one database read per replica per this period.
+CACHE_TTL_S = 5.0
 
 
 class Role(StrEnum):

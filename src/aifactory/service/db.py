@@ -5,6 +5,14 @@ starts with ``BEGIN IMMEDIATE``: with Python's default deferred ``BEGIN``, two w
 both read first deadlock on the lock upgrade and one fails at once with "database is
 locked", without waiting for the busy timeout. Reads use a second engine with a plain
 ``BEGIN`` so they never queue behind writers.
+
+Durability, said plainly: SQLite runs with ``synchronous=NORMAL``, which in WAL mode
+does not fsync at each commit, only at checkpoints. A committed transaction survives a
+crash of the *process* (``kill -9``: the WAL is in the OS page cache and is replayed),
+so "every job that got a 201 is there" holds across server crashes; it does not hold
+across an OS crash or power loss, which can roll back the last commits. Where that
+matters, use PostgreSQL (whose default ``synchronous_commit=on`` flushes the WAL at
+every commit; group commit in :mod:`.batcher` makes that one flush per batch).
 """
 
 from __future__ import annotations
@@ -61,6 +69,8 @@ class Database:
                 pool_size=pool_size,
                 max_overflow=pool_size,
                 pool_pre_ping=True,
+                # executemany as psycopg's pipeline of one short prepared statement, not
+                # one long multi-row INSERT that the driver parses afresh every time
                 use_insertmanyvalues=False,
             )
             self._read = self._write
