@@ -225,7 +225,9 @@ class SubmitBatcher:
         """Start the writer thread (idempotent)."""
         with self._lock:
             if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="submit-writer")
+                # A daemon: if the process exits without stop(), the requests still queued
+                # had no answer yet, so dropping them breaks no promise (and exit cannot hang).
+                self._thread = threading.Thread(target=self._run, name="submit-writer", daemon=True)
                 self._thread.start()
 
     def stop(self, timeout: float = 30.0) -> None:
