@@ -18,7 +18,7 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from aifactory.service import auth
+from aifactory.service import auth, batcher
 from aifactory.service.api import Service, create_app
 from aifactory.service.auth import Role, create_token
 from aifactory.service.settings import ServiceSettings
@@ -265,6 +265,19 @@ def test_concurrent_retries_of_one_key_make_one_job(env: Env) -> None:
     assert sorted(code for code, _ in answers) == [200] * 7 + [201]
     assert len({job_id for _, job_id in answers}) == 1
     assert env.count(jobs) == 1
+
+
+def test_a_database_outage_during_submit_is_a_503(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def outage(*args: object, **kwargs: object) -> None:
+        raise sa.exc.OperationalError("INSERT ...", {}, Exception("connection refused"))
+
+    monkeypatch.setattr(batcher, "submit_batch", outage)
+    resp = env.submit("lab")
+    assert resp.status_code == 503
+    assert "retry" in resp.json()["detail"]
+    assert env.count(jobs) == 0
 
 
 def test_list_filters_and_paginates_newest_first(env: Env) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from aifactory.service import batcher as batcher_module
 from aifactory.service import store
@@ -233,3 +233,27 @@ def test_event_loop_waiters_are_answered_and_one_that_gives_up_loses_nothing(
     )
     assert all(isinstance(r, store.Submitted) and r.created for r in rest)
     assert len(stored(db)) == 30  # the one that gave up was queued, so it is committed
+
+
+def test_a_database_outage_fails_the_whole_batch_at_once(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Down or unreachable: every request gets the error (the API's 503), and none is
+    retried alone, which would only meet the outage once per request."""
+    down = OperationalError("INSERT ...", {}, Exception("connection refused"))
+
+    def outage(*args: object, **kwargs: object) -> None:
+        raise down
+
+    def must_not_retry(*args: object, **kwargs: object) -> None:
+        pytest.fail("an outage must not be retried request by request")
+
+    monkeypatch.setattr(batcher_module, "submit_batch", outage)
+    monkeypatch.setattr(store, "submit", must_not_retry)
+    batch = [req(name=f"o{i}", key=f"ko{i}" if i % 2 else None) for i in range(4)]
+    SubmitBatcher(db).commit_batch(batch)
+    for item in batch:
+        assert item.future is not None
+        with pytest.raises(OperationalError):
+            item.future.result(0)
+    assert stored(db) == []

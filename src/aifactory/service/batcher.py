@@ -11,10 +11,12 @@ There is no timer: while one batch commits, the next one queues. Under light loa
 batch is one request and adds no wait; under heavy load batches grow (up to
 ``max_batch``) and the cost of a commit is shared.
 
-Failure isolation: if a batch fails as a whole (a database error, or a unique-key race
-with another replica), each of its requests is retried on its own through
+Failure isolation: if a batch fails as a whole because of one of its rows (a constraint
+the database enforces, bad data), each of its requests is retried on its own through
 :func:`aifactory.service.store.submit`, so one bad request fails alone and the others
 are committed exactly once (a failed transaction commits nothing, so none is doubled).
+If the database itself is failing (SQLAlchemy's ``OperationalError``: down, unreachable,
+locked), every request of the batch gets that error at once (the API answers 503).
 
 Idempotency within a batch: a key repeated inside one batch is inserted once and the
 repeats answer as retries of it (200, or 409 for a different body), as they would have
@@ -40,6 +42,7 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, func, insert, select
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from aifactory.service import bulk_pg, store
 from aifactory.service.db import Database
@@ -292,7 +295,13 @@ class SubmitBatcher:
         # no 201, and a retry with its key finds it.
         try:
             outcomes = submit_batch(self.db, batch)
-        except Exception as exc:  # noqa: BLE001 (any failure: isolate it, one request each)
+        except (OperationalError, InterfaceError) as exc:
+            # The database itself failed (down, unreachable, locked out): no one request is
+            # to blame, and retrying each alone would only meet the outage once per request
+            # (a connect timeout each). All of them get the error (a 503: retry later).
+            log.warning("a batch of %d submits failed: %s", len(batch), exc)
+            outcomes = [exc] * len(batch)
+        except Exception as exc:  # noqa: BLE001 (any other failure: isolate it, one request each)
             log.warning("a batch of %d submits failed (%s); retrying one by one", len(batch), exc)
             outcomes = [self._one(item) for item in batch]
         _deliver(batch, outcomes)
