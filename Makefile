@@ -3,9 +3,14 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+# The twin's hot path compiled with mypyc (scripts/build_native.py), rebuilt when the
+# sources change; pure Python where no C compiler is found.
+NATIVE_SRC := $(wildcard src/aifactory/scheduler/*.py src/aifactory/scheduler/policies/*.py \
+                src/aifactory/twin/*.py src/aifactory/workload/*.py src/aifactory/native.py)
+NATIVE := $(VENV)/.native
 
 .DEFAULT_GOAL := help
-.PHONY: help run test bench lint format clean
+.PHONY: help run test bench lint format clean native
 
 help: ## Show the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-7s %s\n", $$1, $$2}'
@@ -19,10 +24,16 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-run: $(STAMP) ## Set up .venv and run the main job (korea-2025 national scenario)
+$(NATIVE): $(STAMP) $(NATIVE_SRC) scripts/build_native.py
+	$(BIN)/python scripts/build_native.py
+	touch $@
+
+native: $(NATIVE) ## Compile the twin's hot path with mypyc (done by run, test and bench)
+
+run: $(STAMP) $(NATIVE) ## Set up .venv and run the main job (korea-2025 national scenario)
 	$(BIN)/aifactory run
 
-test: $(STAMP) ## Set up .venv and run lint, format check, mypy --strict and pytest
+test: $(STAMP) $(NATIVE) ## Set up .venv and run lint, format check, mypy --strict and pytest
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy --strict src
@@ -36,8 +47,9 @@ format: $(STAMP) ## Apply ruff's formatter and safe fixes
 	$(BIN)/ruff check --fix src tests bench
 	$(BIN)/ruff format src tests bench
 
-bench: $(STAMP) ## Run the benchmarks (figures printed as a table and written to bench/results)
+bench: $(STAMP) $(NATIVE) ## Run the benchmarks (figures printed as a table and written to bench/results)
 	$(BIN)/python -m bench
 
-clean: ## Remove the virtualenv, caches and results
+clean: ## Remove the virtualenv, caches, compiled modules and results
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist src/*.egg-info bench/results aifactory-data
+	find src -name '*.so' -delete

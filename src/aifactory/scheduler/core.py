@@ -75,7 +75,7 @@ class _PassContext:
     quota_fail: dict[tuple[str, int], float] = field(default_factory=dict)  # same, for quota
     # (tenant, class, priority, rank) -> smallest gang whose preemption attempt failed:
     # a bigger gang with the same candidates and quota cannot succeed either.
-    preempt_failed: dict[tuple[str, int, int, int], int] = field(default_factory=dict)
+    preempt_failed: dict[tuple[str, int, int, int], float] = field(default_factory=dict)
     preempt: bool = True  # whether this pass may preempt at all
     seen_tenants: set[str] = field(default_factory=set)
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from mypy_extensions import mypyc_attr
+
 
 class JobState(StrEnum):
     """Where a job is in its life."""
@@ -44,6 +46,7 @@ TRANSITIONS: dict[tuple[JobState, JobState], str] = {
 _NONE: frozenset[str] = frozenset()
 
 
+@mypyc_attr(native_class=False)  # an exception: a plain Python class when compiled
 class IllegalTransitionError(RuntimeError):
     """A lifecycle move that the transition table does not allow."""
 

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import ClassVar
 
+from mypy_extensions import mypyc_attr
+
 from aifactory.workload.job import Job
 
 
@@ -37,6 +39,7 @@ class TenantUsage:
     weight: float  # entitlement: share of the fleet's nominal quota (> 0)
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # a new policy file works uncompiled
 class Policy:
     """Base class: FIFO merge of tenants, no preemption. Subclasses set ``name``."""
 
