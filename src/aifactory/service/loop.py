@@ -53,8 +53,21 @@ TIME_LIMIT_GRACE_S = 1.0
 MIN_CYCLE_GAP_S = 0.01
 # The statements of every cycle, built once (building a Core statement costs more than
 # running a cached one).
+# Only what a pending job is admitted with (``to_job`` and ``Tracked``): not its
+# placement, log path or handle, which a pending job does not have.
 _PENDING_ABOVE = (
-    select(jobs)
+    select(
+        jobs.c.id,
+        jobs.c.tenant,
+        jobs.c.submitted_at,
+        jobs.c.gpus,
+        jobs.c.time_limit_s,
+        jobs.c.gpu_class,
+        jobs.c.priority_class,
+        jobs.c.preemptible,
+        jobs.c.checkpoint_interval_s,
+        jobs.c.command,
+    )
     .where(jobs.c.state == JobState.PENDING.value, jobs.c.id > bindparam("floor"))
     .order_by(jobs.c.id)
 )
