@@ -6,7 +6,8 @@
    Target (issue #6): >= 1,000/s, twice Slurm's published 500 jobs/s; p99 < 100 ms.
 
    What is measured: the clients (``bench/submit_load.py``) run in one separate process,
-   16 closed-loop keep-alive HTTP/1.1 connections on one asyncio loop. Each first sends
+   16 closed-loop keep-alive HTTP/1.1 connections on one asyncio loop (uvloop where
+   installed), writing raw requests and reading responses by Content-Length. Each sends
    10 warm-up submits (not measured), then 500 measured ones with a fresh
    ``Idempotency-Key`` each. Latency is from just before a request is written to just
    after the last byte of its response is read; the rate is the 201s received divided by
@@ -23,7 +24,8 @@
    load-generator process and, for that row, the PostgreSQL server all share the
    machine's cores with nothing pinned; the load generator's own CPU use is reported in
    its row so its share is visible. On a 2-core machine the figures are the whole
-   system's, not the server's alone. The server paces its garbage collector
+   system's, not the server's alone, and anything else running there lowers them (on a
+   shared 2-core development box they varied by about a quarter from run to run). The server paces its garbage collector
    (``aifactory.service.gcpacing``): a full collection, a pause of the order of 100 ms
    with ~10,000 live jobs, runs once per 5 minutes, so a run as short as this one
    usually does not meet it; a longer run would see it in its maximum, not its p99.
