@@ -16,19 +16,17 @@
    error. Afterwards the bench reads the database: the ids of the jobs with a key must be
    exactly the ids the 201s carried, and the jobs without one exactly the warm-up count.
 
-   PostgreSQL is measured twice: one server process (the default, as SQLite), and
-   ``--workers 2``, two API processes behind the one port, one of which leads the
-   scheduler (SQLite cannot have writers in two processes without long lock waits).
-
    Cores: the server process (API, group-commit writer and scheduler threads), the
    load-generator process and, for that row, the PostgreSQL server all share the
    machine's cores with nothing pinned; the load generator's own CPU use is reported in
    its row so its share is visible. On a 2-core machine the figures are the whole
    system's, not the server's alone, and anything else running there lowers them (on a
-   shared 2-core development box they varied by about a quarter from run to run). The server paces its garbage collector
-   (``aifactory.service.gcpacing``): a full collection, a pause of the order of 100 ms
-   with ~10,000 live jobs, runs once per 5 minutes, so a run as short as this one
-   usually does not meet it; a longer run would see it in its maximum, not its p99.
+   shared 2-core development box they varied by about a quarter from run to run).
+
+   The server paces its garbage collector (``aifactory.service.gcpacing``): a full
+   collection, a pause of the order of 100 ms with ~10,000 live jobs, runs once per 5
+   minutes, so a run as short as this one usually does not meet it; a longer run would
+   see it in its maximum, not its p99.
 2. Scheduling-cycle latency with 10,000 pending jobs on korea-2025: the fleet is filled,
    then each cycle follows one job ending and one new submit (the live service's steady
    state). Target: p99 < 50 ms.
@@ -59,7 +57,6 @@ from aifactory.service.tables import jobs
 from aifactory.workload.job import Job, JobState
 
 CLIENTS = 16
-PG_WORKERS = 2  # the second PostgreSQL run: ``serve --workers 2`` (see service/workers.py)
 PER_CLIENT = 500
 WARMUP_PER_CLIENT = 10
 PG_URL = os.environ.get(
@@ -73,9 +70,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _submit_bench(
-    db_url: str, label: str, workdir: Path, *, workers: int = 1
-) -> list[dict[str, Any]]:
+def _submit_bench(db_url: str, label: str, workdir: Path) -> list[dict[str, Any]]:
     db = Database(db_url)
     db.upgrade()
     _, token = create_token(db, tenant="research", role=Role.MEMBER, now=time.time())
@@ -101,24 +96,19 @@ def _submit_bench(
             str(workdir),
             "--log-level",
             "warning",
-            "--workers",
-            str(workers),
         ],
         stdout=log,
         stderr=log,
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        # Ready when every worker answers: one leads the scheduler, the others follow, so
-        # with several workers both roles must be seen (each request a new connection).
-        want = {"leader"} if workers == 1 else {"leader", "follower"}
-        seen: set[str] = set()
+        # Ready once it answers and its scheduler leads (it has loaded its state).
         deadline = time.monotonic() + 90
-        while not want <= seen and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
             try:
                 resp = httpx.get(f"{base}/healthz", timeout=1)
-                if resp.status_code == 200:
-                    seen.add(resp.json()["scheduler"])
+                if resp.status_code == 200 and resp.json()["scheduler"] == "leader":
+                    break
             except httpx.HTTPError:
                 pass
             time.sleep(0.1)
@@ -292,8 +282,8 @@ def _pg_schema_url() -> tuple[str, str] | None:
     return f"{PG_URL}{sep}options=-csearch_path%3D{schema}", schema
 
 
-def _pg_rows(work: Path, workers: int) -> list[dict[str, Any]]:
-    label = "PostgreSQL" if workers == 1 else f"PostgreSQL, {workers} workers"
+def _pg_rows(work: Path) -> list[dict[str, Any]]:
+    label = "PostgreSQL"
     pg = _pg_schema_url()
     if pg is None:
         return [
@@ -307,7 +297,7 @@ def _pg_rows(work: Path, workers: int) -> list[dict[str, Any]]:
         ]
     url, schema = pg
     try:
-        return _submit_bench(url, label, work, workers=workers)
+        return _submit_bench(url, label, work)
     finally:
         engine = sa.create_engine(PG_URL)
         with engine.begin() as conn:
@@ -321,8 +311,7 @@ def run() -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         rows += _submit_bench(f"sqlite:///{work}/bench.db", "SQLite", work)
-        rows += _pg_rows(work, workers=1)
-        rows += _pg_rows(work, workers=PG_WORKERS)
+        rows += _pg_rows(work)
     rows += _cycle_bench()
     return rows
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
-from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -47,21 +45,12 @@ def serve(
         str, typer.Option("--lost-policy", help="requeue or fail jobs lost across a restart.")
     ] = "requeue",
     log_level: Annotated[str, typer.Option("--log-level", help="Uvicorn log level.")] = "info",
-    workers: Annotated[
-        int,
-        typer.Option(
-            "--workers",
-            min=1,
-            max=64,
-            help="API worker processes (PostgreSQL only; one of them leads the scheduler).",
-        ),
-    ] = 1,
 ) -> None:
     """Run the control plane: REST API under /v1 and the scheduler loop."""
     import uvicorn  # noqa: PLC0415 (lazy: the rest of the CLI does not need a web server)
 
     from aifactory.service.api import Service, create_app  # noqa: PLC0415
-    from aifactory.service.db import Database, DatabaseError  # noqa: PLC0415
+    from aifactory.service.db import DatabaseError  # noqa: PLC0415
     from aifactory.service.gcpacing import GcPacer  # noqa: PLC0415
     from aifactory.service.settings import (  # noqa: PLC0415
         ExecutorKind,
@@ -70,7 +59,6 @@ def serve(
         default_database_url,
         default_fleet,
     )
-    from aifactory.service.workers import FACTORY, SETTINGS_ENV, settings_to_env  # noqa: PLC0415
 
     try:
         kind = ExecutorKind(executor)
@@ -94,21 +82,6 @@ def serve(
         lost_policy=lost,
     )
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
-    if workers > 1:
-        with user_errors():
-            try:
-                db = Database(settings.database_url)
-            except (DatabaseError, ValueError) as exc:
-                fail(str(exc))
-            if db.is_sqlite:
-                fail("--workers: more than one worker needs PostgreSQL (see service/workers.py)")
-            db.upgrade()  # once, here, not racing in every worker
-            db.dispose()
-        os.environ[SETTINGS_ENV] = settings_to_env(replace(settings, migrate=False))
-        uvicorn.run(
-            FACTORY, factory=True, workers=workers, host=host, port=port, log_level=log_level
-        )
-        return
     with user_errors():
         try:
             service = Service(settings)
