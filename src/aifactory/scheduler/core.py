@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import heapq
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 
 from sortedcontainers import SortedList
@@ -66,26 +66,38 @@ class SchedulerConfig:
     backfill_interval_s: float = 0.0
 
 
-@dataclass(slots=True)
 class _PassContext:
-    """Scratch state of one pass."""
+    """Scratch state of one pass (a plain class: one is made per pass, and a dataclass's
+    default factories cost more than the rest of a light pass)."""
 
-    reservations: dict[int, list[float]]
-    no_fit: dict[int, float] = field(default_factory=dict)  # class -> smallest gang that failed
-    quota_fail: dict[tuple[str, int], float] = field(default_factory=dict)  # same, for quota
-    # (tenant, class, priority, rank) -> smallest gang whose preemption attempt failed:
-    # a bigger gang with the same candidates and quota cannot succeed either.
-    preempt_failed: dict[tuple[str, int, int, int], float] = field(default_factory=dict)
-    preempt: bool = True  # whether this pass may preempt at all
-    seen_tenants: set[str] = field(default_factory=set)
+    __slots__ = (
+        "no_fit",
+        "preempt",
+        "preempt_failed",
+        "quota_fail",
+        "reservations",
+        "seen_tenants",
+    )
+
+    def __init__(self, reservations: dict[int, list[float]], *, preempt: bool = True) -> None:
+        self.reservations = reservations
+        self.no_fit: dict[int, float] = {}  # class -> smallest gang that failed to fit
+        self.quota_fail: dict[tuple[str, int], float] = {}  # same, for quota
+        # (tenant, class, priority, rank) -> smallest gang whose preemption attempt failed:
+        # a bigger gang with the same candidates and quota cannot succeed either.
+        self.preempt_failed: dict[tuple[str, int, int, int], float] = {}
+        self.preempt = preempt  # whether this pass may preempt at all
+        self.seen_tenants: set[str] = set()
 
 
-@dataclass(slots=True)
 class CycleResult:
-    """What one pass decided."""
+    """What one pass decided: jobs started and jobs preempted, in decision order."""
 
-    started: list[Job] = field(default_factory=list)
-    preempted: list[Job] = field(default_factory=list)
+    __slots__ = ("preempted", "started")
+
+    def __init__(self) -> None:
+        self.started: list[Job] = []
+        self.preempted: list[Job] = []
 
 
 # What a pass that decided nothing returns: one shared instance (read-only by contract),
@@ -449,7 +461,7 @@ class Scheduler:
         if len(classes) == 2:  # the common mixed fleet: one comparison, no sort
             a, b = classes
             ka, kb = cells[a].used - cells[a].nominal, cells[b].used - cells[b].nominal
-            return classes if (ka, a) <= (kb, b) else (b, a)
+            return classes if ka < kb or (ka == kb and a <= b) else (b, a)
         return tuple(sorted(classes, key=lambda c: (cells[c].used - cells[c].nominal, c)))
 
     def _try_start(

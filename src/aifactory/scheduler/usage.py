@@ -14,7 +14,7 @@ import math
 class DecayedUsage:
     """Per tenant x class decayed GPU usage, advanced lazily."""
 
-    __slots__ = ("_scale", "decay", "half_life_s", "integral", "last", "running")
+    __slots__ = ("_scale", "decay", "half_life_s", "integral", "last", "running", "total")
 
     def __init__(
         self, tenants: list[str], n_classes: int, half_life_s: float, *, decay: bool = True
@@ -26,6 +26,7 @@ class DecayedUsage:
         self._scale = half_life_s / math.log(2.0)
         self.integral = {t: [0.0] * n_classes for t in tenants}
         self.running = {t: [0] * n_classes for t in tenants}
+        self.total = dict.fromkeys(tenants, 0)  # GPUs held now, all classes (for sampling)
         self.last = dict.fromkeys(tenants, 0.0)
         self.decay = decay  # False: only current holdings are tracked (no policy reads history)
 
@@ -47,6 +48,7 @@ class DecayedUsage:
         if self.decay:
             self.advance(tenant, now)
         self.running[tenant][klass] += gpus
+        self.total[tenant] += gpus
 
     def average_gpus(self, tenant: str) -> tuple[float, ...]:
         """Decayed average GPUs in use per class (call :meth:`advance` first)."""

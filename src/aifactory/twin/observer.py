@@ -24,7 +24,7 @@ class Observer:
         self.sched = sched
         topo = sched.topo
         self.tenants = sched.tenants
-        if list(sched.usage.running) != list(self.tenants):  # sample() relies on this order
+        if list(sched.usage.total) != list(self.tenants):  # sample() relies on this order
             msg = "usage is not keyed in the scheduler's tenant order"
             raise RuntimeError(msg)
         self.t: list[float] = []
@@ -52,7 +52,7 @@ class Observer:
         self._cells = np.array(
             [(c, s) for c, sites in enumerate(sched.cs.csite_free) for s in sites], dtype=np.int64
         ).reshape(-1, 2)
-        self._free: list[list[int]] = []
+        self._free: list[int] = []  # free GPUs per (class, site) cell, row after row
         self.down: list[int] = []
         self.energy_mwh_by_site = np.zeros(n_sites)
         self.idle_energy_mwh = 0.0
@@ -64,19 +64,19 @@ class Observer:
         self.t.append(now)
         # C-level iteration (chain, map) rather than comprehensions: this runs every five
         # simulated minutes, tens of thousands of times in a long trace.
-        self._free.append(list(chain.from_iterable(map(dict.values, cs.csite_free))))
+        self._free.extend(chain.from_iterable(map(dict.values, cs.csite_free)))
         self.down.append(self.down_gpus)
         self.pending_jobs.append(sched.pending_count)
         self.pending_gpus.append(sched.pending_gpus)
         self.stranded.append(cs.stranded)
-        # usage.running is keyed in the scheduler's tenant order, which is self.tenants
-        self.busy_by_tenant.append(list(map(sum, sched.usage.running.values())))
+        # usage.total is keyed in the scheduler's tenant order, which is self.tenants
+        self.busy_by_tenant.append(list(sched.usage.total.values()))
 
     def _derive(self) -> None:
         """Busy GPUs, power per site and energy from the raw samples, vectorised."""
         n = len(self.t)
         free = np.zeros((n, *self._cap.shape))
-        flat = np.asarray(self._free, dtype=np.float64).reshape(n, -1)
+        flat = np.asarray(self._free, dtype=np.float64).reshape(n, len(self._cells))
         free[:, self._cells[:, 0], self._cells[:, 1]] = flat
         busy = self._cap[None, :, :] - free
         site_w = (busy * self._busy_w + free * self._idle_w).sum(axis=1)
