@@ -51,7 +51,7 @@ class Kernel:
         self._heap: list[Event] = []
         self._seq = 0
         self.processed = 0
-        self._feed: Sequence[float] = ()
+        self._feed: list[float] = []  # a list: typed indexing on the per-event path
         self._feed_i = 0
         self._feed_cls = 0
         self._feed_kind = 0
@@ -69,7 +69,7 @@ class Kernel:
             if times[i] < times[i - 1]:
                 msg = f"feed times must not decrease: {times[i]} after {times[i - 1]} at {i}"
                 raise ValueError(msg)
-        self._feed = times
+        self._feed = [float(t) for t in times]
         self._feed_i = 0
         self._feed_cls = int(cls)
         self._feed_kind = kind
@@ -88,17 +88,24 @@ class Kernel:
         i = self._feed_i
         if i < len(self._feed):
             t = self._feed[i]
-            if not heap or t < heap[0][0] or (t == heap[0][0] and self._feed_cls < heap[0][1]):
-                self._feed_i = i + 1
-                self.now = t
-                self.processed += 1
-                return (t, self._feed_cls, -1, self._feed_kind, i)
+            if not heap:
+                return self._take_feed(t, i)
+            top = heap[0]
+            if t < top[0] or (t == top[0] and self._feed_cls < top[1]):
+                return self._take_feed(t, i)
         if not heap:
             return None
         event = heapq.heappop(heap)
         self.now = event[0]
         self.processed += 1
         return event
+
+    def _take_feed(self, t: float, i: int) -> Event:
+        """Hand out the feed's event ``i`` at ``t``."""
+        self._feed_i = i + 1
+        self.now = t
+        self.processed += 1
+        return (t, self._feed_cls, -1, self._feed_kind, i)
 
     def next_is_later(self, now: float, cls: EventClass) -> bool:
         """Whether nothing is due before an event of class ``cls`` at ``now``: the
