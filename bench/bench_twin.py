@@ -15,6 +15,10 @@ parent's imports and earlier runs do not count). Figures:
 - A bare loop that pops and pushes the same number of events on a ``heapq`` with the
   same key shape: our events/s as a ratio to it. Target: >= 0.2.
 
+Every run uses the compiled hot path when ``make native`` built it (the row names say
+which build ran); Philly fifo also runs as pure Python (``AIFACTORY_PURE_PYTHON=1``) so
+both figures come from the same run.
+
 Set ``AIF_BENCH_JOBS`` to run the synthetic part with fewer jobs (e.g. while profiling).
 """
 
@@ -26,6 +30,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +48,7 @@ NATIONAL_LOAD = 0.9
 # The child: run one twin and print its figures as JSON on the last line.
 CHILD = r"""
 import json, resource, sys, time
+import aifactory
 from aifactory.scheduler.core import BackfillMode
 from aifactory.twin.run import TwinSpec, run_twin
 kind, arg, policy = sys.argv[1], sys.argv[2], sys.argv[3]
@@ -78,17 +84,22 @@ print(json.dumps({
     "jobs": len(r.jobs), "events": r.events, "sim_s": r.wall_s, "total_s": total,
     "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     "utilization": run.summary["utilization"], "completed": run.summary["completed"],
+    "build": aifactory.BUILD,
 }))
 """
 
 
-def _child(kind: str, arg: str, policy: str, load: float = LOAD) -> dict[str, Any]:
+def _child(
+    kind: str, arg: str, policy: str, load: float = LOAD, *, pure: bool = False
+) -> dict[str, Any]:
+    env = {**os.environ, "AIFACTORY_PURE_PYTHON": "1" if pure else "0"}
     proc = subprocess.run(
         [sys.executable, "-c", CHILD, kind, arg, policy, str(load)],
         capture_output=True,
         text=True,
         check=False,
         cwd=REPO,
+        env=env,
     )
     if proc.returncode != 0:
         msg = f"twin run {kind} {policy} failed:\n{proc.stderr[-3000:]}"
@@ -143,30 +154,49 @@ def _row(name: str, value: float, unit: str, below: float | None) -> dict[str, A
     return row
 
 
+@dataclass(frozen=True)
+class _Run:
+    name: str
+    kind: str  # "trace" | "synth" | "national"
+    arg: str
+    policy: str = "fifo"
+    load: float = LOAD
+    target_s: float | None = None
+    target_mb: float | None = None
+    pure: bool = False  # run as pure Python even where the compiled build exists
+
+
 def run() -> list[dict[str, Any]]:
     """Philly fifo and las, one million korea jobs, and the bare-loop ratio."""
     rows: list[dict[str, Any]] = []
-    ratios: list[float] = []
-    runs: list[tuple[str, str, str, str, float, float | None, float | None]] = []
+    runs: list[_Run] = []
     if PHILLY.exists():
-        philly = str(PHILLY)
+        fifo = "philly-2017 full trace, fifo"
         runs += [
-            ("philly-2017 full trace, fifo", "trace", philly, "fifo", LOAD, PHILLY_TARGET_S, None),
-            ("philly-2017 full trace, las", "trace", philly, "las", LOAD, None, None),
+            _Run(fifo, "trace", str(PHILLY), target_s=PHILLY_TARGET_S),
+            _Run("philly-2017 full trace, las", "trace", str(PHILLY), policy="las"),
+            _Run(fifo, "trace", str(PHILLY), target_s=PHILLY_TARGET_S, pure=True),
         ]
     days = _days_for(MILLION)
     label = f"korea-2025 {MILLION / 1e6:g}M jobs ({days:.2f} d @ {LOAD:g}), fifo"
     runs.append(
-        (label, "synth", f"{days:.4f}", "fifo", LOAD, MILLION_TARGET_S, MILLION_TARGET_GB * 1024)
+        _Run(
+            label,
+            "synth",
+            f"{days:.4f}",
+            target_s=MILLION_TARGET_S,
+            target_mb=MILLION_TARGET_GB * 1024,
+        )
     )
     national = f"korea-2025 national mix {NATIONAL_DAYS:g} d @ {NATIONAL_LOAD:g} + failures, fifo"
-    runs.append((national, "national", str(NATIONAL_DAYS), "fifo", NATIONAL_LOAD, None, None))
-    for name, kind, arg, policy, load, target_s, target_mb in runs:
-        got = _child(kind, arg, policy, load)
+    runs.append(_Run(national, "national", str(NATIONAL_DAYS), load=NATIONAL_LOAD))
+    for r in runs:
+        got = _child(r.kind, r.arg, r.policy, r.load, pure=r.pure)
+        name = f"{r.name} [{got['build']}]"
+        target_s, target_mb = r.target_s, r.target_mb
         ours = got["events"] / got["sim_s"]
         bare = bare_heap_events_per_s(got["events"])
         ratio = ours / bare
-        ratios.append(ratio)
         rows += [
             {"name": f"{name}: jobs", "value": got["jobs"], "unit": "jobs"},
             _row(f"{name}: simulate", got["sim_s"], "s", target_s),
