@@ -17,16 +17,12 @@ from aifactory.service.auth import (
     revoke_token,
 )
 from aifactory.service.db import Database
-from test_service_support import DB_PARAMS, database_url
+from test_service_support import DB_PARAMS, migrated_database
 
 
 @pytest.fixture(params=DB_PARAMS)
 def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    for url in database_url(request.param, tmp_path):
-        database = Database(url)
-        database.upgrade()
-        yield database
-        database.dispose()
+    yield from migrated_database(request.param, tmp_path)
 
 
 class Clock:

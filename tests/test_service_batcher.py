@@ -21,16 +21,12 @@ from aifactory.service.batcher import SubmitBatcher, SubmitRequest, submit_batch
 from aifactory.service.db import Database
 from aifactory.service.schemas import JobSubmit
 from aifactory.service.tables import job_events, jobs
-from test_service_support import DB_PARAMS, database_url
+from test_service_support import DB_PARAMS, migrated_database
 
 
 @pytest.fixture(params=DB_PARAMS)
 def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    for url in database_url(request.param, tmp_path):
-        database = Database(url)
-        database.upgrade()
-        yield database
-        database.dispose()
+    yield from migrated_database(request.param, tmp_path)
 
 
 def req(

@@ -21,18 +21,14 @@ from aifactory.service.loop import SchedulerLoop
 from aifactory.service.schemas import JobSubmit
 from aifactory.service.settings import LostPolicy, ServiceSettings
 from aifactory.service.tables import allocations, jobs
-from test_service_support import DB_PARAMS, FakeExecutor, database_url, wait_for
+from test_service_support import DB_PARAMS, FakeExecutor, migrated_database, wait_for
 
 TOPO = compile_topology(load_fleet("demo"))
 
 
 @pytest.fixture(params=DB_PARAMS)
 def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    for url in database_url(request.param, tmp_path):
-        database = Database(url)
-        database.upgrade()
-        yield database
-        database.dispose()
+    yield from migrated_database(request.param, tmp_path)
 
 
 def submit(db: Database, gpus: int, gpu_class: str | None = "h100", tenant: str = "lab") -> int:

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from aifactory.service.db import Database
 from aifactory.service.executors.base import Launch, RunState, Status
 
 PG_URL = os.environ.get(
@@ -41,6 +42,16 @@ def pg_unreachable() -> str | None:
     except Exception as exc:  # noqa: BLE001 (any failure to connect means: skip, say why)
         return f"PostgreSQL at {PG_URL} unreachable ({type(exc).__name__}: {exc})"
     return None
+
+
+def migrated_database(kind: str, tmp_path: Path) -> Iterator[Database]:
+    """A fresh database of ``kind`` with the schema applied, disposed afterwards (for a
+    test's ``db`` fixture: ``yield from migrated_database(request.param, tmp_path)``)."""
+    for url in database_url(kind, tmp_path):
+        database = Database(url)
+        database.upgrade()
+        yield database
+        database.dispose()
 
 
 def database_url(kind: str, tmp_path: Path) -> Iterator[str]:
