@@ -555,7 +555,7 @@ class Scheduler:
         ends = self._ends[klass]
         if ends is None:
             ends = SortedList(
-                (j.est_end_s, j.index) for j in self.running.values() if j.klass == klass
+                [(j.est_end_s, j.index) for j in self.running.values() if j.klass == klass]
             )
             self._ends[klass] = ends
         return ends
