@@ -20,6 +20,7 @@ validated, then handed to the group-commit writer (:mod:`.batcher`) and awaited;
 from __future__ import annotations
 
 import importlib
+import importlib.resources
 import logging
 import threading
 import time
@@ -30,7 +31,7 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
@@ -218,6 +219,37 @@ def create_app(service: Service) -> FastAPI:
             if row is None or not who.can_act_on(row["tenant"]):
                 raise HTTPException(404, f"job {job_id}: not found")
             return row
+
+    # The web dashboard: three static files with no data in them; the page's script asks
+    # the API for everything with the bearer token the user gives it, so it sees exactly
+    # what that token may see. Served with a CSP that allows only this origin's scripts.
+    pages = {
+        name: (importlib.resources.files("aifactory.service.dashboard") / name).read_text()
+        for name in ("index.html", "app.js", "app.css")
+    }
+    csp = {
+        "Content-Security-Policy": (
+            "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'"
+        ),
+        "X-Content-Type-Options": "nosniff",
+    }
+
+    @app.get("/", include_in_schema=False)
+    def root() -> RedirectResponse:
+        return RedirectResponse("/dashboard")
+
+    @app.get("/dashboard", response_class=HTMLResponse, tags=["dashboard"])
+    def dashboard() -> HTMLResponse:
+        """The web dashboard (fleet, quotas, jobs; cancel). Needs a token to show data."""
+        return HTMLResponse(pages["index.html"], headers=csp)
+
+    @app.get("/dashboard/app.js", include_in_schema=False)
+    def dashboard_js() -> Response:
+        return Response(pages["app.js"], media_type="text/javascript", headers=csp)
+
+    @app.get("/dashboard/app.css", include_in_schema=False)
+    def dashboard_css() -> Response:
+        return Response(pages["app.css"], media_type="text/css", headers=csp)
 
     @app.get("/healthz", tags=["service"])
     def healthz() -> dict[str, str]:
