@@ -159,6 +159,11 @@ def check_invariants(sched: Scheduler, down: dict[int, int] | None = None) -> No
             assert cell.used == used.get((t, topo.classes[c]), 0), f"{t}: quota book drifted"
     pending = sum(1 for j in sched.jobs if j.state == JobState.PENDING)
     assert sched.pending_count == pending, "pending count drifted"
+    prios: dict[str, dict[int, int]] = {t: {} for t in sched.tenants}
+    for job in running:
+        if job.preemptible:
+            prios[job.tenant][job.priority] = prios[job.tenant].get(job.priority, 0) + 1
+    assert sched.prio_t == prios, "per-tenant priority counts drifted"
     busy = sum(used.values())
     down_total = sum(m.bit_count() for m in down.values())
     assert sum(cs.class_free) + busy + down_total == topo.gpus_total, "free + used != capacity"

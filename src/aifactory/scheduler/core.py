@@ -42,6 +42,16 @@ MAX_PRUNE = 16  # victim sets up to this size are pruned of unnecessary victims
 QueueEntry = tuple[tuple[float, ...], int, Job]
 
 
+def _count(counts: dict[int, int], key: int, delta: int) -> None:
+    """Add ``delta`` to a count, dropping keys that reach zero (so ``min(counts)`` is the
+    smallest key with a positive count)."""
+    left = counts.get(key, 0) + delta
+    if left:
+        counts[key] = left
+    else:
+        del counts[key]
+
+
 class BackfillMode(StrEnum):
     """Whether later jobs may start around a blocked one."""
 
@@ -148,6 +158,8 @@ class Scheduler:
         # Plain dicts of counts (not Counter: its Python-level __delitem__ and constructor
         # showed up in profiles of the per-job path).
         self.prio_tc: dict[tuple[str, int], dict[int, int]] = {}
+        # The same over all classes, per tenant: _may_preempt asks it for every waiting job.
+        self.prio_t: dict[str, dict[int, int]] = {t: {} for t in self.tenants}
         self.rejected: Counter[str] = Counter()
         self.pending_count = 0
         self.pending_sizes: dict[str, dict[int, int]] = {t: {} for t in self.tenants}
@@ -528,11 +540,10 @@ class Scheduler:
         """Whether a job behind its tenant's head may preempt: only for priority (it
         outranks running jobs), as a head that could not start may not be overtaken by a
         same-priority job taking GPUs back from others."""
-        return self.policy.preemptive or any(
-            prios and min(prios) < job.priority
-            for (t, _c), prios in self.prio_tc.items()
-            if t == job.tenant
-        )
+        if self.policy.preemptive:
+            return True
+        prios = self.prio_t[job.tenant]
+        return bool(prios) and min(prios) < job.priority
 
     # ================================================================ backfill
     def _reservation(self, job: Job, klass: int, now: float) -> list[float]:
@@ -626,7 +637,8 @@ class Scheduler:
             prios = self.prio_tc.get(key)
             if prios is None:
                 prios = self.prio_tc[key] = {}
-            prios[job.priority] = prios.get(job.priority, 0) + 1
+            _count(prios, job.priority, 1)
+            _count(self.prio_t[job.tenant], job.priority, 1)
 
     def _detach(self, job: Job, now: float) -> None:
         """Free a running job's GPUs and quota (the inverse of :meth:`_attach`)."""
@@ -638,12 +650,8 @@ class Scheduler:
         key = (job.tenant, klass)
         self.running_tc[key].discard(job.index)
         if job.preemptible:
-            prios = self.prio_tc[key]
-            left = prios[job.priority] - 1
-            if left:
-                prios[job.priority] = left
-            else:
-                del prios[job.priority]
+            _count(self.prio_tc[key], job.priority, -1)
+            _count(self.prio_t[job.tenant], job.priority, -1)
 
     def _stop(self, job: Job, now: float) -> None:
         self._detach(job, now)
