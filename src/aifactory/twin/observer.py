@@ -31,7 +31,7 @@ class Observer:
         self.pending_gpus: list[int] = []
         self.stranded: list[int] = []
         self.power_mw: list[float] = []
-        self.busy_by_tenant: list[list[int]] = []
+        self.busy_by_tenant: list[int] = []  # GPUs held per tenant, row after row
         self.site_power_mw: list[list[float]] = []
         self.preemptions = 0
         self.completed = 0
@@ -61,16 +61,20 @@ class Observer:
         cs = sched.cs
         self.t.append(now)
         # This runs every five simulated minutes, tens of thousands of times in a long
-        # trace: plain extends of one flat list, no per-sample list of lists.
+        # trace: appends to flat lists, no per-sample lists (compiled, a loop over a
+        # dict's values and appends beat list.extend of a values view).
         free = self._free
         for sites in cs.csite_free:
-            free.extend(sites.values())
+            for f in sites.values():
+                free.append(f)
         self.down.append(self.down_gpus)
         self.pending_jobs.append(sched.pending_count)
         self.pending_gpus.append(sched.pending_gpus)
         self.stranded.append(cs.stranded)
         # usage.total is keyed in the scheduler's tenant order, which is self.tenants
-        self.busy_by_tenant.append(list(sched.usage.total.values()))
+        busy = self.busy_by_tenant
+        for held in sched.usage.total.values():
+            busy.append(held)
 
     def _derive(self) -> None:
         """Busy GPUs, power per site and energy from the raw samples, vectorised."""
