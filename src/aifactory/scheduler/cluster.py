@@ -121,6 +121,9 @@ class ClusterState:
 
     def allocate(self, plan: list[tuple[int, int]]) -> Placement:
         """Take GPUs for a plan of (node, count); returns the placement (node, mask)."""
+        if len(plan) == 1:  # one node (most jobs start on one): no comprehension
+            node, count = plan[0]
+            return [(node, self.take(node, count))]
         return [(node, self.take(node, count)) for node, count in plan]
 
     def reserve_exact(self, placement: Placement) -> None:

@@ -592,12 +592,7 @@ class Scheduler:
     def _start(
         self, job: Job, klass: int, level: Level, plan: list[tuple[int, int]], now: float
     ) -> None:
-        take = self.cs.take
-        if len(plan) == 1:  # one node (most jobs): no list comprehension
-            node, count = plan[0]
-            placement = [(node, take(node, count))]
-        else:
-            placement = [(node, take(node, count)) for node, count in plan]
+        placement = self.cs.allocate(plan)
         self._attach(job, klass, placement, now)
         job.level = level.value
         job.move(JobState.RUNNING, now)
