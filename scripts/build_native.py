@@ -43,22 +43,21 @@ def _native_module() -> ModuleType:
     return mod
 
 
-NATIVE: tuple[str, ...] = _native_module().NATIVE
+_RULES = _native_module()
+NATIVE: tuple[str, ...] = _RULES.NATIVE
 
 
 def built_files() -> list[Path]:
     """Every compiled artefact this script can leave in the source tree."""
-    suffix = sysconfig.get_config_var("EXT_SUFFIX") or ".so"
-    out = [SRC / (m.removesuffix(".py") + suffix) for m in NATIVE]
+    out: list[Path] = [_RULES.compiled_path(m) for m in NATIVE]
     out.extend(SRC.glob(f"{GROUP}__mypyc*"))
     return [p for p in out if p.exists()]
 
 
-def clean() -> int:
+def clean() -> None:
     """Remove the compiled modules (aifactory then runs as pure Python)."""
     for path in built_files():
         path.unlink()
-    return len(NATIVE)
 
 
 def _why_not() -> str | None:
@@ -121,4 +120,7 @@ def build() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(clean() and 0 if sys.argv[1:] == ["--clean"] else build())
+    if sys.argv[1:] == ["--clean"]:
+        clean()
+        sys.exit(0)
+    sys.exit(build())

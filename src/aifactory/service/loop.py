@@ -25,12 +25,21 @@ import threading
 import time
 from bisect import bisect_left
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, bindparam, delete, insert, select, update
+from sqlalchemy import (
+    Connection,
+    RowMapping,
+    Table,
+    bindparam,
+    delete,
+    insert,
+    select,
+    update,
+)
 
 from aifactory.fleet.topology import Topology
 from aifactory.scheduler.core import BackfillMode, Scheduler, SchedulerConfig
@@ -523,22 +532,30 @@ class SchedulerLoop:
                 tracked.started_at = now
                 launched.append(job)
             # One statement each for the whole cycle, in the same transaction.
-            if events:
-                if self.db.is_sqlite:
-                    conn.execute(insert(job_events), events)
-                else:
-                    bulk_pg.insert_events(conn, events)
-            if allocs:
-                if self.db.is_sqlite:
-                    conn.execute(insert(allocations), allocs)
-                else:
-                    bulk_pg.insert_allocations(conn, allocs)
+            self._insert_rows(conn, job_events, events, bulk_pg.insert_events)
+            self._insert_rows(conn, allocations, allocs, bulk_pg.insert_allocations)
         for job in lost_race:
             self._known.pop(job.id, None)
             self._sched.cancel(job, now)
         for handle in stop_handles:
             self.executor.cancel(handle)
         self._launch(launched, placements, now)
+
+    def _insert_rows(
+        self,
+        conn: Connection,
+        table: Table,
+        rows: Sequence[dict[str, Any]],
+        bulk: Callable[[Connection, Sequence[dict[str, Any]]], None],
+    ) -> None:
+        """Insert rows in one statement: executemany on SQLite, ``bulk`` (unnest) on
+        PostgreSQL."""
+        if not rows:
+            return
+        if self.db.is_sqlite:
+            conn.execute(insert(table), rows)
+        else:
+            bulk(conn, rows)
 
     def _mark_started(
         self,
