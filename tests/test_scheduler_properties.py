@@ -152,6 +152,8 @@ def cases(draw: st.DrawFn) -> tuple[Topology, list[JobSpec], SchedulerConfig, fl
         checkpoint_write_s=draw(st.sampled_from([0.0, 5.0])),
         las_thresholds=draw(st.sampled_from([(3600.0,), (200.0, 2000.0)])),
         fair_half_life_s=draw(st.sampled_from([600.0, 7 * 86400.0])),
+        # 0: a deep scan on every pass; 30: heads only between scans, as the main job runs.
+        backfill_interval_s=draw(st.sampled_from([0.0, 0.0, 30.0])),
     )
     failure_rate = draw(st.sampled_from([0.0, 0.0, 0.5]))
     return topo, specs, cfg, failure_rate

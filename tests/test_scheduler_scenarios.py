@@ -285,6 +285,34 @@ SCENARIOS = [
         {"backfill": NONE},
     ),
     Scenario(
+        "easy-holder-starts-between-deep-scans",
+        "hgx2",
+        (("A", "a", 0, 8, 100), ("X", "a", 0, 8, 85), ("B", "a", 1, 16, 50)),
+        {"A": 0, "X": 0, "B": 100},
+        "Deep scans every 30 s. B (16 GPUs) is blocked; the deep scan when X ends at 85 gives it "
+        "the reservation (shadow 100, A's estimated end). A ends at 100, 15 s after that scan: "
+        "the pass there tries heads only, and B is the head and holds the reservation, so it "
+        "starts at once (its own reservation does not hold it back until the scan at 115).",
+        {"backfill": EASY, "backfill_interval_s": 30.0},
+        ends={"B": 150},
+    ),
+    Scenario(
+        "easy-between-deep-scans-others-respect-the-reservation",
+        "hgx2",
+        (
+            ("A", "a", 0, 8, 100),
+            ("X", "a", 0, 8, 85),
+            ("B", "a", 1, 16, 50),
+            ("C", "a", 2, 8, 40),
+        ),
+        {"A": 0, "X": 0, "B": 100, "C": 150},
+        "As above, with an 8-GPU C waiting behind B. The deep scan at 85 tries C on X's 8 free "
+        "GPUs: it would end at 125, after B's shadow (100), and there is no spare: it waits. "
+        "At 100 B (the holder) starts on all 16; C starts when B ends at 150.",
+        {"backfill": EASY, "backfill_interval_s": 30.0},
+        ends={"B": 150, "C": 190},
+    ),
+    Scenario(
         "easy-per-tenant",
         "cohort3",
         PER_TENANT,

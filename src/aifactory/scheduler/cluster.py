@@ -4,7 +4,12 @@ Free GPUs are counted per node, NVLink domain, pod, site and GPU class, and node
 domains are also kept in *buckets* keyed by (class, free count). Best-fit search for a
 job that fits in one node or one domain is then a walk over at most one bucket list
 per candidate free count (8 for HGX, 72 for NVL72), independent of fleet size, and
-allocate/release touch O(levels) counters and O(1) set entries.
+allocate/release touch O(levels) counters and O(1) bucket entries.
+
+A bucket is a list with swap-remove (each member's position is kept), not a set:
+picking any member of a set that has seen many removals walks its emptied slots
+(``next(iter(s))`` was a tenth of a busy korea-2025 run), while a list's last member
+is one read.
 
 GPU identities inside a node are a bitmask, so the control plane can hand out
 concrete device indices (``CUDA_VISIBLE_DEVICES``) from the same state.
@@ -34,6 +39,7 @@ class ClusterState:
         "dom_free",
         "dom_nodes",
         "dom_pod",
+        "dom_pos",
         "dom_size",
         "gpn_max",
         "node_bucket",
@@ -41,6 +47,7 @@ class ClusterState:
         "node_dom",
         "node_free",
         "node_mask",
+        "node_pos",
         "pod_site",
         "stranded",
         "topo",
@@ -72,12 +79,15 @@ class ClusterState:
         self.dom_size = [0] * n_classes  # largest NVLink domain of each class
         max_dom = max(self.dom_cap) if self.dom_cap else 0
         max_node = max(self.node_cap) if self.node_cap else 0
-        self.dom_bucket: list[list[set[int]]] = [
-            [set() for _ in range(max_dom + 1)] for _ in range(n_classes)
+        self.dom_bucket: list[list[list[int]]] = [
+            [[] for _ in range(max_dom + 1)] for _ in range(n_classes)
         ]
-        self.node_bucket: list[list[set[int]]] = [
-            [set() for _ in range(max_node + 1)] for _ in range(n_classes)
+        self.node_bucket: list[list[list[int]]] = [
+            [[] for _ in range(max_node + 1)] for _ in range(n_classes)
         ]
+        # Position of each domain (node) in its current bucket list.
+        self.dom_pos: list[int] = [0] * len(self.dom_cap)
+        self.node_pos: list[int] = [0] * len(self.node_cap)
         for d, cap in enumerate(self.dom_cap):
             p = self.dom_pod[d]
             c = self.dom_class[d]
@@ -92,11 +102,11 @@ class ClusterState:
             self.class_free[c] += cap
             self.cpod_full[c][p].add(d)
             self.cpod_doms[c][p].append(d)
-            self.dom_bucket[c][cap].add(d)
+            _bag_add(self.dom_bucket[c][cap], self.dom_pos, d)
             self.dom_size[c] = max(self.dom_size[c], cap)
             first = self.dom_first[d]
             for n in range(first, first + self.dom_nodes[d]):
-                self.node_bucket[c][self.node_cap[n]].add(n)
+                _bag_add(self.node_bucket[c][self.node_cap[n]], self.node_pos, n)
                 self.gpn_max[c] = max(self.gpn_max[c], self.node_cap[n])
         self.stranded = 0  # free GPUs in partly used domains
 
@@ -146,16 +156,16 @@ class ClusterState:
         old = self.node_free[node]
         new = old + delta
         nb = self.node_bucket[c]
-        nb[old].discard(node)
-        nb[new].add(node)
+        _bag_remove(nb[old], self.node_pos, node)
+        _bag_add(nb[new], self.node_pos, node)
         self.node_free[node] = new
         self.node_mask[node] ^= mask
         dold = self.dom_free[d]
         dnew = dold + delta
         cap = self.dom_cap[d]
         db = self.dom_bucket[c]
-        db[dold].discard(d)
-        db[dnew].add(d)
+        _bag_remove(db[dold], self.dom_pos, d)
+        _bag_add(db[dnew], self.dom_pos, d)
         self.dom_free[d] = dnew
         p = self.dom_pod[d]
         if dold == cap:
@@ -190,5 +200,33 @@ class ClusterState:
                 got = sum(dom[d] for d in self.cpod_doms[c][p])
                 assert got == free, f"class {c} pod {p} free count drifted"
         assert sum(dom) == sum(self.class_free), "class free counts drifted"
+        _check_buckets(self.node_bucket, self.node_pos, self.node_free)
+        _check_buckets(self.dom_bucket, self.dom_pos, dom)
         stranded = sum(f for d, f in enumerate(dom) if 0 < f < self.dom_cap[d])
         assert stranded == self.stranded, "stranded count drifted"
+
+
+def _check_buckets(buckets: list[list[list[int]]], pos: list[int], free: list[int]) -> None:
+    """Every item sits once, at its recorded position, in the bucket of its free count."""
+    members = 0
+    for per_free in buckets:
+        for count, bag in enumerate(per_free):
+            for i, item in enumerate(bag):
+                assert free[item] == count, f"bucket {count} holds {item} with {free[item]} free"
+                assert pos[item] == i, f"position of {item} drifted"
+            members += len(bag)
+    assert members == len(free), "a bucket lost or repeated a member"
+
+
+def _bag_add(bag: list[int], pos: list[int], item: int) -> None:
+    pos[item] = len(bag)
+    bag.append(item)
+
+
+def _bag_remove(bag: list[int], pos: list[int], item: int) -> None:
+    """Remove ``item`` in O(1): the last member takes its place."""
+    last = bag.pop()
+    if last != item:
+        i = pos[item]
+        bag[i] = last
+        pos[last] = i

@@ -89,7 +89,7 @@ class _PassContext:
         "seen_tenants",
     )
 
-    def __init__(self, reservations: dict[int, list[float]], *, preempt: bool = True) -> None:
+    def __init__(self, reservations: dict[int, Reservation], *, preempt: bool = True) -> None:
         self.reservations = reservations
         self.no_fit: dict[int, float] = {}  # class -> smallest gang that failed to fit
         self.quota_fail: dict[tuple[str, int], float] = {}  # same, for quota
@@ -98,6 +98,18 @@ class _PassContext:
         self.preempt_failed: dict[tuple[str, int, int, int], float] = {}
         self.preempt = preempt  # whether this pass may preempt at all
         self.seen_tenants: set[str] = set()
+
+
+class Reservation:
+    """EASY's reservation for the blocked head of a class: the earliest time (shadow) its
+    gang can start, from running jobs' estimates, and the GPUs spare at that time."""
+
+    __slots__ = ("holder", "shadow", "spare")
+
+    def __init__(self, holder: int, shadow: float, spare: int) -> None:
+        self.holder = holder  # index of the job it is held for
+        self.shadow = shadow
+        self.spare = spare
 
 
 class CycleResult:
@@ -170,7 +182,12 @@ class Scheduler:
         self._dirty = False
         self._freed = False  # capacity came back since the last pass: a full pass is due
         self._fresh: list[Job] = []  # jobs queued since the last pass
-        self._reservations: dict[int, list[float]] = {}
+        self._reservations: dict[int, Reservation] = {}
+        # Bumped whenever a reservation is dropped or the set is rebuilt. Within one epoch
+        # reservations only get stricter (time moves on, spare GPUs are used, new classes
+        # get one), so a job every class turned away on a reservation alone stays turned
+        # away: passes between deep scans skip it (job.resv_dead) instead of retrying.
+        self._resv_epoch = 0
         self._last_deep = -INF
         self.wakeup_s: float | None = None  # when the caller should run a pass even if idle
         self._classes_cache: dict[tuple[str, str | None, int, bool], tuple[int, ...]] = {}
@@ -248,6 +265,7 @@ class Scheduler:
         self._seq += 1
         job.qseq = self._seq
         job.in_queue = push
+        job.resv_dead = -1
         if push:
             heapq.heappush(self.queues[job.tenant], (self.policy.job_key(job), self._seq, job))
         self.pending_count += 1
@@ -279,6 +297,7 @@ class Scheduler:
             self._freed = False
             if self._reservations:
                 self._reservations = {}
+                self._resv_epoch += 1
             self.wakeup_s = None
             return NOTHING
         res = CycleResult()
@@ -325,8 +344,9 @@ class Scheduler:
         # Phase 1: heads.
         heads = self._heads(self.tenants, now)
         if deep:
-            reservations: dict[int, list[float]] = {}
+            reservations: dict[int, Reservation] = {}
             self._reservations = reservations
+            self._resv_epoch += 1
         else:
             reservations = self._reservations
         # Preemption searches are the costliest step of a pass; with a backfill interval
@@ -338,19 +358,26 @@ class Scheduler:
         while heads:
             _, _, _, t = heapq.heappop(heads)
             q = self.queues[t]
-            entry = heapq.heappop(q)
+            # Peek, not pop: most heads tried between deep scans cannot start, and a pop
+            # and push back on a queue of thousands was the costliest part of a busy pass.
+            # A job that starts leaves a stale entry that _clean drops.
+            entry = q[0]
             job = entry[2]
             head = t not in ctx.seen_tenants
             ctx.seen_tenants.add(t)
+            if not easy and job.resv_dead == self._resv_epoch and not ctx.preempt:
+                continue  # turned away by reservations that still hold (see _resv_epoch)
             # Phases 2-4.
             if self._try_start(job, now, ctx, res, head=head):
                 if self._clean(q):
                     key = self._tenant_key(t, now) if keyed else 0.0
                     heapq.heappush(heads, (key, *q[0][:2], t))
                 continue
-            held.append(entry)
             if not easy:
                 continue  # strict: this tenant's queue stops here for this pass
+            # A job that cannot start changes no queue, so its entry is still the head.
+            heapq.heappop(q)
+            held.append(entry)
             tested += 1
             if tested >= self.cfg.backfill_depth:
                 break
@@ -489,30 +516,40 @@ class Scheduler:
         # fit in this class this pass cannot fit either.
         # (A plain loop: a generator here was a fifth of the twin's time on Philly.)
         classes: tuple[int, ...] = ()
+        only_resv = True  # so far every class turned the job away on a reservation alone
         for c in all_classes:
             if gpus <= class_free[c] and gpus < no_fit.get(c, INF):
                 classes += (c,)
-            elif blocked is None:
-                blocked = c
+            else:
+                only_resv = False
+                if blocked is None:
+                    blocked = c
         if len(classes) > 1:
             classes = self._class_order(classes, tenant)
         for c in classes:
             if gpus >= ctx.quota_fail.get((tenant, c), INF):
+                only_resv = False
                 continue
             if not self.quota.fits(tenant, c, gpus):
                 ctx.quota_fail[(tenant, c)] = gpus
+                only_resv = False
                 continue
-            shadow = ctx.reservations.get(c)
-            if shadow is not None and not self._fits_reservation(job, shadow, now, commit=False):
+            resv = ctx.reservations.get(c)
+            if resv is not None and not self._fits_reservation(job, resv, now, commit=False):
                 continue
             found = find_placement(self.cs, c, gpus, cross_site=job.allow_cross_site)
             if found is None:
+                only_resv = False
                 no_fit[c] = min(gpus, no_fit.get(c, INF))
                 if blocked is None:
                     blocked = c
                 continue
-            if shadow is not None:
-                self._fits_reservation(job, shadow, now, commit=True)
+            if resv is not None:
+                if resv.holder == job.index:
+                    del ctx.reservations[c]  # the job it was held for starts: it is spent
+                    self._resv_epoch += 1
+                else:
+                    self._fits_reservation(job, resv, now, commit=True)
             self._start(job, c, found[0], found[1], now)
             res.started.append(job)
             return True
@@ -534,6 +571,8 @@ class Scheduler:
             # Blocked for GPUs, not by others' quota: as GPUs free up (the tenant's own
             # running jobs included) the job can start, so it holds the reservation.
             ctx.reservations[blocked] = self._reservation(job, blocked, now)
+        if only_resv and classes:
+            job.resv_dead = self._resv_epoch
         return False
 
     def _may_preempt(self, job: Job) -> bool:
@@ -546,8 +585,8 @@ class Scheduler:
         return bool(prios) and min(prios) < job.priority
 
     # ================================================================ backfill
-    def _reservation(self, job: Job, klass: int, now: float) -> list[float]:
-        """[shadow time, spare GPUs at that time] for the blocked head job (EASY)."""
+    def _reservation(self, job: Job, klass: int, now: float) -> Reservation:
+        """The reservation for the blocked head job (EASY)."""
         free = self.cs.class_free[klass]
         need = job.gpus
         shadow = now
@@ -558,8 +597,8 @@ class Scheduler:
                 if free >= need:
                     break
             else:
-                return [INF, 0.0]
-        return [shadow, float(free - need)]
+                return Reservation(job.index, INF, 0)
+        return Reservation(job.index, shadow, free - need)
 
     def _ends_of(self, klass: int) -> SortedList:
         """The class's running jobs as (estimated end, index), sorted; built on first use."""
@@ -571,13 +610,15 @@ class Scheduler:
             self._ends[klass] = ends
         return ends
 
-    def _fits_reservation(self, job: Job, shadow: list[float], now: float, *, commit: bool) -> bool:
-        """Whether starting ``job`` now leaves the reservation intact (EASY's test)."""
-        if now + self._expected_run(job) <= shadow[0]:
+    def _fits_reservation(self, job: Job, resv: Reservation, now: float, *, commit: bool) -> bool:
+        """Whether starting ``job`` now leaves the reservation intact (EASY's test); the
+        job it is held for always may (between deep scans it keeps its reservation, and
+        must not wait for the next scan once its GPUs are free)."""
+        if job.index == resv.holder or now + self._expected_run(job) <= resv.shadow:
             return True
-        if job.gpus <= shadow[1]:
+        if job.gpus <= resv.spare:
             if commit:
-                shadow[1] -= job.gpus
+                resv.spare -= job.gpus
             return True
         return False
 

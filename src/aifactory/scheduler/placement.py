@@ -40,14 +40,14 @@ def find_placement(
         for free in range(gpus, len(nb)):
             bucket = nb[free]
             if bucket:
-                node = min(bucket) if len(bucket) < 8 else next(iter(bucket))
+                node = min(bucket) if len(bucket) < 8 else bucket[-1]
                 return Level.NODE, [(node, gpus)]
     db = cs.dom_bucket[klass]
     if gpus < len(db):
         for free in range(gpus, len(db)):
             bucket = db[free]
             if bucket:
-                dom = min(bucket) if len(bucket) < 8 else next(iter(bucket))
+                dom = min(bucket) if len(bucket) < 8 else bucket[-1]
                 return Level.DOMAIN, _from_domains(cs, [dom], gpus)
     plan = _in_pod(cs, klass, gpus)
     if plan is not None:

@@ -85,6 +85,7 @@ class Job:
         "priority",
         "progress_s",
         "qseq",
+        "resv_dead",
         "run_epoch",
         "run_start_s",
         "state",
@@ -131,6 +132,9 @@ class Job:
         self.in_queue = False  # whether that entry is in its tenant's queue heap yet
         self.klass = -1  # class index the job is placed in (scheduler-owned)
         self.classes: tuple[int, ...] | None = None  # classes it may run in (scheduler-owned)
+        # Reservation epoch in which every class turned the job away on a reservation alone
+        # (scheduler-owned): until the reservations change it cannot start between scans.
+        self.resv_dead = -1
         self.state = JobState.PENDING
         self.history: list[tuple[float, JobState]] = [(submit_s, JobState.PENDING)]
         self.first_start_s: float | None = None
