@@ -14,7 +14,7 @@ from aifactory.twin.kernel import EventClass, Kernel
 def drain(kernel: Kernel) -> list[tuple[float, int, object]]:
     out = []
     while (ev := kernel.pop()) is not None:
-        out.append((ev[0], ev[1], ev[4]))
+        out.append((ev.time, ev.cls, ev.payload))
     return out
 
 
@@ -57,7 +57,7 @@ def test_clock_advances_and_counts_processed_events() -> None:
     assert k.peek_time() == 10.0
     ev = k.pop()
     assert ev is not None
-    assert (ev[0], ev[3]) == (10.0, 7)
+    assert (ev.time, ev.kind) == (10.0, 7)
     assert k.now == 10.0
     ev = k.pop()
     assert ev is not None
@@ -85,8 +85,8 @@ def test_events_scheduled_while_draining_keep_the_order() -> None:
     k.at(1.0, EventClass.DECIDE, 0, "decide")
     seen = []
     while (ev := k.pop()) is not None:
-        seen.append(ev[4])
-        if ev[4] == "arrival":
+        seen.append(ev.payload)
+        if ev.payload == "arrival":
             k.at(1.0, EventClass.END, 0, "end-now")
     assert seen == ["arrival", "end-now", "decide"]
 
@@ -101,7 +101,8 @@ def test_a_feed_merges_with_the_heap_in_the_documented_order() -> None:
     assert len(k) == 8
     got = []
     while (ev := k.pop()) is not None:
-        got.append((ev[0], ev[3] if ev[3] == 9 else ev[4], ev[4] if ev[3] == 9 else None))
+        feed = ev.kind == 9
+        got.append((ev.time, ev.kind if feed else ev.payload, ev.payload if feed else None))
     assert got == [
         (1.0, 9, 0),
         (2.0, "end@2", None),

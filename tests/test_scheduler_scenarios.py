@@ -553,9 +553,14 @@ def test_cancel_pending_and_running_jobs() -> None:
 
 def test_duplicate_submit_raises() -> None:
     sched = Scheduler(hgx_topo(1))
-    sched.submit(make_job("x"), 0.0)
+    first = make_job("x")
+    sched.submit(first, 0.0)
     with pytest.raises(ValueError, match="already submitted"):
         sched.submit(make_job("x"), 0.0)
+    with pytest.raises(ValueError, match="already submitted"):
+        sched.submit(first, 0.0)  # the same object again
+    assert sched.by_id["x"] is first
+    assert sched.jobs == [first]
 
 
 def test_pass_without_changes_decides_nothing() -> None:

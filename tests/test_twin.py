@@ -19,7 +19,7 @@ from aifactory.twin.failures import FailureInjector
 from aifactory.twin.forecast import forecast
 from aifactory.twin.inputs import InputOptions, jobs_from_table
 from aifactory.twin.run import TwinSpec, run_twin
-from aifactory.twin.simulator import GC_YOUNG_THRESHOLD, Simulation, TwinConfig, rare_gc
+from aifactory.twin.simulator import Simulation, TwinConfig, no_gc
 from aifactory.workload.job import JobState
 from aifactory.workload.schema import TRACE_SCHEMA
 from builders import hgx, hgx_topo, make_fleet, make_job, tenant
@@ -319,26 +319,52 @@ def test_philly_end_to_end(shared_dir: Path) -> None:
     assert np.all(jct[done] >= np.array(jobs["run_s"])[done] - 1e-6)
 
 
-def test_a_run_collects_garbage_rarely_and_restores_the_collector() -> None:
-    before = gc.get_threshold()
-    frozen = gc.get_freeze_count()
-    seen: list[tuple[int, int, int]] = []
+def test_a_run_pauses_the_collector_and_restores_it() -> None:
+    seen: list[bool] = []
 
     def failing_run() -> None:
-        with rare_gc():
-            seen.append(gc.get_threshold())
-            seen.append((gc.get_freeze_count(), 0, 0))
+        with no_gc():
+            seen.append(gc.isenabled())
             msg = "boom"
             raise RuntimeError(msg)
 
+    assert gc.isenabled()
     with pytest.raises(RuntimeError, match="boom"):
         failing_run()
-    assert seen[0][0] == max(before[0], GC_YOUNG_THRESHOLD)
-    assert seen[1][0] > frozen  # what existed before the run was frozen during it
-    assert gc.get_threshold() == before
-    assert gc.get_freeze_count() == frozen
+    assert seen == [False]
+    assert gc.isenabled()  # restored even though the run raised
+    gc.disable()
+    try:
+        with no_gc():
+            pass
+        assert not gc.isenabled()  # a caller's own choice is kept
+    finally:
+        gc.enable()
+
+
+def test_a_run_makes_no_cyclic_garbage() -> None:
+    """What no_gc relies on: a run with preemption (LAS), failures, checkpoints and
+    restarts leaves nothing for the cyclic collector; reference counting freed it all."""
     topo = hgx_topo(2)
-    jobs = [make_job(f"j{i}", gpus=1, submit=float(i), run=10.0) for i in range(5)]
-    result = Simulation(topo, jobs).run()
+    jobs = [
+        make_job(f"j{i}", submit=i * 40.0, gpus=(4, 8, 2)[i % 3], run=600.0, checkpoint_s=90.0)
+        for i in range(30)
+    ]
+    sim = Simulation(
+        topo,
+        jobs,
+        SchedulerConfig(policy="las", las_thresholds=(500.0,)),
+        TwinConfig(seed=1),
+        FailureInjector(_Model(1.0, "node")),
+    )
+    gc.collect()
+    gc.disable()
+    try:
+        result = sim.run()
+        garbage = gc.collect()
+    finally:
+        gc.enable()
+    assert result.scheduler.preemptions > 0
+    assert result.failures > 0
     assert all(j.state == JobState.COMPLETED for j in result.jobs)
-    assert gc.get_threshold() == before
+    assert garbage == 0

@@ -186,7 +186,7 @@ class Scheduler:
         # Bumped whenever a reservation is dropped or the set is rebuilt. Within one epoch
         # reservations only get stricter (time moves on, spare GPUs are used, new classes
         # get one), so a job every class turned away on a reservation alone stays turned
-        # away: passes between deep scans skip it (job.resv_dead) instead of retrying.
+        # away: passes between deep scans skip it (job.resv_mask) instead of retrying.
         self._resv_epoch = 0
         self._last_deep = -INF
         self.wakeup_s: float | None = None  # when the caller should run a pass even if idle
@@ -197,12 +197,13 @@ class Scheduler:
     # ================================================================ submit
     def submit(self, job: Job, now: float) -> str | None:
         """Queue a job; returns why it can never run (and fails it), or None."""
-        if job.id in self.by_id:
+        known = len(self.by_id)
+        self.by_id.setdefault(job.id, job)  # one lookup in a big dict, not two
+        if len(self.by_id) == known:
             msg = f"job {job.id}: id already submitted"
             raise ValueError(msg)
         job.index = len(self.jobs)
         self.jobs.append(job)
-        self.by_id[job.id] = job
         job.classes = None  # this scheduler's class indices are filled in by _classes
         reason = self._never_runs(job)
         if reason is not None:
@@ -265,7 +266,7 @@ class Scheduler:
         self._seq += 1
         job.qseq = self._seq
         job.in_queue = push
-        job.resv_dead = -1
+        job.resv_epoch = -1
         if push:
             heapq.heappush(self.queues[job.tenant], (self.policy.job_key(job), self._seq, job))
         self.pending_count += 1
@@ -341,14 +342,16 @@ class Scheduler:
     def _full_pass(self, now: float, res: CycleResult, *, deep: bool) -> None:
         easy = deep
         keyed = self.policy.uses_tenant_keys
-        # Phase 1: heads.
-        heads = self._heads(self.tenants, now)
         if deep:
             reservations: dict[int, Reservation] = {}
             self._reservations = reservations
             self._resv_epoch += 1
         else:
             reservations = self._reservations
+            if self._periodic and self._all_turned_away(reservations):
+                return  # between scans, on a busy fleet: most passes end here
+        # Phase 1: heads.
+        heads = self._heads(self.tenants, now)
         # Preemption searches are the costliest step of a pass; with a backfill interval
         # they run in the periodic deep scans only (Slurm's preemption also acts from its
         # scheduling cycles, not on every event).
@@ -365,8 +368,8 @@ class Scheduler:
             job = entry[2]
             head = t not in ctx.seen_tenants
             ctx.seen_tenants.add(t)
-            if not easy and job.resv_dead == self._resv_epoch and not ctx.preempt:
-                continue  # turned away by reservations that still hold (see _resv_epoch)
+            if not easy and not ctx.preempt and self._turned_away(job, reservations, ctx.no_fit):
+                continue  # strict pass: this tenant's queue stops here
             # Phases 2-4.
             if self._try_start(job, now, ctx, res, head=head):
                 if self._clean(q):
@@ -389,6 +392,16 @@ class Scheduler:
         # Phase 5: requeue.
         for entry in held:
             heapq.heappush(self.queues[entry[2].tenant], entry)
+
+    def _all_turned_away(self, reservations: dict[int, Reservation]) -> bool:
+        """Whether every queue head would be turned away by a pass between deep scans
+        (which tries heads only and does not preempt): then the pass changes nothing."""
+        no_fit: dict[int, float] = {}
+        for t in self.tenants:
+            q = self.queues[t]
+            if self._clean(q) and not self._turned_away(q[0][2], reservations, no_fit):
+                return False
+        return True
 
     def _may_start_more(self, tenant: str, ctx: _PassContext) -> bool:
         """Whether the smallest waiting job of ``tenant`` could still start in this pass.
@@ -516,30 +529,25 @@ class Scheduler:
         # fit in this class this pass cannot fit either.
         # (A plain loop: a generator here was a fifth of the twin's time on Philly.)
         classes: tuple[int, ...] = ()
-        only_resv = True  # so far every class turned the job away on a reservation alone
         for c in all_classes:
             if gpus <= class_free[c] and gpus < no_fit.get(c, INF):
                 classes += (c,)
-            else:
-                only_resv = False
-                if blocked is None:
-                    blocked = c
+            elif blocked is None:
+                blocked = c
         if len(classes) > 1:
             classes = self._class_order(classes, tenant)
         for c in classes:
             if gpus >= ctx.quota_fail.get((tenant, c), INF):
-                only_resv = False
                 continue
             if not self.quota.fits(tenant, c, gpus):
                 ctx.quota_fail[(tenant, c)] = gpus
-                only_resv = False
                 continue
             resv = ctx.reservations.get(c)
             if resv is not None and not self._fits_reservation(job, resv, now, commit=False):
+                self._close(job, c)
                 continue
             found = find_placement(self.cs, c, gpus, cross_site=job.allow_cross_site)
             if found is None:
-                only_resv = False
                 no_fit[c] = min(gpus, no_fit.get(c, INF))
                 if blocked is None:
                     blocked = c
@@ -571,9 +579,36 @@ class Scheduler:
             # Blocked for GPUs, not by others' quota: as GPUs free up (the tenant's own
             # running jobs included) the job can start, so it holds the reservation.
             ctx.reservations[blocked] = self._reservation(job, blocked, now)
-        if only_resv and classes:
-            job.resv_dead = self._resv_epoch
         return False
+
+    def _close(self, job: Job, klass: int) -> None:
+        """Record that the class's reservation turned ``job`` away in this epoch."""
+        if job.resv_epoch != self._resv_epoch:
+            job.resv_epoch = self._resv_epoch
+            job.resv_mask = 0
+        job.resv_mask |= 1 << klass
+
+    def _turned_away(
+        self, job: Job, reservations: dict[int, Reservation], no_fit: dict[int, float]
+    ) -> bool:
+        """Whether :meth:`_try_start` would surely fail for ``job`` without changing any
+        state, in a pass that may not preempt: every class is closed by a reservation
+        that still holds, or lacks the free GPUs (and already has a reservation, so the
+        job would not make one), or lacks the tenant's quota. Cheap, and exact where it
+        says True; passes between deep scans use it to skip jobs, or the whole pass."""
+        gpus = job.gpus
+        mask = job.resv_mask if job.resv_epoch == self._resv_epoch else 0
+        class_free = self.cs.class_free
+        for c in self._classes(job):
+            if mask >> c & 1:
+                continue
+            if class_free[c] < gpus or gpus >= no_fit.get(c, INF):
+                if c in reservations:
+                    continue
+                return False
+            if self.quota.fits(job.tenant, c, gpus):
+                return False
+        return True
 
     def _may_preempt(self, job: Job) -> bool:
         """Whether a job behind its tenant's head may preempt: only for priority (it

@@ -11,7 +11,7 @@ gone waits for replacement capacity like any pending job.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 import numpy as np
 
@@ -19,7 +19,8 @@ from aifactory.scheduler.core import Scheduler
 from aifactory.twin.kernel import EventClass, Kernel
 from aifactory.workload.job import Job, JobState
 
-FAIL, REPAIR = 1, 2  # event kinds shared with the simulator
+FAIL: Final = 1  # event kinds shared with the simulator
+REPAIR: Final = 2
 
 
 class Cause(Protocol):

@@ -85,7 +85,8 @@ class Job:
         "priority",
         "progress_s",
         "qseq",
-        "resv_dead",
+        "resv_epoch",
+        "resv_mask",
         "run_epoch",
         "run_start_s",
         "state",
@@ -132,9 +133,10 @@ class Job:
         self.in_queue = False  # whether that entry is in its tenant's queue heap yet
         self.klass = -1  # class index the job is placed in (scheduler-owned)
         self.classes: tuple[int, ...] | None = None  # classes it may run in (scheduler-owned)
-        # Reservation epoch in which every class turned the job away on a reservation alone
-        # (scheduler-owned): until the reservations change it cannot start between scans.
-        self.resv_dead = -1
+        # Classes (bit mask) whose reservation turned the job away, and in which reservation
+        # epoch (scheduler-owned): until the reservations change, those classes stay closed.
+        self.resv_epoch = -1
+        self.resv_mask = 0
         self.state = JobState.PENDING
         self.history: list[tuple[float, JobState]] = [(submit_s, JobState.PENDING)]
         self.first_start_s: float | None = None
