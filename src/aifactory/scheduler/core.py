@@ -24,8 +24,6 @@ from collections import Counter
 from dataclasses import dataclass
 from enum import StrEnum
 
-from sortedcontainers import SortedList
-
 from aifactory.fleet.topology import Topology
 from aifactory.scheduler.cluster import ClusterState, Placement
 from aifactory.scheduler.placement import Level, find_placement
@@ -99,6 +97,21 @@ class _PassContext:
         self.preempt = preempt  # whether this pass may preempt at all
         self.seen_tenants: set[str] = set()
 
+    def reset(self, reservations: dict[int, Reservation], *, preempt: bool) -> _PassContext:
+        """Ready for a new pass (the scheduler keeps one context: a pass after every
+        arrival made four dicts and a set that were mostly never written)."""
+        self.reservations = reservations
+        self.preempt = preempt
+        if self.no_fit:
+            self.no_fit.clear()
+        if self.quota_fail:
+            self.quota_fail.clear()
+        if self.preempt_failed:
+            self.preempt_failed.clear()
+        if self.seen_tenants:
+            self.seen_tenants.clear()
+        return self
+
 
 class Reservation:
     """EASY's reservation for the blocked head of a class: the earliest time (shadow) its
@@ -165,11 +178,24 @@ class Scheduler:
         # Running jobs of each class by estimated end, for EASY reservations. Built the
         # first time a class needs a reservation: on a fleet where nothing ever waits
         # (most of a light trace) the sorted index would be upkeep without a reader.
-        self._ends: list[SortedList | None] = [None] * n_classes
-        self.running_tc: dict[tuple[str, int], set[int]] = {}
-        # Plain dicts of counts (not Counter: its Python-level __delitem__ and constructor
-        # showed up in profiles of the per-job path).
-        self.prio_tc: dict[tuple[str, int], dict[int, int]] = {}
+        # A heap per class of (estimated end, job index, run epoch) with lazy deletion: a
+        # stopped job's entry stays until a reservation walk meets it or the heap is
+        # rebuilt (an entry is live while its job runs that same run). A sorted
+        # container paid a pure-Python insert and delete per job; reservations, which
+        # read it, are rare (about one per 60 starts on a busy korea-2025 day) and walk
+        # only a few entries (2.3 on average there).
+        self._ends: list[list[tuple[float, int, int]] | None] = [None] * n_classes
+        self._ends_stale = [0] * n_classes
+        # Per tenant, per class: running job indices, and counts of running preemptible
+        # jobs by priority. Plain dicts of counts (not Counter: its Python-level
+        # __delitem__ and constructor showed up in profiles of the per-job path); per
+        # tenant lists by class, not (tenant, class) keys: no tuple to build and hash.
+        self.running_tc: dict[str, list[set[int]]] = {
+            t: [set() for _ in range(n_classes)] for t in self.tenants
+        }
+        self.prio_tc: dict[str, list[dict[int, int]]] = {
+            t: [{} for _ in range(n_classes)] for t in self.tenants
+        }
         # The same over all classes, per tenant: _may_preempt asks it for every waiting job.
         self.prio_t: dict[str, dict[int, int]] = {t: {} for t in self.tenants}
         self.rejected: Counter[str] = Counter()
@@ -188,6 +214,7 @@ class Scheduler:
         # get one), so a job every class turned away on a reservation alone stays turned
         # away: passes between deep scans skip it (job.resv_mask) instead of retrying.
         self._resv_epoch = 0
+        self._ctx = _PassContext(self._reservations)  # scratch of the pass running now
         self._last_deep = -INF
         self.wakeup_s: float | None = None  # when the caller should run a pass even if idle
         self._classes_cache: dict[tuple[str, str | None, int, bool], tuple[int, ...]] = {}
@@ -355,7 +382,7 @@ class Scheduler:
         # Preemption searches are the costliest step of a pass; with a backfill interval
         # they run in the periodic deep scans only (Slurm's preemption also acts from its
         # scheduling cycles, not on every event).
-        ctx = _PassContext(reservations, preempt=deep or not self._periodic)
+        ctx = self._ctx.reset(reservations, preempt=deep or not self._periodic)
         held: list[QueueEntry] = []
         tested = 0
         while heads:
@@ -425,7 +452,7 @@ class Scheduler:
 
     def _arrivals_pass(self, fresh: list[Job], now: float, res: CycleResult) -> None:
         easy = self.cfg.backfill == BackfillMode.EASY
-        ctx = _PassContext(self._reservations, preempt=not self._periodic)
+        ctx = self._ctx.reset(self._reservations, preempt=not self._periodic)
         key = self.policy.job_key
         if len(fresh) > 1:
             fresh.sort(key=lambda j: (key(j), j.qseq))
@@ -625,24 +652,44 @@ class Scheduler:
         free = self.cs.class_free[klass]
         need = job.gpus
         shadow = now
+        if free >= need:
+            return Reservation(job.index, shadow, free - need)
+        # Walk the running jobs by estimated end: pop live entries (dropping stale ones
+        # for good) until enough GPUs would be free, then put the live ones back.
+        ends = self._ends_of(klass)
+        jobs = self.jobs
+        walked: list[tuple[float, int, int]] = []
+        while ends:
+            entry = heapq.heappop(ends)
+            running = jobs[entry[1]]
+            if running.run_epoch != entry[2] or running.state != JobState.RUNNING:
+                self._ends_stale[klass] = max(0, self._ends_stale[klass] - 1)
+                continue
+            walked.append(entry)
+            free += running.gpus
+            shadow = max(entry[0], now)
+            if free >= need:
+                break
+        for entry in walked:
+            heapq.heappush(ends, entry)
         if free < need:
-            for est_end, idx in self._ends_of(klass):
-                free += self.jobs[idx].gpus
-                shadow = max(est_end, now)
-                if free >= need:
-                    break
-            else:
-                return Reservation(job.index, INF, 0)
+            return Reservation(job.index, INF, 0)
         return Reservation(job.index, shadow, free - need)
 
-    def _ends_of(self, klass: int) -> SortedList:
-        """The class's running jobs as (estimated end, index), sorted; built on first use."""
+    def _ends_of(self, klass: int) -> list[tuple[float, int, int]]:
+        """The class's heap of running jobs by estimated end; built on first use."""
         ends = self._ends[klass]
         if ends is None:
-            ends = SortedList(
-                [(j.est_end_s, j.index) for j in self.running.values() if j.klass == klass]
-            )
-            self._ends[klass] = ends
+            ends = self._build_ends(klass)
+        return ends
+
+    def _build_ends(self, klass: int) -> list[tuple[float, int, int]]:
+        ends = [
+            (j.est_end_s, j.index, j.run_epoch) for j in self.running.values() if j.klass == klass
+        ]
+        heapq.heapify(ends)
+        self._ends[klass] = ends
+        self._ends_stale[klass] = 0
         return ends
 
     def _fits_reservation(self, job: Job, resv: Reservation, now: float, *, commit: bool) -> bool:
@@ -679,7 +726,7 @@ class Scheduler:
         job.est_end_s = now + self._expected_run(job)
         ends = self._ends[klass]
         if ends is not None:
-            ends.add((job.est_end_s, job.index))
+            heapq.heappush(ends, (job.est_end_s, job.index, job.run_epoch))
         self._unpend(job)
 
     def _unpend(self, job: Job) -> None:
@@ -699,16 +746,9 @@ class Scheduler:
         self.quota.add(job.tenant, klass, job.gpus)
         self.usage.change(job.tenant, klass, job.gpus, now)
         self.running[job.index] = job
-        key = (job.tenant, klass)
-        members = self.running_tc.get(key)
-        if members is None:
-            members = self.running_tc[key] = set()
-        members.add(job.index)
+        self.running_tc[job.tenant][klass].add(job.index)
         if job.preemptible:
-            prios = self.prio_tc.get(key)
-            if prios is None:
-                prios = self.prio_tc[key] = {}
-            _count(prios, job.priority, 1)
+            _count(self.prio_tc[job.tenant][klass], job.priority, 1)
             _count(self.prio_t[job.tenant], job.priority, 1)
 
     def _detach(self, job: Job, now: float) -> None:
@@ -718,17 +758,20 @@ class Scheduler:
         self.quota.add(job.tenant, klass, -job.gpus)
         self.usage.change(job.tenant, klass, -job.gpus, now)
         del self.running[job.index]
-        key = (job.tenant, klass)
-        self.running_tc[key].discard(job.index)
+        self.running_tc[job.tenant][klass].discard(job.index)
         if job.preemptible:
-            _count(self.prio_tc[key], job.priority, -1)
+            _count(self.prio_tc[job.tenant][klass], job.priority, -1)
             _count(self.prio_t[job.tenant], job.priority, -1)
 
     def _stop(self, job: Job, now: float) -> None:
         self._detach(job, now)
-        ends = self._ends[job.klass]
-        if ends is not None:
-            ends.discard((job.est_end_s, job.index))
+        klass = job.klass
+        ends = self._ends[klass]
+        if ends is not None:  # its entry goes stale; rebuild once most entries are stale
+            stale = self._ends_stale[klass] + 1
+            self._ends_stale[klass] = stale
+            if stale > 1024 and 2 * stale > len(ends):
+                self._build_ends(klass)
         job.attained += job.gpus * max(0.0, now - job.run_start_s)
         self._dirty = True
         self._freed = True
@@ -796,7 +839,7 @@ class Scheduler:
         job.est_end_s = start_s + self._expected_run(job)
         ends = self._ends[klass]
         if ends is not None:
-            ends.add((job.est_end_s, job.index))
+            heapq.heappush(ends, (job.est_end_s, job.index, job.run_epoch))
 
     # ================================================================ preemption
     def _lost_if_evicted(self, job: Job, now: float) -> float:
@@ -807,13 +850,12 @@ class Scheduler:
 
     def _candidates(self, job: Job, klass: int, now: float) -> list[Job]:
         t = job.tenant
-        key = (t, klass)
         out: list[Job] = []
-        prios = self.prio_tc.get(key)
+        prios = self.prio_tc[t][klass]
         rank = self.policy.rank(job, now) if self.policy.preemptive else 0
-        own_lower = bool(prios) and min(prios) < job.priority  # type: ignore[arg-type]
+        own_lower = bool(prios) and min(prios) < job.priority
         if own_lower or self.policy.preemptive:
-            for idx in self.running_tc.get(key, ()):
+            for idx in self.running_tc[t][klass]:
                 v = self.jobs[idx]
                 if not v.preemptible or v.id in job.preempted_for:
                     continue
@@ -829,7 +871,7 @@ class Scheduler:
             for member in self.quota.cohort_members[cohort]:
                 if member == t or self.quota.borrowed(member, klass) <= 0:
                     continue
-                for idx in self.running_tc.get((member, klass), ()):
+                for idx in self.running_tc[member][klass]:
                     v = self.jobs[idx]
                     if v.preemptible and v.id not in job.preempted_for:
                         out.append(v)
