@@ -30,6 +30,7 @@ NATIVE = (
     "aifactory/scheduler/cluster.py",
     "aifactory/scheduler/core.py",
     "aifactory/scheduler/placement.py",
+    "aifactory/scheduler/queue.py",
     "aifactory/scheduler/quota.py",
     "aifactory/scheduler/usage.py",
     "aifactory/scheduler/policies/__init__.py",

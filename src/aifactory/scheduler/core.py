@@ -29,15 +29,19 @@ from aifactory.scheduler.cluster import ClusterState, Placement
 from aifactory.scheduler.placement import Level, find_placement
 from aifactory.scheduler.policies import Policy, TenantUsage, make_policy
 from aifactory.scheduler.policies.las import DEFAULT_THRESHOLDS, LasPolicy
+from aifactory.scheduler.queue import Entry, before
+from aifactory.scheduler.queue import pop as queue_pop
+from aifactory.scheduler.queue import push as queue_push
 from aifactory.scheduler.quota import QuotaBook
 from aifactory.scheduler.usage import DecayedUsage
 from aifactory.workload.job import Job, JobState
 from aifactory.workload.progress import run_progress
 
 INF = float("inf")
+# A queue head in a pass: (tenant key, the entry's order, tenant).
+Head = tuple[float, tuple[float, float, tuple[float, ...], int], str]
 MAX_EXTRA_VICTIMS = 8  # victims beyond the count-sufficient set tried for topology's sake
 MAX_PRUNE = 16  # victim sets up to this size are pruned of unnecessary victims
-QueueEntry = tuple[tuple[float, ...], int, Job]
 
 
 def _count(counts: dict[int, int], key: int, delta: int) -> None:
@@ -171,7 +175,7 @@ class Scheduler:
         nominal_total = {t: sum(cell.nominal for cell in self.quota.cells[t]) for t in self.tenants}
         fleet_nominal = max(1, sum(nominal_total.values()))
         self.weight = {t: max(nominal_total[t] / fleet_nominal, 1e-3) for t in self.tenants}
-        self.queues: dict[str, list[QueueEntry]] = {t: [] for t in self.tenants}
+        self.queues: dict[str, list[Entry]] = {t: [] for t in self.tenants}
         self.jobs: list[Job] = []
         self.by_id: dict[str, Job] = {}
         self.running: dict[int, Job] = {}
@@ -295,7 +299,7 @@ class Scheduler:
         job.in_queue = push
         job.resv_epoch = -1
         if push:
-            heapq.heappush(self.queues[job.tenant], (self.policy.job_key(job), self._seq, job))
+            queue_push(self.queues[job.tenant], Entry(self.policy.job_key(job), self._seq, job))
         self.pending_count += 1
         self.pending_gpus += job.gpus
         sizes = self.pending_sizes[job.tenant]
@@ -354,15 +358,13 @@ class Scheduler:
             self._arrivals_pass(fresh, now, res)
         return res
 
-    def _heads(
-        self, tenants: list[str], now: float
-    ) -> list[tuple[float, tuple[float, ...], int, str]]:
-        heads = []
+    def _heads(self, tenants: list[str], now: float) -> list[Head]:
+        heads: list[Head] = []
         keyed = self.policy.uses_tenant_keys
         for t in tenants:
             q = self.queues[t]
             if self._clean(q):
-                heads.append((self._tenant_key(t, now) if keyed else 0.0, *q[0][:2], t))
+                heads.append((self._tenant_key(t, now) if keyed else 0.0, q[0].order(), t))
         heapq.heapify(heads)
         return heads
 
@@ -383,16 +385,16 @@ class Scheduler:
         # they run in the periodic deep scans only (Slurm's preemption also acts from its
         # scheduling cycles, not on every event).
         ctx = self._ctx.reset(reservations, preempt=deep or not self._periodic)
-        held: list[QueueEntry] = []
+        held: list[Entry] = []
         tested = 0
         while heads:
-            _, _, _, t = heapq.heappop(heads)
+            t = heapq.heappop(heads)[2]
             q = self.queues[t]
             # Peek, not pop: most heads tried between deep scans cannot start, and a pop
             # and push back on a queue of thousands was the costliest part of a busy pass.
             # A job that starts leaves a stale entry that _clean drops.
             entry = q[0]
-            job = entry[2]
+            job = entry.job
             head = t not in ctx.seen_tenants
             ctx.seen_tenants.add(t)
             if not easy and not ctx.preempt and self._turned_away(job, reservations, ctx.no_fit):
@@ -401,12 +403,12 @@ class Scheduler:
             if self._try_start(job, now, ctx, res, head=head):
                 if self._clean(q):
                     key = self._tenant_key(t, now) if keyed else 0.0
-                    heapq.heappush(heads, (key, *q[0][:2], t))
+                    heapq.heappush(heads, (key, q[0].order(), t))
                 continue
             if not easy:
                 continue  # strict: this tenant's queue stops here for this pass
             # A job that cannot start changes no queue, so its entry is still the head.
-            heapq.heappop(q)
+            queue_pop(q)
             held.append(entry)
             tested += 1
             if tested >= self.cfg.backfill_depth:
@@ -415,10 +417,10 @@ class Scheduler:
                 continue  # nothing this tenant could start now: stop its queue
             if self._clean(q):
                 key = self._tenant_key(t, now) if keyed else 0.0
-                heapq.heappush(heads, (key, *q[0][:2], t))
+                heapq.heappush(heads, (key, q[0].order(), t))
         # Phase 5: requeue.
         for entry in held:
-            heapq.heappush(self.queues[entry[2].tenant], entry)
+            queue_push(self.queues[entry.job.tenant], entry)
 
     def _all_turned_away(self, reservations: dict[int, Reservation]) -> bool:
         """Whether every queue head would be turned away by a pass between deep scans
@@ -426,7 +428,7 @@ class Scheduler:
         no_fit: dict[int, float] = {}
         for t in self.tenants:
             q = self.queues[t]
-            if self._clean(q) and not self._turned_away(q[0][2], reservations, no_fit):
+            if self._clean(q) and not self._turned_away(q[0].job, reservations, no_fit):
                 return False
         return True
 
@@ -489,9 +491,11 @@ class Scheduler:
             return
         q = self.queues[job.tenant]
         if job.in_queue:
-            head = self._clean(q) and q[0][2] is job
+            head = self._clean(q) and q[0].job is job
         else:  # not pushed yet: at the head unless a waiting job of its tenant goes first
-            head = not self._clean(q) or (self.policy.job_key(job), job.qseq) < q[0][:2]
+            head = not self._clean(q) or before(
+                Entry(self.policy.job_key(job), job.qseq, job), q[0]
+            )
         if (head or easy) and self._try_start(job, now, ctx, res, head=head):
             job.qseq = -1  # its queue entry (if any) is now stale
         elif not job.in_queue:
@@ -500,27 +504,28 @@ class Scheduler:
     def _push(self, job: Job) -> None:
         """Put a pending job's entry on its tenant's queue."""
         job.in_queue = True
-        heapq.heappush(self.queues[job.tenant], (self.policy.job_key(job), job.qseq, job))
+        queue_push(self.queues[job.tenant], Entry(self.policy.job_key(job), job.qseq, job))
 
     def waiting(self) -> list[Job]:
         """Every pending job, in no particular order (queued or submitted since the last
         pass)."""
         seen = [
-            entry[2]
+            entry.job
             for q in self.queues.values()
             for entry in q
-            if entry[2].state == JobState.PENDING and entry[2].qseq == entry[1]
+            if entry.job.state == JobState.PENDING and entry.job.qseq == entry.seq
         ]
         seen.extend(j for j in self._fresh if not j.in_queue and j.state == JobState.PENDING)
         return seen
 
-    def _clean(self, q: list[QueueEntry]) -> bool:
+    def _clean(self, q: list[Entry]) -> bool:
         """Drop stale entries at the head; True if a live job is at the head."""
         while q:
-            job = q[0][2]
-            if job.state == JobState.PENDING and job.qseq == q[0][1]:
+            top = q[0]
+            job = top.job
+            if job.state == JobState.PENDING and job.qseq == top.seq:
                 return True
-            heapq.heappop(q)
+            queue_pop(q)
         return False
 
     def _tenant_key(self, tenant: str, now: float) -> float:
