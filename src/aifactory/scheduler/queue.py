@@ -14,7 +14,8 @@ correctly, by their remaining items.
 
 from __future__ import annotations
 
-from typing import final
+import heapq
+from typing import Final, final
 
 from aifactory.workload.job import Job
 
@@ -32,6 +33,10 @@ class Entry:
         self.rest = key[2:]
         self.seq = seq
         self.job = job
+
+    def __lt__(self, other: Entry) -> bool:
+        """The queue's order, for ``heapq`` (used when this module runs uncompiled)."""
+        return before(self, other)
 
     def order(self) -> tuple[float, float, tuple[float, ...], int]:
         """The entry's place as a plain tuple (for merging queue heads across tenants)."""
@@ -51,12 +56,17 @@ def before(a: Entry, b: Entry) -> bool:
 
 def push(heap: list[Entry], entry: Entry) -> None:
     """Add an entry."""
-    heap.append(entry)
-    _bubble_up(heap, len(heap) - 1)
+    if COMPILED:
+        heap.append(entry)
+        _bubble_up(heap, len(heap) - 1)
+    else:
+        heapq.heappush(heap, entry)
 
 
 def pop(heap: list[Entry]) -> Entry:
     """Remove and return the first entry (the heap must not be empty)."""
+    if not COMPILED:
+        return heapq.heappop(heap)
     first = heap[0]
     last = heap.pop()
     if heap:
@@ -92,3 +102,8 @@ def _sink(heap: list[Entry], item: Entry) -> None:
         child = 2 * pos + 1
     heap[pos] = item
     _bubble_up(heap, pos)
+
+
+# Whether this module runs compiled: then its own sift functions are fastest; as plain
+# Python, C's heapq calling Entry.__lt__ is (the same order either way).
+COMPILED: Final = type(_bubble_up).__name__ != "function"

@@ -26,9 +26,10 @@ event comes after heap events of the same time and class.
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Sequence
 from enum import IntEnum
-from typing import Any, final
+from typing import Any, Final, final
 
 from mypy_extensions import mypyc_attr
 
@@ -59,6 +60,10 @@ class Event:
     def __repr__(self) -> str:
         return f"Event({self.time}, cls={self.cls}, seq={self.seq}, kind={self.kind})"
 
+    def __lt__(self, other: Event) -> bool:
+        """The kernel's order, for ``heapq`` (used when this module runs uncompiled)."""
+        return _before(self, other)
+
 
 def _before(a: Event, b: Event) -> bool:
     """The kernel's total order: time, then class, then sequence."""
@@ -67,6 +72,24 @@ def _before(a: Event, b: Event) -> bool:
     if a.cls != b.cls:
         return a.cls < b.cls
     return a.seq < b.seq
+
+
+def _push(heap: list[Event], event: Event) -> None:
+    if COMPILED:
+        heap.append(event)
+        _bubble_up(heap, len(heap) - 1)
+    else:
+        heapq.heappush(heap, event)
+
+
+def _pop(heap: list[Event]) -> Event:
+    if not COMPILED:
+        return heapq.heappop(heap)
+    first = heap[0]
+    last = heap.pop()
+    if heap:
+        _sink(heap, last)
+    return first
 
 
 def _bubble_up(heap: list[Event], pos: int) -> None:
@@ -98,6 +121,11 @@ def _sink(heap: list[Event], item: Event) -> None:
         child = 2 * pos + 1
     heap[pos] = item
     _bubble_up(heap, pos)
+
+
+# Whether this module runs compiled: then its own sift functions are fastest; as plain
+# Python, C's heapq calling Event.__lt__ is (the same order either way).
+COMPILED: Final = type(_bubble_up).__name__ != "function"
 
 
 @mypyc_attr(allow_interpreted_subclasses=True)  # tests wrap it with invariant checks
@@ -140,9 +168,7 @@ class Kernel:
             msg = f"event at {time} is in the past (now {self.now})"
             raise ValueError(msg)
         self._seq += 1
-        heap = self._heap
-        heap.append(Event(time, int(cls), self._seq, kind, payload))
-        _bubble_up(heap, len(heap) - 1)
+        _push(self._heap, Event(time, int(cls), self._seq, kind, payload))
 
     def pop(self) -> Event | None:
         """Next event, advancing the clock; None when the heap and the feed are empty."""
@@ -157,10 +183,7 @@ class Kernel:
                 return self._take_feed(t, i)
         if not heap:
             return None
-        event = heap[0]
-        last = heap.pop()
-        if heap:
-            _sink(heap, last)
+        event = _pop(heap)
         self.now = event.time
         self.processed += 1
         return event
