@@ -42,7 +42,10 @@ def main(argv: list[str]) -> int:
         table.add_column(col, justify="right" if col == "value" else "left")
     for r in rows:
         value = r["value"]
-        shown = f"{value:,.3g}" if isinstance(value, float) else f"{value:,}"
+        if isinstance(value, str):
+            shown = value
+        else:
+            shown = f"{value:,.3g}" if isinstance(value, float) else f"{value:,}"
         ok = r.get("ok")
         mark = "" if ok is None else ("[green]yes[/]" if ok else "[red]no[/]")
         table.add_row(r["bench"], r["name"], shown, r.get("unit", ""), r.get("target", ""), mark)

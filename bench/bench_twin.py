@@ -13,7 +13,9 @@ parent's imports and earlier runs do not count). Figures:
 - The national mix (issue #5 §7): 30 days of korea-2025 at load 0.9 with the Llama 3
   failure model and checkpoints, as the main job runs it: jobs, events, wall, peak RSS.
 - A bare loop that pops and pushes the same number of events on a ``heapq`` with the
-  same key shape: our events/s as a ratio to it. Target: >= 0.2.
+  same key shape: our events/s as a ratio to it. Target: >= 0.2. The bare loop counts
+  its best of five repeats; the Philly twins their best of three runs (each run's time
+  is reported too), so machine noise flatters neither side.
 
 Every run uses the compiled hot path when ``make native`` built it (the row names say
 which build ran); Philly fifo also runs as pure Python (``AIFACTORY_PURE_PYTHON=1``) so
@@ -44,6 +46,9 @@ MILLION_TARGET_GB = 4.0
 RATIO_TARGET = 0.2
 NATIONAL_DAYS = float(os.environ.get("AIF_BENCH_NATIONAL_DAYS", "30"))  # issue #5 §7
 NATIONAL_LOAD = 0.9
+# The Philly twin takes about a second: it runs three times and the fastest counts, as
+# the bare loop's best of five does (this machine has slow phases that move either side).
+PHILLY_REPEATS = 3
 
 # The child: run one twin and print its figures as JSON on the last line.
 CHILD = r"""
@@ -170,6 +175,7 @@ class _Run:
     target_s: float | None = None
     target_mb: float | None = None
     pure: bool = False  # run as pure Python even where the compiled build exists
+    repeats: int = 1  # runs of this twin (each in its own process); the fastest is reported
 
 
 def run() -> list[dict[str, Any]]:
@@ -179,8 +185,14 @@ def run() -> list[dict[str, Any]]:
     if PHILLY.exists():
         fifo = "philly-2017 full trace, fifo"
         runs += [
-            _Run(fifo, "trace", str(PHILLY), target_s=PHILLY_TARGET_S),
-            _Run("philly-2017 full trace, las", "trace", str(PHILLY), policy="las"),
+            _Run(fifo, "trace", str(PHILLY), target_s=PHILLY_TARGET_S, repeats=PHILLY_REPEATS),
+            _Run(
+                "philly-2017 full trace, las",
+                "trace",
+                str(PHILLY),
+                policy="las",
+                repeats=PHILLY_REPEATS,
+            ),
             _Run(fifo, "trace", str(PHILLY), target_s=PHILLY_TARGET_S, pure=True),
         ]
     days = _days_for(MILLION)
@@ -197,7 +209,8 @@ def run() -> list[dict[str, Any]]:
     national = f"korea-2025 national mix {NATIONAL_DAYS:g} d @ {NATIONAL_LOAD:g} + failures, fifo"
     runs.append(_Run(national, "national", str(NATIONAL_DAYS), load=NATIONAL_LOAD))
     for r in runs:
-        got = _child(r.kind, r.arg, r.policy, r.load, pure=r.pure)
+        tries = [_child(r.kind, r.arg, r.policy, r.load, pure=r.pure) for _ in range(r.repeats)]
+        got = min(tries, key=lambda g: float(g["sim_s"]))
         name = f"{r.name} ({got['build']})"
         target_s, target_mb = r.target_s, r.target_mb
         ours = got["events"] / got["sim_s"]
@@ -205,6 +218,11 @@ def run() -> list[dict[str, Any]]:
         ratio = ours / bare
         rows += [
             {"name": f"{name}: jobs", "value": got["jobs"], "unit": "jobs"},
+            {
+                "name": f"{name}: simulate, each of {len(tries)} runs",
+                "value": ", ".join(f"{float(g['sim_s']):.3g}" for g in tries),
+                "unit": "s",
+            },
             _row(f"{name}: simulate", got["sim_s"], "s", target_s),
             {"name": f"{name}: load + simulate", "value": got["total_s"], "unit": "s"},
             {"name": f"{name}: events", "value": got["events"], "unit": "events"},
