@@ -215,8 +215,9 @@ class Scheduler:
         self._reservations: dict[int, Reservation] = {}
         # Bumped whenever a reservation is dropped or the set is rebuilt. Within one epoch
         # reservations only get stricter (time moves on, spare GPUs are used, new classes
-        # get one), so a job every class turned away on a reservation alone stays turned
-        # away: passes between deep scans skip it (job.resv_mask) instead of retrying.
+        # get one), so a class whose reservation turned a job away stays closed to it
+        # (job.resv_mask); passes between deep scans skip a job with every class closed,
+        # or lacking GPUs or quota (_turned_away), instead of retrying it.
         self._resv_epoch = 0
         self._ctx = _PassContext(self._reservations)  # scratch of the pass running now
         self._last_deep = -INF
