@@ -6,7 +6,8 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 # The twin's hot path compiled with mypyc (scripts/build_native.py), rebuilt when the
 # sources change; pure Python where no C compiler is found.
 NATIVE_SRC := $(wildcard src/aifactory/scheduler/*.py src/aifactory/scheduler/policies/*.py \
-                src/aifactory/twin/*.py src/aifactory/workload/*.py src/aifactory/native.py)
+                src/aifactory/twin/*.py src/aifactory/workload/*.py src/aifactory/native.py \
+                src/aifactory/heap.py)
 NATIVE := $(VENV)/.native
 
 .DEFAULT_GOAL := help

@@ -69,10 +69,9 @@ def test_module_names() -> None:
 def _probe(env: dict[str, str]) -> list[str]:
     code = (
         "import aifactory, aifactory.native as n, aifactory.scheduler.core as c, "
-        "aifactory.scheduler.policies as p, aifactory.twin.kernel as k, "
-        "aifactory.scheduler.queue as q;"
+        "aifactory.scheduler.policies as p, aifactory.heap as h;"
         "print(aifactory.BUILD, n.running_compiled(), c.__file__.endswith('.py'),"
-        " p.__file__.endswith('.py'), k.COMPILED, q.COMPILED)"
+        " p.__file__.endswith('.py'), h.COMPILED)"
     )
     out = subprocess.run(
         [sys.executable, "-c", code],
@@ -85,17 +84,16 @@ def _probe(env: dict[str, str]) -> list[str]:
 
 
 def test_pure_python_can_be_forced() -> None:
-    build, compiled, core_py, policies_py, kernel_heap, queue_heap = _probe({native.PURE_ENV: "1"})
+    build, compiled, core_py, policies_py, heap = _probe({native.PURE_ENV: "1"})
     assert build == "pure"
     assert (compiled, core_py, policies_py) == ("False", "True", "True")
-    # the heaps know they run as plain Python (and use heapq there)
-    assert (kernel_heap, queue_heap) == ("False", "False")
+    assert heap == "False"  # the heap knows it runs as plain Python (and uses heapq)
 
 
 def test_the_process_runs_what_the_build_state_says() -> None:
     state, _ = native.build_state()
-    build, compiled, core_py, _policies_py, kernel_heap, queue_heap = _probe({native.PURE_ENV: "0"})
+    build, compiled, core_py, _policies_py, heap = _probe({native.PURE_ENV: "0"})
     assert build == state
     assert compiled == str(state == "compiled")
     assert core_py == str(state != "compiled")
-    assert kernel_heap == queue_heap == compiled
+    assert heap == compiled

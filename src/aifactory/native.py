@@ -27,6 +27,7 @@ from types import ModuleType
 
 # The modules on the twin's per-event path, relative to src/.
 NATIVE = (
+    "aifactory/heap.py",
     "aifactory/scheduler/cluster.py",
     "aifactory/scheduler/core.py",
     "aifactory/scheduler/placement.py",

@@ -12,8 +12,8 @@ Within a class, events keep the order they were scheduled in (the sequence numbe
 so a run is deterministic. The kernel's clock only moves forward; scheduling an event
 in the past is an error.
 
-The heap is the kernel's own binary heap of :class:`Event` objects, not ``heapq`` over
-tuples: compiled, its comparisons read two unboxed fields, where a tuple comparison went
+The heap is :mod:`aifactory.heap` over :class:`Event` objects, not ``heapq`` over
+tuples: compiled, its comparisons read unboxed fields, where a tuple comparison went
 through the generic rich-compare machinery at every level (a tenth of a busy run).
 Any correct heap pops a strict total order in the same sequence, so results are those
 of ``heapq``.
@@ -26,12 +26,13 @@ event comes after heap events of the same time and class.
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Sequence
 from enum import IntEnum
-from typing import Any, Final, final
+from typing import Any, final
 
 from mypy_extensions import mypyc_attr
+
+from aifactory.heap import Keyed, pop, push
 
 
 class EventClass(IntEnum):
@@ -44,88 +45,29 @@ class EventClass(IntEnum):
 
 
 @final
-class Event:
-    """One event: when, its class and sequence (the order), and the caller's kind and
-    payload."""
+class Event(Keyed):
+    """One event: when, its class and sequence (its place in the order, as a
+    :class:`~aifactory.heap.Keyed`), and the caller's kind and payload."""
 
-    __slots__ = ("cls", "kind", "payload", "seq", "time")
+    __slots__ = ("kind", "payload")
 
     def __init__(self, time: float, cls: int, seq: int, kind: int, payload: Any) -> None:
-        self.time = time
-        self.cls = cls
-        self.seq = seq  # order of scheduling (-1 for a feed's events)
+        super().__init__(time, float(cls), (), seq)  # seq: order of scheduling, -1: feed
         self.kind = kind
         self.payload = payload
 
+    @property
+    def time(self) -> float:
+        """When the event happens."""
+        return self.k0
+
+    @property
+    def cls(self) -> int:
+        """Its :class:`EventClass` (the tie-break at equal times)."""
+        return int(self.k1)
+
     def __repr__(self) -> str:
-        return f"Event({self.time}, cls={self.cls}, seq={self.seq}, kind={self.kind})"
-
-    def __lt__(self, other: Event) -> bool:
-        """The kernel's order, for ``heapq`` (used when this module runs uncompiled)."""
-        return _before(self, other)
-
-
-def _before(a: Event, b: Event) -> bool:
-    """The kernel's total order: time, then class, then sequence."""
-    if a.time != b.time:
-        return a.time < b.time
-    if a.cls != b.cls:
-        return a.cls < b.cls
-    return a.seq < b.seq
-
-
-def _push(heap: list[Event], event: Event) -> None:
-    if COMPILED:
-        heap.append(event)
-        _bubble_up(heap, len(heap) - 1)
-    else:
-        heapq.heappush(heap, event)
-
-
-def _pop(heap: list[Event]) -> Event:
-    if not COMPILED:
-        return heapq.heappop(heap)
-    first = heap[0]
-    last = heap.pop()
-    if heap:
-        _sink(heap, last)
-    return first
-
-
-def _bubble_up(heap: list[Event], pos: int) -> None:
-    """Move the event at ``pos`` towards the root until its parent comes before it."""
-    item = heap[pos]
-    while pos > 0:
-        parent = (pos - 1) >> 1
-        above = heap[parent]
-        if not _before(item, above):
-            break
-        heap[pos] = above
-        pos = parent
-    heap[pos] = item
-
-
-def _sink(heap: list[Event], item: Event) -> None:
-    """Put ``item`` at the root and restore the heap: walk the hole down to a leaf along
-    the earlier children, then bubble ``item`` up from there (heapq's way: about half the
-    comparisons of stopping as soon as it fits, since a root replacement is usually late)."""
-    end = len(heap)
-    pos = 0
-    child = 1
-    while child < end:
-        right = child + 1
-        if right < end and not _before(heap[child], heap[right]):
-            child = right
-        heap[pos] = heap[child]
-        pos = child
-        child = 2 * pos + 1
-    heap[pos] = item
-    _bubble_up(heap, pos)
-
-
-# Whether this module runs compiled: then its own sift functions are fastest; as plain
-# Python, C's heapq calling Event.__lt__ is (the same order either way).
-COMPILED: Final = type(_bubble_up).__name__ != "function"
+        return f"Event({self.k0}, cls={self.cls}, seq={self.seq}, kind={self.kind})"
 
 
 @mypyc_attr(allow_interpreted_subclasses=True)  # tests wrap it with invariant checks
@@ -168,7 +110,7 @@ class Kernel:
             msg = f"event at {time} is in the past (now {self.now})"
             raise ValueError(msg)
         self._seq += 1
-        _push(self._heap, Event(time, int(cls), self._seq, kind, payload))
+        push(self._heap, Event(time, int(cls), self._seq, kind, payload))
 
     def pop(self) -> Event | None:
         """Next event, advancing the clock; None when the heap and the feed are empty."""
@@ -179,12 +121,12 @@ class Kernel:
             if not heap:
                 return self._take_feed(t, i)
             top = heap[0]
-            if t < top.time or (t == top.time and self._feed_cls < top.cls):
+            if t < top.k0 or (t == top.k0 and self._feed_cls < top.k1):
                 return self._take_feed(t, i)
         if not heap:
             return None
-        event = _pop(heap)
-        self.now = event.time
+        event = pop(heap)
+        self.now = event.k0
         self.processed += 1
         return event
 
@@ -203,7 +145,7 @@ class Kernel:
         if i < len(self._feed) and self._feed[i] == now and self._feed_cls < cls:
             return False
         heap = self._heap
-        return not heap or heap[0].time > now or heap[0].cls >= cls
+        return not heap or heap[0].k0 > now or heap[0].k1 >= cls
 
     def handled_inline(self) -> None:
         """Count an event the caller handled at once (see :meth:`next_is_later`)."""
@@ -211,7 +153,7 @@ class Kernel:
 
     def peek_time(self) -> float | None:
         """Time of the next event without taking it."""
-        times = [self._heap[0].time] if self._heap else []
+        times = [self._heap[0].k0] if self._heap else []
         if self._feed_i < len(self._feed):
             times.append(self._feed[self._feed_i])
         return min(times, default=None)
