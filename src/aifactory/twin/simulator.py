@@ -57,6 +57,7 @@ class SimResult:
     end_s: float
     rejected: dict[str, int] = field(default_factory=dict)
     failures: int = 0
+    heap_mean: float = 0.0  # mean events in the kernel's heap at a pop (bench sizes to it)
 
 
 @contextmanager
@@ -99,11 +100,37 @@ class Simulation:
         self.observer = Observer(self.sched)
         self.failures = failures
         self.rng = np.random.default_rng(self.cfg.seed)
+        self._woken_at = -1.0  # the wake-up time already scheduled (one DECIDE each)
 
     def run(self, progress: Progress | None = None) -> SimResult:
         """Simulate until every job has ended (or ``until_s``); returns the result."""
         with no_gc():
             return self._run(progress)
+
+    def _decide(self, now: float) -> None:
+        """Run the scheduling pass of this instant and schedule what it decided: an end
+        event per started job, and the wake-up the scheduler asked for. (A method, not a
+        closure in the loop: compiled, a closure is called through the Python-level
+        wrapper and keeps its state in a heap-allocated environment.)"""
+        sched = self.sched
+        kernel = self.kernel
+        res = sched.schedule(now)
+        if res.started:
+            write_s = sched.cfg.checkpoint_write_s
+            failures = self.failures
+            for job in res.started:
+                run = wall_for(
+                    job.duration_s - job.progress_s, job.overhead_s, job.checkpoint_s, write_s
+                )
+                kernel.at(now + run, EventClass.END, FINISH, (job, job.run_epoch))
+                if failures is not None:
+                    failures.started(job)
+        wake = sched.wakeup_s
+        if wake is not None and wake > now and wake != self._woken_at:
+            self._woken_at = wake
+            kernel.at(wake, EventClass.DECIDE, DECIDE)
+        if res.preempted:
+            self.observer.preempted(res.preempted)
 
     def _run(self, progress: Progress | None) -> SimResult:
         t0 = time.perf_counter()
@@ -111,7 +138,6 @@ class Simulation:
         sched = self.sched
         jobs = self.jobs
         n = len(jobs)
-        write_s = sched.cfg.checkpoint_write_s
         until = self.cfg.until_s if self.cfg.until_s is not None else float("inf")
         interval = self.cfg.sample_interval_s
         observer = self.observer
@@ -122,35 +148,14 @@ class Simulation:
             self.failures.start(kernel, self.rng)
             self.failures.bind(sched)
             self.failures.schedule_next(0.0)
-        woken_at = -1.0
+        self._woken_at = -1.0
         arrived = 0
         next_report = 0.0
-        heap_pop = kernel.pop
-        end_cls = EventClass.END
         decide_cls = EventClass.DECIDE
         failures = self.failures
-        next_is_later = kernel.next_is_later
-
-        def decide(now: float) -> None:
-            nonlocal woken_at
-            res = sched.schedule(now)
-            for job in res.started:
-                run = wall_for(
-                    job.duration_s - job.progress_s, job.overhead_s, job.checkpoint_s, write_s
-                )
-                kernel.at(now + run, end_cls, FINISH, (job, job.run_epoch))
-                if failures is not None:
-                    failures.started(job)
-            wake = sched.wakeup_s
-            if wake is not None and wake > now and wake != woken_at:
-                woken_at = wake
-                kernel.at(wake, decide_cls, DECIDE)
-            if res.preempted:
-                observer.preempted(res.preempted)
-
         due = False  # something changed at this instant: its pass is still to run
         while True:
-            ev = heap_pop()
+            ev = kernel.pop()
             if ev is None:
                 break
             now = ev.time
@@ -175,7 +180,7 @@ class Simulation:
                     progress(payload / n)
                     next_report = payload + n / 200
             elif kind == DECIDE:
-                decide(now)
+                self._decide(now)
                 continue
             elif kind == SAMPLE:
                 observer.sample(now)
@@ -190,10 +195,10 @@ class Simulation:
             # The pass of this instant runs once every completion, failure and arrival of
             # the instant has been handled: the DECIDE event, handled at once instead of
             # going through the heap (same order, one heap push and pop fewer per pass).
-            if due and next_is_later(now, decide_cls):
+            if due and kernel.next_is_later(now, decide_cls):
                 due = False
                 kernel.handled_inline()
-                decide(now)
+                self._decide(now)
         if progress is not None:
             progress(1.0)
         observer.close(kernel.now)
@@ -206,4 +211,5 @@ class Simulation:
             end_s=kernel.now,
             rejected=dict(sched.rejected),
             failures=self.failures.count if self.failures is not None else 0,
+            heap_mean=kernel.mean_depth,
         )
