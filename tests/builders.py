@@ -154,15 +154,15 @@ def check_invariants(sched: Scheduler, down: dict[int, int] | None = None) -> No
         assert used_mask[n] & cs.node_mask[n] == 0, f"node {n}: a used GPU is also free"
         assert d & (used_mask[n] | cs.node_mask[n]) == 0, f"node {n}: a down GPU is in use"
         assert used_mask[n] | cs.node_mask[n] | d == full, f"node {n}: a GPU is unaccounted"
-    for t, cells in sched.quota.cells.items():
+    for t, cells in zip(sched.quota.tenants, sched.quota.cells, strict=True):
         for c, cell in enumerate(cells):
             assert cell.used == used.get((t, topo.classes[c]), 0), f"{t}: quota book drifted"
     pending = sum(1 for j in sched.jobs if j.state == JobState.PENDING)
     assert sched.pending_count == pending, "pending count drifted"
-    prios: dict[str, dict[int, int]] = {t: {} for t in sched.tenants}
+    prios: list[dict[int, int]] = [{} for _ in sched.tenants]
     for job in running:
         if job.preemptible:
-            prios[job.tenant][job.priority] = prios[job.tenant].get(job.priority, 0) + 1
+            prios[job.tix][job.priority] = prios[job.tix].get(job.priority, 0) + 1
     assert sched.prio_t == prios, "per-tenant priority counts drifted"
     busy = sum(used.values())
     down_total = sum(m.bit_count() for m in down.values())

@@ -46,53 +46,63 @@ def book(fleet: Fleet) -> QuotaBook:
     return QuotaBook(fleet, ("h100",))
 
 
+# The book indexes tenants in the fleet's order.
+A, B, SOLO = 0, 1, 2
+
+
+def test_tenants_are_indexed_in_fleet_order(book: QuotaBook) -> None:
+    assert book.index == {"a": A, "b": B, "solo": SOLO}
+    assert [book.cohort_name(t) for t in (A, B, SOLO)] == ["c", "c", None]
+    assert book.cohort_members == [[A, B]]
+
+
 def test_ceilings_worked_by_hand(book: QuotaBook) -> None:
-    assert book.cohort_pool == {"c": [16]}
-    assert book.ceiling("a", 0) == 20
-    assert book.ceiling("b", 0) == 16
-    assert book.ceiling("solo", 0) == 8
+    assert book.cohort_pool == [[16]]
+    assert book.ceiling(A, 0) == 20
+    assert book.ceiling(B, 0) == 16
+    assert book.ceiling(SOLO, 0) == 8
 
 
 def test_no_cohort_means_held_to_nominal(book: QuotaBook) -> None:
-    assert book.fits("solo", 0, 8)
-    assert not book.fits("solo", 0, 9)
-    book.add("solo", 0, 8)
-    assert not book.fits("solo", 0, 1)
-    assert book.lent("solo", 0) == 0
+    assert book.fits(SOLO, 0, 8)
+    assert not book.fits(SOLO, 0, 9)
+    book.add(SOLO, 0, 8)
+    assert not book.fits(SOLO, 0, 1)
+    assert book.lent(SOLO, 0) == 0
 
 
 def test_borrowing_limit(book: QuotaBook) -> None:
-    assert book.fits("a", 0, 20)
-    assert not book.fits("a", 0, 21)  # nominal 16 + borrowing limit 4
-    book.add("a", 0, 20)
-    assert book.borrowed("a", 0) == 4
-    assert not book.fits("a", 0, 1)
+    assert book.fits(A, 0, 20)
+    assert not book.fits(A, 0, 21)  # nominal 16 + borrowing limit 4
+    book.add(A, 0, 20)
+    assert book.borrowed(A, 0) == 4
+    assert not book.fits(A, 0, 1)
 
 
 def test_lending_limit_keeps_the_guaranteed_part(book: QuotaBook) -> None:
     """a is idle, yet b gets at most a's lendable 8 on top of its own 8."""
-    assert book.fits("b", 0, 16)
-    assert not book.fits("b", 0, 17)
-    book.add("b", 0, 16)
-    assert book.borrowed("b", 0) == 8
-    assert book.lent("a", 0) == 8
+    assert book.fits(B, 0, 16)
+    assert not book.fits(B, 0, 17)
+    book.add(B, 0, 16)
+    assert book.borrowed(B, 0) == 8
+    assert book.lent(A, 0) == 8
     # a still has its guaranteed 8, and nothing more while b holds the pool
-    assert book.fits("a", 0, 8)
-    assert not book.fits("a", 0, 9)
-    assert book.shortfall("a", 0, 9) == 1  # within a's nominal: reclaim 1 from b
-    assert book.shortfall("a", 0, 16) == 8
-    assert book.shortfall("a", 0, 17) == -1  # beyond nominal: reclaim cannot help
-    assert book.shortfall("b", 0, 1) == -1
+    assert book.fits(A, 0, 8)
+    assert not book.fits(A, 0, 9)
+    assert book.shortfall(A, 0, 9) == 1  # within a's nominal: reclaim 1 from b
+    assert book.shortfall(A, 0, 16) == 8
+    assert book.shortfall(A, 0, 17) == -1  # beyond nominal: reclaim cannot help
+    assert book.shortfall(B, 0, 1) == -1
 
 
 def test_usage_refund_restores_the_pool(book: QuotaBook) -> None:
-    book.add("b", 0, 16)
-    book.add("a", 0, 8)
-    assert book.cohort_draw["c"] == [16]
-    book.add("b", 0, -16)
-    book.add("a", 0, -8)
-    assert book.cohort_draw["c"] == [0]
-    assert book.fits("a", 0, 20)
+    book.add(B, 0, 16)
+    book.add(A, 0, 8)
+    assert book.cohort_draw == [[16]]
+    book.add(B, 0, -16)
+    book.add(A, 0, -8)
+    assert book.cohort_draw == [[0]]
+    assert book.fits(A, 0, 20)
 
 
 def test_scheduler_b_borrows_only_the_lendable_part(topo: Topology) -> None:

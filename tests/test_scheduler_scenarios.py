@@ -545,7 +545,7 @@ def test_cancel_pending_and_running_jobs() -> None:
     sched.cancel(run, 3.0)
     assert run.history[-1] == (3.0, JobState.CANCELLED)
     assert sched.cs.class_free == [8]
-    assert sched.quota.cells["a"][0].used == 0
+    assert sched.quota.cells[sched.tenant_index["a"]][0].used == 0
     sched.cs.check()
     # the cancelled job's stale queue entry never starts
     assert sched.schedule(4.0).started == []
@@ -601,15 +601,15 @@ def test_las_queues_and_thresholds() -> None:
 def test_decayed_usage_half_life_worked_by_hand() -> None:
     """10 GPUs held for one half-life from nothing: the decayed average is 10 x (1 - 1/2) = 5;
     released for another half-life: 5 / 2 = 2.5."""
-    usage = DecayedUsage(["a"], 1, half_life_s=100.0)
-    usage.change("a", 0, 10, 0.0)
-    usage.advance("a", 100.0)
-    assert usage.average_gpus("a")[0] == pytest.approx(5.0)
-    usage.change("a", 0, -10, 100.0)
-    usage.advance("a", 200.0)
-    assert usage.average_gpus("a")[0] == pytest.approx(2.5)
+    usage = DecayedUsage(1, 1, half_life_s=100.0)
+    usage.change(0, 0, 10, 0.0)
+    usage.advance(0, 100.0)
+    assert usage.average_gpus(0)[0] == pytest.approx(5.0)
+    usage.change(0, 0, -10, 100.0)
+    usage.advance(0, 200.0)
+    assert usage.average_gpus(0)[0] == pytest.approx(2.5)
     with pytest.raises(ValueError, match="half_life"):
-        DecayedUsage(["a"], 1, half_life_s=0.0)
+        DecayedUsage(1, 1, half_life_s=0.0)
 
 
 def test_fair_share_is_weighted_by_entitlement() -> None:

@@ -38,8 +38,8 @@ from aifactory.workload.job import Job, JobState
 from aifactory.workload.progress import run_progress
 
 INF = float("inf")
-# A queue head in a pass: (tenant key, the entry's order, tenant).
-Head = tuple[float, tuple[float, float, tuple[float, ...], int], str]
+# A queue head in a pass: (tenant key, the entry's order, tenant index).
+Head = tuple[float, tuple[float, float, tuple[float, ...], int], int]
 MAX_EXTRA_VICTIMS = 8  # victims beyond the count-sufficient set tried for topology's sake
 MAX_PRUNE = 16  # victim sets up to this size are pruned of unnecessary victims
 
@@ -94,12 +94,12 @@ class _PassContext:
     def __init__(self, reservations: dict[int, Reservation], *, preempt: bool = True) -> None:
         self.reservations = reservations
         self.no_fit: dict[int, float] = {}  # class -> smallest gang that failed to fit
-        self.quota_fail: dict[tuple[str, int], float] = {}  # same, for quota
+        self.quota_fail: dict[tuple[int, int], float] = {}  # same, for quota
         # (tenant, class, priority, rank) -> smallest gang whose preemption attempt failed:
         # a bigger gang with the same candidates and quota cannot succeed either.
-        self.preempt_failed: dict[tuple[str, int, int, int], float] = {}
+        self.preempt_failed: dict[tuple[int, int, int, int], float] = {}
         self.preempt = preempt  # whether this pass may preempt at all
-        self.seen_tenants: set[str] = set()
+        self.seen_tenants: set[int] = set()
 
     def reset(self, reservations: dict[int, Reservation], *, preempt: bool) -> _PassContext:
         """Ready for a new pass (the scheduler keeps one context: a pass after every
@@ -157,7 +157,12 @@ class Scheduler:
             else make_policy(self.cfg.policy)
         )
         self.quota = QuotaBook(topo.fleet, topo.classes)
+        # Tenants by name, and the dense index (job.tix) that every per-tenant table on
+        # the per-job path is a list over: no name is hashed after submit.
         self.tenants = list(self.quota.tenants)
+        self.tenant_index = dict(self.quota.index)
+        self._all_tix = list(range(len(self.tenants)))
+        n_tenants = len(self.tenants)
         n_classes = len(topo.classes)
         self.capacity = tuple(topo.class_capacity()[c] for c in topo.classes)
         self.site_capacity = [
@@ -167,15 +172,15 @@ class Scheduler:
             max(self.cs.cpod_free[c].values(), default=0) for c in range(n_classes)
         ]
         self.usage = DecayedUsage(
-            self.tenants,
+            n_tenants,
             n_classes,
             self.cfg.fair_half_life_s,
             decay=self.policy.uses_tenant_keys,
         )
-        nominal_total = {t: sum(cell.nominal for cell in self.quota.cells[t]) for t in self.tenants}
-        fleet_nominal = max(1, sum(nominal_total.values()))
-        self.weight = {t: max(nominal_total[t] / fleet_nominal, 1e-3) for t in self.tenants}
-        self.queues: dict[str, list[Entry]] = {t: [] for t in self.tenants}
+        nominal_total = [sum(cell.nominal for cell in row) for row in self.quota.cells]
+        fleet_nominal = max(1, sum(nominal_total))
+        self.weight = [max(n / fleet_nominal, 1e-3) for n in nominal_total]
+        self.queues: list[list[Entry]] = [[] for _ in range(n_tenants)]
         self.jobs: list[Job] = []
         self.by_id: dict[str, Job] = {}
         self.running: dict[int, Job] = {}
@@ -192,19 +197,19 @@ class Scheduler:
         self._ends_stale = [0] * n_classes
         # Per tenant, per class: running job indices, and counts of running preemptible
         # jobs by priority. Plain dicts of counts (not Counter: its Python-level
-        # __delitem__ and constructor showed up in profiles of the per-job path); per
-        # tenant lists by class, not (tenant, class) keys: no tuple to build and hash.
-        self.running_tc: dict[str, list[set[int]]] = {
-            t: [set() for _ in range(n_classes)] for t in self.tenants
-        }
-        self.prio_tc: dict[str, list[dict[int, int]]] = {
-            t: [{} for _ in range(n_classes)] for t in self.tenants
-        }
+        # __delitem__ and constructor showed up in profiles of the per-job path); lists
+        # by tenant index, then by class: no tuple to build and hash.
+        self.running_tc: list[list[set[int]]] = [
+            [set() for _ in range(n_classes)] for _ in range(n_tenants)
+        ]
+        self.prio_tc: list[list[dict[int, int]]] = [
+            [{} for _ in range(n_classes)] for _ in range(n_tenants)
+        ]
         # The same over all classes, per tenant: _may_preempt asks it for every waiting job.
-        self.prio_t: dict[str, dict[int, int]] = {t: {} for t in self.tenants}
+        self.prio_t: list[dict[int, int]] = [{} for _ in range(n_tenants)]
         self.rejected: Counter[str] = Counter()
         self.pending_count = 0
-        self.pending_sizes: dict[str, dict[int, int]] = {t: {} for t in self.tenants}
+        self.pending_sizes: list[dict[int, int]] = [{} for _ in range(n_tenants)]
         self.pending_gpus = 0
         self.preemptions = 0
         self.passes = 0
@@ -222,7 +227,7 @@ class Scheduler:
         self._ctx = _PassContext(self._reservations)  # scratch of the pass running now
         self._last_deep = -INF
         self.wakeup_s: float | None = None  # when the caller should run a pass even if idle
-        self._classes_cache: dict[tuple[str, str | None, int, bool], tuple[int, ...]] = {}
+        self._classes_cache: dict[tuple[int, str | None, int, bool], tuple[int, ...]] = {}
         # Deep work (backfill scans and preemption) runs every ``backfill_interval_s``.
         self._periodic = self.cfg.backfill == BackfillMode.EASY and self.cfg.backfill_interval_s > 0
 
@@ -236,6 +241,7 @@ class Scheduler:
             raise ValueError(msg)
         job.index = len(self.jobs)
         self.jobs.append(job)
+        job.tix = self.tenant_index.get(job.tenant, -1)
         job.classes = None  # this scheduler's class indices are filled in by _classes
         reason = self._never_runs(job)
         if reason is not None:
@@ -247,7 +253,7 @@ class Scheduler:
         return None
 
     def _never_runs(self, job: Job) -> str | None:
-        if job.tenant not in self.queues:
+        if job.tix < 0:
             return f"unknown tenant: '{job.tenant}' has no quota in this fleet"
         if job.gpu_class is not None and job.gpu_class not in self.topo.classes:
             return f"unknown GPU class: '{job.gpu_class}'"
@@ -255,7 +261,7 @@ class Scheduler:
             biggest = max(
                 (
                     min(
-                        self.quota.ceiling(job.tenant, c),
+                        self.quota.ceiling(job.tix, c),
                         self.capacity[c] if job.allow_cross_site else self.site_capacity[c],
                     )
                     for c in self._allowed_classes(job)
@@ -277,13 +283,13 @@ class Scheduler:
         """Classes a job could ever run in (cached per shape, and on the job)."""
         if job.classes is not None:
             return job.classes
-        key = (job.tenant, job.gpu_class, job.gpus, job.allow_cross_site)
+        key = (job.tix, job.gpu_class, job.gpus, job.allow_cross_site)
         got = self._classes_cache.get(key)
         if got is None:
             got = tuple(
                 c
                 for c in self._allowed_classes(job)
-                if job.gpus <= self.quota.ceiling(job.tenant, c)
+                if job.gpus <= self.quota.ceiling(job.tix, c)
                 and job.gpus
                 <= (self.capacity[c] if job.allow_cross_site else self.site_capacity[c])
             )
@@ -300,10 +306,10 @@ class Scheduler:
         job.in_queue = push
         job.resv_epoch = -1
         if push:
-            queue_push(self.queues[job.tenant], Entry(self.policy.job_key(job), self._seq, job))
+            queue_push(self.queues[job.tix], Entry(self.policy.job_key(job), self._seq, job))
         self.pending_count += 1
         self.pending_gpus += job.gpus
-        sizes = self.pending_sizes[job.tenant]
+        sizes = self.pending_sizes[job.tix]
         sizes[job.gpus] = sizes.get(job.gpus, 0) + 1
         self._fresh.append(job)
         self._dirty = True
@@ -359,7 +365,7 @@ class Scheduler:
             self._arrivals_pass(fresh, now, res)
         return res
 
-    def _heads(self, tenants: list[str], now: float) -> list[Head]:
+    def _heads(self, tenants: list[int], now: float) -> list[Head]:
         heads: list[Head] = []
         keyed = self.policy.uses_tenant_keys
         for t in tenants:
@@ -381,7 +387,7 @@ class Scheduler:
             if self._periodic and self._all_turned_away(reservations):
                 return  # between scans, on a busy fleet: most passes end here
         # Phase 1: heads.
-        heads = self._heads(self.tenants, now)
+        heads = self._heads(self._all_tix, now)
         # Preemption searches are the costliest step of a pass; with a backfill interval
         # they run in the periodic deep scans only (Slurm's preemption also acts from its
         # scheduling cycles, not on every event).
@@ -421,19 +427,18 @@ class Scheduler:
                 heapq.heappush(heads, (key, q[0].order(), t))
         # Phase 5: requeue.
         for entry in held:
-            queue_push(self.queues[entry.job.tenant], entry)
+            queue_push(self.queues[entry.job.tix], entry)
 
     def _all_turned_away(self, reservations: dict[int, Reservation]) -> bool:
         """Whether every queue head would be turned away by a pass between deep scans
         (which tries heads only and does not preempt): then the pass changes nothing."""
         no_fit: dict[int, float] = {}
-        for t in self.tenants:
-            q = self.queues[t]
+        for q in self.queues:
             if self._clean(q) and not self._turned_away(q[0].job, reservations, no_fit):
                 return False
         return True
 
-    def _may_start_more(self, tenant: str, ctx: _PassContext) -> bool:
+    def _may_start_more(self, tenant: int, ctx: _PassContext) -> bool:
         """Whether the smallest waiting job of ``tenant`` could still start in this pass.
 
         A necessary condition only (placement and reservations are not checked), so a
@@ -459,12 +464,12 @@ class Scheduler:
         key = self.policy.job_key
         if len(fresh) > 1:
             fresh.sort(key=lambda j: (key(j), j.qseq))
-        if self.policy.uses_tenant_keys and len({j.tenant for j in fresh}) > 1:
+        if self.policy.uses_tenant_keys and len({j.tix for j in fresh}) > 1:
             # Merge the tenants' new jobs by tenant key (re-keyed after each start), as
             # the full pass merges queue heads: same-instant arrivals get the fair order.
-            by_tenant: dict[str, list[Job]] = {}
+            by_tenant: dict[int, list[Job]] = {}
             for j in reversed(fresh):
-                by_tenant.setdefault(j.tenant, []).append(j)
+                by_tenant.setdefault(j.tix, []).append(j)
             heads = [
                 (self._tenant_key(t, now), key(js[-1]), js[-1].qseq, t)
                 for t, js in by_tenant.items()
@@ -490,7 +495,7 @@ class Scheduler:
     ) -> None:
         if job.state != JobState.PENDING:
             return
-        q = self.queues[job.tenant]
+        q = self.queues[job.tix]
         if job.in_queue:
             head = self._clean(q) and q[0].job is job
         else:  # not pushed yet: at the head unless a waiting job of its tenant goes first
@@ -505,14 +510,14 @@ class Scheduler:
     def _push(self, job: Job) -> None:
         """Put a pending job's entry on its tenant's queue."""
         job.in_queue = True
-        queue_push(self.queues[job.tenant], Entry(self.policy.job_key(job), job.qseq, job))
+        queue_push(self.queues[job.tix], Entry(self.policy.job_key(job), job.qseq, job))
 
     def waiting(self) -> list[Job]:
         """Every pending job, in no particular order (queued or submitted since the last
         pass)."""
         seen = [
             entry.job
-            for q in self.queues.values()
+            for q in self.queues
             for entry in q
             if entry.job.state == JobState.PENDING and entry.job.qseq == entry.seq
         ]
@@ -529,18 +534,19 @@ class Scheduler:
             queue_pop(q)
         return False
 
-    def _tenant_key(self, tenant: str, now: float) -> float:
-        self.usage.advance(tenant, now)
+    def _tenant_key(self, t: int, now: float) -> float:
+        self.usage.advance(t, now)
+        name = self.tenants[t]
         usage = {
-            tenant: TenantUsage(
-                decayed_gpus=self.usage.average_gpus(tenant),
-                running_gpus=tuple(self.usage.running[tenant]),
-                weight=self.weight[tenant],
+            name: TenantUsage(
+                decayed_gpus=self.usage.average_gpus(t),
+                running_gpus=tuple(self.usage.running[t]),
+                weight=self.weight[t],
             )
         }
-        return self.policy.tenant_key(tenant, usage, self.capacity)
+        return self.policy.tenant_key(name, usage, self.capacity)
 
-    def _class_order(self, classes: tuple[int, ...], tenant: str) -> tuple[int, ...]:
+    def _class_order(self, classes: tuple[int, ...], tenant: int) -> tuple[int, ...]:
         """Classes in the order to try: where the tenant has most unused nominal quota first."""
         cells = self.quota.cells[tenant]
         if len(classes) == 2:  # the common mixed fleet: one comparison, no sort
@@ -555,7 +561,7 @@ class Scheduler:
         all_classes = self._classes(job)
         blocked: int | None = None
         gpus = job.gpus
-        tenant = job.tenant
+        tenant = job.tix
         class_free = self.cs.class_free
         no_fit = ctx.no_fit
         # Cheap, monotone rejections first: a bigger gang than one that already failed to
@@ -639,7 +645,7 @@ class Scheduler:
                 if c in reservations:
                     continue
                 return False
-            if self.quota.fits(job.tenant, c, gpus):
+            if self.quota.fits(job.tix, c, gpus):
                 return False
         return True
 
@@ -649,7 +655,7 @@ class Scheduler:
         same-priority job taking GPUs back from others."""
         if self.policy.preemptive:
             return True
-        prios = self.prio_t[job.tenant]
+        prios = self.prio_t[job.tix]
         return bool(prios) and min(prios) < job.priority
 
     # ================================================================ backfill
@@ -738,7 +744,7 @@ class Scheduler:
     def _unpend(self, job: Job) -> None:
         self.pending_count -= 1
         self.pending_gpus -= job.gpus
-        sizes = self.pending_sizes[job.tenant]
+        sizes = self.pending_sizes[job.tix]
         left = sizes[job.gpus] - 1
         if left:
             sizes[job.gpus] = left
@@ -749,25 +755,27 @@ class Scheduler:
         """Charge quota, usage and indices for a job holding ``placement``."""
         job.klass = klass
         job.placement = placement
-        self.quota.add(job.tenant, klass, job.gpus)
-        self.usage.change(job.tenant, klass, job.gpus, now)
+        t = job.tix
+        self.quota.add(t, klass, job.gpus)
+        self.usage.change(t, klass, job.gpus, now)
         self.running[job.index] = job
-        self.running_tc[job.tenant][klass].add(job.index)
+        self.running_tc[t][klass].add(job.index)
         if job.preemptible:
-            _count(self.prio_tc[job.tenant][klass], job.priority, 1)
-            _count(self.prio_t[job.tenant], job.priority, 1)
+            _count(self.prio_tc[t][klass], job.priority, 1)
+            _count(self.prio_t[t], job.priority, 1)
 
     def _detach(self, job: Job, now: float) -> None:
         """Free a running job's GPUs and quota (the inverse of :meth:`_attach`)."""
         klass = job.klass
         self.cs.release(job.placement)
-        self.quota.add(job.tenant, klass, -job.gpus)
-        self.usage.change(job.tenant, klass, -job.gpus, now)
+        t = job.tix
+        self.quota.add(t, klass, -job.gpus)
+        self.usage.change(t, klass, -job.gpus, now)
         del self.running[job.index]
-        self.running_tc[job.tenant][klass].discard(job.index)
+        self.running_tc[t][klass].discard(job.index)
         if job.preemptible:
-            _count(self.prio_tc[job.tenant][klass], job.priority, -1)
-            _count(self.prio_t[job.tenant], job.priority, -1)
+            _count(self.prio_tc[t][klass], job.priority, -1)
+            _count(self.prio_t[t], job.priority, -1)
 
     def _stop(self, job: Job, now: float) -> None:
         self._detach(job, now)
@@ -832,7 +840,8 @@ class Scheduler:
             self.jobs.append(job)
             self.by_id[job.id] = job
         job.classes = None
-        if job.tenant not in self.queues:
+        job.tix = self.tenant_index.get(job.tenant, -1)
+        if job.tix < 0:
             msg = f"job {job.id}: tenant '{job.tenant}' has no quota in this fleet"
             raise ValueError(msg)
         self.cs.reserve_exact(placement)
@@ -855,7 +864,7 @@ class Scheduler:
         return (gained - saved + job.overhead_s) * job.gpus
 
     def _candidates(self, job: Job, klass: int, now: float) -> list[Job]:
-        t = job.tenant
+        t = job.tix
         out: list[Job] = []
         prios = self.prio_tc[t][klass]
         rank = self.policy.rank(job, now) if self.policy.preemptive else 0
@@ -873,7 +882,7 @@ class Scheduler:
                     out.append(v)
         cell = self.quota.cells[t][klass]
         cohort = self.quota.cohort_of[t]
-        if cohort is not None and cell.used + job.gpus <= cell.nominal:
+        if cohort >= 0 and cell.used + job.gpus <= cell.nominal:
             for member in self.quota.cohort_members[cohort]:
                 if member == t or self.quota.borrowed(member, klass) <= 0:
                     continue
@@ -884,7 +893,7 @@ class Scheduler:
         return out
 
     def _startable(self, job: Job, klass: int) -> tuple[Level, list[tuple[int, int]]] | None:
-        if not self.quota.fits(job.tenant, klass, job.gpus):
+        if not self.quota.fits(job.tix, klass, job.gpus):
             return None
         return find_placement(self.cs, klass, job.gpus, cross_site=job.allow_cross_site)
 
@@ -896,10 +905,10 @@ class Scheduler:
         # freed at all, and enough of the right tenants' usage to satisfy the quota.
         if self.cs.class_free[klass] + sum(v.gpus for v in cands) < job.gpus:
             return False
-        if not self.quota.fits(job.tenant, klass, job.gpus):
-            own = sum(v.gpus for v in cands if v.tenant == job.tenant)
-            shortfall = self.quota.shortfall(job.tenant, klass, job.gpus)
-            cell = self.quota.cells[job.tenant][klass]
+        if not self.quota.fits(job.tix, klass, job.gpus):
+            own = sum(v.gpus for v in cands if v.tix == job.tix)
+            shortfall = self.quota.shortfall(job.tix, klass, job.gpus)
+            cell = self.quota.cells[job.tix][klass]
             over_own = cell.used + job.gpus - (cell.nominal + cell.borrow_limit)
             if over_own > own or (shortfall > 0 and shortfall > sum(v.gpus for v in cands)):
                 return False
@@ -958,19 +967,19 @@ class Scheduler:
 
     def _victims_anywhere(self, job: Job, klass: int, cands: list[Job]) -> list[Job] | None:
         """Shortest prefix of ``cands`` freeing enough GPUs of the class and quota."""
-        tenant, gpus, quota = job.tenant, job.gpus, self.quota
+        tenant, gpus, quota = job.tix, job.gpus, self.quota
         need = gpus - self.cs.class_free[klass]
         prefix: list[Job] = []
         freed = 0
         for v in cands:
             if freed >= need and quota.fits(tenant, klass, gpus):
                 break
-            quota.add(v.tenant, klass, -v.gpus)
+            quota.add(v.tix, klass, -v.gpus)
             prefix.append(v)
             freed += v.gpus
         enough = freed >= need and quota.fits(tenant, klass, gpus)
         for v in prefix:
-            quota.add(v.tenant, klass, v.gpus)
+            quota.add(v.tix, klass, v.gpus)
         return prefix if enough else None
 
     def _victims_in_scope(
@@ -1024,9 +1033,9 @@ class Scheduler:
             return None
         chosen = picked[best[2]]
         # Quota: the tenant may also need its own (or borrowers') usage back.
-        quota, tenant = self.quota, job.tenant
+        quota, tenant = self.quota, job.tix
         for v in chosen:
-            quota.add(v.tenant, klass, -v.gpus)
+            quota.add(v.tix, klass, -v.gpus)
         ok = quota.fits(tenant, klass, gpus)
         if not ok:
             inside = {v.index for v in chosen}
@@ -1034,13 +1043,13 @@ class Scheduler:
             for v in cands:
                 if v.index in inside:
                     continue
-                quota.add(v.tenant, klass, -v.gpus)
+                quota.add(v.tix, klass, -v.gpus)
                 chosen.append(v)
                 if quota.fits(tenant, klass, gpus):
                     ok = True
                     break
         for v in chosen:
-            quota.add(v.tenant, klass, v.gpus)
+            quota.add(v.tix, klass, v.gpus)
         return chosen if ok else None
 
     def _reattach(self, job: Job, now: float) -> None:
@@ -1076,15 +1085,15 @@ class Scheduler:
     def quota_table(self) -> list[dict[str, object]]:
         """Nominal, limits and live usage per tenant and class (for the API and reports)."""
         rows: list[dict[str, object]] = []
-        for t in self.tenants:
+        for t, name in enumerate(self.tenants):
             for c, cell in enumerate(self.quota.cells[t]):
                 if cell.nominal == 0 and cell.used == 0 and cell.borrow_limit == 0:
                     continue
                 rows.append(
                     {
-                        "tenant": t,
+                        "tenant": name,
                         "gpu_class": self.topo.classes[c],
-                        "cohort": self.quota.cohort_of[t],
+                        "cohort": self.quota.cohort_name(t),
                         "nominal": cell.nominal,
                         "borrowing_limit": None
                         if cell.borrow_limit >= 1 << 59

@@ -46,54 +46,83 @@ class QuotaCell:
 
 
 class QuotaBook:
-    """Quota cells for every tenant x class, and cohort pools."""
+    """Quota cells for every tenant x class, and cohort pools.
 
-    __slots__ = ("cells", "cohort_draw", "cohort_members", "cohort_of", "cohort_pool", "tenants")
+    Tenants and cohorts are dense indices (``index`` maps a tenant's name to its own):
+    every admission test reads these tables, and a list read is cheaper than hashing a
+    name into a dict on each of them.
+    """
+
+    __slots__ = (
+        "cells",
+        "cohort_draw",
+        "cohort_members",
+        "cohort_names",
+        "cohort_of",
+        "cohort_pool",
+        "index",
+        "tenants",
+    )
 
     def __init__(self, fleet: Fleet, classes: tuple[str, ...]) -> None:
         self.tenants: list[str] = []
-        self.cohort_of: dict[str, str | None] = {}
-        self.cells: dict[str, list[QuotaCell]] = {}
-        self.cohort_pool: dict[str, list[int]] = {}
-        self.cohort_draw: dict[str, list[int]] = {}
-        self.cohort_members: dict[str, list[str]] = {}
+        self.index: dict[str, int] = {}
+        self.cohort_names: list[str] = []
+        self.cohort_of: list[int] = []  # cohort index of each tenant, -1 for none
+        self.cells: list[list[QuotaCell]] = []
+        self.cohort_pool: list[list[int]] = []
+        self.cohort_draw: list[list[int]] = []
+        self.cohort_members: list[list[int]] = []
         for tenant, _parent, cohort in fleet.iter_tenants():
+            t = len(self.tenants)
             self.tenants.append(tenant.name)
-            self.cohort_of[tenant.name] = cohort
+            self.index[tenant.name] = t
             row = [QuotaCell(0, 0, 0) for _ in classes]
             for q in tenant.quotas:
                 c = classes.index(q.gpu_class)
                 limit = UNLIMITED if q.borrowing_limit is None else q.borrowing_limit
                 row[c] = QuotaCell(q.nominal, q.lendable, limit)
+            self.cells.append(row)
             if cohort is None:
+                self.cohort_of.append(-1)
                 for cell in row:  # no cohort: nothing to borrow from, nobody to lend to
                     cell.borrow_limit = 0
-            self.cells[tenant.name] = row
-            if cohort is not None:
-                pool = self.cohort_pool.setdefault(cohort, [0] * len(classes))
-                self.cohort_draw.setdefault(cohort, [0] * len(classes))
-                self.cohort_members.setdefault(cohort, []).append(tenant.name)
-                for c, cell in enumerate(row):
-                    pool[c] += cell.lendable
+                continue
+            if cohort not in self.cohort_names:
+                self.cohort_names.append(cohort)
+                self.cohort_pool.append([0] * len(classes))
+                self.cohort_draw.append([0] * len(classes))
+                self.cohort_members.append([])
+            k = self.cohort_names.index(cohort)
+            self.cohort_of.append(k)
+            self.cohort_members[k].append(t)
+            pool = self.cohort_pool[k]
+            for c, cell in enumerate(row):
+                pool[c] += cell.lendable
 
-    def ceiling(self, tenant: str, klass: int) -> int:
-        """Most GPUs of a class the tenant could ever hold at once."""
-        cell = self.cells[tenant][klass]
-        cohort = self.cohort_of[tenant]
-        if cohort is None:
+    def cohort_name(self, t: int) -> str | None:
+        """The tenant's cohort, by name (None if it has none)."""
+        k = self.cohort_of[t]
+        return self.cohort_names[k] if k >= 0 else None
+
+    def ceiling(self, t: int, klass: int) -> int:
+        """Most GPUs of a class tenant ``t`` could ever hold at once."""
+        cell = self.cells[t][klass]
+        cohort = self.cohort_of[t]
+        if cohort < 0:
             return cell.nominal
         return min(
             cell.nominal + cell.borrow_limit, cell.guaranteed + self.cohort_pool[cohort][klass]
         )
 
-    def fits(self, tenant: str, klass: int, gpus: int) -> bool:
+    def fits(self, t: int, klass: int, gpus: int) -> bool:
         """Whether admitting ``gpus`` more keeps every quota rule."""
-        cell = self.cells[tenant][klass]
+        cell = self.cells[t][klass]
         used = cell.used + gpus
         if used > cell.nominal + cell.borrow_limit:
             return False
-        cohort = self.cohort_of[tenant]
-        if cohort is None:
+        cohort = self.cohort_of[t]
+        if cohort < 0:
             return used <= cell.nominal
         guaranteed = cell.nominal - cell.lendable
         if used <= guaranteed:
@@ -101,43 +130,43 @@ class QuotaBook:
         extra = used - guaranteed - (cell.used - guaranteed if cell.used > guaranteed else 0)
         return self.cohort_draw[cohort][klass] + extra <= self.cohort_pool[cohort][klass]
 
-    def fits_when_idle(self, tenant: str, klass: int, gpus: int) -> bool:
+    def fits_when_idle(self, t: int, klass: int, gpus: int) -> bool:
         """Whether ``gpus`` would fit if the tenant held nothing of the class: the request
         is blocked only by the tenant's own running jobs (or by GPUs), not by others'."""
-        cell = self.cells[tenant][klass]
+        cell = self.cells[t][klass]
         if gpus > cell.nominal + cell.borrow_limit:
             return False
-        cohort = self.cohort_of[tenant]
-        if cohort is None:
+        cohort = self.cohort_of[t]
+        if cohort < 0:
             return gpus <= cell.nominal
         others = self.cohort_draw[cohort][klass] - cell.draw
         return others + max(0, gpus - cell.guaranteed) <= self.cohort_pool[cohort][klass]
 
-    def shortfall(self, tenant: str, klass: int, gpus: int) -> int:
+    def shortfall(self, t: int, klass: int, gpus: int) -> int:
         """GPUs that borrowers must give back for the tenant to get ``gpus`` within nominal.
 
         Zero when the request fits; -1 when reclaim cannot help (the request goes beyond
         the tenant's nominal quota, so it would itself be borrowing).
         """
-        cell = self.cells[tenant][klass]
-        cohort = self.cohort_of[tenant]
-        if cell.used + gpus > cell.nominal or cohort is None:
-            return 0 if self.fits(tenant, klass, gpus) else -1
+        cell = self.cells[t][klass]
+        cohort = self.cohort_of[t]
+        if cell.used + gpus > cell.nominal or cohort < 0:
+            return 0 if self.fits(t, klass, gpus) else -1
         extra = max(0, cell.used + gpus - cell.guaranteed) - cell.draw
         return max(0, self.cohort_draw[cohort][klass] + extra - self.cohort_pool[cohort][klass])
 
-    def borrowed(self, tenant: str, klass: int) -> int:
+    def borrowed(self, t: int, klass: int) -> int:
         """GPUs used above nominal (borrowed from the cohort)."""
-        cell = self.cells[tenant][klass]
+        cell = self.cells[t][klass]
         return max(0, cell.used - cell.nominal)
 
-    def add(self, tenant: str, klass: int, gpus: int) -> None:
+    def add(self, t: int, klass: int, gpus: int) -> None:
         """Charge (positive) or refund (negative) usage."""
-        cell = self.cells[tenant][klass]
+        cell = self.cells[t][klass]
         old = cell.used
         new = cell.used = old + gpus
-        cohort = self.cohort_of[tenant]
-        if cohort is not None:
+        cohort = self.cohort_of[t]
+        if cohort >= 0:
             # The change in draw on the pool: use above the guaranteed part (per-job path,
             # so plain comparisons rather than max()).
             guaranteed = cell.nominal - cell.lendable
@@ -146,29 +175,22 @@ class QuotaBook:
             if after != before:
                 self.cohort_draw[cohort][klass] += after - before
 
-    def lent(self, tenant: str, klass: int) -> int:
+    def lent(self, t: int, klass: int) -> int:
         """GPUs of this tenant's nominal quota currently used by others in its cohort."""
-        cohort = self.cohort_of[tenant]
-        if cohort is None:
+        cohort = self.cohort_of[t]
+        if cohort < 0:
             return 0
-        cell = self.cells[tenant][klass]
+        cell = self.cells[t][klass]
         idle_lendable = max(0, min(cell.lendable, cell.nominal - cell.used))
-        others_borrowing = sum(
-            self.borrowed(m, klass) for m in self.cohort_members[cohort] if m != tenant
-        )
+        members = self.cohort_members[cohort]
+        others_borrowing = sum(self.borrowed(m, klass) for m in members if m != t)
         if others_borrowing == 0:
             return 0
         # Attribute borrowing to lenders in proportion to their idle lendable GPUs.
-        idle_total = sum(
-            max(
-                0,
-                min(
-                    self.cells[m][klass].lendable,
-                    self.cells[m][klass].nominal - self.cells[m][klass].used,
-                ),
-            )
-            for m in self.cohort_members[cohort]
-        )
+        idle_total = 0
+        for m in members:
+            other = self.cells[m][klass]
+            idle_total += max(0, min(other.lendable, other.nominal - other.used))
         if idle_total == 0:
             return 0
         return min(idle_lendable, round(others_borrowing * idle_lendable / idle_total))

@@ -12,44 +12,44 @@ import math
 
 
 class DecayedUsage:
-    """Per tenant x class decayed GPU usage, advanced lazily."""
+    """Per tenant x class decayed GPU usage, advanced lazily (tenants by index)."""
 
     __slots__ = ("_scale", "decay", "half_life_s", "integral", "last", "running", "total")
 
     def __init__(
-        self, tenants: list[str], n_classes: int, half_life_s: float, *, decay: bool = True
+        self, n_tenants: int, n_classes: int, half_life_s: float, *, decay: bool = True
     ) -> None:
         if half_life_s <= 0:
             msg = "fair_half_life_s: must be > 0"
             raise ValueError(msg)
         self.half_life_s = half_life_s
         self._scale = half_life_s / math.log(2.0)
-        self.integral = {t: [0.0] * n_classes for t in tenants}
-        self.running = {t: [0] * n_classes for t in tenants}
-        self.total = dict.fromkeys(tenants, 0)  # GPUs held now, all classes (for sampling)
-        self.last = dict.fromkeys(tenants, 0.0)
+        self.integral = [[0.0] * n_classes for _ in range(n_tenants)]
+        self.running = [[0] * n_classes for _ in range(n_tenants)]
+        self.total = [0] * n_tenants  # GPUs held now, all classes (for sampling)
+        self.last = [0.0] * n_tenants
         self.decay = decay  # False: only current holdings are tracked (no policy reads history)
 
-    def advance(self, tenant: str, now: float) -> None:
-        """Bring a tenant's integral up to ``now``."""
-        dt = now - self.last[tenant]
+    def advance(self, t: int, now: float) -> None:
+        """Bring tenant ``t``'s integral up to ``now``."""
+        dt = now - self.last[t]
         if dt <= 0:
             return
         decay = 2.0 ** (-dt / self.half_life_s)
         grow = self._scale * (1.0 - decay)
-        integral = self.integral[tenant]
-        running = self.running[tenant]
+        integral = self.integral[t]
+        running = self.running[t]
         for c, value in enumerate(integral):
             integral[c] = value * decay + running[c] * grow
-        self.last[tenant] = now
+        self.last[t] = now
 
-    def change(self, tenant: str, klass: int, gpus: int, now: float) -> None:
-        """Record that a tenant's holding of a class changed by ``gpus`` at ``now``."""
+    def change(self, t: int, klass: int, gpus: int, now: float) -> None:
+        """Record that tenant ``t``'s holding of a class changed by ``gpus`` at ``now``."""
         if self.decay:
-            self.advance(tenant, now)
-        self.running[tenant][klass] += gpus
-        self.total[tenant] += gpus
+            self.advance(t, now)
+        self.running[t][klass] += gpus
+        self.total[t] += gpus
 
-    def average_gpus(self, tenant: str) -> tuple[float, ...]:
+    def average_gpus(self, t: int) -> tuple[float, ...]:
         """Decayed average GPUs in use per class (call :meth:`advance` first)."""
-        return tuple(v / self._scale for v in self.integral[tenant])
+        return tuple(v / self._scale for v in self.integral[t])

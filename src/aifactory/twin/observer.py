@@ -22,9 +22,6 @@ class Observer:
         self.sched = sched
         topo = sched.topo
         self.tenants = sched.tenants
-        if list(sched.usage.total) != list(self.tenants):  # sample() relies on this order
-            msg = "usage is not keyed in the scheduler's tenant order"
-            raise RuntimeError(msg)
         self.t: list[float] = []
         self.busy: list[int] = []
         self.pending_jobs: list[int] = []
@@ -71,9 +68,9 @@ class Observer:
         self.pending_jobs.append(sched.pending_count)
         self.pending_gpus.append(sched.pending_gpus)
         self.stranded.append(cs.stranded)
-        # usage.total is keyed in the scheduler's tenant order, which is self.tenants
+        # usage.total is indexed in the scheduler's tenant order, which is self.tenants
         busy = self.busy_by_tenant
-        for held in sched.usage.total.values():
+        for held in sched.usage.total:
             busy.append(held)
 
     def _derive(self) -> None:

@@ -68,7 +68,7 @@ def summarize(
     utilization = float(used.sum()) / (fleet_gpus * makespan) if makespan > 0 else 0.0
 
     nominal: dict[str, int] = defaultdict(int)
-    for t, cells in sched.quota.cells.items():
+    for t, cells in zip(sched.quota.tenants, sched.quota.cells, strict=True):
         nominal[t] = sum(c.nominal for c in cells)
     # Energy per tenant: busy GPU-seconds x busy watts x PUE of the class (capacity-weighted).
     pue = [s.pue for s in topo.fleet.sites]

@@ -92,6 +92,7 @@ class Job:
         "state",
         "submit_s",
         "tenant",
+        "tix",
     )
 
     def __init__(
@@ -129,6 +130,7 @@ class Job:
         self.allow_cross_site = allow_cross_site
         self.kind = kind
         self.index = -1  # dense index assigned by the scheduler
+        self.tix = -1  # the scheduler's index of its tenant (set when it is accepted)
         self.qseq = -1  # sequence of the job's live queue entry (stale entries are skipped)
         self.in_queue = False  # whether that entry is in its tenant's queue heap yet
         self.klass = -1  # class index the job is placed in (scheduler-owned)
