@@ -74,28 +74,13 @@ class Event(Keyed):
 class Kernel:
     """The event heap and the simulated clock."""
 
-    __slots__ = (
-        "_feed",
-        "_feed_cls",
-        "_feed_i",
-        "_feed_kind",
-        "_heap",
-        "_seq",
-        "depth_sum",
-        "inline",
-        "now",
-        "processed",
-    )
+    __slots__ = ("_feed", "_feed_cls", "_feed_i", "_feed_kind", "_heap", "_seq", "now", "processed")
 
     def __init__(self, start: float = 0.0) -> None:
         self.now = start
         self._heap: list[Event] = []
         self._seq = 0
         self.processed = 0
-        # Sum over every pop of the heap's size then: depth_sum / pops is the mean number
-        # of events the heap held, which the benchmarks' bare heapq loop is sized to.
-        self.depth_sum = 0
-        self.inline = 0  # events the caller handled at once (counted in processed)
         self._feed: list[float] = []  # a list: typed indexing on the per-event path
         self._feed_i = 0
         self._feed_cls = 0
@@ -130,7 +115,6 @@ class Kernel:
     def pop(self) -> Event | None:
         """Next event, advancing the clock; None when the heap and the feed are empty."""
         heap = self._heap
-        self.depth_sum += len(heap)
         i = self._feed_i
         if i < len(self._feed):
             t = self._feed[i]
@@ -166,13 +150,6 @@ class Kernel:
     def handled_inline(self) -> None:
         """Count an event the caller handled at once (see :meth:`next_is_later`)."""
         self.processed += 1
-        self.inline += 1
-
-    @property
-    def mean_depth(self) -> float:
-        """Mean number of events in the heap at a pop (0 before the first)."""
-        pops = self.processed - self.inline
-        return self.depth_sum / pops if pops > 0 else 0.0
 
     def peek_time(self) -> float | None:
         """Time of the next event without taking it."""

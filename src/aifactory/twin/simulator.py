@@ -57,7 +57,6 @@ class SimResult:
     end_s: float
     rejected: dict[str, int] = field(default_factory=dict)
     failures: int = 0
-    heap_mean: float = 0.0  # mean events in the kernel's heap at a pop (bench sizes to it)
 
 
 @contextmanager
@@ -211,5 +210,4 @@ class Simulation:
             end_s=kernel.now,
             rejected=dict(sched.rejected),
             failures=self.failures.count if self.failures is not None else 0,
-            heap_mean=kernel.mean_depth,
         )
