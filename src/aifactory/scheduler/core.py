@@ -23,8 +23,12 @@ import heapq
 from collections import Counter
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import final
 
 from aifactory.fleet.topology import Topology
+from aifactory.heap import Keyed
+from aifactory.heap import pop as head_pop
+from aifactory.heap import push as head_push
 from aifactory.scheduler.cluster import ClusterState, Placement
 from aifactory.scheduler.placement import Level, find_placement
 from aifactory.scheduler.policies import Policy, TenantUsage, make_policy
@@ -34,12 +38,19 @@ from aifactory.scheduler.queue import pop as queue_pop
 from aifactory.scheduler.queue import push as queue_push
 from aifactory.scheduler.quota import QuotaBook
 from aifactory.scheduler.usage import DecayedUsage
-from aifactory.workload.job import Job, JobState
+from aifactory.workload.job import (
+    CANCELLED,
+    COMPLETED,
+    FAILED,
+    PENDING,
+    PREEMPTED,
+    RUNNING,
+    Job,
+    JobState,
+)
 from aifactory.workload.progress import run_progress
 
 INF = float("inf")
-# A queue head in a pass: (tenant key, the entry's order, tenant index).
-Head = tuple[float, tuple[float, float, tuple[float, ...], int], int]
 MAX_EXTRA_VICTIMS = 8  # victims beyond the count-sufficient set tried for topology's sake
 MAX_PRUNE = 16  # victim sets up to this size are pruned of unnecessary victims
 
@@ -129,6 +140,26 @@ class Reservation:
         self.spare = spare
 
 
+@final
+class Head(Keyed):
+    """A tenant queue's head in a pass, ordered by (tenant key, the entry's order).
+
+    A :class:`~aifactory.heap.Keyed` item, so the merge of heads compares unboxed
+    fields compiled (tuples of tuples went through the generic rich compare). Policies
+    without tenant keys order heads by the entry's own key; ``fair`` puts the tenant key
+    first and shifts the entry's key one place along (the same lexicographic order).
+    """
+
+    __slots__ = ("tix",)
+
+    def __init__(self, entry: Entry, tix: int, tenant_key: float | None) -> None:
+        if tenant_key is None:
+            super().__init__(entry.k0, entry.k1, entry.rest, entry.seq)
+        else:
+            super().__init__(tenant_key, entry.k0, (entry.k1, *entry.rest), entry.seq)
+        self.tix = tix
+
+
 class CycleResult:
     """What one pass decided: jobs started and jobs preempted, in decision order."""
 
@@ -161,7 +192,6 @@ class Scheduler:
         # the per-job path is a list over: no name is hashed after submit.
         self.tenants = list(self.quota.tenants)
         self.tenant_index = dict(self.quota.index)
-        self._all_tix = list(range(len(self.tenants)))
         n_tenants = len(self.tenants)
         n_classes = len(topo.classes)
         self.capacity = tuple(topo.class_capacity()[c] for c in topo.classes)
@@ -228,8 +258,13 @@ class Scheduler:
         self._last_deep = -INF
         self.wakeup_s: float | None = None  # when the caller should run a pass even if idle
         self._classes_cache: dict[tuple[int, str | None, int, bool], tuple[int, ...]] = {}
+        # Config and policy flags as plain attributes: compiled, reading an enum member or
+        # a policy's class variable is an interpreted attribute lookup, a few per event.
+        self._easy = self.cfg.backfill == BackfillMode.EASY
+        self._keyed = self.policy.uses_tenant_keys
+        self._preemptive = self.policy.preemptive
         # Deep work (backfill scans and preemption) runs every ``backfill_interval_s``.
-        self._periodic = self.cfg.backfill == BackfillMode.EASY and self.cfg.backfill_interval_s > 0
+        self._periodic = self._easy and self.cfg.backfill_interval_s > 0
 
     # ================================================================ submit
     def submit(self, job: Job, now: float) -> str | None:
@@ -245,7 +280,7 @@ class Scheduler:
         job.classes = None  # this scheduler's class indices are filled in by _classes
         reason = self._never_runs(job)
         if reason is not None:
-            job.move(JobState.FAILED, now)
+            job.move(FAILED, now)
             job.end_s = now
             self.rejected[reason.split(":", 1)[0]] += 1
             return reason
@@ -342,12 +377,10 @@ class Scheduler:
         res = CycleResult()
         if self._freed:
             for job in fresh:  # a full pass reads the queues: new submits join them first
-                if not job.in_queue and job.state == JobState.PENDING:
+                if not job.in_queue and job.state is PENDING:
                     self._push(job)
             interval = self.cfg.backfill_interval_s
-            deep = self.cfg.backfill == BackfillMode.EASY and (
-                interval <= 0 or now >= self._last_deep + interval
-            )
+            deep = self._easy and (interval <= 0 or now >= self._last_deep + interval)
             self._freed = False
             if deep:
                 self._last_deep = now
@@ -357,7 +390,7 @@ class Scheduler:
                 # Between backfill scans only queue heads are tried (Slurm's main loop);
                 # the deep scan is due at the wake-up time.
                 self._full_pass(now, res, deep=False)
-                if self.cfg.backfill == BackfillMode.EASY:
+                if self._easy:
                     self._freed = True
                     self._dirty = True
                     self.wakeup_s = self._last_deep + interval
@@ -365,19 +398,18 @@ class Scheduler:
             self._arrivals_pass(fresh, now, res)
         return res
 
-    def _heads(self, tenants: list[int], now: float) -> list[Head]:
+    def _heads(self, now: float) -> list[Head]:
         heads: list[Head] = []
-        keyed = self.policy.uses_tenant_keys
-        for t in tenants:
-            q = self.queues[t]
+        for t, q in enumerate(self.queues):
             if self._clean(q):
-                heads.append((self._tenant_key(t, now) if keyed else 0.0, q[0].order(), t))
-        heapq.heapify(heads)
+                head_push(heads, self._head(q[0], t, now))
         return heads
+
+    def _head(self, entry: Entry, t: int, now: float) -> Head:
+        return Head(entry, t, self._tenant_key(t, now) if self._keyed else None)
 
     def _full_pass(self, now: float, res: CycleResult, *, deep: bool) -> None:
         easy = deep
-        keyed = self.policy.uses_tenant_keys
         if deep:
             reservations: dict[int, Reservation] = {}
             self._reservations = reservations
@@ -387,7 +419,7 @@ class Scheduler:
             if self._periodic and self._all_turned_away(reservations):
                 return  # between scans, on a busy fleet: most passes end here
         # Phase 1: heads.
-        heads = self._heads(self._all_tix, now)
+        heads = self._heads(now)
         # Preemption searches are the costliest step of a pass; with a backfill interval
         # they run in the periodic deep scans only (Slurm's preemption also acts from its
         # scheduling cycles, not on every event).
@@ -395,7 +427,7 @@ class Scheduler:
         held: list[Entry] = []
         tested = 0
         while heads:
-            t = heapq.heappop(heads)[2]
+            t = head_pop(heads).tix
             q = self.queues[t]
             # Peek, not pop: most heads tried between deep scans cannot start, and a pop
             # and push back on a queue of thousands was the costliest part of a busy pass.
@@ -409,8 +441,7 @@ class Scheduler:
             # Phases 2-4.
             if self._try_start(job, now, ctx, res, head=head):
                 if self._clean(q):
-                    key = self._tenant_key(t, now) if keyed else 0.0
-                    heapq.heappush(heads, (key, q[0].order(), t))
+                    head_push(heads, self._head(q[0], t, now))
                 continue
             if not easy:
                 continue  # strict: this tenant's queue stops here for this pass
@@ -423,8 +454,7 @@ class Scheduler:
             if not self._may_start_more(t, ctx):
                 continue  # nothing this tenant could start now: stop its queue
             if self._clean(q):
-                key = self._tenant_key(t, now) if keyed else 0.0
-                heapq.heappush(heads, (key, q[0].order(), t))
+                head_push(heads, self._head(q[0], t, now))
         # Phase 5: requeue.
         for entry in held:
             queue_push(self.queues[entry.job.tix], entry)
@@ -459,12 +489,12 @@ class Scheduler:
         return False
 
     def _arrivals_pass(self, fresh: list[Job], now: float, res: CycleResult) -> None:
-        easy = self.cfg.backfill == BackfillMode.EASY
+        easy = self._easy
         ctx = self._ctx.reset(self._reservations, preempt=not self._periodic)
         key = self.policy.job_key
         if len(fresh) > 1:
             fresh.sort(key=lambda j: (key(j), j.qseq))
-        if self.policy.uses_tenant_keys and len({j.tix for j in fresh}) > 1:
+        if self._keyed and len({j.tix for j in fresh}) > 1:
             # Merge the tenants' new jobs by tenant key (re-keyed after each start), as
             # the full pass merges queue heads: same-instant arrivals get the fair order.
             by_tenant: dict[int, list[Job]] = {}
@@ -493,7 +523,7 @@ class Scheduler:
     def _arrival(
         self, job: Job, now: float, ctx: _PassContext, res: CycleResult, *, easy: bool
     ) -> None:
-        if job.state != JobState.PENDING:
+        if job.state is not PENDING:
             return
         q = self.queues[job.tix]
         if job.in_queue:
@@ -519,9 +549,9 @@ class Scheduler:
             entry.job
             for q in self.queues
             for entry in q
-            if entry.job.state == JobState.PENDING and entry.job.qseq == entry.seq
+            if entry.job.state is PENDING and entry.job.qseq == entry.seq
         ]
-        seen.extend(j for j in self._fresh if not j.in_queue and j.state == JobState.PENDING)
+        seen.extend(j for j in self._fresh if not j.in_queue and j.state is PENDING)
         return seen
 
     def _clean(self, q: list[Entry]) -> bool:
@@ -529,7 +559,7 @@ class Scheduler:
         while q:
             top = q[0]
             job = top.job
-            if job.state == JobState.PENDING and job.qseq == top.seq:
+            if job.state is PENDING and job.qseq == top.seq:
                 return True
             queue_pop(q)
         return False
@@ -601,7 +631,7 @@ class Scheduler:
             res.started.append(job)
             return True
         if self.cfg.preemption and ctx.preempt and (head or self._may_preempt(job)):
-            rank = self.policy.rank(job, now) if self.policy.preemptive else 0
+            rank = self.policy.rank(job, now) if self._preemptive else 0
             for c in all_classes:
                 memo = (tenant, c, job.priority, rank)
                 if gpus >= ctx.preempt_failed.get(memo, INF):
@@ -611,7 +641,7 @@ class Scheduler:
                 ctx.preempt_failed[memo] = gpus
         if (
             blocked is not None
-            and self.cfg.backfill == BackfillMode.EASY
+            and self._easy
             and blocked not in ctx.reservations
             and self.quota.fits_when_idle(tenant, blocked, gpus)
         ):
@@ -653,7 +683,7 @@ class Scheduler:
         """Whether a job behind its tenant's head may preempt: only for priority (it
         outranks running jobs), as a head that could not start may not be overtaken by a
         same-priority job taking GPUs back from others."""
-        if self.policy.preemptive:
+        if self._preemptive:
             return True
         prios = self.prio_t[job.tix]
         return bool(prios) and min(prios) < job.priority
@@ -674,7 +704,7 @@ class Scheduler:
         while ends:
             entry = heapq.heappop(ends)
             running = jobs[entry[1]]
-            if running.run_epoch != entry[2] or running.state != JobState.RUNNING:
+            if running.run_epoch != entry[2] or running.state is not RUNNING:
                 self._ends_stale[klass] = max(0, self._ends_stale[klass] - 1)
                 continue
             walked.append(entry)
@@ -729,8 +759,8 @@ class Scheduler:
     ) -> None:
         placement = self.cs.allocate(plan)
         self._attach(job, klass, placement, now)
-        job.level = level.value
-        job.move(JobState.RUNNING, now)
+        job.level = str(level)  # its value (.value is an interpreted property)
+        job.move(RUNNING, now)
         if job.first_start_s is None:
             job.first_start_s = now
         job.run_start_s = now
@@ -793,17 +823,17 @@ class Scheduler:
     def finish(self, job: Job, now: float, state: JobState = JobState.COMPLETED) -> None:
         """A running job ended (completed or failed for good): free its GPUs."""
         self._stop(job, now)
-        job.progress_s = job.duration_s if state == JobState.COMPLETED else job.progress_s
+        job.progress_s = job.duration_s if state is COMPLETED else job.progress_s
         job.move(state, now)
         job.end_s = now
 
     def cancel(self, job: Job, now: float) -> None:
         """Cancel a pending or running job."""
-        if job.state == JobState.RUNNING:
+        if job.state is RUNNING:
             self._stop(job, now)
-        elif job.state == JobState.PENDING:
+        elif job.state is PENDING:
             self._unpend(job)
-        job.move(JobState.CANCELLED, now)
+        job.move(CANCELLED, now)
         job.end_s = now
 
     def interrupt(
@@ -829,8 +859,8 @@ class Scheduler:
                 job.preempted_for = job.preempted_for | {by.id}
         job.overhead_s = self.cfg.restart_overhead_s
         job.placement = []
-        job.move(JobState.PREEMPTED, now)
-        job.move(JobState.PENDING, now)
+        job.move(PREEMPTED, now)
+        job.move(PENDING, now)
         self._enqueue(job)
 
     def restore_running(self, job: Job, placement: Placement, start_s: float) -> None:
@@ -848,7 +878,7 @@ class Scheduler:
         node = placement[0][0]
         klass = self.cs.dom_class[self.cs.node_dom[node]]
         self._attach(job, klass, placement, start_s)
-        job.move(JobState.RUNNING, start_s)
+        job.move(RUNNING, start_s)
         job.first_start_s = job.first_start_s if job.first_start_s is not None else start_s
         job.run_start_s = start_s
         job.est_end_s = start_s + self._expected_run(job)
@@ -867,15 +897,15 @@ class Scheduler:
         t = job.tix
         out: list[Job] = []
         prios = self.prio_tc[t][klass]
-        rank = self.policy.rank(job, now) if self.policy.preemptive else 0
+        rank = self.policy.rank(job, now) if self._preemptive else 0
         own_lower = bool(prios) and min(prios) < job.priority
-        if own_lower or self.policy.preemptive:
+        if own_lower or self._preemptive:
             for idx in self.running_tc[t][klass]:
                 v = self.jobs[idx]
                 if not v.preemptible or v.id in job.preempted_for:
                     continue
                 if v.priority < job.priority or (
-                    self.policy.preemptive
+                    self._preemptive
                     and v.priority == job.priority
                     and self.policy.rank(v, now) > rank
                 ):

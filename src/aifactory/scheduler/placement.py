@@ -13,6 +13,7 @@ allocates. That lets backfill and preemption ask "would it fit?" without undo.
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Final
 
 from aifactory.scheduler.cluster import ClusterState
 
@@ -29,6 +30,15 @@ class Level(StrEnum):
     CROSS_SITE = "cross-site"
 
 
+# The levels as constants: compiled, ``Level.NODE`` is an interpreted class-attribute
+# lookup on every placement found.
+NODE: Final = Level.NODE
+DOMAIN: Final = Level.DOMAIN
+POD: Final = Level.POD
+SITE: Final = Level.SITE
+CROSS_SITE: Final = Level.CROSS_SITE
+
+
 def find_placement(
     cs: ClusterState, klass: int, gpus: int, *, cross_site: bool = False
 ) -> tuple[Level, Plan] | None:
@@ -41,20 +51,20 @@ def find_placement(
             bucket = nb[free]
             if bucket:
                 node = min(bucket) if len(bucket) < 8 else bucket[-1]
-                return Level.NODE, [(node, gpus)]
+                return NODE, [(node, gpus)]
     db = cs.dom_bucket[klass]
     if gpus < len(db):
         for free in range(gpus, len(db)):
             bucket = db[free]
             if bucket:
                 dom = min(bucket) if len(bucket) < 8 else bucket[-1]
-                return Level.DOMAIN, _from_domains(cs, [dom], gpus)
+                return DOMAIN, _from_domains(cs, [dom], gpus)
     plan = _in_pod(cs, klass, gpus)
     if plan is not None:
-        return Level.POD, plan
+        return POD, plan
     plan = _in_site(cs, klass, gpus)
     if plan is not None:
-        return Level.SITE, plan
+        return SITE, plan
     if cross_site:
         sites = sorted(cs.csite_free[klass].items(), key=lambda kv: (-kv[1], kv[0]))
         plan = []
@@ -68,7 +78,7 @@ def find_placement(
             plan.extend(_from_pods(cs, klass, _pods_in_site(cs, klass, site), take))
             need -= take
         if need == 0:
-            return Level.CROSS_SITE, plan
+            return CROSS_SITE, plan
     return None
 
 

@@ -29,7 +29,3 @@ class Entry(Keyed):
         n = len(key)
         super().__init__(key[0] if n > 0 else 0.0, key[1] if n > 1 else 0.0, key[2:], seq)
         self.job = job
-
-    def order(self) -> tuple[float, float, tuple[float, ...], int]:
-        """The entry's place as a plain tuple (for merging queue heads across tenants)."""
-        return (self.k0, self.k1, self.rest, self.seq)

@@ -23,7 +23,7 @@ from aifactory.scheduler.core import Scheduler, SchedulerConfig
 from aifactory.twin.failures import FailureInjector
 from aifactory.twin.kernel import EventClass, Kernel
 from aifactory.twin.observer import Observer
-from aifactory.workload.job import Job, JobState
+from aifactory.workload.job import RUNNING, Job
 from aifactory.workload.progress import wall_for
 
 # Event kinds (FAIL = 1 and REPAIR = 2 belong to failures.py). Final, so the compiled
@@ -32,6 +32,9 @@ FINISH: Final = 0
 ARRIVE: Final = 3
 DECIDE: Final = 4
 SAMPLE: Final = 5
+# Event classes as constants (an IntEnum member is an interpreted lookup when compiled).
+END_CLS: Final = EventClass.END
+DECIDE_CLS: Final = EventClass.DECIDE
 
 Progress = Callable[[float], None]
 
@@ -121,13 +124,13 @@ class Simulation:
                 run = wall_for(
                     job.duration_s - job.progress_s, job.overhead_s, job.checkpoint_s, write_s
                 )
-                kernel.at(now + run, EventClass.END, FINISH, (job, job.run_epoch))
+                kernel.at(now + run, END_CLS, FINISH, (job, job.run_epoch))
                 if failures is not None:
                     failures.started(job)
         wake = sched.wakeup_s
         if wake is not None and wake > now and wake != self._woken_at:
             self._woken_at = wake
-            kernel.at(wake, EventClass.DECIDE, DECIDE)
+            kernel.at(wake, DECIDE_CLS, DECIDE)
         if res.preempted:
             self.observer.preempted(res.preempted)
 
@@ -150,7 +153,6 @@ class Simulation:
         self._woken_at = -1.0
         arrived = 0
         next_report = 0.0
-        decide_cls = EventClass.DECIDE
         failures = self.failures
         due = False  # something changed at this instant: its pass is still to run
         while True:
@@ -165,7 +167,7 @@ class Simulation:
                 break
             if kind == FINISH:
                 job, epoch = payload
-                if job.run_epoch == epoch and job.state == JobState.RUNNING:
+                if job.run_epoch == epoch and job.state is RUNNING:
                     sched.finish(job, now)
                     observer.ended(job, now)
                     due = True
@@ -194,7 +196,7 @@ class Simulation:
             # The pass of this instant runs once every completion, failure and arrival of
             # the instant has been handled: the DECIDE event, handled at once instead of
             # going through the heap (same order, one heap push and pop fewer per pass).
-            if due and kernel.next_is_later(now, decide_cls):
+            if due and kernel.next_is_later(now, DECIDE_CLS):
                 due = False
                 kernel.handled_inline()
                 self._decide(now)

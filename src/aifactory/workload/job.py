@@ -12,6 +12,7 @@ Input validation happens at the edges (trace importers, the REST API).
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Final
 
 from mypy_extensions import mypyc_attr
 
@@ -26,6 +27,17 @@ class JobState(StrEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"
 
+
+# The states as constants: compiled, ``JobState.RUNNING`` is a class-attribute lookup
+# through the interpreter at every use (a few per event in the twin), a Final module
+# name is read from a C static. Hot paths compare states with ``is`` (enum members are
+# singletons).
+PENDING: Final = JobState.PENDING
+RUNNING: Final = JobState.RUNNING
+PREEMPTED: Final = JobState.PREEMPTED
+COMPLETED: Final = JobState.COMPLETED
+FAILED: Final = JobState.FAILED
+CANCELLED: Final = JobState.CANCELLED
 
 TERMINAL = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED})
 
