@@ -66,6 +66,28 @@ def pop(heap: list[K]) -> K:
     return first
 
 
+def heapify(heap: list[K]) -> None:
+    """Make a list a heap in place, in linear time."""
+    if not COMPILED:
+        heapq.heapify(heap)
+        return
+    end = len(heap)
+    for start in range(end // 2 - 1, -1, -1):
+        item = heap[start]
+        pos = start
+        child = 2 * pos + 1
+        while child < end:
+            right = child + 1
+            if right < end and not before(heap[child], heap[right]):
+                child = right
+            if not before(heap[child], item):
+                break
+            heap[pos] = heap[child]
+            pos = child
+            child = 2 * pos + 1
+        heap[pos] = item
+
+
 def _bubble_up(heap: list[K], pos: int) -> None:
     """Move the item at ``pos`` towards the root until its parent comes before it."""
     item = heap[pos]
