@@ -9,6 +9,8 @@ can; fragmentation = free GPUs stranded in partly used domains. HGX H100: a doma
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from aifactory.fleet import Topology, compile_topology
 from aifactory.scheduler.cluster import ClusterState
@@ -204,6 +206,33 @@ def test_classes_are_separate() -> None:
     level, plan = find_placement(cs, gb200, 9) or (None, [])
     assert level == Level.DOMAIN
     assert all(cs.dom_class[cs.node_dom[n]] == gb200 for n, _ in plan)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 5), st.integers(1, 8)), max_size=25))
+def test_one_node_domains_are_answered_by_the_node_level(takes: list[tuple[int, int]]) -> None:
+    """HGX domains are single nodes, so no domain buckets are kept for their class; the
+    node level alone finds a one-node placement whenever any node has room, and the
+    domain level is never the answer there. NVL72 racks keep theirs."""
+    topo = compile_topology(
+        make_fleet([[[hgx(6), nvl(1)]]], [tenant("a", {"h100": 48, "gb200": 72})])
+    )
+    cs = ClusterState(topo)
+    h100 = topo.classes.index("h100")
+    assert cs.dom_buckets_kept == [c != h100 for c in range(len(topo.classes))]
+    held = []
+    for node, count in takes:  # random partial allocations, some released again
+        if cs.node_free[node] >= count:
+            held.append([(node, cs.take(node, count))])
+        if len(held) > 3:
+            cs.release(held.pop(0))
+        cs.check()
+        for gpus in range(1, 17):
+            found = find_placement(cs, h100, gpus)
+            roomy = [n for n in range(6) if cs.node_free[n] >= gpus]
+            if gpus <= 8:
+                assert (found is not None and found[0] == Level.NODE) == bool(roomy)
+            assert found is None or found[0] != Level.DOMAIN
 
 
 # ----------------------------------------------------------------- through the scheduler

@@ -4,7 +4,9 @@ Free GPUs are counted per node, NVLink domain, pod, site and GPU class, and node
 domains are also kept in *buckets* keyed by (class, free count). Best-fit search for a
 job that fits in one node or one domain is then a walk over at most one bucket list
 per candidate free count (8 for HGX, 72 for NVL72), independent of fleet size, and
-allocate/release touch O(levels) counters and O(1) bucket entries.
+allocate/release touch O(levels) counters and O(1) bucket entries. Domain buckets are
+kept only for classes whose domains span several nodes (NVL72 racks): an HGX domain
+is one node, and the node buckets answer for it.
 
 A bucket is a list with swap-remove (each member's position is kept), not a set:
 picking any member of a set that has seen many removals walks its emptied slots
@@ -33,6 +35,7 @@ class ClusterState:
         "cpod_full",
         "csite_free",
         "dom_bucket",
+        "dom_buckets_kept",
         "dom_cap",
         "dom_class",
         "dom_first",
@@ -88,6 +91,14 @@ class ClusterState:
         # Position of each domain (node) in its current bucket list.
         self.dom_pos: list[int] = [0] * len(self.dom_cap)
         self.node_pos: list[int] = [0] * len(self.node_cap)
+        # Whether a class's domain buckets are kept at all: where every NVLink domain is
+        # one node (HGX), a domain with enough free GPUs is a node with enough, which the
+        # node buckets already answer, so the domain buckets would be upkeep on every
+        # allocation and release without a reader.
+        self.dom_buckets_kept = [False] * n_classes
+        for d, nodes in enumerate(self.dom_nodes):
+            if nodes > 1:
+                self.dom_buckets_kept[self.dom_class[d]] = True
         for d, cap in enumerate(self.dom_cap):
             p = self.dom_pod[d]
             c = self.dom_class[d]
@@ -102,7 +113,8 @@ class ClusterState:
             self.class_free[c] += cap
             self.cpod_full[c][p].add(d)
             self.cpod_doms[c][p].append(d)
-            _bag_add(self.dom_bucket[c][cap], self.dom_pos, d)
+            if self.dom_buckets_kept[c]:
+                _bag_add(self.dom_bucket[c][cap], self.dom_pos, d)
             self.dom_size[c] = max(self.dom_size[c], cap)
             first = self.dom_first[d]
             for n in range(first, first + self.dom_nodes[d]):
@@ -157,16 +169,15 @@ class ClusterState:
         old = self.node_free[node]
         new = old + delta
         nb = self.node_bucket[c]
-        _bag_remove(nb[old], self.node_pos, node)
-        _bag_add(nb[new], self.node_pos, node)
+        _bag_move(nb[old], nb[new], self.node_pos, node)
         self.node_free[node] = new
         self.node_mask[node] ^= mask
         dold = self.dom_free[d]
         dnew = dold + delta
         cap = self.dom_cap[d]
-        db = self.dom_bucket[c]
-        _bag_remove(db[dold], self.dom_pos, d)
-        _bag_add(db[dnew], self.dom_pos, d)
+        if self.dom_buckets_kept[c]:
+            db = self.dom_bucket[c]
+            _bag_move(db[dold], db[dnew], self.dom_pos, d)
         self.dom_free[d] = dnew
         p = self.dom_pod[d]
         if dold == cap:
@@ -202,13 +213,20 @@ class ClusterState:
                 assert got == free, f"class {c} pod {p} free count drifted"
         assert sum(dom) == sum(self.class_free), "class free counts drifted"
         _check_buckets(self.node_bucket, self.node_pos, self.node_free)
-        _check_buckets(self.dom_bucket, self.dom_pos, dom)
+        kept = [d for d, c in enumerate(self.dom_class) if self.dom_buckets_kept[c]]
+        _check_buckets(self.dom_bucket, self.dom_pos, dom, kept)
+        for c, buckets in enumerate(self.dom_bucket):
+            if not self.dom_buckets_kept[c]:
+                assert not any(buckets), f"class {c}: domain buckets kept although unread"
         stranded = sum(f for d, f in enumerate(dom) if 0 < f < self.dom_cap[d])
         assert stranded == self.stranded, "stranded count drifted"
 
 
-def _check_buckets(buckets: list[list[list[int]]], pos: list[int], free: list[int]) -> None:
-    """Every item sits once, at its recorded position, in the bucket of its free count."""
+def _check_buckets(
+    buckets: list[list[list[int]]], pos: list[int], free: list[int], items: list[int] | None = None
+) -> None:
+    """Every item (of ``items``; default all) sits once, at its recorded position, in the
+    bucket of its free count."""
     members = 0
     for per_free in buckets:
         for count, bag in enumerate(per_free):
@@ -216,7 +234,8 @@ def _check_buckets(buckets: list[list[list[int]]], pos: list[int], free: list[in
                 assert free[item] == count, f"bucket {count} holds {item} with {free[item]} free"
                 assert pos[item] == i, f"position of {item} drifted"
             members += len(bag)
-    assert members == len(free), "a bucket lost or repeated a member"
+    expected = len(free) if items is None else len(items)
+    assert members == expected, "a bucket lost or repeated a member"
 
 
 def _bag_add(bag: list[int], pos: list[int], item: int) -> None:
@@ -224,10 +243,13 @@ def _bag_add(bag: list[int], pos: list[int], item: int) -> None:
     bag.append(item)
 
 
-def _bag_remove(bag: list[int], pos: list[int], item: int) -> None:
-    """Remove ``item`` in O(1): the last member takes its place."""
-    last = bag.pop()
+def _bag_move(source: list[int], target: list[int], pos: list[int], item: int) -> None:
+    """Move ``item`` between buckets in O(1): out of ``source`` (whose last member takes
+    its place), onto the end of ``target``."""
+    last = source.pop()
     if last != item:
         i = pos[item]
-        bag[i] = last
+        source[i] = last
         pos[last] = i
+    pos[item] = len(target)
+    target.append(item)

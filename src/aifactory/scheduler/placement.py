@@ -53,7 +53,7 @@ def find_placement(
                 node = min(bucket) if len(bucket) < 8 else bucket[-1]
                 return NODE, [(node, gpus)]
     db = cs.dom_bucket[klass]
-    if gpus < len(db):
+    if gpus < len(db) and cs.dom_buckets_kept[klass]:  # (else the node level answered)
         for free in range(gpus, len(db)):
             bucket = db[free]
             if bucket:
