@@ -23,7 +23,7 @@ import heapq
 from collections import Counter
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import final
+from typing import Final, final
 
 from aifactory.fleet.topology import Topology
 from aifactory.heap import Keyed
@@ -50,9 +50,10 @@ from aifactory.workload.job import (
 )
 from aifactory.workload.progress import run_progress
 
-INF = float("inf")
-MAX_EXTRA_VICTIMS = 8  # victims beyond the count-sufficient set tried for topology's sake
-MAX_PRUNE = 16  # victim sets up to this size are pruned of unnecessary victims
+# Module constants are Final: compiled, a plain module global is a dict lookup per use.
+INF: Final = float("inf")
+MAX_EXTRA_VICTIMS: Final = 8  # victims beyond the count-sufficient set tried for topology's sake
+MAX_PRUNE: Final = 16  # victim sets up to this size are pruned of unnecessary victims
 
 
 def _count(counts: dict[int, int], key: int, delta: int) -> None:
@@ -87,6 +88,10 @@ class SchedulerConfig:
     # Seconds between deep backfill scans (Slurm's bf_interval, default 30 s there); 0 scans
     # on every pass. Between scans a pass tries queue heads only, as Slurm's main loop does.
     backfill_interval_s: float = 0.0
+    # Skip passes between deep scans, and heads in them, that provably change nothing
+    # (_all_turned_away, _turned_away). Exact: False only runs them in full, so that the
+    # property tests can check that the shortcuts never change a decision.
+    shortcuts: bool = True
 
 
 class _PassContext:
@@ -105,7 +110,8 @@ class _PassContext:
     def __init__(self, reservations: dict[int, Reservation], *, preempt: bool = True) -> None:
         self.reservations = reservations
         self.no_fit: dict[int, float] = {}  # class -> smallest gang that failed to fit
-        self.quota_fail: dict[tuple[int, int], float] = {}  # same, for quota
+        # The same for quota, keyed by tenant index * 256 + class (no tuple per lookup).
+        self.quota_fail: dict[int, float] = {}
         # (tenant, class, priority, rank) -> smallest gang whose preemption attempt failed:
         # a bigger gang with the same candidates and quota cannot succeed either.
         self.preempt_failed: dict[tuple[int, int, int, int], float] = {}
@@ -172,7 +178,7 @@ class CycleResult:
 
 # What a pass that decided nothing returns: one shared instance (read-only by contract),
 # since most passes on a lightly loaded fleet decide nothing.
-NOTHING = CycleResult()
+NOTHING: Final = CycleResult()
 
 
 class Scheduler:
@@ -194,6 +200,9 @@ class Scheduler:
         self.tenant_index = dict(self.quota.index)
         n_tenants = len(self.tenants)
         n_classes = len(topo.classes)
+        if n_classes > 256:  # per-pass memos pack (tenant, class) into one int
+            msg = f"fleet: {n_classes} GPU classes, at most 256 are supported"
+            raise ValueError(msg)
         self.capacity = tuple(topo.class_capacity()[c] for c in topo.classes)
         self.site_capacity = [
             max(self.cs.csite_free[c].values(), default=0) for c in range(n_classes)
@@ -254,6 +263,11 @@ class Scheduler:
         # (job.resv_mask); passes between deep scans skip a job with every class closed,
         # or lacking GPUs or quota (_turned_away), instead of retrying it.
         self._resv_epoch = 0
+        # Bumped whenever a job that was turned away (_turned_away) might not be any more:
+        # GPUs or quota came back, or the reservations changed (an epoch bump). Until
+        # then a head that _all_turned_away found turned away in every class by a
+        # reservation stays so (job.away_at), and is not checked again on every event.
+        self._away_version = 0
         self._ctx = _PassContext(self._reservations)  # scratch of the pass running now
         self._last_deep = -INF
         self.wakeup_s: float | None = None  # when the caller should run a pass even if idle
@@ -371,7 +385,7 @@ class Scheduler:
             self._freed = False
             if self._reservations:
                 self._reservations = {}
-                self._resv_epoch += 1
+                self._new_epoch()
             self.wakeup_s = None
             return NOTHING
         res = CycleResult()
@@ -413,10 +427,10 @@ class Scheduler:
         if deep:
             reservations: dict[int, Reservation] = {}
             self._reservations = reservations
-            self._resv_epoch += 1
+            self._new_epoch()
         else:
             reservations = self._reservations
-            if self._periodic and self._all_turned_away(reservations):
+            if self._periodic and self.cfg.shortcuts and self._all_turned_away(reservations):
                 return  # between scans, on a busy fleet: most passes end here
         # Phase 1: heads.
         heads = self._heads(now)
@@ -436,7 +450,12 @@ class Scheduler:
             job = entry.job
             head = t not in ctx.seen_tenants
             ctx.seen_tenants.add(t)
-            if not easy and not ctx.preempt and self._turned_away(job, reservations, ctx.no_fit):
+            if (
+                not easy
+                and not ctx.preempt
+                and self.cfg.shortcuts
+                and self._turned_away(job, reservations, ctx.no_fit)
+            ):
                 continue  # strict pass: this tenant's queue stops here
             # Phases 2-4.
             if self._try_start(job, now, ctx, res, head=head):
@@ -459,12 +478,39 @@ class Scheduler:
         for entry in held:
             queue_push(self.queues[entry.job.tix], entry)
 
+    def _new_epoch(self) -> None:
+        """The reservations changed other than by getting stricter."""
+        self._resv_epoch += 1
+        self._away_version += 1
+
     def _all_turned_away(self, reservations: dict[int, Reservation]) -> bool:
         """Whether every queue head would be turned away by a pass between deep scans
         (which tries heads only and does not preempt): then the pass changes nothing."""
-        no_fit: dict[int, float] = {}
+        no_fit: dict[int, float] = {}  # (stays empty: the answers hold beyond this pass)
+        version = self._away_version
         for q in self.queues:
-            if self._clean(q) and not self._turned_away(q[0].job, reservations, no_fit):
+            if not self._clean(q):
+                continue
+            job = q[0].job
+            if job.away_at == version:
+                continue  # turned away since nothing came back: still turned away
+            if not self._turned_away(job, reservations, no_fit):
+                return False
+            if self._closed_everywhere(job, reservations):
+                job.away_at = version
+        return True
+
+    def _closed_everywhere(self, job: Job, reservations: dict[int, Reservation]) -> bool:
+        """Whether every class of ``job`` is closed to it by a reservation, or has one.
+
+        Then a turned-away job stays turned away until GPUs or quota come back or the
+        reservations change (the away version). A class without a reservation that
+        turned the job away for quota alone does not qualify: once its GPUs run short,
+        the job would make a reservation there, so an allocation alone can change it.
+        """
+        mask = job.resv_mask if job.resv_epoch == self._resv_epoch else 0
+        for c in self._classes(job):  # noqa: SIM110 (a loop: compiled, all() makes a generator)
+            if not (mask >> c & 1) and c not in reservations:
                 return False
         return True
 
@@ -606,10 +652,11 @@ class Scheduler:
         if len(classes) > 1:
             classes = self._class_order(classes, tenant)
         for c in classes:
-            if gpus >= ctx.quota_fail.get((tenant, c), INF):
+            memo = (tenant << 8) | c
+            if gpus >= ctx.quota_fail.get(memo, INF):
                 continue
             if not self.quota.fits(tenant, c, gpus):
-                ctx.quota_fail[(tenant, c)] = gpus
+                ctx.quota_fail[memo] = gpus
                 continue
             resv = ctx.reservations.get(c)
             if resv is not None and not self._fits_reservation(job, resv, now, commit=False):
@@ -624,7 +671,7 @@ class Scheduler:
             if resv is not None:
                 if resv.holder == job.index:
                     del ctx.reservations[c]  # the job it was held for starts: it is spent
-                    self._resv_epoch += 1
+                    self._new_epoch()
                 else:
                     self._fits_reservation(job, resv, now, commit=True)
             self._start(job, c, found[0], found[1], now)
@@ -633,12 +680,12 @@ class Scheduler:
         if self.cfg.preemption and ctx.preempt and (head or self._may_preempt(job)):
             rank = self.policy.rank(job, now) if self._preemptive else 0
             for c in all_classes:
-                memo = (tenant, c, job.priority, rank)
-                if gpus >= ctx.preempt_failed.get(memo, INF):
+                failed = (tenant, c, job.priority, rank)
+                if gpus >= ctx.preempt_failed.get(failed, INF):
                     continue
                 if self._try_preempt(job, c, now, res):
                     return True
-                ctx.preempt_failed[memo] = gpus
+                ctx.preempt_failed[failed] = gpus
         if (
             blocked is not None
             and self._easy
@@ -819,6 +866,7 @@ class Scheduler:
         job.attained += job.gpus * max(0.0, now - job.run_start_s)
         self._dirty = True
         self._freed = True
+        self._away_version += 1  # GPUs and quota came back
 
     def finish(self, job: Job, now: float, state: JobState = JobState.COMPLETED) -> None:
         """A running job ended (completed or failed for good): free its GPUs."""
@@ -1090,6 +1138,7 @@ class Scheduler:
         """Capacity came back outside the scheduler's own decisions (e.g. a repaired node)."""
         self._dirty = True
         self._freed = True
+        self._away_version += 1
 
     # ================================================================ views
     def placement_of(self, job: Job) -> list[tuple[str, tuple[int, ...]]]:

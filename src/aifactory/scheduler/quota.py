@@ -19,10 +19,11 @@ admitted because others drew the pool dry, the scheduler preempts borrowers.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
 
 from aifactory.fleet.spec import Fleet
 
-UNLIMITED = 1 << 60
+UNLIMITED: Final = 1 << 60
 
 
 @dataclass(slots=True)

@@ -39,10 +39,10 @@ COMPLETED: Final = JobState.COMPLETED
 FAILED: Final = JobState.FAILED
 CANCELLED: Final = JobState.CANCELLED
 
-TERMINAL = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED})
+TERMINAL: Final = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED})
 
 # Every legal move, with why it exists.
-TRANSITIONS: dict[tuple[JobState, JobState], str] = {
+TRANSITIONS: Final[dict[tuple[JobState, JobState], str]] = {
     (JobState.PENDING, JobState.RUNNING): "admitted: quota and a placement were found",
     (JobState.PENDING, JobState.CANCELLED): "cancelled by its owner while waiting",
     (JobState.PENDING, JobState.FAILED): "rejected: it can never run on this fleet",
@@ -55,7 +55,7 @@ TRANSITIONS: dict[tuple[JobState, JobState], str] = {
 }
 
 
-_NONE: frozenset[str] = frozenset()
+_NONE: Final[frozenset[str]] = frozenset()
 
 
 @mypyc_attr(native_class=False)  # an exception: a plain Python class when compiled
@@ -69,6 +69,7 @@ class Job:
     __slots__ = (
         "allow_cross_site",
         "attained",
+        "away_at",
         "checkpoint_s",
         "classes",
         "duration_s",
@@ -151,6 +152,7 @@ class Job:
         # epoch (scheduler-owned): until the reservations change, those classes stay closed.
         self.resv_epoch = -1
         self.resv_mask = 0
+        self.away_at = -1  # the scheduler's turned-away version it was last turned away in
         self.state = JobState.PENDING
         self.history: list[tuple[float, JobState]] = [(submit_s, JobState.PENDING)]
         self.first_start_s: float | None = None
