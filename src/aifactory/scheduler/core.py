@@ -454,7 +454,10 @@ class Scheduler:
                 not easy
                 and not ctx.preempt
                 and self.cfg.shortcuts
-                and self._turned_away(job, reservations, ctx.no_fit)
+                and (
+                    job.away_at == self._away_version  # (checked now: a start may bump it)
+                    or self._turned_away(job, reservations, ctx.no_fit)
+                )
             ):
                 continue  # strict pass: this tenant's queue stops here
             # Phases 2-4.
@@ -773,9 +776,13 @@ class Scheduler:
         return ends
 
     def _build_ends(self, klass: int) -> list[tuple[float, int, int]]:
-        ends = [
-            (j.est_end_s, j.index, j.run_epoch) for j in self.running.values() if j.klass == klass
-        ]
+        # From the per-tenant sets of the class: the jobs of other classes are not read.
+        jobs = self.jobs
+        ends: list[tuple[float, int, int]] = []
+        for by_class in self.running_tc:
+            for idx in by_class[klass]:
+                j = jobs[idx]
+                ends.append((j.est_end_s, idx, j.run_epoch))
         heapq.heapify(ends)
         self._ends[klass] = ends
         self._ends_stale[klass] = 0

@@ -173,13 +173,14 @@ class Simulation:
                     due = True
                 # else stale: the job was evicted since
             elif kind == ARRIVE:
-                job = jobs[payload]
-                arrived = payload + 1
+                i: int = payload  # the feed's position (typed: a list read, not a lookup)
+                job = jobs[i]
+                arrived = i + 1
                 sched.submit(job, now)
                 due = True
-                if progress is not None and payload >= next_report:
-                    progress(payload / n)
-                    next_report = payload + n / 200
+                if progress is not None and i >= next_report:
+                    progress(i / n)
+                    next_report = i + n / 200
             elif kind == DECIDE:
                 self._decide(now)
                 continue

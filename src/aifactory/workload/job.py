@@ -55,6 +55,11 @@ TRANSITIONS: Final[dict[tuple[JobState, JobState], str]] = {
 }
 
 
+# The same table by state: the states each may move to (one lookup, no tuple per move).
+_NEXT: Final[dict[JobState, frozenset[JobState]]] = {
+    state: frozenset(to for (at, to) in TRANSITIONS if at is state) for state in JobState
+}
+
 _NONE: Final[frozenset[str]] = frozenset()
 
 
@@ -174,7 +179,7 @@ class Job:
 
     def move(self, to: JobState, now: float) -> None:
         """Change state through the transition table; record it. Raises on an illegal move."""
-        if (self.state, to) not in TRANSITIONS:
+        if to not in _NEXT[self.state]:
             msg = f"job {self.id}: illegal transition {self.state.value} -> {to.value}"
             raise IllegalTransitionError(msg)
         self.state = to
