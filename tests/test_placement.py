@@ -235,6 +235,73 @@ def test_one_node_domains_are_answered_by_the_node_level(takes: list[tuple[int, 
             assert found is None or found[0] != Level.DOMAIN
 
 
+def _state(cs: ClusterState) -> tuple[object, ...]:
+    return (
+        cs.node_free,
+        cs.node_mask,
+        cs.dom_free,
+        cs.node_bucket,
+        cs.dom_bucket,
+        cs.node_pos,
+        cs.dom_pos,
+        cs.cpod_free,
+        cs.csite_free,
+        cs.cpod_full,
+        cs.class_free,
+        cs.stranded,
+    )
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.booleans(), st.lists(st.tuples(st.integers(0, 8), st.integers(1, 4)))),
+        max_size=20,
+    )
+)
+def test_batched_updates_leave_the_state_of_node_by_node_updates(
+    steps: list[tuple[bool, list[tuple[int, int]]]],
+) -> None:
+    """allocate/release update each NVLink domain once per run of its nodes; the state,
+    down to the order inside every bucket (which decides later picks), is the one that
+    taking and giving node by node leaves."""
+    topo = compile_topology(
+        make_fleet([[[nvl(3, nodes_per_domain=3)]]], [tenant("a", {"gb200": 36})])
+    )
+    batched, single = ClusterState(topo), ClusterState(topo)
+    held: list[list[tuple[int, int]]] = []
+    for release, wanted in steps:
+        if release and held:
+            placement = held.pop(0)
+            batched.release(placement)
+            for node, mask in placement:
+                single.give(node, mask)
+        else:
+            plan: list[tuple[int, int]] = []
+            free = list(batched.node_free)
+            for node, count in wanted:  # a plan: distinct nodes, in domain runs or not
+                if all(n != node for n, _ in plan) and free[node] >= count:
+                    plan.append((node, count))
+            if not plan:
+                continue
+            placement = batched.allocate(plan)
+            assert placement == [(n, single.take(n, k)) for n, k in plan]
+            held.append(placement)
+        batched.check()
+        assert _state(batched) == _state(single)
+
+
+def test_reserve_exact_refuses_a_placement_without_taking_any_of_it() -> None:
+    cs = ClusterState(hgx_topo(2))
+    cs.take(1, 8)
+    before = _state(cs)
+    with pytest.raises(ValueError, match="node 1"):
+        cs.reserve_exact([(0, 0b11), (1, 0b1)])  # node 0 is free, node 1 is not
+    with pytest.raises(ValueError, match="node 0"):
+        cs.reserve_exact([(0, 0b11), (0, 0b10)])  # the same GPU twice
+    assert _state(cs) == before
+
+
 # ----------------------------------------------------------------- through the scheduler
 def test_scheduler_runs_a_cross_site_job_only_when_it_allows_it() -> None:
     topo = two_pod_hgx(sites=2)

@@ -125,53 +125,95 @@ class ClusterState:
     # ------------------------------------------------------------------ updates
     def take(self, node: int, count: int) -> int:
         """Take ``count`` free GPUs of ``node`` (lowest indices first); return their mask."""
-        free_mask = self.node_mask[node]
-        if count == self.node_free[node]:
-            mask = free_mask  # the whole node's free GPUs: no bit walk
-        else:
-            mask = 0
-            for _ in range(count):
-                low = free_mask & -free_mask
-                mask |= low
-                free_mask ^= low
-        self._change(node, -count, mask)
+        mask = self._lowest_free(node, count)
+        self._node_change(node, -count, mask)
+        self._dom_change(self.node_dom[node], -count)
         return mask
 
     def give(self, node: int, mask: int) -> None:
         """Return the GPUs of ``mask`` on ``node``."""
-        self._change(node, mask.bit_count(), mask)
+        n = mask.bit_count()
+        self._node_change(node, n, mask)
+        self._dom_change(self.node_dom[node], n)
 
     def allocate(self, plan: list[tuple[int, int]]) -> Placement:
         """Take GPUs for a plan of (node, count); returns the placement (node, mask)."""
-        if len(plan) == 1:  # one node (most jobs start on one): no comprehension
+        if len(plan) == 1:  # one node (most jobs start on one): no batching
             node, count = plan[0]
             return [(node, self.take(node, count))]
-        return [(node, self.take(node, count)) for node, count in plan]
+        placement: Placement = []
+        for node, count in plan:
+            mask = self._lowest_free(node, count)
+            self._node_change(node, -count, mask)
+            placement.append((node, mask))
+        self._dom_changes(placement, -1)
+        return placement
 
     def reserve_exact(self, placement: Placement) -> None:
-        """Take exactly the GPUs of a placement (used to restore state after a restart)."""
+        """Take exactly the GPUs of a placement (used to restore state after a restart).
+        Every GPU is checked before any is taken: a refused placement changes nothing."""
+        seen: dict[int, int] = {}
         for node, mask in placement:
-            if self.node_mask[node] & mask != mask:
+            earlier = seen.get(node, 0)
+            if self.node_mask[node] & mask != mask or earlier & mask:
                 msg = f"node {node}: GPUs {mask:#x} are not all free"
                 raise ValueError(msg)
-            self._change(node, -mask.bit_count(), mask)
+            seen[node] = earlier | mask
+        for node, mask in placement:
+            self._node_change(node, -mask.bit_count(), mask)
+        self._dom_changes(placement, -1)
 
     def release(self, placement: Placement) -> None:
         """Free every GPU of a placement."""
-        # self._change, not a local bound to it: compiled, a bound method is called
-        # through the Python-level wrapper (a third of release's cost).
         for node, mask in placement:
-            self._change(node, mask.bit_count(), mask)
+            self._node_change(node, mask.bit_count(), mask)
+        self._dom_changes(placement, 1)
 
-    def _change(self, node: int, delta: int, mask: int) -> None:
-        d = self.node_dom[node]
-        c = self.dom_class[d]
+    def _lowest_free(self, node: int, count: int) -> int:
+        """Mask of the node's ``count`` lowest-indexed free GPUs."""
+        free_mask = self.node_mask[node]
+        if count == self.node_free[node]:
+            return free_mask  # the whole node's free GPUs: no bit walk
+        mask = 0
+        for _ in range(count):
+            low = free_mask & -free_mask
+            mask |= low
+            free_mask ^= low
+        return mask
+
+    def _node_change(self, node: int, delta: int, mask: int) -> None:
+        """A node's free count, GPU mask and bucket (its domain's counts are the caller's)."""
+        c = self.dom_class[self.node_dom[node]]
         old = self.node_free[node]
         new = old + delta
         nb = self.node_bucket[c]
         _bag_move(nb[old], nb[new], self.node_pos, node)
         self.node_free[node] = new
         self.node_mask[node] ^= mask
+
+    def _dom_changes(self, placement: Placement, sign: int) -> None:
+        """Domain counts for a placement whose nodes changed by their masks' GPUs: once
+        per run of nodes of one domain (a plan lists a domain's nodes together), not once
+        per node. The domain moves straight to its final bucket; the buckets end up as
+        node-by-node moves leave them (a domain passing through a bucket was appended
+        last and removed again, which moves no other member)."""
+        d_run = -1
+        delta = 0
+        for node, mask in placement:
+            d = self.node_dom[node]
+            if d != d_run:
+                if delta:
+                    self._dom_change(d_run, delta)
+                d_run = d
+                delta = 0
+            delta += mask.bit_count() if sign > 0 else -mask.bit_count()
+        if delta:
+            self._dom_change(d_run, delta)
+
+    def _dom_change(self, d: int, delta: int) -> None:
+        """Domain ``d`` gained ``delta`` free GPUs (lost, if negative): its bucket, and the
+        pod, site and class counts above it."""
+        c = self.dom_class[d]
         dold = self.dom_free[d]
         dnew = dold + delta
         cap = self.dom_cap[d]
