@@ -621,3 +621,28 @@ def test_fair_share_is_weighted_by_entitlement() -> None:
     assert policy.tenant_key("big", usage, (16,)) < policy.tenant_key("small", usage, (16,))
     # (4 + 4) / (2 x 16) / 0.25 = 1.0
     assert policy.tenant_key("small", usage, (16,)) == pytest.approx(1.0)
+
+
+def test_a_head_turned_away_for_quota_is_reconsidered_once_gpus_run_short() -> None:
+    """Between deep scans, a head turned away only by its tenant's quota is not remembered
+    as turned away: once an allocation leaves its class short of GPUs, the job would now
+    make the class's reservation, and the next pass must let it.
+
+    Three HGX nodes; a holds 8 GPUs of quota, b 16; a 30 s backfill interval.
+    t=0 a1 (a, 8) starts: a's quota is full. t=1 j (a, 8) waits for quota, 16 GPUs free.
+    t=2 (deep scan) x (b, 1) starts; t=3 y (b, 1). t=4 z (b, 7) starts in a pass between
+    scans that found j turned away (for quota alone): 7 GPUs are left, fewer than j's 8.
+    t=5 w (b, 1) arrives: in that pass j is blocked for GPUs and gets the reservation
+    (w still starts: it fits in the spare GPUs).
+    """
+    topo = hgx_topo(3, tenants=[tenant("a", {"h100": 8}), tenant("b", {"h100": 16})])
+    sched = Scheduler(topo, SchedulerConfig(backfill_interval_s=30.0))
+    steps = [("a1", "a", 0.0, 8), ("j", "a", 1.0, 8), ("x", "b", 2.0, 1)]
+    steps += [("y", "b", 3.0, 1), ("z", "b", 4.0, 7), ("w", "b", 5.0, 1)]
+    started: dict[str, float] = {}
+    for name, who, at, gpus in steps:
+        sched.submit(make_job(name, who, at, gpus, 1000.0), at)
+        started |= {job.id: at for job in sched.schedule(at).started}
+    assert started == {"a1": 0.0, "x": 2.0, "y": 3.0, "z": 4.0, "w": 5.0}
+    holders = [sched.jobs[r.holder].id for r in sched._reservations.values()]
+    assert holders == ["j"]
