@@ -504,23 +504,7 @@ class Scheduler:
             job = q[0].job
             if job.away_at == version:
                 continue  # turned away since nothing came back: still turned away
-            if not self._turned_away(job, reservations, no_fit):
-                return False
-            if self._closed_everywhere(job, reservations):
-                job.away_at = version
-        return True
-
-    def _closed_everywhere(self, job: Job, reservations: dict[int, Reservation]) -> bool:
-        """Whether every class of ``job`` is closed to it by a reservation, or has one.
-
-        Then a turned-away job stays turned away until GPUs or quota come back or the
-        reservations change (the away version). A class without a reservation that
-        turned the job away for quota alone does not qualify: once its GPUs run short,
-        the job would make a reservation there, so an allocation alone can change it.
-        """
-        mask = job.resv_mask if job.resv_epoch == self._resv_epoch else 0
-        for c in self._classes(job):  # noqa: SIM110 (a loop: compiled, all() makes a generator)
-            if not (mask >> c & 1) and c not in reservations:
+            if not self._turned_away(job, reservations, no_fit, remember=True):
                 return False
         return True
 
@@ -589,21 +573,25 @@ class Scheduler:
         if job.state is not PENDING:
             return
         q = self.queues[job.tix]
+        entry: Entry | None = None
         if job.in_queue:
             head = self._clean(q) and q[0].job is job
         else:  # not pushed yet: at the head unless a waiting job of its tenant goes first
-            head = not self._clean(q) or before(
-                Entry(self.policy.job_key(job), job.qseq, job), q[0]
-            )
+            head = not self._clean(q)
+            if not head:
+                entry = Entry(self.policy.job_key(job), job.qseq, job)
+                head = before(entry, q[0])
         if (head or easy) and self._try_start(job, now, ctx, res, head=head):
             job.qseq = -1  # its queue entry (if any) is now stale
         elif not job.in_queue:
-            self._push(job)  # it waits (strict order: behind an earlier job of its tenant)
+            self._push(job, entry)  # it waits (strict order: behind an earlier job)
 
-    def _push(self, job: Job) -> None:
-        """Put a pending job's entry on its tenant's queue."""
+    def _push(self, job: Job, entry: Entry | None = None) -> None:
+        """Put a pending job's entry (made here unless given) on its tenant's queue."""
         job.in_queue = True
-        queue_push(self.queues[job.tix], Entry(self.policy.job_key(job), job.qseq, job))
+        if entry is None:
+            entry = Entry(self.policy.job_key(job), job.qseq, job)
+        queue_push(self.queues[job.tix], entry)
 
     def waiting(self) -> list[Job]:
         """Every pending job, in no particular order (queued or submitted since the last
@@ -722,25 +710,48 @@ class Scheduler:
         job.resv_mask |= 1 << klass
 
     def _turned_away(
-        self, job: Job, reservations: dict[int, Reservation], no_fit: dict[int, float]
+        self,
+        job: Job,
+        reservations: dict[int, Reservation],
+        no_fit: dict[int, float],
+        *,
+        remember: bool = False,
     ) -> bool:
         """Whether :meth:`_try_start` would surely fail for ``job`` without changing any
         state, in a pass that may not preempt: every class is closed by a reservation
         that still holds, or lacks the free GPUs (and already has a reservation, so the
         job would not make one), or lacks the tenant's quota. Cheap, and exact where it
-        says True; passes between deep scans use it to skip jobs, or the whole pass."""
+        says True; passes between deep scans use it to skip jobs, or the whole pass.
+
+        With ``remember`` (and an empty ``no_fit``, whose answers hold beyond one pass),
+        a job turned away in every class by a reservation, or with one there, is marked
+        (job.away_at) as turned away until GPUs or quota come back or the reservations
+        change. A class without a reservation that turned it away for quota alone does
+        not qualify: once its GPUs run short the job would make a reservation there, so
+        an allocation alone can change the answer.
+        """
         gpus = job.gpus
         mask = job.resv_mask if job.resv_epoch == self._resv_epoch else 0
         class_free = self.cs.class_free
+        for_good = remember and not no_fit
         for c in self._classes(job):
             if mask >> c & 1:
                 continue
+            if c in reservations:
+                if (
+                    class_free[c] >= gpus
+                    and gpus < no_fit.get(c, INF)
+                    and self.quota.fits(job.tix, c, gpus)
+                ):
+                    return False
+                continue
             if class_free[c] < gpus or gpus >= no_fit.get(c, INF):
-                if c in reservations:
-                    continue
                 return False
             if self.quota.fits(job.tix, c, gpus):
                 return False
+            for_good = False  # turned away for quota alone, no reservation there
+        if for_good:
+            job.away_at = self._away_version
         return True
 
     def _may_preempt(self, job: Job) -> bool:
