@@ -26,7 +26,7 @@ from enum import StrEnum
 from typing import Final, final
 
 from aifactory.fleet.topology import Topology
-from aifactory.heap import Keyed
+from aifactory.heap import Keyed, heapify
 from aifactory.heap import pop as head_pop
 from aifactory.heap import push as head_push
 from aifactory.scheduler.cluster import ClusterState, Placement
@@ -166,6 +166,44 @@ class Head(Keyed):
         self.tix = tix
 
 
+@final
+class Victim(Keyed):
+    """A preemption candidate with its eviction cost: least work lost first, then the
+    fewest GPUs beyond what is still needed (an exact fit evicts nobody more than
+    necessary), then the bigger victim, then the older job (a total order)."""
+
+    __slots__ = ("job",)
+
+    def __init__(self, job: Job, lost: float, need: int) -> None:
+        super().__init__(lost, float(max(0, job.gpus - need)), (float(-job.gpus),), job.index)
+        self.job = job
+
+
+class CostOrder:
+    """Preemption candidates in cost order, sorted only as far as they are read.
+
+    A reclaim on a busy fleet has thousands of candidates (every running job of the
+    borrowing tenants in the class), and the victim searches read the cheapest few: a
+    full sort was most of the time of a korea-2025 deep scan. The items are heapified
+    (linear) and popped on demand; the order is the sorted order (a strict total one).
+    """
+
+    __slots__ = ("_heap", "_read", "size")
+
+    def __init__(self, items: list[Victim]) -> None:
+        heapify(items)
+        self._heap = items
+        self._read: list[Victim] = []
+        self.size = len(items)
+
+    def at(self, i: int) -> Victim:
+        """The ``i``-th cheapest candidate (``0 <= i < size``)."""
+        read = self._read
+        while len(read) <= i:
+            read.append(head_pop(self._heap))
+        return read[i]
+
+
 class CycleResult:
     """What one pass decided: jobs started and jobs preempted, in decision order."""
 
@@ -174,6 +212,11 @@ class CycleResult:
     def __init__(self) -> None:
         self.started: list[Job] = []
         self.preempted: list[Job] = []
+
+
+def _lost_first(v: Victim) -> float:
+    """Sort key: most work lost first (victims that prove unnecessary are dropped so)."""
+    return -v.k0
 
 
 # What a pass that decided nothing returns: one shared instance (read-only by contract),
@@ -1015,60 +1058,66 @@ class Scheduler:
             return False
         # Necessary conditions, checked before touching any state: enough GPUs could be
         # freed at all, and enough of the right tenants' usage to satisfy the quota.
-        if self.cs.class_free[klass] + sum(v.gpus for v in cands) < job.gpus:
-            return False
-        if not self.quota.fits(job.tix, klass, job.gpus):
-            own = sum(v.gpus for v in cands if v.tix == job.tix)
-            shortfall = self.quota.shortfall(job.tix, klass, job.gpus)
-            cell = self.quota.cells[job.tix][klass]
-            over_own = cell.used + job.gpus - (cell.nominal + cell.borrow_limit)
-            if over_own > own or (shortfall > 0 and shortfall > sum(v.gpus for v in cands)):
-                return False
         gpus = job.gpus
+        total = 0
+        own = 0
+        for cand in cands:
+            total += cand.gpus
+            if cand.tix == job.tix:
+                own += cand.gpus
+        if self.cs.class_free[klass] + total < gpus:
+            return False
+        if not self.quota.fits(job.tix, klass, gpus):
+            shortfall = self.quota.shortfall(job.tix, klass, gpus)
+            cell = self.quota.cells[job.tix][klass]
+            over_own = cell.used + gpus - (cell.nominal + cell.borrow_limit)
+            if over_own > own or (shortfall > 0 and shortfall > total):
+                return False
         need = gpus - self.cs.class_free[klass]
-        # Least work lost first; among equals, the fewest GPUs beyond what is still needed
-        # (an exact fit evicts nobody more than necessary), then the bigger victim.
-        cands.sort(
-            key=lambda v: (self._lost_if_evicted(v, now), max(0, v.gpus - need), -v.gpus, v.index)
-        )
+        order = CostOrder([Victim(c, self._lost_if_evicted(c, now), need) for c in cands])
         # Phase A, counts only: the cheapest victims inside one pod (or one site, for
         # gangs bigger than a pod) that free enough GPUs there, then enough quota.
-        prefix = self._victims_in_scope(job, klass, cands, now)
+        prefix = self._victims_in_scope(job, klass, order)
         if prefix is None:
-            prefix = self._victims_anywhere(job, klass, cands)
+            prefix = self._victims_anywhere(job, klass, order)
         if prefix is None:
             return False
         # Phase B: free that prefix for real and search a placement; topology may need a
-        # few more victims (at most MAX_EXTRA_VICTIMS), after which the attempt is given up.
+        # few more victims (at most MAX_EXTRA_VICTIMS, the cheapest not chosen yet), after
+        # which the attempt is given up.
         chosen = list(prefix)
         for v in chosen:
-            self._detach(v, now)
+            self._detach(v.job, now)
         found = find_placement(self.cs, klass, gpus, cross_site=job.allow_cross_site)
-        chosen_ids = {v.index for v in chosen}
-        extra = [v for v in cands if v.index not in chosen_ids][:MAX_EXTRA_VICTIMS]
-        for v in extra:
-            if found is not None:
-                break
-            self._detach(v, now)
+        chosen_ids = {v.seq for v in chosen}
+        i = 0
+        extra = 0
+        while found is None and extra < MAX_EXTRA_VICTIMS and i < order.size:
+            v = order.at(i)
+            i += 1
+            if v.seq in chosen_ids:
+                continue
+            extra += 1
+            self._detach(v.job, now)
             chosen.append(v)
             found = find_placement(self.cs, klass, gpus, cross_site=job.allow_cross_site)
         if found is None:
             for v in reversed(chosen):
-                self._reattach(v, now)
+                self._reattach(v.job, now)
             return False
         # Drop victims that turned out unnecessary, most work lost first (for small sets:
         # each check is a placement search).
         prunable = chosen if len(chosen) <= MAX_PRUNE else []
-        for v in sorted(prunable, key=lambda v: -self._lost_if_evicted(v, now)):
-            self._reattach(v, now)
+        for v in sorted(prunable, key=_lost_first):
+            self._reattach(v.job, now)
             if self._startable(job, klass) is not None:
                 chosen.remove(v)
             else:
-                self._detach(v, now)
+                self._detach(v.job, now)
         for v in chosen:
-            self._reattach(v, now)
-            self.interrupt(v, now, by=job)
-            res.preempted.append(v)
+            self._reattach(v.job, now)
+            self.interrupt(v.job, now, by=job)
+            res.preempted.append(v.job)
         found = self._startable(job, klass)
         if found is None:  # cannot happen: the victims' GPUs were just freed
             msg = f"preemption for {job.id} freed GPUs that no longer fit it"
@@ -1077,26 +1126,25 @@ class Scheduler:
         res.started.append(job)
         return True
 
-    def _victims_anywhere(self, job: Job, klass: int, cands: list[Job]) -> list[Job] | None:
-        """Shortest prefix of ``cands`` freeing enough GPUs of the class and quota."""
+    def _victims_anywhere(self, job: Job, klass: int, order: CostOrder) -> list[Victim] | None:
+        """Shortest prefix of the cost order freeing enough GPUs of the class and quota."""
         tenant, gpus, quota = job.tix, job.gpus, self.quota
         need = gpus - self.cs.class_free[klass]
-        prefix: list[Job] = []
+        prefix: list[Victim] = []
         freed = 0
-        for v in cands:
+        for i in range(order.size):
             if freed >= need and quota.fits(tenant, klass, gpus):
                 break
-            quota.add(v.tix, klass, -v.gpus)
+            v = order.at(i)
+            quota.add(v.job.tix, klass, -v.job.gpus)
             prefix.append(v)
-            freed += v.gpus
+            freed += v.job.gpus
         enough = freed >= need and quota.fits(tenant, klass, gpus)
         for v in prefix:
-            quota.add(v.tix, klass, v.gpus)
+            quota.add(v.job.tix, klass, v.job.gpus)
         return prefix if enough else None
 
-    def _victims_in_scope(
-        self, job: Job, klass: int, cands: list[Job], now: float
-    ) -> list[Job] | None:
+    def _victims_in_scope(self, job: Job, klass: int, order: CostOrder) -> list[Victim] | None:
         """Cheapest victim set that frees the gang inside one pod (one site if bigger).
 
         Freeing the globally cheapest victims scatters the GPUs over the fleet, where a
@@ -1108,28 +1156,27 @@ class Scheduler:
         gpus = job.gpus
         if gpus <= self.pod_capacity[klass]:
             free_of = cs.cpod_free[klass]
-
-            def scope(node: int) -> int:
-                return cs.dom_pod[cs.node_dom[node]]
+            by_site = False
         elif gpus <= self.site_capacity[klass]:
             free_of = cs.csite_free[klass]
-
-            def scope(node: int) -> int:
-                return cs.pod_site[cs.dom_pod[cs.node_dom[node]]]
+            by_site = True
         else:
             return None
         # Walk victims in cost order, adding each one's GPUs to the scopes it frees.
         got: dict[int, int] = {}
-        picked: dict[int, list[Job]] = {}
+        picked: dict[int, list[Victim]] = {}
         cost: dict[int, float] = {}
         best: tuple[float, int, int] | None = None  # (lost work, victims, scope)
-        for v in cands:
-            lost = self._lost_if_evicted(v, now)
+        for i in range(order.size):
+            v = order.at(i)
+            lost = v.k0
             if best is not None and lost > best[0]:
                 break  # costs only grow from here
             touched: dict[int, int] = {}
-            for node, mask in v.placement:
-                sc = scope(node)
+            for node, mask in v.job.placement:
+                sc = cs.dom_pod[cs.node_dom[node]]
+                if by_site:
+                    sc = cs.pod_site[sc]
                 touched[sc] = touched.get(sc, 0) + mask.bit_count()
             for sc, n in touched.items():
                 if sc in got and got[sc] + free_of.get(sc, 0) >= gpus:
@@ -1147,21 +1194,22 @@ class Scheduler:
         # Quota: the tenant may also need its own (or borrowers') usage back.
         quota, tenant = self.quota, job.tix
         for v in chosen:
-            quota.add(v.tix, klass, -v.gpus)
+            quota.add(v.job.tix, klass, -v.job.gpus)
         ok = quota.fits(tenant, klass, gpus)
         if not ok:
-            inside = {v.index for v in chosen}
+            inside = {v.seq for v in chosen}
             chosen = list(chosen)
-            for v in cands:
-                if v.index in inside:
+            for i in range(order.size):
+                v = order.at(i)
+                if v.seq in inside:
                     continue
-                quota.add(v.tix, klass, -v.gpus)
+                quota.add(v.job.tix, klass, -v.job.gpus)
                 chosen.append(v)
                 if quota.fits(tenant, klass, gpus):
                     ok = True
                     break
         for v in chosen:
-            quota.add(v.tix, klass, v.gpus)
+            quota.add(v.job.tix, klass, v.job.gpus)
         return chosen if ok else None
 
     def _reattach(self, job: Job, now: float) -> None:
