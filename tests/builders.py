@@ -128,7 +128,10 @@ def check_invariants(sched: Scheduler, down: dict[int, int] | None = None) -> No
     cs.check()
     used_mask = [0] * topo.n_nodes
     running = [j for j in sched.jobs if j.state == JobState.RUNNING]
-    assert {j.index for j in running} == set(sched.running), "running index drifted"
+    assert [j.index for j in running] == [j.index for j in sched.running_jobs()], (
+        "running index drifted"
+    )
+    assert sched.running_count == len(running), "running count drifted"
     used: dict[tuple[str, str], int] = {}
     for job in running:
         got = 0

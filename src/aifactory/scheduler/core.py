@@ -278,7 +278,7 @@ class Scheduler:
         self.queues: list[list[Entry]] = [[] for _ in range(n_tenants)]
         self.jobs: list[Job] = []
         self.by_id: dict[str, Job] = {}
-        self.running: dict[int, Job] = {}
+        self.running_count = 0  # running jobs (running_tc holds their indices)
         # Running jobs of each class by estimated end, for EASY reservations. Built the
         # first time a class needs a reservation: on a fleet where nothing ever waits
         # (most of a light trace) the sorted index would be upkeep without a reader.
@@ -925,7 +925,7 @@ class Scheduler:
         t = job.tix
         self.quota.add(t, klass, job.gpus)
         self.usage.change(t, klass, job.gpus, now)
-        self.running[job.index] = job
+        self.running_count += 1
         self.running_tc[t][klass].add(job.index)
         if job.preemptible:
             _count(self.prio_tc[t][klass], job.priority, 1)
@@ -938,8 +938,8 @@ class Scheduler:
         t = job.tix
         self.quota.add(t, klass, -job.gpus)
         self.usage.change(t, klass, -job.gpus, now)
-        del self.running[job.index]
-        self.running_tc[t][klass].discard(job.index)
+        self.running_count -= 1
+        self.running_tc[t][klass].remove(job.index)
         if job.preemptible:
             _count(self.prio_tc[t][klass], job.priority, -1)
             _count(self.prio_t[t], job.priority, -1)
@@ -1236,6 +1236,13 @@ class Scheduler:
         self._away_version += 1
 
     # ================================================================ views
+    def running_jobs(self) -> list[Job]:
+        """Every running job, by dense index (from the per-tenant, per-class sets: the
+        per-job path keeps no dict of running jobs besides them)."""
+        indices = [i for by_class in self.running_tc for ids in by_class for i in ids]
+        indices.sort()
+        return [self.jobs[i] for i in indices]
+
     def placement_of(self, job: Job) -> list[tuple[str, tuple[int, ...]]]:
         """(node name, local GPU indices) for each node a running job holds."""
         return [

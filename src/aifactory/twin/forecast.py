@@ -52,7 +52,7 @@ def forecast(sched: Scheduler, now: float, *, horizon_s: float = 365 * 86400.0) 
     events: list[tuple[float, int, Job, int]] = []
     seq = 0
     out: Forecast = {}
-    for job in sorted(sched.running.values(), key=lambda j: j.index):
+    for job in sched.running_jobs():
         copy = _clone(job, now)
         twin.restore_running(copy, list(job.placement), job.run_start_s)
         end = max(job.est_end_s, now)

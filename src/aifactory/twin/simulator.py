@@ -191,7 +191,7 @@ class Simulation:
                 continue
             elif failures is not None:
                 # Failures stop once there is no work left, so the run can drain.
-                busy = arrived < n or bool(sched.running) or sched.pending_count > 0
+                busy = arrived < n or sched.running_count > 0 or sched.pending_count > 0
                 failures.handle(kind, payload, now, sched, kernel, observer, keep_going=busy)
                 due = True
             # The pass of this instant runs once every completion, failure and arrival of
