@@ -278,7 +278,7 @@ class Scheduler:
         self.queues: list[list[Entry]] = [[] for _ in range(n_tenants)]
         self.jobs: list[Job] = []
         self.by_id: dict[str, Job] = {}
-        self.running_count = 0  # running jobs (running_tc holds their indices)
+        self.running_count = 0  # running jobs (running_tc holds them)
         # Running jobs of each class by estimated end, for EASY reservations. Built the
         # first time a class needs a reservation: on a fleet where nothing ever waits
         # (most of a light trace) the sorted index would be upkeep without a reader.
@@ -290,12 +290,15 @@ class Scheduler:
         # only a few entries (2.3 on average there).
         self._ends: list[list[EndAt] | None] = [None] * n_classes
         self._ends_stale = [0] * n_classes
-        # Per tenant, per class: running job indices, and counts of running preemptible
-        # jobs by priority. Plain dicts of counts (not Counter: its Python-level
-        # __delitem__ and constructor showed up in profiles of the per-job path); lists
-        # by tenant index, then by class: no tuple to build and hash.
-        self.running_tc: list[list[set[int]]] = [
-            [set() for _ in range(n_classes)] for _ in range(n_tenants)
+        # Per tenant, per class: running jobs, and counts of running preemptible jobs by
+        # priority. The jobs are a list with swap-remove (each job keeps its place,
+        # job.rpos), not a set of indices: no hashing per start and end, and no walk over
+        # a large set's emptied slots when preemption lists candidates (their order is
+        # the cost order's business, a total one). Plain dicts of counts (not Counter:
+        # its Python-level __delitem__ and constructor showed up in profiles of the
+        # per-job path); lists by tenant index, then by class: no tuple to build and hash.
+        self.running_tc: list[list[list[Job]]] = [
+            [[] for _ in range(n_classes)] for _ in range(n_tenants)
         ]
         self.prio_tc: list[list[dict[int, int]]] = [
             [{} for _ in range(n_classes)] for _ in range(n_tenants)
@@ -858,12 +861,11 @@ class Scheduler:
 
     def _build_ends(self, klass: int) -> list[EndAt]:
         # From the per-tenant sets of the class: the jobs of other classes are not read.
-        jobs = self.jobs
-        ends: list[EndAt] = []
-        for by_class in self.running_tc:
-            for idx in by_class[klass]:
-                j = jobs[idx]
-                ends.append(EndAt(j.est_end_s, idx, j.run_epoch))
+        ends = [
+            EndAt(j.est_end_s, j.index, j.run_epoch)
+            for by_class in self.running_tc
+            for j in by_class[klass]
+        ]
         heapify(ends)
         self._ends[klass] = ends
         self._ends_stale[klass] = 0
@@ -926,7 +928,9 @@ class Scheduler:
         self.quota.add(t, klass, job.gpus)
         self.usage.change(t, klass, job.gpus, now)
         self.running_count += 1
-        self.running_tc[t][klass].add(job.index)
+        bag = self.running_tc[t][klass]
+        job.rpos = len(bag)
+        bag.append(job)
         if job.preemptible:
             _count(self.prio_tc[t][klass], job.priority, 1)
             _count(self.prio_t[t], job.priority, 1)
@@ -939,7 +943,16 @@ class Scheduler:
         self.quota.add(t, klass, -job.gpus)
         self.usage.change(t, klass, -job.gpus, now)
         self.running_count -= 1
-        self.running_tc[t][klass].remove(job.index)
+        bag = self.running_tc[t][klass]
+        pos = job.rpos
+        if pos < 0 or pos >= len(bag) or bag[pos] is not job:
+            msg = f"job {job.id} is not among its class's running jobs"
+            raise AssertionError(msg)
+        last = bag.pop()
+        if last is not job:
+            bag[pos] = last
+            last.rpos = pos
+        job.rpos = -1
         if job.preemptible:
             _count(self.prio_tc[t][klass], job.priority, -1)
             _count(self.prio_t[t], job.priority, -1)
@@ -1038,8 +1051,7 @@ class Scheduler:
         rank = self.policy.rank(job, now) if self._preemptive else 0
         own_lower = bool(prios) and min(prios) < job.priority
         if own_lower or self._preemptive:
-            for idx in self.running_tc[t][klass]:
-                v = self.jobs[idx]
+            for v in self.running_tc[t][klass]:
                 if not v.preemptible or v.id in job.preempted_for:
                     continue
                 if v.priority < job.priority or (
@@ -1054,10 +1066,11 @@ class Scheduler:
             for member in self.quota.cohort_members[cohort]:
                 if member == t or self.quota.borrowed(member, klass) <= 0:
                     continue
-                for idx in self.running_tc[member][klass]:
-                    v = self.jobs[idx]
-                    if v.preemptible and v.id not in job.preempted_for:
-                        out.append(v)
+                out.extend(
+                    v
+                    for v in self.running_tc[member][klass]
+                    if v.preemptible and v.id not in job.preempted_for
+                )
         return out
 
     def _startable(self, job: Job, klass: int) -> tuple[Level, list[tuple[int, int]]] | None:
@@ -1237,9 +1250,9 @@ class Scheduler:
 
     # ================================================================ views
     def running_jobs(self) -> list[Job]:
-        """Every running job, by dense index (from the per-tenant, per-class sets: the
+        """Every running job, by dense index (from the per-tenant, per-class lists: the
         per-job path keeps no dict of running jobs besides them)."""
-        indices = [i for by_class in self.running_tc for ids in by_class for i in ids]
+        indices = [j.index for by_class in self.running_tc for bag in by_class for j in bag]
         indices.sort()
         return [self.jobs[i] for i in indices]
 

@@ -105,6 +105,7 @@ class Job:
         "qseq",
         "resv_epoch",
         "resv_mask",
+        "rpos",
         "run_epoch",
         "run_start_s",
         "state",
@@ -158,6 +159,7 @@ class Job:
         self.resv_epoch = -1
         self.resv_mask = 0
         self.away_at = -1  # the scheduler's turned-away version it was last turned away in
+        self.rpos = -1  # its place in the scheduler's list of running jobs (while running)
         self.state = JobState.PENDING
         self.history: list[tuple[float, JobState]] = [(submit_s, JobState.PENDING)]
         self.first_start_s: float | None = None
