@@ -48,12 +48,13 @@ from aifactory.workload.job import (
     Job,
     JobState,
 )
-from aifactory.workload.progress import run_progress
+from aifactory.workload.progress import run_progress, unsaved_progress
 
 # Module constants are Final: compiled, a plain module global is a dict lookup per use.
 INF: Final = float("inf")
 MAX_EXTRA_VICTIMS: Final = 8  # victims beyond the count-sufficient set tried for topology's sake
 MAX_PRUNE: Final = 16  # victim sets up to this size are pruned of unnecessary victims
+_PACK: Final = 1 << 26  # GPU counts below this pack two to a float exactly (Victim)
 
 
 def _count(counts: dict[int, int], key: int, delta: int) -> None:
@@ -188,7 +189,12 @@ class Victim(Keyed):
     __slots__ = ("job",)
 
     def __init__(self, job: Job, lost: float, need: int) -> None:
-        super().__init__(lost, float(max(0, job.gpus - need)), (float(-job.gpus),), job.index)
+        # (GPUs beyond the need, then the bigger victim) packed into one exact float: no
+        # tuple per candidate, and reclaims list thousands. Exact while a job holds fewer
+        # than 2**26 GPUs, which the scheduler checks of the whole fleet.
+        gpus = job.gpus
+        over = gpus - need if gpus > need else 0
+        super().__init__(lost, float(over * _PACK + (_PACK - gpus)), (), job.index)
         self.job = job
 
 
@@ -256,6 +262,10 @@ class Scheduler:
         self.tenant_index = dict(self.quota.index)
         n_tenants = len(self.tenants)
         n_classes = len(topo.classes)
+        fleet_gpus = sum(topo.class_capacity().values())
+        if fleet_gpus >= _PACK:  # preemption packs GPU counts (Victim)
+            msg = f"fleet: {fleet_gpus} GPUs, fewer than {_PACK} are supported"
+            raise ValueError(msg)
         if n_classes > 256:  # per-pass memos pack (tenant, class) into one int
             msg = f"fleet: {n_classes} GPU classes, at most 256 are supported"
             raise ValueError(msg)
@@ -1039,10 +1049,10 @@ class Scheduler:
 
     # ================================================================ preemption
     def _lost_if_evicted(self, job: Job, now: float) -> float:
-        gained, saved = run_progress(
+        unsaved = unsaved_progress(
             now - job.run_start_s, job.overhead_s, job.checkpoint_s, self.cfg.checkpoint_write_s
         )
-        return (gained - saved + job.overhead_s) * job.gpus
+        return (unsaved + job.overhead_s) * job.gpus
 
     def _candidates(self, job: Job, klass: int, now: float) -> list[Job]:
         t = job.tix

@@ -24,6 +24,24 @@ def run_progress(
     return cycles * interval_s + min(rest, interval_s), cycles * interval_s
 
 
+def unsaved_progress(
+    wall_s: float, overhead_s: float, interval_s: float | None, write_s: float
+) -> float:
+    """Progress made since the last checkpoint after ``wall_s`` seconds of a run: what an
+    eviction now would lose (``run_progress``'s difference, without building a tuple:
+    preemption asks it for every candidate victim)."""
+    useful = wall_s - overhead_s
+    if useful <= 0:
+        return 0.0
+    if not interval_s:
+        return useful
+    period = interval_s + write_s
+    cycles = int(useful // period)
+    rest = useful - cycles * period
+    saved = cycles * interval_s
+    return (saved + min(rest, interval_s)) - saved  # as run_progress's gained - saved
+
+
 def wall_for(work_s: float, overhead_s: float, interval_s: float | None, write_s: float) -> float:
     """Wall seconds a run needs to do ``work_s`` of progress (inverse of :func:`run_progress`).
 
