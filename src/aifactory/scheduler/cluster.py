@@ -11,7 +11,10 @@ is one node, and the node buckets answer for it.
 A bucket is a list with swap-remove (each member's position is kept), not a set:
 picking any member of a set that has seen many removals walks its emptied slots
 (``next(iter(s))`` was a tenth of a busy korea-2025 run), while a list's last member
-is one read.
+is one read. Its members are :class:`Slot` objects (a node's or domain's index and
+position) rather than ints: compiled, an int read from a list is unboxed and boxed
+again when written back, so moving a member between buckets of a large fleet cost four
+int allocations; a slot moves as it is and keeps its position unboxed.
 
 GPU identities inside a node are a bitmask, so the control plane can hand out
 concrete device indices (``CUDA_VISIBLE_DEVICES``) from the same state.
@@ -19,9 +22,23 @@ concrete device indices (``CUDA_VISIBLE_DEVICES``) from the same state.
 
 from __future__ import annotations
 
+from typing import final
+
 from aifactory.fleet.topology import Topology
 
 Placement = list[tuple[int, int]]  # (node index, bitmask of the node's GPUs used)
+
+
+@final
+class Slot:
+    """A node or NVLink domain as a bucket member: its index, and its position in the
+    bucket it is in now."""
+
+    __slots__ = ("index", "pos")
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.pos = 0
 
 
 class ClusterState:
@@ -42,15 +59,15 @@ class ClusterState:
         "dom_free",
         "dom_nodes",
         "dom_pod",
-        "dom_pos",
         "dom_size",
+        "dom_slot",
         "gpn_max",
         "node_bucket",
         "node_cap",
         "node_dom",
         "node_free",
         "node_mask",
-        "node_pos",
+        "node_slot",
         "pod_site",
         "stranded",
         "topo",
@@ -82,15 +99,15 @@ class ClusterState:
         self.dom_size = [0] * n_classes  # largest NVLink domain of each class
         max_dom = max(self.dom_cap) if self.dom_cap else 0
         max_node = max(self.node_cap) if self.node_cap else 0
-        self.dom_bucket: list[list[list[int]]] = [
+        self.dom_bucket: list[list[list[Slot]]] = [
             [[] for _ in range(max_dom + 1)] for _ in range(n_classes)
         ]
-        self.node_bucket: list[list[list[int]]] = [
+        self.node_bucket: list[list[list[Slot]]] = [
             [[] for _ in range(max_node + 1)] for _ in range(n_classes)
         ]
-        # Position of each domain (node) in its current bucket list.
-        self.dom_pos: list[int] = [0] * len(self.dom_cap)
-        self.node_pos: list[int] = [0] * len(self.node_cap)
+        # Each domain's (node's) bucket membership.
+        self.dom_slot = [Slot(d) for d in range(len(self.dom_cap))]
+        self.node_slot = [Slot(n) for n in range(len(self.node_cap))]
         # Whether a class's domain buckets are kept at all: where every NVLink domain is
         # one node (HGX), a domain with enough free GPUs is a node with enough, which the
         # node buckets already answer, so the domain buckets would be upkeep on every
@@ -114,11 +131,11 @@ class ClusterState:
             self.cpod_full[c][p].add(d)
             self.cpod_doms[c][p].append(d)
             if self.dom_buckets_kept[c]:
-                _bag_add(self.dom_bucket[c][cap], self.dom_pos, d)
+                _bag_add(self.dom_bucket[c][cap], self.dom_slot[d])
             self.dom_size[c] = max(self.dom_size[c], cap)
             first = self.dom_first[d]
             for n in range(first, first + self.dom_nodes[d]):
-                _bag_add(self.node_bucket[c][self.node_cap[n]], self.node_pos, n)
+                _bag_add(self.node_bucket[c][self.node_cap[n]], self.node_slot[n])
                 self.gpn_max[c] = max(self.gpn_max[c], self.node_cap[n])
         self.stranded = 0  # free GPUs in partly used domains
 
@@ -187,7 +204,7 @@ class ClusterState:
         old = self.node_free[node]
         new = old + delta
         nb = self.node_bucket[c]
-        _bag_move(nb[old], nb[new], self.node_pos, node)
+        _bag_move(nb[old], nb[new], self.node_slot[node])
         self.node_free[node] = new
         self.node_mask[node] ^= mask
 
@@ -219,7 +236,7 @@ class ClusterState:
         cap = self.dom_cap[d]
         if self.dom_buckets_kept[c]:
             db = self.dom_bucket[c]
-            _bag_move(db[dold], db[dnew], self.dom_pos, d)
+            _bag_move(db[dold], db[dnew], self.dom_slot[d])
         self.dom_free[d] = dnew
         p = self.dom_pod[d]
         if dold == cap:
@@ -232,6 +249,14 @@ class ClusterState:
         self.class_free[c] += delta
 
     # ------------------------------------------------------------------ queries
+    def buckets(self) -> tuple[list[list[list[int]]], list[list[list[int]]]]:
+        """The node and domain buckets as indices, in bucket order (for tests, which
+        compare states)."""
+        return (
+            [[[s.index for s in bag] for bag in per] for per in self.node_bucket],
+            [[[s.index for s in bag] for bag in per] for per in self.dom_bucket],
+        )
+
     def node_name(self, node: int) -> str:
         """Stable human-readable node name: ``site/pod/d<domain>/n<node>``."""
         d = self.node_dom[node]
@@ -254,9 +279,9 @@ class ClusterState:
                 got = sum(dom[d] for d in self.cpod_doms[c][p])
                 assert got == free, f"class {c} pod {p} free count drifted"
         assert sum(dom) == sum(self.class_free), "class free counts drifted"
-        _check_buckets(self.node_bucket, self.node_pos, self.node_free)
+        _check_buckets(self.node_bucket, self.node_slot, self.node_free)
         kept = [d for d, c in enumerate(self.dom_class) if self.dom_buckets_kept[c]]
-        _check_buckets(self.dom_bucket, self.dom_pos, dom, kept)
+        _check_buckets(self.dom_bucket, self.dom_slot, dom, kept)
         for c, buckets in enumerate(self.dom_bucket):
             if not self.dom_buckets_kept[c]:
                 assert not any(buckets), f"class {c}: domain buckets kept although unread"
@@ -265,33 +290,38 @@ class ClusterState:
 
 
 def _check_buckets(
-    buckets: list[list[list[int]]], pos: list[int], free: list[int], items: list[int] | None = None
+    buckets: list[list[list[Slot]]],
+    slots: list[Slot],
+    free: list[int],
+    items: list[int] | None = None,
 ) -> None:
     """Every item (of ``items``; default all) sits once, at its recorded position, in the
     bucket of its free count."""
     members = 0
     for per_free in buckets:
         for count, bag in enumerate(per_free):
-            for i, item in enumerate(bag):
+            for i, slot in enumerate(bag):
+                item = slot.index
+                assert slots[item] is slot, f"bucket {count} holds a stranger as {item}"
                 assert free[item] == count, f"bucket {count} holds {item} with {free[item]} free"
-                assert pos[item] == i, f"position of {item} drifted"
+                assert slot.pos == i, f"position of {item} drifted"
             members += len(bag)
     expected = len(free) if items is None else len(items)
     assert members == expected, "a bucket lost or repeated a member"
 
 
-def _bag_add(bag: list[int], pos: list[int], item: int) -> None:
-    pos[item] = len(bag)
-    bag.append(item)
+def _bag_add(bag: list[Slot], slot: Slot) -> None:
+    slot.pos = len(bag)
+    bag.append(slot)
 
 
-def _bag_move(source: list[int], target: list[int], pos: list[int], item: int) -> None:
-    """Move ``item`` between buckets in O(1): out of ``source`` (whose last member takes
+def _bag_move(source: list[Slot], target: list[Slot], slot: Slot) -> None:
+    """Move ``slot`` between buckets in O(1): out of ``source`` (whose last member takes
     its place), onto the end of ``target``."""
     last = source.pop()
-    if last != item:
-        i = pos[item]
+    if last is not slot:
+        i = slot.pos
         source[i] = last
-        pos[last] = i
-    pos[item] = len(target)
-    target.append(item)
+        last.pos = i
+    slot.pos = len(target)
+    target.append(slot)

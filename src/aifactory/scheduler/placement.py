@@ -15,7 +15,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Final
 
-from aifactory.scheduler.cluster import ClusterState
+from aifactory.scheduler.cluster import ClusterState, Slot
 
 Plan = list[tuple[int, int]]
 
@@ -50,15 +50,13 @@ def find_placement(
         for free in range(gpus, len(nb)):
             bucket = nb[free]
             if bucket:
-                node = min(bucket) if len(bucket) < 8 else bucket[-1]
-                return NODE, [(node, gpus)]
+                return NODE, [(_pick(bucket), gpus)]
     db = cs.dom_bucket[klass]
     if gpus < len(db) and cs.dom_buckets_kept[klass]:  # (else the node level answered)
         for free in range(gpus, len(db)):
             bucket = db[free]
             if bucket:
-                dom = min(bucket) if len(bucket) < 8 else bucket[-1]
-                return DOMAIN, _from_domains(cs, [dom], gpus)
+                return DOMAIN, _from_domains(cs, [_pick(bucket)], gpus)
     plan = _in_pod(cs, klass, gpus)
     if plan is not None:
         return POD, plan
@@ -80,6 +78,17 @@ def find_placement(
         if need == 0:
             return CROSS_SITE, plan
     return None
+
+
+def _pick(bucket: list[Slot]) -> int:
+    """The member of a non-empty bucket to use: the lowest index in a small bucket (a
+    stable, readable choice for small fleets and tests), else the last one (O(1))."""
+    if len(bucket) >= 8:
+        return bucket[-1].index
+    best = bucket[0].index
+    for slot in bucket:
+        best = min(best, slot.index)
+    return best
 
 
 def _in_pod(cs: ClusterState, klass: int, gpus: int) -> Plan | None:
