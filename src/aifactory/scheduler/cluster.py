@@ -64,6 +64,7 @@ class ClusterState:
         "gpn_max",
         "node_bucket",
         "node_cap",
+        "node_class",
         "node_dom",
         "node_free",
         "node_mask",
@@ -79,6 +80,7 @@ class ClusterState:
         self.node_free: list[int] = list(self.node_cap)
         self.node_mask: list[int] = [(1 << c) - 1 for c in self.node_cap]
         self.node_dom: list[int] = topo.node_domain.tolist()
+        self.node_class: list[int] = topo.domain_class[topo.node_domain].tolist()
         self.dom_cap: list[int] = topo.domain_gpus.tolist()
         self.dom_free: list[int] = list(self.dom_cap)
         self.dom_pod: list[int] = topo.domain_pod.tolist()
@@ -182,6 +184,10 @@ class ClusterState:
 
     def release(self, placement: Placement) -> None:
         """Free every GPU of a placement."""
+        if len(placement) == 1:  # one node (most jobs): no batching
+            node, mask = placement[0]
+            self.give(node, mask)
+            return
         for node, mask in placement:
             self._node_change(node, mask.bit_count(), mask)
         self._dom_changes(placement, 1)
@@ -200,7 +206,7 @@ class ClusterState:
 
     def _node_change(self, node: int, delta: int, mask: int) -> None:
         """A node's free count, GPU mask and bucket (its domain's counts are the caller's)."""
-        c = self.dom_class[self.node_dom[node]]
+        c = self.node_class[node]
         old = self.node_free[node]
         new = old + delta
         nb = self.node_bucket[c]

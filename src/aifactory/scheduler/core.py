@@ -54,6 +54,7 @@ from aifactory.workload.progress import run_progress, unsaved_progress
 INF: Final = float("inf")
 MAX_EXTRA_VICTIMS: Final = 8  # victims beyond the count-sufficient set tried for topology's sake
 MAX_PRUNE: Final = 16  # victim sets up to this size are pruned of unnecessary victims
+_LEVEL_NAME: Final[dict[Level, str]] = {level: level.value for level in Level}
 _PACK: Final = 1 << 26  # GPU counts below this pack two to a float exactly (Victim)
 
 
@@ -716,13 +717,18 @@ class Scheduler:
         no_fit = ctx.no_fit
         # Cheap, monotone rejections first: a bigger gang than one that already failed to
         # fit in this class this pass cannot fit either.
-        # (A plain loop: a generator here was a fifth of the twin's time on Philly.)
-        classes: tuple[int, ...] = ()
+        # (A plain loop: a generator here was a fifth of the twin's time on Philly.) The
+        # job's own tuple is kept when no class is ruled out: no tuple built per try.
+        classes = all_classes
         for c in all_classes:
-            if gpus <= class_free[c] and gpus < no_fit.get(c, INF):
-                classes += (c,)
-            elif blocked is None:
-                blocked = c
+            if not (gpus <= class_free[c] and gpus < no_fit.get(c, INF)):
+                if blocked is None:
+                    blocked = c
+                classes = ()
+        if not classes and blocked is not None:
+            classes = tuple(
+                [c for c in all_classes if gpus <= class_free[c] and gpus < no_fit.get(c, INF)]
+            )
         if len(classes) > 1:
             classes = self._class_order(classes, tenant)
         for c in classes:
@@ -906,7 +912,8 @@ class Scheduler:
     ) -> None:
         placement = self.cs.allocate(plan)
         self._attach(job, klass, placement, now)
-        job.level = str(level)  # its value (.value is an interpreted property)
+        job.level = _LEVEL_NAME[level]  # its value: one shared str (.value is an
+        # interpreted property, and str() of a StrEnum member makes a new string per start)
         job.move(RUNNING, now)
         if job.first_start_s is None:
             job.first_start_s = now
