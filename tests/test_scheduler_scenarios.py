@@ -646,3 +646,35 @@ def test_a_head_turned_away_for_quota_is_reconsidered_once_gpus_run_short() -> N
     assert started == {"a1": 0.0, "x": 2.0, "y": 3.0, "z": 4.0, "w": 5.0}
     holders = [sched.jobs[r.holder].id for r in sched._reservations.values()]
     assert holders == ["j"]
+
+
+def test_a_head_turned_away_for_quota_is_asked_again_after_an_earlier_head_starts() -> None:
+    """Within one pass between deep scans: a head turned away only by its quota, with GPUs
+    to spare, must still be asked when its turn in the merge comes, because an earlier
+    head that starts can leave the class short of GPUs, and the job then makes the
+    class's reservation (a pass that set such heads aside with the ones turned away by
+    reservations would miss it).
+
+    Three HGX nodes; a, b and c hold 8 GPUs of quota each; a 30 s backfill interval.
+    t=0 a1 (a, 8), b1 (b, 4, ends at t=10) and c1 (c, 4) start: 8 GPUs free.
+    t=0.5 z (b, 8) waits for b's quota; t=1 j (a, 8) waits for a's (deep scan at t=1:
+    no reservation, both have GPUs). t=10 b1 ends; in that pass z starts first (earlier
+    submit) and leaves 4 GPUs, fewer than j's 8: j gets the reservation.
+    """
+    topo = hgx_topo(
+        3, tenants=[tenant("a", {"h100": 8}), tenant("b", {"h100": 8}), tenant("c", {"h100": 8})]
+    )
+    sched = Scheduler(topo, SchedulerConfig(backfill_interval_s=30.0))
+    started: dict[str, float] = {}
+    steps = [("a1", "a", 0.0, 8, 1000.0), ("b1", "b", 0.0, 4, 10.0), ("c1", "c", 0.0, 4, 1000.0)]
+    steps += [("z", "b", 0.5, 8, 1000.0), ("j", "a", 1.0, 8, 1000.0)]
+    for name, who, at, gpus, run in steps:
+        sched.submit(make_job(name, who, at, gpus, run), at)
+        started |= {job.id: at for job in sched.schedule(at).started}
+    assert started == {"a1": 0.0, "b1": 0.0, "c1": 0.0}
+    assert not sched._reservations
+    sched.finish(sched.by_id["b1"], 10.0)
+    started |= {job.id: 10.0 for job in sched.schedule(10.0).started}
+    assert started["z"] == 10.0
+    holders = [sched.jobs[r.holder].id for r in sched._reservations.values()]
+    assert holders == ["j"]

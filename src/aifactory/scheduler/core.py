@@ -91,7 +91,7 @@ class SchedulerConfig:
     # on every pass. Between scans a pass tries queue heads only, as Slurm's main loop does.
     backfill_interval_s: float = 0.0
     # Skip passes between deep scans, and heads in them, that provably change nothing
-    # (_all_turned_away, _turned_away). Exact: False only runs them in full, so that the
+    # (_open_heads, _turned_away). Exact: False only runs them in full, so that the
     # property tests can check that the shortcuts never change a decision.
     shortcuts: bool = True
 
@@ -339,7 +339,7 @@ class Scheduler:
         self._resv_epoch = 0
         # Bumped whenever a job that was turned away (_turned_away) might not be any more:
         # GPUs or quota came back, or the reservations changed (an epoch bump). Until
-        # then a head that _all_turned_away found turned away in every class by a
+        # then a head that _open_heads found turned away in every class by a
         # reservation stays so (job.away_at), and is not checked again on every event.
         self._away_version = 0
         self._ctx = _PassContext(self._reservations)  # scratch of the pass running now
@@ -507,10 +507,20 @@ class Scheduler:
             self._new_epoch()
         else:
             reservations = self._reservations
-            if self._periodic and self.cfg.shortcuts and self._all_turned_away(reservations):
-                return  # between scans, on a busy fleet: most passes end here
-        # Phase 1: heads.
-        heads = self._heads(now)
+        # Phase 1: heads. Between deep scans (no preemption), heads that would surely be
+        # turned away wait aside (``away``) instead of going through the merge: each would
+        # be popped only to stop its queue. If none is left, the pass has nothing to do
+        # (on a busy fleet most passes end here). A reservation holder that starts in the
+        # pass bumps the turned-away version; the heads aside that come after it in the
+        # merge order join then, as they would have been tried after the bump.
+        away: list[Head] = []
+        if not deep and self._periodic and self.cfg.shortcuts:
+            heads = self._open_heads(now, reservations, away)
+            if not heads:
+                return
+        else:
+            heads = self._heads(now)
+        version = self._away_version
         # Preemption searches are the costliest step of a pass; with a backfill interval
         # they run in the periodic deep scans only (Slurm's preemption also acts from its
         # scheduling cycles, not on every event).
@@ -518,7 +528,8 @@ class Scheduler:
         held: list[Entry] = []
         tested = 0
         while heads:
-            t = head_pop(heads).tix
+            top = head_pop(heads)
+            t = top.tix
             q = self.queues[t]
             # Peek, not pop: most heads tried between deep scans cannot start, and a pop
             # and push back on a queue of thousands was the costliest part of a busy pass.
@@ -539,6 +550,11 @@ class Scheduler:
                 continue  # strict pass: this tenant's queue stops here
             # Phases 2-4.
             if self._try_start(job, now, ctx, res, head=head):
+                if away and self._away_version != version:
+                    for h in away:
+                        if before(top, h):
+                            head_push(heads, h)
+                    away = []
                 if self._clean(q):
                     head_push(heads, self._head(q[0], t, now))
                 continue
@@ -558,25 +574,51 @@ class Scheduler:
         for entry in held:
             queue_push(self.queues[entry.job.tix], entry)
 
-    def _new_epoch(self) -> None:
-        """The reservations changed other than by getting stricter."""
-        self._resv_epoch += 1
-        self._away_version += 1
-
-    def _all_turned_away(self, reservations: dict[int, Reservation]) -> bool:
-        """Whether every queue head would be turned away by a pass between deep scans
-        (which tries heads only and does not preempt): then the pass changes nothing."""
+    def _open_heads(
+        self, now: float, reservations: dict[int, Reservation], away: list[Head]
+    ) -> list[Head]:
+        """The merge of heads for a pass between deep scans, leaving the heads remembered
+        as turned away (job.away_at: turned away by reservations, which stays so until
+        the turned-away version changes, as within a pass reservations only tighten and
+        GPUs and quota are only taken) in ``away``, in queue order. Empty, and no head
+        built, when :meth:`_turned_away` turns every head away."""
         no_fit: dict[int, float] = {}  # (stays empty: the answers hold beyond this pass)
         version = self._away_version
-        for q in self.queues:
+        open_: list[int] = []
+        all_away = True
+        for t, q in enumerate(self.queues):
             if not self._clean(q):
                 continue
             job = q[0].job
             if job.away_at == version:
-                continue  # turned away since nothing came back: still turned away
+                continue  # remembered as turned away: nothing came back since
             if not self._turned_away(job, reservations, no_fit, remember=True):
-                return False
-        return True
+                all_away = False
+                open_.append(t)
+            elif job.away_at != version:
+                # Turned away for quota alone somewhere (not remembered): an allocation in
+                # this pass can leave that class short of GPUs, and the job would then make
+                # a reservation there, so it goes through the merge and is asked again.
+                open_.append(t)
+        if all_away:
+            return []
+        heads: list[Head] = []
+        i = 0
+        for t, q in enumerate(self.queues):
+            if not q:
+                continue  # (cleaned above: a non-empty queue has a live head)
+            head = self._head(q[0], t, now)  # every head's key now, as a full merge has it
+            if i < len(open_) and open_[i] == t:
+                head_push(heads, head)
+                i += 1
+            else:
+                away.append(head)
+        return heads
+
+    def _new_epoch(self) -> None:
+        """The reservations changed other than by getting stricter."""
+        self._resv_epoch += 1
+        self._away_version += 1
 
     def smallest_pending(self, tenant: int) -> int | None:
         """The remembered smallest pending gang of tenant index ``tenant`` (None while
