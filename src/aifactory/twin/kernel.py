@@ -69,14 +69,18 @@ class EventClass(IntEnum):
 @final
 class Event(Keyed):
     """One event: when, its class and sequence (its place in the order, as a
-    :class:`~aifactory.heap.Keyed`), and the caller's kind and payload."""
+    :class:`~aifactory.heap.Keyed`), and the caller's kind, payload and an int tag (e.g.
+    which run of a job an end belongs to: no tuple per event to carry it)."""
 
-    __slots__ = ("kind", "payload")
+    __slots__ = ("kind", "payload", "tag")
 
-    def __init__(self, time: float, cls: int, seq: int, kind: int, payload: Any) -> None:
+    def __init__(
+        self, time: float, cls: int, seq: int, kind: int, payload: Any, tag: int = 0
+    ) -> None:
         super().__init__(time, float(cls), (), seq)  # seq: order of scheduling, -1: feed
         self.kind = kind
         self.payload = payload
+        self.tag = tag
 
     @property
     def time(self) -> float:
@@ -148,13 +152,15 @@ class Kernel:
         self._feed_kind = kind
         self._feed_event = Event(INF, int(cls), -1, kind, None)
 
-    def at(self, time: float, cls: EventClass, kind: int, payload: Any = None) -> None:
+    def at(
+        self, time: float, cls: EventClass, kind: int, payload: Any = None, tag: int = 0
+    ) -> None:
         """Schedule an event of ``kind`` (the caller's own code) at ``time``."""
         if time < self.now:
             msg = f"event at {time} is in the past (now {self.now})"
             raise ValueError(msg)
         self._seq += 1
-        event = Event(time, int(cls), self._seq, kind, payload)
+        event = Event(time, int(cls), self._seq, kind, payload, tag)
         if time < self._horizon:
             push(self._heap, event)
             return

@@ -124,7 +124,7 @@ class Simulation:
                 run = wall_for(
                     job.duration_s - job.progress_s, job.overhead_s, job.checkpoint_s, write_s
                 )
-                kernel.at(now + run, END_CLS, FINISH, (job, job.run_epoch))
+                kernel.at(now + run, END_CLS, FINISH, job, job.run_epoch)
                 if failures is not None:
                     failures.started(job)
         wake = sched.wakeup_s
@@ -166,8 +166,8 @@ class Simulation:
                 kernel.now = until
                 break
             if kind == FINISH:
-                job, epoch = payload
-                if job.run_epoch == epoch and job.state is RUNNING:
+                job = payload  # (the run it ends is the event's tag)
+                if job.run_epoch == ev.tag and job.state is RUNNING:
                     sched.finish(job, now)
                     observer.ended(job, now)
                     due = True
