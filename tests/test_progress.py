@@ -22,12 +22,11 @@ def test_run_progress_by_hand() -> None:
     assert unsaved_progress(60.0 + 610.0, 60.0, 600.0, 30.0) == 600.0
 
 
-@given(
-    wall=st.floats(0, 1e7, allow_nan=False),
-    overhead=st.floats(0, 600, allow_nan=False),
-    interval=st.one_of(st.none(), st.floats(1, 1e5, allow_nan=False)),
-    write=st.floats(0, 600, allow_nan=False),
-)
+SECONDS = st.floats(0, 600, allow_nan=False)  # restart overheads and checkpoint writes
+INTERVALS = st.one_of(st.none(), st.floats(10, 1e5, allow_nan=False))
+
+
+@given(st.floats(0, 1e7, allow_nan=False), SECONDS, INTERVALS, SECONDS)
 def test_unsaved_progress_is_exactly_gained_minus_saved(
     wall: float, overhead: float, interval: float | None, write: float
 ) -> None:
@@ -37,12 +36,7 @@ def test_unsaved_progress_is_exactly_gained_minus_saved(
     assert unsaved_progress(wall, overhead, interval, write) == gained - saved
 
 
-@given(
-    work=st.floats(1, 1e6, allow_nan=False),
-    overhead=st.floats(0, 600, allow_nan=False),
-    interval=st.one_of(st.none(), st.floats(10, 1e5, allow_nan=False)),
-    write=st.floats(0, 600, allow_nan=False),
-)
+@given(st.floats(1, 1e6, allow_nan=False), SECONDS, INTERVALS, SECONDS)
 def test_wall_for_inverts_run_progress(
     work: float, overhead: float, interval: float | None, write: float
 ) -> None:
