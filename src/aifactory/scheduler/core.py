@@ -507,12 +507,13 @@ class Scheduler:
             self._new_epoch()
         else:
             reservations = self._reservations
-        # Phase 1: heads. Between deep scans (no preemption), heads that would surely be
-        # turned away wait aside (``away``) instead of going through the merge: each would
-        # be popped only to stop its queue. If none is left, the pass has nothing to do
-        # (on a busy fleet most passes end here). A reservation holder that starts in the
-        # pass bumps the turned-away version; the heads aside that come after it in the
-        # merge order join then, as they would have been tried after the bump.
+        # Phase 1: heads. Between deep scans (no preemption), heads remembered as turned
+        # away by reservations (job.away_at) wait aside (``away``) instead of going
+        # through the merge: each would be popped only to stop its queue. If every head
+        # is turned away, the pass has nothing to do (on a busy fleet most passes end
+        # here). A reservation holder that starts in the pass bumps the turned-away
+        # version; the heads aside that come after it in the merge order join then, as
+        # they would have been tried after the bump.
         away: list[Head] = []
         if not deep and self._periodic and self.cfg.shortcuts:
             heads = self._open_heads(now, reservations, away)
