@@ -919,7 +919,7 @@ class Scheduler:
         return ends
 
     def _build_ends(self, klass: int) -> list[EndAt]:
-        # From the per-tenant sets of the class: the jobs of other classes are not read.
+        # From the per-tenant lists of the class: the jobs of other classes are not read.
         ends = [
             EndAt(j.est_end_s, j.index, j.run_epoch)
             for by_class in self.running_tc
