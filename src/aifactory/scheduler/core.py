@@ -595,11 +595,10 @@ class Scheduler:
                 continue  # remembered as turned away: nothing came back since
             if not self._turned_away(job, reservations, no_fit, remember=True):
                 all_away = False
-                open_.append(t)
-            elif job.away_at != version:
-                # Turned away for quota alone somewhere (not remembered): an allocation in
-                # this pass can leave that class short of GPUs, and the job would then make
-                # a reservation there, so it goes through the merge and is asked again.
+            if job.away_at != version:
+                # Not remembered: it may start, or it was turned away for quota alone
+                # somewhere, where an allocation in this pass can leave the class short of
+                # GPUs and the job would then make a reservation; it goes through the merge.
                 open_.append(t)
         if all_away:
             return []
@@ -762,13 +761,14 @@ class Scheduler:
         # fit in this class this pass cannot fit either.
         # (A plain loop: a generator here was a fifth of the twin's time on Philly.) The
         # job's own tuple is kept when no class is ruled out: no tuple built per try.
-        classes = all_classes
+        ruled_out = False
         for c in all_classes:
             if not (gpus <= class_free[c] and gpus < no_fit.get(c, INF)):
+                ruled_out = True
                 if blocked is None:
                     blocked = c
-                classes = ()
-        if not classes and blocked is not None:
+        classes = all_classes
+        if ruled_out:
             classes = tuple(
                 [c for c in all_classes if gpus <= class_free[c] and gpus < no_fit.get(c, INF)]
             )
