@@ -38,17 +38,17 @@ def domains_of(cs: ClusterState, plan: list[tuple[int, int]]) -> dict[int, int]:
 # ----------------------------------------------------------------- ClusterState bookkeeping
 def test_allocate_release_round_trip_and_recount() -> None:
     cs = ClusterState(nvl_topo(2))
-    assert cs.class_free == [144]
+    assert list(cs.class_free) == [144]
     placement = cs.allocate([(0, 3), (1, 4), (20, 1)])
     assert cs.gpus_of(placement) == 8
     assert placement == [(0, 0b111), (1, 0b1111), (20, 0b1)]
-    assert cs.class_free == [136]
-    assert cs.dom_free == [65, 71]
+    assert list(cs.class_free) == [136]
+    assert list(cs.dom_free) == [65, 71]
     # domain 0 holds 65 free, domain 1 holds 71: both partly used, all free GPUs stranded
     assert cs.stranded == 65 + 71
     cs.check()
     cs.release(placement)
-    assert cs.class_free == [144]
+    assert list(cs.class_free) == [144]
     assert cs.stranded == 0
     cs.check()
 
@@ -60,7 +60,7 @@ def test_take_gives_lowest_free_indices_and_reserve_exact_refuses_busy_gpus() ->
     with pytest.raises(ValueError, match="not all free"):
         cs.reserve_exact([(0, 0b110)])
     cs.reserve_exact([(0, 0b11000)])
-    assert cs.node_free == [3]
+    assert list(cs.node_free) == [3]
     cs.check()
 
 

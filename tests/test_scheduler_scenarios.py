@@ -544,7 +544,7 @@ def test_cancel_pending_and_running_jobs() -> None:
     assert sched.pending_count == 0
     sched.cancel(run, 3.0)
     assert run.history[-1] == (3.0, JobState.CANCELLED)
-    assert sched.cs.class_free == [8]
+    assert list(sched.cs.class_free) == [8]
     assert sched.quota.cells[sched.tenant_index["a"]][0].used == 0
     sched.cs.check()
     # the cancelled job's stale queue entry never starts

@@ -24,6 +24,9 @@ from __future__ import annotations
 
 from typing import final
 
+from librt.vecs import vec
+from mypy_extensions import i64
+
 from aifactory.fleet.topology import Topology
 
 Placement = list[tuple[int, int]]  # (node index, bitmask of the node's GPUs used)
@@ -77,19 +80,19 @@ class ClusterState:
     def __init__(self, topo: Topology) -> None:
         self.topo = topo
         self.node_cap: list[int] = topo.node_gpus.tolist()
-        self.node_free: list[int] = list(self.node_cap)
-        self.node_mask: list[int] = [(1 << c) - 1 for c in self.node_cap]
+        self.node_free = vec[i64](self.node_cap)
+        self.node_mask = vec[i64]([(1 << c) - 1 for c in self.node_cap])
         self.node_dom: list[int] = topo.node_domain.tolist()
         self.node_class: list[int] = topo.domain_class[topo.node_domain].tolist()
         self.dom_cap: list[int] = topo.domain_gpus.tolist()
-        self.dom_free: list[int] = list(self.dom_cap)
+        self.dom_free = vec[i64](self.dom_cap)
         self.dom_pod: list[int] = topo.domain_pod.tolist()
         self.dom_class: list[int] = topo.domain_class.tolist()
         self.dom_first: list[int] = topo.domain_first_node.tolist()
         self.dom_nodes: list[int] = topo.domain_nodes.tolist()
         self.pod_site: list[int] = topo.pod_site.tolist()
         n_classes = len(topo.classes)
-        self.class_free = [0] * n_classes
+        self.class_free = vec[i64]([0] * n_classes)
         # Per class: free GPUs per pod and per site, the fully free domains of each pod,
         # and each pod's domains of that class (dicts: a class lives in few pods).
         self.cpod_free: list[dict[int, int]] = [{} for _ in range(n_classes)]
@@ -277,15 +280,15 @@ class ClusterState:
         dom = [0] * len(self.dom_cap)
         for n, f in enumerate(self.node_free):
             assert 0 <= f <= self.node_cap[n], f"node {n} free {f}"
-            assert self.node_mask[n].bit_count() == f, f"node {n} mask"
+            assert int(self.node_mask[n]).bit_count() == f, f"node {n} mask"
             dom[self.node_dom[n]] += f
-        assert dom == self.dom_free, "domain free counts drifted"
+        assert dom == list(self.dom_free), "domain free counts drifted"
         for c, pods in enumerate(self.cpod_free):
             for p, free in pods.items():
                 got = sum(dom[d] for d in self.cpod_doms[c][p])
                 assert got == free, f"class {c} pod {p} free count drifted"
         assert sum(dom) == sum(self.class_free), "class free counts drifted"
-        _check_buckets(self.node_bucket, self.node_slot, self.node_free)
+        _check_buckets(self.node_bucket, self.node_slot, list(self.node_free))
         kept = [d for d, c in enumerate(self.dom_class) if self.dom_buckets_kept[c]]
         _check_buckets(self.dom_bucket, self.dom_slot, dom, kept)
         for c, buckets in enumerate(self.dom_bucket):

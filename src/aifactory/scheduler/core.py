@@ -25,8 +25,12 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final, final
 
+from librt.vecs import append as vec_append
+from librt.vecs import vec
+from mypy_extensions import i64
+
 from aifactory.fleet.topology import Topology
-from aifactory.heap import Keyed, heapify
+from aifactory.heap import Keyed, RowHeap
 from aifactory.heap import pop as head_pop
 from aifactory.heap import push as head_push
 from aifactory.scheduler.cluster import ClusterState, Placement
@@ -168,17 +172,12 @@ class Head(Keyed):
         self.tix = tix
 
 
-@final
-class EndAt(Keyed):
-    """A running job's entry in its class's index by estimated end: ordered by (end,
-    job index, run epoch), as a :class:`~aifactory.heap.Keyed` item so the reservation
-    walk's pops and pushes compare unboxed fields (on tuples they went through the
-    generic rich compare at every level of a heap of 100,000 and more)."""
-
-    __slots__ = ()
-
-    def __init__(self, end: float, index: int, epoch: int) -> None:
-        super().__init__(end, float(index), (), epoch)
+def _victim_size_key(gpus: int, need: int) -> float:
+    """A candidate's (GPUs beyond the need, then the bigger victim) packed into one exact
+    float: no tuple per candidate, and reclaims list thousands. Exact while a job holds
+    fewer than 2**26 GPUs, which the scheduler checks of the whole fleet."""
+    over = gpus - need if gpus > need else 0
+    return float(over * _PACK + (_PACK - gpus))
 
 
 @final
@@ -189,13 +188,8 @@ class Victim(Keyed):
 
     __slots__ = ("job",)
 
-    def __init__(self, job: Job, lost: float, need: int) -> None:
-        # (GPUs beyond the need, then the bigger victim) packed into one exact float: no
-        # tuple per candidate, and reclaims list thousands. Exact while a job holds fewer
-        # than 2**26 GPUs, which the scheduler checks of the whole fleet.
-        gpus = job.gpus
-        over = gpus - need if gpus > need else 0
-        super().__init__(lost, float(over * _PACK + (_PACK - gpus)), (), job.index)
+    def __init__(self, job: Job, lost: float, size_key: float) -> None:
+        super().__init__(lost, size_key, (), job.index)
         self.job = job
 
 
@@ -204,23 +198,29 @@ class CostOrder:
 
     A reclaim on a busy fleet has thousands of candidates (every running job of the
     borrowing tenants in the class), and the victim searches read the cheapest few: a
-    full sort was most of the time of a korea-2025 deep scan. The items are heapified
-    (linear) and popped on demand; the order is the sorted order (a strict total one).
+    full sort was most of the time of a korea-2025 deep scan. The candidates' costs are
+    rows of a :class:`~aifactory.heap.RowHeap` (lost work, size key, job index; the
+    candidate's position), heapified (linear) and popped on demand, and a
+    :class:`Victim` is made only for a candidate that is read. The order is the sorted
+    order (a strict total one).
     """
 
-    __slots__ = ("_heap", "_read", "size")
+    __slots__ = ("_cands", "_read", "_rows", "size")
 
-    def __init__(self, items: list[Victim]) -> None:
-        heapify(items)
-        self._heap = items
+    def __init__(self, cands: list[Job], rows: RowHeap) -> None:
+        rows.heapify()
+        self._cands = cands
+        self._rows = rows
         self._read: list[Victim] = []
-        self.size = len(items)
+        self.size = len(rows)
 
     def at(self, i: int) -> Victim:
         """The ``i``-th cheapest candidate (``0 <= i < size``)."""
         read = self._read
+        rows = self._rows
         while len(read) <= i:
-            read.append(head_pop(self._heap))
+            read.append(Victim(self._cands[rows.ref[0]], rows.k0[0], rows.k1[0]))
+            rows.pop()
         return read[i]
 
 
@@ -299,7 +299,7 @@ class Scheduler:
         # container paid a pure-Python insert and delete per job; reservations, which
         # read it, are rare (about one per 60 starts on a busy korea-2025 day) and walk
         # only a few entries (2.3 on average there).
-        self._ends: list[list[EndAt] | None] = [None] * n_classes
+        self._ends: list[RowHeap | None] = [None] * n_classes
         self._ends_stale = [0] * n_classes
         # Per tenant, per class: running jobs, and counts of running preemptible jobs by
         # priority. The jobs are a list with swap-remove (each job keeps its place,
@@ -889,43 +889,51 @@ class Scheduler:
         shadow = now
         if free >= need:
             return Reservation(job.index, shadow, free - need)
-        # Walk the running jobs by estimated end: pop live entries (dropping stale ones
-        # for good) until enough GPUs would be free, then put the live ones back.
+        # Walk the running jobs by estimated end: pop live rows (dropping stale ones for
+        # good) until enough GPUs would be free, then put the live ones back.
         ends = self._ends_of(klass)
         jobs = self.jobs
-        walked: list[EndAt] = []
-        while ends:
-            entry = head_pop(ends)
-            running = jobs[int(entry.k1)]
-            if running.run_epoch != entry.seq or running.state is not RUNNING:
+        walked_end = vec[float]()
+        walked_job = vec[i64]()
+        walked_epoch = vec[i64]()
+        while len(ends):
+            end = ends.k0[0]
+            index = ends.ref[0]
+            epoch = ends.seq[0]
+            ends.pop()
+            running = jobs[index]
+            if running.run_epoch != epoch or running.state is not RUNNING:
                 self._ends_stale[klass] = max(0, self._ends_stale[klass] - 1)
                 continue
-            walked.append(entry)
+            walked_end = vec_append(walked_end, end)
+            walked_job = vec_append(walked_job, index)
+            walked_epoch = vec_append(walked_epoch, epoch)
             free += running.gpus
-            shadow = max(entry.k0, now)
+            shadow = max(end, now)
             if free >= need:
                 break
-        for entry in walked:
-            head_push(ends, entry)
+        for i in range(len(walked_end)):
+            index = walked_job[i]
+            ends.push(walked_end[i], float(index), walked_epoch[i], index)
         if free < need:
             return Reservation(job.index, INF, 0)
         return Reservation(job.index, shadow, free - need)
 
-    def _ends_of(self, klass: int) -> list[EndAt]:
+    def _ends_of(self, klass: int) -> RowHeap:
         """The class's heap of running jobs by estimated end; built on first use."""
         ends = self._ends[klass]
         if ends is None:
             ends = self._build_ends(klass)
         return ends
 
-    def _build_ends(self, klass: int) -> list[EndAt]:
+    def _build_ends(self, klass: int) -> RowHeap:
         # From the per-tenant lists of the class: the jobs of other classes are not read.
-        ends = [
-            EndAt(j.est_end_s, j.index, j.run_epoch)
-            for by_class in self.running_tc
-            for j in by_class[klass]
-        ]
-        heapify(ends)
+        # Rows (estimated end, job index, run epoch; job index): ordered by end, then job.
+        ends = RowHeap()
+        for by_class in self.running_tc:
+            for j in by_class[klass]:
+                ends.extend(j.est_end_s, float(j.index), j.run_epoch, j.index)
+        ends.heapify()
         self._ends[klass] = ends
         self._ends_stale[klass] = 0
         return ends
@@ -965,7 +973,7 @@ class Scheduler:
         job.est_end_s = now + self._expected_run(job)
         ends = self._ends[klass]
         if ends is not None:
-            head_push(ends, EndAt(job.est_end_s, job.index, job.run_epoch))
+            ends.push(job.est_end_s, float(job.index), job.run_epoch, job.index)
         self._unpend(job)
 
     def _unpend(self, job: Job) -> None:
@@ -1095,7 +1103,7 @@ class Scheduler:
         job.est_end_s = start_s + self._expected_run(job)
         ends = self._ends[klass]
         if ends is not None:
-            head_push(ends, EndAt(job.est_end_s, job.index, job.run_epoch))
+            ends.push(job.est_end_s, float(job.index), job.run_epoch, job.index)
 
     # ================================================================ preemption
     def _lost_if_evicted(self, job: Job, now: float) -> float:
@@ -1110,9 +1118,12 @@ class Scheduler:
         prios = self.prio_tc[t][klass]
         rank = self.policy.rank(job, now) if self._preemptive else 0
         own_lower = bool(prios) and min(prios) < job.priority
+        # Jobs this one was evicted for are never its victims (no preemption loops); most
+        # jobs have none, and then no candidate's id is hashed.
+        barred = job.preempted_for
         if own_lower or self._preemptive:
             for v in self.running_tc[t][klass]:
-                if not v.preemptible or v.id in job.preempted_for:
+                if not v.preemptible or (barred and v.id in barred):
                     continue
                 if v.priority < job.priority or (
                     self._preemptive
@@ -1126,11 +1137,9 @@ class Scheduler:
             for member in self.quota.cohort_members[cohort]:
                 if member == t or self.quota.borrowed(member, klass) <= 0:
                     continue
-                out.extend(
-                    v
-                    for v in self.running_tc[member][klass]
-                    if v.preemptible and v.id not in job.preempted_for
-                )
+                for v in self.running_tc[member][klass]:  # (compiled, a loop: no generator)
+                    if v.preemptible and not (barred and v.id in barred):
+                        out.append(v)  # noqa: PERF401
         return out
 
     def _startable(self, job: Job, klass: int) -> tuple[Level, list[tuple[int, int]]] | None:
@@ -1151,7 +1160,8 @@ class Scheduler:
             total += cand.gpus
             if cand.tix == job.tix:
                 own += cand.gpus
-        if self.cs.class_free[klass] + total < gpus:
+        free = self.cs.class_free[klass]
+        if free + total < gpus:
             return False
         if not self.quota.fits(job.tix, klass, gpus):
             shortfall = self.quota.shortfall(job.tix, klass, gpus)
@@ -1159,8 +1169,11 @@ class Scheduler:
             over_own = cell.used + gpus - (cell.nominal + cell.borrow_limit)
             if over_own > own or (shortfall > 0 and shortfall > total):
                 return False
-        need = gpus - self.cs.class_free[klass]
-        order = CostOrder([Victim(c, self._lost_if_evicted(c, now), need) for c in cands])
+        need = gpus - free
+        rows = RowHeap()
+        for i, c in enumerate(cands):
+            rows.extend(self._lost_if_evicted(c, now), _victim_size_key(c.gpus, need), c.index, i)
+        order = CostOrder(cands, rows)
         # Phase A, counts only: the cheapest victims inside one pod (or one site, for
         # gangs bigger than a pod) that free enough GPUs there, then enough quota.
         prefix = self._victims_in_scope(job, klass, order)
