@@ -1,60 +1,71 @@
-"""Tenant queues (scheduler/queue.py): a heap that pops in (policy key, sequence) order."""
+"""Tenant queues (scheduler/queue.py): rows that pop in (policy key, sequence) order."""
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from aifactory.heap import pop, push
 from aifactory.scheduler.core import Head
-from aifactory.scheduler.queue import Entry, before, pop, push
-from builders import make_job
+from aifactory.scheduler.queue import RowHeap, key_pair, row_first
+
+_keys = st.integers(0, 2).flatmap(
+    lambda n: st.lists(
+        st.tuples(*[st.sampled_from([0.0, 1.0, 2.5, -1.0])] * n), min_size=0, max_size=40
+    )
+)
 
 
 @settings(max_examples=200, deadline=None)
-@given(
-    st.integers(0, 3).flatmap(
-        lambda n: st.lists(
-            st.tuples(*[st.sampled_from([0.0, 1.0, 2.5, -1.0])] * n), min_size=0, max_size=40
-        )
-    ),
-)
+@given(_keys)
 def test_pops_in_key_then_sequence_order(keys: list[tuple[float, ...]]) -> None:
     """Keys of one length (as one policy gives), many ties; pushes interleaved with pops."""
-    job = make_job("j")
-    heap: list[Entry] = []
-    popped: list[Entry] = []
+    q = RowHeap()
+    popped: list[int] = []
     for seq, key in enumerate(keys):
-        push(heap, Entry(key, seq, job))
+        k0, k1 = key_pair(key)
+        q.push(k0, k1, seq, 100 + seq)
         if seq % 3 == 2:
-            popped.append(pop(heap))
-    while heap:
-        popped.append(pop(heap))
-    assert len(popped) == len(keys)
-    # each pop was the least of what was in the heap: replay with a sorted list
-    heap2: list[tuple[tuple[float, ...], int]] = []
-    expect: list[tuple[tuple[float, ...], int]] = []
+            assert q.ref[0] == 100 + q.seq[0]  # the job index travels with its row
+            popped.append(int(q.seq[0]))
+            q.pop()
+    while len(q):
+        popped.append(int(q.seq[0]))
+        q.pop()
+    # each pop was the least of what was queued: replay with a sorted list
+    live: list[tuple[tuple[float, ...], int]] = []
+    expect: list[int] = []
     for seq, key in enumerate(keys):
-        heap2.append((key, seq))
+        live.append((key, seq))
         if seq % 3 == 2:
-            heap2.sort()
-            expect.append(heap2.pop(0))
-    expect.extend(sorted(heap2))
-    assert [(keys[e.seq], e.seq) for e in popped] == expect
+            live.sort()
+            expect.append(live.pop(0)[1])
+    expect.extend(seq for _, seq in sorted(live))
+    assert popped == expect
 
 
-def test_before_compares_keys_beyond_two_items() -> None:
-    job = make_job("j")
-    a = Entry((1.0, 2.0, 3.0), 5, job)
-    b = Entry((1.0, 2.0, 4.0), 1, job)
-    assert before(a, b)
-    assert not before(b, a)
-    assert before(Entry((1.0,), 1, job), Entry((1.0,), 2, job))  # equal keys: sequence
-    assert (a.k0, a.k1, a.rest, a.seq) == (1.0, 2.0, (3.0,), 5)
+def test_key_pair_pads_short_keys_and_refuses_long_ones() -> None:
+    assert key_pair(()) == (0.0, 0.0)
+    assert key_pair((3.0,)) == (3.0, 0.0)
+    assert key_pair((3.0, -1.0)) == (3.0, -1.0)
+    with pytest.raises(ValueError, match=r"job_key: 3 items; a queue orders by at most 2"):
+        key_pair((1.0, 2.0, 3.0))
+
+
+def test_row_first_compares_with_the_top_row() -> None:
+    q = RowHeap()
+    q.push(1.0, 2.0, 5, 0)
+    assert row_first(0.5, 9.0, 9, q)  # first float first
+    assert row_first(1.0, 1.0, 9, q)  # then the second
+    assert row_first(1.0, 2.0, 4, q)  # equal keys: the earlier sequence
+    assert not row_first(1.0, 2.0, 6, q)
+    assert not row_first(1.0, 3.0, 0, q)
 
 
 @settings(max_examples=200, deadline=None)
 @given(
-    st.integers(1, 3).flatmap(
+    st.integers(1, 2).flatmap(
         lambda n: st.lists(
             st.tuples(
                 st.sampled_from([0.0, 0.5, 2.0]),  # tenant key
@@ -66,15 +77,15 @@ def test_before_compares_keys_beyond_two_items() -> None:
     ),
     st.booleans(),
 )
-def test_heads_merge_by_tenant_key_then_entry_order(
+def test_heads_merge_by_tenant_key_then_row_order(
     items: list[tuple[float, tuple[float, ...]]], keyed: bool
 ) -> None:
     """A pass merges tenants' queue heads by (tenant key, job key, sequence); without tenant
     keys, by (job key, sequence). Head keeps exactly that order, compared as Keyed items."""
-    job = make_job("j")
     heads: list[Head] = []
     for seq, (tkey, key) in enumerate(items):
-        push(heads, Head(Entry(key, seq, job), seq, tkey if keyed else None))
+        k0, k1 = key_pair(key)
+        push(heads, Head(k0, k1, seq, seq, tkey if keyed else None))
     got = [pop(heads).tix for _ in items]
     expect = sorted(
         range(len(items)),

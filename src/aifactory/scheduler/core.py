@@ -30,16 +30,14 @@ from librt.vecs import vec
 from mypy_extensions import i64
 
 from aifactory.fleet.topology import Topology
-from aifactory.heap import Keyed, RowHeap
+from aifactory.heap import Keyed, RowHeap, before
 from aifactory.heap import pop as head_pop
 from aifactory.heap import push as head_push
 from aifactory.scheduler.cluster import ClusterState, Placement
 from aifactory.scheduler.placement import Level, find_placement
 from aifactory.scheduler.policies import Policy, TenantUsage, make_policy
 from aifactory.scheduler.policies.las import DEFAULT_THRESHOLDS, LasPolicy
-from aifactory.scheduler.queue import Entry, before
-from aifactory.scheduler.queue import pop as queue_pop
-from aifactory.scheduler.queue import push as queue_push
+from aifactory.scheduler.queue import key_pair, row_first
 from aifactory.scheduler.quota import QuotaBook
 from aifactory.scheduler.usage import DecayedUsage
 from aifactory.workload.job import (
@@ -154,21 +152,21 @@ class Reservation:
 
 @final
 class Head(Keyed):
-    """A tenant queue's head in a pass, ordered by (tenant key, the entry's order).
+    """A tenant queue's head in a pass, ordered by (tenant key, the row's order).
 
     A :class:`~aifactory.heap.Keyed` item, so the merge of heads compares unboxed
     fields compiled (tuples of tuples went through the generic rich compare). Policies
-    without tenant keys order heads by the entry's own key; ``fair`` puts the tenant key
-    first and shifts the entry's key one place along (the same lexicographic order).
+    without tenant keys order heads by the row's own key; ``fair`` puts the tenant key
+    first and shifts the row's key one place along (the same lexicographic order).
     """
 
     __slots__ = ("tix",)
 
-    def __init__(self, entry: Entry, tix: int, tenant_key: float | None) -> None:
+    def __init__(self, k0: float, k1: float, seq: int, tix: int, tenant_key: float | None) -> None:
         if tenant_key is None:
-            super().__init__(entry.k0, entry.k1, entry.rest, entry.seq)
+            super().__init__(k0, k1, (), seq)
         else:
-            super().__init__(tenant_key, entry.k0, (entry.k1, *entry.rest), entry.seq)
+            super().__init__(tenant_key, k0, (k1,), seq)
         self.tix = tix
 
 
@@ -286,7 +284,7 @@ class Scheduler:
         nominal_total = [sum(cell.nominal for cell in row) for row in self.quota.cells]
         fleet_nominal = max(1, sum(nominal_total))
         self.weight = [max(n / fleet_nominal, 1e-3) for n in nominal_total]
-        self.queues: list[list[Entry]] = [[] for _ in range(n_tenants)]
+        self.queues = [RowHeap() for _ in range(n_tenants)]
         self.jobs: list[Job] = []
         self.by_id: dict[str, Job] = {}
         self.running_count = 0  # running jobs (running_tc holds them)
@@ -429,7 +427,8 @@ class Scheduler:
         job.in_queue = push
         job.resv_epoch = -1
         if push:
-            queue_push(self.queues[job.tix], Entry(self.policy.job_key(job), self._seq, job))
+            k0, k1 = key_pair(self.policy.job_key(job))
+            self.queues[job.tix].push(k0, k1, self._seq, job.index)
         self.pending_count += 1
         self.pending_gpus += job.gpus
         sizes = self.pending_sizes[job.tix]
@@ -493,11 +492,13 @@ class Scheduler:
         heads: list[Head] = []
         for t, q in enumerate(self.queues):
             if self._clean(q):
-                head_push(heads, self._head(q[0], t, now))
+                head_push(heads, self._head(q, t, now))
         return heads
 
-    def _head(self, entry: Entry, t: int, now: float) -> Head:
-        return Head(entry, t, self._tenant_key(t, now) if self._keyed else None)
+    def _head(self, q: RowHeap, t: int, now: float) -> Head:
+        """The head of queue ``q`` (tenant ``t``), at the top of the (cleaned) queue."""
+        tenant_key = self._tenant_key(t, now) if self._keyed else None
+        return Head(q.k0[0], q.k1[0], q.seq[0], t, tenant_key)
 
     def _full_pass(self, now: float, res: CycleResult, *, deep: bool) -> None:
         easy = deep
@@ -526,7 +527,7 @@ class Scheduler:
         # they run in the periodic deep scans only (Slurm's preemption also acts from its
         # scheduling cycles, not on every event).
         ctx = self._ctx.reset(reservations, preempt=deep or not self._periodic)
-        held: list[Entry] = []
+        held: RowHeap | None = None  # rows a deep scan took off their queues (as a list)
         tested = 0
         while heads:
             top = head_pop(heads)
@@ -534,9 +535,8 @@ class Scheduler:
             q = self.queues[t]
             # Peek, not pop: most heads tried between deep scans cannot start, and a pop
             # and push back on a queue of thousands was the costliest part of a busy pass.
-            # A job that starts leaves a stale entry that _clean drops.
-            entry = q[0]
-            job = entry.job
+            # A job that starts leaves a stale row that _clean drops.
+            job = self.jobs[q.ref[0]]
             head = t not in ctx.seen_tenants
             ctx.seen_tenants.add(t)
             if (
@@ -557,23 +557,29 @@ class Scheduler:
                             head_push(heads, h)
                     away = []
                 if self._clean(q):
-                    head_push(heads, self._head(q[0], t, now))
+                    head_push(heads, self._head(q, t, now))
                 continue
             if not easy:
                 continue  # strict: this tenant's queue stops here for this pass
-            # A job that cannot start changes no queue, so its entry is still the head.
-            queue_pop(q)
-            held.append(entry)
+            # A job that cannot start changes no queue, so its row is still the head.
+            if held is None:
+                held = RowHeap()
+            held.extend(q.k0[0], q.k1[0], q.seq[0], q.ref[0])
+            q.pop()
             tested += 1
             if tested >= self.cfg.backfill_depth:
                 break
             if not self._may_start_more(t, ctx):
                 continue  # nothing this tenant could start now: stop its queue
             if self._clean(q):
-                head_push(heads, self._head(q[0], t, now))
+                head_push(heads, self._head(q, t, now))
         # Phase 5: requeue.
-        for entry in held:
-            queue_push(self.queues[entry.job.tix], entry)
+        if held is None:
+            return
+        jobs = self.jobs
+        for i in range(len(held)):
+            index = held.ref[i]
+            self.queues[jobs[index].tix].push(held.k0[i], held.k1[i], held.seq[i], index)
 
     def _open_heads(
         self, now: float, reservations: dict[int, Reservation], away: list[Head]
@@ -590,7 +596,7 @@ class Scheduler:
         for t, q in enumerate(self.queues):
             if not self._clean(q):
                 continue
-            job = q[0].job
+            job = self.jobs[q.ref[0]]
             if job.away_at == version:
                 continue  # remembered as turned away: nothing came back since
             if not self._turned_away(job, reservations, no_fit, remember=True):
@@ -605,9 +611,9 @@ class Scheduler:
         heads: list[Head] = []
         i = 0
         for t, q in enumerate(self.queues):
-            if not q:
+            if not len(q):
                 continue  # (cleaned above: a non-empty queue has a live head)
-            head = self._head(q[0], t, now)  # every head's key now, as a full merge has it
+            head = self._head(q, t, now)  # every head's key now, as a full merge has it
             if i < len(open_) and open_[i] == t:
                 head_push(heads, head)
                 i += 1
@@ -685,46 +691,55 @@ class Scheduler:
         if job.state is not PENDING:
             return
         q = self.queues[job.tix]
-        entry: Entry | None = None
         if job.in_queue:
-            head = self._clean(q) and q[0].job is job
-        else:  # not pushed yet: at the head unless a waiting job of its tenant goes first
-            head = not self._clean(q)
-            if not head:
-                entry = Entry(self.policy.job_key(job), job.qseq, job)
-                head = before(entry, q[0])
+            head = self._clean(q) and q.ref[0] == job.index
+            if (head or easy) and self._try_start(job, now, ctx, res, head=head):
+                job.qseq = -1  # its queue row is now stale
+            return
+        # Not pushed yet: at the head unless a waiting job of its tenant goes first (its
+        # key is only needed then, or when it waits).
+        k0 = k1 = 0.0
+        keyed = self._clean(q)
+        if keyed:
+            k0, k1 = key_pair(self.policy.job_key(job))
+        head = not keyed or row_first(k0, k1, job.qseq, q)
         if (head or easy) and self._try_start(job, now, ctx, res, head=head):
-            job.qseq = -1  # its queue entry (if any) is now stale
+            job.qseq = -1
         elif not job.in_queue:
-            self._push(job, entry)  # it waits (strict order: behind an earlier job)
+            if not keyed:
+                k0, k1 = key_pair(self.policy.job_key(job))
+            self._push_row(job, k0, k1)  # it waits (strict order: behind an earlier job)
 
-    def _push(self, job: Job, entry: Entry | None = None) -> None:
-        """Put a pending job's entry (made here unless given) on its tenant's queue."""
+    def _push(self, job: Job) -> None:
+        """Put a pending job on its tenant's queue."""
+        k0, k1 = key_pair(self.policy.job_key(job))
+        self._push_row(job, k0, k1)
+
+    def _push_row(self, job: Job, k0: float, k1: float) -> None:
         job.in_queue = True
-        if entry is None:
-            entry = Entry(self.policy.job_key(job), job.qseq, job)
-        queue_push(self.queues[job.tix], entry)
+        self.queues[job.tix].push(k0, k1, job.qseq, job.index)
 
     def waiting(self) -> list[Job]:
         """Every pending job, in no particular order (queued or submitted since the last
         pass)."""
+        jobs = self.jobs
         seen = [
-            entry.job
+            jobs[q.ref[i]]
             for q in self.queues
-            for entry in q
-            if entry.job.state is PENDING and entry.job.qseq == entry.seq
+            for i in range(len(q))
+            if jobs[q.ref[i]].state is PENDING and jobs[q.ref[i]].qseq == q.seq[i]
         ]
         seen.extend(j for j in self._fresh if not j.in_queue and j.state is PENDING)
         return seen
 
-    def _clean(self, q: list[Entry]) -> bool:
-        """Drop stale entries at the head; True if a live job is at the head."""
-        while q:
-            top = q[0]
-            job = top.job
-            if job.state is PENDING and job.qseq == top.seq:
+    def _clean(self, q: RowHeap) -> bool:
+        """Drop stale rows at the head; True if a live job is at the head."""
+        jobs = self.jobs
+        while len(q):
+            job = jobs[q.ref[0]]
+            if job.state is PENDING and job.qseq == q.seq[0]:
                 return True
-            queue_pop(q)
+            q.pop()
         return False
 
     def _tenant_key(self, t: int, now: float) -> float:

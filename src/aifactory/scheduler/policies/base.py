@@ -48,7 +48,8 @@ class Policy:
     uses_tenant_keys: ClassVar[bool] = False
 
     def job_key(self, job: Job) -> tuple[float, ...]:
-        """Order inside a tenant queue (and across tenants when tenant keys tie)."""
+        """Order inside a tenant queue (and across tenants when tenant keys tie): one or
+        two floats, of the same length for every job (queues order by at most two)."""
         return (job.submit_s,)
 
     def tenant_key(
