@@ -12,11 +12,13 @@ Within a class, events keep the order they were scheduled in (the sequence numbe
 so a run is deterministic. The kernel's clock only moves forward; scheduling an event
 in the past is an error.
 
-The heap is :mod:`aifactory.heap` over :class:`Event` objects, not ``heapq`` over
-tuples: compiled, its comparisons read unboxed fields, where a tuple comparison went
-through the generic rich-compare machinery at every level (a tenth of a busy run).
-Any correct heap pops a strict total order in the same sequence, so results are those
-of ``heapq``.
+The heap is a :class:`~aifactory.heap.RowHeap`: rows ``(time, class, sequence, slot)``
+in unboxed vectors, the event's kind, tag and payload in slot tables beside it (a freed
+slot is used again). No object is made per event: a heap of event objects made and freed
+one per end, and its sifts read each compared object where it lay in memory. Any correct
+heap pops a strict total order in the same sequence, so results are those of ``heapq``.
+:meth:`Kernel.pop` hands out one :class:`Event` object, updated for each event: read a
+popped event before the next pop.
 
 The heap holds only the events of the current *window* (``WINDOW_S`` of simulated time);
 later ones wait unsorted in one list per window, and a window's list becomes the heap
@@ -41,9 +43,11 @@ from collections.abc import Sequence
 from enum import IntEnum
 from typing import Any, Final, final
 
-from mypy_extensions import mypyc_attr
+from librt.vecs import append, vec
+from librt.vecs import pop as vec_pop
+from mypy_extensions import i64, mypyc_attr
 
-from aifactory.heap import Keyed, heapify, pop, push
+from aifactory.heap import Keyed, RowHeap
 
 WINDOW_S: Final = 60.0  # simulated seconds per window of the event heap (tuned on korea-2025:
 # at 600 s the heap's share of a busy run fell from 10% to 8%, at 60 s to 5%)
@@ -101,16 +105,21 @@ class Kernel:
     """The event heap and the simulated clock."""
 
     __slots__ = (
+        "_event",
         "_feed",
         "_feed_cls",
         "_feed_event",
         "_feed_i",
         "_feed_kind",
+        "_free",
         "_heap",
         "_horizon",
+        "_kind",
         "_later",
         "_later_n",
+        "_payload",
         "_seq",
+        "_tag",
         "_windows",
         "now",
         "processed",
@@ -118,16 +127,22 @@ class Kernel:
 
     def __init__(self, start: float = 0.0) -> None:
         self.now = start
-        self._heap: list[Event] = []  # the events before the horizon
-        # The end of the heap's window; later events wait in _later by window number,
-        # and _windows is a heap of those numbers.
+        self._heap = RowHeap()  # the events before the horizon: (time, class, seq, slot)
+        # The end of the heap's window; later events wait in _later by window number (as
+        # unordered rows), and _windows is a heap of those numbers.
         self._horizon = (_window(start) + 1) * WINDOW_S if start < INF else INF
-        self._later: dict[int, list[Event]] = {}
+        self._later: dict[int, RowHeap] = {}
         self._later_n = 0
         self._windows: list[int] = []
         self._seq = 0
         self.processed = 0
-        self._feed: list[float] = []  # a list: typed indexing on the per-event path
+        # Each scheduled event's kind, tag and payload, by slot; freed slots wait in _free.
+        self._kind = vec[i64]()
+        self._tag = vec[i64]()
+        self._payload: list[Any] = []
+        self._free = vec[i64]()
+        self._event = Event(INF, 0, 0, 0, None)  # what pop() hands out for a heap event
+        self._feed = vec[float]()  # unboxed: no float object per arrival
         self._feed_i = 0
         self._feed_cls = 0
         self._feed_kind = 0
@@ -146,7 +161,7 @@ class Kernel:
             if times[i] < times[i - 1]:
                 msg = f"feed times must not decrease: {times[i]} after {times[i - 1]} at {i}"
                 raise ValueError(msg)
-        self._feed = [float(t) for t in times]
+        self._feed = vec[float]([float(t) for t in times])
         self._feed_i = 0
         self._feed_cls = int(cls)
         self._feed_kind = kind
@@ -160,45 +175,67 @@ class Kernel:
             msg = f"event at {time} is in the past (now {self.now})"
             raise ValueError(msg)
         self._seq += 1
-        event = Event(time, int(cls), self._seq, kind, payload, tag)
+        slot = self._slot(kind, payload, tag)
         if time < self._horizon:
-            push(self._heap, event)
+            self._heap.push(time, float(cls), self._seq, slot)
             return
         window = _window(time) if time < INF else _NEVER
         waiting = self._later.get(window)
         if waiting is None:
-            self._later[window] = [event]
+            waiting = self._later[window] = RowHeap()
             heapq.heappush(self._windows, window)
-        else:
-            waiting.append(event)
+        waiting.extend(time, float(cls), self._seq, slot)
         self._later_n += 1
+
+    def _slot(self, kind: int, payload: Any, tag: int) -> int:
+        """A slot holding an event's kind, payload and tag (a freed one if any)."""
+        if len(self._free):
+            self._free, slot = vec_pop(self._free)
+            self._kind[slot] = kind
+            self._tag[slot] = tag
+            self._payload[slot] = payload
+            return slot
+        self._kind = append(self._kind, kind)
+        self._tag = append(self._tag, tag)
+        self._payload.append(payload)
+        return len(self._payload) - 1
 
     def _next_window(self) -> None:
         """The heap is empty: make the earliest waiting window's events the heap."""
         window = heapq.heappop(self._windows)
         heap = self._later.pop(window)
         self._later_n -= len(heap)
-        heapify(heap)
+        heap.heapify()
         self._heap = heap
         self._horizon = (window + 1) * WINDOW_S if window != _NEVER else INF
 
     def pop(self) -> Event | None:
-        """Next event, advancing the clock; None when the heap and the feed are empty. A
-        feed's event is valid until the next pop (its object is reused)."""
-        if not self._heap and self._windows:
+        """Next event, advancing the clock; None when the heap and the feed are empty. The
+        event is valid until the next pop (one object is handed out, updated each time)."""
+        if not len(self._heap) and self._windows:
             self._next_window()
         heap = self._heap
         i = self._feed_i
         if i < len(self._feed):
             t = self._feed[i]
-            if not heap:
+            if not len(heap):
                 return self._take_feed(t, i)
-            top = heap[0]
-            if t < top.k0 or (t == top.k0 and self._feed_cls < top.k1):
+            top = heap.k0[0]
+            if t < top or (t == top and self._feed_cls < heap.k1[0]):
                 return self._take_feed(t, i)
-        if not heap:
+        if not len(heap):
             return None
-        event = pop(heap)
+        slot = heap.ref[0]
+        event = self._event
+        event.k0 = heap.k0[0]
+        event.k1 = heap.k1[0]
+        event.seq = heap.seq[0]
+        heap.pop()
+        event.kind = self._kind[slot]
+        event.tag = self._tag[slot]
+        event.payload = self._payload[slot]
+        self._payload[slot] = None  # (the event holds it now; the slot keeps nothing alive)
+        self._free = append(self._free, slot)
         self.now = event.k0
         self.processed += 1
         return event
@@ -225,7 +262,7 @@ class Kernel:
         if i < len(self._feed) and self._feed[i] == now and self._feed_cls < cls:
             return False
         heap = self._heap
-        return not heap or heap[0].k0 > now or heap[0].k1 >= cls
+        return not len(heap) or heap.k0[0] > now or heap.k1[0] >= cls
 
     def handled_inline(self) -> None:
         """Count an event the caller handled at once (see :meth:`next_is_later`)."""
@@ -233,9 +270,9 @@ class Kernel:
 
     def peek_time(self) -> float | None:
         """Time of the next event without taking it."""
-        times = [self._heap[0].k0] if self._heap else []
+        times = [self._heap.k0[0]] if len(self._heap) else []
         if not times and self._windows:
-            times.append(min(e.k0 for e in self._later[self._windows[0]]))
+            times.append(min(self._later[self._windows[0]].k0))
         if self._feed_i < len(self._feed):
             times.append(self._feed[self._feed_i])
         return min(times, default=None)
