@@ -1007,6 +1007,10 @@ class Scheduler:
         """Charge quota, usage and indices for a job holding ``placement``."""
         job.klass = klass
         job.placement = placement
+        if len(placement) == 1:
+            job.pnode, job.pmask = placement[0]
+        else:
+            job.pnode = -1
         t = job.tix
         self.quota.add(t, klass, job.gpus)
         self.usage.change(t, klass, job.gpus, now)
@@ -1021,7 +1025,10 @@ class Scheduler:
     def _detach(self, job: Job, now: float) -> None:
         """Free a running job's GPUs and quota (the inverse of :meth:`_attach`)."""
         klass = job.klass
-        self.cs.release(job.placement)
+        if job.pnode >= 0:
+            self.cs.give(job.pnode, job.pmask)
+        else:
+            self.cs.release(job.placement)
         t = job.tix
         self.quota.add(t, klass, -job.gpus)
         self.usage.change(t, klass, -job.gpus, now)
@@ -1093,6 +1100,7 @@ class Scheduler:
                 job.preempted_for = job.preempted_for | {by.id}
         job.overhead_s = self.cfg.restart_overhead_s
         job.placement = []
+        job.pnode = -1
         job.move(PREEMPTED, now)
         job.move(PENDING, now)
         self._enqueue(job)

@@ -97,6 +97,8 @@ class Job:
         "lost_preempt_gpu_s",
         "overhead_s",
         "placement",
+        "pmask",
+        "pnode",
         "preempted_for",
         "preemptible",
         "preemptions",
@@ -172,6 +174,11 @@ class Job:
         self.last_ckpt_progress = 0.0  # progress saved by the last checkpoint
         self.attained = 0.0  # GPU-seconds of service received (for LAS)
         self.placement: list[tuple[int, int]] = []  # (node, gpus) pairs while running
+        # The placement's node and GPU mask when it is one node (-1: none, or several),
+        # kept by the scheduler: releasing a one-node job reads no list (most jobs are
+        # one node, and their placement list is cold in memory when they end).
+        self.pnode = -1
+        self.pmask = 0
         self.level = ""  # topology level of the current/last placement
         self.preemptions = 0
         self.failures = 0
