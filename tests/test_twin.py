@@ -14,7 +14,7 @@ import pyarrow as pa
 import pytest
 
 from aifactory.fleet import Fleet
-from aifactory.scheduler.core import SchedulerConfig
+from aifactory.scheduler.core import Scheduler, SchedulerConfig
 from aifactory.twin.failures import FailureInjector
 from aifactory.twin.forecast import forecast
 from aifactory.twin.inputs import InputOptions, jobs_from_table
@@ -203,6 +203,47 @@ def test_estimate_error_is_seeded_log_normal() -> None:
     assert 0.35 < logs.std() < 0.65  # spread 0.5
     with pytest.raises(ValueError, match="estimate_error"):
         jobs_from_table(table, one_node_fleet(), InputOptions(estimate_error=-1))
+
+
+def test_a_trace_with_a_repeated_job_id_is_refused_before_anything_runs() -> None:
+    rows = [
+        {"job_id": "x", "submit_s": 0, "duration_s": 10},
+        {"job_id": "y", "submit_s": 1, "duration_s": 10},
+        {"job_id": "x", "submit_s": 2, "duration_s": 10},
+    ]
+    with pytest.raises(ValueError, match=r"job_id: 1 ids appear more than once \(e.g. 'x'\)"):
+        jobs_from_table(trace(rows), one_node_fleet(), InputOptions())
+
+
+def test_a_simulation_refuses_a_repeated_id_unless_its_caller_checked() -> None:
+    """Given jobs directly, the twin checks ids itself; either way its scheduler keeps no
+    index by id (the ids are known to be unique)."""
+    jobs = [make_job("x", gpus=1), make_job("y", gpus=1), make_job("x", gpus=1, submit=5.0)]
+    with pytest.raises(ValueError, match="job id 'x' appears more than once"):
+        Simulation(hgx_topo(1), jobs)
+    sim = Simulation(hgx_topo(1), jobs[:2])
+    result = sim.run()
+    assert [j.state for j in result.jobs] == [JobState.COMPLETED] * 2
+    assert sim.sched.by_id == {}
+    assert sim.sched.jobs == jobs[:2]
+
+
+def test_restoring_a_job_works_with_or_without_the_id_index() -> None:
+    """restore_running adds a job it does not know yet, once, with or without by_id."""
+    for index_ids in (True, False):
+        sched = Scheduler(hgx_topo(1), SchedulerConfig(index_ids=index_ids))
+        job = make_job("r", gpus=2)
+        sched.submit(job, 0.0)
+        started = sched.schedule(0.0).started
+        assert started == [job]
+        placement = list(job.placement)
+        twin = Scheduler(hgx_topo(1), SchedulerConfig(index_ids=index_ids))
+        copy = make_job("r", gpus=2)
+        twin.restore_running(copy, placement, 0.0)
+        assert twin.jobs == [copy]
+        assert copy.index == 0
+        assert (twin.by_id == {"r": copy}) is index_ids
+        assert twin.busy_gpus == 2
 
 
 # ------------------------------------------------------------------ failures

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from aifactory.fleet.spec import Fleet
 from aifactory.physics.checkpoint import daly_interval_s, young_interval_s
@@ -71,6 +72,18 @@ def default_tenant(fleet: Fleet) -> str:
     return holders[0] if holders else fleet.tenants[0].name
 
 
+def _check_unique_ids(ids: pa.ChunkedArray) -> None:
+    """Refuse a trace where two jobs share an id, naming one, before anything runs (in C:
+    the simulation then keeps no index by id)."""
+    if pc.count_distinct(ids, mode="all").as_py() == len(ids):
+        return
+    counts = pc.value_counts(ids)
+    repeated = counts.filter(pc.greater(counts.field("counts"), 1))
+    first = repeated[0]["values"].as_py()
+    msg = f"job_id: {len(repeated)} ids appear more than once (e.g. '{first}')"
+    raise ValueError(msg)
+
+
 def jobs_from_table(
     table: pa.Table, fleet: Fleet, opts: InputOptions
 ) -> tuple[list[Job], InputReport]:
@@ -86,6 +99,7 @@ def jobs_from_table(
     report = InputReport(jobs=n, default_tenant=default_tenant(fleet))
     known = {t.name for t, _, _ in fleet.iter_tenants()}
     cols = table.column_names
+    _check_unique_ids(table.column("job_id"))
     ids = table.column("job_id").to_pylist()
     tenants = table.column("tenant").to_pylist()
     submit = table.column("submit_s").to_numpy(zero_copy_only=False).astype(np.float64)

@@ -94,7 +94,7 @@ def run_twin(
         seed=spec.seed,
     )
     jobs, report = jobs_from_table(table, fleet, opts)
-    result = simulate_jobs(spec, fleet, jobs, failure_model, progress)
+    result = simulate_jobs(spec, fleet, jobs, failure_model, progress, ids_checked=True)
     extra: dict[str, Any] = {
         "time_scale": spec.time_scale,
         "estimate_error": spec.estimate_error,
@@ -131,8 +131,10 @@ def simulate_jobs(
     jobs: list[Job],
     failure_model: Any = None,
     progress: Callable[[float], None] | None = None,
+    *,
+    ids_checked: bool = False,
 ) -> SimResult:
-    """Run the simulator on ready-made jobs."""
+    """Run the simulator on ready-made jobs (``ids_checked``: see :class:`Simulation`)."""
     topo = compile_topology(fleet)
     sched_cfg = SchedulerConfig(
         policy=spec.policy,
@@ -144,7 +146,12 @@ def simulate_jobs(
     )
     injector = FailureInjector(failure_model) if failure_model is not None else None
     sim = Simulation(
-        topo, jobs, sched_cfg, TwinConfig(seed=spec.seed, until_s=spec.until_s), failures=injector
+        topo,
+        jobs,
+        sched_cfg,
+        TwinConfig(seed=spec.seed, until_s=spec.until_s),
+        failures=injector,
+        ids_checked=ids_checked,
     )
     return sim.run(progress)
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import gc
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Final
 
 import numpy as np
@@ -83,6 +83,16 @@ def no_gc() -> Iterator[None]:
             gc.enable()
 
 
+def check_unique_ids(ids: Iterable[str]) -> None:
+    """Raise a clear error if an id appears twice (a job list for one run)."""
+    seen: set[str] = set()
+    for job_id in ids:
+        if job_id in seen:
+            msg = f"job id '{job_id}' appears more than once"
+            raise ValueError(msg)
+        seen.add(job_id)
+
+
 class Simulation:
     """One run of the twin over a fixed list of jobs (sorted by submit time)."""
 
@@ -93,11 +103,20 @@ class Simulation:
         scheduler_config: SchedulerConfig | None = None,
         config: TwinConfig | None = None,
         failures: FailureInjector | None = None,
+        *,
+        ids_checked: bool = False,
     ) -> None:
+        """``ids_checked``: the caller has made sure no two jobs share an id (else it is
+        checked here); the scheduler then keeps no index by id (see
+        ``SchedulerConfig.index_ids``)."""
         self.topo = topo
         self.jobs = sorted(jobs, key=lambda j: j.submit_s)
+        if not ids_checked:
+            check_unique_ids(j.id for j in self.jobs)
         self.cfg = config or TwinConfig()
-        self.sched = Scheduler(topo, scheduler_config)
+        self.sched = Scheduler(
+            topo, replace(scheduler_config or SchedulerConfig(), index_ids=False)
+        )
         self.kernel = Kernel(0.0)
         self.observer = Observer(self.sched)
         self.failures = failures
