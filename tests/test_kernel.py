@@ -104,7 +104,7 @@ def test_a_feed_merges_with_the_heap_in_the_documented_order() -> None:
     got = []
     while (ev := k.pop()) is not None:
         feed = ev.kind == 9
-        got.append((ev.time, ev.kind if feed else ev.payload, ev.payload if feed else None))
+        got.append((ev.time, ev.kind if feed else ev.payload, ev.tag if feed else None))
     assert got == [
         (1.0, 9, 0),
         (2.0, "end@2", None),
@@ -197,7 +197,7 @@ def test_pops_in_total_order_across_windows(
             break
         pending = sorted(r for r in ref if r[3] not in got)
         expect.append(pending[0][3])
-        got.append(f"feed{ev.payload}" if ev.kind == 9 else str(ev.payload))
+        got.append(f"feed{ev.tag}" if ev.kind == 9 else str(ev.payload))
         for _ in range(ev.kind if ev.kind != 9 else 1):
             schedule(ev.time)
         rest = sorted(r for r in ref if r[3] not in got)

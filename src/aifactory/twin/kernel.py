@@ -150,7 +150,8 @@ class Kernel:
 
     def feed(self, times: Sequence[float], cls: EventClass, kind: int) -> None:
         """Deliver an event of ``kind`` at each of ``times`` (ascending, not in the past);
-        its payload is the position in ``times``. One feed per kernel."""
+        its tag is the position in ``times`` (an unboxed int; the payload is None). One
+        feed per kernel."""
         if self._feed:
             msg = "the kernel already has a feed"
             raise ValueError(msg)
@@ -251,7 +252,7 @@ class Kernel:
         self.processed += 1
         event = self._feed_event  # (one object for the whole feed: see the module's doc)
         event.k0 = t
-        event.payload = i
+        event.tag = i
         return event
 
     def next_is_later(self, now: float, cls: EventClass) -> bool:

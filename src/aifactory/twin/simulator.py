@@ -192,7 +192,7 @@ class Simulation:
                     due = True
                 # else stale: the job was evicted since
             elif kind == ARRIVE:
-                i: int = payload  # the feed's position (typed: a list read, not a lookup)
+                i = ev.tag  # the feed's position
                 job = jobs[i]
                 arrived = i + 1
                 sched.submit(job, now)
