@@ -105,6 +105,22 @@ def test_full_history_of_a_preempted_then_completed_job() -> None:
     ]
 
 
+def test_history_is_a_copy_and_can_be_replaced_whole() -> None:
+    """The history keeps its first entries in the job and the rest in a list: reading it
+    gives a new list; assigning it (as the forecast does) replaces every entry."""
+    job = Job("j", "a", 5.0, 8, 100.0)
+    job.history.append((7.0, S.RUNNING))  # a copy: the job's own history is unchanged
+    assert job.history == [(5.0, S.PENDING)]
+    entries = [(float(t), S.PENDING if t % 2 else S.RUNNING) for t in range(6)]
+    job.history = entries
+    assert job.history == entries
+    job.history = [(1.0, S.PENDING)]
+    job.move(S.RUNNING, 2.0)
+    assert job.history == [(1.0, S.PENDING), (2.0, S.RUNNING)]
+    job.history = []
+    assert job.history == []
+
+
 def test_bad_job_fields_name_the_field() -> None:
     with pytest.raises(ValueError, match="gpus"):
         Job("j", "a", 0.0, 0, 10.0)

@@ -72,6 +72,14 @@ class Job:
     """One gang job: what was asked, and what happened to it."""
 
     __slots__ = (
+        "_h_more",
+        "_h_n",
+        "_h_s0",
+        "_h_s1",
+        "_h_s2",
+        "_h_t0",
+        "_h_t1",
+        "_h_t2",
         "allow_cross_site",
         "attained",
         "away_at",
@@ -85,7 +93,6 @@ class Job:
         "first_start_s",
         "gpu_class",
         "gpus",
-        "history",
         "id",
         "in_queue",
         "index",
@@ -163,7 +170,15 @@ class Job:
         self.away_at = -1  # the scheduler's turned-away version it was last turned away in
         self.rpos = -1  # its place in the scheduler's list of running jobs (while running)
         self.state = JobState.PENDING
-        self.history: list[tuple[float, JobState]] = [(submit_s, JobState.PENDING)]
+        # The history (see the ``history`` property): its first three entries in fields of
+        # the job (time unboxed), the rest in a list made only for a job that has more.
+        # A list of tuples per job cost three objects at submit and was cold in memory
+        # at each later move (a tenth of a job's start and end on a 1M-job run).
+        self._h_n = 0
+        self._h_t0 = self._h_t1 = self._h_t2 = 0.0
+        self._h_s0 = self._h_s1 = self._h_s2 = JobState.PENDING
+        self._h_more: list[tuple[float, JobState]] | None = None
+        self._record(submit_s, JobState.PENDING)
         self.first_start_s: float | None = None
         self.run_start_s = 0.0  # start of the current run
         self.overhead_s = 0.0  # restart overhead paid at the start of the current run
@@ -192,7 +207,37 @@ class Job:
             msg = f"job {self.id}: illegal transition {self.state.value} -> {to.value}"
             raise IllegalTransitionError(msg)
         self.state = to
-        self.history.append((now, to))
+        self._record(now, to)
+
+    def _record(self, now: float, state: JobState) -> None:
+        n = self._h_n
+        if n == 0:
+            self._h_t0, self._h_s0 = now, state
+        elif n == 1:
+            self._h_t1, self._h_s1 = now, state
+        elif n == 2:
+            self._h_t2, self._h_s2 = now, state
+        elif self._h_more is None:
+            self._h_more = [(now, state)]
+        else:
+            self._h_more.append((now, state))
+        self._h_n = n + 1
+
+    @property
+    def history(self) -> list[tuple[float, JobState]]:
+        """Every state the job entered, with when, oldest first (a new list each time)."""
+        first = [(self._h_t0, self._h_s0), (self._h_t1, self._h_s1), (self._h_t2, self._h_s2)]
+        out = first[: self._h_n]
+        if self._h_more is not None:
+            out.extend(self._h_more)
+        return out
+
+    @history.setter
+    def history(self, entries: list[tuple[float, JobState]]) -> None:
+        self._h_n = 0
+        self._h_more = None
+        for when, state in entries:
+            self._record(when, state)
 
     @property
     def remaining_s(self) -> float:
