@@ -1,13 +1,18 @@
-"""One binary min-heap, shared by the twin's event kernel and the scheduler's queues.
+"""The twin's two binary min-heaps.
 
-Items are :class:`Keyed` objects ordered by two floats, then a tuple of further floats
-(compared only on a tie), then a sequence number that makes the order total. Compiled
-(mypyc), a comparison reads unboxed fields, where ``heapq`` over tuples went through
-the generic rich-compare path at every level of the heap: about a tenth of a busy
-korea-2025 run for the kernel, and the largest single cost of a busy pass for the
-queues. As plain Python, C's ``heapq`` calling :meth:`Keyed.__lt__` is faster than
-sifting in Python, so that is used there. Any correct heap pops a strict total order
-in the same sequence, so both give the same results.
+:class:`RowHeap` holds rows of numbers in unboxed vectors: the big heaps of a run (the
+event kernel, the tenant queues, EASY's index of running jobs by estimated end,
+preemption's cost order), where a heap of objects read each compared object where it lay
+in memory.
+
+``push``/``pop`` keep a list of :class:`Keyed` objects, ordered by two floats, then a
+tuple of further floats (compared only on a tie), then a sequence number that makes the
+order total: for small heaps of objects that carry more than numbers (a pass's merge of
+queue heads). Compiled (mypyc), a comparison reads unboxed fields, where ``heapq`` over
+tuples went through the generic rich-compare path at every level. As plain Python, C's
+``heapq`` calling :meth:`Keyed.__lt__` is faster than sifting in Python, so that is
+used there. Any correct heap pops a strict total order in the same sequence, so both
+give the same results.
 """
 
 from __future__ import annotations
@@ -68,28 +73,6 @@ def pop(heap: list[K]) -> K:
     if heap:
         _sink(heap, last)
     return first
-
-
-def heapify(heap: list[K]) -> None:
-    """Make a list a heap in place, in linear time."""
-    if not COMPILED:
-        heapq.heapify(heap)
-        return
-    end = len(heap)
-    for start in range(end // 2 - 1, -1, -1):
-        item = heap[start]
-        pos = start
-        child = 2 * pos + 1
-        while child < end:
-            right = child + 1
-            if right < end and not before(heap[child], heap[right]):
-                child = right
-            if not before(heap[child], item):
-                break
-            heap[pos] = heap[child]
-            pos = child
-            child = 2 * pos + 1
-        heap[pos] = item
 
 
 def _bubble_up(heap: list[K], pos: int) -> None:

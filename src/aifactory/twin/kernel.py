@@ -21,7 +21,7 @@ heap pops a strict total order in the same sequence, so results are those of ``h
 popped event before the next pop.
 
 The heap holds only the events of the current *window* (``WINDOW_S`` of simulated time);
-later ones wait unsorted in one list per window, and a window's list becomes the heap
+later ones wait as unordered rows, one set per window, and a window's rows become the heap
 (heapified in linear time) when the clock gets there. A busy korea-2025 day has one end
 event per running job, 150,000 and more, mostly of long jobs; a heap that size misses
 the CPU's cache at every level of every pop, while the events of the next minutes make
@@ -31,9 +31,8 @@ the order is the same total order.
 A *feed* is a sorted sequence of times known up front (a trace's arrivals): its events
 are merged with the heap on the way out instead of being pushed, so a million-job trace
 costs no heap operations for its arrivals and the heap stays O(running jobs). A feed's
-event comes after heap events of the same time and class. The feed hands out one
-:class:`Event` object, updated for each of its events (a million arrivals made and freed
-a million objects that nobody keeps): read a popped event before the next pop.
+event comes after heap events of the same time and class, and is handed out in a second
+reused :class:`Event` object (a million arrivals made and freed a million objects).
 """
 
 from __future__ import annotations
