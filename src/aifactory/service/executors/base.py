@@ -25,7 +25,13 @@ class RunState(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Launch:
-    """Everything an executor needs to start one job."""
+    """Everything an executor needs to start one attempt of one job.
+
+    ``attempt`` counts the job's starts (1 for the first). Together with the job id it names
+    the attempt on the backend (:func:`attempt_name`), which is what makes a launch
+    idempotent: the loop commits the intent (job, placement, attempt) before calling
+    ``start``, and after a crash asks ``find(name)`` instead of starting it again.
+    """
 
     job_id: str
     command: str
@@ -35,6 +41,18 @@ class Launch:
     log_path: Path
     time_limit_s: float | None = None
     env: dict[str, str] = field(default_factory=dict)
+    attempt: int = 1
+    tenant: str = ""
+
+    @property
+    def name(self) -> str:
+        """The attempt's name on the backend (see :func:`attempt_name`)."""
+        return attempt_name(self.job_id, self.attempt)
+
+
+def attempt_name(job_id: str, attempt: int) -> str:
+    """``aif-<job id>-<attempt>``: the one name under which an attempt may be started."""
+    return f"aif-{job_id}-{attempt}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +70,21 @@ class Executor(Protocol):
     name: str
 
     def start(self, launch: Launch) -> str:
-        """Start the job; return a durable handle. Raises ExecutorError on failure."""
+        """Start the attempt under ``launch.name``; return a durable handle.
+
+        Raises ExecutorError on failure (never another exception for bad input: a command
+        the backend cannot take is that job's failure).
+        """
+        ...
+
+    def find(self, name: str) -> str | None:
+        """The handle of an attempt already started under ``name``, or None if none was.
+
+        Asked after a restart for every attempt whose intent was committed but whose
+        handle was not recorded; None must mean that no process of that attempt runs or
+        ever ran, so that starting it now runs it once. Raises ExecutorError when the
+        backend cannot be asked (then the loop waits rather than guess).
+        """
         ...
 
     def poll(self, handle: str) -> Status:
