@@ -118,6 +118,15 @@ class FakeExecutor:
             if self.held.get(key) == launch.job_id:
                 del self.held[key]
 
+    def find(self, name: str) -> str | None:
+        with self.lock:
+            return next((h for h, ln in self.launches.items() if ln.name == name), None)
+
+    def started(self, name: str) -> int:
+        """How many times an attempt was started under ``name``."""
+        with self.lock:
+            return sum(1 for ln in self.launches.values() if ln.name == name)
+
     def poll(self, handle: str) -> Status:
         with self.lock:
             return self.states.get(handle, Status(RunState.LOST, detail="unknown handle"))

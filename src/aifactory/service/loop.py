@@ -9,13 +9,27 @@ finish and on a periodic tick:
 2. poll: ask the executor about running jobs; enforce time limits;
 3. decide: ``Scheduler.schedule(now)``;
 4. commit: every preemption and start of the cycle, with the jobs' state changes and GPU
-   allocation rows, in one transaction;
-5. act: stop preempted jobs and start admitted ones on the executor; record handles.
+   allocation rows, in one transaction; a start's row is its launch *intent* (job,
+   placement, attempt number);
+5. act: stop preempted jobs and start admitted ones on the executor, each attempt under the
+   name ``aif-<job>-<attempt>``; record handles.
 
-A crash between 4 and 5 leaves a running job without a handle; the next leader finds it
-lost and applies the lost policy (requeue or fail). Any database error drops leadership:
-the in-memory state may then disagree with the database, so the next leader (maybe this
+**One job's failure is that job's failure.** Every step above isolates jobs: an exception
+while admitting, deciding, committing or launching one job fails that job (its reason and
+history say why, ``aifactory_job_errors_total`` counts it) and the cycle goes on for the
+others. If ``schedule()`` itself raises, the loop finds the job whose presence makes it
+raise (a bisection over forks rebuilt from the database), fails it, and rebuilds its
+scheduler from the database. Leadership is dropped only for a lost database or lease:
+then the in-memory state may disagree with the database, so the next leader (maybe this
 replica again) rebuilds it from the database, which is the truth.
+
+**Launch is idempotent.** The intent is committed before the executor is called, so a
+crash (or a step-down) between 4 and 5 leaves a running row without a handle. The next
+leader does not guess: it asks the executor for the attempt by name (``find``). If it was
+started, its handle is recorded and it is tracked as running; if it never was, the row is
+requeued (it never ran) and a later cycle starts it as a new attempt. No attempt is ever
+started twice. When the backend cannot be asked, the job keeps its GPUs and the question
+is asked again on every poll.
 """
 
 from __future__ import annotations
@@ -40,12 +54,20 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 
 from aifactory.fleet.topology import Topology
 from aifactory.scheduler.core import BackfillMode, Scheduler, SchedulerConfig
 from aifactory.service import bulk_pg
 from aifactory.service.db import Database
-from aifactory.service.executors.base import Executor, ExecutorError, Launch, RunState, Status
+from aifactory.service.executors.base import (
+    Executor,
+    ExecutorError,
+    Launch,
+    RunState,
+    Status,
+    attempt_name,
+)
 from aifactory.service.lease import LeaderLock, leader_lock
 from aifactory.service.schemas import PRIORITY_VALUE, PriorityClass
 from aifactory.service.settings import LostPolicy, ServiceSettings
@@ -59,6 +81,9 @@ PlacementList = list[tuple[str, tuple[int, ...]]]
 # commit after a higher one, so the high-water mark alone could skip a job forever.
 PG_RESCAN_S = 2.0
 TIME_LIMIT_GRACE_S = 1.0
+# A core error that takes more jobs than this together to raise is not narrowed further
+# (each member costs about log2(live jobs) rebuilt forks): the scheduler is rebuilt instead.
+MAX_CULPRITS = 4
 MIN_CYCLE_GAP_S = 0.01
 # The statements of every cycle, built once (building a Core statement costs more than
 # running a cached one).
@@ -76,6 +101,7 @@ _PENDING_ABOVE = (
         jobs.c.preemptible,
         jobs.c.checkpoint_interval_s,
         jobs.c.command,
+        jobs.c.attempts,
     )
     .where(jobs.c.state == JobState.PENDING.value, jobs.c.id > bindparam("floor"))
     .order_by(jobs.c.id)
@@ -174,6 +200,7 @@ class CycleStats:
         self.sum_s = 0.0
         self.started = 0
         self.preempted = 0
+        self.job_errors: dict[str, int] = {}
         self.recent: deque[float] = deque(maxlen=1000)
 
     def observe(self, seconds: float, started: int, preempted: int) -> None:
@@ -188,6 +215,11 @@ class CycleStats:
             self.preempted += preempted
             self.recent.append(seconds)
 
+    def job_error(self, phase: str) -> None:
+        """Count one job failed by an error in ``phase`` (admit, decide, commit, launch...)."""
+        with self._lock:
+            self.job_errors[phase] = self.job_errors.get(phase, 0) + 1
+
     def snapshot(self) -> dict[str, Any]:
         """A consistent copy (cumulative buckets, as Prometheus wants)."""
         with self._lock:
@@ -201,18 +233,68 @@ class CycleStats:
                 "sum": self.sum_s,
                 "started": self.started,
                 "preempted": self.preempted,
+                "job_errors": dict(self.job_errors),
             }
 
 
 @dataclass(slots=True)
 class Tracked:
-    """What the leader keeps about a job it knows."""
+    """What the leader keeps about a job it knows.
+
+    ``attempts`` counts the job's starts so far (the database's ``attempts``); the running
+    attempt, if any, is number ``attempts``. ``unresolved`` marks a running job whose launch
+    intent was committed but whose handle was not recorded, and whose backend could not be
+    asked yet whether that attempt started (see ``find``).
+    """
 
     job: Job
     command: str
     time_limit_s: float
     handle: str | None = None
     started_at: float | None = None
+    attempts: int = 0
+    unresolved: bool = False
+
+
+class InjectedCrashError(BaseException):
+    """Raised by a test's fault hook to stand for a crash of the process at that point.
+
+    A BaseException, not an Exception, so that the loop's per-job isolation (which catches
+    Exception) does not absorb it: it unwinds the cycle as a ``kill -9`` would end it.
+    """
+
+
+FaultHook = Callable[[str, str], None]
+"""Called as ``hook(point, job_id)`` at the points of a cycle where a crash would leave
+work half done: ``committed`` (intents are in the database, nothing launched),
+``launching`` (just before the executor starts a job), ``launched`` (started, handle not
+yet recorded) and ``recorded`` (handles committed). Tests raise :class:`InjectedCrashError`."""
+
+
+def _no_fault(point: str, job_id: str) -> None:
+    del point, job_id
+
+
+class RebuildNeededError(Exception):
+    """The scheduler's in-memory state is in doubt: rebuild it from the database.
+
+    Always safe, because launch is idempotent: a start committed but not yet launched is
+    found (or requeued) by name on the rebuild, never started twice.
+    """
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Whether ``exc`` means the database is unreachable (drop leadership) rather than that
+    one job's data or decision went wrong (fail that job)."""
+    if isinstance(exc, OperationalError | InterfaceError | DisconnectionError):
+        return True
+    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+
+
+def _why(exc: BaseException) -> str:
+    """A one-line reason for a job's history: the exception's type and message, bounded."""
+    text = f"{type(exc).__name__}: {exc}".replace("\n", " ")
+    return text[:300]
 
 
 class SchedulerLoop:
@@ -228,6 +310,7 @@ class SchedulerLoop:
         clock: Callable[[], float] = time.time,
         stats: CycleStats | None = None,
         lock: LeaderLock | None = None,
+        fault: FaultHook = _no_fault,
     ) -> None:
         self.db = db
         self.topo = topo
@@ -236,6 +319,7 @@ class SchedulerLoop:
         self.clock = clock
         self.stats = stats or CycleStats()
         self.lock = lock or leader_lock(db)
+        self.fault = fault
         self.leading = False
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -266,7 +350,12 @@ class SchedulerLoop:
         self._wake.set()
 
     def run(self) -> None:
-        """Try to lead; while leading, cycle; on any error, step down and retry."""
+        """Try to lead; while leading, cycle; on a lost database or lease, step down, retry.
+
+        Errors of single jobs never get here (each cycle step isolates them); what does is
+        a database outage, or a bug outside any one job, and both mean the in-memory state
+        can no longer be trusted.
+        """
         while not self._stop.is_set():
             try:
                 if self.lock.acquire():
@@ -297,9 +386,13 @@ class SchedulerLoop:
     # -- load and reconcile ------------------------------------------------------------
 
     def load(self) -> None:
-        """Rebuild the scheduler from the database and reconcile running jobs."""
-        now = self.clock()
-        self._sched = sched = new_scheduler(self.topo, self.settings)
+        """Rebuild the scheduler from the database, reconcile running jobs, run a cycle."""
+        self._rebuild(self.clock())
+        self.cycle()
+
+    def _rebuild(self, now: float) -> None:
+        """The scheduler and the tracked jobs, from the database and the executor."""
+        self._sched = new_scheduler(self.topo, self.settings)
         self._known = {}
         self._marks.clear()
         with self.db.read() as conn:
@@ -314,32 +407,87 @@ class SchedulerLoop:
         for row in rows:
             if row["state"] != JobState.RUNNING.value:
                 continue
-            status = (
-                self._poll_one(row["handle"])
-                if row["handle"]
-                else Status(RunState.LOST, detail="no executor handle was recorded")
-            )
-            job = to_job(row)
-            if status.state is RunState.RUNNING:
-                placement = sched.placement_from(placement_from_row(row["placement"]))
-                sched.restore_running(job, placement, row["started_at"])
-                self._known[job.id] = Tracked(
-                    job, row["command"], row["time_limit_s"], row["handle"], row["started_at"]
-                )
+            try:
+                back = self._reconcile(row, now)
+            except Exception as exc:
+                if is_outage(exc):
+                    raise
+                log.exception("job %s: cannot be reconciled; failing it", row["id"])
+                self._fail_job(int(row["id"]), f"internal error while reconciling: {_why(exc)}")
+                self.stats.job_error("reconcile")
                 continue
-            if status.state is RunState.LOST and self._requeue_lost(row, status, now):
-                requeued.append(row)
-                continue
-            with self.db.write() as conn:
-                _end_row(conn, int(row["id"]), _terminal(status), now, status)
-            log.info("job %s ended while no scheduler watched: %s", row["id"], status.state)
+            if back is not None:
+                requeued.append(back)
         pending = [r for r in rows if r["state"] == JobState.PENDING.value]
         self._admit_rows(sorted([*pending, *requeued], key=lambda r: int(r["id"])), now)
         # A submit still in flight at load time may commit later with an id below the
         # mark: re-read every pending id for one rescan window before trusting it.
         self._marks.append((now, 0))
         self._mark(now)
-        self.cycle()
+
+    def _reconcile(self, row: RowMapping, now: float) -> RowMapping | None:
+        """Take over one running row; the row again if it went back to pending."""
+        assert self._sched is not None
+        job_id, attempts = int(row["id"]), int(row["attempts"])
+        handle: str | None = row["handle"]
+        unresolved = False
+        if not handle:
+            # The intent was committed, the handle not recorded: ask the backend whether
+            # this attempt started, by its name; never start it again on a guess.
+            try:
+                handle = self.executor.find(attempt_name(str(job_id), attempts))
+            except ExecutorError as exc:
+                log.warning("job %s: backend cannot say if it started: %s", job_id, exc)
+                unresolved = True
+            else:
+                if handle is None:
+                    return self._requeue_unstarted(row, now)
+                with self.db.write() as conn:
+                    conn.execute(_SET_HANDLE, [{"b_id": job_id, "b_handle": handle}])
+        status = (
+            Status(RunState.RUNNING, detail="not yet known whether it started")
+            if handle is None
+            else self._poll_one(handle)
+        )
+        job = to_job(row)
+        if status.state is RunState.RUNNING:
+            placement = self._sched.placement_from(placement_from_row(row["placement"]))
+            self._sched.restore_running(job, placement, row["started_at"])
+            self._known[job.id] = Tracked(
+                job,
+                row["command"],
+                row["time_limit_s"],
+                handle,
+                row["started_at"],
+                attempts=attempts,
+                unresolved=unresolved,
+            )
+            return None
+        if status.state is RunState.LOST and self._requeue_lost(row, status, now):
+            return row
+        with self.db.write() as conn:
+            _end_row(conn, job_id, _terminal(status), now, status)
+        log.info("job %s ended while no scheduler watched: %s", job_id, status.state)
+        return None
+
+    def _requeue_unstarted(self, row: RowMapping, now: float) -> RowMapping | None:
+        """An attempt whose intent was committed and that the backend never started: it
+        never ran, so it waits again (failed once it has had ``max_attempts`` intents)."""
+        job_id, attempts = int(row["id"]), int(row["attempts"])
+        with self.db.write() as conn:
+            if attempts >= self.settings.max_attempts:
+                _end_row(
+                    conn,
+                    job_id,
+                    JobState.FAILED,
+                    now,
+                    None,
+                    reason=f"attempt {attempts} was never started; no attempts left",
+                )
+                return None
+            _requeue_row(conn, job_id, now, f"attempt {attempts} was not started before a restart")
+        log.warning("job %s: attempt %d was never started; requeued", job_id, attempts)
+        return row
 
     def _requeue_lost(self, row: RowMapping, status: Status, now: float) -> bool:
         """Apply the lost policy to a running job the executor no longer knows."""
@@ -361,22 +509,104 @@ class SchedulerLoop:
         )
         return requeue
 
+    # -- one job's failure -----------------------------------------------------------
+
+    def _fail_job(self, job_id: int, reason: str, *, handle: str | None = None) -> None:
+        """Fail one job in its own transaction (pending or running), free its GPUs, stop
+        its backend attempt, and forget it; the scheduler's copy is released too."""
+        now = self.clock()
+        tracked = self._known.pop(str(job_id), None)
+        with self.db.write() as conn:
+            for expect in (JobState.RUNNING, JobState.PENDING):
+                _end_row(conn, job_id, JobState.FAILED, now, None, reason=reason, expect=expect)
+        handle = handle or (tracked.handle if tracked is not None else None)
+        if handle:
+            self._stop_attempt(handle)
+        if tracked is None:
+            return
+        if tracked.job.state is JobState.RUNNING:
+            self._release(tracked.job, now, JobState.FAILED)
+        elif tracked.job.state is JobState.PENDING:
+            self._release(tracked.job, now, JobState.CANCELLED)
+
+    def _release(self, job: Job, now: float, state: JobState) -> None:
+        """Tell the scheduler a job ended (``CANCELLED``: cancel, else finish in ``state``).
+
+        If the scheduler raises, its state is in doubt (the database already says how the
+        job ended): :class:`RebuildNeededError` makes the cycle rebuild it.
+        """
+        assert self._sched is not None
+        try:
+            if state is JobState.CANCELLED:
+                self._sched.cancel(job, now)
+            else:
+                self._sched.finish(job, now, state)
+        except Exception as exc:
+            log.exception("job %s: the scheduler could not release it; rebuilding", job.id)
+            self.stats.job_error("release")
+            raise RebuildNeededError(job.id) from exc
+
+    def _stop_attempt(self, handle: str) -> None:
+        """Cancel on the backend; a backend error is logged, never raised into the cycle."""
+        try:
+            self.executor.cancel(handle)
+        except Exception:
+            log.exception("cancelling %s on %s failed", handle, self.executor.name)
+
     # -- the cycle -------------------------------------------------------------------
 
     def cycle(self) -> None:
         """One scheduling cycle (public so tests can drive the loop without a thread)."""
-        assert self._sched is not None
         now = self.clock()
+        try:
+            self._cycle(now)
+        except RebuildNeededError:
+            self._rebuild(now)
+
+    def _cycle(self, now: float) -> None:
+        assert self._sched is not None
         self._ingest(now)
         if now - self._last_poll >= self.settings.tick_s * 0.5:
             self._poll(now)
             self._last_poll = now
         t0 = time.perf_counter()
-        res = self._sched.schedule(now)
+        try:
+            res = self._sched.schedule(now)
+        except Exception as exc:  # noqa: BLE001 (any error of the core: isolate its job)
+            self._decision_failed(exc, now)
+            return
         elapsed = time.perf_counter() - t0
         self.stats.observe(elapsed, len(res.started), len(res.preempted))
         if res.started or res.preempted:
             self._apply(list(res.started), list(res.preempted), now)
+
+    def _decision_failed(self, exc: Exception, now: float) -> None:
+        """``schedule()`` raised: fail the job that makes it raise, rebuild, go on.
+
+        The core is pure, so the failure can be replayed on forks rebuilt from the
+        database, and narrowed to a smallest set of jobs that make it raise (see
+        :func:`_failing_set`): usually one job. Every job of that set is failed, each
+        reason naming the others: when several jobs raise only together, the loop cannot
+        tell which is at fault, and failing them beats stopping every tenant's scheduling.
+        The core refuses bad fields at submit, so this is the net for the core's own bugs.
+        If the failure cannot be replayed (it depended on in-memory history), the
+        scheduler is rebuilt from the database and the next cycle tries again.
+        """
+        log.error("schedule() raised %s; looking for the job that causes it", _why(exc))
+        with self.db.read() as conn:
+            rows = _live_jobs(conn)
+        culprits = _failing_set(rows, lambda part: _schedule_raises(self, part, now))
+        ids = [int(r["id"]) for r in culprits]
+        for culprit in culprits:
+            others = [i for i in ids if i != int(culprit["id"])]
+            together = f" together with job(s) {', '.join(map(str, others))}" if others else ""
+            self._fail_job(
+                int(culprit["id"]),
+                f"internal error while scheduling this job{together}: {_why(exc)}",
+                handle=culprit["handle"],
+            )
+            self.stats.job_error("decide")
+        self._rebuild(now)
 
     def _mark(self, now: float) -> None:
         self._marks.append((now, self._max_id))
@@ -403,16 +633,25 @@ class SchedulerLoop:
             self._cancel(cancels, now)
 
     def _admit_rows(self, rows: Iterable[RowMapping], now: float) -> None:
-        """Hand pending rows to the scheduler; fail at once those that can never run."""
+        """Hand pending rows to the scheduler; fail at once those that can never run or
+        that the scheduler refuses (a bad field is that job's failure, not the cycle's)."""
         assert self._sched is not None
         rejected: list[tuple[int, str]] = []
         for row in rows:
-            job = to_job(row)
-            reason = self._sched.submit(job, now)
+            try:
+                job = to_job(row)
+                reason = self._sched.submit(job, now)
+            except Exception as exc:  # noqa: BLE001 (a job the core refuses fails alone)
+                log.warning("job %s refused by the scheduler: %s", row["id"], _why(exc))
+                self.stats.job_error("admit")
+                rejected.append((int(row["id"]), _why(exc)))
+                continue
             if reason is not None:
                 rejected.append((int(row["id"]), reason))
                 continue
-            self._known[job.id] = Tracked(job, row["command"], row["time_limit_s"])
+            self._known[job.id] = Tracked(
+                job, row["command"], row["time_limit_s"], attempts=int(row["attempts"] or 0)
+            )
         if rejected:
             with self.db.write() as conn:
                 for job_id, reason in rejected:
@@ -435,14 +674,15 @@ class SchedulerLoop:
                 tracked = self._known.pop(str(job_id), None)
                 if tracked is not None:
                     was_running = tracked.job.state is JobState.RUNNING
-                    self._sched.cancel(tracked.job, now)
+                    if tracked.job.state in (JobState.RUNNING, JobState.PENDING):
+                        self._release(tracked.job, now, JobState.CANCELLED)
                     if was_running:
                         _end_row(conn, job_id, JobState.CANCELLED, now, None, reason="cancelled")
                         if tracked.handle:
                             to_stop.append(tracked.handle)
                 conn.execute(delete(cancel_requests).where(cancel_requests.c.job_id == job_id))
         for handle in to_stop:
-            self.executor.cancel(handle)
+            self._stop_attempt(handle)
 
     def _poll_one(self, handle: str) -> Status:
         """Ask the backend about one job; a backend outage is not a verdict on the job.
@@ -456,27 +696,49 @@ class SchedulerLoop:
             log.warning("executor %s unreachable polling %s: %s", self.executor.name, handle, exc)
             return Status(RunState.RUNNING, detail=f"backend unreachable: {exc}")
 
+    def _resolve(self, tracked: Tracked, now: float) -> None:
+        """Ask again whether an unresolved attempt started (see ``Tracked.unresolved``)."""
+        assert self._sched is not None
+        job_id = int(tracked.job.id)
+        try:
+            handle = self.executor.find(attempt_name(tracked.job.id, tracked.attempts))
+        except ExecutorError as exc:
+            log.warning("job %s: backend still cannot say if it started: %s", job_id, exc)
+            return
+        tracked.unresolved = False
+        if handle is not None:
+            tracked.handle = handle
+            with self.db.write() as conn:
+                conn.execute(_SET_HANDLE, [{"b_id": job_id, "b_handle": handle}])
+            return
+        why = f"attempt {tracked.attempts} was not started before a restart"
+        with self.db.write() as conn:
+            _requeue_row(conn, job_id, now, why)
+        tracked.started_at = None
+        self._sched.interrupt(tracked.job, now)
+
     def _poll(self, now: float) -> None:
         """Ask the executor about every running job; record those that ended."""
         assert self._sched is not None
         ended: list[tuple[Tracked, JobState, Status, str | None]] = []
         for tracked in list(self._known.values()):
-            if tracked.job.state is not JobState.RUNNING or tracked.handle is None:
+            if tracked.job.state is not JobState.RUNNING:
                 continue
-            status = self._poll_one(tracked.handle)
-            if status.state is RunState.RUNNING:
-                assert tracked.started_at is not None
-                if now - tracked.started_at > tracked.time_limit_s + TIME_LIMIT_GRACE_S:
-                    self.executor.cancel(tracked.handle)
-                    limit = f"time limit of {tracked.time_limit_s:g} s exceeded"
-                    ended.append((tracked, JobState.FAILED, status, limit))
+            try:
+                if tracked.unresolved:
+                    self._resolve(tracked, now)
+                if tracked.handle is None:
+                    continue
+                outcome = self._check(tracked, now)
+            except Exception as exc:
+                if is_outage(exc):
+                    raise
+                log.exception("job %s: polling failed", tracked.job.id)
+                self.stats.job_error("poll")
+                self._fail_job(int(tracked.job.id), f"internal error while polling: {_why(exc)}")
                 continue
-            if status.state is RunState.LOST and self.settings.lost_policy is LostPolicy.REQUEUE:
-                # At run time a vanished process is treated as failed: requeueing it could
-                # run a command twice that did in fact run (its exit file may be lost).
-                ended.append((tracked, JobState.FAILED, status, f"lost: {status.detail}"))
-                continue
-            ended.append((tracked, _terminal(status), status, None))
+            if outcome is not None:
+                ended.append((tracked, *outcome))
         if not ended:
             return
         with self.db.write() as conn:
@@ -484,62 +746,183 @@ class SchedulerLoop:
                 _end_row(conn, int(tracked.job.id), state, now, status, reason=reason)
         for tracked, state, _status, _reason in ended:
             self._known.pop(tracked.job.id, None)
-            if state is JobState.CANCELLED:
-                self._sched.cancel(tracked.job, now)
-            else:
-                self._sched.finish(tracked.job, now, state)
+            self._release(tracked.job, now, state)
+
+    def _check(self, tracked: Tracked, now: float) -> tuple[JobState, Status, str | None] | None:
+        """How a running job stands: None while it runs within its limit, else its end."""
+        assert tracked.handle is not None
+        status = self._poll_one(tracked.handle)
+        if status.state is RunState.RUNNING:
+            assert tracked.started_at is not None
+            if now - tracked.started_at > tracked.time_limit_s + TIME_LIMIT_GRACE_S:
+                self._stop_attempt(tracked.handle)
+                limit = f"time limit of {tracked.time_limit_s:g} s exceeded"
+                return JobState.FAILED, status, limit
+            return None
+        if status.state is RunState.LOST and self.settings.lost_policy is LostPolicy.REQUEUE:
+            # At run time a vanished process is treated as failed: requeueing it could
+            # run a command twice that did in fact run (its exit file may be lost).
+            return JobState.FAILED, status, f"lost: {status.detail}"
+        return _terminal(status), status, None
+
+    # -- commit and act ----------------------------------------------------------------
+
+    def _vet(
+        self, started: list[Job], preempted: list[Job]
+    ) -> tuple[list[Job], dict[str, PlacementList], list[tuple[Job, str]]]:
+        """The starts the cycle may commit, their placements, and those it must fail.
+
+        The core guarantees what is checked here; the loop checks it anyway, because a
+        violation would otherwise reach the backend (two jobs on one GPU, a launch with no
+        node) or crash the cycle for everyone.
+        """
+        assert self._sched is not None
+        evicted = {job.id for job in preempted}
+        ok: list[Job] = []
+        placements: dict[str, PlacementList] = {}
+        bad: list[tuple[Job, str]] = []
+        taken: set[tuple[str, int]] = set()
+        for job in started:
+            if job.id in evicted:
+                # Started and preempted in one pass: it is pending in the scheduler again,
+                # and still pending in the database; nothing to commit or launch.
+                log.error("job %s was started and preempted in one cycle", job.id)
+                self.stats.job_error("decide")
+                continue
+            if job.id not in self._known:
+                log.error("job %s was started but is not tracked", job.id)
+                self.stats.job_error("decide")
+                raise RebuildNeededError(job.id)
+            try:
+                placement = list(self._sched.placement_of(job))
+            except Exception as exc:  # noqa: BLE001 (fails this job alone)
+                bad.append((job, f"internal error placing the job: {_why(exc)}"))
+                continue
+            gpus = [(node, g) for node, part in placement for g in part]
+            problem = None
+            if not placement or len(gpus) != job.gpus:
+                problem = f"placement of {len(gpus)} GPUs for a {job.gpus}-GPU job"
+            elif len(set(gpus)) != len(gpus) or taken.intersection(gpus):
+                problem = "placement gives a GPU twice"
+            if problem is not None:
+                bad.append((job, f"internal error: {problem}"))
+                continue
+            taken.update(gpus)
+            placements[job.id] = placement
+            ok.append(job)
+        return ok, placements, bad
 
     def _apply(self, started: list[Job], preempted: list[Job], now: float) -> None:
-        """Commit the cycle's decisions in one transaction, then act on the executor."""
+        """Commit the cycle's decisions in one transaction, then act on the executor.
+
+        If that transaction fails for a reason other than an outage (some job's row or
+        value the database refuses), every decision is committed again on its own, so that
+        the job it belongs to fails alone.
+        """
         assert self._sched is not None
-        placements: dict[str, PlacementList] = {
-            job.id: list(self._sched.placement_of(job)) for job in started
-        }
-        lost_race: list[Job] = []
-        launched: list[Job] = []
+        started, placements, bad = self._vet(started, preempted)
+        for job, why in bad:
+            self.stats.job_error("decide")
+            self._fail_job(int(job.id), why)
+        try:
+            with self.db.write() as conn:
+                moved = self._commit(conn, started, preempted, placements, now)
+        except Exception as exc:
+            if is_outage(exc):
+                raise
+            log.exception("committing the cycle failed; committing job by job")
+            moved = self._commit_each(started, preempted, placements, now)
         stop_handles: list[str] = []
+        for job in preempted:
+            tracked = self._known.get(job.id)
+            if tracked is None:
+                continue
+            if tracked.handle:
+                stop_handles.append(tracked.handle)
+            tracked.handle = None
+            tracked.started_at = None
+        launched: list[Job] = []
+        for job in started:
+            tracked = self._known.get(job.id)
+            if tracked is None:
+                continue
+            if int(job.id) not in moved:  # cancelled through the API meanwhile
+                self._known.pop(job.id, None)
+                self._release(job, now, JobState.CANCELLED)
+                continue
+            tracked.started_at = now
+            tracked.attempts += 1
+            launched.append(job)
+        for job in launched:
+            self.fault("committed", job.id)
+        for handle in stop_handles:
+            self._stop_attempt(handle)
+        self._launch(launched, placements, now)
+
+    def _commit(
+        self,
+        conn: Connection,
+        started: list[Job],
+        preempted: list[Job],
+        placements: dict[str, PlacementList],
+        now: float,
+    ) -> set[int]:
+        """Write preemptions and start intents in ``conn``; the ids of jobs that moved."""
+        for job in preempted:
+            _requeue_row(conn, int(job.id), now, "preempted by the scheduler", preempted=True)
+        moved = self._mark_started(conn, started, placements, now)
         events: list[dict[str, object]] = []
         allocs: list[dict[str, object]] = []
-        with self.db.write() as conn:
-            for job in preempted:
-                tracked = self._known.get(job.id)
-                if tracked is not None and tracked.handle:
-                    stop_handles.append(tracked.handle)
-                _requeue_row(conn, int(job.id), now, "preempted by the scheduler", preempted=True)
-                if tracked is not None:
-                    tracked.handle = None
-                    tracked.started_at = None
-            moved = self._mark_started(conn, started, placements, now)
-            for job in started:
-                tracked = self._known[job.id]
-                placement = placements[job.id]
-                if int(job.id) not in moved:  # cancelled through the API meanwhile
-                    lost_race.append(job)
-                    continue
-                events.append(
-                    {
-                        "job_id": int(job.id),
-                        "at": now,
-                        "state": JobState.RUNNING.value,
-                        "detail": _describe(placement),
-                    }
-                )
-                allocs.extend(
-                    {"node": node, "gpu": g, "job_id": int(job.id), "since": now}
-                    for node, gpus in placement
-                    for g in gpus
-                )
-                tracked.started_at = now
-                launched.append(job)
-            # One statement each for the whole cycle, in the same transaction.
-            self._insert_rows(conn, job_events, events, bulk_pg.insert_events)
-            self._insert_rows(conn, allocations, allocs, bulk_pg.insert_allocations)
-        for job in lost_race:
-            self._known.pop(job.id, None)
-            self._sched.cancel(job, now)
-        for handle in stop_handles:
-            self.executor.cancel(handle)
-        self._launch(launched, placements, now)
+        for job in started:
+            if int(job.id) not in moved:
+                continue
+            placement = placements[job.id]
+            events.append(
+                {
+                    "job_id": int(job.id),
+                    "at": now,
+                    "state": JobState.RUNNING.value,
+                    "detail": _describe(placement),
+                }
+            )
+            allocs.extend(
+                {"node": node, "gpu": g, "job_id": int(job.id), "since": now}
+                for node, gpus in placement
+                for g in gpus
+            )
+        # One statement each for the whole cycle, in the same transaction.
+        self._insert_rows(conn, job_events, events, bulk_pg.insert_events)
+        self._insert_rows(conn, allocations, allocs, bulk_pg.insert_allocations)
+        return moved
+
+    def _commit_each(
+        self,
+        started: list[Job],
+        preempted: list[Job],
+        placements: dict[str, PlacementList],
+        now: float,
+    ) -> set[int]:
+        """``_commit`` one decision per transaction; a decision that fails fails its job."""
+        moved: set[int] = set()
+        for job in preempted:
+            try:
+                with self.db.write() as conn:
+                    self._commit(conn, [], [job], placements, now)
+            except Exception as exc:
+                if is_outage(exc):
+                    raise
+                self.stats.job_error("commit")
+                self._fail_job(int(job.id), f"internal error recording preemption: {_why(exc)}")
+        for job in started:
+            try:
+                with self.db.write() as conn:
+                    moved |= self._commit(conn, [job], [], placements, now)
+            except Exception as exc:
+                if is_outage(exc):
+                    raise
+                self.stats.job_error("commit")
+                self._fail_job(int(job.id), f"internal error recording the start: {_why(exc)}")
+        return moved
 
     def _insert_rows(
         self,
@@ -603,45 +986,122 @@ class SchedulerLoop:
     def _launch(
         self, launched: list[Job], placements: dict[str, PlacementList], now: float
     ) -> None:
+        """Start each committed attempt on the executor; one that cannot start fails alone."""
         assert self._sched is not None
         handles: list[tuple[int, str]] = []
         failed: list[tuple[Job, str]] = []
         for job in launched:
             tracked = self._known[job.id]
             placement = placements[job.id]
-            node, gpus = placement[0]
-            launch = Launch(
-                job_id=job.id,
-                command=tracked.command,
-                gpus=job.gpus,
-                gpu_indices=gpus,
-                node=node,
-                log_path=self._logs / f"job-{job.id}.log",
-                time_limit_s=tracked.time_limit_s,
-                env={"AIFACTORY_PLACEMENT": _describe(placement), "AIFACTORY_TENANT": job.tenant},
-            )
             try:
+                node, gpus = placement[0]
+                launch = Launch(
+                    job_id=job.id,
+                    command=tracked.command,
+                    gpus=job.gpus,
+                    gpu_indices=gpus,
+                    node=node,
+                    log_path=self._logs / f"job-{job.id}.log",
+                    time_limit_s=tracked.time_limit_s,
+                    env={
+                        "AIFACTORY_PLACEMENT": _describe(placement),
+                        "AIFACTORY_TENANT": job.tenant,
+                    },
+                    attempt=tracked.attempts,
+                    tenant=job.tenant,
+                )
+                self.fault("launching", job.id)
                 handle = self.executor.start(launch)
             except ExecutorError as exc:
                 failed.append((job, str(exc)))
                 continue
+            except Exception as exc:
+                log.exception("job %s: the executor failed to start it", job.id)
+                self.stats.job_error("launch")
+                failed.append((job, f"internal error starting the job: {_why(exc)}"))
+                continue
+            self.fault("launched", job.id)
             tracked.handle = handle
             handles.append((int(job.id), handle))
         if not handles and not failed:
             return
-        with self.db.write() as conn:
-            if handles and not self.db.is_sqlite:
-                bulk_pg.set_handles(conn, handles)
-            elif handles:
-                conn.execute(
-                    _SET_HANDLE,
-                    [{"b_id": job_id, "b_handle": handle} for job_id, handle in handles],
-                )
-            for job, why in failed:
-                _end_row(conn, int(job.id), JobState.FAILED, now, None, reason=why)
-        for job, _why in failed:
+        try:
+            with self.db.write() as conn:
+                if handles and not self.db.is_sqlite:
+                    bulk_pg.set_handles(conn, handles)
+                elif handles:
+                    conn.execute(
+                        _SET_HANDLE,
+                        [{"b_id": job_id, "b_handle": handle} for job_id, handle in handles],
+                    )
+                for job, why in failed:
+                    _end_row(conn, int(job.id), JobState.FAILED, now, None, reason=why)
+        except Exception as exc:
+            if is_outage(exc):
+                raise
+            # The attempts run but their handles are not recorded: the rebuild finds them
+            # by name, as after a crash.
+            log.exception("recording handles failed; rebuilding")
+            raise RebuildNeededError from exc
+        for job_id, _handle in handles:
+            self.fault("recorded", str(job_id))
+        for job, _why_failed in failed:
             self._known.pop(job.id, None)
-            self._sched.finish(job, now, JobState.FAILED)
+            self._release(job, now, JobState.FAILED)
+
+
+def _schedule_raises(loop: SchedulerLoop, rows: Sequence[RowMapping], now: float) -> bool:
+    """Whether a scheduler rebuilt from exactly these rows raises while scheduling."""
+    sched = new_scheduler(loop.topo, loop.settings)
+    try:
+        for row in rows:
+            if row["state"] == JobState.RUNNING.value and row["placement"]:
+                sched.restore_running(
+                    to_job(row),
+                    sched.placement_from(placement_from_row(row["placement"])),
+                    row["started_at"] or now,
+                )
+        for row in rows:
+            if row["state"] == JobState.PENDING.value:
+                sched.submit(to_job(row), now)
+        sched.schedule(now)
+    except Exception:  # noqa: BLE001 (any error is what is being looked for)
+        return True
+    return False
+
+
+def _failing_set(
+    rows: Sequence[RowMapping], raises: Callable[[Sequence[RowMapping]], bool]
+) -> list[RowMapping]:
+    """A smallest set of ``rows`` whose scheduling raises, each member needed for it.
+
+    Found the way delta debugging narrows a failing input: the shortest prefix of the
+    remaining rows that, with the members found so far, raises ends with a row without
+    which it does not; that row joins the set, and the search goes on among the rows
+    before it until the set alone raises. Empty when nothing raises, when even no rows
+    raise (not any job's doing), or when the set would exceed ``MAX_CULPRITS``.
+    """
+    if not rows or raises([]) or not raises(rows):
+        return []
+    found: list[RowMapping] = []
+    pool = list(rows)
+
+    def with_found(part: Sequence[RowMapping]) -> list[RowMapping]:
+        return sorted([*found, *part], key=lambda r: int(r["id"]))
+
+    while not raises(with_found([])):
+        if len(found) == MAX_CULPRITS or not pool:
+            return []
+        lo, hi = 0, len(pool)  # invariant: found + pool[:lo] does not raise, + pool[:hi] does
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if raises(with_found(pool[:mid])):
+                hi = mid
+            else:
+                lo = mid
+        found.append(pool[hi - 1])
+        pool = pool[: hi - 1]
+    return sorted(found, key=lambda r: int(r["id"]))
 
 
 def _describe(placement: PlacementList) -> str:

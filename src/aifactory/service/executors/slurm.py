@@ -177,10 +177,14 @@ def format_time_limit(seconds: float) -> str:
     return f"{days}-{hours:02d}:{minutes:02d}:{secs:02d}"
 
 
-def job_name(job_id: str) -> str:
-    """Slurm job name for our job id: prefixed, so our jobs are easy to find in ``squeue``."""
-    safe = _JOB_NAME_UNSAFE.sub("_", job_id)
-    return (JOB_NAME_PREFIX + safe)[:_MAX_JOB_NAME]
+def job_name(name: str) -> str:
+    """Slurm job name for an attempt's name (``aif-<job>-<attempt>``, see
+    :func:`~aifactory.service.executors.base.attempt_name`): made safe for Slurm, and
+    prefixed so our jobs are easy to find in ``squeue``. ``find`` looks attempts up by it."""
+    safe = _JOB_NAME_UNSAFE.sub("_", name)
+    if not safe.startswith(JOB_NAME_PREFIX):
+        safe = JOB_NAME_PREFIX + safe
+    return safe[:_MAX_JOB_NAME]
 
 
 def sbatch_argv(launch: Launch, *, partition: str | None = None) -> list[str]:
@@ -189,10 +193,12 @@ def sbatch_argv(launch: Launch, *, partition: str | None = None) -> list[str]:
         raise ValueError(f"gpus must be >= 0, got {launch.gpus}")
     if not launch.command.strip():
         raise ValueError("command must not be empty")
+    if "\0" in launch.command or any("\0" in k + v for k, v in launch.env.items()):
+        raise ValueError("command and environment must not contain a NUL byte")
     argv = [
         "sbatch",
         "--parsable",
-        f"--job-name={job_name(launch.job_id)}",
+        f"--job-name={job_name(launch.name)}",
         f"--output={launch.log_path}",
         "--open-mode=append",
         "--nodes=1",
@@ -327,7 +333,10 @@ class SlurmExecutor:
         except ValueError as exc:
             raise ExecutorError(f"job {launch.job_id}: {exc}") from None
         launch.log_path.parent.mkdir(parents=True, exist_ok=True)
-        proc = self._run(argv, launch.env, self.timeout_s)
+        try:
+            proc = self._run(argv, launch.env, self.timeout_s)
+        except (OSError, ValueError, subprocess.SubprocessError) as exc:
+            raise ExecutorError(f"job {launch.job_id}: sbatch could not run: {exc}") from None
         if proc.returncode != 0:
             raise ExecutorError(
                 f"sbatch refused job {launch.job_id} (exit {proc.returncode}): "
@@ -337,6 +346,32 @@ class SlurmExecutor:
             return parse_sbatch_output(proc.stdout)
         except ValueError as exc:
             raise ExecutorError(f"job {launch.job_id}: {exc}") from None
+
+    def find(self, name: str) -> str | None:
+        """The Slurm job id of the attempt submitted under ``name``, or None if Slurm has none.
+
+        ``squeue -t all`` knows queued, running and recently ended jobs; ``sacct`` (when
+        accounting is on) knows every job since the window's start. The lowest id is
+        returned if there were several (there never should be: the loop asks before it
+        submits again). Raises ExecutorError when squeue cannot be asked.
+        """
+        slurm_name = job_name(name)
+        argv = ["squeue", "-h", "-t", "all", f"--name={slurm_name}", "-o", "%i"]
+        proc = self._run(argv, {}, self.timeout_s)
+        if proc.returncode != 0:
+            raise ExecutorError(f"squeue failed (exit {proc.returncode}): {proc.stderr.strip()}")
+        ids = [line.strip() for line in proc.stdout.splitlines() if _JOB_ID.match(line.strip())]
+        if not ids:
+            argv = [
+                "sacct", "-n", "-P", "-X", f"--name={slurm_name}", "-S", "2000-01-01",
+                "-o", "JobIDRaw",
+            ]  # fmt: skip
+            proc = self._run(argv, {}, self.timeout_s)
+            if proc.returncode == 0:
+                ids = [
+                    line.strip() for line in proc.stdout.splitlines() if _JOB_ID.match(line.strip())
+                ]
+        return min(ids, key=int) if ids else None
 
     def poll(self, handle: str) -> Status:
         """squeue, then sacct, then scontrol; LOST only when Slurm answers and knows nothing."""
