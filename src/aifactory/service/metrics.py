@@ -56,4 +56,13 @@ def render_metrics(
         "aifactory_jobs_preempted_total", "counter", "Jobs preempted by this replica's scheduler."
     )
     lines.append(f"aifactory_jobs_preempted_total {cycles['preempted']}")
+    family(
+        "aifactory_job_errors_total",
+        "counter",
+        "Jobs failed (or set back) by an error in one phase of the scheduler loop.",
+    )
+    lines.extend(
+        f'aifactory_job_errors_total{{phase="{_esc(phase)}"}} {n}'
+        for phase, n in sorted(cycles.get("job_errors", {}).items())
+    )
     return "\n".join(lines) + "\n"
