@@ -1126,8 +1126,16 @@ def _end_row(
     reason: str | None = None,
     expect: JobState = JobState.RUNNING,
 ) -> None:
-    """Move a job to a terminal state, free its GPUs, record the event."""
-    detail = reason or (status.detail if status is not None else "") or state.value
+    """Move a job to a terminal state, free its GPUs, record the event.
+
+    A failure always says why: the given reason, the backend's detail, or its exit code.
+    """
+    if reason is None and status is not None and status.detail:
+        reason = status.detail
+    if reason is None and state is JobState.FAILED:
+        code = status.exit_code if status is not None else None
+        reason = f"exited with status {code}" if code is not None else "failed"
+    detail = reason or state.value
     done = conn.execute(
         update(jobs)
         .where(jobs.c.id == job_id, jobs.c.state == expect.value)
@@ -1135,7 +1143,7 @@ def _end_row(
             state=state.value,
             ended_at=now,
             exit_code=status.exit_code if status is not None else None,
-            reason=reason or (status.detail if status is not None and status.detail else None),
+            reason=reason,
         )
     ).rowcount
     if done:
