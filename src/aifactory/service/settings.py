@@ -58,3 +58,10 @@ class ServiceSettings:
     max_body_bytes: int = 64 * 1024
     run_scheduler: bool = True  # False: an API-only replica
     migrate: bool = True  # apply migrations on start
+    # Limits at the API's edge (issue #14; see aifactory.service.limits). 0: no limit.
+    max_time_limit_s: float = 30 * 86_400.0  # the longest time_limit_s a submit may ask
+    max_pending_per_tenant: int = 100_000  # pending jobs per tenant, then submits are 429
+    submit_rate_per_s: float = 1_000.0  # sustained submits/s per tenant on each replica
+    submit_burst: int = 20_000  # submits a tenant may make at once before the rate applies
+    auth_failures_per_window: int = 100  # bad tokens per client address, then 429 ...
+    auth_failure_window_s: float = 60.0  # ... until this window (from the first) ends
