@@ -164,6 +164,21 @@ class Quota(Frozen):
         return self.nominal if self.lending_limit is None else self.lending_limit
 
 
+class TenantLimits(Frozen):
+    """Limits on what one tenant may ask of the control plane's API; a null field keeps the
+    service's default (``aifactory serve --max-pending-per-tenant`` etc.); 0: no limit."""
+
+    max_pending_jobs: int | None = Field(
+        default=None, ge=0, description="Pending jobs at once; more submits are refused (429)."
+    )
+    submit_rate_per_s: float | None = Field(
+        default=None, ge=0, description="Sustained submits per second, per service replica."
+    )
+    submit_burst: int | None = Field(
+        default=None, ge=0, description="Submits at once before the rate applies."
+    )
+
+
 class Tenant(Frozen):
     """A node of the tenant tree (organisation -> projects); leaves usually hold the quota."""
 
@@ -175,6 +190,9 @@ class Tenant(Frozen):
     quotas: list[Quota] = Field(default_factory=list)
     children: list[Tenant] = Field(default_factory=list)
     note: str | None = None
+    limits: TenantLimits | None = Field(
+        default=None, description="API limits of this tenant (not inherited by children)."
+    )
 
     @field_validator("quotas")
     @classmethod
