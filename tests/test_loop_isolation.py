@@ -22,7 +22,7 @@ from aifactory.scheduler.core import CycleResult
 from aifactory.service import loop as loop_module
 from aifactory.service import store
 from aifactory.service.db import Database
-from aifactory.service.executors.base import Launch, attempt_name
+from aifactory.service.executors.base import Launch
 from aifactory.service.loop import InjectedCrashError, SchedulerLoop
 from aifactory.service.schemas import JobSubmit, PriorityClass
 from aifactory.service.settings import ServiceSettings
@@ -106,7 +106,7 @@ def test_two_concurrent_submits_that_made_a_cycle_start_and_preempt_one_job(
     assert states[low] == "pending"
     assert executor.violations == []
     assert sorted(executor.running()) == sorted([str(other), str(normal)])
-    assert all(executor.started(attempt_name(str(j), 1)) <= 1 for j in (other, low, normal))
+    assert all(executor.started(j, 1) <= 1 for j in (other, low, normal))
     assert set(allocated(db).values()) == {other, normal}
 
 
@@ -145,8 +145,8 @@ def test_a_job_started_and_preempted_in_one_cycle_is_neither_committed_nor_launc
     assert loop.stats.snapshot()["job_errors"] == {"decide": 1}
     loop.cycle()  # a is started on the next cycle, once
     assert row(db, a)["state"] == "running"
-    assert executor.started(attempt_name(str(a), 1)) == 1
-    assert executor.started(attempt_name(str(b), 1)) == 1
+    assert executor.started(a, 1) == 1
+    assert executor.started(b, 1) == 1
 
 
 def test_a_nul_byte_in_the_command_fails_that_job_alone(tmp_path: Path) -> None:
@@ -237,7 +237,7 @@ def test_a_core_error_caused_by_one_job_fails_that_job_and_the_loop_goes_on(
     assert "planted" in (row(db, poison)["reason"] or "")
     assert all(row(db, j)["state"] == "running" for j in first + last)
     assert loop.stats.snapshot()["job_errors"] == {"decide": 1}
-    assert all(executor.started(attempt_name(str(j), 1)) == 1 for j in first + last)
+    assert all(executor.started(j, 1) == 1 for j in first + last)
 
 
 def test_an_executor_that_raises_on_cancel_or_poll_does_not_stop_the_loop(
@@ -305,7 +305,7 @@ def test_a_crash_at_any_step_of_a_launch_runs_each_attempt_exactly_once(
     assert {row(db, j)["state"] for j in ids} == {"completed"}
     for j in ids:
         attempts = int(row(db, j)["attempts"])
-        starts = [executor.started(attempt_name(str(j), a)) for a in range(1, attempts + 1)]
+        starts = [executor.started(j, a) for a in range(1, attempts + 1)]
         assert all(n <= 1 for n in starts), (j, starts)
         assert sum(starts) == 1, (j, starts)  # ran exactly once in all
     assert executor.violations == []

@@ -122,10 +122,14 @@ class FakeExecutor:
         with self.lock:
             return next((h for h, ln in self.launches.items() if ln.name == name), None)
 
-    def started(self, name: str) -> int:
-        """How many times an attempt was started under ``name``."""
+    def started(self, job_id: int | str, attempt: int) -> int:
+        """How many times attempt ``attempt`` of job ``job_id`` was started."""
         with self.lock:
-            return sum(1 for ln in self.launches.values() if ln.name == name)
+            return sum(
+                1
+                for ln in self.launches.values()
+                if ln.job_id == str(job_id) and ln.attempt == attempt
+            )
 
     def poll(self, handle: str) -> Status:
         with self.lock:

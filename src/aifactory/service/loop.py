@@ -34,6 +34,7 @@ is asked again on every poll.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
@@ -291,6 +292,12 @@ def is_outage(exc: BaseException) -> bool:
     return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
 
 
+def job_nonce(submitted_at: float) -> str:
+    """The per-job part of an attempt's name (see :func:`attempt_name`): a short digest of
+    the job's submit time, which never changes and differs between two databases' job 1."""
+    return hashlib.sha1(repr(float(submitted_at)).encode(), usedforsecurity=False).hexdigest()[:8]
+
+
 def _why(exc: BaseException) -> str:
     """A one-line reason for a job's history: the exception's type and message, bounded."""
     text = f"{type(exc).__name__}: {exc}".replace("\n", " ")
@@ -435,7 +442,9 @@ class SchedulerLoop:
             # The intent was committed, the handle not recorded: ask the backend whether
             # this attempt started, by its name; never start it again on a guess.
             try:
-                handle = self.executor.find(attempt_name(str(job_id), attempts))
+                handle = self.executor.find(
+                    attempt_name(str(job_id), attempts, job_nonce(row["submitted_at"]))
+                )
             except ExecutorError as exc:
                 log.warning("job %s: backend cannot say if it started: %s", job_id, exc)
                 unresolved = True
@@ -701,7 +710,9 @@ class SchedulerLoop:
         assert self._sched is not None
         job_id = int(tracked.job.id)
         try:
-            handle = self.executor.find(attempt_name(tracked.job.id, tracked.attempts))
+            handle = self.executor.find(
+                attempt_name(tracked.job.id, tracked.attempts, job_nonce(tracked.job.submit_s))
+            )
         except ExecutorError as exc:
             log.warning("job %s: backend still cannot say if it started: %s", job_id, exc)
             return
@@ -1009,6 +1020,7 @@ class SchedulerLoop:
                     },
                     attempt=tracked.attempts,
                     tenant=job.tenant,
+                    nonce=job_nonce(job.submit_s),
                 )
                 self.fault("launching", job.id)
                 handle = self.executor.start(launch)

@@ -43,16 +43,23 @@ class Launch:
     env: dict[str, str] = field(default_factory=dict)
     attempt: int = 1
     tenant: str = ""
+    nonce: str = ""
 
     @property
     def name(self) -> str:
         """The attempt's name on the backend (see :func:`attempt_name`)."""
-        return attempt_name(self.job_id, self.attempt)
+        return attempt_name(self.job_id, self.attempt, self.nonce)
 
 
-def attempt_name(job_id: str, attempt: int) -> str:
-    """``aif-<job id>-<attempt>``: the one name under which an attempt may be started."""
-    return f"aif-{job_id}-{attempt}"
+def attempt_name(job_id: str, attempt: int, nonce: str = "") -> str:
+    """``aif-<job id>-<attempt>[-<nonce>]``: the one name under which an attempt may start.
+
+    The nonce is derived from the job's own immutable submit record (the loop uses its
+    submit time), so that a job id reused by another database on the same backend (a
+    re-created service, a test run) never matches an old attempt.
+    """
+    name = f"aif-{job_id}-{attempt}"
+    return f"{name}-{nonce}" if nonce else name
 
 
 @dataclass(frozen=True, slots=True)

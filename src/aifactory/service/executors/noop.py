@@ -20,7 +20,7 @@ class NoopExecutor:
 
     def find(self, name: str) -> str | None:
         """Every attempt counts as started (the backend keeps no state to say otherwise)."""
-        job_id = name.removeprefix("aif-").rsplit("-", 1)[0]
+        job_id = name.removeprefix("aif-").split("-", 1)[0]
         return f"noop:{job_id}"
 
     def poll(self, handle: str) -> Status:
