@@ -97,6 +97,20 @@ def test_job_completes_with_its_gpus_and_env(slurm: SlurmExecutor, tmp_path: Pat
     assert len(visible) == 2, log
 
 
+def test_a_job_sees_none_of_the_services_environment(
+    slurm: SlurmExecutor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """sbatch exports the submitter's whole environment by default; the service's database
+    URL (and any secret in its environment) must not reach tenant code."""
+    monkeypatch.setenv("AIFACTORY_DATABASE_URL", "postgresql://secret@db/prod")
+    job = launch(tmp_path, "env", 'echo "url=${AIFACTORY_DATABASE_URL:-none} id=$AIFACTORY_JOB_ID"')
+    status = wait_done(slurm, slurm.start(job))
+    assert status.state is RunState.COMPLETED
+    log = job.log_path.read_text()
+    assert "url=none" in log
+    assert "id=test-env" in log
+
+
 def test_nonzero_exit_is_failed_with_its_code(slurm: SlurmExecutor, tmp_path: Path) -> None:
     handle = slurm.start(launch(tmp_path, "exit3", "exit 3"))
     status = wait_done(slurm, handle)

@@ -171,7 +171,8 @@ def test_sbatch_argv() -> None:
     assert argv == [
         "sbatch",
         "--parsable",
-        "--job-name=aif-j-1",
+        "--export=AIFACTORY_JOB_ID,LANG,PATH",
+        "--job-name=aif-j-1-1",
         "--output=/tmp/logs/j-1.log",
         "--open-mode=append",
         "--nodes=1",
@@ -190,6 +191,27 @@ def test_sbatch_argv_cpu_job_without_limit_has_no_gres_or_time() -> None:
 def test_sbatch_argv_rejects_empty_command() -> None:
     with pytest.raises(ValueError, match="command must not be empty"):
         sbatch_argv(launch(command="  "))
+
+
+def test_a_nul_byte_is_an_executor_error_not_a_crash(tmp_path: Path) -> None:
+    """``"echo a\u0000b"`` raised ValueError("embedded null byte") out of the executor."""
+    fake = FakeSlurm({})
+    with pytest.raises(ExecutorError, match="NUL"):
+        SlurmExecutor(runner=fake).start(launch(command="echo a\0b", log_path=tmp_path / "l"))
+    assert fake.calls == []
+
+
+def test_find_names_the_attempt_from_squeue_then_sacct() -> None:
+    fake = FakeSlurm({"squeue": (0, "41\n", "")})
+    assert SlurmExecutor(runner=fake).find("aif-7-2-abc") == "41"
+    assert "--name=aif-7-2-abc" in fake.calls[0][0]
+    fake = FakeSlurm({"squeue": (0, "", ""), "sacct": (0, "52\n50\n", "")})
+    assert SlurmExecutor(runner=fake).find("aif-7-2-abc") == "50"
+    fake = FakeSlurm({"squeue": (0, "", ""), "sacct": (0, "", "")})
+    assert SlurmExecutor(runner=fake).find("aif-7-2-abc") is None
+    fake = FakeSlurm({"squeue": (1, "", "slurm_load_jobs error: Unable to contact")})
+    with pytest.raises(ExecutorError, match="squeue failed"):
+        SlurmExecutor(runner=fake).find("aif-7-2-abc")
 
 
 # ------------------------------------------------------------------------- fake runner
@@ -218,7 +240,8 @@ def test_start_returns_job_id_and_passes_env(tmp_path: Path) -> None:
     log = tmp_path / "logs" / "j.log"
     handle = SlurmExecutor(runner=fake).start(launch(log_path=log, env={"SEED": "7"}))
     assert handle == "123"
-    assert fake.calls[0][1] == {"SEED": "7"}
+    assert fake.calls[0][1] == {"SEED": "7", "AIFACTORY_JOB_ID": "j-1"}
+    assert "--export=AIFACTORY_JOB_ID,LANG,PATH,SEED" in fake.calls[0][0]
     assert log.parent.is_dir()
 
 

@@ -43,6 +43,8 @@ JOB_NAME_PREFIX = "aif-"
 _JOB_ID = re.compile(r"^\d+$")
 _JOB_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 _MAX_JOB_NAME = 200
+#: Taken from sbatch's environment into every job, so that its shell finds its tools.
+JOB_BASE_ENV = ("PATH", "LANG")
 # Messages with which the Slurm tools say "no such job" (as opposed to "cannot reach Slurm").
 _NO_SUCH_JOB = ("invalid job id", "job/step already completing or completed")
 _ACCOUNTING_OFF = ("accounting storage is disabled", "slurm accounting storage is disabled")
@@ -187,6 +189,11 @@ def job_name(name: str) -> str:
     return safe[:_MAX_JOB_NAME]
 
 
+def job_env(launch: Launch) -> dict[str, str]:
+    """The variables a job is given (besides ``JOB_BASE_ENV`` and Slurm's own)."""
+    return {**launch.env, "AIFACTORY_JOB_ID": launch.job_id}
+
+
 def sbatch_argv(launch: Launch, *, partition: str | None = None) -> list[str]:
     """The ``sbatch`` command line for a launch (pure, so it can be checked without Slurm)."""
     if launch.gpus < 0:
@@ -195,9 +202,14 @@ def sbatch_argv(launch: Launch, *, partition: str | None = None) -> list[str]:
         raise ValueError("command must not be empty")
     if "\0" in launch.command or any("\0" in k + v for k, v in launch.env.items()):
         raise ValueError("command and environment must not contain a NUL byte")
+    # Only the job's own variables reach it (sbatch's default is the submitter's whole
+    # environment: the service's database URL and tokens among them). Names only: Slurm
+    # takes their values from sbatch's environment, which ``start`` sets to the launch's.
+    exported = sorted({*JOB_BASE_ENV, *job_env(launch)})
     argv = [
         "sbatch",
         "--parsable",
+        f"--export={','.join(exported)}",
         f"--job-name={job_name(launch.name)}",
         f"--output={launch.log_path}",
         "--open-mode=append",
@@ -334,7 +346,7 @@ class SlurmExecutor:
             raise ExecutorError(f"job {launch.job_id}: {exc}") from None
         launch.log_path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            proc = self._run(argv, launch.env, self.timeout_s)
+            proc = self._run(argv, job_env(launch), self.timeout_s)
         except (OSError, ValueError, subprocess.SubprocessError) as exc:
             raise ExecutorError(f"job {launch.job_id}: sbatch could not run: {exc}") from None
         if proc.returncode != 0:
