@@ -131,7 +131,7 @@ def test_a_job_committed_while_a_leader_loads_is_not_lost(
     the live-jobs query) must still be ingested. On PostgreSQL each statement of the load
     sees its own snapshot; reading the id high-water mark after the live jobs lost such a
     job for good (it was below the mark and in neither read)."""
-    real = loop_module._live_jobs
+    real = loop_module.live_jobs
     late: list[int] = []
 
     def live_jobs_then_a_submit(conn: sa.Connection) -> list[sa.RowMapping]:
@@ -139,11 +139,11 @@ def test_a_job_committed_while_a_leader_loads_is_not_lost(
         late.append(submit(db, 1))  # another client's commit, between the load's statements
         return rows
 
-    monkeypatch.setattr(loop_module, "_live_jobs", live_jobs_then_a_submit)
+    monkeypatch.setattr(loop_module, "live_jobs", live_jobs_then_a_submit)
     loop = SchedulerLoop(db, TOPO, FakeExecutor(), settings(tmp_path, str(db.url)))
     early = submit(db, 1)
     loop.load()
-    monkeypatch.setattr(loop_module, "_live_jobs", real)
+    monkeypatch.setattr(loop_module, "live_jobs", real)
     loop.cycle()
     assert state(db, early) == "running"
     assert state(db, late[0]) == "running"

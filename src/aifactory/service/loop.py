@@ -45,17 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import (
-    Connection,
-    RowMapping,
-    Table,
-    bindparam,
-    delete,
-    insert,
-    select,
-    update,
-)
-from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy import Connection, RowMapping, Table, delete, insert, select
 
 from aifactory.fleet.topology import Topology
 from aifactory.scheduler.core import BackfillMode, Scheduler, SchedulerConfig
@@ -69,97 +59,56 @@ from aifactory.service.executors.base import (
     Status,
     attempt_name,
 )
+from aifactory.service.isolation import (
+    FaultHook,
+    InjectedCrashError,
+    RebuildNeededError,
+    failing_set,
+    is_outage,
+    no_fault,
+    schedule_raises,
+    why,
+)
+from aifactory.service.jobrows import (
+    CANCEL_REQUESTS,
+    PENDING_ABOVE,
+    SET_HANDLE,
+    START_ONE,
+    STILL_PENDING,
+    PlacementList,
+    describe,
+    end_row,
+    live_jobs,
+    placement_from_row,
+    requeue_row,
+    terminal,
+    to_job,
+)
 from aifactory.service.lease import LeaderLock, leader_lock
-from aifactory.service.schemas import PRIORITY_VALUE, PriorityClass
 from aifactory.service.settings import LostPolicy, ServiceSettings
 from aifactory.service.tables import allocations, cancel_requests, job_events, jobs
 from aifactory.workload.job import Job, JobState
 
+__all__ = [
+    "CycleStats",
+    "FaultHook",
+    "InjectedCrashError",
+    "SchedulerLoop",
+    "fork_state",
+    "job_nonce",
+    "new_scheduler",
+    "placement_from_row",
+    "to_job",
+]
+
 log = logging.getLogger(__name__)
 
-PlacementList = list[tuple[str, tuple[int, ...]]]
 # How far back (in seconds of wall time) ingest re-reads ids: on PostgreSQL a lower id can
 # commit after a higher one, so the high-water mark alone could skip a job forever.
 PG_RESCAN_S = 2.0
 TIME_LIMIT_GRACE_S = 1.0
-# A core error that takes more jobs than this together to raise is not narrowed further
-# (each member costs about log2(live jobs) rebuilt forks): the scheduler is rebuilt instead.
-MAX_CULPRITS = 4
 MIN_CYCLE_GAP_S = 0.01
-# The statements of every cycle, built once (building a Core statement costs more than
-# running a cached one).
-# Only what a pending job is admitted with (``to_job`` and ``Tracked``): not its
-# placement, log path or handle, which a pending job does not have.
-_PENDING_ABOVE = (
-    select(
-        jobs.c.id,
-        jobs.c.tenant,
-        jobs.c.submitted_at,
-        jobs.c.gpus,
-        jobs.c.time_limit_s,
-        jobs.c.gpu_class,
-        jobs.c.priority_class,
-        jobs.c.preemptible,
-        jobs.c.checkpoint_interval_s,
-        jobs.c.command,
-        jobs.c.attempts,
-    )
-    .where(jobs.c.state == JobState.PENDING.value, jobs.c.id > bindparam("floor"))
-    .order_by(jobs.c.id)
-)
-_CANCEL_REQUESTS = select(cancel_requests.c.job_id)
-_STILL_PENDING = select(jobs.c.id).where(
-    jobs.c.id.in_(bindparam("ids", expanding=True)), jobs.c.state == JobState.PENDING.value
-)
-_START_ONE = (
-    update(jobs)
-    .where(jobs.c.id == bindparam("b_id"), jobs.c.state == JobState.PENDING.value)
-    .values(
-        state=JobState.RUNNING.value,
-        started_at=bindparam("b_now"),
-        placement=bindparam("b_placement"),
-        executor=bindparam("b_executor"),
-        handle=None,
-        log_path=bindparam("b_log_path"),
-        attempts=jobs.c.attempts + 1,
-    )
-)
-_SET_HANDLE = (
-    update(jobs).where(jobs.c.id == bindparam("b_id")).values(handle=bindparam("b_handle"))
-)
 LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
-
-
-def _live_jobs(conn: Connection) -> list[RowMapping]:
-    """Pending and running jobs, oldest first: what a scheduler is rebuilt from."""
-    return list(
-        conn.execute(
-            select(jobs)
-            .where(jobs.c.state.in_([JobState.PENDING.value, JobState.RUNNING.value]))
-            .order_by(jobs.c.id)
-        ).mappings()
-    )
-
-
-def to_job(row: RowMapping) -> Job:
-    """The scheduler's view of a job row; the time limit is also the runtime estimate."""
-    return Job(
-        str(row["id"]),
-        row["tenant"],
-        submit_s=row["submitted_at"],
-        gpus=row["gpus"],
-        duration_s=row["time_limit_s"],
-        estimate_s=row["time_limit_s"],
-        gpu_class=row["gpu_class"],
-        priority=PRIORITY_VALUE[PriorityClass(row["priority_class"])],
-        preemptible=bool(row["preemptible"]),
-        checkpoint_s=row["checkpoint_interval_s"],
-    )
-
-
-def placement_from_row(raw: Any) -> PlacementList:
-    """Placement as stored (JSON lists) back to the scheduler's tuples."""
-    return [(str(p[0]), tuple(int(g) for g in p[1])) for p in (raw or [])]
 
 
 def new_scheduler(topo: Topology, settings: ServiceSettings) -> Scheduler:
@@ -177,7 +126,7 @@ def fork_state(db: Database, topo: Topology, settings: ServiceSettings, now: flo
     """
     sched = new_scheduler(topo, settings)
     with db.read() as conn:
-        rows = _live_jobs(conn)
+        rows = live_jobs(conn)
     for row in rows:
         if row["state"] == JobState.RUNNING.value and row["placement"]:
             sched.restore_running(
@@ -257,51 +206,10 @@ class Tracked:
     unresolved: bool = False
 
 
-class InjectedCrashError(BaseException):
-    """Raised by a test's fault hook to stand for a crash of the process at that point.
-
-    A BaseException, not an Exception, so that the loop's per-job isolation (which catches
-    Exception) does not absorb it: it unwinds the cycle as a ``kill -9`` would end it.
-    """
-
-
-FaultHook = Callable[[str, str], None]
-"""Called as ``hook(point, job_id)`` at the points of a cycle where a crash would leave
-work half done: ``committed`` (intents are in the database, nothing launched),
-``launching`` (just before the executor starts a job), ``launched`` (started, handle not
-yet recorded) and ``recorded`` (handles committed). Tests raise :class:`InjectedCrashError`."""
-
-
-def _no_fault(point: str, job_id: str) -> None:
-    del point, job_id
-
-
-class RebuildNeededError(Exception):
-    """The scheduler's in-memory state is in doubt: rebuild it from the database.
-
-    Always safe, because launch is idempotent: a start committed but not yet launched is
-    found (or requeued) by name on the rebuild, never started twice.
-    """
-
-
-def is_outage(exc: BaseException) -> bool:
-    """Whether ``exc`` means the database is unreachable (drop leadership) rather than that
-    one job's data or decision went wrong (fail that job)."""
-    if isinstance(exc, OperationalError | InterfaceError | DisconnectionError):
-        return True
-    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
-
-
 def job_nonce(submitted_at: float) -> str:
     """The per-job part of an attempt's name (see :func:`attempt_name`): a short digest of
     the job's submit time, which never changes and differs between two databases' job 1."""
     return hashlib.sha1(repr(float(submitted_at)).encode(), usedforsecurity=False).hexdigest()[:8]
-
-
-def _why(exc: BaseException) -> str:
-    """A one-line reason for a job's history: the exception's type and message, bounded."""
-    text = f"{type(exc).__name__}: {exc}".replace("\n", " ")
-    return text[:300]
 
 
 class SchedulerLoop:
@@ -317,7 +225,7 @@ class SchedulerLoop:
         clock: Callable[[], float] = time.time,
         stats: CycleStats | None = None,
         lock: LeaderLock | None = None,
-        fault: FaultHook = _no_fault,
+        fault: FaultHook = no_fault,
     ) -> None:
         self.db = db
         self.topo = topo
@@ -409,7 +317,7 @@ class SchedulerLoop:
             self._max_id = int(
                 conn.execute(select(jobs.c.id).order_by(jobs.c.id.desc()).limit(1)).scalar() or 0
             )
-            rows = _live_jobs(conn)
+            rows = live_jobs(conn)
         requeued: list[RowMapping] = []
         for row in rows:
             if row["state"] != JobState.RUNNING.value:
@@ -420,7 +328,7 @@ class SchedulerLoop:
                 if is_outage(exc):
                     raise
                 log.exception("job %s: cannot be reconciled; failing it", row["id"])
-                self._fail_job(int(row["id"]), f"internal error while reconciling: {_why(exc)}")
+                self._fail_job(int(row["id"]), f"internal error while reconciling: {why(exc)}")
                 self.stats.job_error("reconcile")
                 continue
             if back is not None:
@@ -452,7 +360,7 @@ class SchedulerLoop:
                 if handle is None:
                     return self._requeue_unstarted(row, now)
                 with self.db.write() as conn:
-                    conn.execute(_SET_HANDLE, [{"b_id": job_id, "b_handle": handle}])
+                    conn.execute(SET_HANDLE, [{"b_id": job_id, "b_handle": handle}])
         status = (
             Status(RunState.RUNNING, detail="not yet known whether it started")
             if handle is None
@@ -475,7 +383,7 @@ class SchedulerLoop:
         if status.state is RunState.LOST and self._requeue_lost(row, status, now):
             return row
         with self.db.write() as conn:
-            _end_row(conn, job_id, _terminal(status), now, status)
+            end_row(conn, job_id, terminal(status), now, status)
         log.info("job %s ended while no scheduler watched: %s", job_id, status.state)
         return None
 
@@ -485,7 +393,7 @@ class SchedulerLoop:
         job_id, attempts = int(row["id"]), int(row["attempts"])
         with self.db.write() as conn:
             if attempts >= self.settings.max_attempts:
-                _end_row(
+                end_row(
                     conn,
                     job_id,
                     JobState.FAILED,
@@ -494,7 +402,7 @@ class SchedulerLoop:
                     reason=f"attempt {attempts} was never started; no attempts left",
                 )
                 return None
-            _requeue_row(conn, job_id, now, f"attempt {attempts} was not started before a restart")
+            requeue_row(conn, job_id, now, f"attempt {attempts} was not started before a restart")
         log.warning("job %s: attempt %d was never started; requeued", job_id, attempts)
         return row
 
@@ -508,11 +416,9 @@ class SchedulerLoop:
         )
         with self.db.write() as conn:
             if requeue:
-                _requeue_row(conn, job_id, now, f"lost: {status.detail}; requeued")
+                requeue_row(conn, job_id, now, f"lost: {status.detail}; requeued")
             else:
-                _end_row(
-                    conn, job_id, JobState.FAILED, now, status, reason=f"lost: {status.detail}"
-                )
+                end_row(conn, job_id, JobState.FAILED, now, status, reason=f"lost: {status.detail}")
         log.warning(
             "job %s lost (%s): %s", job_id, status.detail, "requeued" if requeue else "failed"
         )
@@ -527,7 +433,7 @@ class SchedulerLoop:
         tracked = self._known.pop(str(job_id), None)
         with self.db.write() as conn:
             for expect in (JobState.RUNNING, JobState.PENDING):
-                _end_row(conn, job_id, JobState.FAILED, now, None, reason=reason, expect=expect)
+                end_row(conn, job_id, JobState.FAILED, now, None, reason=reason, expect=expect)
         handle = handle or (tracked.handle if tracked is not None else None)
         if handle:
             self._stop_attempt(handle)
@@ -601,17 +507,21 @@ class SchedulerLoop:
         If the failure cannot be replayed (it depended on in-memory history), the
         scheduler is rebuilt from the database and the next cycle tries again.
         """
-        log.error("schedule() raised %s; looking for the job that causes it", _why(exc))
+        log.error("schedule() raised %s; looking for the job that causes it", why(exc))
         with self.db.read() as conn:
-            rows = _live_jobs(conn)
-        culprits = _failing_set(rows, lambda part: _schedule_raises(self, part, now))
+            rows = live_jobs(conn)
+
+        def fresh() -> Scheduler:
+            return new_scheduler(self.topo, self.settings)
+
+        culprits = failing_set(rows, lambda part: schedule_raises(fresh, part, now))
         ids = [int(r["id"]) for r in culprits]
         for culprit in culprits:
             others = [i for i in ids if i != int(culprit["id"])]
             together = f" together with job(s) {', '.join(map(str, others))}" if others else ""
             self._fail_job(
                 int(culprit["id"]),
-                f"internal error while scheduling this job{together}: {_why(exc)}",
+                f"internal error while scheduling this job{together}: {why(exc)}",
                 handle=culprit["handle"],
             )
             self.stats.job_error("decide")
@@ -631,8 +541,8 @@ class SchedulerLoop:
     def _ingest(self, now: float) -> None:
         floor = self._floor(now)
         with self.db.read() as conn:
-            rows = list(conn.execute(_PENDING_ABOVE, {"floor": floor}).mappings())
-            cancels = [int(r[0]) for r in conn.execute(_CANCEL_REQUESTS)]
+            rows = list(conn.execute(PENDING_ABOVE, {"floor": floor}).mappings())
+            cancels = [int(r[0]) for r in conn.execute(CANCEL_REQUESTS)]
         fresh = [r for r in rows if str(r["id"]) not in self._known]
         if fresh:
             self._max_id = max(self._max_id, *(int(r["id"]) for r in fresh))
@@ -651,9 +561,9 @@ class SchedulerLoop:
                 job = to_job(row)
                 reason = self._sched.submit(job, now)
             except Exception as exc:  # noqa: BLE001 (a job the core refuses fails alone)
-                log.warning("job %s refused by the scheduler: %s", row["id"], _why(exc))
+                log.warning("job %s refused by the scheduler: %s", row["id"], why(exc))
                 self.stats.job_error("admit")
-                rejected.append((int(row["id"]), _why(exc)))
+                rejected.append((int(row["id"]), why(exc)))
                 continue
             if reason is not None:
                 rejected.append((int(row["id"]), reason))
@@ -664,7 +574,7 @@ class SchedulerLoop:
         if rejected:
             with self.db.write() as conn:
                 for job_id, reason in rejected:
-                    _end_row(
+                    end_row(
                         conn,
                         job_id,
                         JobState.FAILED,
@@ -686,7 +596,7 @@ class SchedulerLoop:
                     if tracked.job.state in (JobState.RUNNING, JobState.PENDING):
                         self._release(tracked.job, now, JobState.CANCELLED)
                     if was_running:
-                        _end_row(conn, job_id, JobState.CANCELLED, now, None, reason="cancelled")
+                        end_row(conn, job_id, JobState.CANCELLED, now, None, reason="cancelled")
                         if tracked.handle:
                             to_stop.append(tracked.handle)
                 conn.execute(delete(cancel_requests).where(cancel_requests.c.job_id == job_id))
@@ -720,11 +630,11 @@ class SchedulerLoop:
         if handle is not None:
             tracked.handle = handle
             with self.db.write() as conn:
-                conn.execute(_SET_HANDLE, [{"b_id": job_id, "b_handle": handle}])
+                conn.execute(SET_HANDLE, [{"b_id": job_id, "b_handle": handle}])
             return
         why = f"attempt {tracked.attempts} was not started before a restart"
         with self.db.write() as conn:
-            _requeue_row(conn, job_id, now, why)
+            requeue_row(conn, job_id, now, why)
         tracked.started_at = None
         self._sched.interrupt(tracked.job, now)
 
@@ -746,7 +656,7 @@ class SchedulerLoop:
                     raise
                 log.exception("job %s: polling failed", tracked.job.id)
                 self.stats.job_error("poll")
-                self._fail_job(int(tracked.job.id), f"internal error while polling: {_why(exc)}")
+                self._fail_job(int(tracked.job.id), f"internal error while polling: {why(exc)}")
                 continue
             if outcome is not None:
                 ended.append((tracked, *outcome))
@@ -754,7 +664,7 @@ class SchedulerLoop:
             return
         with self.db.write() as conn:
             for tracked, state, status, reason in ended:
-                _end_row(conn, int(tracked.job.id), state, now, status, reason=reason)
+                end_row(conn, int(tracked.job.id), state, now, status, reason=reason)
         for tracked, state, _status, _reason in ended:
             self._known.pop(tracked.job.id, None)
             self._release(tracked.job, now, state)
@@ -774,7 +684,7 @@ class SchedulerLoop:
             # At run time a vanished process is treated as failed: requeueing it could
             # run a command twice that did in fact run (its exit file may be lost).
             return JobState.FAILED, status, f"lost: {status.detail}"
-        return _terminal(status), status, None
+        return terminal(status), status, None
 
     # -- commit and act ----------------------------------------------------------------
 
@@ -807,7 +717,7 @@ class SchedulerLoop:
             try:
                 placement = list(self._sched.placement_of(job))
             except Exception as exc:  # noqa: BLE001 (fails this job alone)
-                bad.append((job, f"internal error placing the job: {_why(exc)}"))
+                bad.append((job, f"internal error placing the job: {why(exc)}"))
                 continue
             gpus = [(node, g) for node, part in placement for g in part]
             problem = None
@@ -832,9 +742,9 @@ class SchedulerLoop:
         """
         assert self._sched is not None
         started, placements, bad = self._vet(started, preempted)
-        for job, why in bad:
+        for job, reason in bad:
             self.stats.job_error("decide")
-            self._fail_job(int(job.id), why)
+            self._fail_job(int(job.id), reason)
         try:
             with self.db.write() as conn:
                 moved = self._commit(conn, started, preempted, placements, now)
@@ -880,7 +790,7 @@ class SchedulerLoop:
     ) -> set[int]:
         """Write preemptions and start intents in ``conn``; the ids of jobs that moved."""
         for job in preempted:
-            _requeue_row(conn, int(job.id), now, "preempted by the scheduler", preempted=True)
+            requeue_row(conn, int(job.id), now, "preempted by the scheduler", preempted=True)
         moved = self._mark_started(conn, started, placements, now)
         events: list[dict[str, object]] = []
         allocs: list[dict[str, object]] = []
@@ -893,7 +803,7 @@ class SchedulerLoop:
                     "job_id": int(job.id),
                     "at": now,
                     "state": JobState.RUNNING.value,
-                    "detail": _describe(placement),
+                    "detail": describe(placement),
                 }
             )
             allocs.extend(
@@ -923,7 +833,7 @@ class SchedulerLoop:
                 if is_outage(exc):
                     raise
                 self.stats.job_error("commit")
-                self._fail_job(int(job.id), f"internal error recording preemption: {_why(exc)}")
+                self._fail_job(int(job.id), f"internal error recording preemption: {why(exc)}")
         for job in started:
             try:
                 with self.db.write() as conn:
@@ -932,7 +842,7 @@ class SchedulerLoop:
                 if is_outage(exc):
                     raise
                 self.stats.job_error("commit")
-                self._fail_job(int(job.id), f"internal error recording the start: {_why(exc)}")
+                self._fail_job(int(job.id), f"internal error recording the start: {why(exc)}")
         return moved
 
     def _insert_rows(
@@ -978,7 +888,7 @@ class SchedulerLoop:
         if not self.db.is_sqlite:
             return bulk_pg.start_jobs(conn, starts, now=now, executor=self.executor.name)
         ids = [s[0] for s in starts]
-        pending = {int(r[0]) for r in conn.execute(_STILL_PENDING, {"ids": ids})}
+        pending = {int(r[0]) for r in conn.execute(STILL_PENDING, {"ids": ids})}
         rows = [
             {
                 "b_id": job_id,
@@ -991,7 +901,7 @@ class SchedulerLoop:
             if job_id in pending
         ]
         if rows:
-            conn.execute(_START_ONE, rows)
+            conn.execute(START_ONE, rows)
         return pending
 
     def _launch(
@@ -1015,7 +925,7 @@ class SchedulerLoop:
                     log_path=self._logs / f"job-{job.id}.log",
                     time_limit_s=tracked.time_limit_s,
                     env={
-                        "AIFACTORY_PLACEMENT": _describe(placement),
+                        "AIFACTORY_PLACEMENT": describe(placement),
                         "AIFACTORY_TENANT": job.tenant,
                     },
                     attempt=tracked.attempts,
@@ -1030,7 +940,7 @@ class SchedulerLoop:
             except Exception as exc:
                 log.exception("job %s: the executor failed to start it", job.id)
                 self.stats.job_error("launch")
-                failed.append((job, f"internal error starting the job: {_why(exc)}"))
+                failed.append((job, f"internal error starting the job: {why(exc)}"))
                 continue
             self.fault("launched", job.id)
             tracked.handle = handle
@@ -1043,11 +953,11 @@ class SchedulerLoop:
                     bulk_pg.set_handles(conn, handles)
                 elif handles:
                     conn.execute(
-                        _SET_HANDLE,
+                        SET_HANDLE,
                         [{"b_id": job_id, "b_handle": handle} for job_id, handle in handles],
                     )
-                for job, why in failed:
-                    _end_row(conn, int(job.id), JobState.FAILED, now, None, reason=why)
+                for job, reason in failed:
+                    end_row(conn, int(job.id), JobState.FAILED, now, None, reason=reason)
         except Exception as exc:
             if is_outage(exc):
                 raise
@@ -1060,136 +970,3 @@ class SchedulerLoop:
         for job, _why_failed in failed:
             self._known.pop(job.id, None)
             self._release(job, now, JobState.FAILED)
-
-
-def _schedule_raises(loop: SchedulerLoop, rows: Sequence[RowMapping], now: float) -> bool:
-    """Whether a scheduler rebuilt from exactly these rows raises while scheduling."""
-    sched = new_scheduler(loop.topo, loop.settings)
-    try:
-        for row in rows:
-            if row["state"] == JobState.RUNNING.value and row["placement"]:
-                sched.restore_running(
-                    to_job(row),
-                    sched.placement_from(placement_from_row(row["placement"])),
-                    row["started_at"] or now,
-                )
-        for row in rows:
-            if row["state"] == JobState.PENDING.value:
-                sched.submit(to_job(row), now)
-        sched.schedule(now)
-    except Exception:  # noqa: BLE001 (any error is what is being looked for)
-        return True
-    return False
-
-
-def _failing_set(
-    rows: Sequence[RowMapping], raises: Callable[[Sequence[RowMapping]], bool]
-) -> list[RowMapping]:
-    """A smallest set of ``rows`` whose scheduling raises, each member needed for it.
-
-    Found the way delta debugging narrows a failing input: the shortest prefix of the
-    remaining rows that, with the members found so far, raises ends with a row without
-    which it does not; that row joins the set, and the search goes on among the rows
-    before it until the set alone raises. Empty when nothing raises, when even no rows
-    raise (not any job's doing), or when the set would exceed ``MAX_CULPRITS``.
-    """
-    if not rows or raises([]) or not raises(rows):
-        return []
-    found: list[RowMapping] = []
-    pool = list(rows)
-
-    def with_found(part: Sequence[RowMapping]) -> list[RowMapping]:
-        return sorted([*found, *part], key=lambda r: int(r["id"]))
-
-    while not raises(with_found([])):
-        if len(found) == MAX_CULPRITS or not pool:
-            return []
-        lo, hi = 0, len(pool)  # invariant: found + pool[:lo] does not raise, + pool[:hi] does
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            if raises(with_found(pool[:mid])):
-                hi = mid
-            else:
-                lo = mid
-        found.append(pool[hi - 1])
-        pool = pool[: hi - 1]
-    return sorted(found, key=lambda r: int(r["id"]))
-
-
-def _describe(placement: PlacementList) -> str:
-    return ";".join(f"{node}:{','.join(str(g) for g in gpus)}" for node, gpus in placement)
-
-
-def _terminal(status: Status) -> JobState:
-    if status.state is RunState.COMPLETED:
-        return JobState.COMPLETED
-    if status.state is RunState.CANCELLED:
-        return JobState.CANCELLED
-    return JobState.FAILED
-
-
-def _end_row(
-    conn: Connection,
-    job_id: int,
-    state: JobState,
-    now: float,
-    status: Status | None,
-    *,
-    reason: str | None = None,
-    expect: JobState = JobState.RUNNING,
-) -> None:
-    """Move a job to a terminal state, free its GPUs, record the event.
-
-    A failure always says why: the given reason, the backend's detail, or its exit code.
-    """
-    if reason is None and status is not None and status.detail:
-        reason = status.detail
-    if reason is None and state is JobState.FAILED:
-        code = status.exit_code if status is not None else None
-        reason = f"exited with status {code}" if code is not None else "failed"
-    detail = reason or state.value
-    done = conn.execute(
-        update(jobs)
-        .where(jobs.c.id == job_id, jobs.c.state == expect.value)
-        .values(
-            state=state.value,
-            ended_at=now,
-            exit_code=status.exit_code if status is not None else None,
-            reason=reason,
-        )
-    ).rowcount
-    if done:
-        conn.execute(
-            insert(job_events).values(job_id=job_id, at=now, state=state.value, detail=detail)
-        )
-    conn.execute(delete(allocations).where(allocations.c.job_id == job_id))
-
-
-def _requeue_row(
-    conn: Connection, job_id: int, now: float, why: str, *, preempted: bool = False
-) -> None:
-    """Running -> preempted -> pending (the transition table has no shortcut), GPUs freed."""
-    conn.execute(
-        update(jobs)
-        .where(jobs.c.id == job_id)
-        .values(
-            state=JobState.PENDING.value,
-            handle=None,
-            placement=None,
-            started_at=None,
-            reason=why,
-        )
-    )
-    conn.execute(
-        insert(job_events),
-        [
-            {"job_id": job_id, "at": now, "state": JobState.PREEMPTED.value, "detail": why},
-            {
-                "job_id": job_id,
-                "at": now,
-                "state": JobState.PENDING.value,
-                "detail": "requeued" if preempted else "requeued after restart",
-            },
-        ],
-    )
-    conn.execute(delete(allocations).where(allocations.c.job_id == job_id))

@@ -1,0 +1,119 @@
+"""How one job's failure stays that job's failure in the scheduler loop.
+
+The loop catches errors per job and needs to tell three kinds apart: a lost database (drop
+leadership: :func:`is_outage`), a scheduler whose in-memory state is in doubt (rebuild it
+from the database: :class:`RebuildNeededError`), and an error of the pure core while
+deciding, which it narrows to the jobs that cause it (:func:`failing_set`) by replaying
+the decision on schedulers rebuilt from the database. Tests plant crashes through a
+:data:`FaultHook`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from sqlalchemy import RowMapping
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
+
+from aifactory.scheduler.core import Scheduler
+from aifactory.service.jobrows import placement_from_row, to_job
+from aifactory.workload.job import JobState
+
+# A core error that takes more jobs than this together to raise is not narrowed further
+# (each member costs about log2(live jobs) rebuilt forks): the scheduler is rebuilt instead.
+MAX_CULPRITS = 4
+
+
+class InjectedCrashError(BaseException):
+    """Raised by a test's fault hook to stand for a crash of the process at that point.
+
+    A BaseException, not an Exception, so that the loop's per-job isolation (which catches
+    Exception) does not absorb it: it unwinds the cycle as a ``kill -9`` would end it.
+    """
+
+
+FaultHook = Callable[[str, str], None]
+"""Called as ``hook(point, job_id)`` at the points of a cycle where a crash would leave
+work half done: ``committed`` (intents are in the database, nothing launched),
+``launching`` (just before the executor starts a job), ``launched`` (started, handle not
+yet recorded) and ``recorded`` (handles committed). Tests raise :class:`InjectedCrashError`."""
+
+
+def no_fault(point: str, job_id: str) -> None:
+    del point, job_id
+
+
+class RebuildNeededError(Exception):
+    """The scheduler's in-memory state is in doubt: rebuild it from the database.
+
+    Always safe, because launch is idempotent: a start committed but not yet launched is
+    found (or requeued) by name on the rebuild, never started twice.
+    """
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Whether ``exc`` means the database is unreachable (drop leadership) rather than that
+    one job's data or decision went wrong (fail that job)."""
+    if isinstance(exc, OperationalError | InterfaceError | DisconnectionError):
+        return True
+    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+
+
+def why(exc: BaseException) -> str:
+    """A one-line reason for a job's history: the exception's type and message, bounded."""
+    text = f"{type(exc).__name__}: {exc}".replace("\n", " ")
+    return text[:300]
+
+
+def schedule_raises(make: Callable[[], Scheduler], rows: Sequence[RowMapping], now: float) -> bool:
+    """Whether a scheduler rebuilt from exactly these rows raises while scheduling."""
+    sched = make()
+    try:
+        for row in rows:
+            if row["state"] == JobState.RUNNING.value and row["placement"]:
+                sched.restore_running(
+                    to_job(row),
+                    sched.placement_from(placement_from_row(row["placement"])),
+                    row["started_at"] or now,
+                )
+        for row in rows:
+            if row["state"] == JobState.PENDING.value:
+                sched.submit(to_job(row), now)
+        sched.schedule(now)
+    except Exception:  # noqa: BLE001 (any error is what is being looked for)
+        return True
+    return False
+
+
+def failing_set(
+    rows: Sequence[RowMapping], raises: Callable[[Sequence[RowMapping]], bool]
+) -> list[RowMapping]:
+    """A smallest set of ``rows`` whose scheduling raises, each member needed for it.
+
+    Found the way delta debugging narrows a failing input: the shortest prefix of the
+    remaining rows that, with the members found so far, raises ends with a row without
+    which it does not; that row joins the set, and the search goes on among the rows
+    before it until the set alone raises. Empty when nothing raises, when even no rows
+    raise (not any job's doing), or when the set would exceed ``MAX_CULPRITS``.
+    """
+    if not rows or raises([]) or not raises(rows):
+        return []
+    found: list[RowMapping] = []
+    pool = list(rows)
+
+    def with_found(part: Sequence[RowMapping]) -> list[RowMapping]:
+        return sorted([*found, *part], key=lambda r: int(r["id"]))
+
+    while not raises(with_found([])):
+        if len(found) == MAX_CULPRITS or not pool:
+            return []
+        lo, hi = 0, len(pool)  # invariant: found + pool[:lo] does not raise, + pool[:hi] does
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if raises(with_found(pool[:mid])):
+                hi = mid
+            else:
+                lo = mid
+        found.append(pool[hi - 1])
+        pool = pool[: hi - 1]
+    return sorted(found, key=lambda r: int(r["id"]))
