@@ -22,7 +22,7 @@ from aifactory.scheduler.core import CycleResult
 from aifactory.service import loop as loop_module
 from aifactory.service import store
 from aifactory.service.db import Database
-from aifactory.service.executors.base import Launch
+from aifactory.service.executors.base import ExecutorError, Launch
 from aifactory.service.loop import InjectedCrashError, SchedulerLoop
 from aifactory.service.schemas import JobSubmit, PriorityClass
 from aifactory.service.settings import ServiceSettings
@@ -310,3 +310,44 @@ def test_a_crash_at_any_step_of_a_launch_runs_each_attempt_exactly_once(
         assert sum(starts) == 1, (j, starts)  # ran exactly once in all
     assert executor.violations == []
     assert allocated(db) == {}
+
+
+def test_a_backend_that_cannot_say_whether_an_attempt_started_is_asked_again(
+    db: Database, tmp_path: Path
+) -> None:
+    """After a crash between commit and launch, the new leader's backend is unreachable:
+    the job keeps its GPUs, unlaunched, and is asked about on every poll; once the backend
+    answers that attempt 1 never started, the job is requeued and runs once, as attempt 2."""
+
+    class Down(FakeExecutor):
+        reachable = False
+
+        def find(self, name: str) -> str | None:
+            if not self.reachable:
+                raise ExecutorError("slurmctld is down")
+            return super().find(name)
+
+    executor = Down()
+
+    def crash(at: str, job_id: str) -> None:
+        if at == "launching":
+            raise InjectedCrashError(job_id)
+
+    job = submit(db, gpus=8)
+    with pytest.raises(InjectedCrashError):
+        SchedulerLoop(db, TOPO, executor, settings(tmp_path, db), fault=crash).load()
+    second = SchedulerLoop(db, TOPO, executor, settings(tmp_path, db))
+    second.load()
+    for _ in range(2):
+        second._last_poll = 0.0
+        second.cycle()
+        assert row(db, job)["state"] == "running"
+        assert row(db, job)["handle"] is None
+        assert executor.starts == 0
+    executor.reachable = True
+    second._last_poll = 0.0
+    second.cycle()  # the answer: never started; requeued, and started again
+    assert row(db, job)["state"] == "running"
+    assert row(db, job)["attempts"] == 2
+    assert executor.started(job, 1) == 0
+    assert executor.started(job, 2) == 1
