@@ -11,6 +11,12 @@ Access rules, enforced here and nowhere else:
 A submit is committed before its 201 is sent. With an ``Idempotency-Key`` a retry returns
 the job the first call made (200), and a key reused for a different body is a 409.
 
+Tenant input is bounded before it reaches the database or the scheduler (issue #14): the
+bodies' bounds live in :mod:`.schemas`, the parameters' here (ids and cursors within
+int64, query strings without NUL); limits per tenant and per client address are in
+:mod:`.limits` (429 with ``Retry-After``); which status each error gets, and the error
+bodies every operation documents in the OpenAPI, are in :mod:`.errors`.
+
 The submit path is the hot one, so it stays on the event loop: the caller's token is
 resolved from the authenticator's cache (a thread only on a miss), the request is
 validated, then handed to the group-commit writer (:mod:`.batcher`) and awaited; the
@@ -28,10 +34,9 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, Response
+from fastapi import Depends, FastAPI, Header, HTTPException, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse
+from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
@@ -43,12 +48,25 @@ from aifactory.service.auth import Authenticator, Principal, Role, create_token,
 from aifactory.service.auth import revoke_token as revoke_token_row
 from aifactory.service.batcher import SubmitBatcher, SubmitRequest
 from aifactory.service.db import Database
+from aifactory.service.errors import AUTHENTICATED, FieldError, install_handlers, responses
 from aifactory.service.executors import Executor, make_executor
-from aifactory.service.limits import BodySizeLimit
+from aifactory.service.limits import (
+    AuthFailures,
+    BodySizeLimit,
+    PendingCounts,
+    SubmitRate,
+    TenantLimit,
+    retry_after,
+)
 from aifactory.service.loop import CycleStats, SchedulerLoop, fork_state
 from aifactory.service.metrics import render_metrics
 from aifactory.service.schemas import (
+    INT64_MAX,
+    KEY_PATTERN,
+    NO_NUL,
+    FleetView,
     Forecast,
+    Health,
     JobDetail,
     JobPage,
     JobSubmit,
@@ -56,6 +74,7 @@ from aifactory.service.schemas import (
     QuotaRow,
     TokenCreate,
     TokenCreated,
+    TokenInfo,
 )
 from aifactory.service.settings import ServiceSettings
 from aifactory.workload.job import JobState
@@ -63,15 +82,14 @@ from aifactory.workload.job import JobState
 log = logging.getLogger(__name__)
 
 FORK_CACHE_S = 1.0  # forecasts and quotas are recomputed at most this often
+PENDING_RETRY_AFTER_S = 5.0  # a tenant at its pending limit waits for jobs to start
 
+__all__ = ["FieldError", "Service", "create_app"]
 
-class FieldError(ValueError):
-    """Bad input that pydantic cannot see (e.g. an unknown GPU class): a 422 on ``field``."""
-
-    def __init__(self, field: str, reason: str) -> None:
-        super().__init__(f"{field}: {reason}")
-        self.field = field
-        self.reason = reason
+# Parameters, bounded once here: an id or cursor past int64 cannot even be compared with a
+# BIGINT column (SQLite raised OverflowError, PostgreSQL an error that read as an outage).
+JobId = Annotated[int, Path(ge=1, le=INT64_MAX, description="Job id.")]
+TokenId = Annotated[int, Path(ge=1, le=INT64_MAX, description="Token id.")]
 
 
 class Service:
@@ -101,6 +119,23 @@ class Service:
                 self.db, self.topo, self.executor, settings, clock=clock, stats=self.stats
             )
         self.batcher = SubmitBatcher(self.db, on_commit=self._submitted)
+        self.submit_rate = SubmitRate(clock)
+        self.pending = PendingCounts(self._pending_counts, clock)
+        self.auth_failures = AuthFailures(
+            settings.auth_failures_per_window, settings.auth_failure_window_s, clock
+        )
+        self.default_limit = TenantLimit(
+            settings.max_pending_per_tenant, settings.submit_rate_per_s, settings.submit_burst
+        )
+        self.limits: dict[str, TenantLimit] = {}
+        for tenant, _, _ in self.fleet.iter_tenants():
+            if tenant.limits is not None:
+                own, base = tenant.limits, self.default_limit
+                self.limits[tenant.name] = TenantLimit(
+                    base.max_pending if own.max_pending_jobs is None else own.max_pending_jobs,
+                    base.rate_per_s if own.submit_rate_per_s is None else own.submit_rate_per_s,
+                    base.burst if own.submit_burst is None else own.submit_burst,
+                )
         self._fork_lock = threading.Lock()
         self._quotas: tuple[float, list[dict[str, Any]]] | None = None
         self._forecast: tuple[float, dict[str, tuple[float, float]]] | None = None
@@ -124,6 +159,35 @@ class Service:
         """A batch of new jobs is committed: the scheduler should look soon."""
         if self.loop is not None:
             self.loop.wake()
+
+    def _pending_counts(self) -> dict[str, int]:
+        return {t: n for t, (n, _) in store.pending_by_tenant(self.db).items()}
+
+    def tenant_limit(self, tenant: str) -> TenantLimit:
+        """The limits of ``tenant``: its own from the fleet spec, else the settings'."""
+        return self.limits.get(tenant, self.default_limit)
+
+    async def admit(self, tenant: str) -> None:
+        """Refuse (429) a submit past ``tenant``'s rate or pending-jobs limit."""
+        limit = self.tenant_limit(tenant)
+        wait = self.submit_rate.take(tenant, limit)
+        if wait > 0:
+            raise HTTPException(
+                429,
+                f"tenant '{tenant}': more than {limit.rate_per_s:g} submits/s; retry later",
+                headers={"Retry-After": retry_after(wait)},
+            )
+        if limit.max_pending <= 0:
+            return
+        if self.pending.claim_refresh():
+            await run_in_threadpool(self.pending.refresh)
+        if self.pending.pending(tenant) >= limit.max_pending:
+            raise HTTPException(
+                429,
+                f"tenant '{tenant}': {limit.max_pending} jobs pending already (the limit); "
+                "retry when some have started",
+                headers={"Retry-After": retry_after(PENDING_RETRY_AFTER_S)},
+            )
 
     def quota_table(self) -> list[dict[str, Any]]:
         """The quota table of a scheduler forked off the database (cached briefly)."""
@@ -155,19 +219,33 @@ async def _principal(
     request: Request,
     creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
-    """The caller, from the bearer token (401 if missing, unknown or revoked).
+    """The caller, from the bearer token (401 if missing, unknown, revoked or expired).
 
     Async so a cached token costs no thread hop; only a cache miss reads the database,
-    in the threadpool.
+    in the threadpool. An address past its bad-token limit is refused (429) before any
+    token it sends is looked up, unless that token is already known good here.
     """
     if creds is None or creds.scheme.lower() != "bearer":
         raise HTTPException(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
     service: Service = request.app.state.service
     hit, who = service.auth.cached(creds.credentials)
+    if who is not None:
+        return who
+    address = request.client.host if request.client is not None else "unknown"
+    wait = service.auth_failures.blocked(address)
+    if wait > 0:
+        raise HTTPException(
+            429,
+            "too many bad tokens from this address; retry later",
+            headers={"Retry-After": retry_after(wait)},
+        )
     if not hit:
         who = await run_in_threadpool(service.auth.resolve, creds.credentials)
     if who is None:
-        raise HTTPException(401, "invalid or revoked token", headers={"WWW-Authenticate": "Bearer"})
+        service.auth_failures.failed(address)
+        raise HTTPException(
+            401, "invalid, revoked or expired token", headers={"WWW-Authenticate": "Bearer"}
+        )
     return who
 
 
@@ -193,25 +271,7 @@ def create_app(service: Service) -> FastAPI:
     )
     app.state.service = service
     app.add_middleware(BodySizeLimit, max_bytes=service.settings.max_body_bytes)
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(_req: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = [
-            {"field": ".".join(str(p) for p in e["loc"] if p != "body"), "reason": e["msg"]}
-            for e in exc.errors()
-        ]
-        return JSONResponse({"detail": problems}, status_code=422)
-
-    @app.exception_handler(FieldError)
-    async def _field(_req: Request, exc: FieldError) -> JSONResponse:
-        return JSONResponse(
-            {"detail": [{"field": exc.field, "reason": exc.reason}]}, status_code=422
-        )
-
-    @app.exception_handler(SQLAlchemyError)
-    async def _db_down(_req: Request, exc: SQLAlchemyError) -> JSONResponse:
-        log.error("database error: %s", exc)
-        return JSONResponse({"detail": "database unavailable, retry"}, status_code=503)
+    install_handlers(app)
 
     def visible_job(who: Principal, job_id: int) -> Any:
         with service.db.read() as conn:
@@ -251,8 +311,8 @@ def create_app(service: Service) -> FastAPI:
     def dashboard_css() -> Response:
         return Response(pages["app.css"], media_type="text/css", headers=csp)
 
-    @app.get("/healthz", tags=["service"])
-    def healthz() -> dict[str, str]:
+    @app.get("/healthz", response_model=Health, responses=responses(503), tags=["service"])
+    def healthz() -> Health:
         """Liveness and readiness: the database answers; whether this replica schedules."""
         try:
             with service.db.read() as conn:
@@ -261,13 +321,20 @@ def create_app(service: Service) -> FastAPI:
             raise HTTPException(503, "database unavailable") from exc
         loop = service.loop
         role = "off" if loop is None else ("leader" if loop.leading else "follower")
-        return {"status": "ok", "scheduler": role, "fleet": service.fleet.name}
+        return Health(status="ok", scheduler=role, fleet=service.fleet.name)
 
     @app.post(
         "/v1/jobs",
         status_code=201,
         response_model=JobView,
-        responses={200: {"model": JobView, "description": "A retry: the job its key made."}},
+        responses=responses(
+            *AUTHENTICATED,
+            403,
+            409,
+            413,
+            422,
+            also={200: {"model": JobView, "description": "A retry: the job its key made."}},
+        ),
         tags=["jobs"],
     )
     async def submit_job(
@@ -280,11 +347,16 @@ def create_app(service: Service) -> FastAPI:
                 alias="Idempotency-Key",
                 max_length=128,
                 min_length=1,
-                description="Client-chosen key; a retry with it never makes a second job.",
+                pattern=KEY_PATTERN,
+                description="Client-chosen key (visible ASCII); a retry with it never makes a "
+                "second job.",
             ),
         ] = None,
     ) -> Response:
-        """Submit a job; it is committed before the 201 is sent."""
+        """Submit a job; it is committed before the 201 is sent.
+
+        Refused with 429 past the tenant's submit rate or pending-jobs limit.
+        """
         tenant = body.tenant or who.tenant
         if tenant is None:
             raise FieldError("tenant", "required: this admin token has no tenant")
@@ -303,11 +375,19 @@ def create_app(service: Service) -> FastAPI:
         if body.gpus > limit:
             where = f"class {body.gpu_class}" if body.gpu_class else "any one class"
             raise FieldError("gpus", f"{body.gpus} is more than the {limit} GPUs of {where}")
+        longest = service.settings.max_time_limit_s
+        if body.time_limit_s > longest:
+            raise FieldError(
+                "time_limit_s", f"{body.time_limit_s:g} s is more than the maximum, {longest:g} s"
+            )
+        await service.admit(tenant)
         item = SubmitRequest(body, tenant, who.token_id, service.clock(), idempotency_key)
         try:
             done = await service.batcher.submit_async(item)
         except store.IdempotencyConflictError as exc:
             raise HTTPException(409, str(exc)) from None
+        if done.created:
+            service.pending.add(tenant)
         return Response(
             store.to_view(done.job).model_dump_json(),
             status_code=201 if done.created else 200,
@@ -315,16 +395,21 @@ def create_app(service: Service) -> FastAPI:
             headers={"Location": f"/v1/jobs/{done.job['id']}"},
         )
 
-    @app.get("/v1/jobs", response_model=JobPage, tags=["jobs"])
+    @app.get(
+        "/v1/jobs",
+        response_model=JobPage,
+        responses=responses(*AUTHENTICATED, 403, 422),
+        tags=["jobs"],
+    )
     def list_jobs(
         *,
         who: Caller,
         state: Annotated[list[JobState] | None, Query(description="Only these states.")] = None,
-        tenant: Annotated[str | None, Query(max_length=64)] = None,
-        name: Annotated[str | None, Query(max_length=128)] = None,
+        tenant: Annotated[str | None, Query(max_length=64, pattern=NO_NUL)] = None,
+        name: Annotated[str | None, Query(max_length=128, pattern=NO_NUL)] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
         cursor: Annotated[
-            int | None, Query(ge=1, description="next_cursor of the last page")
+            int | None, Query(ge=1, le=INT64_MAX, description="next_cursor of the last page")
         ] = None,
     ) -> JobPage:
         """Jobs visible to the caller, newest first, one page at a time."""
@@ -340,16 +425,21 @@ def create_app(service: Service) -> FastAPI:
         rows, nxt = store.list_jobs(
             service.db,
             tenants=tenants,
-            states=[s.value for s in state or []],
+            states=sorted({s.value for s in state or []}),
             name=name,
             limit=limit,
             cursor=cursor,
         )
         return JobPage(items=[store.to_view(r) for r in rows], next_cursor=nxt)
 
-    @app.get("/v1/jobs/{job_id}", response_model=JobDetail, tags=["jobs"])
+    @app.get(
+        "/v1/jobs/{job_id}",
+        response_model=JobDetail,
+        responses=responses(*AUTHENTICATED, 404, 422),
+        tags=["jobs"],
+    )
     def show_job(
-        job_id: int, who: Caller, log_lines: Annotated[int, Query(ge=0, le=1000)] = 50
+        job_id: JobId, who: Caller, log_lines: Annotated[int, Query(ge=0, le=1000)] = 50
     ) -> JobDetail:
         """State, history, placement and the tail of the log."""
         row = visible_job(who, job_id)
@@ -361,8 +451,14 @@ def create_app(service: Service) -> FastAPI:
             **view.model_dump(), history=events, log_tail=store.log_tail(row["log_path"], log_lines)
         )
 
-    @app.delete("/v1/jobs/{job_id}", status_code=202, response_model=JobView, tags=["jobs"])
-    def cancel_job(job_id: int, who: Caller) -> JobView:
+    @app.delete(
+        "/v1/jobs/{job_id}",
+        status_code=202,
+        response_model=JobView,
+        responses=responses(*AUTHENTICATED, 404, 409, 422),
+        tags=["jobs"],
+    )
+    def cancel_job(job_id: JobId, who: Caller) -> JobView:
         """Cancel: a pending job at once; a running one within a scheduling cycle."""
         visible_job(who, job_id)
         try:
@@ -378,8 +474,13 @@ def create_app(service: Service) -> FastAPI:
             assert row is not None
             return store.to_view(row, cancel_requested=store.cancel_pending(conn, job_id))
 
-    @app.get("/v1/jobs/{job_id}/forecast", response_model=Forecast, tags=["jobs"])
-    def job_forecast(job_id: int, who: Caller) -> Forecast:
+    @app.get(
+        "/v1/jobs/{job_id}/forecast",
+        response_model=Forecast,
+        responses=responses(*AUTHENTICATED, 404, 422),
+        tags=["jobs"],
+    )
+    def job_forecast(job_id: JobId, who: Caller) -> Forecast:
         """Estimated start and end, simulating a fork of the live state on the estimates."""
         row = visible_job(who, job_id)
         state = row["state"]
@@ -412,7 +513,12 @@ def create_app(service: Service) -> FastAPI:
             note="estimates assume every job runs to its time limit",
         )
 
-    @app.get("/v1/quotas", response_model=list[QuotaRow], tags=["tenants"])
+    @app.get(
+        "/v1/quotas",
+        response_model=list[QuotaRow],
+        responses=responses(*AUTHENTICATED),
+        tags=["tenants"],
+    )
     def quotas(who: Caller) -> list[QuotaRow]:
         """Nominal, borrowing and lending limits, and use, per tenant and GPU class."""
         rows = [QuotaRow.model_validate(r) for r in service.quota_table()]
@@ -420,7 +526,12 @@ def create_app(service: Service) -> FastAPI:
             return rows
         return [r for r in rows if r.tenant == who.tenant]
 
-    @app.get("/v1/fleet", tags=["fleet"])
+    @app.get(
+        "/v1/fleet",
+        response_model=FleetView,
+        responses=responses(*AUTHENTICATED),
+        tags=["fleet"],
+    )
     def fleet(who: Caller) -> dict[str, Any]:
         """The fleet: GPU classes with capacity and use, sites, tenants."""
         del who
@@ -443,7 +554,16 @@ def create_app(service: Service) -> FastAPI:
             "tenants": sorted(service.tenants),
         }
 
-    @app.get("/metrics", response_class=PlainTextResponse, tags=["service"])
+    @app.get(
+        "/metrics",
+        response_class=PlainTextResponse,
+        responses=responses(
+            *AUTHENTICATED,
+            403,
+            also={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+        ),
+        tags=["service"],
+    )
     def metrics(who: Caller) -> PlainTextResponse:
         """Prometheus text: pending jobs and GPUs per tenant, busy GPUs, cycle latency."""
         if who.role is not Role.ADMIN:
@@ -458,13 +578,19 @@ def create_app(service: Service) -> FastAPI:
         )
         return PlainTextResponse(body, media_type="text/plain; version=0.0.4")
 
-    @app.post("/v1/tokens", status_code=201, response_model=TokenCreated, tags=["tenants"])
+    @app.post(
+        "/v1/tokens",
+        status_code=201,
+        response_model=TokenCreated,
+        responses=responses(*AUTHENTICATED, 403, 413, 422),
+        tags=["tenants"],
+    )
     def new_token(body: TokenCreate, who: Caller) -> TokenCreated:
-        """Create a token (tenant-admins: for their tenant, not admin); shown once."""
-        try:
-            role = Role(body.role)
-        except ValueError:
-            raise FieldError("role", f"unknown role '{body.role}'") from None
+        """Create a token (tenant-admins: for their tenant, not admin); shown once.
+
+        With ``expires_in_s`` it is refused (401) from then on.
+        """
+        role = body.role
         tenant = body.tenant if body.tenant is not None else who.tenant
         if who.role is Role.MEMBER:
             raise HTTPException(403, "tokens: members may not create tokens")
@@ -474,26 +600,43 @@ def create_app(service: Service) -> FastAPI:
             raise FieldError("tenant", f"unknown tenant '{tenant}'")
         if tenant is None and role is not Role.ADMIN:
             raise FieldError("tenant", f"required for role '{role.value}'")
+        now = service.clock()
+        expires_at = None if body.expires_in_s is None else now + body.expires_in_s
         token_id, token = create_token(
-            service.db, tenant=tenant, role=role, now=service.clock(), note=body.note
+            service.db, tenant=tenant, role=role, now=now, note=body.note, expires_at=expires_at
         )
-        return TokenCreated(id=token_id, tenant=tenant, role=role.value, token=token)
+        return TokenCreated(
+            id=token_id, tenant=tenant, role=role.value, token=token, expires_at=expires_at
+        )
 
-    @app.get("/v1/tokens", tags=["tenants"])
+    @app.get(
+        "/v1/tokens",
+        response_model=list[TokenInfo],
+        responses=responses(*AUTHENTICATED, 403),
+        tags=["tenants"],
+    )
     def tokens(who: Caller) -> list[dict[str, object]]:
-        """Tokens of the caller's tenant (admins: all); never the secrets."""
+        """Tokens of the caller's tenant (admins: all) with their expiry; never the secrets."""
         if who.role is Role.MEMBER:
             raise HTTPException(403, "tokens: members may not list tokens")
         return list_tokens(service.db, None if who.role is Role.ADMIN else who.tenant)
 
-    @app.delete("/v1/tokens/{token_id}", status_code=204, tags=["tenants"])
-    def revoke(token_id: int, who: Caller) -> Response:
-        """Revoke a token of the caller's tenant (admins: any)."""
+    @app.delete(
+        "/v1/tokens/{token_id}",
+        status_code=204,
+        response_class=Response,
+        responses=responses(*AUTHENTICATED, 403, 404, 422),
+        tags=["tenants"],
+    )
+    def revoke(token_id: TokenId, who: Caller) -> Response:
+        """Revoke a token of the caller's tenant (admins: any); every replica refuses it
+        within a second."""
         if who.role is Role.MEMBER:
             raise HTTPException(403, "tokens: members may not revoke tokens")
         scope = None if who.role is Role.ADMIN else who.tenant
         if not revoke_token_row(service.db, token_id, now=service.clock(), tenant=scope):
             raise HTTPException(404, f"token {token_id}: not found")
+        service.auth.invalidate()  # this replica at once; the others within CACHE_TTL_S
         return Response(status_code=204)
 
     return app

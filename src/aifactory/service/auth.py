@@ -9,6 +9,11 @@ Roles (what each may do is decided in :mod:`aifactory.service.api`):
 - ``member``: submits to, sees and cancels jobs of its own tenant;
 - ``tenant-admin``: the same, and manages its tenant's tokens;
 - ``admin``: everything, on every tenant.
+
+A token may carry an expiry (``expires_at``), after which it is refused like a revoked one.
+Revocation reaches every replica through the database: each revocation increments a
+counter row in the same transaction, and each replica reads that counter at most every
+``CACHE_TTL_S`` before trusting its cache (see :class:`Authenticator`).
 """
 
 from __future__ import annotations
@@ -20,16 +25,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import Connection, insert, select, update
 
 from aifactory.service.db import Database
-from aifactory.service.tables import tokens
+from aifactory.service.tables import auth_state, tokens
 
 TOKEN_PREFIX = "aif_"  # noqa: S105 (a public prefix that makes leaked tokens greppable)
-# How long a replica may keep answering from its token cache: a revoked token can still
-# be accepted for up to this long after the revocation commits (then it is refused), and
-# a new token's first use costs one database read per replica per this period.
-CACHE_TTL_S = 5.0
+# How long a replica answers from its token cache without reading the revocation counter:
+# a revoked token is refused by every replica at most this long after the revocation
+# commits, and the cache's cost is one small read per replica per period (a thread hop on
+# the request that does it), whatever the number of tokens in use.
+CACHE_TTL_S = 0.5
+MAX_CACHED = 10_000  # tokens remembered per replica (refusals included); then it restarts
+REVOCATIONS = "tokens"  # the auth_state row counting revocations
 
 
 class Role(StrEnum):
@@ -64,11 +72,23 @@ def new_token() -> str:
 
 
 def create_token(
-    db: Database, *, tenant: str | None, role: Role, now: float, note: str = ""
+    db: Database,
+    *,
+    tenant: str | None,
+    role: Role,
+    now: float,
+    note: str = "",
+    expires_at: float | None = None,
 ) -> tuple[int, str]:
-    """Store a new token's hash; return its id and the token (the only time it exists)."""
+    """Store a new token's hash; return its id and the token (the only time it exists).
+
+    ``expires_at`` (epoch seconds) is when it stops being accepted; None: never.
+    """
     if role is not Role.ADMIN and not tenant:
         msg = f"tenant: required for role '{role.value}'"
+        raise ValueError(msg)
+    if expires_at is not None and expires_at <= now:
+        msg = "expires_at: must be in the future"
         raise ValueError(msg)
     token = new_token()
     with db.write() as conn:
@@ -80,6 +100,7 @@ def create_token(
                 role=role.value,
                 note=note,
                 created_at=now,
+                expires_at=expires_at,
             )
             .returning(tokens.c.id)
         ).one()
@@ -87,12 +108,33 @@ def create_token(
 
 
 def revoke_token(db: Database, token_id: int, *, now: float, tenant: str | None = None) -> bool:
-    """Revoke a token (only within ``tenant`` when given); False if there is no such token."""
+    """Revoke a token (only within ``tenant`` when given); False if there is no such token.
+
+    The revocation counter moves in the same transaction, so no replica can see the
+    counter's new value and still read the token as valid.
+    """
     stmt = update(tokens).where(tokens.c.id == token_id, tokens.c.revoked_at.is_(None))
     if tenant is not None:
         stmt = stmt.where(tokens.c.tenant == tenant)
     with db.write() as conn:
-        return conn.execute(stmt.values(revoked_at=now)).rowcount == 1
+        if conn.execute(stmt.values(revoked_at=now)).rowcount != 1:
+            return False
+        bumped = conn.execute(
+            update(auth_state)
+            .where(auth_state.c.name == REVOCATIONS)
+            .values(version=auth_state.c.version + 1)
+        ).rowcount
+        if bumped == 0:  # the row was deleted by hand: put it back, past any value seen
+            conn.execute(insert(auth_state).values(name=REVOCATIONS, version=1))
+        return True
+
+
+def revocation_version(conn: Connection) -> int:
+    """The revocation counter (0 where the row is missing)."""
+    got = conn.execute(
+        select(auth_state.c.version).where(auth_state.c.name == REVOCATIONS)
+    ).scalar_one_or_none()
+    return int(got or 0)
 
 
 def list_tokens(db: Database, tenant: str | None = None) -> list[dict[str, object]]:
@@ -104,6 +146,7 @@ def list_tokens(db: Database, tenant: str | None = None) -> list[dict[str, objec
         tokens.c.note,
         tokens.c.created_at,
         tokens.c.revoked_at,
+        tokens.c.expires_at,
     ).order_by(tokens.c.id)
     if tenant is not None:
         stmt = stmt.where(tokens.c.tenant == tenant)
@@ -111,13 +154,35 @@ def list_tokens(db: Database, tenant: str | None = None) -> list[dict[str, objec
         return [dict(r._mapping) for r in conn.execute(stmt)]
 
 
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    """What the cache knows of one token: who it is (None: refused) and until when."""
+
+    principal: Principal | None
+    expires_at: float | None
+
+    def answer(self, now: float) -> Principal | None:
+        if self.expires_at is not None and now >= self.expires_at:
+            return None
+        return self.principal
+
+
 class Authenticator:
-    """Resolves bearer tokens, with a short cache so each request is not a database read."""
+    """Resolves bearer tokens, with a cache so that a request is not a database read.
+
+    Invariant: an entry is trusted only while the revocation counter was read less than
+    ``CACHE_TTL_S`` ago, and every entry was read at (or after) the counter value the
+    cache holds; a new counter value empties the cache. So a revocation, which moves the
+    counter in its own transaction, is seen by every replica within ``CACHE_TTL_S``.
+    Expiry needs no counter: each entry keeps its ``expires_at`` and is checked at each use.
+    """
 
     def __init__(self, db: Database, clock: Callable[[], float]) -> None:
         self._db = db
         self._clock = clock
-        self._cache: dict[str, tuple[float, Principal | None]] = {}
+        self._cache: dict[str, _Entry] = {}
+        self._version = -1  # the counter value the entries were read under (-1: none yet)
+        self._checked_at = float("-inf")  # clock time just before that counter was read
         self._lock = threading.Lock()
 
     def cached(self, token: str) -> tuple[bool, Principal | None]:
@@ -125,28 +190,51 @@ class Authenticator:
 
         Never touches the database, so the async submit path can call it on the event loop.
         """
+        now = self._clock()
+        if now - self._checked_at >= CACHE_TTL_S:
+            return False, None
         hit = self._cache.get(hash_token(token))  # one dict read: atomic under the GIL
-        if hit is not None and self._clock() - hit[0] < CACHE_TTL_S:
-            return True, hit[1]
-        return False, None
+        if hit is None:
+            return False, None
+        return True, hit.answer(now)
+
+    def invalidate(self) -> None:
+        """Trust nothing cached until the counter is read again (after a local revoke)."""
+        with self._lock:
+            self._checked_at = float("-inf")
 
     def resolve(self, token: str) -> Principal | None:
-        """The principal of a valid, unrevoked token; None otherwise."""
+        """The principal of a valid, unrevoked, unexpired token; None otherwise."""
         digest = hash_token(token)
         now = self._clock()
         with self._lock:
             hit = self._cache.get(digest)
-        if hit is not None and now - hit[0] < CACHE_TTL_S:
-            return hit[1]
+            if hit is not None and now - self._checked_at < CACHE_TTL_S:
+                return hit.answer(now)
         with self._db.read() as conn:
+            # The counter first: on PostgreSQL each statement sees what was committed
+            # before it began, so a token read after the counter is at least as new.
+            version = revocation_version(conn)
             row = conn.execute(
-                select(tokens.c.id, tokens.c.tenant, tokens.c.role).where(
-                    tokens.c.token_hash == digest, tokens.c.revoked_at.is_(None)
-                )
+                select(
+                    tokens.c.id,
+                    tokens.c.tenant,
+                    tokens.c.role,
+                    tokens.c.revoked_at,
+                    tokens.c.expires_at,
+                ).where(tokens.c.token_hash == digest)
             ).one_or_none()
-        principal = None if row is None else Principal(int(row.id), row.tenant, Role(str(row.role)))
+        if row is None or row.revoked_at is not None:
+            entry = _Entry(None, None)
+        else:
+            entry = _Entry(Principal(int(row.id), row.tenant, Role(str(row.role))), row.expires_at)
         with self._lock:
-            if len(self._cache) > 10_000:
+            if version > self._version:  # revocations since: nothing cached can be trusted
                 self._cache.clear()
-            self._cache[digest] = (now, principal)
-        return principal
+                self._version = version
+            if version == self._version:  # (an older read, racing a newer one, is not kept)
+                self._checked_at = max(self._checked_at, now)
+                if len(self._cache) >= MAX_CACHED:
+                    self._cache.clear()
+                self._cache[digest] = entry
+        return entry.answer(now)

@@ -15,8 +15,10 @@ Failure isolation: if a batch fails as a whole because of one of its rows (a con
 the database enforces, bad data), each of its requests is retried on its own through
 :func:`aifactory.service.store.submit`, so one bad request fails alone and the others
 are committed exactly once (a failed transaction commits nothing, so none is doubled).
-If the database itself is failing (SQLAlchemy's ``OperationalError``: down, unreachable,
-locked), every request of the batch gets that error at once (the API answers 503).
+If the database itself is failing (:data:`aifactory.service.errors.OUTAGE_ERRORS`: down,
+unreachable, locked, a dropped connection), every request of the batch gets that error at
+once (the API answers 503). A value the database refuses (``DataError``, which the API's
+bounds should have caught first) fails its own request alone, as a 422.
 
 Idempotency within a batch: a key repeated inside one batch is inserted once and the
 repeats answer as retries of it (200, or 409 for a different body), as they would have
@@ -42,10 +44,10 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, func, insert, select
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import InterfaceError, OperationalError
 
 from aifactory.service import bulk_pg, store
 from aifactory.service.db import Database
+from aifactory.service.errors import OUTAGE_ERRORS
 from aifactory.service.schemas import JobSubmit
 from aifactory.service.tables import job_events, jobs
 from aifactory.workload.job import JobState
@@ -295,7 +297,7 @@ class SubmitBatcher:
         # no 201, and a retry with its key finds it.
         try:
             outcomes = submit_batch(self.db, batch)
-        except (OperationalError, InterfaceError) as exc:
+        except OUTAGE_ERRORS as exc:
             # The database itself failed (down, unreachable, locked out): no one request is
             # to blame, and retrying each alone would only meet the outage once per request
             # (a connect timeout each). All of them get the error (a 503: retry later).

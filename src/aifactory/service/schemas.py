@@ -1,12 +1,49 @@
-"""The REST API's request and response bodies (the OpenAPI schema is generated from these)."""
+"""The REST API's request and response bodies (the OpenAPI schema is generated from these).
+
+Tenant input is hostile (issue #14): every field a caller sends is bounded here, at the
+edge, so that nothing the database or the scheduler cannot hold ever reaches them. The
+rules, one per kind of value, each a named type below that every model uses:
+
+- integers are strict (no ``true``, ``"8"`` or ``8.0``) and ids lie in 1..2^63-1, the
+  range of the ``BIGINT`` they are compared with (past it SQLite raised OverflowError and
+  PostgreSQL an error that read as an outage);
+- floats are strict (a number, not a string or a bool), finite and within a stated range;
+- strings are strict, bounded in length and never hold NUL (PostgreSQL's text cannot, and
+  an executor's ``exec`` would fail on it).
+
+``tests/test_api_bounds.py`` walks the generated OpenAPI schema and fails on any input
+without such bounds, so a new field cannot forget them.
+"""
 
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-MAX_TIME_LIMIT_S = 30 * 86_400.0
+from aifactory.service.auth import Role
+
+INT64_MAX = 2**63 - 1  # the largest id or cursor: the ids are BIGINT (int64) columns
+MIN_TIME_LIMIT_S = 1.0
+MAX_TIME_LIMIT_S = 30 * 86_400.0  # the ceiling; ServiceSettings.max_time_limit_s may lower it
+MIN_CHECKPOINT_INTERVAL_S = 60.0  # more often is no checkpoint plan, only a load on storage
+MAX_TOKEN_LIFETIME_S = 10 * 365 * 86_400.0
+NO_NUL = r"^[^\x00]*$"  # the pattern of every free-text string; schemathesis reads it too
+# Idempotency keys are visible ASCII (a UUID, a hash, a client's own id): no spaces, no
+# control characters, nothing a proxy could rewrite.
+KEY_PATTERN = r"^[!-~]+$"
+
+
+def bounded_text(max_length: int, *, min_length: int = 0) -> object:
+    """A strict, length-bounded string without NUL (for ``Annotated[str, bounded_text(n)]``)."""
+    return StringConstraints(
+        strict=True, min_length=min_length, max_length=max_length, pattern=NO_NUL
+    )
+
+
+Name = Annotated[str, bounded_text(128, min_length=1)]
+ShortName = Annotated[str, bounded_text(64, min_length=1)]
 
 
 class PriorityClass(StrEnum):
@@ -27,32 +64,40 @@ PRIORITY_VALUE: dict[PriorityClass, int] = {
 class JobSubmit(BaseModel):
     """A job as a tenant asks for it."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    name: str = Field(default="job", min_length=1, max_length=128, description="Display name.")
-    gpus: int = Field(gt=0, le=1_000_000, description="GPUs, all granted at once (a gang).")
-    gpu_class: str | None = Field(
-        default=None, max_length=64, description="GPU class (flavor); null: any class."
+    name: Name = Field(default="job", description="Display name.")
+    gpus: int = Field(
+        strict=True, ge=1, le=1_000_000, description="GPUs, all granted at once (a gang)."
     )
-    command: str = Field(
-        min_length=1, max_length=16_384, description="Shell command the executor runs."
+    gpu_class: ShortName | None = Field(
+        default=None, description="GPU class (flavor); null: any class."
+    )
+    command: Annotated[str, bounded_text(16_384, min_length=1)] = Field(
+        description="Shell command the executor runs."
     )
     time_limit_s: float = Field(
         default=3600.0,
-        gt=0,
+        strict=True,
+        ge=MIN_TIME_LIMIT_S,
         le=MAX_TIME_LIMIT_S,
-        description="Wall-clock limit, s; also the scheduler's runtime estimate.",
+        description="Wall-clock limit, s (at most the service's maximum, 30 d by default); "
+        "also the scheduler's runtime estimate.",
     )
     priority_class: PriorityClass = Field(default=PriorityClass.NORMAL)
-    preemptible: bool = Field(default=True, description="May be evicted for higher priority.")
+    preemptible: bool = Field(
+        default=True, strict=True, description="May be evicted for higher priority."
+    )
     checkpoint_interval_s: float | None = Field(
         default=None,
-        gt=0,
+        strict=True,
+        ge=MIN_CHECKPOINT_INTERVAL_S,
         le=MAX_TIME_LIMIT_S,
-        description="Seconds between checkpoints (work lost on preemption is at most this).",
+        description="Seconds between checkpoints, at least 60 (work lost on preemption is at "
+        "most this); null: the job does not checkpoint.",
     )
-    tenant: str | None = Field(
-        default=None, max_length=64, description="Tenant to submit as; default the token's."
+    tenant: ShortName | None = Field(
+        default=None, description="Tenant to submit as; default the token's."
     )
 
 
@@ -137,11 +182,18 @@ class QuotaRow(BaseModel):
 class TokenCreate(BaseModel):
     """A token asked for through the API (tenant-admins: their own tenant only)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    role: str = Field(default="member", description="member, tenant-admin or admin.")
-    tenant: str | None = Field(default=None, max_length=64)
-    note: str = Field(default="", max_length=200)
+    role: Role = Field(default=Role.MEMBER, description="member, tenant-admin or admin.")
+    tenant: ShortName | None = None
+    note: Annotated[str, bounded_text(200)] = ""
+    expires_in_s: float | None = Field(
+        default=None,
+        strict=True,
+        ge=60.0,
+        le=MAX_TOKEN_LIFETIME_S,
+        description="Seconds until the token expires (then it is refused); null: never.",
+    )
 
 
 class TokenCreated(BaseModel):
@@ -151,3 +203,64 @@ class TokenCreated(BaseModel):
     tenant: str | None
     role: str
     token: str
+    expires_at: float | None = Field(description="When it stops working (epoch s); null: never.")
+
+
+class TokenInfo(BaseModel):
+    """A token's metadata, never its secret."""
+
+    id: int
+    tenant: str | None
+    role: str
+    note: str
+    created_at: float
+    revoked_at: float | None
+    expires_at: float | None
+
+
+class FleetClass(BaseModel):
+    """One GPU class of the fleet: capacity and GPUs given to running jobs."""
+
+    gpu_class: str
+    model: str
+    gpus: int
+    busy: int
+
+
+class FleetView(BaseModel):
+    """The fleet as the API shows it."""
+
+    name: str
+    gpus: int
+    nodes: int
+    classes: list[FleetClass]
+    sites: list[str]
+    tenants: list[str]
+
+
+class Health(BaseModel):
+    """Liveness and readiness of one replica."""
+
+    status: str
+    scheduler: str = Field(description="leader, follower or off.")
+    fleet: str
+
+
+class ErrorBody(BaseModel):
+    """Every refusal but a validation error: what went wrong, in words."""
+
+    detail: str
+
+
+class FieldProblem(BaseModel):
+    """One invalid input: where (a body field by its name, e.g. ``gpus``; a parameter as
+    ``query.cursor``, ``path.job_id``, ``header.Idempotency-Key``) and why."""
+
+    field: str
+    reason: str
+
+
+class ValidationErrorBody(BaseModel):
+    """A 422: every invalid input of the request."""
+
+    detail: list[FieldProblem]

@@ -39,6 +39,17 @@ tokens = Table(
     Column("note", String(200), nullable=False, default=""),
     Column("created_at", Float, nullable=False),
     Column("revoked_at", Float, nullable=True),
+    Column("expires_at", Float, nullable=True),  # null: never expires (revision 0002)
+)
+
+# Counters every replica polls instead of trusting its caches for long: the row "tokens"
+# is incremented in the same transaction as each token revocation, so a replica that sees
+# a new value drops its whole token cache (see auth.Authenticator). One row per counter.
+auth_state = Table(
+    "auth_state",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("version", BigInteger, nullable=False),
 )
 
 jobs = Table(
