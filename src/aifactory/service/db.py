@@ -17,9 +17,11 @@ every commit; group commit in :mod:`.batcher` makes that one flush per batch).
 
 from __future__ import annotations
 
+import os
+import stat
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +62,11 @@ class Database:
             if path is None:
                 msg = "database URL: in-memory SQLite cannot be shared; give a file path"
                 raise DatabaseError(msg)
-            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                _private_sqlite(path)
+            except OSError as exc:
+                msg = f"database URL: cannot create {path}: {exc}"
+                raise DatabaseError(msg) from exc
             self._write = _sqlite_engine(url, immediate=True, pool_size=pool_size)
             self._read = _sqlite_engine(url, immediate=False, pool_size=pool_size)
         else:
@@ -134,6 +140,25 @@ class Database:
         self._write.dispose()
         if self._read is not self._write:
             self._read.dispose()
+
+
+def _private_sqlite(path: Path) -> None:
+    """Make the SQLite file (and a directory made for it) the service's alone: 0600, 0700.
+
+    Jobs must never read or write the database. SQLite gives its ``-wal``, ``-shm`` and
+    ``-journal`` files the database file's mode, so creating the file 0600 before SQLite
+    does covers them; files left more open by an earlier version are tightened. A
+    directory that already existed is left as it is (it may be shared, like ``/tmp``).
+    """
+    if not path.parent.exists():
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
+    for name in (path.name, f"{path.name}-wal", f"{path.name}-shm", f"{path.name}-journal"):
+        file = path.with_name(name)
+        with suppress(FileNotFoundError):
+            st = file.stat()
+            if st.st_uid == os.geteuid() and stat.S_IMODE(st.st_mode) & 0o077:
+                file.chmod(stat.S_IMODE(st.st_mode) & 0o700)
 
 
 def alembic_config() -> Config:

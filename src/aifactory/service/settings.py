@@ -49,6 +49,7 @@ class ServiceSettings:
     fleet: str = field(default_factory=default_fleet)
     executor: ExecutorKind = ExecutorKind.LOCAL
     data_dir: Path = DEFAULT_DATA_DIR  # job logs and local-executor state live here
+    run_as: str | None = None  # local jobs' user; None: aifactory-job as root, else our own
     policy: str = "fifo"
     backfill: str = "easy"
     tick_s: float = 1.0  # periodic scheduling cycle, and executor polling

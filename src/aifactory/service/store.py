@@ -228,18 +228,52 @@ def to_view(row: Mapping[Any, Any], *, cancel_requested: bool = False) -> JobVie
     )
 
 
-def log_tail(path: str | None, max_lines: int) -> str | None:
-    """The last ``max_lines`` lines of a job's log (None if there is no log yet)."""
+def log_tail(path: str | None, max_lines: int, *, root: Path | None = None) -> str | None:
+    """The last ``max_lines`` lines of a job's log (None if there is no log, or no safe one).
+
+    A log is read only as a regular file beneath ``root`` (the service's logs directory;
+    the log's own directory when not given), opened one component at a time with
+    ``O_NOFOLLOW``: a log replaced by a symlink (or a FIFO, or a path outside the root) is
+    never followed, so the API cannot be made to serve another file.
+    """
     if not path or max_lines <= 0:
         return None
-    p = Path(path)
+    import os  # noqa: PLC0415 (only this function opens files by hand)
+    import stat  # noqa: PLC0415
+
+    target = Path(os.path.abspath(path))  # noqa: PTH100 (lexical: a link must not resolve)
+    base = Path(os.path.abspath(root)) if root is not None else target.parent  # noqa: PTH100
     try:
-        with p.open("rb") as fh:
+        parts = target.relative_to(base).parts
+    except ValueError:
+        return None
+    if not parts or ".." in parts:
+        return None
+    nofollow = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        for part in parts[:-1]:
+            inner = os.open(part, nofollow | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+        inner = os.open(parts[-1], nofollow | os.O_NONBLOCK, dir_fd=fd)  # a FIFO never blocks
+        os.close(fd)
+        fd = inner
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        with os.fdopen(fd, "rb") as fh:
+            fd = -1  # the file object owns it now
             size = fh.seek(0, 2)
             fh.seek(max(0, size - LOG_TAIL_BYTES))
             data = fh.read()
     except OSError:
         return None
+    finally:
+        if fd >= 0:
+            os.close(fd)
     lines = data.decode("utf-8", errors="replace").splitlines()
     return "\n".join(lines[-max_lines:])
 

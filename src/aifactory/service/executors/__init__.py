@@ -3,18 +3,32 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aifactory.service.executors.base import Executor, ExecutorError, Launch, RunState, Status
+
+if TYPE_CHECKING:
+    from aifactory.service.settings import ServiceSettings
 
 __all__ = ["Executor", "ExecutorError", "Launch", "RunState", "Status", "make_executor"]
 
 
-def make_executor(kind: str, workdir: Path | None = None) -> Executor:
-    """The executor registered under ``kind`` (local, slurm or noop)."""
+def make_executor(kind: str, settings: ServiceSettings | None = None) -> Executor:
+    """The executor registered under ``kind`` (local, slurm or noop).
+
+    The local executor keeps its state under ``settings.data_dir``, runs jobs as
+    ``settings.run_as`` and keeps them out of the SQLite files of ``settings.database_url``.
+    """
     if kind == "local":
         from aifactory.service.executors.local import LocalExecutor  # noqa: PLC0415 (lazy)
 
-        return LocalExecutor(workdir)
+        if settings is None:
+            return LocalExecutor()
+        return LocalExecutor(
+            settings.data_dir,
+            run_as=settings.run_as,
+            protect=_sqlite_files(settings.database_url),
+        )
     if kind == "noop":
         from aifactory.service.executors.noop import NoopExecutor  # noqa: PLC0415
 
@@ -25,3 +39,15 @@ def make_executor(kind: str, workdir: Path | None = None) -> Executor:
         return slurm.SlurmExecutor()
     msg = f"executor: unknown kind '{kind}' (use local, slurm or noop)"
     raise ValueError(msg)
+
+
+def _sqlite_files(url: str) -> list[Path]:
+    """The files of a SQLite database URL (none for other backends or in-memory ones)."""
+    from sqlalchemy.engine import make_url  # noqa: PLC0415 (only a local executor needs it)
+
+    parsed = make_url(url)
+    db = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not db or db.startswith((":memory:", "file:")):
+        return []
+    path = Path(db)
+    return [path, *(path.with_name(f"{path.name}{s}") for s in ("-wal", "-shm", "-journal"))]

@@ -1,10 +1,36 @@
-"""The local executor: each job is a subprocess on this host.
+"""The local executor: each attempt is a sandboxed process tree on this host, under a supervisor.
 
-The command runs under a tiny ``sh`` wrapper that writes the exit status to a file next to
-the log when the command ends. That file, not ``waitpid``, is the source of truth, so a
-service restarted after ``kill -9`` can still learn how jobs it did not start ended: the
-jobs run in their own session and outlive the service. The handle records the PID *and*
-the process start time (from ``/proc``), so a recycled PID is never mistaken for the job.
+Tenant code never runs with the service's privileges. A job runs
+
+- as an unprivileged user: ``run_as`` (``--run-as``), by default ``aifactory-job``, which
+  ``scripts/setup-job-user.sh`` creates. A service running as root refuses to start the
+  local executor without such a user. A service that is not root cannot switch users, so
+  its jobs run as its own user; everything below still holds, and Landlock (where the
+  kernel has it) is then what keeps them out of the service's files and processes;
+- in a working directory of its own, ``<jobs root>/<attempt>/`` (0700, owned by the job's
+  user; also its ``HOME`` and ``TMPDIR``). The jobs root defaults to ``<data dir>-jobs``
+  (0711): beside the data directory, not in it, as the data directory is 0700 and the job
+  must be able to reach its ``HOME`` by path;
+- with a clean environment: ``PATH``, ``HOME``, ``TMPDIR``, ``LANG``,
+  ``CUDA_VISIBLE_DEVICES``, ``AIFACTORY_JOB_ID``, ``AIFACTORY_PLACEMENT``,
+  ``AIFACTORY_TENANT`` and what :class:`Launch` ``env`` carries (rendezvous variables), and
+  nothing of the service's environment (no database URL, no token);
+- in its own session, with ``RLIMIT_NOFILE`` (65536) and ``RLIMIT_NPROC`` (8192; the kernel
+  counts every process and thread of the job's user, so this bounds all of its jobs
+  together) and, where the service may write its cgroup v2 directory, in a cgroup of its
+  own (``cgroup.kill`` kills every descendant at once). Elsewhere the supervisor kills the
+  process group and every descendant (it is a child subreaper, so a daemonised grandchild
+  is still its descendant); the executor says which, once, in its log.
+
+The data directory and everything in it belong to the service: ``<data dir>/`` 0700,
+``logs/`` 0700 with logs 0600 (the supervisor writes them; the job only writes into a pipe),
+``run/<attempt>/`` 0700 with the supervisor's state. See :mod:`.supervise` for the
+supervisor, the sandbox and the claim that makes :meth:`LocalExecutor.find` exact.
+
+The handle is JSON with the supervisor's pid and ``/proc`` start time (a recycled pid is
+never mistaken for it) and the state directory, whose ``exit.json`` is the source of truth
+for how the job ended: a service restarted after ``kill -9`` learns it for jobs it did not
+start.
 """
 
 from __future__ import annotations
@@ -12,115 +38,465 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pwd
+import re
+import select
 import signal
+import stat
 import subprocess
-import threading
+import sys
+import time
+from collections.abc import Sequence
+from contextlib import suppress
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from aifactory.service.executors import supervise
 from aifactory.service.executors.base import ExecutorError, Launch, RunState, Status
+from aifactory.service.executors.supervise import CLAIM, EXIT, JOB, SPEC, SUPERVISOR_LOG, Spec
 
 log = logging.getLogger(__name__)
 
+DEFAULT_DATA_DIR = Path("aifactory-data")  # as aifactory.service.db.DEFAULT_DATA_DIR
+DEFAULT_JOB_USER = "aifactory-job"
+DEFAULT_NOFILE = 65536
+DEFAULT_NPROC = 8192
+DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 KILL_GRACE_S = 5.0
+START_TIMEOUT_S = 30.0  # for the supervisor's answer; a loaded host may take seconds
+FIND_WAIT_S = 5.0  # for a supervisor that is starting to claim its attempt
+SUPERVISE = Path(supervise.__file__).resolve()
+# Variables the executor sets itself; Launch.env cannot override them.
+_OWN_ENV = frozenset({"PATH", "HOME", "TMPDIR", "LANG", "CUDA_VISIBLE_DEVICES", "AIFACTORY_JOB_ID"})
+# The only AIFACTORY_* variables a job sees (no URL, token or database of the service).
+_JOB_AIFACTORY_ENV = frozenset({"AIFACTORY_JOB_ID", "AIFACTORY_PLACEMENT", "AIFACTORY_TENANT"})
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\Z")
+_ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
-# $1: the job's command, $2: the exit-status file. Written atomically (tmp + mv) so a
-# reader never sees a half-written status.
-_WRAPPER = 'sh -c "$1"; rc=$?; printf "%s" "$rc" > "$2.tmp" && mv "$2.tmp" "$2"; exit "$rc"'
+
+class JobUserError(ValueError):
+    """The local executor cannot run jobs as an unprivileged user (a configuration error)."""
 
 
-def _start_time(pid: int) -> str | None:
-    """The process's start time in clock ticks since boot; None if there is no such process."""
+@dataclass(frozen=True, slots=True)
+class JobUser:
+    """Who jobs run as."""
+
+    name: str
+    uid: int
+    gid: int
+    groups: tuple[int, ...]
+    switch: bool  # False: the service is not root and jobs keep its uid
+
+
+def job_user(run_as: str | None) -> JobUser:
+    """The user jobs run as, or JobUserError saying why there is none.
+
+    As root: ``run_as`` or ``aifactory-job``, which must exist and must not be root. Not
+    as root: the service's own user (``run_as``, if given, must name it: switching users
+    needs root).
+    """
+    euid = os.geteuid()
+    if euid != 0:
+        me = pwd.getpwuid(euid)
+        if run_as not in (None, me.pw_name, str(euid)):
+            msg = (
+                f"--run-as {run_as}: the service runs as {me.pw_name} (not root) and cannot "
+                f"switch users; its jobs run as {me.pw_name}"
+            )
+            raise JobUserError(msg)
+        return JobUser(me.pw_name, euid, os.getegid(), tuple(os.getgroups()), switch=False)
+    name = run_as or DEFAULT_JOB_USER
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat[stat.rindex(")") + 2 :].split()
-    if fields[0] == "Z":  # a zombie has finished: the job is not running
-        return None
-    return fields[19]
+        entry = pwd.getpwuid(int(name)) if name.isdigit() else pwd.getpwnam(name)
+    except KeyError:
+        msg = (
+            f"the local executor runs jobs as an unprivileged user and the service runs as "
+            f"root, but user '{name}' does not exist: create it with "
+            f"scripts/setup-job-user.sh, or name another with --run-as USER"
+        )
+        raise JobUserError(msg) from None
+    if entry.pw_uid == 0 or entry.pw_gid == 0:
+        msg = f"--run-as {name}: jobs must not run as root or with the root group"
+        raise JobUserError(msg)
+    groups = tuple(g for g in os.getgrouplist(entry.pw_name, entry.pw_gid) if g != 0)
+    return JobUser(entry.pw_name, entry.pw_uid, entry.pw_gid, groups, switch=True)
 
 
 class LocalExecutor:
-    """Runs jobs as local subprocesses with ``CUDA_VISIBLE_DEVICES`` set."""
+    """Runs jobs as sandboxed local process trees with ``CUDA_VISIBLE_DEVICES`` set."""
 
     name = "local"
 
-    def __init__(self, workdir: Path | None = None) -> None:
-        self._workdir = workdir
-        self._children: dict[int, subprocess.Popen[bytes]] = {}
-        self._lock = threading.Lock()
+    def __init__(
+        self,
+        data_dir: Path = DEFAULT_DATA_DIR,
+        *,
+        run_as: str | None = None,
+        jobs_dir: Path | None = None,
+        protect: Sequence[Path] = (),
+        nofile: int = DEFAULT_NOFILE,
+        nproc: int = DEFAULT_NPROC,
+        grace_s: float = KILL_GRACE_S,
+    ) -> None:
+        """``protect``: more paths jobs must not reach (the SQLite files, when elsewhere)."""
+        self.user = job_user(run_as)
+        self.data_dir = Path(data_dir).absolute()
+        self.logs_dir = self.data_dir / "logs"
+        self.run_dir = self.data_dir / "run"
+        beside = self.data_dir.with_name(f"{self.data_dir.name}-jobs")
+        self.jobs_dir = (jobs_dir or beside).absolute()
+        self._rlimits = {"NOFILE": nofile, "NPROC": nproc}
+        self._grace_s = grace_s
+        try:
+            for private in (self.data_dir, self.logs_dir, self.run_dir):
+                _own_dir(private, 0o700)
+            _own_dir(self.jobs_dir, 0o711)  # jobs pass through to their own directory
+        except OSError as exc:
+            msg = f"local executor: cannot prepare {self.data_dir}: {exc}"
+            raise JobUserError(msg) from exc
+        self._cgroup, cgroup_why = supervise.cgroup_base()
+        self._landlock = supervise.landlock_abi()
+        hidden = [self.data_dir, self.jobs_dir, *protect]
+        home = Path(pwd.getpwuid(os.geteuid()).pw_dir)
+        if not self.user.switch and home.is_dir() and home != Path("/"):
+            hidden.append(home)  # the service's own files (keys, configuration)
+        self._hidden = sorted({os.path.realpath(p) for p in hidden})
+        self._describe(cgroup_why)
+
+    def _describe(self, cgroup_why: str) -> None:
+        blocked = _unsearchable(self.jobs_dir, self.user)
+        if blocked is not None:
+            log.warning(
+                "local executor: %s cannot pass through %s, so its jobs run in their working "
+                "directory but cannot reach $HOME by path; make it searchable (chmod o+x)",
+                self.user.name,
+                blocked,
+            )
+        kill = (
+            "cancel kills the job's cgroup"
+            if self._cgroup
+            else f"{cgroup_why}: cancel kills the job's process group and descendants instead"
+        )
+        log.info(
+            "local executor: jobs run as %s (uid %d) in %s; %s; Landlock ABI %d",
+            self.user.name,
+            self.user.uid,
+            self.jobs_dir,
+            kill,
+            self._landlock,
+        )
+        if not self.user.switch and self._landlock == 0:
+            log.warning(
+                "local executor: no Landlock in this kernel and jobs run as the service's own "
+                "user %s: they can read and write the service's files; run the service as "
+                "root with a job user (scripts/setup-job-user.sh)",
+                self.user.name,
+            )
+        elif not self.user.switch and self._landlock < 6:
+            log.warning(
+                "local executor: Landlock ABI %d cannot scope signals: jobs running as %s can "
+                "signal the service",
+                self._landlock,
+                self.user.name,
+            )
+
+    # -- start -------------------------------------------------------------------------
 
     def start(self, launch: Launch) -> str:
-        """Start the command; the handle is JSON with pid, start time and exit file."""
-        launch.log_path.parent.mkdir(parents=True, exist_ok=True)
-        exit_file = launch.log_path.with_suffix(".exit")
-        exit_file.unlink(missing_ok=True)
-        env = dict(os.environ)
-        env.update(launch.env)
-        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in launch.gpu_indices)
-        env["AIFACTORY_JOB_ID"] = launch.job_id
+        """Start the attempt under a supervisor; the handle once the job's command runs.
+
+        Starting an attempt that was already started returns that attempt's handle.
+        """
+        name = launch.name
+        _check(launch)
+        state = self.run_dir / name
         try:
-            with launch.log_path.open("ab") as logf:
-                proc = subprocess.Popen(  # noqa: S603 (running the tenant's command is the job)
-                    ["/bin/sh", "-c", _WRAPPER, "aifactory-job", launch.command, str(exit_file)],
+            state.mkdir(mode=0o700)
+        except FileExistsError:
+            handle = self.find(name)
+            if handle is not None:
+                return handle
+            # find() left an "abandoned" claim: no supervisor ran this attempt, and the one
+            # started now is, with any late one, the only claimant left (one wins).
+            (state / CLAIM).unlink(missing_ok=True)
+        except OSError as exc:
+            msg = f"job {launch.job_id}: cannot make {state}: {exc}"
+            raise ExecutorError(msg) from exc
+        spec = self._spec(launch)
+        try:
+            launch.log_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            supervise.write_atomic(state / SPEC, spec.to_json())
+            with (state / SUPERVISOR_LOG).open("ab") as errors:
+                proc = subprocess.Popen(  # noqa: S603 (our own supervisor, by absolute path)
+                    [sys.executable, "-I", "-S", str(SUPERVISE), str(state)],
                     stdin=subprocess.DEVNULL,
-                    stdout=logf,
-                    stderr=subprocess.STDOUT,
-                    env=env,
-                    cwd=self._workdir,
-                    start_new_session=True,  # outlives the service; killable as a group
+                    stdout=subprocess.PIPE,
+                    stderr=errors,
+                    env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
+                    cwd="/",
+                    start_new_session=True,
                 )
         except OSError as exc:
-            msg = f"job {launch.job_id}: cannot start: {exc}"
+            msg = f"job {launch.job_id}: cannot start its supervisor: {exc}"
             raise ExecutorError(msg) from exc
-        with self._lock:
-            self._children[proc.pid] = proc
-        started = _start_time(proc.pid) or ""
-        return json.dumps({"pid": proc.pid, "start": started, "exit": str(exit_file)})
+        answer = _answer(proc)
+        if answer.get("ok") is True:
+            return _handle(state, answer)
+        if answer.get("ok") is False:
+            msg = f"job {launch.job_id}: {answer.get('error')}"
+            raise ExecutorError(msg)
+        handle = self._settle(state)  # no answer: decide through the claim
+        if handle is not None:
+            return handle
+        msg = f"job {launch.job_id}: its supervisor did not start ({_tail(state / SUPERVISOR_LOG)})"
+        raise ExecutorError(msg)
+
+    def _spec(self, launch: Launch) -> Spec:
+        workdir = self.jobs_dir / launch.name
+        env = {
+            k: v
+            for k, v in launch.env.items()
+            if k not in _OWN_ENV and (not k.startswith("AIFACTORY_") or k in _JOB_AIFACTORY_ENV)
+        }
+        gpus = ",".join(str(i) for i in launch.gpu_indices)
+        env.setdefault("AIFACTORY_PLACEMENT", f"{launch.node}:{gpus}")
+        if launch.tenant:
+            env["AIFACTORY_TENANT"] = launch.tenant
+        env |= {
+            "PATH": DEFAULT_PATH,
+            "HOME": str(workdir),
+            "TMPDIR": str(workdir),  # private temporary files (/tmp is shared)
+            "LANG": os.environ.get("LANG") or "C.UTF-8",
+            "CUDA_VISIBLE_DEVICES": gpus,
+            "AIFACTORY_JOB_ID": launch.job_id,
+        }
+        return Spec(
+            name=launch.name,
+            command=launch.command,
+            env=env,
+            log=str(launch.log_path.absolute()),
+            workdir=str(workdir),
+            uid=self.user.uid,
+            gid=self.user.gid,
+            groups=list(self.user.groups),
+            switch_user=self.user.switch,
+            rlimits=dict(self._rlimits),
+            grace_s=self._grace_s,
+            cgroup_base=self._cgroup,
+            landlock_abi=self._landlock,
+            hidden=self._hidden,
+        )
+
+    # -- find --------------------------------------------------------------------------
+
+    def find(self, name: str) -> str | None:
+        """The handle of the attempt started under ``name``; None if none was nor will be.
+
+        ``start`` makes the state directory before anything else, so without it nothing
+        ran. With it, the claim decides: a supervisor's claim is the attempt's handle;
+        without a claim, a supervisor may still be starting (it is found by its command
+        line, which names the state directory) and is given a moment; then ``find``
+        claims the attempt as abandoned, and a supervisor coming later gives up.
+        """
+        if not _NAME.match(name):
+            return None  # start refuses such names: never started
+        state = self.run_dir / name
+        try:
+            if not state.is_dir():
+                return None
+            deadline = time.monotonic() + FIND_WAIT_S
+            while not (state / CLAIM).exists() and time.monotonic() < deadline:
+                if not _supervisor_starting(state):
+                    break
+                time.sleep(0.05)
+        except OSError as exc:
+            msg = f"local executor: cannot look at {state}: {exc}"
+            raise ExecutorError(msg) from exc
+        return self._settle(state)
+
+    def _settle(self, state: Path) -> str | None:
+        """The claimed attempt's handle, or None after claiming it as abandoned."""
+        try:
+            won = supervise.claim(state, {"abandoned": True})
+        except OSError as exc:
+            msg = f"local executor: cannot read the claim in {state}: {exc}"
+            raise ExecutorError(msg) from exc
+        if "pid" not in won:
+            return None
+        return _handle(state, won)
+
+    # -- poll and cancel ---------------------------------------------------------------
 
     def poll(self, handle: str) -> Status:
-        """Exit file first; else whether the very same process is alive; else LOST."""
-        try:
-            info = json.loads(handle)
-            pid, started, exit_file = int(info["pid"]), str(info["start"]), Path(info["exit"])
-        except (ValueError, KeyError, TypeError):
+        """The exit status if recorded; else RUNNING while the supervisor lives; else LOST."""
+        parsed = _parse(handle)
+        if parsed is None:
             return Status(RunState.LOST, detail=f"unreadable handle {handle!r}")
-        with self._lock:
-            child = self._children.get(pid)
-        if child is not None and child.poll() is not None:
-            with self._lock:
-                self._children.pop(pid, None)
-        done = _read_exit(exit_file)
+        pid, started, state = parsed
+        if state is None:  # a handle of the earlier wrapper, from before an upgrade
+            return _legacy_poll(handle, pid, started)
+        done = _outcome(state)
         if done is not None:
             return done
-        if _start_time(pid) == started and started:
+        if supervise.alive(pid, started):
             return Status(RunState.RUNNING)
-        done = _read_exit(exit_file)  # it may have ended between the two looks
+        done = _outcome(state)  # it may have ended between the two looks
         if done is not None:
             return done
-        return Status(RunState.LOST, detail=f"process {pid} is gone and left no exit status")
+        return Status(RunState.LOST, detail=f"supervisor {pid} is gone and left no exit status")
 
     def cancel(self, handle: str) -> None:
-        """SIGTERM the job's process group, SIGKILL after a grace period."""
-        try:
-            info = json.loads(handle)
-            pid, started = int(info["pid"]), str(info["start"])
-        except (ValueError, KeyError, TypeError):
-            return
-        if not started or _start_time(pid) != started:
-            return
-        _signal_group(pid, signal.SIGTERM)
-        timer = threading.Timer(KILL_GRACE_S, self._kill_if_alive, (pid, started))
-        timer.daemon = True
-        timer.start()
+        """Ask the supervisor to stop the job (SIGTERM, SIGKILL after the grace); idempotent.
 
-    def _kill_if_alive(self, pid: int, started: str) -> None:
-        if _start_time(pid) == started:
-            _signal_group(pid, signal.SIGKILL)
-        with self._lock:
-            child = self._children.pop(pid, None)
-        if child is not None:
-            child.poll()
+        Should the supervisor be gone while the job is not, the job is killed directly.
+        """
+        parsed = _parse(handle)
+        if parsed is None:
+            return
+        pid, started, state = parsed
+        if state is None:
+            if supervise.alive(pid, started):
+                _signal_group(pid, signal.SIGKILL)
+            return
+        if (state / EXIT).exists():
+            return
+        if supervise.alive(pid, started):
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+            return
+        job = supervise.read_json(state / JOB) or {}
+        if job.get("cgroup"):
+            supervise.cgroup_signal(str(job["cgroup"]), signal.SIGKILL)
+        elif supervise.alive(int(job.get("pid", 0)), str(job.get("start", ""))):
+            _signal_group(int(job["pid"]), signal.SIGKILL)
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+
+def _own_dir(path: Path, mode: int) -> None:
+    """``path`` as a directory of this user with exactly ``mode`` (tightened if looser)."""
+    path.mkdir(mode=mode, parents=True, exist_ok=True)
+    st = path.stat()
+    if not stat.S_ISDIR(st.st_mode):
+        msg = f"{path} is not a directory"
+        raise NotADirectoryError(msg)
+    if st.st_uid != os.geteuid():
+        msg = f"{path} belongs to uid {st.st_uid}, not to the service (uid {os.geteuid()})"
+        raise PermissionError(msg)
+    if stat.S_IMODE(st.st_mode) != mode:
+        path.chmod(mode)
+
+
+def _unsearchable(path: Path, user: JobUser) -> Path | None:
+    """The first directory on the way to ``path`` that ``user`` may not pass through."""
+    for directory in [*reversed(path.parents), path]:
+        st = directory.stat()
+        if st.st_uid == user.uid:
+            bit = stat.S_IXUSR
+        elif st.st_gid == user.gid or st.st_gid in user.groups:
+            bit = stat.S_IXGRP
+        else:
+            bit = stat.S_IXOTH
+        if not st.st_mode & bit and user.uid != 0:
+            return directory
+    return None
+
+
+def _check(launch: Launch) -> None:
+    """Refuse, as that job's failure, what cannot be run or named safely."""
+    if not _NAME.match(launch.name):
+        msg = f"job {launch.job_id!r}: not a valid attempt name {launch.name!r}"
+        raise ExecutorError(msg)
+    if "\0" in launch.command:
+        msg = f"job {launch.job_id}: the command contains a NUL byte"
+        raise ExecutorError(msg)
+    for key, value in launch.env.items():
+        if not _ENV_KEY.match(key) or "\0" in value:
+            msg = f"job {launch.job_id}: invalid environment variable {key!r}"
+            raise ExecutorError(msg)
+
+
+def _answer(proc: subprocess.Popen[bytes]) -> dict[str, Any]:
+    """The supervisor's one-line answer ({} if it died or stayed silent too long)."""
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    buf = b""
+    deadline = time.monotonic() + START_TIMEOUT_S
+    try:
+        while b"\n" not in buf:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                break
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                break
+            buf += chunk
+    finally:
+        proc.stdout.close()
+        with suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=5)  # the parent that detached the supervisor exits at once
+    try:
+        answer = json.loads(buf.split(b"\n", 1)[0])
+    except ValueError:
+        return {}
+    return answer if isinstance(answer, dict) else {}
+
+
+def _handle(state: Path, record: dict[str, Any]) -> str:
+    return json.dumps({"pid": int(record["pid"]), "start": str(record["start"]), "run": str(state)})
+
+
+def _parse(handle: str) -> tuple[int, str, Path | None] | None:
+    try:
+        info = json.loads(handle)
+        pid, started = int(info["pid"]), str(info["start"])
+        state = Path(info["run"]) if "run" in info else None
+        if state is None and "exit" not in info:
+            return None
+    except (ValueError, KeyError, TypeError):
+        return None
+    return pid, started, state
+
+
+def _outcome(state: Path) -> Status | None:
+    """How the job ended, from the supervisor's ``exit.json``; None while it runs."""
+    done = supervise.read_json(state / EXIT)
+    if done is None:
+        return None
+    if done.get("cancelled"):
+        return Status(RunState.CANCELLED, detail="cancelled")
+    if "error" in done:
+        return Status(RunState.FAILED, detail=str(done["error"]))
+    if "signal" in done:
+        sig = int(done["signal"])
+        name = signal.Signals(sig).name if sig in signal.valid_signals() else str(sig)
+        return Status(RunState.FAILED, exit_code=128 + sig, detail=f"killed by {name}")
+    code = int(done.get("code", -1))
+    if code == 0:
+        return Status(RunState.COMPLETED, exit_code=0)
+    return Status(RunState.FAILED, exit_code=code, detail=f"exited with status {code}")
+
+
+def _supervisor_starting(state: Path) -> bool:
+    """Whether a supervisor of this state directory runs (found by its command line)."""
+    marker = f"{SUPERVISE}\0{state}\0".encode()
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            with suppress(OSError):
+                if (proc / "cmdline").read_bytes().endswith(marker):
+                    return True
+    return False
+
+
+def _tail(path: Path, limit: int = 400) -> str:
+    try:
+        text = path.read_bytes()[-limit:].decode(errors="replace").strip()
+    except OSError:
+        return "no supervisor log"
+    return text.replace("\n", " | ") or "no output"
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:
@@ -130,15 +506,19 @@ def _signal_group(pid: int, sig: signal.Signals) -> None:
         log.debug("process group %d already gone", pid)
 
 
-def _read_exit(path: Path) -> Status | None:
-    try:
-        raw = path.read_text().strip()
-    except OSError:
-        return None
-    try:
-        code = int(raw)
-    except ValueError:
-        return Status(RunState.FAILED, detail=f"unreadable exit status {raw!r}")
-    if code == 0:
-        return Status(RunState.COMPLETED, exit_code=0)
-    return Status(RunState.FAILED, exit_code=code, detail=f"exited with status {code}")
+def _legacy_poll(handle: str, pid: int, started: str) -> Status:
+    """A handle of the earlier ``sh`` wrapper: its exit file, else whether it still runs."""
+    exit_file = Path(json.loads(handle)["exit"])
+    for _ in range(2):  # before and after the liveness look: it may end in between
+        try:
+            raw = exit_file.read_text().strip()
+        except OSError:
+            raw = None
+        if raw is not None:
+            if raw == "0":
+                return Status(RunState.COMPLETED, exit_code=0)
+            code = int(raw) if raw.lstrip("-").isdigit() else None
+            return Status(RunState.FAILED, exit_code=code, detail=f"exited with status {raw}")
+        if supervise.alive(pid, started):
+            return Status(RunState.RUNNING)
+    return Status(RunState.LOST, detail=f"process {pid} is gone and left no exit status")
