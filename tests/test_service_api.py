@@ -394,6 +394,38 @@ def test_openapi_describes_the_v1_api(env: Env) -> None:
     assert "JobSubmit" in schema["components"]["schemas"]
 
 
+def test_openapi_documents_every_error_body_the_api_sends(env: Env) -> None:
+    """Issue #14: each operation behind a token documents 401, 429 and 503 as ErrorBody,
+    and each with inputs its 422 as the ``{"detail": [{"field", "reason"}]}`` it really
+    sends (not FastAPI's default HTTPValidationError)."""
+    schema = env.client.get("/openapi.json").json()
+    components = schema["components"]["schemas"]
+    assert "HTTPValidationError" not in components
+    assert set(components["FieldProblem"]["properties"]) == {"field", "reason"}
+
+    def ref(op: dict[str, Any], code: int) -> str:
+        body = op["responses"][str(code)]["content"]["application/json"]["schema"]
+        return str(body["$ref"]).rsplit("/", 1)[1]
+
+    checked = 0
+    for path, ops in schema["paths"].items():
+        for method, op in ops.items():
+            if path in ("/dashboard", "/healthz"):
+                continue
+            checked += 1
+            for code in (401, 429, 503):
+                assert ref(op, code) == "ErrorBody", (method, path, code)
+            assert "Retry-After" in op["responses"]["429"]["headers"]
+            assert ref(op, 422) == "ValidationErrorBody", (method, path)  # unknown query
+            for code in (403, 404, 409, 413):
+                if str(code) in op["responses"]:
+                    assert ref(op, code) == "ErrorBody", (method, path, code)
+    assert checked == 11
+    bad = env.submit("lab", gpus=0)
+    assert set(bad.json()) == {"detail"}
+    assert set(bad.json()["detail"][0]) == {"field", "reason"}
+
+
 def test_forecast_from_a_fork_of_the_live_state(env: Env) -> None:
     full = env.submit("lab", gpus=288, gpu_class="h100", time_limit_s=600).json()["id"]
     wait_for(lambda: env.job(full)["state"] == "running")

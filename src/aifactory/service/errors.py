@@ -3,7 +3,8 @@
 The rules (issue #14: no tenant input may read as an outage):
 
 - invalid input is a 422 whose body is ``{"detail": [{"field": ..., "reason": ...}]}``,
-  whether pydantic found it, a handler did (:class:`FieldError`), or, past every bound,
+  whether pydantic found it, FastAPI could not parse the body at all (its 400), a handler
+  did (:class:`FieldError`), or, past every bound,
   the database did: a value it could not hold or bind (``DataError``, ``IntegrityError``,
   a bind-time ``StatementError``, a bare ``OverflowError`` from the SQLite driver) is the
   request's fault, so it is a 422 on the field ``request``, logged as a missed bound;
@@ -21,8 +22,9 @@ import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import (
     DataError,
     DBAPIError,
@@ -34,6 +36,8 @@ from sqlalchemy.exc import (
     StatementError,
 )
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from aifactory.service.schemas import KEY_PATTERN, NO_NUL, ErrorBody, ValidationErrorBody
 
@@ -106,6 +110,24 @@ def install_handlers(app: FastAPI) -> None:
     async def _invalid(_req: Request, exc: RequestValidationError) -> JSONResponse:
         return JSONResponse({"detail": problems(exc)}, status_code=422)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(req: Request, exc: StarletteHTTPException) -> Response:
+        # The API itself never raises a 400: one comes from FastAPI when a body cannot even
+        # be parsed (not UTF-8, say). That is invalid input like any other: a 422.
+        if exc.status_code == 400:
+            reason = f"cannot be parsed ({exc.detail})"
+            return JSONResponse({"detail": [{"field": "body", "reason": reason}]}, 422)
+        if exc.status_code == 405:
+            # Starlette's Allow names the methods of the first route of the path only (one
+            # route per method here): name them all, as RFC 9110 asks.
+            allowed: set[str] = set()
+            for route in req.app.router.routes:
+                if route.matches(req.scope)[0] is not Match.NONE:
+                    allowed |= set(getattr(route, "methods", None) or ())
+            headers = {"Allow": ", ".join(sorted(allowed))}
+            return JSONResponse({"detail": "method not allowed"}, 405, headers=headers)
+        return await http_exception_handler(req, exc)
+
     @app.exception_handler(FieldError)
     async def _field(_req: Request, exc: FieldError) -> JSONResponse:
         return JSONResponse(
@@ -157,10 +179,21 @@ AUTHENTICATED = (401, 429, 503)  # what any operation behind a token may answer
 
 
 def responses(
-    *codes: int, also: dict[int | str, dict[str, Any]] | None = None
+    *codes: int, also: dict[int | str, dict[str, Any]] | None = None, by_ref: bool = False
 ) -> dict[int | str, dict[str, Any]]:
     """The ``responses=`` of an operation: these error statuses with their bodies, and
-    ``also`` (its other successful answers)."""
+    ``also`` (its other successful answers).
+
+    ``by_ref``: for an operation whose own answer is not JSON (``/metrics``): FastAPI
+    would document a ``model`` under the operation's media type, so the error bodies are
+    named by reference instead (the models are in the schema through the other operations).
+    """
     out: dict[int | str, dict[str, Any]] = dict(also or {})
-    out.update({code: ERROR_RESPONSES[code] for code in sorted(set(codes))})
+    for code in sorted(set(codes)):
+        entry = dict(ERROR_RESPONSES[code])
+        if by_ref:
+            model = entry.pop("model")
+            ref = {"$ref": f"#/components/schemas/{model.__name__}"}
+            entry["content"] = {"application/json": {"schema": ref}}
+        out[code] = entry
     return out

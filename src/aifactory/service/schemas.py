@@ -4,7 +4,8 @@ Tenant input is hostile (issue #14): every field a caller sends is bounded here,
 edge, so that nothing the database or the scheduler cannot hold ever reaches them. The
 rules, one per kind of value, each a named type below that every model uses:
 
-- integers are strict (no ``true``, ``"8"`` or ``8.0``) and ids lie in 1..2^63-1, the
+- integers are JSON integers (``8`` or ``8.0``, never ``true`` or ``"8"``) and ids lie in
+  1..2^63-1, the
   range of the ``BIGINT`` they are compared with (past it SQLite raised OverflowError and
   PostgreSQL an error that read as an outage);
 - floats are strict (a number, not a string or a bool), finite and within a stated range;
@@ -20,7 +21,8 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
+from pydantic_core import PydanticCustomError
 
 from aifactory.service.auth import Role
 
@@ -42,6 +44,17 @@ def bounded_text(max_length: int, *, min_length: int = 0) -> object:
     )
 
 
+def _json_number(value: object) -> object:
+    """Refuse what JSON does not call a number (a bool, a string) before pydantic's own
+    integer check, which then takes an integral float (JSON Schema's integers include
+    ``8.0``) and refuses ``8.5``."""
+    if isinstance(value, bool | str | bytes):
+        raise PydanticCustomError("int_type", "Input should be a JSON integer")
+    return value
+
+
+# An integer as JSON Schema has it: a number with no fraction (8 or 8.0), never "8" or true.
+JsonInt = Annotated[int, BeforeValidator(_json_number)]
 Name = Annotated[str, bounded_text(128, min_length=1)]
 ShortName = Annotated[str, bounded_text(64, min_length=1)]
 
@@ -67,9 +80,7 @@ class JobSubmit(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     name: Name = Field(default="job", description="Display name.")
-    gpus: int = Field(
-        strict=True, ge=1, le=1_000_000, description="GPUs, all granted at once (a gang)."
-    )
+    gpus: JsonInt = Field(ge=1, le=1_000_000, description="GPUs, all granted at once (a gang).")
     gpu_class: ShortName | None = Field(
         default=None, description="GPU class (flavor); null: any class."
     )
