@@ -82,9 +82,25 @@ def as_user(user: str) -> list[str]:
     return ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", "--"]
 
 
-@cache
-def svc_python() -> tuple[str | None, str]:
-    """An interpreter the service user can run with this checkout importable, or why none.
+@contextmanager
+def svc_tree() -> Iterator[Path]:
+    """A copy of the package and the sandbox driver that any user can read.
+
+    The checkout may live where the service user cannot read it (under /root on CI), so
+    the non-root service runs this copy (pure Python: no compiled modules are copied).
+    """
+    with reachable_dir() as tree:
+        tree.chmod(0o755)
+        skip = shutil.ignore_patterns("__pycache__", "*.so", "*.pyc")
+        shutil.copytree(REPO / "src" / "aifactory", tree / "aifactory", ignore=skip)
+        shutil.copy(REPO / "tests" / "sandbox_driver.py", tree)
+        for path in tree.rglob("*"):
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        yield tree
+
+
+def svc_python(tree: Path) -> tuple[str | None, str]:
+    """An interpreter the service user can run with ``tree`` importable, or why none.
 
     The test's own may live where that user cannot reach (a virtualenv under /root), so a
     system Python 3.11+ is tried as well; the executor and its supervisor need only the
@@ -108,7 +124,7 @@ def svc_python() -> tuple[str | None, str]:
             continue
         done = subprocess.run(
             [*as_user(SVC_USER), python, "-c", probe],
-            env=svc_env(),
+            env=svc_env(tree),
             capture_output=True,
             text=True,
             check=False,
@@ -117,14 +133,14 @@ def svc_python() -> tuple[str | None, str]:
         if done.returncode == 0:
             return python, ""
         tried.append(f"{python}: {done.stderr.strip().splitlines()[-1:] or done.returncode}")
-    return None, f"no Python 3.11+ that {SVC_USER} can run with {REPO}/src ({'; '.join(tried)})"
+    return None, f"no Python 3.11+ that {SVC_USER} can run ({'; '.join(tried)})"
 
 
-def svc_env() -> dict[str, str]:
-    """The environment of a driver run as the service user: this checkout, pure Python."""
+def svc_env(tree: Path) -> dict[str, str]:
+    """The environment of a driver run as the service user, importing from ``tree``."""
     return {
         "PATH": "/usr/local/bin:/usr/bin:/bin",
         "LANG": "C.UTF-8",
-        "PYTHONPATH": f"{REPO / 'src'}:{REPO / 'tests'}",
-        "AIFACTORY_PURE_PYTHON": "1",  # compiled modules are built for the test's Python
+        "PYTHONPATH": str(tree),
+        "AIFACTORY_PURE_PYTHON": "1",
     }

@@ -31,6 +31,7 @@ from local_sandbox_support import (
     require_job_user,
     svc_env,
     svc_python,
+    svc_tree,
 )
 
 DRIVER = REPO / "tests" / "sandbox_driver.py"
@@ -51,10 +52,12 @@ JOB_ENV = {
 }
 
 
-def run_driver(base: Path, prefix: list[str], python: str, env: dict[str, str] | None) -> Any:
+def run_driver(
+    base: Path, prefix: list[str], python: str, env: dict[str, str] | None, driver: Path = DRIVER
+) -> Any:
     report = base / "report.json"
     done = subprocess.run(
-        [*prefix, python, str(DRIVER), str(base), str(report), str(os.getpid())],
+        [*prefix, python, str(driver), str(base), str(report), str(os.getpid())],
         env=env,
         capture_output=True,
         text=True,
@@ -81,12 +84,15 @@ def attacked(
     if os.geteuid() != 0:  # already not root: this test process is the non-root service
         yield run_driver(tmp_path_factory.mktemp("attacked"), [], sys.executable, None)
         return
-    python, why = svc_python()
-    if python is None:
-        pytest.skip(why)
-    with reachable_dir() as base:
-        shutil.chown(base, SVC_USER, SVC_USER)
-        yield run_driver(base, as_user(SVC_USER), python, svc_env())
+    require_job_user()
+    with svc_tree() as tree:
+        python, why = svc_python(tree)
+        if python is None:
+            pytest.skip(why)
+        with reachable_dir() as base:
+            shutil.chown(base, SVC_USER, SVC_USER)
+            driver = tree / DRIVER.name
+            yield run_driver(base, as_user(SVC_USER), python, svc_env(tree), driver)
 
 
 def test_attacks_by_jobs_fail_and_change_nothing(attacked: Any) -> None:

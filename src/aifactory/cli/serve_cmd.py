@@ -32,6 +32,14 @@ def serve(
     data_dir: Annotated[
         Path, typer.Option("--data-dir", help="Where job logs are written.")
     ] = Path("aifactory-data"),
+    run_as: Annotated[
+        str | None,
+        typer.Option(
+            "--run-as",
+            help="User local jobs run as (default aifactory-job when serving as root; "
+            "made by scripts/setup-job-user.sh). A non-root service runs them as itself.",
+        ),
+    ] = None,
     policy: Annotated[str, typer.Option("--policy", help="Scheduling policy.")] = "fifo",
     backfill: Annotated[str, typer.Option("--backfill", help="easy or none.")] = "easy",
     tick: Annotated[
@@ -75,6 +83,7 @@ def serve(
         fleet=fleet or default_fleet(),
         executor=kind,
         data_dir=data_dir,
+        run_as=run_as,
         policy=policy,
         backfill=backfill,
         tick_s=tick,

@@ -27,6 +27,13 @@ The data directory and everything in it belong to the service: ``<data dir>/`` 0
 ``run/<attempt>/`` 0700 with the supervisor's state. See :mod:`.supervise` for the
 supervisor, the sandbox and the claim that makes :meth:`LocalExecutor.find` exact.
 
+Known limits. Landlock has no right for metadata, so a job running as the service's own
+user can still change the mode bits and times of the service's files (never open, write,
+rename or delete them): prefer a root service with a job user. Command lines are visible to
+every local user through ``/proc`` (jobs' and the service's: pass the database URL in
+``AIFACTORY_DATABASE_URL``, not ``--database-url``, when it holds a password). Working
+directories are kept after the job (nothing prunes them yet).
+
 The handle is JSON with the supervisor's pid and ``/proc`` start time (a recycled pid is
 never mistaken for it) and the state directory, whose ``exit.json`` is the source of truth
 for how the job ended: a service restarted after ``kill -9`` learns it for jobs it did not

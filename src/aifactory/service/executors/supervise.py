@@ -29,8 +29,10 @@ protects the service when the service is not root and the job therefore runs as 
 user: the job may read the file system except the service's data directory, the jobs
 root (but for its own working directory), the SQLite files and the service user's home,
 may write only its working directory, ``/tmp``, ``/var/tmp``, ``/dev/shm`` and device
-files, and may not signal or ptrace any process outside its own job. With a job user it
-also keeps jobs of that one user out of each other's working directories and processes.
+files, and may not signal or ptrace any process outside its own job (so neither read the service's
+environment or fds through ``/proc``). With a job user it also keeps jobs of that one user
+out of each other's working directories and processes. Landlock does not cover metadata:
+chmod and utimes by path stay possible wherever Unix permissions allow them.
 
 At most once. ``find`` must answer "was this attempt ever started?" after a crash at any
 point, so every attempt has one token: the file ``claim``, made with ``link()`` of a
