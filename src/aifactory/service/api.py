@@ -223,7 +223,8 @@ async def _principal(
 
     Async so a cached token costs no thread hop; only a cache miss reads the database,
     in the threadpool. An address past its bad-token limit is refused (429) before any
-    token it sends is looked up, unless that token is already known good here.
+    token it sends is looked up, unless this replica accepted that token lately
+    (:meth:`Authenticator.vouched`): a guesser gets no database reads and no answers.
     """
     if creds is None or creds.scheme.lower() != "bearer":
         raise HTTPException(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
@@ -233,7 +234,7 @@ async def _principal(
         return who
     address = request.client.host if request.client is not None else "unknown"
     wait = service.auth_failures.blocked(address)
-    if wait > 0:
+    if wait > 0 and not service.auth.vouched(creds.credentials):
         raise HTTPException(
             429,
             "too many bad tokens from this address; retry later",
@@ -434,6 +435,8 @@ def create_app(service: Service) -> FastAPI:
         """Jobs visible to the caller, newest first, one page at a time."""
         tenants: list[str] | None
         if tenant is not None:
+            if tenant not in service.tenants:
+                raise FieldError("query.tenant", f"unknown tenant '{tenant}'")
             if not who.can_act_on(tenant):
                 raise HTTPException(403, f"tenant: this token may not see '{tenant}'")
             tenants = [tenant]
@@ -660,7 +663,32 @@ def create_app(service: Service) -> FastAPI:
         service.auth.invalidate()  # this replica at once; the others within CACHE_TTL_S
         return Response(status_code=204)
 
+    def openapi() -> dict[str, Any]:
+        """The generated schema, with this fleet's tenants and GPU classes as enums: the
+        models cannot know them, yet a client (and schemathesis) should."""
+        if app.openapi_schema is None:
+            schema = FastAPI.openapi(app)
+            _name_the_values(schema, sorted(service.tenants), list(service.capacity))
+        return app.openapi_schema or {}
+
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI documents this override
     return app
+
+
+def _name_the_values(schema: dict[str, Any], tenants: list[str], classes: list[str]) -> None:
+    """Put the fleet's tenants and classes as ``enum`` on the fields that name them."""
+    models = schema["components"]["schemas"]
+    fields = [
+        (models["JobSubmit"]["properties"]["tenant"], tenants),
+        (models["JobSubmit"]["properties"]["gpu_class"], classes),
+        (models["TokenCreate"]["properties"]["tenant"], tenants),
+    ]
+    params = schema["paths"]["/v1/jobs"]["get"]["parameters"]
+    fields.extend((p["schema"], tenants) for p in params if p["name"] == "tenant")
+    for prop, values in fields:
+        for alt in prop.get("anyOf", [prop]):
+            if alt.get("type") == "string":
+                alt["enum"] = values
 
 
 def _busy_by_class(service: Service) -> dict[str, int]:

@@ -37,6 +37,10 @@ TOKEN_PREFIX = "aif_"  # noqa: S105 (a public prefix that makes leaked tokens gr
 # the request that does it), whatever the number of tokens in use.
 CACHE_TTL_S = 0.5
 MAX_CACHED = 10_000  # tokens remembered per replica (refusals included); then it restarts
+# A token accepted here within this long is "vouched for": an address locked out for bad
+# tokens may still present it (it is then checked as usual), so a tenant behind the same
+# NAT as a guesser keeps working, while a guesser, who knows no such token, gets nothing.
+VOUCH_S = 3600.0
 REVOCATIONS = "tokens"  # the auth_state row counting revocations
 
 
@@ -181,6 +185,7 @@ class Authenticator:
         self._db = db
         self._clock = clock
         self._cache: dict[str, _Entry] = {}
+        self._vouched: dict[str, float] = {}  # digest -> when last accepted (kept on clears)
         self._version = -1  # the counter value the entries were read under (-1: none yet)
         self._checked_at = float("-inf")  # clock time just before that counter was read
         self._lock = threading.Lock()
@@ -197,6 +202,11 @@ class Authenticator:
         if hit is None:
             return False, None
         return True, hit.answer(now)
+
+    def vouched(self, token: str) -> bool:
+        """Whether this replica accepted ``token`` within ``VOUCH_S`` (no database read)."""
+        seen = self._vouched.get(hash_token(token))
+        return seen is not None and self._clock() - seen < VOUCH_S
 
     def invalidate(self) -> None:
         """Trust nothing cached until the counter is read again (after a local revoke)."""
@@ -237,4 +247,9 @@ class Authenticator:
                 if len(self._cache) >= MAX_CACHED:
                     self._cache.clear()
                 self._cache[digest] = entry
-        return entry.answer(now)
+            answer = entry.answer(now)
+            if answer is not None:
+                if len(self._vouched) >= MAX_CACHED:
+                    self._vouched.clear()
+                self._vouched[digest] = now
+        return answer
