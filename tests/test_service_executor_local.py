@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -106,6 +107,32 @@ def test_cancel_kills_a_job_that_ignores_sigterm_after_the_grace(ex: LocalExecut
     ex.cancel(handle)
     assert ended(ex, handle) is RunState.CANCELLED
     assert time.monotonic() - began < 5  # 0.5 s of grace, then SIGKILL
+
+
+def test_a_sigterm_to_the_supervisor_stops_the_job_but_is_no_cancel(ex: LocalExecutor) -> None:
+    """A host shutting down signals everyone: the job stops, recorded as what happened."""
+    job = launch(ex, "echo ready; sleep 30")
+    handle = ex.start(job)
+    wait_for(lambda: "ready" in job.log_path.read_text())
+    os.kill(json.loads(handle)["pid"], signal.SIGTERM)
+    assert ended(ex, handle) is RunState.FAILED
+    assert ex.poll(handle).exit_code == 128 + signal.SIGTERM
+
+
+def test_a_killed_supervisor_is_lost_and_cancel_still_stops_the_job(ex: LocalExecutor) -> None:
+    job = launch(ex, "sleep 30 & echo $! > a.pid; wait")
+    handle = ex.start(job)
+    pid_file = home(ex, job) / "a.pid"
+    wait_for(lambda: pid_file.exists() and bool(pid_file.read_text().strip()))
+    child = int(pid_file.read_text())
+    os.kill(json.loads(handle)["pid"], signal.SIGKILL)  # the OOM killer, say
+    assert ended(ex, handle) is RunState.LOST  # no exit status: nobody saw the end
+    ex.cancel(handle)  # the job's own record (its cgroup, or its group) still reaches it
+    job_record = json.loads((ex.run_dir / job.name / "job.json").read_text())
+    if job_record["cgroup"]:
+        wait_for(lambda: not _sleeping(child), timeout=5)
+    main = job_record["pid"]
+    wait_for(lambda: supervise.start_time(main) is None, timeout=5)  # parent-death SIGKILL
 
 
 def test_a_fresh_executor_reconciles_jobs_it_did_not_start(ex: LocalExecutor) -> None:

@@ -371,7 +371,7 @@ class LocalExecutor:
             return
         if supervise.alive(pid, started):
             with suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
+                os.kill(pid, supervise.CANCEL_SIGNAL)
             return
         job = supervise.read_json(state / JOB) or {}
         if job.get("cgroup"):

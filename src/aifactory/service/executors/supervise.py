@@ -21,8 +21,10 @@ service killed with ``kill -9`` just as the jobs do. It then
 The state directory (``<data dir>/run/<attempt name>/``) and the logs belong to the service
 (0700 directories, 0600 files), so the job can neither forge ``exit.json`` nor replace or
 read a log: it holds only the write end of its output pipe (which it owns, so reopening
-``/dev/stderr`` still works). Cancel is a SIGTERM to the supervisor, which passes SIGTERM on
-to the whole job and SIGKILL after the grace period, even if the service has died since.
+``/dev/stderr`` still works). Cancel is a SIGUSR1 to the supervisor, which passes SIGTERM
+on to the whole job and SIGKILL after the grace period, even if the service has died since.
+A plain SIGTERM to the supervisor (a host shutting down) stops the job the same way but
+records what the job did, not a cancel.
 
 Landlock confines the job when the kernel has it (5.13+; signal scoping 6.12+). It is what
 protects the service when the service is not root and the job therefore runs as the same
@@ -69,6 +71,7 @@ SUPERVISOR_LOG = "supervisor.log"
 # writes the exit status anyway (a process stuck in uninterruptible sleep cannot be waited).
 REAP_WAIT_S = 5.0
 RLIMITS = {"NPROC": resource.RLIMIT_NPROC, "NOFILE": resource.RLIMIT_NOFILE}
+CANCEL_SIGNAL = signal.SIGUSR1  # the executor's "cancel": stop the job, record it cancelled
 
 # Linux ABI numbers: prctl options and the Landlock system calls (the same number on every
 # architecture, as they were added after the syscall tables were unified).
@@ -418,7 +421,9 @@ class Supervisor:
         self.job_pid = 0
         self.cgroup: str | None = None
         self.cancelled = False
+        self.stopping = False
         self.reaped = False
+        self.log_failed = False
         self.log_fd = -1
         self.out_r = -1  # the read end of the job's stdout and stderr
 
@@ -441,11 +446,17 @@ class Supervisor:
         self._finish(self._watch())
         return 0
 
-    def cancel(self) -> None:
-        """SIGTERM to the whole job now, SIGKILL after the grace period (idempotent)."""
-        if self.cancelled:
+    def stop(self, *, cancelled: bool) -> None:
+        """SIGTERM to the whole job now, SIGKILL after the grace period (idempotent).
+
+        ``cancelled``: the executor asked (SIGUSR1), and the exit status says so. A plain
+        SIGTERM (the host shutting down, an operator) stops the job the same way, but its
+        status is then what the job really did.
+        """
+        self.cancelled |= cancelled
+        if self.stopping:
             return
-        self.cancelled = True
+        self.stopping = True
         if self.job_pid:
             self.kill(signal.SIGTERM)
             signal.setitimer(signal.ITIMER_REAL, max(self.spec.grace_s, 0.001))
@@ -514,9 +525,9 @@ class Supervisor:
             write_atomic(self.state / JOB, json.dumps(job))
         except OSError as exc:  # only cancel's fallback reads it; the job runs regardless
             _log(f"cannot record the job's pid: {exc}")
-        if self.cancelled:  # asked before the job existed
-            self.cancelled = False
-            self.cancel()
+        if self.stopping:  # asked before the job existed
+            self.stopping = False
+            self.stop(cancelled=self.cancelled)
 
     def _watch(self) -> dict[str, Any]:
         """Relay output until the job's command ends; kill what it left; how it ended."""
@@ -555,11 +566,19 @@ class Supervisor:
             os.waitpid(info.si_pid, 0)
 
     def _relay(self) -> bool:
-        """Copy what the job wrote into the log; False at end of file."""
+        """Copy what the job wrote into the log; False at end of file.
+
+        A log that cannot be written (a full disk) loses output, never the job: the pipe
+        is still drained so that the job does not block on it.
+        """
         chunk = os.read(self.out_r, 65536)
         view = memoryview(chunk)
-        while view:
-            view = view[os.write(self.log_fd, view) :]
+        while view and not self.log_failed:
+            try:
+                view = view[os.write(self.log_fd, view) :]
+            except OSError as exc:
+                self.log_failed = True
+                _log(f"cannot write the log {self.spec.log} ({exc}): output dropped")
         return bool(chunk)
 
     def _reap_all(self) -> None:
@@ -648,7 +667,9 @@ def _exec_job(spec: Spec, out_w: int, go_r: int, err_w: int, ruleset: int, paren
     """
     step = "wait for the cgroup"
     try:
-        os.read(go_r, 1)
+        signal.set_wakeup_fd(-1)  # the supervisor's: about to be closed
+        if os.read(go_r, 1) != b"g":  # the supervisor gave up (or died): run nothing
+            os._exit(127)
         os.close(go_r)
         step = "new session"
         os.setsid()
@@ -686,7 +707,7 @@ def _exec_job(spec: Spec, out_w: int, go_r: int, err_w: int, ruleset: int, paren
             restrict = ctypes.c_long(_SYS_LANDLOCK_RESTRICT_SELF)
             _syscall(restrict, ctypes.c_int(ruleset), ctypes.c_uint32(0))
         step = "signals"
-        for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGTERM, signal.SIGALRM, signal.SIGHUP):
+        for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGHUP):
             signal.signal(sig, signal.SIG_DFL)  # Python ignores SIGPIPE; the job must not
         signal.pthread_sigmask(signal.SIG_SETMASK, [])
         step = "close inherited files"
@@ -708,15 +729,21 @@ def main(argv: list[str]) -> int:
     state = Path(argv[1])
     sup: Supervisor | None = None
 
+    def on_cancel(_sig: int, _frame: object) -> None:
+        if sup is not None:
+            sup.stop(cancelled=True)
+
     def on_term(_sig: int, _frame: object) -> None:
         if sup is not None:
-            sup.cancel()
+            sup.stop(cancelled=False)
 
     def on_alarm(_sig: int, _frame: object) -> None:
         if sup is not None:
             sup.kill(signal.SIGKILL)
 
+    signal.signal(CANCEL_SIGNAL, on_cancel)
     signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
     signal.signal(signal.SIGALRM, on_alarm)
     signal.signal(signal.SIGCHLD, lambda _sig, _frame: None)  # only to wake the select
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
