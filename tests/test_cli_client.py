@@ -11,14 +11,16 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import uvicorn
 from typer.testing import CliRunner
 
 from aifactory.cli import app
+from aifactory.service import client as client_module
 from aifactory.service.api import Service, create_app
 from aifactory.service.auth import hash_token
-from aifactory.service.client import load_config
+from aifactory.service.client import ApiClient, ClientConfig, ClientError, load_config
 from aifactory.service.settings import ExecutorKind, ServiceSettings
 
 runner = CliRunner()
@@ -100,6 +102,42 @@ def test_admin_create_token_prints_it_once_and_stores_its_hash(db_url: str) -> N
     assert again.exit_code == 2
 
 
+def test_admin_tokens_can_expire_and_list_tokens_shows_it(db_url: str) -> None:
+    made = runner.invoke(
+        app,
+        ["admin", "create-token", "--tenant", "lab", "--expires", "30d", "--database-url", db_url],
+    )
+    assert made.exit_code == 0, made.output
+    assert "expires 20" in made.stdout
+    runner.invoke(app, ["admin", "create-token", "--tenant", "lab", "--database-url", db_url])
+    listed = runner.invoke(app, ["admin", "list-tokens", "--database-url", db_url, "--json"])
+    rows = json.loads(listed.stdout)
+    assert rows[0]["expires_at"] == pytest.approx(time.time() + 30 * 86_400, abs=60)
+    assert rows[1]["expires_at"] is None
+    table = runner.invoke(app, ["admin", "list-tokens", "--database-url", db_url])
+    assert "expires" in table.stdout
+    assert "never" in table.stdout
+    for bad in ("3x", "10", "11y", "-1d"):
+        refused = runner.invoke(
+            app,
+            [
+                "admin",
+                "create-token",
+                "--tenant",
+                "lab",
+                "--expires",
+                bad,
+                "--database-url",
+                db_url,
+            ],
+        )
+        assert refused.exit_code == 2, bad
+        assert "--expires" in refused.output
+    huge = runner.invoke(app, ["admin", "revoke-token", str(2**63), "--database-url", db_url])
+    assert huge.exit_code == 2
+    assert "Traceback" not in huge.output
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -178,6 +216,32 @@ def test_client_errors_are_clean(live: str, db_url: str, monkeypatch: pytest.Mon
     assert down.exit_code == 1
     assert "cannot reach" in down.output
     assert "Traceback" not in down.output
+
+
+def test_submits_are_retried_after_a_429_with_its_key_and_422s_are_not(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    slept: list[float] = []
+    monkeypatch.setattr(client_module.time, "sleep", slept.append)
+    seen: list[tuple[str, str]] = []
+    answers = [
+        httpx.Response(429, json={"detail": "limit"}, headers={"Retry-After": "3"}),
+        httpx.Response(201, json={"id": 1}),
+        httpx.Response(422, json={"detail": [{"field": "gpus", "reason": "bad"}]}),
+    ]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append((request.url.path, request.headers["Idempotency-Key"]))
+        return answers.pop(0)
+
+    api = ApiClient(ClientConfig("http://x", "aif_t"), transport=httpx.MockTransport(handler))
+    assert api.submit({"gpus": 1, "command": "x"}, idempotency_key="k1") == {"id": 1}
+    assert seen == [("/v1/jobs", "k1"), ("/v1/jobs", "k1")]
+    assert slept == [3.0]
+    with pytest.raises(ClientError, match="gpus: bad") as refused:
+        api.submit({"gpus": 0, "command": "x"})
+    assert refused.value.status == 422
+    assert len(seen) == 3  # not retried
 
 
 def test_client_reads_a_config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

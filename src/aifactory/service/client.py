@@ -3,8 +3,10 @@
 Configuration: ``AIFACTORY_URL`` and ``AIFACTORY_TOKEN``, or a TOML file
 (``$AIFACTORY_CONFIG``, default ``~/.config/aifactory/client.toml``) with ``url`` and
 ``token`` keys; the environment wins. Submits carry an ``Idempotency-Key`` (random unless
-given) and are retried with the same key on connection errors, so a retry never makes a
-second job.
+given) and are retried with the same key on connection errors, 503s (the database is
+down) and 429s (a limit; after the ``Retry-After`` the server asks, at most
+``MAX_RETRY_AFTER_S``), so a retry never makes a second job. A 422 or any other refusal
+is not retried: the same request would be refused again.
 """
 
 from __future__ import annotations
@@ -21,14 +23,18 @@ import httpx
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 SUBMIT_RETRIES = 5
+MAX_RETRY_AFTER_S = 10.0
 
 
 class ClientError(RuntimeError):
     """The service refused a request or could not be reached."""
 
-    def __init__(self, message: str, status: int | None = None) -> None:
+    def __init__(
+        self, message: str, status: int | None = None, retry_after_s: float | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
+        self.retry_after_s = retry_after_s
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +97,7 @@ class ApiClient:
             msg = f"cannot reach {self._http.base_url}: {exc}"
             raise ClientError(msg) from None
         if resp.status_code >= 400:
-            raise ClientError(_explain(resp), resp.status_code)
+            raise ClientError(_explain(resp), resp.status_code, _retry_after(resp))
         if resp.status_code == 204:
             return None
         return resp.json()
@@ -106,10 +112,11 @@ class ApiClient:
                     "POST", "/v1/jobs", json=body, headers={"Idempotency-Key": key}
                 )
             except ClientError as exc:
-                retryable = exc.status is None or exc.status == 503
+                retryable = exc.status in (None, 429, 503)
                 if not retryable or attempt == SUBMIT_RETRIES - 1:
                     raise
-                time.sleep(delay)
+                asked = min(exc.retry_after_s or 0.0, MAX_RETRY_AFTER_S)
+                time.sleep(max(delay, asked))
                 delay *= 2
                 continue
             return got
@@ -143,6 +150,14 @@ class ApiClient:
         """Quota rows visible to the caller."""
         got: list[dict[str, Any]] = self._call("GET", "/v1/quotas")
         return got
+
+
+def _retry_after(resp: httpx.Response) -> float | None:
+    """The ``Retry-After`` seconds of a response, if it gives a number."""
+    try:
+        return float(resp.headers["Retry-After"])
+    except (KeyError, ValueError):
+        return None
 
 
 def _explain(resp: httpx.Response) -> str:
