@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Annotated
@@ -52,6 +53,39 @@ def serve(
     lost_policy: Annotated[
         str, typer.Option("--lost-policy", help="requeue or fail jobs lost across a restart.")
     ] = "requeue",
+    max_time_limit: Annotated[
+        float | None,
+        typer.Option(
+            "--max-time-limit",
+            min=1,
+            max=30 * 86_400,
+            help="Longest time_limit_s a job may ask, s (default and most: 30 d).",
+        ),
+    ] = None,
+    max_pending_per_tenant: Annotated[
+        int | None,
+        typer.Option(
+            "--max-pending-per-tenant", min=0, help="Pending jobs per tenant (100000; 0: no limit)."
+        ),
+    ] = None,
+    submit_rate: Annotated[
+        float | None,
+        typer.Option(
+            "--submit-rate", min=0, help="Submits/s per tenant on this replica (1000; 0: no limit)."
+        ),
+    ] = None,
+    submit_burst: Annotated[
+        int | None,
+        typer.Option("--submit-burst", min=0, help="Submits per tenant at once (20000)."),
+    ] = None,
+    auth_failures: Annotated[
+        int | None,
+        typer.Option(
+            "--auth-failures",
+            min=0,
+            help="Bad tokens per client address per minute, then 429 (100; 0: no limit).",
+        ),
+    ] = None,
     log_level: Annotated[str, typer.Option("--log-level", help="Uvicorn log level.")] = "info",
 ) -> None:
     """Run the control plane: REST API under /v1 and the scheduler loop."""
@@ -89,6 +123,20 @@ def serve(
         tick_s=tick,
         run_scheduler=scheduler,
         lost_policy=lost,
+    )
+    # The limits given on the command line; the others keep ServiceSettings' defaults.
+    base = settings
+    settings = dataclasses.replace(
+        settings,
+        max_time_limit_s=base.max_time_limit_s if max_time_limit is None else max_time_limit,
+        max_pending_per_tenant=base.max_pending_per_tenant
+        if max_pending_per_tenant is None
+        else max_pending_per_tenant,
+        submit_rate_per_s=base.submit_rate_per_s if submit_rate is None else submit_rate,
+        submit_burst=base.submit_burst if submit_burst is None else submit_burst,
+        auth_failures_per_window=base.auth_failures_per_window
+        if auth_failures is None
+        else auth_failures,
     )
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     with user_errors():
