@@ -22,7 +22,7 @@ import pytest
 
 from aifactory.service.executors import make_executor, supervise
 from aifactory.service.executors.base import ExecutorError, Launch, RunState
-from aifactory.service.executors.local import SUPERVISE, JobUserError, LocalExecutor
+from aifactory.service.executors.local import SUPERVISE, LocalExecutor, LocalSetupError
 from aifactory.service.settings import ServiceSettings
 from local_sandbox_support import reachable_dir, require_job_user
 from test_service_support import wait_for
@@ -253,12 +253,12 @@ def test_find_waits_for_a_supervisor_that_is_still_starting(ex: LocalExecutor) -
 
 def test_the_job_user_is_unprivileged_or_the_executor_refuses(tmp_path: Path) -> None:
     if os.geteuid() == 0:
-        with pytest.raises(JobUserError, match=r"setup-job-user\.sh"):
+        with pytest.raises(LocalSetupError, match=r"setup-job-user\.sh"):
             LocalExecutor(tmp_path, run_as="aifactory-no-such-user")
-        with pytest.raises(JobUserError, match="must not run as root"):
+        with pytest.raises(LocalSetupError, match="must not run as root"):
             LocalExecutor(tmp_path, run_as="root")
     else:
-        with pytest.raises(JobUserError, match="cannot switch users"):
+        with pytest.raises(LocalSetupError, match="cannot switch users"):
             LocalExecutor(tmp_path, run_as="root")
 
 

@@ -82,8 +82,9 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\Z")
 _ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
-class JobUserError(ValueError):
-    """The local executor cannot run jobs as an unprivileged user (a configuration error)."""
+class LocalSetupError(ValueError):
+    """The local executor cannot be set up safely: no unprivileged user, an unusable data
+    directory (a configuration error, reported by ``aifactory serve`` as such)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +99,7 @@ class JobUser:
 
 
 def job_user(run_as: str | None) -> JobUser:
-    """The user jobs run as, or JobUserError saying why there is none.
+    """The user jobs run as, or LocalSetupError saying why there is none.
 
     As root: ``run_as`` or ``aifactory-job``, which must exist and must not be root. Not
     as root: the service's own user (``run_as``, if given, must name it: switching users
@@ -112,7 +113,7 @@ def job_user(run_as: str | None) -> JobUser:
                 f"--run-as {run_as}: the service runs as {me.pw_name} (not root) and cannot "
                 f"switch users; its jobs run as {me.pw_name}"
             )
-            raise JobUserError(msg)
+            raise LocalSetupError(msg)
         return JobUser(me.pw_name, euid, os.getegid(), tuple(os.getgroups()), switch=False)
     name = run_as or DEFAULT_JOB_USER
     try:
@@ -123,10 +124,10 @@ def job_user(run_as: str | None) -> JobUser:
             f"root, but user '{name}' does not exist: create it with "
             f"scripts/setup-job-user.sh, or name another with --run-as USER"
         )
-        raise JobUserError(msg) from None
+        raise LocalSetupError(msg) from None
     if entry.pw_uid == 0 or entry.pw_gid == 0:
         msg = f"--run-as {name}: jobs must not run as root or with the root group"
-        raise JobUserError(msg)
+        raise LocalSetupError(msg)
     groups = tuple(g for g in os.getgrouplist(entry.pw_name, entry.pw_gid) if g != 0)
     return JobUser(entry.pw_name, entry.pw_uid, entry.pw_gid, groups, switch=True)
 
@@ -162,7 +163,7 @@ class LocalExecutor:
             _own_dir(self.jobs_dir, 0o711)  # jobs pass through to their own directory
         except OSError as exc:
             msg = f"local executor: cannot prepare {self.data_dir}: {exc}"
-            raise JobUserError(msg) from exc
+            raise LocalSetupError(msg) from exc
         self._cgroup, cgroup_why = supervise.cgroup_base()
         self._landlock = supervise.landlock_abi()
         hidden = [self.data_dir, self.jobs_dir, *protect]
