@@ -221,14 +221,14 @@ class LocalExecutor:
         _check(launch)
         state = self.run_dir / name
         try:
-            state.mkdir(mode=0o700)
-        except FileExistsError:
-            handle = self.find(name)
-            if handle is not None:
-                return handle
-            # find() left an "abandoned" claim: no supervisor ran this attempt, and the one
-            # started now is, with any late one, the only claimant left (one wins).
-            (state / CLAIM).unlink(missing_ok=True)
+            fresh = _mkdir_new(state)
+            if not fresh:
+                handle = self.find(name)
+                if handle is not None:
+                    return handle
+                # find() left an "abandoned" claim: no supervisor ran this attempt, and the
+                # one started now is, with any late one, the only claimant left (one wins).
+                (state / CLAIM).unlink(missing_ok=True)
         except OSError as exc:
             msg = f"job {launch.job_id}: cannot make {state}: {exc}"
             raise ExecutorError(msg) from exc
@@ -382,6 +382,15 @@ class LocalExecutor:
 
 
 # -- helpers ------------------------------------------------------------------------------
+
+
+def _mkdir_new(path: Path) -> bool:
+    """Make ``path`` (0700); False if it was already there."""
+    try:
+        path.mkdir(mode=0o700)
+    except FileExistsError:
+        return False
+    return True
 
 
 def _own_dir(path: Path, mode: int) -> None:
