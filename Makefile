@@ -52,6 +52,6 @@ bench: $(STAMP) $(NATIVE) ## Run the benchmarks (figures printed as a table and 
 	$(BIN)/python -m bench
 
 clean: ## Remove the virtualenv, caches, compiled modules and results
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist src/*.egg-info bench/results aifactory-data
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist src/*.egg-info bench/results aifactory-data aifactory-data-jobs
 	find src -name '*.so' -delete
 	rm -rf src/.mypy_cache
