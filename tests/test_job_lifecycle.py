@@ -131,3 +131,25 @@ def test_bad_job_fields_name_the_field() -> None:
 def test_estimate_defaults_to_true_run_time() -> None:
     assert Job("j", "a", 0.0, 1, 42.0).estimate_s == 42.0
     assert Job("j", "a", 0.0, 1, 42.0, estimate_s=7.0).estimate_s == 7.0
+
+
+@pytest.mark.parametrize("runs", [1, 2, 3], ids=["first-start", "in-fields", "in-list"])
+def test_withdraw_start_undoes_the_last_start_only(runs: int) -> None:
+    """A pass that takes back a start it made (scheduler core, ``_withdraw``) leaves the
+    job pending with the history it had before, wherever that entry was stored."""
+    job = Job("j", "a", 0.0, 8, 100.0)
+    for r in range(1, runs):
+        job.move(S.RUNNING, 10.0 * r)
+        job.move(S.PREEMPTED, 10.0 * r + 5)
+        job.move(S.PENDING, 10.0 * r + 5)
+    before = job.history
+    job.move(S.RUNNING, 99.0)
+    with pytest.raises(IllegalTransitionError, match=r"no start at 98\.0"):
+        job.withdraw_start(98.0)
+    job.withdraw_start(99.0)
+    assert job.state is S.PENDING
+    assert job.history == before
+    with pytest.raises(IllegalTransitionError):
+        job.withdraw_start(99.0)  # pending: nothing to take back
+    job.move(S.RUNNING, 100.0)  # and it can start again
+    assert job.history == [*before, (100.0, S.RUNNING)]

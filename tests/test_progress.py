@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 from hypothesis import given
 from hypothesis import strategies as st
 
+from aifactory.scheduler.core import MAX_SECONDS, MIN_CHECKPOINT_S
 from aifactory.workload.progress import run_progress, unsaved_progress, wall_for
 
 
@@ -43,3 +46,20 @@ def test_wall_for_inverts_run_progress(
     wall = wall_for(work, overhead, interval, write)
     gained, _ = run_progress(wall, overhead, interval, write)
     assert abs(gained - work) <= 1e-6 * max(1.0, work)
+
+
+ACCEPTED_INTERVALS = st.floats(MIN_CHECKPOINT_S, MAX_SECONDS)  # what the core lets in
+
+
+@given(st.floats(0, 1e300), SECONDS, ACCEPTED_INTERVALS, SECONDS)
+def test_progress_math_is_finite_for_every_accepted_interval(
+    wall: float, overhead: float, interval: float, write: float
+) -> None:
+    """The scheduler refuses checkpoint intervals below a second (a subnormal one made
+    the cycle count infinite and int() raise in every pass): for every interval it
+    accepts, any finite run time gives finite results, with nothing raised. (Only
+    finiteness: past 2**53 s a float cannot hold a run time to the second anyway.)"""
+    gained, saved = run_progress(wall, overhead, interval, write)
+    unsaved = unsaved_progress(wall, overhead, interval, write)
+    assert all(math.isfinite(x) for x in (gained, saved, unsaved))
+    assert math.isfinite(wall_for(min(wall, MAX_SECONDS), overhead, interval, write))

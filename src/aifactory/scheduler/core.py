@@ -15,6 +15,22 @@ I/O or touches global state. A scheduling pass is written as numbered phases:
 
 With ``backfill=none`` the pass is strict: a tenant queue stops at its first job that
 cannot start, as Slurm does without backfill.
+
+A pass never reports a job both started and preempted. A victim waits for the next pass:
+the pass that evicted it does not restart it elsewhere at the same instant (its caller
+would have to kill and relaunch it at once; evicted work is requeued, as Kueue and Slurm
+requeue it). And phase 4 may pick as a victim a job that phase 2 started earlier in the
+same pass (jobs are tried in the policy's order, and a later one may outrank an earlier
+one, or reclaim quota it borrowed): that start is withdrawn instead
+(:meth:`Scheduler._withdraw`). The job is pending again as if it had not been tried: it
+loses no work, pays no restart, counts no preemption, and the caller sees it in neither
+``started`` nor ``preempted``. Its GPUs were free when the pass began, so such a victim
+costs nothing, and the outcome is the one the pass would have reached had it tried the
+preempting job first. (Kueue gets there by ordering a cycle's heads by priority; here the
+policy's order stays the only order.)
+
+Every job's fields are checked at submit (:func:`job_problem`): a field out of bounds
+fails that job, with a reason naming the field, and never reaches a pass's arithmetic.
 """
 
 from __future__ import annotations
@@ -58,6 +74,49 @@ MAX_EXTRA_VICTIMS: Final = 8  # victims beyond the count-sufficient set tried fo
 MAX_PRUNE: Final = 16  # victim sets up to this size are pruned of unnecessary victims
 _LEVEL_NAME: Final[dict[Level, str]] = {level: level.value for level in Level}
 _PACK: Final = 1 << 26  # GPU counts below this pack two to a float exactly (Victim)
+
+# Bounds of a job's fields (:func:`job_problem`), all inclusive.
+MAX_GPUS: Final = 2**31 - 1  # the trace schema's int32
+# About 31,700 years: beyond any real job or clock, and small enough that sums of a few
+# such times (a start, a run and its checkpoint writes) stay far from overflowing.
+MAX_SECONDS: Final = 1e12
+# Progress math counts checkpoint cycles as int(useful // (interval + write)) (preemption
+# prices every candidate so): with an interval of at least a second the count is finite
+# for any finite run time, while a subnormal interval (5e-324) made it infinite and int()
+# raise in every pass. No real system checkpoints more often; the control plane asks for
+# at least a minute.
+MIN_CHECKPOINT_S: Final = 1.0
+MAX_PRIORITY: Final = 2**31 - 1  # int32, as Kubernetes priority values
+
+
+def job_problem(job: Job) -> str | None:
+    """The first field of ``job`` out of bounds, as ``"<field>: <what is wrong>"``; None
+    when every field is in bounds. The one check of both the control plane (tenants'
+    requests: :meth:`Scheduler.submit` fails the job with it) and the twin (which refuses
+    a run up front, naming the job). ``Job`` itself checks little: the twin builds a
+    million. ``bool`` is not an integer here; NaN and infinities fail every range."""
+    gpus = job.gpus
+    if type(gpus) is not int or not 1 <= gpus <= MAX_GPUS:
+        return f"gpus: must be an integer from 1 to {MAX_GPUS} (got {gpus!r})"
+    try:
+        if not 0.0 < job.duration_s <= MAX_SECONDS:
+            return f"duration_s: must be > 0 and <= {MAX_SECONDS:g} s (got {job.duration_s!r})"
+        if not 0.0 < job.estimate_s <= MAX_SECONDS:
+            return f"estimate_s: must be > 0 and <= {MAX_SECONDS:g} s (got {job.estimate_s!r})"
+        if not -MAX_SECONDS <= job.submit_s <= MAX_SECONDS:
+            return f"submit_s: must be finite, within +-{MAX_SECONDS:g} s (got {job.submit_s!r})"
+        interval = job.checkpoint_s
+        if interval is not None and not MIN_CHECKPOINT_S <= interval <= MAX_SECONDS:
+            return (
+                f"checkpoint_s: must be none or from {MIN_CHECKPOINT_S:g} to "
+                f"{MAX_SECONDS:g} s (got {interval!r})"
+            )
+    except TypeError:  # (pure Python only: compiled, the fields are typed floats)
+        return "duration_s, estimate_s, submit_s, checkpoint_s: must be numbers"
+    priority = job.priority
+    if type(priority) is not int or not -MAX_PRIORITY <= priority <= MAX_PRIORITY:
+        return f"priority: must be an integer within +-{MAX_PRIORITY} (got {priority!r})"
+    return None
 
 
 def _count(counts: dict[int, int], key: int, delta: int) -> None:
@@ -114,9 +173,13 @@ class _PassContext:
         "quota_fail",
         "reservations",
         "seen_tenants",
+        "started",
+        "track",
     )
 
-    def __init__(self, reservations: dict[int, Reservation], *, preempt: bool = True) -> None:
+    def __init__(
+        self, reservations: dict[int, Reservation], *, preempt: bool = True, track: bool = True
+    ) -> None:
         self.reservations = reservations
         self.no_fit: dict[int, float] = {}  # class -> smallest gang that failed to fit
         # The same for quota, keyed by tenant index * 256 + class (no tuple per lookup).
@@ -126,12 +189,23 @@ class _PassContext:
         self.preempt_failed: dict[tuple[int, int, int, int], float] = {}
         self.preempt = preempt  # whether this pass may preempt at all
         self.seen_tenants: set[int] = set()
+        # Jobs started in this pass, by index, with their fields before the start (first
+        # start, level, run start, estimated end), so that a preemption later in the pass
+        # can withdraw the start (Scheduler._withdraw). Kept only in passes that may
+        # preempt (``track``): elsewhere no start can be taken back.
+        self.track = track
+        self.started: dict[int, tuple[float | None, str, float, float]] = {}
 
-    def reset(self, reservations: dict[int, Reservation], *, preempt: bool) -> _PassContext:
+    def reset(
+        self, reservations: dict[int, Reservation], *, preempt: bool, track: bool
+    ) -> _PassContext:
         """Ready for a new pass (the scheduler keeps one context: a pass after every
         arrival made four dicts and a set that were mostly never written)."""
         self.reservations = reservations
         self.preempt = preempt
+        self.track = track
+        if self.started:
+            self.started.clear()
         if self.no_fit:
             self.no_fit.clear()
         if self.quota_fail:
@@ -329,6 +403,7 @@ class Scheduler:
         self._smallest = [0] * n_tenants
         self.pending_gpus = 0
         self.preemptions = 0
+        self.withdrawn = 0  # starts taken back by their own pass (_withdraw)
         self.passes = 0
         self._seq = 0
         self._dirty = False
@@ -362,7 +437,9 @@ class Scheduler:
 
     # ================================================================ submit
     def submit(self, job: Job, now: float) -> str | None:
-        """Queue a job; returns why it can never run (and fails it), or None."""
+        """Queue a job; returns why it can never run (and fails it), or None. A field out
+        of bounds is such a reason (``"invalid field: <field>: ..."``, see
+        :func:`job_problem`)."""
         if self._index_ids:
             known = len(self.by_id)
             self.by_id.setdefault(job.id, job)  # one lookup in a big dict, not two
@@ -373,7 +450,8 @@ class Scheduler:
         self.jobs.append(job)
         job.tix = self.tenant_index.get(job.tenant, -1)
         job.classes = None  # this scheduler's class indices are filled in by _classes
-        reason = self._never_runs(job)
+        problem = job_problem(job)
+        reason = f"invalid field: {problem}" if problem is not None else self._never_runs(job)
         if reason is not None:
             job.move(FAILED, now)
             job.end_s = now
@@ -539,7 +617,8 @@ class Scheduler:
         # Preemption searches are the costliest step of a pass; with a backfill interval
         # they run in the periodic deep scans only (Slurm's preemption also acts from its
         # scheduling cycles, not on every event).
-        ctx = self._ctx.reset(reservations, preempt=deep or not self._periodic)
+        preempt = deep or not self._periodic
+        ctx = self._ctx.reset(reservations, preempt=preempt, track=preempt and self.cfg.preemption)
         held: RowHeap | None = None  # rows a deep scan took off their queues (as a list)
         tested = 0
         while heads:
@@ -668,7 +747,10 @@ class Scheduler:
 
     def _arrivals_pass(self, fresh: list[Job], now: float, res: CycleResult) -> None:
         easy = self._easy
-        ctx = self._ctx.reset(self._reservations, preempt=not self._periodic)
+        preempt = not self._periodic
+        ctx = self._ctx.reset(
+            self._reservations, preempt=preempt, track=preempt and self.cfg.preemption
+        )
         key = self.policy.job_key
         if len(fresh) > 1:
             fresh.sort(key=lambda j: (key(j), j.qseq))
@@ -825,7 +907,7 @@ class Scheduler:
                     self._new_epoch()
                 else:
                     self._fits_reservation(job, resv, now, commit=True)
-            self._start(job, c, found[0], found[1], now)
+            self._start(job, c, found[0], found[1], now, ctx)
             res.started.append(job)
             return True
         if self.cfg.preemption and ctx.preempt and (head or self._may_preempt(job)):
@@ -834,7 +916,7 @@ class Scheduler:
                 failed = (tenant, c, job.priority, rank)
                 if gpus >= ctx.preempt_failed.get(failed, INF):
                     continue
-                if self._try_preempt(job, c, now, res):
+                if self._try_preempt(job, c, now, res, ctx):
                     return True
                 ctx.preempt_failed[failed] = gpus
         if (
@@ -987,8 +1069,16 @@ class Scheduler:
 
     # ================================================================ start / stop
     def _start(
-        self, job: Job, klass: int, level: Level, plan: list[tuple[int, int]], now: float
+        self,
+        job: Job,
+        klass: int,
+        level: Level,
+        plan: list[tuple[int, int]],
+        now: float,
+        ctx: _PassContext,
     ) -> None:
+        if ctx.track:
+            ctx.started[job.index] = (job.first_start_s, job.level, job.run_start_s, job.est_end_s)
         placement = self.cs.allocate(plan)
         self._attach(job, klass, placement, now)
         job.level = _LEVEL_NAME[level]  # its value: one shared str (.value is an
@@ -1095,6 +1185,11 @@ class Scheduler:
     ) -> None:
         """Evict a running job (preemption or failure): it loses work since its last
         checkpoint, pays the restart overhead on its next start, and waits again."""
+        self._evict(job, now, by, failure=failure, push=True)
+
+    def _evict(self, job: Job, now: float, by: Job | None, *, failure: bool, push: bool) -> None:
+        """:meth:`interrupt`; without ``push`` the job waits for the next pass (a victim of
+        the pass running now is not tried again by it: see the module's docstring)."""
         self._stop(job, now)
         gained, saved = run_progress(
             now - job.run_start_s, job.overhead_s, job.checkpoint_s, self.cfg.checkpoint_write_s
@@ -1116,10 +1211,16 @@ class Scheduler:
         job.pnode = -1
         job.move(PREEMPTED, now)
         job.move(PENDING, now)
-        self._enqueue(job)
+        self._enqueue(job, push=push)
 
     def restore_running(self, job: Job, placement: Placement, start_s: float) -> None:
-        """Re-attach a job that was running before a restart to exactly its GPUs."""
+        """Re-attach a job that was running before a restart to exactly its GPUs. Raises
+        ValueError, changing nothing, for a field out of bounds (:func:`job_problem`):
+        such a job cannot be failed here, as it already runs."""
+        problem = job_problem(job)
+        if problem is not None:
+            msg = f"job {job.id}: {problem}"
+            raise ValueError(msg)
         known = (
             job.id in self.by_id
             if self._index_ids
@@ -1189,7 +1290,9 @@ class Scheduler:
             return None
         return find_placement(self.cs, klass, job.gpus, cross_site=job.allow_cross_site)
 
-    def _try_preempt(self, job: Job, klass: int, now: float, res: CycleResult) -> bool:
+    def _try_preempt(
+        self, job: Job, klass: int, now: float, res: CycleResult, ctx: _PassContext
+    ) -> bool:
         cands = self._candidates(job, klass, now)
         if not cands:
             return False
@@ -1213,8 +1316,11 @@ class Scheduler:
                 return False
         need = gpus - free
         rows = RowHeap()
+        # A job started in this pass loses nothing: its start is withdrawn (_withdraw).
+        this_pass = ctx.started
         for i, c in enumerate(cands):
-            rows.extend(self._lost_if_evicted(c, now), _victim_size_key(c.gpus, need), c.index, i)
+            lost = 0.0 if this_pass and c.index in this_pass else self._lost_if_evicted(c, now)
+            rows.extend(lost, _victim_size_key(c.gpus, need), c.index, i)
         order = CostOrder(cands, rows)
         # Phase A, counts only: the cheapest victims inside one pod (or one site, for
         # gangs bigger than a pod) that free enough GPUs there, then enough quota.
@@ -1256,16 +1362,51 @@ class Scheduler:
             else:
                 self._detach(v.job, now)
         for v in chosen:
+            if this_pass and v.job.index in this_pass:
+                self._withdraw(v.job, now, job, ctx, res)  # (still detached)
+                continue
             self._reattach(v.job, now)
-            self.interrupt(v.job, now, by=job)
+            self._evict(v.job, now, job, failure=False, push=False)
             res.preempted.append(v.job)
         found = self._startable(job, klass)
         if found is None:  # cannot happen: the victims' GPUs were just freed
             msg = f"preemption for {job.id} freed GPUs that no longer fit it"
             raise AssertionError(msg)
-        self._start(job, klass, found[0], found[1], now)
+        self._start(job, klass, found[0], found[1], now, ctx)
         res.started.append(job)
         return True
+
+    def _withdraw(self, job: Job, now: float, by: Job, ctx: _PassContext, res: CycleResult) -> None:
+        """Take back the start of ``job`` made earlier in this pass, for ``by``: a pass
+        never reports a job both started and preempted (see the module's docstring).
+
+        ``job`` is already detached (its GPUs, quota and usage are back as before its
+        start: usage changed twice at the same ``now``, which adds nothing). What else
+        the start did is undone: its fields and history are as before, and it is pending
+        again, queued for the next pass (not this one: it is not tried twice in a pass).
+        Like an eviction it never takes the GPUs back from ``by`` (``preempted_for``).
+        Decisions the pass made while the job held its GPUs stand; they were made with
+        fewer GPUs free, and the next pass, a full one, sees the GPUs it left.
+        """
+        first, level, run_start, est_end = ctx.started.pop(job.index)
+        ends = self._ends[job.klass]
+        if ends is not None:  # its row there (pushed at the start) is stale now
+            self._ends_stale[job.klass] += 1
+        job.withdraw_start(now)
+        job.first_start_s = first
+        job.level = level
+        job.run_start_s = run_start
+        job.est_end_s = est_end
+        job.placement = []
+        job.pnode = -1
+        job.preempted_for = job.preempted_for | {by.id}
+        res.started.remove(job)
+        self.withdrawn += 1
+        self._freed = True
+        self._away_version += 1  # its GPUs and quota came back
+        # Not pushed on its queue: this pass took its list of fresh jobs when it began,
+        # so the job is tried by the next pass only.
+        self._enqueue(job, push=False)
 
     def _victims_anywhere(self, job: Job, klass: int, order: CostOrder) -> list[Victim] | None:
         """Shortest prefix of the cost order freeing enough GPUs of the class and quota."""

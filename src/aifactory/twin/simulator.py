@@ -19,7 +19,7 @@ from typing import Final
 import numpy as np
 
 from aifactory.fleet.topology import Topology
-from aifactory.scheduler.core import Scheduler, SchedulerConfig
+from aifactory.scheduler.core import Scheduler, SchedulerConfig, job_problem
 from aifactory.twin.failures import FailureInjector
 from aifactory.twin.kernel import EventClass, Kernel
 from aifactory.twin.observer import Observer
@@ -83,6 +83,18 @@ def no_gc() -> Iterator[None]:
             gc.enable()
 
 
+def check_fields(jobs: Iterable[Job]) -> None:
+    """Refuse a job list with a field out of the scheduler's bounds before anything runs,
+    naming the first such job and field (``scheduler.core.job_problem``). The scheduler
+    would fail such a job at its submit; for a trace or a synthesised workload that is a
+    bad input, and a run that quietly counted it as rejected would hide it."""
+    for job in jobs:
+        problem = job_problem(job)
+        if problem is not None:
+            msg = f"job {job.id}: {problem}"
+            raise ValueError(msg)
+
+
 def check_unique_ids(ids: Iterable[str]) -> None:
     """Raise a clear error if an id appears twice (a job list for one run)."""
     seen: set[str] = set()
@@ -110,6 +122,7 @@ class Simulation:
         checked here); the scheduler then keeps no index by id (see
         ``SchedulerConfig.index_ids``)."""
         self.topo = topo
+        check_fields(jobs)
         self.jobs = sorted(jobs, key=lambda j: j.submit_s)
         if not ids_checked:
             check_unique_ids(j.id for j in self.jobs)

@@ -197,7 +197,8 @@ class Job:
         self.level = ""  # topology level of the current/last placement
         self.preemptions = 0
         self.failures = 0
-        self.preempted_for: set[str] | frozenset[str] = _NONE  # ids of jobs it was evicted for
+        # Ids of jobs it was evicted for, or whose pass withdrew its start for them.
+        self.preempted_for: set[str] | frozenset[str] = _NONE
         self.lost_preempt_gpu_s = 0.0
         self.lost_failure_gpu_s = 0.0
 
@@ -208,6 +209,30 @@ class Job:
             raise IllegalTransitionError(msg)
         self.state = to
         self._record(now, to)
+
+    def withdraw_start(self, now: float) -> None:
+        """Take back a start made at ``now`` by a scheduling pass that has not ended: the
+        job is pending again and its history loses that start. Not a move of the
+        lifecycle: no one outside the pass saw the start (the pass reports the job in
+        neither its starts nor its preemptions), so the record is as if it was never
+        made. Raises unless the last thing that happened to the job is a start at ``now``."""
+        n = self._h_n
+        last: tuple[float, JobState] | None = None  # the newest history entry
+        if self._h_more is not None:
+            last = self._h_more[-1]
+        elif n == 3:
+            last = (self._h_t2, self._h_s2)
+        elif n == 2:
+            last = (self._h_t1, self._h_s1)
+        if self.state is not RUNNING or last is None or last != (now, RUNNING):
+            msg = f"job {self.id}: no start at {now} to withdraw"
+            raise IllegalTransitionError(msg)
+        if self._h_more is not None:
+            self._h_more.pop()
+            if not self._h_more:
+                self._h_more = None
+        self._h_n = n - 1
+        self.state = PENDING  # a start is always from pending (TRANSITIONS)
 
     def _record(self, now: float, state: JobState) -> None:
         n = self._h_n
