@@ -32,6 +32,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path as FsPath
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Path, Query, Request, Response
@@ -112,7 +113,9 @@ class Service:
         self.capacity = self.topo.class_capacity()
         self.auth = Authenticator(self.db, clock)
         self.stats = CycleStats()
-        self.executor = executor or make_executor(settings.executor.value)
+        self.executor = executor or make_executor(settings.executor.value, settings)
+        # Logs are served only from beneath here (the loop writes them here).
+        self.logs_dir = FsPath(settings.data_dir).absolute() / "logs"
         self.loop: SchedulerLoop | None = None
         if settings.run_scheduler:
             self.loop = SchedulerLoop(
@@ -470,7 +473,9 @@ def create_app(service: Service) -> FastAPI:
             flagged = store.cancel_pending(conn, job_id)
         view = store.to_view(row, cancel_requested=flagged)
         return JobDetail(
-            **view.model_dump(), history=events, log_tail=store.log_tail(row["log_path"], log_lines)
+            **view.model_dump(),
+            history=events,
+            log_tail=store.log_tail(row["log_path"], log_lines, root=service.logs_dir),
         )
 
     @app.delete(
