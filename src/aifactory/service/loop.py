@@ -127,16 +127,24 @@ def fork_state(db: Database, topo: Topology, settings: ServiceSettings, now: flo
     sched = new_scheduler(topo, settings)
     with db.read() as conn:
         rows = live_jobs(conn)
+    # A row the core refuses is left out of the view (the leader fails that job on its
+    # next cycle); it must not make every tenant's forecast or quota view fail.
     for row in rows:
         if row["state"] == JobState.RUNNING.value and row["placement"]:
-            sched.restore_running(
-                to_job(row),
-                sched.placement_from(placement_from_row(row["placement"])),
-                row["started_at"] or now,
-            )
+            try:
+                sched.restore_running(
+                    to_job(row),
+                    sched.placement_from(placement_from_row(row["placement"])),
+                    row["started_at"] or now,
+                )
+            except (ValueError, TypeError, KeyError) as exc:
+                log.warning("job %s left out of a forked view: %s", row["id"], why(exc))
     for row in rows:
         if row["state"] == JobState.PENDING.value:
-            sched.submit(to_job(row), now)
+            try:
+                sched.submit(to_job(row), now)
+            except (ValueError, TypeError, KeyError) as exc:
+                log.warning("job %s left out of a forked view: %s", row["id"], why(exc))
     return sched
 
 
