@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from aifactory.cli import app
 from aifactory.fleet import catalogue
 from aifactory.physics import plan_training
-from aifactory.physics.campaign import simulate_training
+from aifactory.twin.campaign import simulate_training
 
 # A 70B model on 1,024 H100 at 10x the Llama 3 rate: ~130 interruptions in ~27 days, so
 # the failure terms matter, yet each run takes well under a second.

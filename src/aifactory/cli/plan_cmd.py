@@ -14,7 +14,7 @@ from aifactory.physics import DEFAULT_PUE, Plan, plan_training
 from aifactory.physics.failures import LLAMA3_RATE_PER_GPU_HOUR
 
 if TYPE_CHECKING:
-    from aifactory.physics.campaign import CampaignResult
+    from aifactory.twin.campaign import CampaignResult
 
 app = typer.Typer(help="Plan LLM training runs: time, interruptions, checkpoints and energy.")
 
@@ -92,7 +92,7 @@ def train_cmd(  # keyword-only: Typer passes options by name
         fail("; ".join(_option_named(p) for p in exc.problems))
     campaign = None
     if simulate is not None:
-        from aifactory.physics.campaign import simulate_training  # noqa: PLC0415 (loads the twin only when asked)
+        from aifactory.twin.campaign import simulate_training  # noqa: PLC0415 (loads the twin only when asked)
 
         campaign = simulate_training(plan, model, simulate)
     if as_json:

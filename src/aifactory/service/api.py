@@ -25,7 +25,6 @@ validated, then handed to the group-commit writer (:mod:`.batcher`) and awaited;
 
 from __future__ import annotations
 
-import importlib
 import importlib.resources
 import logging
 import threading
@@ -203,10 +202,8 @@ class Service:
 
     def forecasts(self) -> tuple[float, dict[str, tuple[float, float]]]:
         """(time, job id -> (start, end)) from the twin run forward on a fork (cached)."""
-        try:  # looked up at call time: the twin's forecast is optional for the API
-            forecast = importlib.import_module("aifactory.twin.forecast").forecast
-        except ImportError as exc:
-            raise HTTPException(503, "forecast: the twin's forecast is not installed") from exc
+        # The twin is imported on the first forecast, not when the API starts.
+        from aifactory.twin.forecast import forecast  # noqa: PLC0415
         with self._fork_lock:
             now = self.clock()
             if self._forecast is None or now - self._forecast[0] > FORK_CACHE_S:
