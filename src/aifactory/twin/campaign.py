@@ -8,8 +8,8 @@ and check the formula itself.
 The simulated fleet is the job's GPUs plus a few spare NVLink domains
 (``spare_fraction``, an assumption: large operators keep hot spares so that a failed
 node is replaced at once instead of waited for), and never fewer than three times the
-GPUs expected to be down for repair at once. Not imported by
-:mod:`aifactory.physics` itself, so the physics stays free of the simulator.
+GPUs expected to be down for repair at once. It lives in the twin, which uses the
+physics' models; the physics imports nothing of the twin.
 """
 
 from __future__ import annotations
