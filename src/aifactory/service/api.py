@@ -204,6 +204,7 @@ class Service:
         """(time, job id -> (start, end)) from the twin run forward on a fork (cached)."""
         # The twin is imported on the first forecast, not when the API starts.
         from aifactory.twin.forecast import forecast  # noqa: PLC0415
+
         with self._fork_lock:
             now = self.clock()
             if self._forecast is None or now - self._forecast[0] > FORK_CACHE_S:
