@@ -50,7 +50,8 @@ import numpy as np
 import sqlalchemy as sa
 
 from aifactory.fleet import compile_topology, load_fleet
-from aifactory.scheduler.core import Scheduler, SchedulerConfig
+from aifactory.scheduler.config import SchedulerConfig
+from aifactory.scheduler.core import Scheduler
 from aifactory.service.auth import Role, create_token
 from aifactory.service.db import Database
 from aifactory.service.tables import jobs

@@ -54,7 +54,7 @@ PHILLY_REPEATS = 3
 CHILD = r"""
 import json, resource, sys, time
 import aifactory
-from aifactory.scheduler.core import BackfillMode
+from aifactory.scheduler.config import BackfillMode
 from aifactory.twin.run import TwinSpec, run_twin
 kind, arg, policy = sys.argv[1], sys.argv[2], sys.argv[3]
 if kind == "trace":

@@ -32,7 +32,7 @@ import numpy as np
 
 from aifactory.fleet.loader import load_fleet
 from aifactory.fleet.topology import compile_topology
-from aifactory.scheduler.core import BackfillMode, SchedulerConfig
+from aifactory.scheduler.config import BackfillMode, SchedulerConfig
 from aifactory.service.executors.base import Launch, RunState
 from aifactory.service.executors.slurm import SlurmExecutor, sacct_trace, slurm_responds
 from aifactory.twin.simulator import Simulation

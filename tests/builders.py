@@ -16,7 +16,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from aifactory.fleet import Fleet, Topology, compile_topology, parse_fleet
-from aifactory.scheduler.core import Scheduler, SchedulerConfig
+from aifactory.scheduler.config import SchedulerConfig
+from aifactory.scheduler.core import Scheduler
 from aifactory.twin.failures import FailureInjector
 from aifactory.twin.kernel import Event, Kernel
 from aifactory.twin.simulator import SimResult, Simulation, TwinConfig
@@ -171,7 +172,7 @@ def check_invariants(sched: Scheduler, down: dict[int, int] | None = None) -> No
     for job in running:
         if job.preemptible:
             prios[job.tix][job.priority] = prios[job.tix].get(job.priority, 0) + 1
-    assert sched.prio_t == prios, "per-tenant priority counts drifted"
+    assert sched.running.prio_t == prios, "per-tenant priority counts drifted"
     busy = sum(used.values())
     down_total = sum(m.bit_count() for m in down.values())
     assert sum(cs.class_free) + busy + down_total == topo.gpus_total, "free + used != capacity"

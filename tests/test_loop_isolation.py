@@ -18,7 +18,7 @@ import pytest
 import sqlalchemy as sa
 
 from aifactory.fleet import compile_topology, load_fleet
-from aifactory.scheduler.core import CycleResult
+from aifactory.scheduler.records import CycleResult
 from aifactory.service import loop as loop_module
 from aifactory.service import store
 from aifactory.service.db import Database

@@ -7,7 +7,7 @@ import math
 from hypothesis import given
 from hypothesis import strategies as st
 
-from aifactory.scheduler.core import MAX_SECONDS, MIN_CHECKPOINT_S
+from aifactory.scheduler.config import MAX_SECONDS, MIN_CHECKPOINT_S
 from aifactory.workload.progress import run_progress, unsaved_progress, wall_for
 
 

@@ -20,15 +20,15 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from aifactory.fleet import Topology, compile_topology, load_fleet
-from aifactory.scheduler.core import (
+from aifactory.scheduler.config import (
     MAX_PRIORITY,
     MAX_SECONDS,
     MIN_CHECKPOINT_S,
     BackfillMode,
-    CycleResult,
-    Scheduler,
     SchedulerConfig,
 )
+from aifactory.scheduler.core import Scheduler
+from aifactory.scheduler.records import CycleResult
 from aifactory.workload.job import Job, JobState
 from builders import check_invariants, hgx, make_fleet, nvl, tenant
 from test_scheduler_properties import POLICIES, fleets

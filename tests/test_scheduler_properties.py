@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from aifactory.fleet import Topology, compile_topology
-from aifactory.scheduler.core import BackfillMode, SchedulerConfig
+from aifactory.scheduler.config import BackfillMode, SchedulerConfig
 from aifactory.twin.failures import FailureInjector
 from aifactory.twin.results import summarize
 from aifactory.twin.simulator import SimResult, TwinConfig

@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 
 from aifactory.fleet import Topology, compile_topology
-from aifactory.scheduler.core import BackfillMode, Scheduler, SchedulerConfig
+from aifactory.scheduler.config import BackfillMode, SchedulerConfig
+from aifactory.scheduler.core import Scheduler
 from aifactory.scheduler.policies import REGISTRY, PolicyName, TenantUsage, make_policy, register
 from aifactory.scheduler.policies.fair import FairPolicy
 from aifactory.scheduler.policies.fifo import FifoPolicy
@@ -678,3 +679,39 @@ def test_a_head_turned_away_for_quota_is_asked_again_after_an_earlier_head_start
     assert started["z"] == 10.0
     holders = [sched.jobs[r.holder].id for r in sched._reservations.values()]
     assert holders == ["j"]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("policy", "bogus"),
+        ("restart_overhead_s", -1.0),
+        ("checkpoint_write_s", float("nan")),
+        ("backfill_interval_s", float("inf")),
+        ("fair_half_life_s", 0.0),
+        ("backfill_depth", 0),
+    ],
+)
+def test_a_config_out_of_bounds_is_refused_naming_its_field(field: str, value: object) -> None:
+    with pytest.raises(ValueError, match=f"scheduler config: {field}:"):
+        SchedulerConfig(**{field: value})  # type: ignore[arg-type]  # (each field's bad value)
+
+
+def test_the_wakeup_comes_with_the_pass_that_asks_for_it() -> None:
+    """With a backfill interval, a pass that leaves preemption to the next deep scan says
+    in its result when that scan is due; the deep scan itself asks for no wake-up."""
+    sched = Scheduler(hgx_topo(1), SchedulerConfig(backfill_interval_s=30.0))
+    sched.submit(make_job("a", gpus=8, run=1000.0), 0.0)
+    sched.capacity_changed()  # a full pass at t=0: the deep scan of that instant
+    first = sched.schedule(0.0)
+    assert [j.id for j in first.started] == ["a"]
+    assert first.wakeup_s is None
+    sched.submit(make_job("b", gpus=8, submit=1.0, run=1000.0, priority=5), 1.0)
+    second = sched.schedule(1.0)
+    assert not second.started
+    assert second.wakeup_s == 30.0  # the next deep scan, where b may preempt a
+    assert sched.schedule(2.0).wakeup_s == 30.0  # a pass between scans asks again
+    deep = sched.schedule(30.0)
+    assert [j.id for j in deep.preempted] == ["a"]
+    assert [j.id for j in deep.started] == ["b"]
+    assert deep.wakeup_s is None

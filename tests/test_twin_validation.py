@@ -1,5 +1,5 @@
 """The twin refuses jobs whose fields are out of the scheduler core's bounds before it runs
-anything (``scheduler.core.job_problem``, the check the control plane applies at
+anything (``scheduler.config.job_problem``, the check the control plane applies at
 submit), naming the job and the field; valid input runs as before."""
 
 from __future__ import annotations

@@ -29,10 +29,13 @@ from types import ModuleType
 NATIVE = (
     "aifactory/heap.py",
     "aifactory/scheduler/cluster.py",
+    "aifactory/scheduler/config.py",
     "aifactory/scheduler/core.py",
     "aifactory/scheduler/placement.py",
     "aifactory/scheduler/queue.py",
     "aifactory/scheduler/quota.py",
+    "aifactory/scheduler/records.py",
+    "aifactory/scheduler/running.py",
     "aifactory/scheduler/usage.py",
     "aifactory/scheduler/policies/__init__.py",
     "aifactory/scheduler/policies/base.py",

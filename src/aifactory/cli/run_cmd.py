@@ -15,7 +15,7 @@ import typer
 
 from aifactory.cli.common import fail, out, user_errors
 from aifactory.cli.simulate_cmd import progress_bar, render_summary, write_outputs
-from aifactory.scheduler.core import BackfillMode
+from aifactory.scheduler.config import BackfillMode
 from aifactory.scheduler.policies import PolicyName
 from aifactory.twin.inputs import CheckpointPolicy
 from aifactory.twin.run import TwinSpec, run_twin

@@ -13,7 +13,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from aifactory.cli.common import err, fail, out, print_json, user_errors
-from aifactory.scheduler.core import BackfillMode
+from aifactory.scheduler.config import BackfillMode
 from aifactory.scheduler.policies import PolicyName
 from aifactory.twin.inputs import CheckpointPolicy
 from aifactory.twin.run import TwinRun, TwinSpec, run_twin

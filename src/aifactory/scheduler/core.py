@@ -37,8 +37,6 @@ from __future__ import annotations
 
 import heapq
 from collections import Counter
-from dataclasses import dataclass
-from enum import StrEnum
 from typing import Final, final
 
 from librt.vecs import append as vec_append
@@ -50,11 +48,14 @@ from aifactory.heap import Keyed, RowHeap, before
 from aifactory.heap import pop as head_pop
 from aifactory.heap import push as head_push
 from aifactory.scheduler.cluster import ClusterState, Placement
+from aifactory.scheduler.config import BackfillMode, SchedulerConfig, job_problem
 from aifactory.scheduler.placement import Level, find_placement
 from aifactory.scheduler.policies import Policy, TenantUsage, make_policy
-from aifactory.scheduler.policies.las import DEFAULT_THRESHOLDS, LasPolicy
+from aifactory.scheduler.policies.las import LasPolicy
 from aifactory.scheduler.queue import key_pair, row_first
 from aifactory.scheduler.quota import QuotaBook
+from aifactory.scheduler.records import NOTHING, CycleResult
+from aifactory.scheduler.running import Running
 from aifactory.scheduler.usage import DecayedUsage
 from aifactory.workload.job import (
     CANCELLED,
@@ -74,92 +75,6 @@ MAX_EXTRA_VICTIMS: Final = 8  # victims beyond the count-sufficient set tried fo
 MAX_PRUNE: Final = 16  # victim sets up to this size are pruned of unnecessary victims
 _LEVEL_NAME: Final[dict[Level, str]] = {level: level.value for level in Level}
 _PACK: Final = 1 << 26  # GPU counts below this pack two to a float exactly (Victim)
-
-# Bounds of a job's fields (:func:`job_problem`), all inclusive.
-MAX_GPUS: Final = 2**31 - 1  # the trace schema's int32
-# About 31,700 years: beyond any real job or clock, and small enough that sums of a few
-# such times (a start, a run and its checkpoint writes) stay far from overflowing.
-MAX_SECONDS: Final = 1e12
-# Progress math counts checkpoint cycles as int(useful // (interval + write)) (preemption
-# prices every candidate so): with an interval of at least a second the count is finite
-# for any finite run time, while a subnormal interval (5e-324) made it infinite and int()
-# raise in every pass. No real system checkpoints more often; the control plane asks for
-# at least a minute.
-MIN_CHECKPOINT_S: Final = 1.0
-MAX_PRIORITY: Final = 2**31 - 1  # int32, as Kubernetes priority values
-
-
-def job_problem(job: Job) -> str | None:
-    """The first field of ``job`` out of bounds, as ``"<field>: <what is wrong>"``; None
-    when every field is in bounds. The one check of both the control plane (tenants'
-    requests: :meth:`Scheduler.submit` fails the job with it) and the twin (which refuses
-    a run up front, naming the job). ``Job`` itself checks little: the twin builds a
-    million. ``bool`` is not an integer here; NaN and infinities fail every range."""
-    gpus = job.gpus
-    if type(gpus) is not int or not 1 <= gpus <= MAX_GPUS:
-        return f"gpus: must be an integer from 1 to {MAX_GPUS} (got {gpus!r})"
-    try:
-        if not 0.0 < job.duration_s <= MAX_SECONDS:
-            return f"duration_s: must be > 0 and <= {MAX_SECONDS:g} s (got {job.duration_s!r})"
-        if not 0.0 < job.estimate_s <= MAX_SECONDS:
-            return f"estimate_s: must be > 0 and <= {MAX_SECONDS:g} s (got {job.estimate_s!r})"
-        if not -MAX_SECONDS <= job.submit_s <= MAX_SECONDS:
-            return f"submit_s: must be finite, within +-{MAX_SECONDS:g} s (got {job.submit_s!r})"
-        interval = job.checkpoint_s
-        if interval is not None and not MIN_CHECKPOINT_S <= interval <= MAX_SECONDS:
-            return (
-                f"checkpoint_s: must be none or from {MIN_CHECKPOINT_S:g} to "
-                f"{MAX_SECONDS:g} s (got {interval!r})"
-            )
-    except TypeError:  # (pure Python only: compiled, the fields are typed floats)
-        return "duration_s, estimate_s, submit_s, checkpoint_s: must be numbers"
-    priority = job.priority
-    if type(priority) is not int or not -MAX_PRIORITY <= priority <= MAX_PRIORITY:
-        return f"priority: must be an integer within +-{MAX_PRIORITY} (got {priority!r})"
-    return None
-
-
-def _count(counts: dict[int, int], key: int, delta: int) -> None:
-    """Add ``delta`` to a count, dropping keys that reach zero (so ``min(counts)`` is the
-    smallest key with a positive count)."""
-    left = counts.get(key, 0) + delta
-    if left:
-        counts[key] = left
-    else:
-        del counts[key]
-
-
-class BackfillMode(StrEnum):
-    """Whether later jobs may start around a blocked one."""
-
-    NONE = "none"
-    EASY = "easy"
-
-
-@dataclass(frozen=True, slots=True)
-class SchedulerConfig:
-    """Knobs of the scheduler core (all have defaults a user can override)."""
-
-    policy: str = "fifo"
-    backfill: BackfillMode = BackfillMode.EASY
-    preemption: bool = True
-    restart_overhead_s: float = 60.0  # Tiresias measured ~62 s per restart (facts.md §3)
-    checkpoint_write_s: float = 0.0  # progress pause per checkpoint written
-    fair_half_life_s: float = 7 * 86400.0  # Slurm's PriorityDecayHalfLife default is 7 days
-    las_thresholds: tuple[float, ...] = DEFAULT_THRESHOLDS
-    backfill_depth: int = 500  # jobs tested per pass beyond the head (Slurm bf_max_job_test)
-    # Seconds between deep backfill scans (Slurm's bf_interval, default 30 s there); 0 scans
-    # on every pass. Between scans a pass tries queue heads only, as Slurm's main loop does.
-    backfill_interval_s: float = 0.0
-    # Skip passes between deep scans, and heads in them, that provably change nothing
-    # (_open_heads, _turned_away). Exact: False only runs them in full, so that the
-    # property tests can check that the shortcuts never change a decision.
-    shortcuts: bool = True
-    # Index jobs by id (by_id) and refuse an id submitted twice. The control plane needs
-    # it: jobs come one at a time. The twin knows its whole job list before a run and
-    # checks the ids once up front (a trace's column, in C), so it turns this off: a
-    # million-entry dict was a tenth of the submits' time of a korea-2025 run.
-    index_ids: bool = True
 
 
 class _PassContext:
@@ -301,24 +216,9 @@ class CostOrder:
         return read[i]
 
 
-class CycleResult:
-    """What one pass decided: jobs started and jobs preempted, in decision order."""
-
-    __slots__ = ("preempted", "started")
-
-    def __init__(self) -> None:
-        self.started: list[Job] = []
-        self.preempted: list[Job] = []
-
-
 def _lost_first(v: Victim) -> float:
     """Sort key: most work lost first (victims that prove unnecessary are dropped so)."""
     return -v.k0
-
-
-# What a pass that decided nothing returns: one shared instance (read-only by contract),
-# since most passes on a lightly loaded fleet decide nothing.
-NOTHING: Final = CycleResult()
 
 
 class Scheduler:
@@ -366,34 +266,8 @@ class Scheduler:
         self.queues = [RowHeap() for _ in range(n_tenants)]
         self.jobs: list[Job] = []
         self.by_id: dict[str, Job] = {}
-        self.running_count = 0  # running jobs (running_tc holds them)
-        # Running jobs of each class by estimated end, for EASY reservations. Built the
-        # first time a class needs a reservation: on a fleet where nothing ever waits
-        # (most of a light trace) the sorted index would be upkeep without a reader.
-        # A heap per class of (estimated end, job index, run epoch) with lazy deletion: a
-        # stopped job's entry stays until a reservation walk meets it or the heap is
-        # rebuilt (an entry is live while its job runs that same run). A sorted
-        # container paid a pure-Python insert and delete per job; reservations, which
-        # read it, are rare (one per 42 starts on the 1M-job korea-2025 bench run) and
-        # walk few live rows (2.75 on average there), but pop the stale rows of the jobs
-        # that ended since: a RowHeap, whose sifts read neighbouring floats, not objects.
-        self._ends: list[RowHeap | None] = [None] * n_classes
-        self._ends_stale = [0] * n_classes
-        # Per tenant, per class: running jobs, and counts of running preemptible jobs by
-        # priority. The jobs are a list with swap-remove (each job keeps its place,
-        # job.rpos), not a set of indices: no hashing per start and end, and no walk over
-        # a large set's emptied slots when preemption lists candidates (their order is
-        # the cost order's business, a total one). Plain dicts of counts (not Counter:
-        # its Python-level __delitem__ and constructor showed up in profiles of the
-        # per-job path); lists by tenant index, then by class: no tuple to build and hash.
-        self.running_tc: list[list[list[Job]]] = [
-            [[] for _ in range(n_classes)] for _ in range(n_tenants)
-        ]
-        self.prio_tc: list[list[dict[int, int]]] = [
-            [{} for _ in range(n_classes)] for _ in range(n_tenants)
-        ]
-        # The same over all classes, per tenant: _may_preempt asks it for every waiting job.
-        self.prio_t: list[dict[int, int]] = [{} for _ in range(n_tenants)]
+        # The running jobs, their charges and the index by estimated end.
+        self.running = Running(self.cs, self.quota, self.usage, n_tenants)
         self.rejected: Counter[str] = Counter()
         self.pending_count = 0
         self.pending_sizes: list[dict[int, int]] = [{} for _ in range(n_tenants)]
@@ -423,7 +297,6 @@ class Scheduler:
         self._away_version = 0
         self._ctx = _PassContext(self._reservations)  # scratch of the pass running now
         self._last_deep = -INF
-        self.wakeup_s: float | None = None  # when the caller should run a pass even if idle
         self._classes_cache: dict[int, tuple[int, ...]] = {}  # by a job's shape (_classes)
         self._class_index = {name: c for c, name in enumerate(topo.classes)}
         # Config and policy flags as plain attributes: compiled, reading an enum member or
@@ -553,7 +426,6 @@ class Scheduler:
             if self._reservations:
                 self._reservations = {}
                 self._new_epoch()
-            self.wakeup_s = None
             return NOTHING
         res = CycleResult()
         if self._freed:
@@ -565,7 +437,6 @@ class Scheduler:
             self._freed = False
             if deep:
                 self._last_deep = now
-                self.wakeup_s = None
                 self._full_pass(now, res, deep=True)
             else:
                 # Between backfill scans only queue heads are tried (Slurm's main loop);
@@ -574,7 +445,7 @@ class Scheduler:
                 if self._easy:
                     self._freed = True
                     self._dirty = True
-                    self.wakeup_s = self._last_deep + interval
+                    res.wakeup_s = self._last_deep + interval
         else:
             self._arrivals_pass(fresh, now, res)
         return res
@@ -778,7 +649,7 @@ class Scheduler:
             # Preemption for the new jobs waits for the next deep scan; make sure one comes.
             self._freed = True
             self._dirty = True
-            self.wakeup_s = max(now, self._last_deep + self.cfg.backfill_interval_s)
+            res.wakeup_s = max(now, self._last_deep + self.cfg.backfill_interval_s)
 
     def _arrival(
         self, job: Job, now: float, ctx: _PassContext, res: CycleResult, *, easy: bool
@@ -988,7 +859,7 @@ class Scheduler:
         same-priority job taking GPUs back from others."""
         if self._preemptive:
             return True
-        prios = self.prio_t[job.tix]
+        prios = self.running.prio_t[job.tix]
         return bool(prios) and min(prios) < job.priority
 
     # ================================================================ backfill
@@ -1001,7 +872,7 @@ class Scheduler:
             return Reservation(job.index, shadow, free - need)
         # Walk the running jobs by estimated end: pop live rows (dropping stale ones for
         # good) until enough GPUs would be free, then put the live ones back.
-        ends = self._ends_of(klass)
+        ends = self.running.ends_of(klass)
         jobs = self.jobs
         walked_end = vec[float]()
         walked_job = vec[i64]()
@@ -1013,7 +884,8 @@ class Scheduler:
             ends.pop()
             running = jobs[index]
             if running.run_epoch != epoch or running.state is not RUNNING:
-                self._ends_stale[klass] = max(0, self._ends_stale[klass] - 1)
+                stale = self.running.ends_stale
+                stale[klass] = max(0, stale[klass] - 1)
                 continue
             walked_end = vec_append(walked_end, end)
             walked_job = vec_append(walked_job, index)
@@ -1028,25 +900,6 @@ class Scheduler:
         if free < need:
             return Reservation(job.index, INF, 0)
         return Reservation(job.index, shadow, free - need)
-
-    def _ends_of(self, klass: int) -> RowHeap:
-        """The class's heap of running jobs by estimated end; built on first use."""
-        ends = self._ends[klass]
-        if ends is None:
-            ends = self._build_ends(klass)
-        return ends
-
-    def _build_ends(self, klass: int) -> RowHeap:
-        # From the per-tenant lists of the class: the jobs of other classes are not read.
-        # Rows (estimated end, job index, run epoch; job index): ordered by end, then job.
-        ends = RowHeap()
-        for by_class in self.running_tc:
-            for j in by_class[klass]:
-                ends.extend(j.est_end_s, float(j.index), j.run_epoch, j.index)
-        ends.heapify()
-        self._ends[klass] = ends
-        self._ends_stale[klass] = 0
-        return ends
 
     def _fits_reservation(self, job: Job, resv: Reservation, now: float, *, commit: bool) -> bool:
         """Whether starting ``job`` now leaves the reservation intact (EASY's test); the
@@ -1079,8 +932,7 @@ class Scheduler:
     ) -> None:
         if ctx.track:
             ctx.started[job.index] = (job.first_start_s, job.level, job.run_start_s, job.est_end_s)
-        placement = self.cs.allocate(plan)
-        self._attach(job, klass, placement, now)
+        self.running.attach(job, klass, self.cs.allocate(plan), now)
         job.level = _LEVEL_NAME[level]  # its value: one shared str (.value is an
         # interpreted property, and str() of a StrEnum member makes a new string per start)
         job.move(RUNNING, now)
@@ -1089,9 +941,7 @@ class Scheduler:
         job.run_start_s = now
         job.run_epoch += 1
         job.est_end_s = now + self._expected_run(job)
-        ends = self._ends[klass]
-        if ends is not None:
-            ends.push(job.est_end_s, float(job.index), job.run_epoch, job.index)
+        self.running.index_end(job)
         self._unpend(job)
 
     def _unpend(self, job: Job) -> None:
@@ -1106,59 +956,9 @@ class Scheduler:
             if job.gpus == self._smallest[job.tix]:
                 self._smallest[job.tix] = 0
 
-    def _attach(self, job: Job, klass: int, placement: Placement, now: float) -> None:
-        """Charge quota, usage and indices for a job holding ``placement``."""
-        job.klass = klass
-        job.placement = placement
-        if len(placement) == 1:
-            job.pnode, job.pmask = placement[0]
-        else:
-            job.pnode = -1
-        t = job.tix
-        self.quota.add(t, klass, job.gpus)
-        self.usage.change(t, klass, job.gpus, now)
-        self.running_count += 1
-        bag = self.running_tc[t][klass]
-        job.rpos = len(bag)
-        bag.append(job)
-        if job.preemptible:
-            _count(self.prio_tc[t][klass], job.priority, 1)
-            _count(self.prio_t[t], job.priority, 1)
-
-    def _detach(self, job: Job, now: float) -> None:
-        """Free a running job's GPUs and quota (the inverse of :meth:`_attach`)."""
-        klass = job.klass
-        if job.pnode >= 0:
-            self.cs.give(job.pnode, job.pmask)
-        else:
-            self.cs.release(job.placement)
-        t = job.tix
-        self.quota.add(t, klass, -job.gpus)
-        self.usage.change(t, klass, -job.gpus, now)
-        self.running_count -= 1
-        bag = self.running_tc[t][klass]
-        pos = job.rpos
-        if pos < 0 or pos >= len(bag) or bag[pos] is not job:
-            msg = f"job {job.id} is not among its class's running jobs"
-            raise AssertionError(msg)
-        last = bag.pop()
-        if last is not job:
-            bag[pos] = last
-            last.rpos = pos
-        job.rpos = -1
-        if job.preemptible:
-            _count(self.prio_tc[t][klass], job.priority, -1)
-            _count(self.prio_t[t], job.priority, -1)
-
     def _stop(self, job: Job, now: float) -> None:
-        self._detach(job, now)
-        klass = job.klass
-        ends = self._ends[klass]
-        if ends is not None:  # its entry goes stale; rebuild once most entries are stale
-            stale = self._ends_stale[klass] + 1
-            self._ends_stale[klass] = stale
-            if stale > 1024 and 2 * stale > len(ends):
-                self._build_ends(klass)
+        self.running.detach(job, now)
+        self.running.ended_run(job)
         job.attained += job.gpus * max(0.0, now - job.run_start_s)
         self._dirty = True
         self._freed = True
@@ -1239,14 +1039,12 @@ class Scheduler:
         self.cs.reserve_exact(placement)
         node = placement[0][0]
         klass = self.cs.dom_class[self.cs.node_dom[node]]
-        self._attach(job, klass, placement, start_s)
+        self.running.attach(job, klass, placement, start_s)
         job.move(RUNNING, start_s)
         job.first_start_s = job.first_start_s if job.first_start_s is not None else start_s
         job.run_start_s = start_s
         job.est_end_s = start_s + self._expected_run(job)
-        ends = self._ends[klass]
-        if ends is not None:
-            ends.push(job.est_end_s, float(job.index), job.run_epoch, job.index)
+        self.running.index_end(job)
 
     # ================================================================ preemption
     def _lost_if_evicted(self, job: Job, now: float) -> float:
@@ -1258,14 +1056,14 @@ class Scheduler:
     def _candidates(self, job: Job, klass: int, now: float) -> list[Job]:
         t = job.tix
         out: list[Job] = []
-        prios = self.prio_tc[t][klass]
+        prios = self.running.prio_tc[t][klass]
         rank = self.policy.rank(job, now) if self._preemptive else 0
         own_lower = bool(prios) and min(prios) < job.priority
         # Jobs this one was evicted for are never its victims (no preemption loops); most
         # jobs have none, and then no candidate's id is hashed.
         barred = job.preempted_for
         if own_lower or self._preemptive:
-            for v in self.running_tc[t][klass]:
+            for v in self.running.by_tc[t][klass]:
                 if not v.preemptible or (barred and v.id in barred):
                     continue
                 if v.priority < job.priority or (
@@ -1280,7 +1078,7 @@ class Scheduler:
             for member in self.quota.cohort_members[cohort]:
                 if member == t or self.quota.borrowed(member, klass) <= 0:
                     continue
-                for v in self.running_tc[member][klass]:  # (compiled, a loop: no generator)
+                for v in self.running.by_tc[member][klass]:  # (compiled, a loop: no generator)
                     if v.preemptible and not (barred and v.id in barred):
                         out.append(v)  # noqa: PERF401
         return out
@@ -1334,7 +1132,7 @@ class Scheduler:
         # which the attempt is given up.
         chosen = list(prefix)
         for v in chosen:
-            self._detach(v.job, now)
+            self.running.detach(v.job, now)
         found = find_placement(self.cs, klass, gpus, cross_site=job.allow_cross_site)
         chosen_ids = {v.seq for v in chosen}
         i = 0
@@ -1345,27 +1143,27 @@ class Scheduler:
             if v.seq in chosen_ids:
                 continue
             extra += 1
-            self._detach(v.job, now)
+            self.running.detach(v.job, now)
             chosen.append(v)
             found = find_placement(self.cs, klass, gpus, cross_site=job.allow_cross_site)
         if found is None:
             for v in reversed(chosen):
-                self._reattach(v.job, now)
+                self.running.reattach(v.job, now)
             return False
         # Drop victims that turned out unnecessary, most work lost first (for small sets:
         # each check is a placement search).
         prunable = chosen if len(chosen) <= MAX_PRUNE else []
         for v in sorted(prunable, key=_lost_first):
-            self._reattach(v.job, now)
+            self.running.reattach(v.job, now)
             if self._startable(job, klass) is not None:
                 chosen.remove(v)
             else:
-                self._detach(v.job, now)
+                self.running.detach(v.job, now)
         for v in chosen:
             if this_pass and v.job.index in this_pass:
                 self._withdraw(v.job, now, job, ctx, res)  # (still detached)
                 continue
-            self._reattach(v.job, now)
+            self.running.reattach(v.job, now)
             self._evict(v.job, now, job, failure=False, push=False)
             res.preempted.append(v.job)
         found = self._startable(job, klass)
@@ -1389,9 +1187,7 @@ class Scheduler:
         fewer GPUs free, and the next pass, a full one, sees the GPUs it left.
         """
         first, level, run_start, est_end = ctx.started.pop(job.index)
-        ends = self._ends[job.klass]
-        if ends is not None:  # its row there (pushed at the start) is stale now
-            self._ends_stale[job.klass] += 1
+        self.running.withdrawn_run(job)
         job.withdraw_start(now)
         job.first_start_s = first
         job.level = level
@@ -1494,10 +1290,6 @@ class Scheduler:
             quota.add(v.job.tix, klass, v.job.gpus)
         return chosen if ok else None
 
-    def _reattach(self, job: Job, now: float) -> None:
-        self.cs.reserve_exact(job.placement)
-        self._attach(job, job.klass, job.placement, now)
-
     def capacity_changed(self) -> None:
         """Capacity came back outside the scheduler's own decisions (e.g. a repaired node)."""
         self._dirty = True
@@ -1508,9 +1300,7 @@ class Scheduler:
     def running_jobs(self) -> list[Job]:
         """Every running job, by dense index (from the per-tenant, per-class lists: the
         per-job path keeps no dict of running jobs besides them)."""
-        indices = [j.index for by_class in self.running_tc for bag in by_class for j in bag]
-        indices.sort()
-        return [self.jobs[i] for i in indices]
+        return self.running.jobs(self.jobs)
 
     def placement_of(self, job: Job) -> list[tuple[str, tuple[int, ...]]]:
         """(node name, local GPU indices) for each node a running job holds."""
@@ -1526,6 +1316,11 @@ class Scheduler:
             node = int(name.rsplit("/n", 1)[1])
             out.append((node, sum(1 << i for i in gpus)))
         return out
+
+    @property
+    def running_count(self) -> int:
+        """Running jobs."""
+        return self.running.count
 
     @property
     def busy_gpus(self) -> int:

@@ -48,7 +48,8 @@ from typing import Any
 from sqlalchemy import Connection, RowMapping, Table, delete, insert, select
 
 from aifactory.fleet.topology import Topology
-from aifactory.scheduler.core import BackfillMode, Scheduler, SchedulerConfig
+from aifactory.scheduler.config import BackfillMode, SchedulerConfig
+from aifactory.scheduler.core import Scheduler
 from aifactory.service import bulk_pg
 from aifactory.service.db import Database
 from aifactory.service.executors.base import (

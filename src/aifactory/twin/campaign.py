@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from aifactory.fleet import GpuModel, compile_topology, parse_fleet
 from aifactory.physics.failures import FailureModel, Scope, load_failure_model
 from aifactory.physics.planner import SECONDS_PER_DAY, Plan
-from aifactory.scheduler.core import SchedulerConfig
+from aifactory.scheduler.config import SchedulerConfig
 from aifactory.twin.failures import FailureInjector
 from aifactory.twin.simulator import Simulation, TwinConfig
 from aifactory.workload.job import Job, JobState

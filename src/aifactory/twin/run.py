@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 
 from aifactory.fleet import Fleet, compile_topology, load_fleet
-from aifactory.scheduler.core import BackfillMode, SchedulerConfig
+from aifactory.scheduler.config import BackfillMode, SchedulerConfig
 from aifactory.twin.failures import FailureInjector
 from aifactory.twin.inputs import CheckpointPolicy, InputOptions, InputReport, jobs_from_table
 from aifactory.twin.results import jobs_table, summarize, timeseries_table

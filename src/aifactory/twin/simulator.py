@@ -19,7 +19,8 @@ from typing import Final
 import numpy as np
 
 from aifactory.fleet.topology import Topology
-from aifactory.scheduler.core import Scheduler, SchedulerConfig, job_problem
+from aifactory.scheduler.config import SchedulerConfig, job_problem
+from aifactory.scheduler.core import Scheduler
 from aifactory.twin.failures import FailureInjector
 from aifactory.twin.kernel import EventClass, Kernel
 from aifactory.twin.observer import Observer
@@ -85,7 +86,7 @@ def no_gc() -> Iterator[None]:
 
 def check_fields(jobs: Iterable[Job]) -> None:
     """Refuse a job list with a field out of the scheduler's bounds before anything runs,
-    naming the first such job and field (``scheduler.core.job_problem``). The scheduler
+    naming the first such job and field (``scheduler.config.job_problem``). The scheduler
     would fail such a job at its submit; for a trace or a synthesised workload that is a
     bad input, and a run that quietly counted it as rejected would hide it."""
     for job in jobs:
@@ -159,7 +160,7 @@ class Simulation:
                 kernel.at(now + run, END_CLS, FINISH, job, job.run_epoch)
                 if failures is not None:
                     failures.started(job)
-        wake = sched.wakeup_s
+        wake = res.wakeup_s
         if wake is not None and wake > now and wake != self._woken_at:
             self._woken_at = wake
             kernel.at(wake, DECIDE_CLS, DECIDE)

@@ -1,0 +1,120 @@
+"""What the scheduler accepts: its validated configuration and the bounds of a job's fields.
+
+Decides nothing and touches no state. :class:`SchedulerConfig` is checked when it is made
+(a bad value raises ``ValueError`` naming the field), so a scheduler never starts with a
+setting its arithmetic cannot take; :func:`job_problem` is the one check of a job's fields,
+applied by :meth:`Scheduler.submit <aifactory.scheduler.core.Scheduler.submit>` to tenants'
+requests and by the twin to a whole trace up front.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Final
+
+from aifactory.scheduler.policies import REGISTRY
+from aifactory.scheduler.policies.las import DEFAULT_THRESHOLDS
+from aifactory.workload.job import Job
+
+# Bounds of a job's fields (:func:`job_problem`), all inclusive.
+MAX_GPUS: Final = 2**31 - 1  # the trace schema's int32
+# About 31,700 years: beyond any real job or clock, and small enough that sums of a few
+# such times (a start, a run and its checkpoint writes) stay far from overflowing.
+MAX_SECONDS: Final = 1e12
+# Progress math counts checkpoint cycles as int(useful // (interval + write)) (preemption
+# prices every candidate so): with an interval of at least a second the count is finite
+# for any finite run time, while a subnormal interval (5e-324) would make it infinite and
+# int() raise in every pass. No real system checkpoints more often; the control plane
+# asks for at least a minute.
+MIN_CHECKPOINT_S: Final = 1.0
+MAX_PRIORITY: Final = 2**31 - 1  # int32, as Kubernetes priority values
+
+
+class BackfillMode(StrEnum):
+    """Whether later jobs may start around a blocked one."""
+
+    NONE = "none"
+    EASY = "easy"
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerConfig:
+    """Knobs of the scheduler core (all have defaults a user can override); checked on
+    construction."""
+
+    policy: str = "fifo"  # a registered policy's name: the order of jobs and tenants
+    backfill: BackfillMode = BackfillMode.EASY
+    preemption: bool = True  # whether a waiting job may evict running ones
+    restart_overhead_s: float = 60.0  # Tiresias measured ~62 s per restart (facts.md §3)
+    checkpoint_write_s: float = 0.0  # progress pause per checkpoint written
+    fair_half_life_s: float = 7 * 86400.0  # Slurm's PriorityDecayHalfLife default is 7 days
+    las_thresholds: tuple[float, ...] = DEFAULT_THRESHOLDS  # LAS queue bounds, GPU-seconds
+    backfill_depth: int = 500  # jobs tested per pass beyond the head (Slurm bf_max_job_test)
+    # Seconds between deep backfill scans (Slurm's bf_interval, default 30 s there); 0 scans
+    # on every pass. Between scans a pass tries queue heads only, as Slurm's main loop does.
+    backfill_interval_s: float = 0.0
+    # Skip passes between deep scans, and heads in them, that provably change nothing
+    # (_open_heads, _turned_away). Exact: False only runs them in full, so that the
+    # property tests can check that the shortcuts never change a decision.
+    shortcuts: bool = True
+    # Index jobs by id (by_id) and refuse an id submitted twice. The control plane needs
+    # it: jobs come one at a time. The twin knows its whole job list before a run and
+    # checks the ids once up front, so it turns this off (a million-entry dict costs a
+    # tenth of the submits' time of a korea-2025 run).
+    index_ids: bool = True
+
+    def __post_init__(self) -> None:
+        problem = self.problem()
+        if problem is not None:
+            msg = f"scheduler config: {problem}"
+            raise ValueError(msg)
+
+    def problem(self) -> str | None:
+        """The first field out of bounds, as ``"<field>: <what is wrong>"``, or None."""
+        if self.policy not in REGISTRY:
+            known = ", ".join(p.value for p in REGISTRY)
+            return f"policy: unknown '{self.policy}' (known: {known})"
+        for name, value in (
+            ("restart_overhead_s", self.restart_overhead_s),
+            ("checkpoint_write_s", self.checkpoint_write_s),
+            ("backfill_interval_s", self.backfill_interval_s),
+        ):
+            if not (math.isfinite(value) and 0.0 <= value <= MAX_SECONDS):
+                return f"{name}: must be from 0 to {MAX_SECONDS:g} s (got {value!r})"
+        if not (math.isfinite(self.fair_half_life_s) and self.fair_half_life_s > 0.0):
+            return f"fair_half_life_s: must be > 0 (got {self.fair_half_life_s!r})"
+        if self.backfill_depth < 1:
+            return f"backfill_depth: must be at least 1 (got {self.backfill_depth!r})"
+        return None
+
+
+def job_problem(job: Job) -> str | None:
+    """The first field of ``job`` out of bounds, as ``"<field>: <what is wrong>"``; None
+    when every field is in bounds. The one check of both the control plane (tenants'
+    requests: :meth:`Scheduler.submit` fails the job with it) and the twin (which refuses
+    a run up front, naming the job). ``Job`` itself checks little: the twin builds a
+    million. ``bool`` is not an integer here; NaN and infinities fail every range."""
+    gpus = job.gpus
+    if type(gpus) is not int or not 1 <= gpus <= MAX_GPUS:
+        return f"gpus: must be an integer from 1 to {MAX_GPUS} (got {gpus!r})"
+    try:
+        if not 0.0 < job.duration_s <= MAX_SECONDS:
+            return f"duration_s: must be > 0 and <= {MAX_SECONDS:g} s (got {job.duration_s!r})"
+        if not 0.0 < job.estimate_s <= MAX_SECONDS:
+            return f"estimate_s: must be > 0 and <= {MAX_SECONDS:g} s (got {job.estimate_s!r})"
+        if not -MAX_SECONDS <= job.submit_s <= MAX_SECONDS:
+            return f"submit_s: must be finite, within +-{MAX_SECONDS:g} s (got {job.submit_s!r})"
+        interval = job.checkpoint_s
+        if interval is not None and not MIN_CHECKPOINT_S <= interval <= MAX_SECONDS:
+            return (
+                f"checkpoint_s: must be none or from {MIN_CHECKPOINT_S:g} to "
+                f"{MAX_SECONDS:g} s (got {interval!r})"
+            )
+    except TypeError:  # (pure Python only: compiled, the fields are typed floats)
+        return "duration_s, estimate_s, submit_s, checkpoint_s: must be numbers"
+    priority = job.priority
+    if type(priority) is not int or not -MAX_PRIORITY <= priority <= MAX_PRIORITY:
+        return f"priority: must be an integer within +-{MAX_PRIORITY} (got {priority!r})"
+    return None
