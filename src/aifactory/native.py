@@ -32,6 +32,7 @@ NATIVE = (
     "aifactory/scheduler/config.py",
     "aifactory/scheduler/core.py",
     "aifactory/scheduler/placement.py",
+    "aifactory/scheduler/preemption.py",
     "aifactory/scheduler/queue.py",
     "aifactory/scheduler/quota.py",
     "aifactory/scheduler/records.py",

@@ -52,6 +52,7 @@ from aifactory.scheduler.config import BackfillMode, SchedulerConfig, job_proble
 from aifactory.scheduler.placement import Level, find_placement
 from aifactory.scheduler.policies import Policy, TenantUsage, make_policy
 from aifactory.scheduler.policies.las import LasPolicy
+from aifactory.scheduler.preemption import PACK, Preemption
 from aifactory.scheduler.queue import key_pair, row_first
 from aifactory.scheduler.quota import QuotaBook
 from aifactory.scheduler.records import NOTHING, CycleResult
@@ -67,14 +68,11 @@ from aifactory.workload.job import (
     Job,
     JobState,
 )
-from aifactory.workload.progress import run_progress, unsaved_progress
+from aifactory.workload.progress import run_progress
 
 # Module constants are Final: compiled, a plain module global is a dict lookup per use.
 INF: Final = float("inf")
-MAX_EXTRA_VICTIMS: Final = 8  # victims beyond the count-sufficient set tried for topology's sake
-MAX_PRUNE: Final = 16  # victim sets up to this size are pruned of unnecessary victims
 _LEVEL_NAME: Final[dict[Level, str]] = {level: level.value for level in Level}
-_PACK: Final = 1 << 26  # GPU counts below this pack two to a float exactly (Victim)
 
 
 class _PassContext:
@@ -164,63 +162,6 @@ class Head(Keyed):
         self.tix = tix
 
 
-def _victim_size_key(gpus: int, need: int) -> float:
-    """A candidate's (GPUs beyond the need, then the bigger victim) packed into one exact
-    float: no tuple per candidate, and reclaims list thousands. Exact while a job holds
-    fewer than 2**26 GPUs, which the scheduler checks of the whole fleet."""
-    over = gpus - need if gpus > need else 0
-    return float(over * _PACK + (_PACK - gpus))
-
-
-@final
-class Victim(Keyed):
-    """A preemption candidate with its eviction cost: least work lost first, then the
-    fewest GPUs beyond what is still needed (an exact fit evicts nobody more than
-    necessary), then the bigger victim, then the older job (a total order)."""
-
-    __slots__ = ("job",)
-
-    def __init__(self, job: Job, lost: float, size_key: float) -> None:
-        super().__init__(lost, size_key, (), job.index)
-        self.job = job
-
-
-class CostOrder:
-    """Preemption candidates in cost order, sorted only as far as they are read.
-
-    A reclaim on a busy fleet has thousands of candidates (every running job of the
-    borrowing tenants in the class), and the victim searches read the cheapest few: a
-    full sort was most of the time of a korea-2025 deep scan. The candidates' costs are
-    rows of a :class:`~aifactory.heap.RowHeap` (lost work, size key, job index; the
-    candidate's position), heapified (linear) and popped on demand, and a
-    :class:`Victim` is made only for a candidate that is read. The order is the sorted
-    order (a strict total one).
-    """
-
-    __slots__ = ("_cands", "_read", "_rows", "size")
-
-    def __init__(self, cands: list[Job], rows: RowHeap) -> None:
-        rows.heapify()
-        self._cands = cands
-        self._rows = rows
-        self._read: list[Victim] = []
-        self.size = len(rows)
-
-    def at(self, i: int) -> Victim:
-        """The ``i``-th cheapest candidate (``0 <= i < size``)."""
-        read = self._read
-        rows = self._rows
-        while len(read) <= i:
-            read.append(Victim(self._cands[rows.ref[0]], rows.k0[0], rows.k1[0]))
-            rows.pop()
-        return read[i]
-
-
-def _lost_first(v: Victim) -> float:
-    """Sort key: most work lost first (victims that prove unnecessary are dropped so)."""
-    return -v.k0
-
-
 class Scheduler:
     """Queues, quota and cluster state for one fleet, and the pass that decides."""
 
@@ -241,8 +182,8 @@ class Scheduler:
         n_tenants = len(self.tenants)
         n_classes = len(topo.classes)
         fleet_gpus = sum(topo.class_capacity().values())
-        if fleet_gpus >= _PACK:  # preemption packs GPU counts (Victim)
-            msg = f"fleet: {fleet_gpus} GPUs, fewer than {_PACK} are supported"
+        if fleet_gpus >= PACK:  # preemption packs GPU counts (Victim)
+            msg = f"fleet: {fleet_gpus} GPUs, fewer than {PACK} are supported"
             raise ValueError(msg)
         if n_classes > 256:  # per-pass memos pack (tenant, class) into one int
             msg = f"fleet: {n_classes} GPU classes, at most 256 are supported"
@@ -268,6 +209,13 @@ class Scheduler:
         self.by_id: dict[str, Job] = {}
         # The running jobs, their charges and the index by estimated end.
         self.running = Running(self.cs, self.quota, self.usage, n_tenants)
+        self.preemption = Preemption(
+            self.running,
+            self.policy,
+            self.cfg.checkpoint_write_s,
+            self.pod_capacity,
+            self.site_capacity,
+        )
         self.rejected: Counter[str] = Counter()
         self.pending_count = 0
         self.pending_sizes: list[dict[int, int]] = [{} for _ in range(n_tenants)]
@@ -781,7 +729,11 @@ class Scheduler:
             self._start(job, c, found[0], found[1], now, ctx)
             res.started.append(job)
             return True
-        if self.cfg.preemption and ctx.preempt and (head or self._may_preempt(job)):
+        if (
+            self.cfg.preemption
+            and ctx.preempt
+            and (head or self.preemption.may_preempt_behind_head(job))
+        ):
             rank = self.policy.rank(job, now) if self._preemptive else 0
             for c in all_classes:
                 failed = (tenant, c, job.priority, rank)
@@ -852,15 +804,6 @@ class Scheduler:
         if for_good:
             job.away_at = self._away_version
         return True
-
-    def _may_preempt(self, job: Job) -> bool:
-        """Whether a job behind its tenant's head may preempt: only for priority (it
-        outranks running jobs), as a head that could not start may not be overtaken by a
-        same-priority job taking GPUs back from others."""
-        if self._preemptive:
-            return True
-        prios = self.running.prio_t[job.tix]
-        return bool(prios) and min(prios) < job.priority
 
     # ================================================================ backfill
     def _reservation(self, job: Job, klass: int, now: float) -> Reservation:
@@ -1047,118 +990,16 @@ class Scheduler:
         self.running.index_end(job)
 
     # ================================================================ preemption
-    def _lost_if_evicted(self, job: Job, now: float) -> float:
-        unsaved = unsaved_progress(
-            now - job.run_start_s, job.overhead_s, job.checkpoint_s, self.cfg.checkpoint_write_s
-        )
-        return (unsaved + job.overhead_s) * job.gpus
-
-    def _candidates(self, job: Job, klass: int, now: float) -> list[Job]:
-        t = job.tix
-        out: list[Job] = []
-        prios = self.running.prio_tc[t][klass]
-        rank = self.policy.rank(job, now) if self._preemptive else 0
-        own_lower = bool(prios) and min(prios) < job.priority
-        # Jobs this one was evicted for are never its victims (no preemption loops); most
-        # jobs have none, and then no candidate's id is hashed.
-        barred = job.preempted_for
-        if own_lower or self._preemptive:
-            for v in self.running.by_tc[t][klass]:
-                if not v.preemptible or (barred and v.id in barred):
-                    continue
-                if v.priority < job.priority or (
-                    self._preemptive
-                    and v.priority == job.priority
-                    and self.policy.rank(v, now) > rank
-                ):
-                    out.append(v)
-        cell = self.quota.cells[t][klass]
-        cohort = self.quota.cohort_of[t]
-        if cohort >= 0 and cell.used + job.gpus <= cell.nominal:
-            for member in self.quota.cohort_members[cohort]:
-                if member == t or self.quota.borrowed(member, klass) <= 0:
-                    continue
-                for v in self.running.by_tc[member][klass]:  # (compiled, a loop: no generator)
-                    if v.preemptible and not (barred and v.id in barred):
-                        out.append(v)  # noqa: PERF401
-        return out
-
-    def _startable(self, job: Job, klass: int) -> tuple[Level, list[tuple[int, int]]] | None:
-        if not self.quota.fits(job.tix, klass, job.gpus):
-            return None
-        return find_placement(self.cs, klass, job.gpus, cross_site=job.allow_cross_site)
-
     def _try_preempt(
         self, job: Job, klass: int, now: float, res: CycleResult, ctx: _PassContext
     ) -> bool:
-        cands = self._candidates(job, klass, now)
-        if not cands:
+        """Start ``job`` in class ``klass`` by evicting the victims preemption chooses (a
+        victim started earlier in this pass has its start withdrawn instead); False,
+        changing nothing, when no set of victims lets it start."""
+        chosen = self.preemption.search(job, klass, now, ctx.started)
+        if chosen is None:
             return False
-        # Necessary conditions, checked before touching any state: enough GPUs could be
-        # freed at all, and enough of the right tenants' usage to satisfy the quota.
-        gpus = job.gpus
-        total = 0
-        own = 0
-        for cand in cands:
-            total += cand.gpus
-            if cand.tix == job.tix:
-                own += cand.gpus
-        free = self.cs.class_free[klass]
-        if free + total < gpus:
-            return False
-        if not self.quota.fits(job.tix, klass, gpus):
-            shortfall = self.quota.shortfall(job.tix, klass, gpus)
-            cell = self.quota.cells[job.tix][klass]
-            over_own = cell.used + gpus - (cell.nominal + cell.borrow_limit)
-            if over_own > own or (shortfall > 0 and shortfall > total):
-                return False
-        need = gpus - free
-        rows = RowHeap()
-        # A job started in this pass loses nothing: its start is withdrawn (_withdraw).
         this_pass = ctx.started
-        for i, c in enumerate(cands):
-            lost = 0.0 if this_pass and c.index in this_pass else self._lost_if_evicted(c, now)
-            rows.extend(lost, _victim_size_key(c.gpus, need), c.index, i)
-        order = CostOrder(cands, rows)
-        # Phase A, counts only: the cheapest victims inside one pod (or one site, for
-        # gangs bigger than a pod) that free enough GPUs there, then enough quota.
-        prefix = self._victims_in_scope(job, klass, order)
-        if prefix is None:
-            prefix = self._victims_anywhere(job, klass, order)
-        if prefix is None:
-            return False
-        # Phase B: free that prefix for real and search a placement; topology may need a
-        # few more victims (at most MAX_EXTRA_VICTIMS, the cheapest not chosen yet), after
-        # which the attempt is given up.
-        chosen = list(prefix)
-        for v in chosen:
-            self.running.detach(v.job, now)
-        found = find_placement(self.cs, klass, gpus, cross_site=job.allow_cross_site)
-        chosen_ids = {v.seq for v in chosen}
-        i = 0
-        extra = 0
-        while found is None and extra < MAX_EXTRA_VICTIMS and i < order.size:
-            v = order.at(i)
-            i += 1
-            if v.seq in chosen_ids:
-                continue
-            extra += 1
-            self.running.detach(v.job, now)
-            chosen.append(v)
-            found = find_placement(self.cs, klass, gpus, cross_site=job.allow_cross_site)
-        if found is None:
-            for v in reversed(chosen):
-                self.running.reattach(v.job, now)
-            return False
-        # Drop victims that turned out unnecessary, most work lost first (for small sets:
-        # each check is a placement search).
-        prunable = chosen if len(chosen) <= MAX_PRUNE else []
-        for v in sorted(prunable, key=_lost_first):
-            self.running.reattach(v.job, now)
-            if self._startable(job, klass) is not None:
-                chosen.remove(v)
-            else:
-                self.running.detach(v.job, now)
         for v in chosen:
             if this_pass and v.job.index in this_pass:
                 self._withdraw(v.job, now, job, ctx, res)  # (still detached)
@@ -1166,7 +1007,7 @@ class Scheduler:
             self.running.reattach(v.job, now)
             self._evict(v.job, now, job, failure=False, push=False)
             res.preempted.append(v.job)
-        found = self._startable(job, klass)
+        found = self.preemption.startable(job, klass)
         if found is None:  # cannot happen: the victims' GPUs were just freed
             msg = f"preemption for {job.id} freed GPUs that no longer fit it"
             raise AssertionError(msg)
@@ -1203,92 +1044,6 @@ class Scheduler:
         # Not pushed on its queue: this pass took its list of fresh jobs when it began,
         # so the job is tried by the next pass only.
         self._enqueue(job, push=False)
-
-    def _victims_anywhere(self, job: Job, klass: int, order: CostOrder) -> list[Victim] | None:
-        """Shortest prefix of the cost order freeing enough GPUs of the class and quota."""
-        tenant, gpus, quota = job.tix, job.gpus, self.quota
-        need = gpus - self.cs.class_free[klass]
-        prefix: list[Victim] = []
-        freed = 0
-        for i in range(order.size):
-            if freed >= need and quota.fits(tenant, klass, gpus):
-                break
-            v = order.at(i)
-            quota.add(v.job.tix, klass, -v.job.gpus)
-            prefix.append(v)
-            freed += v.job.gpus
-        enough = freed >= need and quota.fits(tenant, klass, gpus)
-        for v in prefix:
-            quota.add(v.job.tix, klass, v.job.gpus)
-        return prefix if enough else None
-
-    def _victims_in_scope(self, job: Job, klass: int, order: CostOrder) -> list[Victim] | None:
-        """Cheapest victim set that frees the gang inside one pod (one site if bigger).
-
-        Freeing the globally cheapest victims scatters the GPUs over the fleet, where a
-        gang often still cannot be placed; the pod (site) whose cheapest victims free
-        enough GPUs there at the least lost work is chosen instead. Victims that only
-        help the quota (the tenant's own elsewhere) are added after, cheapest first.
-        """
-        cs = self.cs
-        gpus = job.gpus
-        if gpus <= self.pod_capacity[klass]:
-            free_of = cs.cpod_free[klass]
-            by_site = False
-        elif gpus <= self.site_capacity[klass]:
-            free_of = cs.csite_free[klass]
-            by_site = True
-        else:
-            return None
-        # Walk victims in cost order, adding each one's GPUs to the scopes it frees.
-        got: dict[int, int] = {}
-        picked: dict[int, list[Victim]] = {}
-        cost: dict[int, float] = {}
-        best: tuple[float, int, int] | None = None  # (lost work, victims, scope)
-        for i in range(order.size):
-            v = order.at(i)
-            lost = v.k0
-            if best is not None and lost > best[0]:
-                break  # costs only grow from here
-            touched: dict[int, int] = {}
-            for node, mask in v.job.placement:
-                sc = cs.dom_pod[cs.node_dom[node]]
-                if by_site:
-                    sc = cs.pod_site[sc]
-                touched[sc] = touched.get(sc, 0) + mask.bit_count()
-            for sc, n in touched.items():
-                if sc in got and got[sc] + free_of.get(sc, 0) >= gpus:
-                    continue  # already enough there
-                got[sc] = got.get(sc, 0) + n
-                picked.setdefault(sc, []).append(v)
-                cost[sc] = cost.get(sc, 0.0) + lost
-                if got[sc] + free_of.get(sc, 0) >= gpus:
-                    cand = (cost[sc], len(picked[sc]), sc)
-                    if best is None or cand < best:
-                        best = cand
-        if best is None:
-            return None
-        chosen = picked[best[2]]
-        # Quota: the tenant may also need its own (or borrowers') usage back.
-        quota, tenant = self.quota, job.tix
-        for v in chosen:
-            quota.add(v.job.tix, klass, -v.job.gpus)
-        ok = quota.fits(tenant, klass, gpus)
-        if not ok:
-            inside = {v.seq for v in chosen}
-            chosen = list(chosen)
-            for i in range(order.size):
-                v = order.at(i)
-                if v.seq in inside:
-                    continue
-                quota.add(v.job.tix, klass, -v.job.gpus)
-                chosen.append(v)
-                if quota.fits(tenant, klass, gpus):
-                    ok = True
-                    break
-        for v in chosen:
-            quota.add(v.job.tix, klass, v.job.gpus)
-        return chosen if ok else None
 
     def capacity_changed(self) -> None:
         """Capacity came back outside the scheduler's own decisions (e.g. a repaired node)."""
