@@ -28,6 +28,7 @@ from types import ModuleType
 # The modules on the twin's per-event path, relative to src/.
 NATIVE = (
     "aifactory/heap.py",
+    "aifactory/scheduler/backfill.py",
     "aifactory/scheduler/cluster.py",
     "aifactory/scheduler/config.py",
     "aifactory/scheduler/core.py",

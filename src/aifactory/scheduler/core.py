@@ -39,14 +39,11 @@ import heapq
 from collections import Counter
 from typing import Final, final
 
-from librt.vecs import append as vec_append
-from librt.vecs import vec
-from mypy_extensions import i64
-
 from aifactory.fleet.topology import Topology
 from aifactory.heap import Keyed, RowHeap, before
 from aifactory.heap import pop as head_pop
 from aifactory.heap import push as head_push
+from aifactory.scheduler.backfill import Backfill, Reservation
 from aifactory.scheduler.cluster import ClusterState, Placement
 from aifactory.scheduler.config import BackfillMode, SchedulerConfig, job_problem
 from aifactory.scheduler.placement import Level, find_placement
@@ -130,18 +127,6 @@ class _PassContext:
         return self
 
 
-class Reservation:
-    """EASY's reservation for the blocked head of a class: the earliest time (shadow) its
-    gang can start, from running jobs' estimates, and the GPUs spare at that time."""
-
-    __slots__ = ("holder", "shadow", "spare")
-
-    def __init__(self, holder: int, shadow: float, spare: int) -> None:
-        self.holder = holder  # index of the job it is held for
-        self.shadow = shadow
-        self.spare = spare
-
-
 @final
 class Head(Keyed):
     """A tenant queue's head in a pass, ordered by (tenant key, the row's order).
@@ -209,6 +194,7 @@ class Scheduler:
         self.by_id: dict[str, Job] = {}
         # The running jobs, their charges and the index by estimated end.
         self.running = Running(self.cs, self.quota, self.usage, n_tenants)
+        self.backfill = Backfill(self.running, self.cfg.checkpoint_write_s)
         self.preemption = Preemption(
             self.running,
             self.policy,
@@ -711,7 +697,7 @@ class Scheduler:
                 ctx.quota_fail[memo] = gpus
                 continue
             resv = ctx.reservations.get(c)
-            if resv is not None and not self._fits_reservation(job, resv, now, commit=False):
+            if resv is not None and not self.backfill.fits(job, resv, now, commit=False):
                 self._close(job, c)
                 continue
             found = find_placement(self.cs, c, gpus, cross_site=job.allow_cross_site)
@@ -725,7 +711,7 @@ class Scheduler:
                     del ctx.reservations[c]  # the job it was held for starts: it is spent
                     self._new_epoch()
                 else:
-                    self._fits_reservation(job, resv, now, commit=True)
+                    self.backfill.fits(job, resv, now, commit=True)
             self._start(job, c, found[0], found[1], now, ctx)
             res.started.append(job)
             return True
@@ -750,7 +736,7 @@ class Scheduler:
         ):
             # Blocked for GPUs, not by others' quota: as GPUs free up (the tenant's own
             # running jobs included) the job can start, so it holds the reservation.
-            ctx.reservations[blocked] = self._reservation(job, blocked, now)
+            ctx.reservations[blocked] = self.backfill.reserve(job, blocked, self.jobs, now)
         return False
 
     def _close(self, job: Job, klass: int) -> None:
@@ -805,64 +791,6 @@ class Scheduler:
             job.away_at = self._away_version
         return True
 
-    # ================================================================ backfill
-    def _reservation(self, job: Job, klass: int, now: float) -> Reservation:
-        """The reservation for the blocked head job (EASY)."""
-        free = self.cs.class_free[klass]
-        need = job.gpus
-        shadow = now
-        if free >= need:
-            return Reservation(job.index, shadow, free - need)
-        # Walk the running jobs by estimated end: pop live rows (dropping stale ones for
-        # good) until enough GPUs would be free, then put the live ones back.
-        ends = self.running.ends_of(klass)
-        jobs = self.jobs
-        walked_end = vec[float]()
-        walked_job = vec[i64]()
-        walked_epoch = vec[i64]()
-        while len(ends):
-            end = ends.k0[0]
-            index = ends.ref[0]
-            epoch = ends.seq[0]
-            ends.pop()
-            running = jobs[index]
-            if running.run_epoch != epoch or running.state is not RUNNING:
-                stale = self.running.ends_stale
-                stale[klass] = max(0, stale[klass] - 1)
-                continue
-            walked_end = vec_append(walked_end, end)
-            walked_job = vec_append(walked_job, index)
-            walked_epoch = vec_append(walked_epoch, epoch)
-            free += running.gpus
-            shadow = max(end, now)
-            if free >= need:
-                break
-        for i in range(len(walked_end)):
-            index = walked_job[i]
-            ends.push(walked_end[i], float(index), walked_epoch[i], index)
-        if free < need:
-            return Reservation(job.index, INF, 0)
-        return Reservation(job.index, shadow, free - need)
-
-    def _fits_reservation(self, job: Job, resv: Reservation, now: float, *, commit: bool) -> bool:
-        """Whether starting ``job`` now leaves the reservation intact (EASY's test); the
-        job it is held for always may (between deep scans it keeps its reservation, and
-        must not wait for the next scan once its GPUs are free)."""
-        if job.index == resv.holder or now + self._expected_run(job) <= resv.shadow:
-            return True
-        if job.gpus <= resv.spare:
-            if commit:
-                resv.spare -= job.gpus
-            return True
-        return False
-
-    def _expected_run(self, job: Job) -> float:
-        remaining = max(job.estimate_s - job.progress_s, 0.0)
-        writes = 0.0
-        if job.checkpoint_s and self.cfg.checkpoint_write_s:
-            writes = (remaining // job.checkpoint_s) * self.cfg.checkpoint_write_s
-        return job.overhead_s + remaining + writes
-
     # ================================================================ start / stop
     def _start(
         self,
@@ -883,7 +811,7 @@ class Scheduler:
             job.first_start_s = now
         job.run_start_s = now
         job.run_epoch += 1
-        job.est_end_s = now + self._expected_run(job)
+        job.est_end_s = now + self.backfill.expected_run(job)
         self.running.index_end(job)
         self._unpend(job)
 
@@ -986,7 +914,7 @@ class Scheduler:
         job.move(RUNNING, start_s)
         job.first_start_s = job.first_start_s if job.first_start_s is not None else start_s
         job.run_start_s = start_s
-        job.est_end_s = start_s + self._expected_run(job)
+        job.est_end_s = start_s + self.backfill.expected_run(job)
         self.running.index_end(job)
 
     # ================================================================ preemption

@@ -1,0 +1,109 @@
+"""EASY backfill: reservations for blocked jobs, and whether a later job may start
+around them.
+
+Decides when a blocked job could start at the earliest (its reservation's shadow time,
+from running jobs' estimated ends) and whether starting another job now would delay it.
+Reads the running jobs' index by end (:class:`~aifactory.scheduler.running.Running`) and
+the cluster's free GPUs; changes only that index's lazy deletions and the reservation it
+is asked to commit a start against. Which reservations exist in a pass is the cycle's
+business.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from librt.vecs import append as vec_append
+from librt.vecs import vec
+from mypy_extensions import i64
+
+from aifactory.scheduler.running import Running
+from aifactory.workload.job import RUNNING, Job
+
+INF: Final = float("inf")
+
+
+class Reservation:
+    """EASY's reservation for the blocked head of a class: the earliest time (shadow) its
+    gang can start, from running jobs' estimates, and the GPUs spare at that time."""
+
+    __slots__ = ("holder", "shadow", "spare")
+
+    def __init__(self, holder: int, shadow: float, spare: int) -> None:
+        self.holder = holder  # index of the job it is held for
+        self.shadow = shadow
+        self.spare = spare
+
+
+def expected_run(job: Job, checkpoint_write_s: float) -> float:
+    """Seconds a run of ``job`` started now is expected to take: the restart overhead,
+    the estimated work left and the checkpoint writes on the way."""
+    remaining = max(job.estimate_s - job.progress_s, 0.0)
+    writes = 0.0
+    if job.checkpoint_s and checkpoint_write_s:
+        writes = (remaining // job.checkpoint_s) * checkpoint_write_s
+    return job.overhead_s + remaining + writes
+
+
+class Backfill:
+    """Reservations from the running jobs' estimated ends."""
+
+    def __init__(self, running: Running, checkpoint_write_s: float) -> None:
+        self.running = running
+        self.checkpoint_write_s = checkpoint_write_s
+
+    def expected_run(self, job: Job) -> float:
+        """:func:`expected_run` with this scheduler's checkpoint write time."""
+        return expected_run(job, self.checkpoint_write_s)
+
+    def reserve(self, job: Job, gpu_class: int, jobs: list[Job], now: float) -> Reservation:
+        """The reservation for the blocked head ``job`` in the class (``jobs``: the
+        scheduler's jobs by index): the earliest time enough GPUs are free if running
+        jobs end at their estimates (infinite if they never are)."""
+        running = self.running
+        free = running.cs.class_free[gpu_class]
+        need = job.gpus
+        shadow = now
+        if free >= need:
+            return Reservation(job.index, shadow, free - need)
+        # Walk the running jobs by estimated end: pop live rows (dropping stale ones for
+        # good) until enough GPUs would be free, then put the live ones back.
+        ends = running.ends_of(gpu_class)
+        walked_end = vec[float]()
+        walked_job = vec[i64]()
+        walked_epoch = vec[i64]()
+        while len(ends):
+            end = ends.k0[0]
+            index = ends.ref[0]
+            epoch = ends.seq[0]
+            ends.pop()
+            other = jobs[index]
+            if other.run_epoch != epoch or other.state is not RUNNING:
+                running.ends_stale[gpu_class] = max(0, running.ends_stale[gpu_class] - 1)
+                continue
+            walked_end = vec_append(walked_end, end)
+            walked_job = vec_append(walked_job, index)
+            walked_epoch = vec_append(walked_epoch, epoch)
+            free += other.gpus
+            shadow = max(end, now)
+            if free >= need:
+                break
+        for i in range(len(walked_end)):
+            index = walked_job[i]
+            ends.push(walked_end[i], float(index), walked_epoch[i], index)
+        if free < need:
+            return Reservation(job.index, INF, 0)
+        return Reservation(job.index, shadow, free - need)
+
+    def fits(self, job: Job, resv: Reservation, now: float, *, commit: bool) -> bool:
+        """Whether starting ``job`` now leaves the reservation intact (EASY's test: it ends
+        before the shadow time, or uses only GPUs spare then; with ``commit`` those spare
+        GPUs are taken); the job it is held for always may (between deep scans it keeps
+        its reservation, and must not wait for the next scan once its GPUs are free)."""
+        if job.index == resv.holder or now + self.expected_run(job) <= resv.shadow:
+            return True
+        if job.gpus <= resv.spare:
+            if commit:
+                resv.spare -= job.gpus
+            return True
+        return False
