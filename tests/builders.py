@@ -163,7 +163,7 @@ def check_invariants(sched: Scheduler, down: dict[int, int] | None = None) -> No
             assert cell.used == used.get((t, topo.classes[c]), 0), f"{t}: quota book drifted"
     pending = sum(1 for j in sched.jobs if j.state == JobState.PENDING)
     assert sched.pending_count == pending, "pending count drifted"
-    for t, sizes in enumerate(sched.pending_sizes):
+    for t, sizes in enumerate(sched.pending.sizes):
         waiting = [j.gpus for j in sched.jobs if j.state == JobState.PENDING and j.tix == t]
         assert sizes == {g: waiting.count(g) for g in set(waiting)}, "pending sizes drifted"
         known = sched.smallest_pending(t)

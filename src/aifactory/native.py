@@ -32,6 +32,7 @@ NATIVE = (
     "aifactory/scheduler/cluster.py",
     "aifactory/scheduler/config.py",
     "aifactory/scheduler/core.py",
+    "aifactory/scheduler/pending.py",
     "aifactory/scheduler/placement.py",
     "aifactory/scheduler/preemption.py",
     "aifactory/scheduler/queue.py",

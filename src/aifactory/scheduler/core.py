@@ -46,6 +46,7 @@ from aifactory.heap import push as head_push
 from aifactory.scheduler.backfill import Backfill, Reservation
 from aifactory.scheduler.cluster import ClusterState, Placement
 from aifactory.scheduler.config import BackfillMode, SchedulerConfig, job_problem
+from aifactory.scheduler.pending import Pending
 from aifactory.scheduler.placement import Level, find_placement
 from aifactory.scheduler.policies import Policy, TenantUsage, make_policy
 from aifactory.scheduler.policies.las import LasPolicy
@@ -189,8 +190,8 @@ class Scheduler:
         nominal_total = [sum(cell.nominal for cell in row) for row in self.quota.cells]
         fleet_nominal = max(1, sum(nominal_total))
         self.weight = [max(n / fleet_nominal, 1e-3) for n in nominal_total]
-        self.queues = [RowHeap() for _ in range(n_tenants)]
         self.jobs: list[Job] = []
+        self.pending = Pending(self.jobs, self.policy, n_tenants)
         self.by_id: dict[str, Job] = {}
         # The running jobs, their charges and the index by estimated end.
         self.running = Running(self.cs, self.quota, self.usage, n_tenants)
@@ -203,20 +204,11 @@ class Scheduler:
             self.site_capacity,
         )
         self.rejected: Counter[str] = Counter()
-        self.pending_count = 0
-        self.pending_sizes: list[dict[int, int]] = [{} for _ in range(n_tenants)]
-        # The smallest of each tenant's pending sizes, 0 when unknown (its last job of that
-        # size left): _may_start_more asks for it after every job a deep scan cannot
-        # start, and min() over the sizes was a fifth of a national run's deep scans.
-        self._smallest = [0] * n_tenants
-        self.pending_gpus = 0
         self.preemptions = 0
         self.withdrawn = 0  # starts taken back by their own pass (_withdraw)
         self.passes = 0
-        self._seq = 0
         self._dirty = False
         self._freed = False  # capacity came back since the last pass: a full pass is due
-        self._fresh: list[Job] = []  # jobs queued since the last pass
         self._reservations: dict[int, Reservation] = {}
         # Bumped whenever a reservation is dropped or the set is rebuilt. Within one epoch
         # reservations only get stricter (time moves on, spare GPUs are used, new classes
@@ -317,24 +309,9 @@ class Scheduler:
         return got
 
     def _enqueue(self, job: Job, *, push: bool = True) -> None:
-        """Make a job pending. A new submit is not pushed on its tenant's queue yet: the
-        next pass tries it first and pushes it only if it cannot start (most jobs on a
-        lightly loaded fleet start at once, and would leave a stale heap entry)."""
-        self._seq += 1
-        job.qseq = self._seq
-        job.in_queue = push
-        job.resv_epoch = -1
-        if push:
-            k0, k1 = key_pair(self.policy.job_key(job))
-            self.queues[job.tix].push(k0, k1, self._seq, job.index)
-        self.pending_count += 1
-        self.pending_gpus += job.gpus
-        sizes = self.pending_sizes[job.tix]
-        sizes[job.gpus] = sizes.get(job.gpus, 0) + 1
-        smallest = self._smallest[job.tix]
-        if smallest and job.gpus < smallest:
-            self._smallest[job.tix] = job.gpus
-        self._fresh.append(job)
+        """Make a job pending; the next pass is due. A new submit is not pushed on its
+        tenant's queue yet (see :mod:`aifactory.scheduler.pending`)."""
+        self.pending.add(job, push=push)
         self._dirty = True
 
     # ================================================================ the pass
@@ -350,10 +327,8 @@ class Scheduler:
             return NOTHING
         self._dirty = False
         self.passes += 1
-        fresh = self._fresh
-        if fresh:
-            self._fresh = []
-        if self._freed and not self.pending_count:
+        fresh = self.pending.take_fresh()
+        if self._freed and not self.pending.count:
             # Capacity came back but nothing waits: no pass to run (the common case on a
             # lightly loaded fleet). Reservations are stale now; the next pass rebuilds them.
             self._freed = False
@@ -365,7 +340,7 @@ class Scheduler:
         if self._freed:
             for job in fresh:  # a full pass reads the queues: new submits join them first
                 if not job.in_queue and job.state is PENDING:
-                    self._push(job)
+                    self.pending.push(job)
             interval = self.cfg.backfill_interval_s
             deep = self._easy and (interval <= 0 or now >= self._last_deep + interval)
             self._freed = False
@@ -386,8 +361,9 @@ class Scheduler:
 
     def _heads(self, now: float) -> list[Head]:
         heads: list[Head] = []
-        for t, q in enumerate(self.queues):
-            if self._clean(q):
+        pending = self.pending
+        for t, q in enumerate(pending.queues):
+            if pending.clean(q):
                 head_push(heads, self._head(q, t, now))
         return heads
 
@@ -426,10 +402,12 @@ class Scheduler:
         ctx = self._ctx.reset(reservations, preempt=preempt, track=preempt and self.cfg.preemption)
         held: RowHeap | None = None  # rows a deep scan took off their queues (as a list)
         tested = 0
+        pending = self.pending
+        queues = pending.queues
         while heads:
             top = head_pop(heads)
             t = top.tix
-            q = self.queues[t]
+            q = queues[t]
             # Peek, not pop: most heads tried between deep scans cannot start, and a pop
             # and push back on a queue of thousands was the costliest part of a busy pass.
             # A job that starts leaves a stale row that _clean drops.
@@ -453,7 +431,7 @@ class Scheduler:
                         if before(top, h):
                             head_push(heads, h)
                     away = []
-                if self._clean(q):
+                if pending.clean(q):
                     head_push(heads, self._head(q, t, now))
                 continue
             if not easy:
@@ -468,7 +446,7 @@ class Scheduler:
                 break
             if not self._may_start_more(t, ctx):
                 continue  # nothing this tenant could start now: stop its queue
-            if self._clean(q):
+            if pending.clean(q):
                 head_push(heads, self._head(q, t, now))
         # Phase 5: requeue.
         if held is None:
@@ -476,7 +454,7 @@ class Scheduler:
         jobs = self.jobs
         for i in range(len(held)):
             index = held.ref[i]
-            self.queues[jobs[index].tix].push(held.k0[i], held.k1[i], held.seq[i], index)
+            queues[jobs[index].tix].push(held.k0[i], held.k1[i], held.seq[i], index)
 
     def _open_heads(
         self, now: float, reservations: dict[int, Reservation], away: list[Head]
@@ -490,8 +468,9 @@ class Scheduler:
         version = self._away_version
         open_: list[int] = []
         all_away = True
-        for t, q in enumerate(self.queues):
-            if not self._clean(q):
+        pending = self.pending
+        for t, q in enumerate(pending.queues):
+            if not pending.clean(q):
                 continue
             job = self.jobs[q.ref[0]]
             if job.away_at == version:
@@ -507,7 +486,7 @@ class Scheduler:
             return []
         heads: list[Head] = []
         i = 0
-        for t, q in enumerate(self.queues):
+        for t, q in enumerate(pending.queues):
             if not len(q):
                 continue  # (cleaned above: a non-empty queue has a live head)
             head = self._head(q, t, now)  # every head's key now, as a full merge has it
@@ -526,7 +505,7 @@ class Scheduler:
     def smallest_pending(self, tenant: int) -> int | None:
         """The remembered smallest pending gang of tenant index ``tenant`` (None while
         unknown; for the invariant checks)."""
-        return self._smallest[tenant] or None
+        return self.pending.smallest[tenant] or None
 
     def _may_start_more(self, tenant: int, ctx: _PassContext) -> bool:
         """Whether the smallest waiting job of ``tenant`` could still start in this pass.
@@ -534,12 +513,9 @@ class Scheduler:
         A necessary condition only (placement and reservations are not checked), so a
         False here never skips a job that could start.
         """
-        sizes = self.pending_sizes[tenant]
-        if not sizes:
-            return False
-        smallest = self._smallest[tenant]
+        smallest = self.pending.smallest_of(tenant)
         if not smallest:
-            smallest = self._smallest[tenant] = min(sizes)
+            return False
         for c, cell in enumerate(self.quota.cells[tenant]):
             if (
                 cell.nominal + cell.borrow_limit > 0
@@ -579,7 +555,7 @@ class Scheduler:
         else:
             for job in fresh:
                 self._arrival(job, now, ctx, res, easy=easy)
-        if self.cfg.preemption and self._periodic and self.pending_count:
+        if self.cfg.preemption and self._periodic and self.pending.count:
             # Preemption for the new jobs waits for the next deep scan; make sure one comes.
             self._freed = True
             self._dirty = True
@@ -590,16 +566,17 @@ class Scheduler:
     ) -> None:
         if job.state is not PENDING:
             return
-        q = self.queues[job.tix]
+        pending = self.pending
+        q = pending.queues[job.tix]
         if job.in_queue:
-            head = self._clean(q) and q.ref[0] == job.index
+            head = pending.clean(q) and q.ref[0] == job.index
             if (head or easy) and self._try_start(job, now, ctx, res, head=head):
                 job.qseq = -1  # its queue row is now stale
             return
         # Not pushed yet: at the head unless a waiting job of its tenant goes first (its
         # key is only needed then, or when it waits).
         k0 = k1 = 0.0
-        keyed = self._clean(q)
+        keyed = pending.clean(q)
         if keyed:
             k0, k1 = key_pair(self.policy.job_key(job))
         head = not keyed or row_first(k0, k1, job.qseq, q)
@@ -608,39 +585,12 @@ class Scheduler:
         elif not job.in_queue:
             if not keyed:
                 k0, k1 = key_pair(self.policy.job_key(job))
-            self._push_row(job, k0, k1)  # it waits (strict order: behind an earlier job)
-
-    def _push(self, job: Job) -> None:
-        """Put a pending job on its tenant's queue."""
-        k0, k1 = key_pair(self.policy.job_key(job))
-        self._push_row(job, k0, k1)
-
-    def _push_row(self, job: Job, k0: float, k1: float) -> None:
-        job.in_queue = True
-        self.queues[job.tix].push(k0, k1, job.qseq, job.index)
+            pending.push_row(job, k0, k1)  # it waits (strict order: behind an earlier job)
 
     def waiting(self) -> list[Job]:
         """Every pending job, in no particular order (queued or submitted since the last
         pass)."""
-        jobs = self.jobs
-        seen = [
-            jobs[q.ref[i]]
-            for q in self.queues
-            for i in range(len(q))
-            if jobs[q.ref[i]].state is PENDING and jobs[q.ref[i]].qseq == q.seq[i]
-        ]
-        seen.extend(j for j in self._fresh if not j.in_queue and j.state is PENDING)
-        return seen
-
-    def _clean(self, q: RowHeap) -> bool:
-        """Drop stale rows at the head; True if a live job is at the head."""
-        jobs = self.jobs
-        while len(q):
-            job = jobs[q.ref[0]]
-            if job.state is PENDING and job.qseq == q.seq[0]:
-                return True
-            q.pop()
-        return False
+        return self.pending.waiting()
 
     def _tenant_key(self, t: int, now: float) -> float:
         self.usage.advance(t, now)
@@ -813,19 +763,7 @@ class Scheduler:
         job.run_epoch += 1
         job.est_end_s = now + self.backfill.expected_run(job)
         self.running.index_end(job)
-        self._unpend(job)
-
-    def _unpend(self, job: Job) -> None:
-        self.pending_count -= 1
-        self.pending_gpus -= job.gpus
-        sizes = self.pending_sizes[job.tix]
-        left = sizes[job.gpus] - 1
-        if left:
-            sizes[job.gpus] = left
-        else:
-            del sizes[job.gpus]
-            if job.gpus == self._smallest[job.tix]:
-                self._smallest[job.tix] = 0
+        self.pending.remove(job)
 
     def _stop(self, job: Job, now: float) -> None:
         self.running.detach(job, now)
@@ -847,7 +785,7 @@ class Scheduler:
         if job.state is RUNNING:
             self._stop(job, now)
         elif job.state is PENDING:
-            self._unpend(job)
+            self.pending.remove(job)
         job.move(CANCELLED, now)
         job.end_s = now
 
@@ -999,6 +937,16 @@ class Scheduler:
             node = int(name.rsplit("/n", 1)[1])
             out.append((node, sum(1 << i for i in gpus)))
         return out
+
+    @property
+    def pending_count(self) -> int:
+        """Pending jobs."""
+        return self.pending.count
+
+    @property
+    def pending_gpus(self) -> int:
+        """GPUs asked for by pending jobs."""
+        return self.pending.gpus
 
     @property
     def running_count(self) -> int:
