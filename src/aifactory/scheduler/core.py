@@ -31,6 +31,14 @@ policy's order stays the only order.)
 
 Every job's fields are checked at submit (:func:`job_problem`): a field out of bounds
 fails that job, with a reason naming the field, and never reaches a pass's arithmetic.
+
+This module is the façade and the pass itself (heads, admit, requeue, and the skips
+between deep scans); the state it decides over is owned by components, each in its own
+module: :mod:`~aifactory.scheduler.pending` (tenant queues), :mod:`~aifactory.scheduler.
+running` (running jobs and their charges on quota, usage and cluster),
+:mod:`~aifactory.scheduler.backfill` (EASY reservations), :mod:`~aifactory.scheduler.
+preemption` (candidate rules and victim choice); :mod:`~aifactory.scheduler.config` is what
+the scheduler accepts, :mod:`~aifactory.scheduler.records` what a pass decided.
 """
 
 from __future__ import annotations
@@ -68,14 +76,16 @@ from aifactory.workload.job import (
 )
 from aifactory.workload.progress import run_progress
 
-# Module constants are Final: compiled, a plain module global is a dict lookup per use.
+# Module constants are Final: compiled, a Final is a C static, a plain global a dict lookup.
 INF: Final = float("inf")
 _LEVEL_NAME: Final[dict[Level, str]] = {level: level.value for level in Level}
 
 
 class _PassContext:
-    """Scratch state of one pass (a plain class: one is made per pass, and a dataclass's
-    default factories cost more than the rest of a light pass)."""
+    """Scratch state of one pass: its per-pass memos, the reservations it works with, and
+    the starts it may still withdraw. Every memo holds for the rest of its pass only: within
+    a pass GPUs and quota are only taken (a withdrawal gives some back, and its job is not
+    tried again in that pass), so an answer "does not fit" stays true."""
 
     __slots__ = (
         "no_fit",
@@ -110,8 +120,8 @@ class _PassContext:
     def reset(
         self, reservations: dict[int, Reservation], *, preempt: bool, track: bool
     ) -> _PassContext:
-        """Ready for a new pass (the scheduler keeps one context: a pass after every
-        arrival made four dicts and a set that were mostly never written)."""
+        """Ready for a new pass (one context is kept and cleared, not made per pass:
+        most passes write none of its tables)."""
         self.reservations = reservations
         self.preempt = preempt
         self.track = track
@@ -133,7 +143,7 @@ class Head(Keyed):
     """A tenant queue's head in a pass, ordered by (tenant key, the row's order).
 
     A :class:`~aifactory.heap.Keyed` item, so the merge of heads compares unboxed
-    fields compiled (tuples of tuples went through the generic rich compare). Policies
+    fields when compiled. Policies
     without tenant keys order heads by the row's own key; ``fair`` puts the tenant key
     first and shifts the row's key one place along (the same lexicographic order).
     """
@@ -225,8 +235,8 @@ class Scheduler:
         self._last_deep = -INF
         self._classes_cache: dict[int, tuple[int, ...]] = {}  # by a job's shape (_classes)
         self._class_index = {name: c for c, name in enumerate(topo.classes)}
-        # Config and policy flags as plain attributes: compiled, reading an enum member or
-        # a policy's class variable is an interpreted attribute lookup, a few per event.
+        # Config and policy flags as plain attributes, read a few times per event (compiled,
+        # an enum member or a policy's class variable is an interpreted lookup).
         self._easy = self.cfg.backfill == BackfillMode.EASY
         self._keyed = self.policy.uses_tenant_keys
         self._preemptive = self.policy.preemptive
@@ -260,6 +270,8 @@ class Scheduler:
         return None
 
     def _never_runs(self, job: Job) -> str | None:
+        """Why ``job`` can never run on this fleet (unknown tenant or GPU class, a gang
+        bigger than any quota ceiling or site allows), or None."""
         if job.tix < 0:
             return f"unknown tenant: '{job.tenant}' has no quota in this fleet"
         if job.gpu_class is not None and job.gpu_class not in self._class_index:
@@ -290,10 +302,10 @@ class Scheduler:
         """Classes a job could ever run in (cached per shape, and on the job)."""
         if job.classes is not None:
             return job.classes
-        # The job's shape as one int (tenant, class or none, GPUs, may cross sites): no
-        # tuple to build and hash per submit.
-        klass = -1 if job.gpu_class is None else self._class_index[job.gpu_class]
-        shape = (job.gpus * 257 + klass + 1) * len(self.tenants) + job.tix
+        # The job's shape (tenant, class or none, GPUs, may cross sites) packed into one
+        # int key, exact (the class index + 1 < 257).
+        gpu_class = -1 if job.gpu_class is None else self._class_index[job.gpu_class]
+        shape = (job.gpus * 257 + gpu_class + 1) * len(self.tenants) + job.tix
         key = 2 * shape + (1 if job.allow_cross_site else 0)
         got = self._classes_cache.get(key)
         if got is None:
@@ -360,6 +372,7 @@ class Scheduler:
         return res
 
     def _heads(self, now: float) -> list[Head]:
+        """Phase 1: the merge of every tenant queue's live head."""
         heads: list[Head] = []
         pending = self.pending
         for t, q in enumerate(pending.queues):
@@ -373,6 +386,15 @@ class Scheduler:
         return Head(q.k0[0], q.k1[0], q.seq[0], t, tenant_key)
 
     def _full_pass(self, now: float, res: CycleResult, *, deep: bool) -> None:
+        """A pass over every tenant queue, in the merge order of their heads.
+
+        ``deep`` (EASY): the reservations are rebuilt, preemption may act, and a job that
+        cannot start is set aside so the next one of its queue is tried (up to
+        ``backfill_depth`` of them), as long as its tenant could still start something.
+        Otherwise (strict order, or between deep scans) a tenant's queue stops at its
+        first job that cannot start, and between deep scans heads known to be turned away
+        are skipped (the shortcuts, which change no decision).
+        """
         easy = deep
         if deep:
             reservations: dict[int, Reservation] = {}
@@ -409,8 +431,8 @@ class Scheduler:
             t = top.tix
             q = queues[t]
             # Peek, not pop: most heads tried between deep scans cannot start, and a pop
-            # and push back on a queue of thousands was the costliest part of a busy pass.
-            # A job that starts leaves a stale row that _clean drops.
+            # and push back costs a sift on a queue of thousands. A job that starts leaves
+            # a stale row that Pending.clean drops.
             job = self.jobs[q.ref[0]]
             head = t not in ctx.seen_tenants
             ctx.seen_tenants.add(t)
@@ -527,6 +549,10 @@ class Scheduler:
         return False
 
     def _arrivals_pass(self, fresh: list[Job], now: float, res: CycleResult) -> None:
+        """A pass after arrivals alone: only the new jobs can start (nothing else changed
+        since the last pass), tried in the policy's order (merged by tenant key for fair
+        share); a new job that waits joins its queue. With a backfill interval, a waiting
+        job's chance to preempt comes at the next deep scan, whose time goes in ``res``."""
         easy = self._easy
         preempt = not self._periodic
         ctx = self._ctx.reset(
@@ -564,6 +590,8 @@ class Scheduler:
     def _arrival(
         self, job: Job, now: float, ctx: _PassContext, res: CycleResult, *, easy: bool
     ) -> None:
+        """Try one new job: it may start if it heads its tenant's queue, or (EASY) around
+        earlier jobs of its tenant; else it waits in its queue."""
         if job.state is not PENDING:
             return
         pending = self.pending
@@ -593,6 +621,7 @@ class Scheduler:
         return self.pending.waiting()
 
     def _tenant_key(self, t: int, now: float) -> float:
+        """The policy's key of tenant ``t`` now (fair share: its decayed usage by weight)."""
         self.usage.advance(t, now)
         name = self.tenants[t]
         usage = {
@@ -616,6 +645,12 @@ class Scheduler:
     def _try_start(
         self, job: Job, now: float, ctx: _PassContext, res: CycleResult, *, head: bool
     ) -> bool:
+        """Phases 2-4 for one job: start it in the first class (most unused nominal quota
+        first) where its quota fits, no reservation it would delay stands, and a placement
+        exists; else let it preempt (a queue head, or any job that outranks running ones);
+        else, blocked for GPUs, it may take the class's EASY reservation. True if it
+        started. ``head``: the job heads its tenant's queue in this pass.
+        """
         all_classes = self._classes(job)
         blocked: int | None = None
         gpus = job.gpus
@@ -623,9 +658,8 @@ class Scheduler:
         class_free = self.cs.class_free
         no_fit = ctx.no_fit
         # Cheap, monotone rejections first: a bigger gang than one that already failed to
-        # fit in this class this pass cannot fit either.
-        # (A plain loop: a generator here was a fifth of the twin's time on Philly.) The
-        # job's own tuple is kept when no class is ruled out: no tuple built per try.
+        # fit in this class this pass cannot fit either. (A plain loop, and the job's own
+        # tuple kept when no class is ruled out: this runs for every job tried.)
         ruled_out = False
         for c in all_classes:
             if not (gpus <= class_free[c] and gpus < no_fit.get(c, INF)):
@@ -689,12 +723,12 @@ class Scheduler:
             ctx.reservations[blocked] = self.backfill.reserve(job, blocked, self.jobs, now)
         return False
 
-    def _close(self, job: Job, klass: int) -> None:
+    def _close(self, job: Job, gpu_class: int) -> None:
         """Record that the class's reservation turned ``job`` away in this epoch."""
         if job.resv_epoch != self._resv_epoch:
             job.resv_epoch = self._resv_epoch
             job.resv_mask = 0
-        job.resv_mask |= 1 << klass
+        job.resv_mask |= 1 << gpu_class
 
     def _turned_away(
         self,
@@ -745,17 +779,18 @@ class Scheduler:
     def _start(
         self,
         job: Job,
-        klass: int,
+        gpu_class: int,
         level: Level,
         plan: list[tuple[int, int]],
         now: float,
         ctx: _PassContext,
     ) -> None:
+        """Start ``job`` on the GPUs of ``plan``: charge it (Running), record the start
+        (withdrawable later in a pass that may preempt), and index its estimated end."""
         if ctx.track:
             ctx.started[job.index] = (job.first_start_s, job.level, job.run_start_s, job.est_end_s)
-        self.running.attach(job, klass, self.cs.allocate(plan), now)
-        job.level = _LEVEL_NAME[level]  # its value: one shared str (.value is an
-        # interpreted property, and str() of a StrEnum member makes a new string per start)
+        self.running.attach(job, gpu_class, self.cs.allocate(plan), now)
+        job.level = _LEVEL_NAME[level]  # the level's value, one shared str per level
         job.move(RUNNING, now)
         if job.first_start_s is None:
             job.first_start_s = now
@@ -766,6 +801,8 @@ class Scheduler:
         self.pending.remove(job)
 
     def _stop(self, job: Job, now: float) -> None:
+        """A running job stops (ends, is evicted or cancelled): its GPUs and quota come
+        back, its service is counted, and a full pass is due."""
         self.running.detach(job, now)
         self.running.ended_run(job)
         job.attained += job.gpus * max(0.0, now - job.run_start_s)
@@ -847,8 +884,8 @@ class Scheduler:
             raise ValueError(msg)
         self.cs.reserve_exact(placement)
         node = placement[0][0]
-        klass = self.cs.dom_class[self.cs.node_dom[node]]
-        self.running.attach(job, klass, placement, start_s)
+        gpu_class = self.cs.dom_class[self.cs.node_dom[node]]
+        self.running.attach(job, gpu_class, placement, start_s)
         job.move(RUNNING, start_s)
         job.first_start_s = job.first_start_s if job.first_start_s is not None else start_s
         job.run_start_s = start_s
@@ -857,12 +894,12 @@ class Scheduler:
 
     # ================================================================ preemption
     def _try_preempt(
-        self, job: Job, klass: int, now: float, res: CycleResult, ctx: _PassContext
+        self, job: Job, gpu_class: int, now: float, res: CycleResult, ctx: _PassContext
     ) -> bool:
-        """Start ``job`` in class ``klass`` by evicting the victims preemption chooses (a
+        """Start ``job`` in class ``gpu_class`` by evicting the victims preemption chooses (a
         victim started earlier in this pass has its start withdrawn instead); False,
         changing nothing, when no set of victims lets it start."""
-        chosen = self.preemption.search(job, klass, now, ctx.started)
+        chosen = self.preemption.search(job, gpu_class, now, ctx.started)
         if chosen is None:
             return False
         this_pass = ctx.started
@@ -873,11 +910,11 @@ class Scheduler:
             self.running.reattach(v.job, now)
             self._evict(v.job, now, job, failure=False, push=False)
             res.preempted.append(v.job)
-        found = self.preemption.startable(job, klass)
+        found = self.preemption.startable(job, gpu_class)
         if found is None:  # cannot happen: the victims' GPUs were just freed
             msg = f"preemption for {job.id} freed GPUs that no longer fit it"
             raise AssertionError(msg)
-        self._start(job, klass, found[0], found[1], now, ctx)
+        self._start(job, gpu_class, found[0], found[1], now, ctx)
         res.started.append(job)
         return True
 

@@ -40,31 +40,31 @@ CROSS_SITE: Final = Level.CROSS_SITE
 
 
 def find_placement(
-    cs: ClusterState, klass: int, gpus: int, *, cross_site: bool = False
+    cs: ClusterState, gpu_class: int, gpus: int, *, cross_site: bool = False
 ) -> tuple[Level, Plan] | None:
-    """Best placement for a gang of ``gpus`` GPUs of class ``klass``, or None."""
-    if cs.class_free[klass] < gpus:
+    """Best placement for a gang of ``gpus`` GPUs of class ``gpu_class``, or None."""
+    if cs.class_free[gpu_class] < gpus:
         return None
-    nb = cs.node_bucket[klass]
+    nb = cs.node_bucket[gpu_class]
     if gpus < len(nb):
         for free in range(gpus, len(nb)):
             bucket = nb[free]
             if bucket:
                 return NODE, [(_pick(bucket), gpus)]
-    db = cs.dom_bucket[klass]
-    if gpus < len(db) and cs.dom_buckets_kept[klass]:  # (else the node level answered)
+    db = cs.dom_bucket[gpu_class]
+    if gpus < len(db) and cs.dom_buckets_kept[gpu_class]:  # (else the node level answered)
         for free in range(gpus, len(db)):
             bucket = db[free]
             if bucket:
                 return DOMAIN, _from_domains(cs, [_pick(bucket)], gpus)
-    plan = _in_pod(cs, klass, gpus)
+    plan = _in_pod(cs, gpu_class, gpus)
     if plan is not None:
         return POD, plan
-    plan = _in_site(cs, klass, gpus)
+    plan = _in_site(cs, gpu_class, gpus)
     if plan is not None:
         return SITE, plan
     if cross_site:
-        sites = sorted(cs.csite_free[klass].items(), key=lambda kv: (-kv[1], kv[0]))
+        sites = sorted(cs.csite_free[gpu_class].items(), key=lambda kv: (-kv[1], kv[0]))
         plan = []
         need = gpus
         for site, free in sites:
@@ -73,7 +73,7 @@ def find_placement(
             if free == 0:
                 continue
             take = min(free, need)
-            plan.extend(_from_pods(cs, klass, _pods_in_site(cs, klass, site), take))
+            plan.extend(_from_pods(cs, gpu_class, _pods_in_site(cs, gpu_class, site), take))
             need -= take
         if need == 0:
             return CROSS_SITE, plan
@@ -91,20 +91,20 @@ def _pick(bucket: list[Slot]) -> int:
     return best
 
 
-def _in_pod(cs: ClusterState, klass: int, gpus: int) -> Plan | None:
+def _in_pod(cs: ClusterState, gpu_class: int, gpus: int) -> Plan | None:
     """Best-fit pod, preferring pods that can give the gang's whole domains free.
 
     A gang of ``k * domain + r`` GPUs is "clean" in a pod with ``k`` fully free domains:
     its whole-domain part keeps NVLink to itself and the remainder ``r`` goes to the
     best-fitting partial domain. Among clean pods (else among all) least leftover wins.
     """
-    whole = gpus // cs.dom_size[klass]
+    whole = gpus // cs.dom_size[gpu_class]
     clean: tuple[int, int] | None = None  # (free, pod) with enough whole domains
     loose: tuple[int, int] | None = None  # (free, pod) with enough GPUs only
-    for pod, free in cs.cpod_free[klass].items():
+    for pod, free in cs.cpod_free[gpu_class].items():
         if free < gpus:
             continue
-        full = len(cs.cpod_full[klass][pod])
+        full = len(cs.cpod_full[gpu_class][pod])
         key = (free, pod)
         if full >= whole:
             if clean is None or key < clean:
@@ -114,38 +114,38 @@ def _in_pod(cs: ClusterState, klass: int, gpus: int) -> Plan | None:
     chosen = clean or loose
     if chosen is None:
         return None
-    return _from_pods(cs, klass, [chosen[1]], gpus)
+    return _from_pods(cs, gpu_class, [chosen[1]], gpus)
 
 
-def _in_site(cs: ClusterState, klass: int, gpus: int) -> Plan | None:
+def _in_site(cs: ClusterState, gpu_class: int, gpus: int) -> Plan | None:
     """Best-fit site, spreading over its pods with the most free GPUs first."""
     best: tuple[int, int] | None = None
-    for site, free in cs.csite_free[klass].items():
+    for site, free in cs.csite_free[gpu_class].items():
         if free >= gpus and (best is None or (free, site) < best):
             best = (free, site)
     if best is None:
         return None
-    return _from_pods(cs, klass, _pods_in_site(cs, klass, best[1]), gpus)
+    return _from_pods(cs, gpu_class, _pods_in_site(cs, gpu_class, best[1]), gpus)
 
 
-def _pods_in_site(cs: ClusterState, klass: int, site: int) -> list[int]:
-    pods = [p for p in cs.class_pods[klass] if cs.pod_site[p] == site]
-    pods.sort(key=lambda p: (-cs.cpod_free[klass][p], p))
+def _pods_in_site(cs: ClusterState, gpu_class: int, site: int) -> list[int]:
+    pods = [p for p in cs.class_pods[gpu_class] if cs.pod_site[p] == site]
+    pods.sort(key=lambda p: (-cs.cpod_free[gpu_class][p], p))
     return pods
 
 
-def _from_pods(cs: ClusterState, klass: int, pods: list[int], gpus: int) -> Plan:
+def _from_pods(cs: ClusterState, gpu_class: int, pods: list[int], gpus: int) -> Plan:
     """Take ``gpus`` from pods in order: whole free domains first, then the fullest partial ones."""
     plan: Plan = []
     need = gpus
     for pod in pods:
         if need == 0:
             break
-        full = sorted(cs.cpod_full[klass][pod])
-        partial = [d for d in cs.cpod_doms[klass][pod] if 0 < cs.dom_free[d] < cs.dom_cap[d]]
+        full = sorted(cs.cpod_full[gpu_class][pod])
+        partial = [d for d in cs.cpod_doms[gpu_class][pod] if 0 < cs.dom_free[d] < cs.dom_cap[d]]
         # Remainder smaller than a domain: best-fit partial domain first keeps whole ones whole.
         doms: list[int] = []
-        budget = min(need, cs.cpod_free[klass][pod])
+        budget = min(need, cs.cpod_free[gpu_class][pod])
         for d in full:
             if budget >= cs.dom_cap[d]:
                 doms.append(d)
@@ -162,7 +162,7 @@ def _from_pods(cs: ClusterState, klass: int, pods: list[int], gpus: int) -> Plan
                         break
                     doms.append(d)
                     budget -= min(budget, cs.dom_free[d])
-        take = min(need, cs.cpod_free[klass][pod])
+        take = min(need, cs.cpod_free[gpu_class][pod])
         plan.extend(_from_domains(cs, doms, take))
         need -= take
     return plan

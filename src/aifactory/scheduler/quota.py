@@ -106,19 +106,19 @@ class QuotaBook:
         k = self.cohort_of[t]
         return self.cohort_names[k] if k >= 0 else None
 
-    def ceiling(self, t: int, klass: int) -> int:
+    def ceiling(self, t: int, gpu_class: int) -> int:
         """Most GPUs of a class tenant ``t`` could ever hold at once."""
-        cell = self.cells[t][klass]
+        cell = self.cells[t][gpu_class]
         cohort = self.cohort_of[t]
         if cohort < 0:
             return cell.nominal
         return min(
-            cell.nominal + cell.borrow_limit, cell.guaranteed + self.cohort_pool[cohort][klass]
+            cell.nominal + cell.borrow_limit, cell.guaranteed + self.cohort_pool[cohort][gpu_class]
         )
 
-    def fits(self, t: int, klass: int, gpus: int) -> bool:
+    def fits(self, t: int, gpu_class: int, gpus: int) -> bool:
         """Whether admitting ``gpus`` more keeps every quota rule."""
-        cell = self.cells[t][klass]
+        cell = self.cells[t][gpu_class]
         used = cell.used + gpus
         if used > cell.nominal + cell.borrow_limit:
             return False
@@ -129,41 +129,43 @@ class QuotaBook:
         if used <= guaranteed:
             return True  # within the part of nominal that is never lent: no draw on the pool
         extra = used - guaranteed - (cell.used - guaranteed if cell.used > guaranteed else 0)
-        return self.cohort_draw[cohort][klass] + extra <= self.cohort_pool[cohort][klass]
+        return self.cohort_draw[cohort][gpu_class] + extra <= self.cohort_pool[cohort][gpu_class]
 
-    def fits_when_idle(self, t: int, klass: int, gpus: int) -> bool:
+    def fits_when_idle(self, t: int, gpu_class: int, gpus: int) -> bool:
         """Whether ``gpus`` would fit if the tenant held nothing of the class: the request
         is blocked only by the tenant's own running jobs (or by GPUs), not by others'."""
-        cell = self.cells[t][klass]
+        cell = self.cells[t][gpu_class]
         if gpus > cell.nominal + cell.borrow_limit:
             return False
         cohort = self.cohort_of[t]
         if cohort < 0:
             return gpus <= cell.nominal
-        others = self.cohort_draw[cohort][klass] - cell.draw
-        return others + max(0, gpus - cell.guaranteed) <= self.cohort_pool[cohort][klass]
+        others = self.cohort_draw[cohort][gpu_class] - cell.draw
+        return others + max(0, gpus - cell.guaranteed) <= self.cohort_pool[cohort][gpu_class]
 
-    def shortfall(self, t: int, klass: int, gpus: int) -> int:
+    def shortfall(self, t: int, gpu_class: int, gpus: int) -> int:
         """GPUs that borrowers must give back for the tenant to get ``gpus`` within nominal.
 
         Zero when the request fits; -1 when reclaim cannot help (the request goes beyond
         the tenant's nominal quota, so it would itself be borrowing).
         """
-        cell = self.cells[t][klass]
+        cell = self.cells[t][gpu_class]
         cohort = self.cohort_of[t]
         if cell.used + gpus > cell.nominal or cohort < 0:
-            return 0 if self.fits(t, klass, gpus) else -1
+            return 0 if self.fits(t, gpu_class, gpus) else -1
         extra = max(0, cell.used + gpus - cell.guaranteed) - cell.draw
-        return max(0, self.cohort_draw[cohort][klass] + extra - self.cohort_pool[cohort][klass])
+        return max(
+            0, self.cohort_draw[cohort][gpu_class] + extra - self.cohort_pool[cohort][gpu_class]
+        )
 
-    def borrowed(self, t: int, klass: int) -> int:
+    def borrowed(self, t: int, gpu_class: int) -> int:
         """GPUs used above nominal (borrowed from the cohort)."""
-        cell = self.cells[t][klass]
+        cell = self.cells[t][gpu_class]
         return max(0, cell.used - cell.nominal)
 
-    def add(self, t: int, klass: int, gpus: int) -> None:
+    def add(self, t: int, gpu_class: int, gpus: int) -> None:
         """Charge (positive) or refund (negative) usage."""
-        cell = self.cells[t][klass]
+        cell = self.cells[t][gpu_class]
         old = cell.used
         new = cell.used = old + gpus
         cohort = self.cohort_of[t]
@@ -174,23 +176,23 @@ class QuotaBook:
             after = new - guaranteed if new > guaranteed else 0
             before = old - guaranteed if old > guaranteed else 0
             if after != before:
-                self.cohort_draw[cohort][klass] += after - before
+                self.cohort_draw[cohort][gpu_class] += after - before
 
-    def lent(self, t: int, klass: int) -> int:
+    def lent(self, t: int, gpu_class: int) -> int:
         """GPUs of this tenant's nominal quota currently used by others in its cohort."""
         cohort = self.cohort_of[t]
         if cohort < 0:
             return 0
-        cell = self.cells[t][klass]
+        cell = self.cells[t][gpu_class]
         idle_lendable = max(0, min(cell.lendable, cell.nominal - cell.used))
         members = self.cohort_members[cohort]
-        others_borrowing = sum(self.borrowed(m, klass) for m in members if m != t)
+        others_borrowing = sum(self.borrowed(m, gpu_class) for m in members if m != t)
         if others_borrowing == 0:
             return 0
         # Attribute borrowing to lenders in proportion to their idle lendable GPUs.
         idle_total = 0
         for m in members:
-            other = self.cells[m][klass]
+            other = self.cells[m][gpu_class]
             idle_total += max(0, min(other.lendable, other.nominal - other.used))
         if idle_total == 0:
             return 0
