@@ -327,6 +327,26 @@ def test_forecast_matches_the_twin_when_estimates_are_exact() -> None:
         assert end == pytest.approx(full[jid].end_s), jid
 
 
+def test_forecast_leaves_the_live_scheduler_as_it_was() -> None:
+    """The forecast runs the twin on clones: the scheduler it reads from is unchanged."""
+    jobs = [
+        make_job("low", submit=0, gpus=16, run=200, priority=-100, checkpoint_s=60.0),
+        make_job("other", submit=5, gpus=8, run=400),
+        make_job("high", submit=50, gpus=16, run=40, priority=100),
+    ]
+    part = Simulation(hgx_topo(2), jobs, config=TwinConfig(until_s=60.0))
+    part.run()
+    sched = part.sched
+
+    def state() -> list[tuple[str, str, float, int]]:
+        return [(j.id, j.state.value, j.progress_s, j.preemptions) for j in jobs]
+
+    before = (state(), sched.running_count, sched.pending_count, sched.busy_gpus)
+    predicted = forecast(sched, 60.0)
+    assert set(predicted) == {"low", "other", "high"}
+    assert (state(), sched.running_count, sched.pending_count, sched.busy_gpus) == before
+
+
 # ------------------------------------------------------------------ Philly, end to end
 @pytest.mark.slow
 def test_philly_end_to_end(shared_dir: Path) -> None:

@@ -1,17 +1,17 @@
 """When will my job start? Fork the live scheduler into the twin and run it forward.
 
 This is Slurm's ``squeue --start`` (and what Kueue users ask for in kueue#1657), done
-with the real scheduler code: the live state (running jobs on their GPUs, pending jobs
-in their queues, quota usage) is copied into a fresh :class:`Scheduler` with the same
-configuration, and simulated forward on the jobs' *estimates* (the only durations the
-control plane knows). Running jobs end at their estimated end (or now, if overdue).
+with the real scheduler code and the twin's own simulator: the live state (running jobs
+on their GPUs, pending jobs in their queues, quota usage) is copied into a
+:class:`~aifactory.twin.simulator.Simulation` with the same configuration, and simulated
+forward on the jobs' *estimates* (the only durations the control plane knows). Running
+jobs end at their estimated end (or now, if overdue).
 """
 
 from __future__ import annotations
 
-import heapq
-
 from aifactory.scheduler.core import Scheduler
+from aifactory.twin.simulator import Resume, Simulation, TwinConfig
 from aifactory.workload.job import Job, JobState
 from aifactory.workload.progress import wall_for
 
@@ -45,44 +45,38 @@ def _clone(job: Job, now: float) -> Job:
 def forecast(sched: Scheduler, now: float, *, horizon_s: float = 365 * 86400.0) -> Forecast:
     """Estimated (start, end) of every pending and running job of ``sched``.
 
+    The twin's own simulator runs on a snapshot of ``sched`` (clones of its jobs, so the
+    live scheduler is never touched): running jobs restored on their GPUs and ending at
+    their estimated end (now, if overdue), pending jobs queued in their queue order.
     Jobs that would not start within ``horizon_s`` are left out.
     """
-    twin = Scheduler(sched.topo, sched.cfg)
-    write_s = sched.cfg.checkpoint_write_s
-    events: list[tuple[float, int, Job, int]] = []
-    seq = 0
     out: Forecast = {}
+    running = []
     for job in sched.running_jobs():
         copy = _clone(job, now)
-        twin.restore_running(copy, list(job.placement), job.run_start_s)
         end = max(job.est_end_s, now)
-        copy.est_end_s = end
+        running.append((copy, list(job.placement), job.run_start_s, end))
         out[job.id] = (job.run_start_s, end)
-        seq += 1
-        events.append((end, seq, copy, copy.run_epoch))
-    for job in sorted(sched.waiting(), key=lambda j: j.qseq):
-        twin.submit(_clone(job, now), now)
-    heapq.heapify(events)
-    t = now
+    queue = [_clone(job, now) for job in sorted(sched.waiting(), key=lambda j: j.qseq)]
     limit = now + horizon_s
-    while True:
-        res = twin.schedule(t)
-        for job in res.started:
-            run = wall_for(
-                job.duration_s - job.progress_s, job.overhead_s, job.checkpoint_s, write_s
-            )
-            seq += 1
-            heapq.heappush(events, (t + run, seq, job, job.run_epoch))
-            out[job.id] = (t, t + run)
-        if not events or twin.pending_count == 0:
-            break
-        t, _, job, epoch = heapq.heappop(events)
-        if t > limit:
-            break
-        if job.run_epoch == epoch and job.state == JobState.RUNNING:
-            twin.finish(job, t)
-        while events and events[0][0] == t:
-            _, _, other, other_epoch = heapq.heappop(events)
-            if other.run_epoch == other_epoch and other.state == JobState.RUNNING:
-                twin.finish(other, t)
+    run = Simulation(
+        sched.topo,
+        queue,
+        sched.cfg,
+        TwinConfig(until_s=limit, sample_interval_s=horizon_s),
+        ids_checked=True,
+        resume=Resume(now, running),
+    ).run()
+    write_s = sched.cfg.checkpoint_write_s
+    restored = [r[0] for r in running]
+    was_running = {id(job) for job in restored}
+    for job in [*run.jobs, *restored]:
+        if job.first_start_s is None and id(job) not in was_running:
+            continue  # never started within the horizon
+        start = job.run_start_s  # its last start, if the forecast preempted it
+        if job.state is not JobState.RUNNING and job.end_s is not None:
+            out[job.id] = (start, job.end_s)
+        else:  # still running at the horizon: its end as planned at its start
+            left = job.duration_s - job.progress_s
+            out[job.id] = (start, start + wall_for(left, job.overhead_s, job.checkpoint_s, write_s))
     return out

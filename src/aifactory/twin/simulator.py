@@ -19,6 +19,7 @@ from typing import Final
 import numpy as np
 
 from aifactory.fleet.topology import Topology
+from aifactory.scheduler.cluster import Placement
 from aifactory.scheduler.config import SchedulerConfig, job_problem
 from aifactory.scheduler.core import Scheduler
 from aifactory.twin.failures import FailureInjector
@@ -106,8 +107,18 @@ def check_unique_ids(ids: Iterable[str]) -> None:
         seen.add(job_id)
 
 
+@dataclass(frozen=True, slots=True)
+class Resume:
+    """Where a run starts when it goes on from a snapshot (a forecast): the time, and the
+    jobs running then as (job, placement, run start, end), each ending at its end."""
+
+    now: float
+    running: Sequence[tuple[Job, Placement, float, float]] = ()
+
+
 class Simulation:
-    """One run of the twin over a fixed list of jobs (sorted by submit time)."""
+    """One run of the twin over a fixed list of jobs (sorted by submit time), from an empty
+    fleet or from a snapshot of a scheduler (``resume``)."""
 
     def __init__(
         self,
@@ -118,20 +129,24 @@ class Simulation:
         failures: FailureInjector | None = None,
         *,
         ids_checked: bool = False,
+        resume: Resume | None = None,
     ) -> None:
         """``ids_checked``: the caller has made sure no two jobs share an id (else it is
         checked here); the scheduler then keeps no index by id (see
-        ``SchedulerConfig.index_ids``)."""
+        ``SchedulerConfig.index_ids``). ``resume``: start from a snapshot of a scheduler
+        instead of an empty fleet (see :class:`Resume`); ``jobs`` are then its queue, in
+        queue order, all arriving at the snapshot's time."""
         self.topo = topo
         check_fields(jobs)
-        self.jobs = sorted(jobs, key=lambda j: j.submit_s)
+        self.resume = resume
+        self.jobs = list(jobs) if resume is not None else sorted(jobs, key=lambda j: j.submit_s)
         if not ids_checked:
             check_unique_ids(j.id for j in self.jobs)
         self.cfg = config or TwinConfig()
         self.sched = Scheduler(
             topo, replace(scheduler_config or SchedulerConfig(), index_ids=False)
         )
-        self.kernel = Kernel(0.0)
+        self.kernel = Kernel(resume.now if resume is not None else 0.0)
         self.observer = Observer(self.sched)
         self.failures = failures
         self.rng = np.random.default_rng(self.cfg.seed)
@@ -176,9 +191,18 @@ class Simulation:
         until = self.cfg.until_s if self.cfg.until_s is not None else float("inf")
         interval = self.cfg.sample_interval_s
         observer = self.observer
+        start = 0.0
+        resume = self.resume
+        if resume is not None:
+            start = resume.now
+            for job, placement, run_start_s, end_s in resume.running:
+                sched.restore_running(job, placement, run_start_s)
+                kernel.at(max(end_s, start), END_CLS, FINISH, job, job.run_epoch)
         if n:
-            kernel.feed([j.submit_s for j in jobs], EventClass.ARRIVAL, ARRIVE)
-            kernel.at(0.0, EventClass.OBSERVE, SAMPLE)
+            arrivals = [start] * n if resume is not None else [j.submit_s for j in jobs]
+            kernel.feed(arrivals, EventClass.ARRIVAL, ARRIVE)
+        if n or resume is not None:
+            kernel.at(start, EventClass.OBSERVE, SAMPLE)
         if self.failures is not None:
             self.failures.start(kernel, self.rng)
             self.failures.bind(sched)
