@@ -715,3 +715,64 @@ def test_the_wakeup_comes_with_the_pass_that_asks_for_it() -> None:
     assert [j.id for j in deep.preempted] == ["a"]
     assert [j.id for j in deep.started] == ["b"]
     assert deep.wakeup_s is None
+
+
+# The scenarios of the two bugs the turned-away shortcuts once had (commits a8a5868 and
+# 4c20143), replayed with the shortcuts on and off: both must decide the same.
+# Events: ("submit", job, tenant, time, GPUs, run seconds) or ("finish", job, time).
+SHORTCUT_CASES: dict[str, tuple[list[dict[str, Any]], list[tuple[Any, ...]]]] = {
+    "quota-alone head gets the reservation once GPUs run short (a8a5868)": (
+        [tenant("a", {"h100": 8}), tenant("b", {"h100": 16})],
+        [
+            ("submit", "a1", "a", 0.0, 8, 1000.0),
+            ("submit", "j", "a", 1.0, 8, 1000.0),
+            ("submit", "x", "b", 2.0, 1, 1000.0),
+            ("submit", "y", "b", 3.0, 1, 1000.0),
+            ("submit", "z", "b", 4.0, 7, 1000.0),
+            ("submit", "w", "b", 5.0, 1, 1000.0),
+        ],
+    ),
+    "quota-alone head is asked after an earlier head starts (4c20143)": (
+        [tenant("a", {"h100": 8}), tenant("b", {"h100": 8}), tenant("c", {"h100": 8})],
+        [
+            ("submit", "a1", "a", 0.0, 8, 1000.0),
+            ("submit", "b1", "b", 0.0, 4, 10.0),
+            ("submit", "c1", "c", 0.0, 4, 1000.0),
+            ("submit", "z", "b", 0.5, 8, 1000.0),
+            ("submit", "j", "a", 1.0, 8, 1000.0),
+            ("finish", "b1", 10.0),
+            ("finish", "a1", 40.0),
+        ],
+    ),
+}
+
+
+def _replay(
+    tenants: list[dict[str, Any]], events: list[tuple[Any, ...]], *, shortcuts: bool
+) -> tuple[list[tuple[str, str, float]], list[str]]:
+    """Every decision of a replay (started/preempted, job, time) and the final holders."""
+    sched = Scheduler(
+        hgx_topo(3, tenants=tenants),
+        SchedulerConfig(backfill_interval_s=30.0, shortcuts=shortcuts),
+    )
+    decisions: list[tuple[str, str, float]] = []
+    for event in events:
+        if event[0] == "submit":
+            _, name, who, at, gpus, run = event
+            sched.submit(make_job(name, who, at, gpus, run), at)
+        else:
+            _, name, at = event
+            sched.finish(sched.by_id[name], at)
+        res = sched.schedule(at)
+        decisions += [("start", j.id, at) for j in res.started]
+        decisions += [("preempt", j.id, at) for j in res.preempted]
+    holders = sorted(sched.jobs[r.holder].id for r in sched._reservations.values())
+    return decisions, holders
+
+
+@pytest.mark.parametrize("name", list(SHORTCUT_CASES))
+def test_the_shortcuts_decide_as_the_reference_in_the_scenarios_of_their_bugs(name: str) -> None:
+    tenants, events = SHORTCUT_CASES[name]
+    reference = _replay(tenants, events, shortcuts=False)
+    assert _replay(tenants, events, shortcuts=True) == reference
+    assert reference[1] == ["j"] or any(d[1] == "j" for d in reference[0])
