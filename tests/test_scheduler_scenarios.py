@@ -24,6 +24,8 @@ from aifactory.scheduler.policies import REGISTRY, PolicyName, TenantUsage, make
 from aifactory.scheduler.policies.fair import FairPolicy
 from aifactory.scheduler.policies.fifo import FifoPolicy
 from aifactory.scheduler.policies.las import LasPolicy
+from aifactory.scheduler.preemption import RULES, PreemptReason
+from aifactory.scheduler.preemption import register as register_rule
 from aifactory.scheduler.usage import DecayedUsage
 from aifactory.workload.job import JobState
 from builders import hgx, hgx_topo, make_fleet, make_job, simulate, tenant
@@ -776,3 +778,9 @@ def test_the_shortcuts_decide_as_the_reference_in_the_scenarios_of_their_bugs(na
     reference = _replay(tenants, events, shortcuts=False)
     assert _replay(tenants, events, shortcuts=True) == reference
     assert reference[1] == ["j"] or any(d[1] == "j" for d in reference[0])
+
+
+def test_preemption_rules_are_a_registry_by_reason() -> None:
+    assert set(RULES) == set(PreemptReason)
+    with pytest.raises(ValueError, match="twice"):
+        register_rule(PreemptReason.RANK, RULES[PreemptReason.RANK])

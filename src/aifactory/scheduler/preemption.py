@@ -1,20 +1,19 @@
 """Preemption: which running jobs a waiting job may evict, and which of them it does.
 
 Decides victims; starts and evicts nobody. Candidates come from a registry of rules keyed
-by :class:`PreemptReason` (adding a reason is one function and one ``register`` line);
-every rule leaves out jobs that are not preemptible and jobs the waiting job was itself
-evicted for (no preemption loops). :meth:`Preemption.search` then chooses the victims that
-lose the least work (:class:`CostOrder`), first inside one pod or site so that the freed
-GPUs can hold the gang, and proves a placement by detaching them for real from the
-cluster, quota and usage through :class:`~aifactory.scheduler.running.Running`: on
-success they stay detached for the caller to evict (or to withdraw their starts), on
-failure every one is attached again to exactly its GPUs, in reverse order, and nothing
-has changed.
+by :class:`PreemptReason` (adding a reason is one :class:`CandidateRule` and one
+``register`` line); every rule leaves out jobs that are not preemptible and jobs the
+waiting job was itself evicted for (no preemption loops). :meth:`Preemption.search` then
+chooses the victims that lose the least work (:class:`CostOrder`), first inside one pod
+or site so that the freed GPUs can hold the gang, and proves a placement by detaching
+them for real from the cluster, quota and usage through
+:class:`~aifactory.scheduler.running.Running`: on success they stay detached for the
+caller to evict (or to withdraw their starts), on failure every one is attached again to
+exactly its GPUs, in reverse order, and nothing has changed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from enum import StrEnum
 from typing import Final, final
 
@@ -44,13 +43,24 @@ class PreemptReason(StrEnum):
     RECLAIM = "reclaim"  # a borrower's job, when the tenant takes back its nominal quota
 
 
-# A rule appends to ``out`` the candidates it allows for (job, GPU class, now, the job's
-# rank); it reads the Preemption's state and changes nothing.
-Rule = Callable[["Preemption", Job, int, float, int, list[Job]], None]
-RULES: dict[PreemptReason, Rule] = {}
+class CandidateRule:
+    """One reason to evict: :meth:`add` appends to ``out`` the running jobs of the class
+    that this reason lets ``job`` evict (``rank``: the policy's rank of ``job`` now). It
+    reads the Preemption's state and changes nothing. (Rules are objects, not functions:
+    compiled, a method of a native class is called directly, a function value through the
+    interpreter.)"""
+
+    def add(
+        self, p: Preemption, job: Job, gpu_class: int, now: float, rank: int, out: list[Job]
+    ) -> None:
+        """Append the candidates this rule allows."""
+        raise NotImplementedError
 
 
-def register(reason: PreemptReason, rule: Rule) -> None:
+RULES: dict[PreemptReason, CandidateRule] = {}
+
+
+def register(reason: PreemptReason, rule: CandidateRule) -> None:
     """Add a candidate rule; a duplicate key is a programming error."""
     if reason in RULES:
         msg = f"preemption rule '{reason}' registered twice"
@@ -58,61 +68,70 @@ def register(reason: PreemptReason, rule: Rule) -> None:
     RULES[reason] = rule
 
 
-def _priority_rule(
-    p: Preemption, job: Job, gpu_class: int, _now: float, _rank: int, out: list[Job]
-) -> None:
+class PriorityRule(CandidateRule):
     """The tenant's own running jobs of the class with a lower priority."""
-    prios = p.running.prio_tc[job.tix][gpu_class]
-    if not prios or min(prios) >= job.priority:
-        return
-    barred = job.preempted_for
-    for v in p.running.by_tc[job.tix][gpu_class]:
-        if v.preemptible and v.priority < job.priority and not (barred and v.id in barred):
-            out.append(v)  # noqa: PERF401 (compiled, a loop: no generator)
+
+    def add(
+        self, p: Preemption, job: Job, gpu_class: int, _now: float, _rank: int, out: list[Job]
+    ) -> None:
+        """Append the candidates this rule allows."""
+        prios = p.running.prio_tc[job.tix][gpu_class]
+        if not prios or min(prios) >= job.priority:
+            return
+        barred = job.preempted_for
+        for v in p.running.by_tc[job.tix][gpu_class]:
+            if v.preemptible and v.priority < job.priority and not (barred and v.id in barred):
+                out.append(v)  # noqa: PERF401 (compiled, a loop: no generator)
 
 
-def _rank_rule(
-    p: Preemption, job: Job, gpu_class: int, now: float, rank: int, out: list[Job]
-) -> None:
+class RankRule(CandidateRule):
     """With a preemptive policy, the tenant's own running jobs of the class with the same
     priority that the policy ranks below the waiting job."""
-    if not p.preemptive:
-        return
-    barred = job.preempted_for
-    policy = p.policy
-    for v in p.running.by_tc[job.tix][gpu_class]:
-        if (
-            v.preemptible
-            and v.priority == job.priority
-            and not (barred and v.id in barred)
-            and policy.rank(v, now) > rank
-        ):
-            out.append(v)  # noqa: PERF401
 
-
-def _reclaim_rule(
-    p: Preemption, job: Job, gpu_class: int, _now: float, _rank: int, out: list[Job]
-) -> None:
-    """When the job fits in its tenant's nominal quota: the running jobs of the class of
-    every cohort member that borrows in it."""
-    t = job.tix
-    quota = p.quota
-    cell = quota.cells[t][gpu_class]
-    cohort = quota.cohort_of[t]
-    if cohort < 0 or cell.used + job.gpus > cell.nominal:
-        return
-    barred = job.preempted_for
-    for member in quota.cohort_members[cohort]:
-        if member == t or quota.borrowed(member, gpu_class) <= 0:
-            continue
-        for v in p.running.by_tc[member][gpu_class]:
-            if v.preemptible and not (barred and v.id in barred):
+    def add(
+        self, p: Preemption, job: Job, gpu_class: int, now: float, rank: int, out: list[Job]
+    ) -> None:
+        """Append the candidates this rule allows."""
+        if not p.preemptive:
+            return
+        barred = job.preempted_for
+        policy = p.policy
+        for v in p.running.by_tc[job.tix][gpu_class]:
+            if (
+                v.preemptible
+                and v.priority == job.priority
+                and not (barred and v.id in barred)
+                and policy.rank(v, now) > rank
+            ):
                 out.append(v)  # noqa: PERF401
 
 
-register(PreemptReason.PRIORITY, _priority_rule)
-register(PreemptReason.RANK, _rank_rule)
-register(PreemptReason.RECLAIM, _reclaim_rule)
+class ReclaimRule(CandidateRule):
+    """When the job fits in its tenant's nominal quota: the running jobs of the class of
+    every cohort member that borrows in it."""
+
+    def add(
+        self, p: Preemption, job: Job, gpu_class: int, _now: float, _rank: int, out: list[Job]
+    ) -> None:
+        """Append the candidates this rule allows."""
+        t = job.tix
+        quota = p.quota
+        cell = quota.cells[t][gpu_class]
+        cohort = quota.cohort_of[t]
+        if cohort < 0 or cell.used + job.gpus > cell.nominal:
+            return
+        barred = job.preempted_for
+        for member in quota.cohort_members[cohort]:
+            if member == t or quota.borrowed(member, gpu_class) <= 0:
+                continue
+            for v in p.running.by_tc[member][gpu_class]:
+                if v.preemptible and not (barred and v.id in barred):
+                    out.append(v)  # noqa: PERF401
+
+
+register(PreemptReason.PRIORITY, PriorityRule())
+register(PreemptReason.RANK, RankRule())
+register(PreemptReason.RECLAIM, ReclaimRule())
 
 
 def victim_size_key(gpus: int, need: int) -> float:
@@ -208,7 +227,7 @@ class Preemption:
         rank = self.policy.rank(job, now) if self.preemptive else 0
         out: list[Job] = []
         for rule in self.rules:
-            rule(self, job, gpu_class, now, rank, out)
+            rule.add(self, job, gpu_class, now, rank, out)
         return out
 
     def lost_if_evicted(self, job: Job, now: float) -> float:
