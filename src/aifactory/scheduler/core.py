@@ -216,6 +216,7 @@ class Scheduler:
         self.rejected: Counter[str] = Counter()
         self.preemptions = 0
         self.withdrawn = 0  # starts taken back by their own pass (_withdraw)
+        self.down_gpus = 0  # GPUs out of service (take_out_of_service)
         self.passes = 0
         self._dirty = False
         self._freed = False  # capacity came back since the last pass: a full pass is due
@@ -953,6 +954,35 @@ class Scheduler:
         self._dirty = True
         self._freed = True
         self._away_version += 1
+
+    # ================================================================ out of service
+    def take_out_of_service(self, node: int) -> int:
+        """Take a node's free GPUs out of service (a failed node): no start may use them
+        until :meth:`return_to_service`. Its busy GPUs are the running jobs' to release
+        (the caller interrupts those first). Returns the mask of GPUs taken."""
+        mask = self.cs.take(node, self.cs.node_free[node])
+        self.down_gpus += mask.bit_count()
+        return mask
+
+    def return_to_service(self, node: int, mask: int) -> None:
+        """Give back GPUs taken by :meth:`take_out_of_service` (a repaired node)."""
+        self.cs.give(node, mask)
+        self.down_gpus -= mask.bit_count()
+        self.capacity_changed()
+
+    def node_gpus(self) -> list[int]:
+        """GPUs per node, by node index (what a failure model draws nodes by)."""
+        return list(self.cs.node_cap)
+
+    def free_by_class_site(self) -> list[dict[int, int]]:
+        """Free GPUs per GPU class and site (site index -> GPUs), read-only: the live
+        counts, so an observer sampling often copies nothing."""
+        return self.cs.csite_free
+
+    @property
+    def stranded_gpus(self) -> int:
+        """Free GPUs in partly used NVLink domains (what fragmentation leaves)."""
+        return self.cs.stranded
 
     # ================================================================ views
     def running_jobs(self) -> list[Job]:

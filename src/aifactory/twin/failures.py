@@ -55,7 +55,6 @@ class FailureInjector:
         self.count = 0
         self.by_cause: dict[str, int] = {}
         self.down: dict[int, int] = {}  # node -> mask of GPUs taken out of service
-        self.down_gpus = 0
         self._node_jobs: dict[int, list[Job]] = {}
         self._cum: np.ndarray | None = None
         self._rate_per_s = 0.0
@@ -69,7 +68,7 @@ class FailureInjector:
 
     def bind(self, sched: Scheduler) -> None:
         """Learn the fleet (called once before the run)."""
-        gpus = np.asarray(sched.cs.node_cap, dtype=np.int64)
+        gpus = np.asarray(sched.node_gpus(), dtype=np.int64)
         self._cum = np.cumsum(gpus)
         self._rate_per_s = self.model.rate_per_gpu_hour * float(gpus.sum()) / 3600.0
 
@@ -92,18 +91,13 @@ class FailureInjector:
         now: float,
         sched: Scheduler,
         kernel: Kernel,
-        observer: Any,
         *,
         keep_going: bool = True,
     ) -> None:
         """Apply a FAIL or REPAIR event."""
         if kind == REPAIR:
             node = int(payload)
-            mask = self.down.pop(node)
-            self.down_gpus -= mask.bit_count()
-            sched.cs.give(node, mask)
-            sched.capacity_changed()
-            observer.down_gpus = self.down_gpus
+            sched.return_to_service(node, self.down.pop(node))
             return
         assert self._cum is not None
         gpu = int(self._rng.integers(int(self._cum[-1])))
@@ -116,10 +110,7 @@ class FailureInjector:
             if job.state == JobState.RUNNING and any(n == node for n, _ in job.placement):
                 sched.interrupt(job, now, failure=True)
         if cause.scope == "node" and node not in self.down:
-            mask = sched.cs.take(node, sched.cs.node_free[node])
-            self.down[node] = mask
-            self.down_gpus += mask.bit_count()
+            self.down[node] = sched.take_out_of_service(node)
             kernel.at(now + cause.sample_repair_s(self._rng), EventClass.END, REPAIR, node)
-            observer.down_gpus = self.down_gpus
         if keep_going:
             self.schedule_next(now)

@@ -32,20 +32,20 @@ class Observer:
         self.site_power_mw: list[list[float]] = []
         self.preemptions = 0
         self.completed = 0
-        self.down_gpus = 0  # GPUs out of service (failed nodes), kept by the failure injector
         n_classes = len(topo.classes)
         n_sites = len(topo.sites)
         pue = [s.pue for s in topo.fleet.sites]
         # capacity per class and site, and per-GPU busy / idle watts with PUE
         self._cap = np.zeros((n_classes, n_sites))
         for c in range(n_classes):
-            for s, free in sched.cs.csite_free[c].items():
+            for s, free in sched.free_by_class_site()[c].items():
                 self._cap[c, s] = free
         self._busy_w = np.array([[m.busy_watts * p for p in pue] for m in topo.class_model])
         self._idle_w = np.array([[m.idle_watts * p for p in pue] for m in topo.class_model])
         # (class, site) cells in the order sample() flattens csite_free
         self._cells = np.array(
-            [(c, s) for c, sites in enumerate(sched.cs.csite_free) for s in sites], dtype=np.int64
+            [(c, s) for c, sites in enumerate(sched.free_by_class_site()) for s in sites],
+            dtype=np.int64,
         ).reshape(-1, 2)
         self._free: list[int] = []  # free GPUs per (class, site) cell, row after row
         self.down: list[int] = []
@@ -55,19 +55,19 @@ class Observer:
     def sample(self, now: float) -> None:
         """Record one row of the time series (raw counts; power is derived in bulk later)."""
         sched = self.sched
-        cs = sched.cs
+        by_class_site = sched.free_by_class_site()
         self.t.append(now)
         # This runs every five simulated minutes, tens of thousands of times in a long
         # trace: appends to flat lists, no per-sample lists (compiled, a loop over a
         # dict's values and appends beat list.extend of a values view).
         free = self._free
-        for sites in cs.csite_free:
+        for sites in by_class_site:
             for f in sites.values():
                 free.append(f)
-        self.down.append(self.down_gpus)
+        self.down.append(sched.down_gpus)
         self.pending_jobs.append(sched.pending_count)
         self.pending_gpus.append(sched.pending_gpus)
-        self.stranded.append(cs.stranded)
+        self.stranded.append(sched.stranded_gpus)
         # usage.total is indexed in the scheduler's tenant order, which is self.tenants
         busy = self.busy_by_tenant
         for held in sched.usage.total:

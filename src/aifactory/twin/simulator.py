@@ -249,7 +249,7 @@ class Simulation:
             elif failures is not None:
                 # Failures stop once there is no work left, so the run can drain.
                 busy = arrived < n or sched.running_count > 0 or sched.pending_count > 0
-                failures.handle(kind, payload, now, sched, kernel, observer, keep_going=busy)
+                failures.handle(kind, payload, now, sched, kernel, keep_going=busy)
                 due = True
             # The pass of this instant runs once every completion, failure and arrival of
             # the instant has been handled: the DECIDE event, handled at once instead of
