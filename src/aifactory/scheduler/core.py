@@ -230,7 +230,7 @@ class Scheduler:
         # Bumped whenever a job that was turned away (_turned_away) might not be any more:
         # GPUs or quota came back, or the reservations changed (an epoch bump). Until
         # then a head that _open_heads found turned away in every class by a
-        # reservation stays so (job.away_at), and is not checked again on every event.
+        # reservation stays so (job.away_version), and is not checked again on every event.
         self._away_version = 0
         self._ctx = _PassContext(self._reservations)  # scratch of the pass running now
         self._last_deep = -INF
@@ -404,7 +404,7 @@ class Scheduler:
         else:
             reservations = self._reservations
         # Phase 1: heads. Between deep scans (no preemption), heads remembered as turned
-        # away by reservations (job.away_at) wait aside (``away``) instead of going
+        # away by reservations (job.away_version) wait aside (``away``) instead of going
         # through the merge: each would be popped only to stop its queue. If every head
         # is turned away, the pass has nothing to do (on a busy fleet most passes end
         # here). A reservation holder that starts in the pass bumps the turned-away
@@ -442,7 +442,7 @@ class Scheduler:
                 and not ctx.preempt
                 and self.cfg.shortcuts
                 and (
-                    job.away_at == self._away_version  # (checked now: a start may bump it)
+                    job.away_version == self._away_version  # (checked now: a start may bump it)
                     or self._turned_away(job, reservations, ctx.no_fit)
                 )
             ):
@@ -483,7 +483,7 @@ class Scheduler:
         self, now: float, reservations: dict[int, Reservation], away: list[Head]
     ) -> list[Head]:
         """The merge of heads for a pass between deep scans, leaving the heads remembered
-        as turned away (job.away_at: turned away by reservations, which stays so until
+        as turned away (job.away_version: turned away by reservations, which stays so until
         the turned-away version changes, as within a pass reservations only tighten and
         GPUs and quota are only taken) in ``away``, in queue order. Empty, and no head
         built, when :meth:`_turned_away` turns every head away."""
@@ -496,11 +496,11 @@ class Scheduler:
             if not pending.clean(q):
                 continue
             job = self.jobs[q.ref[0]]
-            if job.away_at == version:
+            if job.away_version == version:
                 continue  # remembered as turned away: nothing came back since
             if not self._turned_away(job, reservations, no_fit, remember=True):
                 all_away = False
-            if job.away_at != version:
+            if job.away_version != version:
                 # Not remembered: it may start, or it was turned away for quota alone
                 # somewhere, where an allocation in this pass can leave the class short of
                 # GPUs and the job would then make a reservation; it goes through the merge.
@@ -747,7 +747,7 @@ class Scheduler:
 
         With ``remember`` (and an empty ``no_fit``, whose answers hold beyond one pass),
         a job turned away in every class by a reservation, or with one there, is marked
-        (job.away_at) as turned away until GPUs or quota come back or the reservations
+        (job.away_version) as turned away until GPUs or quota come back or the reservations
         change. A class without a reservation that turned it away for quota alone does
         not qualify: once its GPUs run short the job would make a reservation there, so
         an allocation alone can change the answer.
@@ -773,7 +773,7 @@ class Scheduler:
                 return False
             for_good = False  # turned away for quota alone, no reservation there
         if for_good:
-            job.away_at = self._away_version
+            job.away_version = self._away_version
         return True
 
     # ================================================================ start / stop

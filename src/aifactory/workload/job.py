@@ -82,7 +82,7 @@ class Job:
         "_h_t2",
         "allow_cross_site",
         "attained",
-        "away_at",
+        "away_version",
         "checkpoint_s",
         "classes",
         "duration_s",
@@ -167,7 +167,7 @@ class Job:
         # epoch (scheduler-owned): until the reservations change, those classes stay closed.
         self.resv_epoch = -1
         self.resv_mask = 0
-        self.away_at = -1  # the scheduler's turned-away version it was last turned away in
+        self.away_version = -1  # the scheduler's turned-away version it was last turned away in
         self.rpos = -1  # its place in the scheduler's list of running jobs (while running)
         self.state = JobState.PENDING
         # The history (see the ``history`` property): its first three entries in fields of
