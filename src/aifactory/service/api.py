@@ -58,8 +58,8 @@ from aifactory.service.limits import (
     TenantLimit,
     retry_after,
 )
-from aifactory.service.loop import CycleStats, SchedulerLoop, fork_state
-from aifactory.service.metrics import render_metrics
+from aifactory.service.loop import SchedulerLoop, fork_state
+from aifactory.service.metrics import CycleStats, render_metrics
 from aifactory.service.schemas import (
     INT64_MAX,
     KEY_PATTERN,

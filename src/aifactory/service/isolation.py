@@ -10,14 +10,17 @@ the decision on schedulers rebuilt from the database. Tests plant crashes throug
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import logging
+from collections.abc import Callable, Container, Sequence
 
 from sqlalchemy import RowMapping
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 
 from aifactory.scheduler.core import Scheduler
-from aifactory.service.jobrows import placement_from_row, to_job
-from aifactory.workload.job import JobState
+from aifactory.service.jobrows import PlacementList, scheduler_from_rows
+from aifactory.workload.job import Job
+
+log = logging.getLogger(__name__)
 
 # A core error that takes more jobs than this together to raise is not narrowed further
 # (each member costs about log2(live jobs) rebuilt forks): the scheduler is rebuilt instead.
@@ -67,18 +70,8 @@ def why(exc: BaseException) -> str:
 
 def schedule_raises(make: Callable[[], Scheduler], rows: Sequence[RowMapping], now: float) -> bool:
     """Whether a scheduler rebuilt from exactly these rows raises while scheduling."""
-    sched = make()
     try:
-        for row in rows:
-            if row["state"] == JobState.RUNNING.value and row["placement"]:
-                sched.restore_running(
-                    to_job(row),
-                    sched.placement_from(placement_from_row(row["placement"])),
-                    row["started_at"] or now,
-                )
-        for row in rows:
-            if row["state"] == JobState.PENDING.value:
-                sched.submit(to_job(row), now)
+        sched, _ = scheduler_from_rows(make(), rows, now)
         sched.schedule(now)
     except Exception:  # noqa: BLE001 (any error is what is being looked for)
         return True
@@ -117,3 +110,53 @@ def failing_set(
         found.append(pool[hi - 1])
         pool = pool[: hi - 1]
     return sorted(found, key=lambda r: int(r["id"]))
+
+
+def vet_starts(
+    sched: Scheduler,
+    known: Container[str],
+    started: list[Job],
+    preempted: list[Job],
+    job_error: Callable[[str], None],
+) -> tuple[list[Job], dict[str, PlacementList], list[tuple[Job, str]]]:
+    """The starts a cycle may commit, their placements, and those it must fail.
+
+    The core guarantees what is checked here; the loop checks it anyway, because a
+    violation would otherwise reach the backend (two jobs on one GPU, a launch with no
+    node) or crash the cycle for everyone. A start of a job the loop does not track means
+    its state is in doubt: :class:`RebuildNeededError`.
+    """
+    evicted = {job.id for job in preempted}
+    ok: list[Job] = []
+    placements: dict[str, PlacementList] = {}
+    bad: list[tuple[Job, str]] = []
+    taken: set[tuple[str, int]] = set()
+    for job in started:
+        if job.id in evicted:
+            # Started and preempted in one pass: it is pending in the scheduler again,
+            # and still pending in the database; nothing to commit or launch.
+            log.error("job %s was started and preempted in one cycle", job.id)
+            job_error("decide")
+            continue
+        if job.id not in known:
+            log.error("job %s was started but is not tracked", job.id)
+            job_error("decide")
+            raise RebuildNeededError(job.id)
+        try:
+            placement = list(sched.placement_of(job))
+        except Exception as exc:  # noqa: BLE001 (fails this job alone)
+            bad.append((job, f"internal error placing the job: {why(exc)}"))
+            continue
+        gpus = [(node, g) for node, part in placement for g in part]
+        problem = None
+        if not placement or len(gpus) != job.gpus:
+            problem = f"placement of {len(gpus)} GPUs for a {job.gpus}-GPU job"
+        elif len(set(gpus)) != len(gpus) or taken.intersection(gpus):
+            problem = "placement gives a GPU twice"
+        if problem is not None:
+            bad.append((job, f"internal error: {problem}"))
+            continue
+        taken.update(gpus)
+        placements[job.id] = placement
+        ok.append(job)
+    return ok, placements, bad

@@ -1,14 +1,19 @@
 """Job rows as the scheduler loop reads and writes them: the cycle's statements, a row as
-the scheduler's :class:`Job`, and the transitions (end, requeue) with their events and the
-freeing of GPU allocation rows, each inside the caller's transaction.
+the scheduler's :class:`Job` (and live rows as a scheduler), a cycle's decisions written
+as rows, and the transitions (end, requeue) with their events and the freeing of GPU
+allocation rows, each inside the caller's transaction.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, bindparam, delete, insert, select, update
+from sqlalchemy import Connection, RowMapping, Table, bindparam, delete, insert, select, update
 
+from aifactory.scheduler.core import Scheduler
+from aifactory.service import bulk_pg
 from aifactory.service.executors.base import RunState, Status
 from aifactory.service.schemas import PRIORITY_VALUE, PriorityClass
 from aifactory.service.tables import allocations, cancel_requests, job_events, jobs
@@ -166,3 +171,134 @@ def requeue_row(
         ],
     )
     conn.execute(delete(allocations).where(allocations.c.job_id == job_id))
+
+
+def scheduler_from_rows(
+    sched: Scheduler, rows: Sequence[RowMapping], now: float, *, strict: bool = True
+) -> tuple[Scheduler, list[tuple[int, Exception]]]:
+    """``sched`` given the live ``rows``: running ones restored on their GPUs, then pending
+    ones submitted in row order. ``strict``: a row the core refuses raises; otherwise it is
+    left out and returned with its error (a view must not fail for one bad row)."""
+    left_out: list[tuple[int, Exception]] = []
+    for state in (JobState.RUNNING.value, JobState.PENDING.value):
+        for row in rows:
+            if row["state"] != state:
+                continue
+            try:
+                if state == JobState.PENDING.value:
+                    sched.submit(to_job(row), now)
+                elif row["placement"]:
+                    placement = sched.placement_from(placement_from_row(row["placement"]))
+                    sched.restore_running(to_job(row), placement, row["started_at"] or now)
+            except (ValueError, TypeError, KeyError) as exc:
+                if strict:
+                    raise
+                left_out.append((int(row["id"]), exc))
+    return sched, left_out
+
+
+def commit_decisions(
+    conn: Connection,
+    started: list[Job],
+    preempted: list[Job],
+    placements: dict[str, PlacementList],
+    now: float,
+    *,
+    sqlite: bool,
+    executor: str,
+    logs: Path,
+) -> set[int]:
+    """Write a cycle's preemptions and start intents in ``conn``; the ids of jobs that moved
+    (a start whose job is no longer pending, cancelled meanwhile, is left out)."""
+    for job in preempted:
+        requeue_row(conn, int(job.id), now, "preempted by the scheduler", preempted=True)
+    moved = _mark_started(
+        conn, started, placements, now, sqlite=sqlite, executor=executor, logs=logs
+    )
+    events: list[dict[str, object]] = []
+    allocs: list[dict[str, object]] = []
+    for job in started:
+        if int(job.id) not in moved:
+            continue
+        placement = placements[job.id]
+        events.append(
+            {
+                "job_id": int(job.id),
+                "at": now,
+                "state": JobState.RUNNING.value,
+                "detail": describe(placement),
+            }
+        )
+        allocs.extend(
+            {"node": node, "gpu": g, "job_id": int(job.id), "since": now}
+            for node, gpus in placement
+            for g in gpus
+        )
+    # One statement each for the whole cycle, in the same transaction.
+    _insert_rows(conn, job_events, events, bulk_pg.insert_events, sqlite=sqlite)
+    _insert_rows(conn, allocations, allocs, bulk_pg.insert_allocations, sqlite=sqlite)
+    return moved
+
+
+def _insert_rows(
+    conn: Connection,
+    table: Table,
+    rows: Sequence[dict[str, Any]],
+    bulk: Callable[[Connection, Sequence[dict[str, Any]]], None],
+    *,
+    sqlite: bool,
+) -> None:
+    """Insert rows in one statement: executemany on SQLite, ``bulk`` (unnest) on PostgreSQL."""
+    if not rows:
+        return
+    if sqlite:
+        conn.execute(insert(table), rows)
+    else:
+        bulk(conn, rows)
+
+
+def _mark_started(
+    conn: Connection,
+    started: list[Job],
+    placements: dict[str, PlacementList],
+    now: float,
+    *,
+    sqlite: bool,
+    executor: str,
+    logs: Path,
+) -> set[int]:
+    """Move the cycle's starts from pending to running; the ids that were still pending.
+
+    A job the API cancelled after this cycle read it is no longer pending and is left
+    alone. On PostgreSQL one UPDATE over arrays does it (:mod:`.bulk_pg`); on SQLite the
+    write transaction excludes other writers, so a read of which are pending and one
+    executemany are as good.
+    """
+    if not started:
+        return set()
+    starts = [
+        (
+            int(job.id),
+            [[n, list(g)] for n, g in placements[job.id]],
+            str(logs / f"job-{job.id}.log"),
+        )
+        for job in started
+    ]
+    if not sqlite:
+        return bulk_pg.start_jobs(conn, starts, now=now, executor=executor)
+    ids = [s[0] for s in starts]
+    pending = {int(r[0]) for r in conn.execute(STILL_PENDING, {"ids": ids})}
+    rows = [
+        {
+            "b_id": job_id,
+            "b_placement": placement,
+            "b_log_path": log_path,
+            "b_now": now,
+            "b_executor": executor,
+        }
+        for job_id, placement, log_path in starts
+        if job_id in pending
+    ]
+    if rows:
+        conn.execute(START_ONE, rows)
+    return pending

@@ -38,14 +38,12 @@ import hashlib
 import logging
 import threading
 import time
-from bisect import bisect_left
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from sqlalchemy import Connection, RowMapping, Table, delete, insert, select
+from sqlalchemy import Connection, RowMapping, delete, select
 
 from aifactory.fleet.topology import Topology
 from aifactory.scheduler.config import BackfillMode, SchedulerConfig
@@ -68,38 +66,37 @@ from aifactory.service.isolation import (
     is_outage,
     no_fault,
     schedule_raises,
+    vet_starts,
     why,
 )
 from aifactory.service.jobrows import (
     CANCEL_REQUESTS,
     PENDING_ABOVE,
     SET_HANDLE,
-    START_ONE,
-    STILL_PENDING,
     PlacementList,
+    commit_decisions,
     describe,
     end_row,
     live_jobs,
     placement_from_row,
     requeue_row,
+    scheduler_from_rows,
     terminal,
     to_job,
 )
 from aifactory.service.lease import LeaderLock, leader_lock
+from aifactory.service.metrics import CycleStats
 from aifactory.service.settings import LostPolicy, ServiceSettings
-from aifactory.service.tables import allocations, cancel_requests, job_events, jobs
+from aifactory.service.tables import cancel_requests, jobs
 from aifactory.workload.job import Job, JobState
 
 __all__ = [
-    "CycleStats",
     "FaultHook",
     "InjectedCrashError",
     "SchedulerLoop",
     "fork_state",
     "job_nonce",
     "new_scheduler",
-    "placement_from_row",
-    "to_job",
 ]
 
 log = logging.getLogger(__name__)
@@ -109,7 +106,6 @@ log = logging.getLogger(__name__)
 PG_RESCAN_S = 2.0
 TIME_LIMIT_GRACE_S = 1.0
 MIN_CYCLE_GAP_S = 0.01
-LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 
 
 def new_scheduler(topo: Topology, settings: ServiceSettings) -> Scheduler:
@@ -125,75 +121,14 @@ def fork_state(db: Database, topo: Topology, settings: ServiceSettings, now: flo
     Any replica can answer these without touching the leader's live scheduler (which is
     mutated by its own thread); the database is one transaction's consistent snapshot.
     """
-    sched = new_scheduler(topo, settings)
     with db.read() as conn:
         rows = live_jobs(conn)
     # A row the core refuses is left out of the view (the leader fails that job on its
     # next cycle); it must not make every tenant's forecast or quota view fail.
-    for row in rows:
-        if row["state"] == JobState.RUNNING.value and row["placement"]:
-            try:
-                sched.restore_running(
-                    to_job(row),
-                    sched.placement_from(placement_from_row(row["placement"])),
-                    row["started_at"] or now,
-                )
-            except (ValueError, TypeError, KeyError) as exc:
-                log.warning("job %s left out of a forked view: %s", row["id"], why(exc))
-    for row in rows:
-        if row["state"] == JobState.PENDING.value:
-            try:
-                sched.submit(to_job(row), now)
-            except (ValueError, TypeError, KeyError) as exc:
-                log.warning("job %s left out of a forked view: %s", row["id"], why(exc))
+    sched, left_out = scheduler_from_rows(new_scheduler(topo, settings), rows, now, strict=False)
+    for row_id, exc in left_out:
+        log.warning("job %s left out of a forked view: %s", row_id, why(exc))
     return sched
-
-
-class CycleStats:
-    """Scheduling-cycle latency histogram and counters, for ``/metrics``."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.buckets = [0] * len(LATENCY_BUCKETS_S)
-        self.count = 0
-        self.sum_s = 0.0
-        self.started = 0
-        self.preempted = 0
-        self.job_errors: dict[str, int] = {}
-        self.recent: deque[float] = deque(maxlen=1000)
-
-    def observe(self, seconds: float, started: int, preempted: int) -> None:
-        """Record one cycle."""
-        with self._lock:
-            i = bisect_left(LATENCY_BUCKETS_S, seconds)
-            if i < len(self.buckets):
-                self.buckets[i] += 1
-            self.count += 1
-            self.sum_s += seconds
-            self.started += started
-            self.preempted += preempted
-            self.recent.append(seconds)
-
-    def job_error(self, phase: str) -> None:
-        """Count one job failed by an error in ``phase`` (admit, decide, commit, launch...)."""
-        with self._lock:
-            self.job_errors[phase] = self.job_errors.get(phase, 0) + 1
-
-    def snapshot(self) -> dict[str, Any]:
-        """A consistent copy (cumulative buckets, as Prometheus wants)."""
-        with self._lock:
-            cum, acc = [], 0
-            for b in self.buckets:
-                acc += b
-                cum.append(acc)
-            return {
-                "buckets": list(zip(LATENCY_BUCKETS_S, cum, strict=True)),
-                "count": self.count,
-                "sum": self.sum_s,
-                "started": self.started,
-                "preempted": self.preempted,
-                "job_errors": dict(self.job_errors),
-            }
 
 
 @dataclass(slots=True)
@@ -697,51 +632,6 @@ class SchedulerLoop:
 
     # -- commit and act ----------------------------------------------------------------
 
-    def _vet(
-        self, started: list[Job], preempted: list[Job]
-    ) -> tuple[list[Job], dict[str, PlacementList], list[tuple[Job, str]]]:
-        """The starts the cycle may commit, their placements, and those it must fail.
-
-        The core guarantees what is checked here; the loop checks it anyway, because a
-        violation would otherwise reach the backend (two jobs on one GPU, a launch with no
-        node) or crash the cycle for everyone.
-        """
-        assert self._sched is not None
-        evicted = {job.id for job in preempted}
-        ok: list[Job] = []
-        placements: dict[str, PlacementList] = {}
-        bad: list[tuple[Job, str]] = []
-        taken: set[tuple[str, int]] = set()
-        for job in started:
-            if job.id in evicted:
-                # Started and preempted in one pass: it is pending in the scheduler again,
-                # and still pending in the database; nothing to commit or launch.
-                log.error("job %s was started and preempted in one cycle", job.id)
-                self.stats.job_error("decide")
-                continue
-            if job.id not in self._known:
-                log.error("job %s was started but is not tracked", job.id)
-                self.stats.job_error("decide")
-                raise RebuildNeededError(job.id)
-            try:
-                placement = list(self._sched.placement_of(job))
-            except Exception as exc:  # noqa: BLE001 (fails this job alone)
-                bad.append((job, f"internal error placing the job: {why(exc)}"))
-                continue
-            gpus = [(node, g) for node, part in placement for g in part]
-            problem = None
-            if not placement or len(gpus) != job.gpus:
-                problem = f"placement of {len(gpus)} GPUs for a {job.gpus}-GPU job"
-            elif len(set(gpus)) != len(gpus) or taken.intersection(gpus):
-                problem = "placement gives a GPU twice"
-            if problem is not None:
-                bad.append((job, f"internal error: {problem}"))
-                continue
-            taken.update(gpus)
-            placements[job.id] = placement
-            ok.append(job)
-        return ok, placements, bad
-
     def _apply(self, started: list[Job], preempted: list[Job], now: float) -> None:
         """Commit the cycle's decisions in one transaction, then act on the executor.
 
@@ -750,7 +640,9 @@ class SchedulerLoop:
         the job it belongs to fails alone.
         """
         assert self._sched is not None
-        started, placements, bad = self._vet(started, preempted)
+        started, placements, bad = vet_starts(
+            self._sched, self._known, started, preempted, self.stats.job_error
+        )
         for job, reason in bad:
             self.stats.job_error("decide")
             self._fail_job(int(job.id), reason)
@@ -798,32 +690,16 @@ class SchedulerLoop:
         now: float,
     ) -> set[int]:
         """Write preemptions and start intents in ``conn``; the ids of jobs that moved."""
-        for job in preempted:
-            requeue_row(conn, int(job.id), now, "preempted by the scheduler", preempted=True)
-        moved = self._mark_started(conn, started, placements, now)
-        events: list[dict[str, object]] = []
-        allocs: list[dict[str, object]] = []
-        for job in started:
-            if int(job.id) not in moved:
-                continue
-            placement = placements[job.id]
-            events.append(
-                {
-                    "job_id": int(job.id),
-                    "at": now,
-                    "state": JobState.RUNNING.value,
-                    "detail": describe(placement),
-                }
-            )
-            allocs.extend(
-                {"node": node, "gpu": g, "job_id": int(job.id), "since": now}
-                for node, gpus in placement
-                for g in gpus
-            )
-        # One statement each for the whole cycle, in the same transaction.
-        self._insert_rows(conn, job_events, events, bulk_pg.insert_events)
-        self._insert_rows(conn, allocations, allocs, bulk_pg.insert_allocations)
-        return moved
+        return commit_decisions(
+            conn,
+            started,
+            preempted,
+            placements,
+            now,
+            sqlite=self.db.is_sqlite,
+            executor=self.executor.name,
+            logs=self._logs,
+        )
 
     def _commit_each(
         self,
@@ -853,65 +729,6 @@ class SchedulerLoop:
                 self.stats.job_error("commit")
                 self._fail_job(int(job.id), f"internal error recording the start: {why(exc)}")
         return moved
-
-    def _insert_rows(
-        self,
-        conn: Connection,
-        table: Table,
-        rows: Sequence[dict[str, Any]],
-        bulk: Callable[[Connection, Sequence[dict[str, Any]]], None],
-    ) -> None:
-        """Insert rows in one statement: executemany on SQLite, ``bulk`` (unnest) on
-        PostgreSQL."""
-        if not rows:
-            return
-        if self.db.is_sqlite:
-            conn.execute(insert(table), rows)
-        else:
-            bulk(conn, rows)
-
-    def _mark_started(
-        self,
-        conn: Connection,
-        started: list[Job],
-        placements: dict[str, PlacementList],
-        now: float,
-    ) -> set[int]:
-        """Move the cycle's starts from pending to running; the ids that were still pending.
-
-        A job the API cancelled after this cycle read it is no longer pending and is left
-        alone. On PostgreSQL one UPDATE over arrays does it (:mod:`.bulk_pg`); on SQLite
-        the write transaction excludes other writers, so a read of which are pending and
-        one executemany are as good.
-        """
-        if not started:
-            return set()
-        starts = [
-            (
-                int(job.id),
-                [[n, list(g)] for n, g in placements[job.id]],
-                str(self._logs / f"job-{job.id}.log"),
-            )
-            for job in started
-        ]
-        if not self.db.is_sqlite:
-            return bulk_pg.start_jobs(conn, starts, now=now, executor=self.executor.name)
-        ids = [s[0] for s in starts]
-        pending = {int(r[0]) for r in conn.execute(STILL_PENDING, {"ids": ids})}
-        rows = [
-            {
-                "b_id": job_id,
-                "b_placement": placement,
-                "b_log_path": log_path,
-                "b_now": now,
-                "b_executor": self.executor.name,
-            }
-            for job_id, placement, log_path in starts
-            if job_id in pending
-        ]
-        if rows:
-            conn.execute(START_ONE, rows)
-        return pending
 
     def _launch(
         self, launched: list[Job], placements: dict[str, PlacementList], now: float

@@ -2,7 +2,59 @@
 
 from __future__ import annotations
 
+import threading
+from bisect import bisect_left
+from collections import deque
 from typing import Any
+
+LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+
+
+class CycleStats:
+    """Scheduling-cycle latency histogram and counters, for ``/metrics``."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.buckets = [0] * len(LATENCY_BUCKETS_S)
+        self.count = 0
+        self.sum_s = 0.0
+        self.started = 0
+        self.preempted = 0
+        self.job_errors: dict[str, int] = {}
+        self.recent: deque[float] = deque(maxlen=1000)
+
+    def observe(self, seconds: float, started: int, preempted: int) -> None:
+        """Record one cycle."""
+        with self._lock:
+            i = bisect_left(LATENCY_BUCKETS_S, seconds)
+            if i < len(self.buckets):
+                self.buckets[i] += 1
+            self.count += 1
+            self.sum_s += seconds
+            self.started += started
+            self.preempted += preempted
+            self.recent.append(seconds)
+
+    def job_error(self, phase: str) -> None:
+        """Count one job failed by an error in ``phase`` (admit, decide, commit, launch...)."""
+        with self._lock:
+            self.job_errors[phase] = self.job_errors.get(phase, 0) + 1
+
+    def snapshot(self) -> dict[str, Any]:
+        """A consistent copy (cumulative buckets, as Prometheus wants)."""
+        with self._lock:
+            cum, acc = [], 0
+            for b in self.buckets:
+                acc += b
+                cum.append(acc)
+            return {
+                "buckets": list(zip(LATENCY_BUCKETS_S, cum, strict=True)),
+                "count": self.count,
+                "sum": self.sum_s,
+                "started": self.started,
+                "preempted": self.preempted,
+                "job_errors": dict(self.job_errors),
+            }
 
 
 def _esc(value: str) -> str:
