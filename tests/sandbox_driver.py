@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from aifactory.service.executors.base import Launch, RunState
+from aifactory.service.executors.base import Launch, NodeSlice, RunState
 from aifactory.service.executors.local import LocalExecutor
 
 TOKEN = "aif_sandbox_test_token_4b1d"  # a fake secret that must not leak
@@ -77,8 +77,7 @@ def main() -> None:
             job_id=str(job),
             command=command,
             gpus=1,
-            gpu_indices=(job % 8,),
-            node="n0",
+            nodes=(NodeSlice("n0", (job % 8,)),),
             log_path=logs / f"job-{job}.log",
             env={"AIFACTORY_PLACEMENT": f"n0:{job % 8}", "MASTER_ADDR": "127.0.0.1"},
             tenant="lab",

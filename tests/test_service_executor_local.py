@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from aifactory.service.executors import make_executor, supervise
-from aifactory.service.executors.base import ExecutorError, Launch, RunState
+from aifactory.service.executors.base import ExecutorError, Launch, NodeSlice, RunState
 from aifactory.service.executors.local import SUPERVISE, LocalExecutor, LocalSetupError
 from aifactory.service.settings import ServiceSettings
 from local_sandbox_support import reachable_dir, require_job_user
@@ -42,8 +42,7 @@ def launch(
         job_id=job,
         command=command,
         gpus=2,
-        gpu_indices=(2, 5),
-        node="n0",
+        nodes=(NodeSlice("n0", (2, 5)),),
         log_path=ex.logs_dir / f"job-{job}.log",
         attempt=attempt,
         tenant="lab",

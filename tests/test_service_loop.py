@@ -85,7 +85,7 @@ def test_restart_reconciles_running_jobs_with_the_executor(
             else Status(RunState.COMPLETED, 0)
         )
         if launch.job_id == str(keep):
-            after.held.update({(launch.node, g): launch.job_id for g in launch.gpu_indices})
+            after.held.update({(s.node, g): launch.job_id for s in launch.nodes for g in s.gpus})
     waiting = submit(db, 8)
     second = SchedulerLoop(db, TOPO, after, settings(tmp_path, url, lost_policy=policy))
     second.load()

@@ -95,7 +95,7 @@ class FakeExecutor:
         self.starts = 0
 
     def _gpus(self, launch: Launch) -> list[tuple[str, int]]:
-        return [(launch.node, g) for g in launch.gpu_indices]
+        return [(s.node, g) for s in launch.nodes for g in s.gpus]
 
     def start(self, launch: Launch) -> str:
         with self.lock:

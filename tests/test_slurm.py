@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from aifactory.service.executors.base import Launch, RunState, Status
+from aifactory.service.executors.base import Launch, NodeSlice, RunState, Status
 from aifactory.service.executors.slurm import SlurmExecutor, parse_scontrol_job, slurm_responds
 
 pytestmark = pytest.mark.slurm
@@ -45,8 +45,7 @@ def launch(tmp_path: Path, name: str, command: str, gpus: int = 1, **kw: object)
         job_id=f"test-{name}",
         command=command,
         gpus=gpus,
-        gpu_indices=tuple(range(gpus)),
-        node="n0",
+        nodes=(NodeSlice("n0", tuple(range(gpus))),),
         log_path=tmp_path / f"{name}.log",
         **kw,  # type: ignore[arg-type]  # test builder: optional Launch fields
     )

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from aifactory.service.executors.base import ExecutorError, Launch, RunState, Status
+from aifactory.service.executors.base import ExecutorError, Launch, NodeSlice, RunState, Status
 from aifactory.service.executors.slurm import (
     SACCT_TRACE_FORMAT,
     SlurmExecutor,
@@ -46,8 +46,7 @@ def launch(**overrides: object) -> Launch:
         "job_id": "j-1",
         "command": "python train.py --epochs 3",
         "gpus": 4,
-        "gpu_indices": (0, 1, 2, 3),
-        "node": "n0",
+        "nodes": (NodeSlice("n0", (0, 1, 2, 3)),),
         "log_path": Path("/tmp/logs/j-1.log"),
         "time_limit_s": 90.0,
     }
@@ -171,7 +170,7 @@ def test_sbatch_argv() -> None:
     assert argv == [
         "sbatch",
         "--parsable",
-        "--export=AIFACTORY_JOB_ID,LANG,PATH",
+        "--export=AIFACTORY_JOB_ID,AIFACTORY_PLACEMENT,AIFACTORY_TENANT,LANG,PATH",
         "--job-name=aif-j-1-1",
         "--output=/tmp/logs/j-1.log",
         "--open-mode=append",
@@ -240,8 +239,16 @@ def test_start_returns_job_id_and_passes_env(tmp_path: Path) -> None:
     log = tmp_path / "logs" / "j.log"
     handle = SlurmExecutor(runner=fake).start(launch(log_path=log, env={"SEED": "7"}))
     assert handle == "123"
-    assert fake.calls[0][1] == {"SEED": "7", "AIFACTORY_JOB_ID": "j-1"}
-    assert "--export=AIFACTORY_JOB_ID,LANG,PATH,SEED" in fake.calls[0][0]
+    assert fake.calls[0][1] == {
+        "SEED": "7",
+        "AIFACTORY_JOB_ID": "j-1",
+        "AIFACTORY_PLACEMENT": "n0:0,1,2,3",
+        "AIFACTORY_TENANT": "",
+    }
+    assert (
+        "--export=AIFACTORY_JOB_ID,AIFACTORY_PLACEMENT,AIFACTORY_TENANT,LANG,PATH,SEED"
+        in (fake.calls[0][0])
+    )
     assert log.parent.is_dir()
 
 

@@ -54,6 +54,7 @@ from aifactory.service.executors.base import (
     Executor,
     ExecutorError,
     Launch,
+    NodeSlice,
     RunState,
     Status,
     attempt_name,
@@ -75,7 +76,6 @@ from aifactory.service.jobrows import (
     SET_HANDLE,
     PlacementList,
     commit_decisions,
-    describe,
     end_row,
     live_jobs,
     placement_from_row,
@@ -741,19 +741,13 @@ class SchedulerLoop:
             tracked = self._known[job.id]
             placement = placements[job.id]
             try:
-                node, gpus = placement[0]
                 launch = Launch(
                     job_id=job.id,
                     command=tracked.command,
                     gpus=job.gpus,
-                    gpu_indices=gpus,
-                    node=node,
+                    nodes=tuple(NodeSlice(node, gpus) for node, gpus in placement),
                     log_path=self._logs / f"job-{job.id}.log",
                     time_limit_s=tracked.time_limit_s,
-                    env={
-                        "AIFACTORY_PLACEMENT": describe(placement),
-                        "AIFACTORY_TENANT": job.tenant,
-                    },
                     attempt=tracked.attempts,
                     tenant=job.tenant,
                     nonce=job_nonce(job.submit_s),

@@ -24,8 +24,21 @@ class RunState(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class NodeSlice:
+    """One node of a placement: the node's name and the local GPU indices the job holds there."""
+
+    node: str
+    gpus: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Launch:
     """Everything an executor needs to start one attempt of one job.
+
+    ``nodes`` is the whole placement in rank order: node rank *r* runs on ``nodes[r]`` with
+    that node's GPUs. Every backend starts one process (group) per node and gives it the
+    variables of :func:`rank_env`; the job is one unit for ``poll`` and ``cancel``: it
+    succeeds when every rank exits 0 and fails (the other ranks stopped) when any fails.
 
     ``attempt`` counts the job's starts (1 for the first). Together with the job id it names
     the attempt on the backend (:func:`attempt_name`), which is what makes a launch
@@ -35,9 +48,8 @@ class Launch:
 
     job_id: str
     command: str
-    gpus: int
-    gpu_indices: tuple[int, ...]  # per-node local indices chosen by the scheduler
-    node: str  # node name chosen by the scheduler (informational for some backends)
+    gpus: int  # the job's total; the sum of the nodes' GPUs when it holds any
+    nodes: tuple[NodeSlice, ...]  # rank order; node rank 0 hosts the rendezvous
     log_path: Path
     time_limit_s: float | None = None
     env: dict[str, str] = field(default_factory=dict)
@@ -45,10 +57,72 @@ class Launch:
     tenant: str = ""
     nonce: str = ""
 
+    def __post_init__(self) -> None:
+        if not self.nodes:
+            raise ValueError("a launch needs at least one node")
+
     @property
     def name(self) -> str:
         """The attempt's name on the backend (see :func:`attempt_name`)."""
         return attempt_name(self.job_id, self.attempt, self.nonce)
+
+    @property
+    def world_size(self) -> int:
+        """How many nodes (ranks) the job spans."""
+        return len(self.nodes)
+
+    @property
+    def placement(self) -> str:
+        """``AIFACTORY_PLACEMENT``: ``node:g,g;node:g,g`` in rank order."""
+        return describe_nodes(self.nodes)
+
+
+def describe_nodes(nodes: tuple[NodeSlice, ...]) -> str:
+    """A placement as one string, ``node:g,g;node:g,g`` in rank order (rank 0 first)."""
+    return ";".join(f"{s.node}:{','.join(str(g) for g in s.gpus)}" for s in nodes)
+
+
+# The variables of the launch contract, set by the backend for each rank (a job's own
+# ``Launch.env`` cannot override them).
+CONTRACT_ENV = frozenset(
+    {
+        "MASTER_ADDR",
+        "MASTER_PORT",
+        "WORLD_SIZE",
+        "NODE_RANK",
+        "LOCAL_WORLD_SIZE",
+        "CUDA_VISIBLE_DEVICES",
+        "AIFACTORY_JOB_ID",
+        "AIFACTORY_PLACEMENT",
+        "AIFACTORY_TENANT",
+    }
+)
+
+
+def rank_env(launch: Launch, rank: int, master_addr: str, master_port: int) -> dict[str, str]:
+    """The launch contract: what node rank ``rank``'s process is given by every backend.
+
+    These are the variables ``torchrun`` and ``torch.distributed``'s ``env://`` rendezvous
+    read, at node granularity: ``WORLD_SIZE`` counts nodes (one launcher per node, as
+    ``torchrun --nnodes``), ``LOCAL_WORLD_SIZE`` the GPUs on this node (as
+    ``--nproc_per_node``), and ``CUDA_VISIBLE_DEVICES`` lists exactly this node's GPUs.
+    ``MASTER_ADDR:MASTER_PORT`` is where rank 0 listens; the backend picks a port free on
+    that host for this job.
+    """
+    if not 0 <= rank < launch.world_size:
+        raise ValueError(f"rank {rank} is outside the job's {launch.world_size} nodes")
+    mine = launch.nodes[rank]
+    return {
+        "MASTER_ADDR": master_addr,
+        "MASTER_PORT": str(master_port),
+        "WORLD_SIZE": str(launch.world_size),
+        "NODE_RANK": str(rank),
+        "LOCAL_WORLD_SIZE": str(len(mine.gpus)),
+        "CUDA_VISIBLE_DEVICES": ",".join(str(g) for g in mine.gpus),
+        "AIFACTORY_JOB_ID": launch.job_id,
+        "AIFACTORY_PLACEMENT": launch.placement,
+        "AIFACTORY_TENANT": launch.tenant,
+    }
 
 
 def attempt_name(job_id: str, attempt: int, nonce: str = "") -> str:

@@ -268,8 +268,8 @@ class LocalExecutor:
             for k, v in launch.env.items()
             if k not in _OWN_ENV and (not k.startswith("AIFACTORY_") or k in _JOB_AIFACTORY_ENV)
         }
-        gpus = ",".join(str(i) for i in launch.gpu_indices)
-        env.setdefault("AIFACTORY_PLACEMENT", f"{launch.node}:{gpus}")
+        gpus = ",".join(str(i) for i in launch.nodes[0].gpus)
+        env.setdefault("AIFACTORY_PLACEMENT", launch.placement)
         if launch.tenant:
             env["AIFACTORY_TENANT"] = launch.tenant
         env |= {

@@ -191,7 +191,12 @@ def job_name(name: str) -> str:
 
 def job_env(launch: Launch) -> dict[str, str]:
     """The variables a job is given (besides ``JOB_BASE_ENV`` and Slurm's own)."""
-    return {**launch.env, "AIFACTORY_JOB_ID": launch.job_id}
+    return {
+        **launch.env,
+        "AIFACTORY_JOB_ID": launch.job_id,
+        "AIFACTORY_PLACEMENT": launch.placement,
+        "AIFACTORY_TENANT": launch.tenant,
+    }
 
 
 def sbatch_argv(launch: Launch, *, partition: str | None = None) -> list[str]:
