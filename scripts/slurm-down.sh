@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Stop the single-node Slurm started by scripts/slurm-up.sh (slurmd, slurmctld, slurmdbd, munged).
-# Only the processes named in slurm-up's pid files are signalled. State (job ids, accounting)
-# is kept; `bash scripts/slurm-up.sh` starts it again.
+# Stop the Slurm started by scripts/slurm-up.sh: every node's slurmd, slurmctld, slurmdbd (and
+# munged with --all). Only the processes named in slurm-up's pid files are signalled. State
+# (job ids, accounting) is kept; `bash scripts/slurm-up.sh` starts it again.
 set -euo pipefail
 
 readonly RUN_DIR=/run/aifactory-slurm
@@ -20,7 +20,10 @@ stop_pidfile() {  # stop_pidfile NAME PIDFILE
   rm -f "$2"
 }
 
-stop_pidfile slurmd "$RUN_DIR/slurmd.pid"
+# One slurmd per node (slurmd-<node>.pid), and slurmd.pid of the older one-node layout.
+for pidfile in "$RUN_DIR"/slurmd-*.pid "$RUN_DIR"/slurmd.pid; do
+  if [ -e "$pidfile" ]; then stop_pidfile slurmd "$pidfile"; fi
+done
 stop_pidfile slurmctld "$RUN_DIR/slurmctld.pid"
 stop_pidfile slurmdbd "$RUN_DIR/slurmdbd.pid"
 if [ "${1:-}" = "--all" ]; then

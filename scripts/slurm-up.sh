@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Start a real, single-node Slurm on this machine for the integration tests and CI.
+# Start a real Slurm of N nodes (default 2) of 8 GPUs each on this one machine, for the
+# integration tests and CI.
 #
-# Usage (as root):  bash scripts/slurm-up.sh      stop with:  bash scripts/slurm-down.sh
+# Usage (as root):  bash scripts/slurm-up.sh [--nodes N]    stop with:  bash scripts/slurm-down.sh
 #
 # What it sets up, and why:
 #   * Debian packages slurm-wlm, munge and slurmdbd (installed only when missing).
@@ -15,9 +16,21 @@
 #     AccountingStorageTRES=gres/gpu makes sacct's AllocTRES/ReqTRES carry `gres/gpu=N`.
 #     Without a reachable database the script still starts Slurm with accounting_storage/none
 #     (squeue/scontrol work, sacct does not) and says so.
-#   * One node, this machine's `hostname -s`, declaring 8 GPUs: gres.conf `Name=gpu File=...`
-#     over 8 placeholder character devices (mknod c 1 3, i.e. /dev/null clones) under
-#     /var/lib/aifactory-slurm/gpu/. slurmd stats the files, so they must exist.
+#   * N nodes aif-n0 .. aif-n<N-1>, each its own slurmd on this host (`slurmd -N aif-nI`),
+#     each declaring 8 GPUs. With the default N=2 they match the bundled fleet `slurm-local`
+#     (whose group's `slurm_nodes` name them). Several slurmd on one host: each node has its
+#     own Port (6820 + I), its own spool dir, pid file and log (SlurmdSpoolDir, SlurmdPidFile
+#     and SlurmdLogFile use %n), and its own gres device files. All nodes have
+#     NodeAddr=127.0.0.1: the controller and srun reach each slurmd on its port there, and a
+#     job's MASTER_ADDR (its rank-0 node's NodeAddr) is reachable from every node.
+#     NodeHostname is this machine's for every node. That needs a Slurm built with
+#     --enable-multiple-slurmd, which Debian's 22.05 package is (`scontrol show config` says
+#     MULTIPLE_SLURMD = Yes); the script checks it and stops with an error on a build that is
+#     not (such a Slurm refuses two nodes on one NodeHostname).
+#   * GPUs: gres.conf `Name=gpu File=...` over 8 placeholder character devices per node
+#     (mknod c 1 3, i.e. /dev/null clones) under /var/lib/aifactory-slurm/gpu/<node>/. slurmd
+#     stats the files, so they must exist. Slurm sets each task's CUDA_VISIBLE_DEVICES from
+#     them (indices 0..7 on every node).
 #   * SelectType=select/cons_tres, CR_Core, GresTypes=gpu. The node declares 64 CPUs
 #     (SlurmdParameters=config_overrides) although this VM has fewer: otherwise each job takes a
 #     core and a 2-core VM could run only two jobs at once; the GPUs must be the binding
@@ -36,6 +49,19 @@
 # skip on 3 only; 1 anything else (a real failure).
 set -euo pipefail
 
+usage() { echo "usage: slurm-up.sh [--nodes N]   (N nodes of 8 GPUs, default 2)" >&2; exit 1; }
+NNODES=2
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --nodes) [ $# -ge 2 ] || usage; NNODES=$2; shift 2 ;;
+    --nodes=*) NNODES=${1#--nodes=}; shift ;;
+    *) usage ;;
+  esac
+done
+case "$NNODES" in '' | *[!0-9]* | 0*) echo "slurm-up: --nodes '$NNODES': want 1..64" >&2; exit 1 ;; esac
+[ "$NNODES" -le 64 ] || { echo "slurm-up: --nodes $NNODES: want 1..64" >&2; exit 1; }
+readonly NNODES
+
 readonly CANNOT_INSTALL=3
 readonly CLUSTER=aifactory
 readonly PARTITION=gpu
@@ -45,6 +71,8 @@ readonly ROOT_DIR=/var/lib/aifactory-slurm
 readonly LOG_DIR=/var/log/aifactory-slurm
 readonly RUN_DIR=/run/aifactory-slurm
 readonly CONF_DIR=/etc/slurm
+readonly NODE_PREFIX=aif-n
+readonly SLURMD_PORT0=6820
 readonly DB_NAME=aifactory_slurm_acct
 readonly DB_SLURM_USER=aifactory_slurm
 readonly DB_SLURM_PASS=aifactory-slurm-local
@@ -52,7 +80,10 @@ DB_HOST=${AIFACTORY_SLURM_DB_HOST:-127.0.0.1}
 DB_PORT=${AIFACTORY_SLURM_DB_PORT:-3306}
 DB_ADMIN_USER=${AIFACTORY_SLURM_DB_USER:-root}
 DB_ADMIN_PASS=${AIFACTORY_SLURM_DB_PASS:-}
-NODE=$(hostname -s)
+HOST=$(hostname -s)  # runs slurmctld and slurmdbd
+NODES=()
+for i in $(seq 0 $((NNODES - 1))); do NODES+=("$NODE_PREFIX$i"); done
+if [ "$NNODES" -eq 1 ]; then NODE_RANGE=${NODES[0]}; else NODE_RANGE="$NODE_PREFIX[0-$((NNODES - 1))]"; fi
 
 log() { printf 'slurm-up: %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -78,7 +109,8 @@ if [ ${#missing[@]} -gt 0 ]; then
     || cannot_install "apt-get install ${missing[*]} failed"
 fi
 
-mkdir -p "$ROOT_DIR"/{slurmctld,slurmd,gpu} "$LOG_DIR" "$RUN_DIR" "$CONF_DIR"
+mkdir -p "$ROOT_DIR"/{slurmctld,gpu} "$LOG_DIR" "$RUN_DIR" "$CONF_DIR"
+for n in "${NODES[@]}"; do mkdir -p "$ROOT_DIR/slurmd/$n" "$ROOT_DIR/gpu/$n"; done
 
 # ---------------------------------------------------------------- helpers
 pid_alive() {  # pid_alive PIDFILE NAME: PIDFILE names a live process called NAME
@@ -127,9 +159,11 @@ fi
 wait_for 20 munge bash -c 'munge -n | unmunge' || die "munged does not answer (see /var/log/munge)"
 
 # ---------------------------------------------------------------- GPU placeholders
-for i in $(seq 0 $((NGPUS - 1))); do
-  dev="$ROOT_DIR/gpu/gpu$i"
-  [ -c "$dev" ] || { rm -f "$dev"; mknod "$dev" c 1 3 || die "mknod $dev failed"; }
+for n in "${NODES[@]}"; do
+  for i in $(seq 0 $((NGPUS - 1))); do
+    dev="$ROOT_DIR/gpu/$n/gpu$i"
+    [ -c "$dev" ] || { rm -f "$dev"; mknod "$dev" c 1 3 || die "mknod $dev failed"; }
+  done
 done
 
 # ---------------------------------------------------------------- accounting database
@@ -189,16 +223,26 @@ trap 'rm -rf "$tmp"' EXIT
 
 if [ "$ACCOUNTING" = slurmdbd ]; then
   acct_lines="AccountingStorageType=accounting_storage/slurmdbd
-AccountingStorageHost=$NODE
+AccountingStorageHost=$HOST
 AccountingStorageTRES=gres/gpu"
 else
   acct_lines="AccountingStorageType=accounting_storage/none"
 fi
 
+node_lines=""
+gres_lines=""
+for i in $(seq 0 $((NNODES - 1))); do
+  n=${NODES[$i]}
+  node_lines+="NodeName=$n NodeHostname=$HOST NodeAddr=127.0.0.1 Port=$((SLURMD_PORT0 + i))"
+  node_lines+=" CPUs=$NODE_CPUS RealMemory=$real_mem_mb Gres=gpu:$NGPUS State=UNKNOWN"$'\n'
+  gres_lines+="NodeName=$n Name=gpu File=$ROOT_DIR/gpu/$n/gpu[0-$((NGPUS - 1))]"$'\n'
+done
+
 cat >"$tmp/slurm.conf" <<EOF
-# Generated by scripts/slurm-up.sh (aifactory): one node, 8 placeholder GPUs. Do not edit.
+# Generated by scripts/slurm-up.sh (aifactory): $NNODES nodes of $NGPUS placeholder GPUs, one
+# slurmd each, all on this host. Do not edit.
 ClusterName=$CLUSTER
-SlurmctldHost=$NODE
+SlurmctldHost=$HOST
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
@@ -208,11 +252,11 @@ ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 JobAcctGatherType=jobacct_gather/none
 SlurmctldPidFile=$RUN_DIR/slurmctld.pid
-SlurmdPidFile=$RUN_DIR/slurmd.pid
-SlurmdSpoolDir=$ROOT_DIR/slurmd
+SlurmdPidFile=$RUN_DIR/slurmd-%n.pid
+SlurmdSpoolDir=$ROOT_DIR/slurmd/%n
 StateSaveLocation=$ROOT_DIR/slurmctld
 SlurmctldLogFile=$LOG_DIR/slurmctld.log
-SlurmdLogFile=$LOG_DIR/slurmd.log
+SlurmdLogFile=$LOG_DIR/slurmd-%n.log
 SlurmctldDebug=info
 SlurmdDebug=info
 ReturnToService=2
@@ -232,19 +276,19 @@ Waittime=0
 MessageTimeout=10
 SlurmctldTimeout=30
 SlurmdTimeout=60
-NodeName=$NODE CPUs=$NODE_CPUS RealMemory=$real_mem_mb Gres=gpu:$NGPUS State=UNKNOWN
-PartitionName=$PARTITION Nodes=$NODE Default=YES MaxTime=INFINITE State=UP
+${node_lines%$'\n'}
+PartitionName=$PARTITION Nodes=$NODE_RANGE Default=YES MaxTime=INFINITE State=UP
 EOF
 
 cat >"$tmp/gres.conf" <<EOF
 # Generated by scripts/slurm-up.sh (aifactory): placeholder GPU devices (clones of /dev/null).
-NodeName=$NODE Name=gpu File=$ROOT_DIR/gpu/gpu[0-$((NGPUS - 1))]
+${gres_lines%$'\n'}
 EOF
 
 cat >"$tmp/slurmdbd.conf" <<EOF
 # Generated by scripts/slurm-up.sh (aifactory). Do not edit.
 AuthType=auth/munge
-DbdHost=$NODE
+DbdHost=$HOST
 DbdPort=6819
 SlurmUser=root
 LogFile=$LOG_DIR/slurmdbd.log
@@ -262,10 +306,15 @@ changed+=$(install_if_changed "$tmp/slurm.conf" "$CONF_DIR/slurm.conf" 0644)
 changed+=$(install_if_changed "$tmp/gres.conf" "$CONF_DIR/gres.conf" 0644)
 dbd_changed=$(install_if_changed "$tmp/slurmdbd.conf" "$CONF_DIR/slurmdbd.conf" 0600)
 
-readonly DBD_PID=$RUN_DIR/slurmdbd.pid CTLD_PID=$RUN_DIR/slurmctld.pid SLURMD_PID=$RUN_DIR/slurmd.pid
+readonly DBD_PID=$RUN_DIR/slurmdbd.pid CTLD_PID=$RUN_DIR/slurmctld.pid
+slurmd_pid() { printf '%s/slurmd-%s.pid' "$RUN_DIR" "$1"; }
 if [ -n "$changed$dbd_changed" ]; then
   log "configuration changed: restarting the Slurm daemons"
-  stop_pidfile slurmd "$SLURMD_PID"
+  # Every slurmd we started: also those of nodes no longer configured, and the single
+  # slurmd.pid of the one-node layout this script had before.
+  for pidfile in "$RUN_DIR"/slurmd-*.pid "$RUN_DIR"/slurmd.pid; do
+    if [ -e "$pidfile" ]; then stop_pidfile slurmd "$pidfile"; fi
+  done
   stop_pidfile slurmctld "$CTLD_PID"
 fi
 [ -n "$dbd_changed" ] && stop_pidfile slurmdbd "$DBD_PID"
@@ -288,25 +337,37 @@ if ! pid_alive "$CTLD_PID" slurmctld; then
   /usr/sbin/slurmctld
 fi
 wait_for 60 slurmctld scontrol ping || die "slurmctld does not answer (see $LOG_DIR/slurmctld.log)"
-if ! pid_alive "$SLURMD_PID" slurmd; then
-  log "starting slurmd"
-  /usr/sbin/slurmd
+# (Captured first: grep -q closing the pipe early would fail the pipeline under pipefail.)
+build_options=$(scontrol show config 2>/dev/null || true)
+if [ "$NNODES" -gt 1 ] && ! grep -Eq '^MULTIPLE_SLURMD += Yes' <<<"$build_options"; then
+  die "this Slurm is not built with --enable-multiple-slurmd: it cannot run $NNODES nodes" \
+    "on one host (use --nodes 1)"
 fi
-
-node_state() { sinfo -h -n "$NODE" -o '%T' 2>/dev/null | head -n1; }
-node_ready() {
-  case "$(node_state)" in idle | mixed | allocated | completing) return 0 ;; *) return 1 ;; esac
-}
-for _ in $(seq 1 120); do
-  node_ready && break
-  case "$(node_state)" in
-    down* | drain* | unknown* | fail*)
-      scontrol update nodename="$NODE" state=resume >/dev/null 2>&1 || true ;;
-  esac
-  sleep 0.5
+for n in "${NODES[@]}"; do
+  if ! pid_alive "$(slurmd_pid "$n")" slurmd; then
+    log "starting slurmd for node $n"
+    /usr/sbin/slurmd -N "$n"
+  fi
 done
-node_ready || die "node $NODE is $(node_state), not idle (see $LOG_DIR/slurmd.log, slurmctld.log)"
 
-log "Slurm is up: node $NODE, partition $PARTITION, $NGPUS GPUs, accounting=$ACCOUNTING"
+node_state() { sinfo -h -n "$1" -o '%T' 2>/dev/null | head -n1; }
+node_ready() {
+  case "$(node_state "$1")" in idle | mixed | allocated | completing) return 0 ;; *) return 1 ;; esac
+}
+for n in "${NODES[@]}"; do
+  for _ in $(seq 1 120); do
+    node_ready "$n" && break
+    case "$(node_state "$n")" in
+      down* | drain* | unknown* | fail*)
+        scontrol update nodename="$n" state=resume >/dev/null 2>&1 || true ;;
+    esac
+    sleep 0.5
+  done
+  node_ready "$n" \
+    || die "node $n is $(node_state "$n"), not idle (see $LOG_DIR/slurmd-$n.log, slurmctld.log)"
+done
+
+log "Slurm is up: nodes $NODE_RANGE ($NGPUS GPUs each), partition $PARTITION," \
+  "accounting=$ACCOUNTING"
 sinfo -N -o '%N %T %C %G' >&2
 log "stop with: bash scripts/slurm-down.sh"

@@ -4,12 +4,16 @@ Slurm 22.05 started by scripts/slurm-up.sh)."""
 
 from __future__ import annotations
 
+import shlex
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
 
+from aifactory.fleet import compile_topology, load_fleet
+from aifactory.fleet.errors import SpecError
+from aifactory.fleet.loader import parse_fleet
 from aifactory.service.executors.base import ExecutorError, Launch, NodeSlice, RunState, Status
 from aifactory.service.executors.slurm import (
     SACCT_TRACE_FORMAT,
@@ -28,6 +32,7 @@ from aifactory.service.executors.slurm import (
     run_command,
     sacct_trace,
     sbatch_argv,
+    slurm_node_map,
     slurm_responds,
     to_run_state,
 )
@@ -167,7 +172,7 @@ def test_record_status_hides_exit_code_while_running() -> None:
 
 def test_sbatch_argv() -> None:
     argv = sbatch_argv(launch(), partition="gpu")
-    assert argv == [
+    assert argv[:-1] == [
         "sbatch",
         "--parsable",
         "--export=AIFACTORY_JOB_ID,AIFACTORY_PLACEMENT,AIFACTORY_TENANT,LANG,PATH",
@@ -175,11 +180,112 @@ def test_sbatch_argv() -> None:
         "--output=/tmp/logs/j-1.log",
         "--open-mode=append",
         "--nodes=1",
+        "--ntasks-per-node=1",
         "--gres=gpu:4",
         "--time=0-00:01:30",
         "--partition=gpu",
-        "--wrap=python train.py --epochs 3",
     ]
+    assert argv[-1].startswith("--wrap=exec /bin/bash -c ")
+
+
+def wrapped_script(argv: list[str]) -> str:
+    """The bash launcher inside ``--wrap=exec /bin/bash -c SCRIPT aifactory-launch``."""
+    words = shlex.split(argv[-1].removeprefix("--wrap="))
+    assert words[:3] == ["exec", "/bin/bash", "-c"], words
+    assert words[4:] == ["aifactory-launch"], words
+    return words[3]
+
+
+TWO_NODES = (NodeSlice("local/hgx/d1/n1", tuple(range(8))), NodeSlice("local/hgx/d0/n0", (0, 1)))
+
+
+def test_a_multi_node_job_is_one_slurm_job_of_one_task_per_node() -> None:
+    nodes = (
+        NodeSlice("local/hgx/d1/n1", tuple(range(8))),
+        NodeSlice("local/hgx/d0/n0", tuple(range(8))),
+    )
+    node_map = {"local/hgx/d0/n0": "aif-n0", "local/hgx/d1/n1": "aif-n1"}
+    argv = sbatch_argv(launch(gpus=16, nodes=nodes), node_map=node_map)
+    assert "--nodes=2" in argv
+    assert "--ntasks-per-node=1" in argv
+    assert "--gres=gpu:8" in argv  # per node
+    assert "--nodelist=aif-n1,aif-n0" in argv  # the scheduler's nodes, in rank order
+    script = wrapped_script(argv)
+    assert "rank_nodes=(aif-n1 aif-n0)" in script
+    assert "srun --export=ALL" in script
+    assert "--kill-on-bad-exit=1" in script
+
+
+def test_the_command_reaches_srun_as_one_argument_never_as_script() -> None:
+    """Tenant input is hostile: a command with quotes, $() and newlines must arrive at the
+    task's /bin/sh -c as exactly the string the tenant gave."""
+    hostile = "echo 'a' \"$(id)\" ; `x`\nexit 7 # ' \\"
+    script = wrapped_script(sbatch_argv(launch(command=hostile)))
+    srun_line = script[script.index("exec srun") :].replace("\\\n", " ")
+    words = shlex.split(srun_line)
+    assert words[-1] == hostile
+    assert words[-2] == "aifactory-rank"
+
+
+def test_unequal_gpus_per_node_ask_slurm_for_the_total() -> None:
+    argv = sbatch_argv(launch(gpus=10, nodes=TWO_NODES))
+    assert "--gpus=10" in argv
+    assert not any(a.startswith("--gres") for a in argv)
+
+
+def test_a_placement_that_does_not_add_up_is_refused() -> None:
+    with pytest.raises(ValueError, match="holds 10 GPUs, the job asks 16"):
+        sbatch_argv(launch(gpus=16, nodes=TWO_NODES))
+
+
+def test_a_node_map_that_misses_a_node_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"no Slurm node for fleet node.*d0/n0"):
+        sbatch_argv(launch(gpus=10, nodes=TWO_NODES), node_map={"local/hgx/d1/n1": "aif-n1"})
+
+
+def test_no_node_map_lets_slurm_pick_the_nodes() -> None:
+    argv = sbatch_argv(launch(gpus=10, nodes=TWO_NODES))
+    assert not any(a.startswith("--nodelist") for a in argv)
+    assert "rank_nodes=()" in wrapped_script(argv)
+
+
+def test_a_job_cannot_set_the_contracts_variables() -> None:
+    argv = sbatch_argv(launch(env={"MASTER_PORT": "1", "NODE_RANK": "5", "SEED": "7"}))
+    exported = argv[2].removeprefix("--export=").split(",")
+    assert "SEED" in exported
+    assert "MASTER_PORT" not in exported
+    assert "NODE_RANK" not in exported
+
+
+def test_slurm_local_fleet_maps_its_nodes_to_the_slurm_of_slurm_up() -> None:
+    topo = compile_topology(load_fleet("slurm-local"))
+    assert slurm_node_map(topo) == {"local/hgx/d0/n0": "aif-n0", "local/hgx/d1/n1": "aif-n1"}
+    assert slurm_node_map(compile_topology(load_fleet("demo"))) == {}
+
+
+def fleet_doc(slurm_nodes: list[str]) -> dict[str, object]:
+    group = {"model": "h100", "domains": 2, "owner": "t", "slurm_nodes": slurm_nodes}
+    return {
+        "name": "f",
+        "sites": [
+            {
+                "name": "s",
+                "region": "r",
+                "power_mw": 1,
+                "pue": 1.2,
+                "pods": [{"name": "p", "groups": [group]}],
+            }
+        ],
+        "tenants": [{"name": "t", "quotas": [{"gpu_class": "h100", "nominal": 16}]}],
+    }
+
+
+def test_slurm_nodes_must_name_each_node_once() -> None:
+    assert parse_fleet(fleet_doc(["a", "b"])).sites[0].pods[0].groups[0].slurm_nodes == ["a", "b"]
+    with pytest.raises(SpecError, match="1 names for the group's 2 nodes"):
+        parse_fleet(fleet_doc(["a"]))
+    with pytest.raises(SpecError, match="Slurm node 'a' is named twice"):
+        parse_fleet(fleet_doc(["a", "a"]))
 
 
 def test_sbatch_argv_cpu_job_without_limit_has_no_gres_or_time() -> None:
@@ -216,10 +322,13 @@ def test_find_names_the_attempt_from_squeue_then_sacct() -> None:
 # ------------------------------------------------------------------------- fake runner
 
 
+Answer = tuple[int, str, str]
+
+
 class FakeSlurm:
     """Answers each tool with a canned (rc, stdout, stderr) and records the calls."""
 
-    def __init__(self, answers: dict[str, tuple[int, str, str]]) -> None:
+    def __init__(self, answers: Mapping[str, Answer | list[Answer]]) -> None:
         self.answers = answers
         self.calls: list[tuple[list[str], dict[str, str]]] = []
 
@@ -227,7 +336,10 @@ class FakeSlurm:
         self, argv: Sequence[str], env: Mapping[str, str], timeout_s: float
     ) -> subprocess.CompletedProcess[str]:
         self.calls.append((list(argv), dict(env)))
-        rc, out, err = self.answers.get(argv[0], (0, "", ""))
+        answer = self.answers.get(argv[0], (0, "", ""))
+        if isinstance(answer, list):  # answers in turn, the last one repeated
+            answer = answer.pop(0) if len(answer) > 1 else answer[0]
+        rc, out, err = answer
         return subprocess.CompletedProcess(list(argv), rc, out, err)
 
     def tools(self) -> list[str]:
@@ -259,6 +371,41 @@ def test_start_reports_sbatch_refusal(tmp_path: Path) -> None:
     fake = FakeSlurm({"sbatch": (1, "", err)})
     with pytest.raises(ExecutorError, match=r"sbatch refused job j-1 \(exit 1\): .*not available"):
         SlurmExecutor(runner=fake).start(launch(log_path=tmp_path / "j.log"))
+
+
+TIMED_OUT = "sbatch: error: Batch job submission failed: Socket timed out on send/recv operation"
+
+
+def test_a_transient_sbatch_error_is_tried_again(tmp_path: Path) -> None:
+    fake = FakeSlurm({"sbatch": [(1, "", TIMED_OUT), (0, "124\n", "")], "squeue": (0, "", "")})
+    slept: list[float] = []
+    ex = SlurmExecutor(runner=fake, sleep=slept.append)
+    assert ex.start(launch(log_path=tmp_path / "j.log")) == "124"
+    assert fake.tools() == ["sbatch", "squeue", "sacct", "sbatch"]  # asked before the retry
+    assert slept == [1.0]
+
+
+def test_a_submit_that_timed_out_but_got_through_is_not_submitted_again(tmp_path: Path) -> None:
+    fake = FakeSlurm({"sbatch": (1, "", TIMED_OUT), "squeue": (0, "77\n", "")})
+    ex = SlurmExecutor(runner=fake, sleep=lambda _s: None)
+    assert ex.start(launch(log_path=tmp_path / "j.log")) == "77"
+    assert fake.tools().count("sbatch") == 1
+
+
+def test_transient_errors_end_as_the_jobs_error_after_the_last_try(tmp_path: Path) -> None:
+    fake = FakeSlurm({"sbatch": (1, "", TIMED_OUT), "squeue": (0, "", "")})
+    ex = SlurmExecutor(runner=fake, sleep=lambda _s: None, submit_tries=2)
+    with pytest.raises(ExecutorError, match="Socket timed out"):
+        ex.start(launch(log_path=tmp_path / "j.log"))
+    assert fake.tools().count("sbatch") == 2
+
+
+def test_a_refusal_is_not_tried_again(tmp_path: Path) -> None:
+    refused = "sbatch: error: Batch job submission failed: Invalid generic resource (gres)"
+    fake = FakeSlurm({"sbatch": (1, "", refused)})
+    with pytest.raises(ExecutorError, match="Invalid generic resource"):
+        SlurmExecutor(runner=fake, sleep=lambda _s: None).start(launch(log_path=tmp_path / "l"))
+    assert fake.tools() == ["sbatch"]
 
 
 def test_start_rejects_bad_launch_before_calling_slurm(tmp_path: Path) -> None:

@@ -108,6 +108,7 @@ def check_fleet(fleet: Fleet) -> list[str]:
     # Classes with a group of unknown model have an unknown capacity: their quotas are not
     # checked, so one typo in a model id gives one message, not one per quota.
     unsized: set[str] = set()
+    slurm_names: set[str] = set()
     for si, site in enumerate(fleet.sites):
         for pi, pod in enumerate(site.pods):
             for gi, group in enumerate(pod.groups):
@@ -126,6 +127,7 @@ def check_fleet(fleet: Fleet) -> list[str]:
                         f"'{class_model[flavor]}', not '{group.model}'"
                     )
                 capacity[flavor] += group_gpus(group, model)
+                problems.extend(_check_slurm_nodes(path, group, model, slurm_names))
 
     site_names = {s.name for s in fleet.sites}
     seen_links: set[frozenset[str]] = set()
@@ -174,6 +176,25 @@ def group_gpus(group: Any, model: GpuModel) -> int:
     gpn = group.gpus_per_node or model.gpus_per_node
     npd = group.nodes_per_domain or max(1, model.nvlink_domain_gpus // gpn)
     return int(group.domains * npd * gpn)
+
+
+def _check_slurm_nodes(path: str, group: Any, model: GpuModel, seen: set[str]) -> list[str]:
+    """A group's ``slurm_nodes``: one name per node, no Slurm node named twice in the fleet
+    (two fleet nodes on one Slurm node would be given the same GPUs twice)."""
+    if group.slurm_nodes is None:
+        return []
+    problems = []
+    gpn = group.gpus_per_node or model.gpus_per_node
+    nodes = group.domains * (group.nodes_per_domain or max(1, model.nvlink_domain_gpus // gpn))
+    if len(group.slurm_nodes) != nodes:
+        problems.append(
+            f"{path}.slurm_nodes: {len(group.slurm_nodes)} names for the group's {nodes} nodes"
+        )
+    for name in group.slurm_nodes:
+        if name in seen:
+            problems.append(f"{path}.slurm_nodes: Slurm node '{name}' is named twice")
+        seen.add(name)
+    return problems
 
 
 def _tenant_paths(fleet: Fleet) -> list[tuple[str, Any]]:

@@ -93,6 +93,14 @@ class DomainGroup(Frozen):
         description="Resource flavor quotas are counted in; default: the model id.",
     )
     source: str = Field(default=ASSUMPTION, description="Where these counts come from.")
+    slurm_nodes: list[Name] | None = Field(
+        default=None,
+        description=(
+            "The Slurm node names of this group's nodes, in node order (domain by domain), "
+            "one per node; the Slurm executor submits a job to the nodes the scheduler chose "
+            "under these names (`--nodelist`). Absent: Slurm picks the nodes."
+        ),
+    )
 
     @property
     def flavor(self) -> str:

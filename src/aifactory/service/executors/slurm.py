@@ -4,10 +4,15 @@ Why through the command-line tools and not slurmrestd: the tools are present whe
 need no extra daemon or token, and their `--parsable` outputs are stable across releases.
 
 Mapping to the Executor protocol:
-- ``start`` submits ``sbatch --parsable --gres=gpu:N --job-name ... --output LOG --time ...
-  --wrap COMMAND``; the handle is the Slurm job id. Slurm picks the GPUs itself
-  (``CUDA_VISIBLE_DEVICES`` is set by Slurm's gres plugin), so ``Launch.gpu_indices`` and
-  ``Launch.node`` are informational here: the fleet's node names need not be Slurm's.
+- ``start`` submits one Slurm job for the whole placement: ``sbatch --parsable --nodes=N
+  --ntasks-per-node=1 --gres=gpu:K [--nodelist=...] --job-name ... --output LOG --time ...
+  --wrap LAUNCHER`` (see :func:`sbatch_argv`); the handle is the Slurm job id. The launcher
+  (:func:`batch_script`) runs the command once per node under ``srun`` and gives each task the
+  launch contract (:func:`~aifactory.service.executors.base.rank_env`'s variables), computed
+  inside the job from what Slurm allocated. Slurm picks the GPU indices on each node itself
+  (its gres plugin sets ``CUDA_VISIBLE_DEVICES``); the nodes are the scheduler's when the
+  fleet file names the Slurm node of each fleet node (``slurm_nodes``, see
+  :func:`slurm_node_map`), else Slurm's choice.
 - ``poll`` asks ``squeue`` first (cheap, knows queued and running jobs), then ``sacct`` for
   finished ones (the accounting database keeps them forever), then ``scontrol show job``
   (works without accounting, for ``MinJobAge`` seconds after the end). A job that Slurm still
@@ -25,15 +30,24 @@ runner is injected so the executor itself can be tested with a fake.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import re
+import shlex
 import subprocess
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
-from aifactory.service.executors.base import ExecutorError, Launch, RunState, Status
+from aifactory.service.executors.base import CONTRACT_ENV, ExecutorError, Launch, RunState, Status
+
+if TYPE_CHECKING:
+    from aifactory.fleet.topology import Topology
+
+log = logging.getLogger(__name__)
 
 #: Runs one command: (argv, extra environment, timeout in s) -> finished process.
 Runner = Callable[[Sequence[str], Mapping[str, str], float], "subprocess.CompletedProcess[str]"]
@@ -48,6 +62,25 @@ JOB_BASE_ENV = ("PATH", "LANG")
 # Messages with which the Slurm tools say "no such job" (as opposed to "cannot reach Slurm").
 _NO_SUCH_JOB = ("invalid job id", "job/step already completing or completed")
 _ACCOUNTING_OFF = ("accounting storage is disabled", "slurm accounting storage is disabled")
+# sbatch's words for "could not talk to the controller now" (as opposed to "refused the job"):
+# worth one more try, after asking whether the first one got through after all.
+_TRANSIENT = (
+    "socket timed out",
+    "unable to contact slurm controller",
+    "temporarily unable to accept job",
+    "resource temporarily unavailable",
+    "connection refused",
+    "slurm_persist_conn_open",
+    "did not answer within",
+)
+#: sbatch attempts for one launch (the first and the retries after a transient error).
+SUBMIT_TRIES = 3
+SUBMIT_BACKOFF_S = 1.0
+#: Each job's MASTER_PORT is taken from here: from the Slurm job id, moved on while something
+#: listens there. Below Linux's default ephemeral range (32768-60999), so that the kernel does
+#: not hand it to an outgoing connection.
+PORT_BASE = 20000
+PORT_SPAN = 10000
 
 
 class SlurmState(StrEnum):
@@ -190,23 +223,149 @@ def job_name(name: str) -> str:
 
 
 def job_env(launch: Launch) -> dict[str, str]:
-    """The variables a job is given (besides ``JOB_BASE_ENV`` and Slurm's own)."""
+    """The variables a job is given (besides ``JOB_BASE_ENV`` and Slurm's own).
+
+    The contract's variables are the backend's: a job's own ``env`` cannot set them (the
+    per-rank ones are set inside the job, by :func:`batch_script`).
+    """
     return {
-        **launch.env,
+        **{k: v for k, v in launch.env.items() if k not in CONTRACT_ENV},
         "AIFACTORY_JOB_ID": launch.job_id,
         "AIFACTORY_PLACEMENT": launch.placement,
         "AIFACTORY_TENANT": launch.tenant,
     }
 
 
-def sbatch_argv(launch: Launch, *, partition: str | None = None) -> list[str]:
-    """The ``sbatch`` command line for a launch (pure, so it can be checked without Slurm)."""
+def slurm_node_map(topo: Topology) -> dict[str, str]:
+    """Fleet node name -> Slurm node name, from the fleet file's ``slurm_nodes``.
+
+    The fleet names nodes ``site/pod/d<domain>/n<node>`` (the scheduler's names, which the
+    placement carries); a group's ``slurm_nodes`` lists its nodes' Slurm names in the same
+    node order. Groups without ``slurm_nodes`` map nothing (Slurm picks their nodes).
+    """
+    from aifactory.scheduler.cluster import ClusterState  # noqa: PLC0415 (the names' owner)
+
+    names = ClusterState(topo)
+    out: dict[str, str] = {}
+    node = 0
+    for _site, _pod, group in topo.fleet.iter_groups():
+        count = int(topo.domain_nodes[topo.node_domain[node]]) * group.domains
+        if group.slurm_nodes is not None:
+            for i, slurm_name in enumerate(group.slurm_nodes[:count]):
+                out[names.node_name(node + i)] = slurm_name
+        node += count
+    return out
+
+
+def _gpus_per_node(launch: Launch) -> list[int]:
+    """GPUs on each node of the placement, in rank order."""
+    counts = [len(s.gpus) for s in launch.nodes]
+    if sum(counts) == launch.gpus:
+        return counts
+    if launch.world_size == 1:  # a single node named without its GPU indices
+        return [launch.gpus]
+    raise ValueError(
+        f"the placement {launch.placement!r} holds {sum(counts)} GPUs, the job asks {launch.gpus}"
+    )
+
+
+def slurm_nodes_of(launch: Launch, node_map: Mapping[str, str]) -> list[str]:
+    """The Slurm names of the launch's nodes in rank order; [] when the map names none.
+
+    A map that names some of the nodes but not all is an error: half a ``--nodelist`` would
+    let Slurm put the rest anywhere, against the scheduler's placement.
+    """
+    if not node_map:
+        return []
+    names = [node_map.get(s.node) for s in launch.nodes]
+    missing = [s.node for s, n in zip(launch.nodes, names, strict=True) if n is None]
+    if missing:
+        raise ValueError(f"no Slurm node for fleet node(s) {', '.join(missing)} in the fleet file")
+    found = [n for n in names if n is not None]
+    if len(set(found)) != len(found):
+        raise ValueError(f"the placement names a Slurm node twice: {', '.join(found)}")
+    return found
+
+
+# What each task (one per node) runs under srun: the rank's variables of the launch contract,
+# then the command under /bin/sh as sbatch --wrap would. $1 is the command, passed as an
+# argument so that it is never parsed as part of this script. NODE_RANK is the node's place
+# in the scheduler's placement when the Slurm nodes were named, else Slurm's node index
+# (which follows Slurm's node order, not the placement's).
+_TASK = r"""rank=$SLURM_NODEID
+if [ -n "${AIFACTORY_RANK_NODES:-}" ]; then
+  i=0
+  for n in $AIFACTORY_RANK_NODES; do
+    if [ "$n" = "$SLURMD_NODENAME" ]; then rank=$i; fi
+    i=$((i + 1))
+  done
+fi
+unset AIFACTORY_RANK_NODES
+export CUDA_VISIBLE_DEVICES="${CUDA_VISIBLE_DEVICES:-}"
+IFS=, read -r -a visible <<<"$CUDA_VISIBLE_DEVICES"
+export NODE_RANK="$rank" LOCAL_WORLD_SIZE="${#visible[@]}"
+exec /bin/sh -c "$1"
+"""
+
+
+def batch_script(launch: Launch, slurm_nodes: Sequence[str]) -> str:
+    """The batch script of a launch: one task per node under ``srun``, each given the launch
+    contract; the job's exit status is srun's (the highest of the tasks').
+
+    MASTER_ADDR is the NodeAddr (what slurmctld itself connects to) of the rank-0 node: the
+    placement's first node when the Slurm nodes are named, else the first host of
+    ``SLURM_JOB_NODELIST``. MASTER_PORT comes from the job id into PORT_BASE..+PORT_SPAN,
+    moved on while something already listens there. ``srun --export=ALL`` because sbatch's
+    ``--export`` list would otherwise also limit what srun passes to the tasks (it sets
+    SLURM_EXPORT_ENV), and the contract's variables are set here, after sbatch.
+    ``--kill-on-bad-exit=1``: when one rank fails the others are stopped.
+    """
+    rank_nodes = " ".join(shlex.quote(n) for n in slurm_nodes)
+    task = shlex.quote(_TASK)
+    command = shlex.quote(launch.command)
+    return f"""set -u
+rank_nodes=({rank_nodes})
+if [ ${{#rank_nodes[@]}} -gt 0 ]; then
+  first=${{rank_nodes[0]}}
+else
+  first=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
+fi
+addr=$(scontrol show node -o "$first" 2>/dev/null | tr ' ' '\n' | sed -n 's/^NodeAddr=//p')
+MASTER_ADDR=${{addr:-$first}}
+port=$(({PORT_BASE} + SLURM_JOB_ID % {PORT_SPAN}))
+for _ in $(seq 1 100); do
+  (exec 3<>"/dev/tcp/$MASTER_ADDR/$port") 2>/dev/null || break
+  port=$(({PORT_BASE} + (port - {PORT_BASE} + 1) % {PORT_SPAN}))
+done
+export MASTER_ADDR MASTER_PORT=$port WORLD_SIZE=$SLURM_NNODES
+export AIFACTORY_RANK_NODES="${{rank_nodes[*]}}"
+exec srun --export=ALL --nodes="$SLURM_NNODES" --ntasks-per-node=1 --kill-on-bad-exit=1 \
+  /bin/bash -c {task} aifactory-rank {command}
+"""
+
+
+def sbatch_argv(
+    launch: Launch, *, partition: str | None = None, node_map: Mapping[str, str] | None = None
+) -> list[str]:
+    """The ``sbatch`` command line for a launch (pure, so it can be checked without Slurm).
+
+    One Slurm job of ``--nodes=N`` (the placement's nodes) and one task per node. GPUs:
+    ``--gres=gpu:K`` when every node holds K. A placement with unequal counts (8 + 4) asks
+    ``--gpus=<total>`` instead: Slurm has no per-node count that varies within one job
+    (short of a heterogeneous job), so Slurm splits the total over the N nodes itself, and
+    each rank's ``CUDA_VISIBLE_DEVICES`` and ``LOCAL_WORLD_SIZE`` say what it got there,
+    which may differ from the scheduler's split (``AIFACTORY_PLACEMENT`` keeps the latter).
+    ``--nodelist`` names the placement's nodes when ``node_map`` (fleet -> Slurm names)
+    knows them.
+    """
     if launch.gpus < 0:
         raise ValueError(f"gpus must be >= 0, got {launch.gpus}")
     if not launch.command.strip():
         raise ValueError("command must not be empty")
     if "\0" in launch.command or any("\0" in k + v for k, v in launch.env.items()):
         raise ValueError("command and environment must not contain a NUL byte")
+    per_node = _gpus_per_node(launch)
+    slurm_nodes = slurm_nodes_of(launch, node_map or {})
     # Only the job's own variables reach it (sbatch's default is the submitter's whole
     # environment: the service's database URL and tokens among them). Names only: Slurm
     # takes their values from sbatch's environment, which ``start`` sets to the launch's.
@@ -218,15 +377,23 @@ def sbatch_argv(launch: Launch, *, partition: str | None = None) -> list[str]:
         f"--job-name={job_name(launch.name)}",
         f"--output={launch.log_path}",
         "--open-mode=append",
-        "--nodes=1",
+        f"--nodes={launch.world_size}",
+        "--ntasks-per-node=1",
     ]
     if launch.gpus > 0:
-        argv.append(f"--gres=gpu:{launch.gpus}")
+        if len(set(per_node)) == 1:
+            argv.append(f"--gres=gpu:{per_node[0]}")
+        else:
+            argv.append(f"--gpus={launch.gpus}")
+    if slurm_nodes:
+        argv.append(f"--nodelist={','.join(slurm_nodes)}")
     if launch.time_limit_s is not None:
         argv.append(f"--time={format_time_limit(launch.time_limit_s)}")
     if partition:
         argv.append(f"--partition={partition}")
-    argv.append(f"--wrap={launch.command}")
+    # --wrap makes a /bin/sh script of this line; the launcher itself is bash.
+    script = batch_script(launch, slurm_nodes)
+    argv.append(f"--wrap=exec /bin/bash -c {shlex.quote(script)} aifactory-launch")
     return argv
 
 
@@ -294,6 +461,11 @@ def _says_no_such_job(text: str) -> bool:
     return any(marker in low for marker in _NO_SUCH_JOB)
 
 
+def _is_transient(text: str) -> bool:
+    low = text.lower()
+    return any(marker in low for marker in _TRANSIENT)
+
+
 # ---------------------------------------------------------------------------- runner
 
 
@@ -326,7 +498,12 @@ def run_command(
 
 
 class SlurmExecutor:
-    """Runs jobs on a Slurm cluster through sbatch/squeue/sacct/scancel."""
+    """Runs jobs on a Slurm cluster through sbatch/squeue/sacct/scancel.
+
+    ``node_map`` (fleet node name -> Slurm node name, e.g. :func:`slurm_node_map` of the
+    service's fleet) makes every job run on the nodes the scheduler chose; without it Slurm
+    places each job on nodes of its own choice, with the same shape.
+    """
 
     name = "slurm"
 
@@ -336,20 +513,56 @@ class SlurmExecutor:
         partition: str | None = None,
         timeout_s: float = DEFAULT_TIMEOUT_S,
         runner: Runner = run_command,
+        node_map: Mapping[str, str] | None = None,
+        submit_tries: int = SUBMIT_TRIES,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be positive, got {timeout_s}")
+        if submit_tries < 1:
+            raise ValueError(f"submit_tries must be >= 1, got {submit_tries}")
         self.partition = partition
         self.timeout_s = timeout_s
+        self.node_map = dict(node_map or {})
+        self.submit_tries = submit_tries
         self._run = runner
+        self._sleep = sleep
 
     def start(self, launch: Launch) -> str:
-        """Submit with sbatch; the handle is the Slurm job id."""
+        """Submit with sbatch; the handle is the Slurm job id.
+
+        A transient failure (controller unreachable or busy, sbatch timed out) is tried
+        again, up to ``submit_tries`` in all, but only after ``find`` says the attempt's
+        name is not in Slurm: a submit that timed out may still have been accepted, and an
+        attempt must run once. A refusal (bad request, a node configuration Slurm does not
+        have) or the last transient failure raises ExecutorError: the loop records it as
+        the job's failure.
+        """
         try:
-            argv = sbatch_argv(launch, partition=self.partition)
+            argv = sbatch_argv(launch, partition=self.partition, node_map=self.node_map)
         except ValueError as exc:
             raise ExecutorError(f"job {launch.job_id}: {exc}") from None
         launch.log_path.parent.mkdir(parents=True, exist_ok=True)
+        for attempt in range(1, self.submit_tries + 1):
+            try:
+                return self._submit(launch, argv)
+            except ExecutorError as exc:
+                if attempt == self.submit_tries or not _is_transient(str(exc)):
+                    raise
+                log.warning("job %s: sbatch failed (%s); trying again", launch.job_id, exc)
+            self._sleep(SUBMIT_BACKOFF_S * attempt)
+            try:
+                handle = self.find(launch.name)
+            except ExecutorError as exc:
+                log.warning(
+                    "job %s: cannot ask Slurm if sbatch got through: %s", launch.job_id, exc
+                )
+                continue
+            if handle is not None:
+                return handle
+        raise AssertionError("unreachable: the last try returns or raises")
+
+    def _submit(self, launch: Launch, argv: list[str]) -> str:
         try:
             proc = self._run(argv, job_env(launch), self.timeout_s)
         except (OSError, ValueError, subprocess.SubprocessError) as exc:
