@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from aifactory.service.db import Database
+from aifactory.service.executors.base import CONTRACT_ENV
 from aifactory.service.store import log_tail
 from local_sandbox_support import (
     REPO,
@@ -35,21 +36,9 @@ from local_sandbox_support import (
 )
 
 DRIVER = REPO / "tests" / "sandbox_driver.py"
-# What a job's environment may hold (the rendezvous variable MASTER_ADDR comes from the
-# launch); the shell adds PWD (and OLDPWD) itself.
-JOB_ENV = {
-    "PATH",
-    "HOME",
-    "TMPDIR",
-    "LANG",
-    "CUDA_VISIBLE_DEVICES",
-    "AIFACTORY_JOB_ID",
-    "AIFACTORY_PLACEMENT",
-    "AIFACTORY_TENANT",
-    "MASTER_ADDR",
-    "PWD",
-    "OLDPWD",
-}
+# What a job's environment may hold: the executor's own variables and the launch contract's
+# (the shell adds PWD and OLDPWD itself).
+JOB_ENV = {"PATH", "HOME", "TMPDIR", "LANG", "PWD", "OLDPWD"} | CONTRACT_ENV
 
 
 def run_driver(

@@ -1,6 +1,14 @@
 """The local executor: each attempt is a sandboxed process tree on this host, under a supervisor.
 
-Tenant code never runs with the service's privileges. A job runs
+A job placed on several nodes runs as one process (group) per node, all on this host and
+under one supervisor: one job with one handle, which succeeds when every rank exits 0 and
+fails, the other ranks stopped, when any fails; a cancel (or the service enforcing a time
+limit, which cancels) stops every rank. Each rank is given the launch contract
+(:func:`~aifactory.service.executors.base.rank_env`) with ``MASTER_ADDR=127.0.0.1`` and a
+port that was free on this host when the job started. Each rank's output goes to the job's
+log, line by line, prefixed ``[rank R]`` (a one-node job's as it comes).
+
+Tenant code never runs with the service's privileges. Every rank of a job runs
 
 - as an unprivileged user: ``run_as`` (``--run-as``), by default ``aifactory-job``, which
   ``scripts/setup-job-user.sh`` creates. A service running as root refuses to start the
@@ -8,19 +16,20 @@ Tenant code never runs with the service's privileges. A job runs
   its jobs run as its own user; everything below still holds, and Landlock (where the
   kernel has it) is then what keeps them out of the service's files and processes;
 - in a working directory of its own, ``<jobs root>/<attempt>/`` (0700, owned by the job's
-  user; also its ``HOME`` and ``TMPDIR``). The jobs root defaults to ``<data dir>-jobs``
+  user; also its ``HOME`` and ``TMPDIR``; the job's ranks share it, as they would share a
+  cluster file system). The jobs root defaults to ``<data dir>-jobs``
   (0711): beside the data directory, not in it, as the data directory is 0700 and the job
   must be able to reach its ``HOME`` by path;
-- with a clean environment: ``PATH``, ``HOME``, ``TMPDIR``, ``LANG``,
-  ``CUDA_VISIBLE_DEVICES``, ``AIFACTORY_JOB_ID``, ``AIFACTORY_PLACEMENT``,
-  ``AIFACTORY_TENANT`` and what :class:`Launch` ``env`` carries (rendezvous variables), and
+- with a clean environment: ``PATH``, ``HOME``, ``TMPDIR``, ``LANG``, the launch contract's
+  variables for its rank (``CONTRACT_ENV``) and what :class:`Launch` ``env`` carries besides
+  (which can override none of these, nor add any other ``AIFACTORY_`` variable), and
   nothing of the service's environment (no database URL, no token);
 - in its own session, with ``RLIMIT_NOFILE`` (65536) and ``RLIMIT_NPROC`` (8192; the kernel
   counts every process and thread of the job's user, so this bounds all of its jobs
   together) and, where the service may write its cgroup v2 directory, in a cgroup of its
-  own (``cgroup.kill`` kills every descendant at once). Elsewhere the supervisor kills the
-  process group and every descendant (it is a child subreaper, so a daemonised grandchild
-  is still its descendant); the executor says which, once, in its log.
+  own, one leaf per rank (``cgroup.kill`` kills every descendant at once). Elsewhere the
+  supervisor kills the process groups and every descendant (it is a child subreaper, so a
+  daemonised grandchild is still its descendant); the executor says which, once, in its log.
 
 The data directory and everything in it belong to the service: ``<data dir>/`` 0700,
 ``logs/`` 0700 with logs 0600 (the supervisor writes them; the job only writes into a pipe),
@@ -49,6 +58,7 @@ import pwd
 import re
 import select
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -59,8 +69,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aifactory.service.executors import supervise
-from aifactory.service.executors.base import ExecutorError, Launch, RunState, Status
+from aifactory.service.executors import sandbox, supervise
+from aifactory.service.executors.base import (
+    CONTRACT_ENV,
+    ExecutorError,
+    Launch,
+    RunState,
+    Status,
+    rank_env,
+)
 from aifactory.service.executors.supervise import CLAIM, EXIT, JOB, SPEC, SUPERVISOR_LOG, Spec
 
 log = logging.getLogger(__name__)
@@ -74,10 +91,11 @@ KILL_GRACE_S = 5.0
 START_TIMEOUT_S = 30.0  # for the supervisor's answer; a loaded host may take seconds
 FIND_WAIT_S = 5.0  # for a supervisor that is starting to claim its attempt
 SUPERVISE = Path(supervise.__file__).resolve()
-# Variables the executor sets itself; Launch.env cannot override them.
-_OWN_ENV = frozenset({"PATH", "HOME", "TMPDIR", "LANG", "CUDA_VISIBLE_DEVICES", "AIFACTORY_JOB_ID"})
-# The only AIFACTORY_* variables a job sees (no URL, token or database of the service).
-_JOB_AIFACTORY_ENV = frozenset({"AIFACTORY_JOB_ID", "AIFACTORY_PLACEMENT", "AIFACTORY_TENANT"})
+# Where rank 0 of a job listens: every node of a local job is this host.
+MASTER_ADDR = "127.0.0.1"
+# Variables the executor sets itself; Launch.env cannot override them. The only AIFACTORY_*
+# variables a job sees are the contract's (no URL, token or database of the service).
+_OWN_ENV = frozenset({"PATH", "HOME", "TMPDIR", "LANG"}) | CONTRACT_ENV
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\Z")
 _ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
@@ -164,8 +182,8 @@ class LocalExecutor:
         except OSError as exc:
             msg = f"local executor: cannot prepare {self.data_dir}: {exc}"
             raise LocalSetupError(msg) from exc
-        self._cgroup, cgroup_why = supervise.cgroup_base()
-        self._landlock = supervise.landlock_abi()
+        self._cgroup, cgroup_why = sandbox.cgroup_base()
+        self._landlock = sandbox.landlock_abi()
         hidden = [self.data_dir, self.jobs_dir, *protect]
         home = Path(pwd.getpwuid(os.geteuid()).pw_dir)
         if not self.user.switch and home.is_dir() and home != Path("/"):
@@ -262,24 +280,21 @@ class LocalExecutor:
         raise ExecutorError(msg)
 
     def _spec(self, launch: Launch) -> Spec:
+        """The supervisor's orders: the environment the ranks share, and each rank's own."""
         workdir = self.jobs_dir / launch.name
         env = {
             k: v
             for k, v in launch.env.items()
-            if k not in _OWN_ENV and (not k.startswith("AIFACTORY_") or k in _JOB_AIFACTORY_ENV)
+            if k not in _OWN_ENV and not k.startswith("AIFACTORY_")
         }
-        gpus = ",".join(str(i) for i in launch.nodes[0].gpus)
-        env.setdefault("AIFACTORY_PLACEMENT", launch.placement)
-        if launch.tenant:
-            env["AIFACTORY_TENANT"] = launch.tenant
         env |= {
             "PATH": DEFAULT_PATH,
             "HOME": str(workdir),
             "TMPDIR": str(workdir),  # private temporary files (/tmp is shared)
             "LANG": os.environ.get("LANG") or "C.UTF-8",
-            "CUDA_VISIBLE_DEVICES": gpus,
-            "AIFACTORY_JOB_ID": launch.job_id,
         }
+        port = _free_port()
+        ranks = [rank_env(launch, r, MASTER_ADDR, port) for r in range(launch.world_size)]
         return Spec(
             name=launch.name,
             command=launch.command,
@@ -295,6 +310,7 @@ class LocalExecutor:
             cgroup_base=self._cgroup,
             landlock_abi=self._landlock,
             hidden=self._hidden,
+            ranks=ranks,
         )
 
     # -- find --------------------------------------------------------------------------
@@ -376,9 +392,12 @@ class LocalExecutor:
             return
         job = supervise.read_json(state / JOB) or {}
         if job.get("cgroup"):
-            supervise.cgroup_signal(str(job["cgroup"]), signal.SIGKILL)
-        elif supervise.alive(int(job.get("pid", 0)), str(job.get("start", ""))):
-            _signal_group(int(job["pid"]), signal.SIGKILL)
+            sandbox.cgroup_signal(str(job["cgroup"]), signal.SIGKILL)
+        ranks = job.get("ranks") or [job]  # one rank in the records of earlier supervisors
+        for rank in ranks if isinstance(ranks, list) else []:
+            with suppress(AttributeError, TypeError, ValueError):
+                if supervise.alive(int(rank.get("pid", 0)), str(rank.get("start", ""))):
+                    _signal_group(int(rank["pid"]), signal.SIGKILL)
 
 
 # -- helpers ------------------------------------------------------------------------------
@@ -479,7 +498,10 @@ def _parse(handle: str) -> tuple[int, str, Path | None] | None:
 
 
 def _outcome(state: Path) -> Status | None:
-    """How the job ended, from the supervisor's ``exit.json``; None while it runs."""
+    """How the job ended, from the supervisor's ``exit.json``; None while it runs.
+
+    A multi-node job's status is that of its first rank to fail, which the detail names.
+    """
     done = supervise.read_json(state / EXIT)
     if done is None:
         return None
@@ -487,14 +509,28 @@ def _outcome(state: Path) -> Status | None:
         return Status(RunState.CANCELLED, detail="cancelled")
     if "error" in done:
         return Status(RunState.FAILED, detail=str(done["error"]))
+    who = f"rank {done['rank']} " if "rank" in done else ""
     if "signal" in done:
         sig = int(done["signal"])
         name = signal.Signals(sig).name if sig in signal.valid_signals() else str(sig)
-        return Status(RunState.FAILED, exit_code=128 + sig, detail=f"killed by {name}")
+        return Status(RunState.FAILED, exit_code=128 + sig, detail=f"{who}killed by {name}")
     code = int(done.get("code", -1))
     if code == 0:
         return Status(RunState.COMPLETED, exit_code=0)
-    return Status(RunState.FAILED, exit_code=code, detail=f"exited with status {code}")
+    return Status(RunState.FAILED, exit_code=code, detail=f"{who}exited with status {code}")
+
+
+def _free_port() -> int:
+    """A TCP port free on this host now, for a job's rendezvous (``MASTER_PORT``).
+
+    The kernel picks it from the ephemeral range. Another process could still take it before
+    rank 0 listens, as with any launcher that picks a port for its trainer: the job's
+    rendezvous then fails (a trainer's own rendezvous checks whom it meets, as the tests'
+    program does with the job id).
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((MASTER_ADDR, 0))
+        return int(probe.getsockname()[1])
 
 
 def _supervisor_starting(state: Path) -> bool:

@@ -9,32 +9,42 @@ service killed with ``kill -9`` just as the jobs do. It then
 1. claims the attempt (see "At most once" below), recording its pid and start time;
 2. opens the job's log (``O_NOFOLLOW``, 0600, owned by the service) and makes the job's
    working directory (0700, owned by the job's user);
-3. forks the job: a new session, stdout and stderr on a pipe, stdin ``/dev/null``,
-   resource limits, a cgroup of its own where cgroup v2 is writable, the job user's uid,
-   gid and groups, ``no_new_privs`` and a Landlock domain (below), a clean environment,
-   then ``exec /bin/sh -c <command>``;
-4. copies the pipe into the log while the job runs; when the command ends, kills whatever
-   it left behind (the cgroup, else every descendant: the supervisor is a child subreaper,
-   so even a daemonised grandchild is reparented to it) and only then writes the exit
-   status, atomically, into the state directory.
+3. forks one process per node rank of the job (one for a one-node job; all nodes of a local
+   job are this host), each with a new session, stdout and stderr on a pipe of its own,
+   stdin ``/dev/null``, resource limits, a cgroup of its own within the job's where cgroup
+   v2 is writable, the job user's uid, gid and groups, ``no_new_privs``, a Landlock domain
+   (below) and a clean environment with that rank's launch-contract variables. Every rank
+   is set up before any runs: only when all are ready does each ``exec /bin/sh -c
+   <command>``, so that a rank that cannot be set up fails the start before the command
+   ran anywhere;
+4. copies the pipes into the log while the ranks run (a multi-node job's lines prefixed
+   ``[rank R]``). A rank whose command ends has whatever it left behind killed (its cgroup
+   and process group). The job ends when every rank has ended; the first rank that fails
+   (non-zero status or a signal) fails the job and the others are stopped at once as a
+   cancel stops them. Then whatever is left is killed (the cgroups, else every descendant:
+   the supervisor is a child subreaper, so even a daemonised grandchild is reparented to
+   it) and only then is the exit status written, atomically, into the state directory:
+   the failing rank's, or 0 when every rank exited 0.
 
 The state directory (``<data dir>/run/<attempt name>/``) and the logs belong to the service
 (0700 directories, 0600 files), so the job can neither forge ``exit.json`` nor replace or
-read a log: it holds only the write end of its output pipe (which it owns, so reopening
+read a log: it holds only the write ends of its output pipes (which it owns, so reopening
 ``/dev/stderr`` still works). Cancel is a SIGUSR1 to the supervisor, which passes SIGTERM
-on to the whole job and SIGKILL after the grace period, even if the service has died since.
+on to every rank and SIGKILL after the grace period, even if the service has died since.
 A plain SIGTERM to the supervisor (a host shutting down) stops the job the same way but
 records what the job did, not a cancel.
 
-Landlock confines the job when the kernel has it (5.13+; signal scoping 6.12+). It is what
-protects the service when the service is not root and the job therefore runs as the same
-user: the job may read the file system except the service's data directory, the jobs
-root (but for its own working directory), the SQLite files and the service user's home,
-may write only its working directory, ``/tmp``, ``/var/tmp``, ``/dev/shm`` and device
-files, and may not signal or ptrace any process outside its own job (so neither read the service's
-environment or fds through ``/proc``). With a job user it also keeps jobs of that one user
-out of each other's working directories and processes. Landlock does not cover metadata:
-chmod and utimes by path stay possible wherever Unix permissions allow them.
+Landlock (:mod:`.sandbox`) confines the job when the kernel has it (5.13+; signal scoping
+6.12+). It is what protects the service when the service is not root and the job therefore
+runs as the same user: the job may read the file system except the service's data
+directory, the jobs root (but for its own working directory), the SQLite files and the
+service user's home, may write only its working directory (shared by its ranks, as a
+shared file system is on a real cluster), ``/tmp``, ``/var/tmp``, ``/dev/shm`` and device
+files, and may not signal or ptrace any process outside its own rank (so neither read the
+service's environment or fds through ``/proc``). With a job user it also keeps jobs of that
+one user out of each other's working directories and processes. Landlock does not cover
+metadata: chmod and utimes by path stay possible wherever Unix permissions allow them.
+Network access is not restricted: the ranks meet over TCP.
 
 At most once. ``find`` must answer "was this attempt ever started?" after a crash at any
 point, so every attempt has one token: the file ``claim``, made with ``link()`` of a
@@ -49,7 +59,6 @@ answers None only when no supervisor ran it nor ever will.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
 import resource
@@ -62,6 +71,20 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
+if __package__:
+    from aifactory.service.executors import sandbox
+else:  # run by path in isolated mode (-I -S), where no package can be imported: the
+    # sandbox module is loaded from its file beside this one, never looked up on sys.path
+    import importlib.util
+
+    _BESIDE = importlib.util.spec_from_file_location(
+        "aifactory_sandbox", Path(__file__).with_name("sandbox.py")
+    )
+    if _BESIDE is None or _BESIDE.loader is None:
+        raise ImportError("sandbox.py is missing beside supervise.py")
+    sandbox = importlib.util.module_from_spec(_BESIDE)
+    _BESIDE.loader.exec_module(sandbox)
+
 SPEC = "spec.json"
 CLAIM = "claim"
 JOB = "job.json"
@@ -72,32 +95,12 @@ SUPERVISOR_LOG = "supervisor.log"
 REAP_WAIT_S = 5.0
 RLIMITS = {"NPROC": resource.RLIMIT_NPROC, "NOFILE": resource.RLIMIT_NOFILE}
 CANCEL_SIGNAL = signal.SIGUSR1  # the executor's "cancel": stop the job, record it cancelled
-
-# Linux ABI numbers: prctl options and the Landlock system calls (the same number on every
-# architecture, as they were added after the syscall tables were unified).
-_PR_SET_PDEATHSIG = 1
-_PR_SET_NO_NEW_PRIVS = 38
-_PR_SET_CHILD_SUBREAPER = 36
-_SYS_LANDLOCK_CREATE_RULESET = 444
-_SYS_LANDLOCK_ADD_RULE = 445
-_SYS_LANDLOCK_RESTRICT_SELF = 446
-_LANDLOCK_CREATE_RULESET_VERSION = 1
-_LANDLOCK_RULE_PATH_BENEATH = 1
-_LANDLOCK_SCOPE_SIGNAL = 1 << 1  # ABI 6
-# File-system access rights (ABI 1 has bits 0-12, REFER is ABI 2, TRUNCATE ABI 3). IOCTL_DEV
-# (ABI 5) is left unhandled so that GPU drivers' ioctls are never refused.
-_FS_EXECUTE = 1 << 0
-_FS_WRITE_FILE = 1 << 1
-_FS_READ_FILE = 1 << 2
-_FS_READ_DIR = 1 << 3
-_FS_ABI1 = (1 << 13) - 1
-_FS_REFER = 1 << 13
-_FS_TRUNCATE = 1 << 14
-_FS_READ = _FS_EXECUTE | _FS_READ_FILE | _FS_READ_DIR
-_FS_FILE_ONLY = _FS_EXECUTE | _FS_WRITE_FILE | _FS_READ_FILE | _FS_TRUNCATE
-_FS_DEVICES = _FS_READ | _FS_WRITE_FILE | _FS_TRUNCATE
-# Where any job may write besides its working directory (less whatever is hidden).
-WRITABLE_ROOTS = ("/tmp", "/var/tmp", "/dev/shm")  # noqa: S108 (granted to jobs, not used here)
+# A rank's output is logged a line at a time; a longer line is cut at this length so that
+# a rank writing no newline cannot grow the supervisor's memory.
+MAX_LINE = 65536
+# What a rank writes on its error pipe once it is set up and waits for the go (an error
+# report is text that never starts with a NUL byte).
+_READY = b"\0"
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +109,7 @@ class Spec:
 
     name: str  # the attempt's name, aif-<job>-<attempt>
     command: str
-    env: dict[str, str]  # the job's whole environment
+    env: dict[str, str]  # the environment every rank shares
     log: str
     workdir: str
     uid: int
@@ -118,6 +121,9 @@ class Spec:
     cgroup_base: str | None = None  # where to make the job's cgroup; None: process tree
     landlock_abi: int = 0  # 0: no Landlock domain
     hidden: list[str] = field(default_factory=list)  # canonical paths the job must not reach
+    # One entry per node rank, in rank order: that rank's own variables (the launch
+    # contract's), laid over ``env``. Empty: one rank with ``env`` alone.
+    ranks: list[dict[str, str]] = field(default_factory=list)
 
     def to_json(self) -> str:
         """The spec as one JSON document."""
@@ -188,221 +194,6 @@ def claim(state: Path, record: dict[str, Any]) -> dict[str, Any]:
     raise OSError(msg)
 
 
-def cgroup_base() -> tuple[str | None, str]:
-    """Where per-job cgroups can be made (this process's cgroup v2 directory), and why not.
-
-    cgroup v2 is found in ``/proc/self/mountinfo`` (``/sys/fs/cgroup`` on a unified host,
-    ``/sys/fs/cgroup/unified`` on a hybrid one); it is usable when this user may write the
-    directory and its ``cgroup.procs`` (root, or a delegated subtree such as a systemd
-    unit with ``Delegate=yes``).
-    """
-    mount = root = None
-    try:
-        for line in Path("/proc/self/mountinfo").read_text().splitlines():
-            parts = line.split()
-            sep = parts.index("-")
-            if parts[sep + 1] == "cgroup2":
-                root, mount = parts[3], parts[4].replace("\\040", " ")
-                break
-        cgroups = Path("/proc/self/cgroup").read_text().splitlines()
-        own = next((ln[3:].strip() for ln in cgroups if ln.startswith("0::")), None)
-    except (OSError, ValueError):
-        return None, "cannot read /proc/self/mountinfo or /proc/self/cgroup"
-    if mount is None or root is None or own is None:
-        return None, "no cgroup v2 hierarchy is mounted"
-    if root != "/":
-        if not own.startswith(root):
-            return None, f"this process's cgroup {own} is outside the mounted {root}"
-        own = own[len(root) :] or "/"
-    base = os.path.normpath(mount + own)
-    if not os.access(base, os.W_OK) or not os.access(f"{base}/cgroup.procs", os.W_OK):
-        return None, f"cgroup v2 at {base} is not writable by uid {os.geteuid()}"
-    return base, f"cgroup v2 at {base}"
-
-
-# -- Landlock --------------------------------------------------------------------------------
-
-
-class _RulesetAttr(ctypes.Structure):
-    _fields_ = (
-        ("handled_access_fs", ctypes.c_uint64),
-        ("handled_access_net", ctypes.c_uint64),
-        ("scoped", ctypes.c_uint64),
-    )
-
-
-class _PathBeneathAttr(ctypes.Structure):
-    _pack_ = 1
-    _fields_ = (("allowed_access", ctypes.c_uint64), ("parent_fd", ctypes.c_int32))
-
-
-def _libc() -> ctypes.CDLL:
-    return ctypes.CDLL(None, use_errno=True)
-
-
-def _syscall(*args: Any) -> int:
-    rc = int(_libc().syscall(*args))
-    if rc < 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
-    return rc
-
-
-def landlock_abi() -> int:
-    """The kernel's Landlock ABI version; 0 where Landlock is missing or disabled."""
-    if not sys.platform.startswith("linux"):
-        return 0
-    try:
-        return _syscall(
-            ctypes.c_long(_SYS_LANDLOCK_CREATE_RULESET),
-            None,
-            ctypes.c_size_t(0),
-            ctypes.c_uint32(_LANDLOCK_CREATE_RULESET_VERSION),
-        )
-    except OSError:
-        return 0
-
-
-def _handled(abi: int) -> int:
-    rights = _FS_ABI1
-    if abi >= 2:
-        rights |= _FS_REFER
-    if abi >= 3:
-        rights |= _FS_TRUNCATE
-    return rights
-
-
-def _within(path: str, top: str) -> bool:
-    return path == top or path.startswith(top.rstrip("/") + "/")
-
-
-class _Ruleset:
-    """A Landlock ruleset being built: what a job may do, everything else refused."""
-
-    def __init__(self, abi: int, hidden: list[str]) -> None:
-        self.handled = _handled(abi)
-        self.hidden = hidden
-        attr = _RulesetAttr(self.handled, 0, _LANDLOCK_SCOPE_SIGNAL if abi >= 6 else 0)
-        size = 24 if abi >= 6 else 16 if abi >= 4 else 8
-        self.fd = _syscall(
-            ctypes.c_long(_SYS_LANDLOCK_CREATE_RULESET),
-            ctypes.byref(attr),
-            ctypes.c_size_t(size),
-            ctypes.c_uint32(0),
-        )
-
-    def allow(self, path: str, rights: int) -> None:
-        """Allow ``rights`` beneath ``path`` (no questions asked: the job's own directory)."""
-        try:
-            fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
-        except OSError:
-            return
-        try:
-            self._add(fd, rights)
-        finally:
-            os.close(fd)
-
-    def grant(self, path: str, rights: int) -> None:
-        """Allow ``rights`` beneath ``path`` except beneath the hidden paths.
-
-        Landlock only allows, so a directory that holds a hidden path gets no rule itself:
-        each of its entries is granted instead, recursively, all but the way to the hidden
-        path. Decisions are made on the path of the opened fd (``/proc/self/fd``), not on
-        the name, so a symlink can never smuggle a hidden path into a rule.
-        """
-        try:
-            fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
-        except OSError:
-            return  # gone, dangling or not reachable: nothing to allow
-        try:
-            real = str(Path(f"/proc/self/fd/{fd}").readlink())
-            if any(_within(real, h) for h in self.hidden):
-                return
-            if any(_within(h, real) for h in self.hidden):
-                if real != os.path.normpath(path):
-                    return  # reached through a link: its real place is walked in its turn
-                with os.scandir(real) as entries:
-                    names = [e.name for e in entries]
-                for name in names:
-                    self.grant(f"{real.rstrip('/')}/{name}", rights)
-                return
-            self._add(fd, rights)
-        except OSError:
-            return
-        finally:
-            os.close(fd)
-
-    def _add(self, fd: int, rights: int) -> None:
-        if not stat.S_ISDIR(os.fstat(fd).st_mode):
-            rights &= _FS_FILE_ONLY
-        rights &= self.handled
-        if not rights:
-            return
-        attr = _PathBeneathAttr(rights, fd)
-        _syscall(
-            ctypes.c_long(_SYS_LANDLOCK_ADD_RULE),
-            ctypes.c_int(self.fd),
-            ctypes.c_int(_LANDLOCK_RULE_PATH_BENEATH),
-            ctypes.byref(attr),
-            ctypes.c_uint32(0),
-        )
-
-
-def job_ruleset(spec: Spec) -> int:
-    """The fd of the Landlock ruleset for ``spec``'s job; -1 without Landlock."""
-    if spec.landlock_abi <= 0:
-        return -1
-    rules = _Ruleset(spec.landlock_abi, spec.hidden)
-    everything = rules.handled
-    rules.grant("/", _FS_READ)
-    rules.grant("/dev", _FS_DEVICES)
-    for root in WRITABLE_ROOTS:
-        rules.grant(root, everything)
-    rules.allow(spec.workdir, everything)
-    return rules.fd
-
-
-# -- killing a whole job -----------------------------------------------------------------------
-
-
-def descendants(root: int) -> list[int]:
-    """Every living descendant of ``root``, from a scan of ``/proc``."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            line = (entry / "stat").read_text()
-        except OSError:
-            continue
-        rest = line[line.rindex(")") + 2 :].split()
-        if rest[0] != "Z":
-            children.setdefault(int(rest[1]), []).append(int(entry.name))
-    found: list[int] = []
-    todo = [root]
-    while todo:
-        kids = children.get(todo.pop(), [])
-        found.extend(kids)
-        todo.extend(kids)
-    return found
-
-
-def cgroup_signal(cgroup: str, sig: int) -> None:
-    """Send ``sig`` to every process of a cgroup (SIGKILL through ``cgroup.kill``: atomic)."""
-    kill_file = Path(cgroup, "cgroup.kill")
-    if sig == signal.SIGKILL and kill_file.exists():
-        with contextlib.suppress(OSError):
-            kill_file.write_text("1")
-        return
-    try:
-        pids = [int(p) for p in Path(cgroup, "cgroup.procs").read_text().split()]
-    except OSError:
-        return
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            os.kill(pid, sig)
-
-
 # -- the supervisor ------------------------------------------------------------------------------
 
 
@@ -411,21 +202,44 @@ def _log(msg: str) -> None:
     sys.stderr.flush()
 
 
+@dataclass(slots=True)
+class _Rank:
+    """One node rank of the job: its process, its output and how it ended."""
+
+    index: int
+    env: dict[str, str]  # the job's whole environment for this rank
+    cgroup: str | None = None  # its leaf in the job's cgroup
+    pid: int = 0  # the rank's leader (its session and process group)
+    reaped: bool = False  # once reaped, its pid and group id may belong to another process
+    out_r: int = -1  # the read end of its stdout and stderr
+    writing: bool = True  # the pipe still has a writer
+    partial: bytes = b""  # the start of a line whose end has not come yet
+    ended: dict[str, int] | None = None  # {"code": status} or {"signal": number}
+
+    @property
+    def failed(self) -> bool:
+        return self.ended is not None and self.ended != {"code": 0}
+
+
 class Supervisor:
-    """One attempt: claim, start, relay the output, stop on request, record how it ended."""
+    """One attempt: claim, start every rank, relay the output, stop on request or when a rank
+    fails, record how it ended."""
 
     def __init__(self, state: Path, wake_r: int) -> None:
         self.state = state
         self.wake_r = wake_r  # readable when a signal arrived (``signal.set_wakeup_fd``)
         self.spec = Spec.from_json((state / SPEC).read_text())
-        self.job_pid = 0
-        self.cgroup: str | None = None
+        self.ranks = [_Rank(i, self.spec.env | extra) for i, extra in enumerate(self.spec.ranks)]
+        if not self.ranks:
+            self.ranks = [_Rank(0, dict(self.spec.env))]
+        self.tagged = len(self.ranks) > 1  # a multi-node job's log lines name their rank
+        self.cgroup: str | None = None  # the job's; the ranks' leaves are in it
+        self.started = False
         self.cancelled = False
         self.stopping = False
-        self.reaped = False
+        self.first_failed: _Rank | None = None
         self.log_failed = False
         self.log_fd = -1
-        self.out_r = -1  # the read end of the job's stdout and stderr
 
     def run(self) -> int:
         """Supervise the attempt; the process's exit code."""
@@ -447,32 +261,39 @@ class Supervisor:
         return 0
 
     def stop(self, *, cancelled: bool) -> None:
-        """SIGTERM to the whole job now, SIGKILL after the grace period (idempotent).
+        """SIGTERM to every rank now, SIGKILL after the grace period (idempotent).
 
         ``cancelled``: the executor asked (SIGUSR1), and the exit status says so. A plain
-        SIGTERM (the host shutting down, an operator) stops the job the same way, but its
-        status is then what the job really did.
+        SIGTERM (the host shutting down, an operator) or a failed rank stops the job the
+        same way, but its status is then what the job really did.
         """
         self.cancelled |= cancelled
         if self.stopping:
             return
         self.stopping = True
-        if self.job_pid:
+        if self.started:
             self.kill(signal.SIGTERM)
             signal.setitimer(signal.ITIMER_REAL, max(self.spec.grace_s, 0.001))
 
     def kill(self, sig: int) -> None:
-        """Send ``sig`` to every process of the job: its cgroup, group and descendants."""
-        if self.cgroup is not None:
-            cgroup_signal(self.cgroup, sig)
-        if self.job_pid and not self.reaped:  # an unreaped leader keeps its group id
-            with contextlib.suppress(OSError):
-                os.killpg(self.job_pid, sig)
-        for pid in descendants(os.getpid()):
+        """Send ``sig`` to every process of the job: its cgroups, groups and descendants."""
+        for rank in self.ranks:
+            self._kill_rank(rank, sig)
+        for pid in sandbox.descendants(os.getpid()):
             with contextlib.suppress(OSError):
                 os.kill(pid, sig)
 
+    def _kill_rank(self, rank: _Rank, sig: int) -> None:
+        if rank.cgroup is not None:
+            sandbox.cgroup_signal(rank.cgroup, sig)
+        if rank.pid and not rank.reaped:  # an unreaped leader keeps its group id
+            with contextlib.suppress(OSError):
+                os.killpg(rank.pid, sig)
+
+    # -- start -------------------------------------------------------------------------
+
     def _start(self) -> None:
+        """Start every rank, or none: OSError (every rank killed) if any cannot be set up."""
         spec = self.spec
         self.log_fd = os.open(
             spec.log,
@@ -483,103 +304,208 @@ class Supervisor:
             msg = f"log {spec.log} is not a regular file"
             raise OSError(msg)
         _make_workdir(spec)
-        ruleset = job_ruleset(spec)
         if spec.cgroup_base is not None:
-            self.cgroup = _make_cgroup(spec.cgroup_base, f"{spec.name}.{os.getpid()}")
-        # The job writes into a pipe that this process copies into the log: the log file
-        # stays out of the job's reach (no fd of it, no way to reopen it), while the job can
-        # still reopen /dev/stdout or /dev/stderr, whose pipe it owns.
-        self.out_r, out_w = os.pipe2(os.O_CLOEXEC)
-        if spec.switch_user:
-            os.fchown(out_w, spec.uid, spec.gid)
-        go_r, go_w = os.pipe()
-        err_r, err_w = os.pipe2(os.O_CLOEXEC)
-        pid = os.fork()
-        if pid == 0:  # the job, until exec
-            os.close(go_w)
-            os.close(err_r)
-            _exec_job(spec, out_w, go_r, err_w, ruleset, os.getppid())
-        for fd in (go_r, err_w, out_w, ruleset):
-            if fd >= 0:
-                os.close(fd)
-        self.job_pid = pid
-        if self.cgroup is not None:
             try:
-                Path(self.cgroup, "cgroup.procs").write_text(str(pid))
+                name = f"{spec.name}.{os.getpid()}"
+                self.cgroup, leaves = sandbox.make_cgroup(spec.cgroup_base, name, len(self.ranks))
             except OSError as exc:
-                _log(f"cannot move the job into {self.cgroup} ({exc}): process tree instead")
-                _remove_cgroup(self.cgroup)
-                self.cgroup = None
-        os.write(go_w, b"g")
-        os.close(go_w)
-        error = b""
-        while chunk := os.read(err_r, 4096):
-            error += chunk
-        os.close(err_r)
-        if error:  # the job never ran its command
-            os.waitpid(pid, 0)
-            self.reaped = True
-            raise OSError(error.decode(errors="replace"))
-        job = {"pid": pid, "start": start_time(pid) or "", "cgroup": self.cgroup}
+                _log(f"cannot make the job's cgroup ({exc}): its process tree is killed instead")
+            else:
+                for rank, leaf in zip(self.ranks, leaves, strict=True):
+                    rank.cgroup = leaf
+        ruleset = sandbox.job_ruleset(spec.landlock_abi, spec.hidden, spec.workdir)
+        gates: list[tuple[int, int]] = []  # per rank: the write end of its go pipe, its errors
+        problems: list[str] = []
+        try:
+            try:
+                for rank in self.ranks:
+                    gates.append(self._fork(rank, ruleset, [fd for g in gates for fd in g]))
+            except OSError as exc:
+                problems.append(self._problem(self.ranks[len(gates)], f"fork: {exc}".encode()))
+            finally:
+                if ruleset >= 0:
+                    os.close(ruleset)
+            if not problems:
+                self._join_cgroups()
+                problems = self._go(gates)
+        finally:
+            for go_w, err_r in gates:
+                os.close(go_w)  # a rank still waiting for the go ends (end of file)
+                os.close(err_r)
+        if problems:
+            self.kill(signal.SIGKILL)
+            for rank in self.ranks:
+                if rank.pid and not rank.reaped:
+                    os.waitpid(rank.pid, 0)
+                    rank.reaped = True
+            raise OSError("; ".join(problems))
+        self.started = True
+        ranks = [{"pid": r.pid, "start": start_time(r.pid) or ""} for r in self.ranks]
+        job = {**ranks[0], "cgroup": self.cgroup, "ranks": ranks}
         try:
             write_atomic(self.state / JOB, json.dumps(job))
         except OSError as exc:  # only cancel's fallback reads it; the job runs regardless
-            _log(f"cannot record the job's pid: {exc}")
+            _log(f"cannot record the job's pids: {exc}")
         if self.stopping:  # asked before the job existed
             self.stopping = False
             self.stop(cancelled=self.cancelled)
 
+    def _fork(self, rank: _Rank, ruleset: int, held: list[int]) -> tuple[int, int]:
+        """Fork ``rank``; it sets itself up and waits for the go. ``held``: this process's
+        ends of the earlier ranks' pipes, which the new rank closes at once (a rank holding
+        another's go pipe would keep it waiting should this supervisor die)."""
+        spec = self.spec
+        # The job writes into a pipe that this process copies into the log: the log file
+        # stays out of the job's reach (no fd of it, no way to reopen it), while the job can
+        # still reopen /dev/stdout or /dev/stderr, whose pipe it owns.
+        rank.out_r, out_w = os.pipe2(os.O_CLOEXEC)
+        go_r, go_w = os.pipe2(os.O_CLOEXEC)
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        own = (rank.out_r, go_w, err_r)
+        try:
+            if spec.switch_user:
+                os.fchown(out_w, spec.uid, spec.gid)
+            pid = os.fork()
+            if pid == 0:  # the rank, until exec
+                pipes = _Pipes(out_w, go_r, err_w, sorted({*held, *own, *self._outputs()}))
+                _exec_rank(spec, rank.env, pipes, ruleset, os.getppid())
+        except OSError:
+            for fd in own:
+                os.close(fd)
+            raise
+        finally:
+            for fd in (out_w, go_r, err_w):
+                os.close(fd)
+        rank.pid = pid
+        return go_w, err_r
+
+    def _outputs(self) -> list[int]:
+        return [r.out_r for r in self.ranks if r.out_r >= 0]
+
+    def _join_cgroups(self) -> None:
+        """Move each rank into its cgroup (before it runs anything: it waits for the go)."""
+        for rank in self.ranks:
+            if rank.cgroup is None:
+                continue
+            try:
+                Path(rank.cgroup, "cgroup.procs").write_text(str(rank.pid))
+            except OSError as exc:
+                _log(f"cannot move rank {rank.index} into {rank.cgroup} ({exc}): process tree")
+                rank.cgroup = None
+
+    def _go(self, gates: list[tuple[int, int]]) -> list[str]:
+        """Once every rank is set up, let all of them exec; what went wrong, by rank."""
+        problems = []
+        for rank, (_go_w, err_r) in zip(self.ranks, gates, strict=True):
+            first = os.read(err_r, 1)
+            if first != _READY:
+                problems.append(self._problem(rank, first + _read_all(err_r)))
+        if problems:
+            return problems
+        for go_w, _err_r in gates:
+            os.write(go_w, b"g")
+        for rank, (_go_w, err_r) in zip(self.ranks, gates, strict=True):
+            error = _read_all(err_r)  # end of file: the exec closed it
+            if error:
+                problems.append(self._problem(rank, error))
+        return problems
+
+    def _problem(self, rank: _Rank, error: bytes) -> str:
+        text = error.decode(errors="replace") or "it ended before it was set up"
+        return f"rank {rank.index}: {text}" if self.tagged else text
+
+    # -- watch -------------------------------------------------------------------------
+
     def _watch(self) -> dict[str, Any]:
-        """Relay output until the job's command ends; kill what it left; how it ended."""
-        watched = [self.out_r, self.wake_r]
-        while True:
-            info = self._reap_orphans()
-            if info is not None:
-                break
-            ready, _, _ = select.select(watched, [], [], 1.0)
+        """Relay output until every rank has ended; kill what is left; how the job ended."""
+        while not self._reap():
+            reading = {r.out_r: r for r in self.ranks if r.writing}
+            ready, _, _ = select.select([*reading, self.wake_r], [], [], 1.0)
             if self.wake_r in ready:
                 with contextlib.suppress(BlockingIOError):
                     os.read(self.wake_r, 4096)
-            if self.out_r in ready and not self._relay():
-                watched = [self.wake_r]  # every writer closed its output; the job may go on
-        self.kill(signal.SIGKILL)  # the command ended: nothing of it may stay behind
-        os.waitpid(self.job_pid, 0)  # only now: until here the zombie held the group id
-        self.reaped = True
+            for fd in ready:
+                if fd in reading and not self._relay(reading[fd]):
+                    reading[fd].writing = False  # every writer closed it; the rank may go on
+        self.kill(signal.SIGKILL)  # every rank ended: nothing of the job may stay behind
         self._reap_all()
         signal.setitimer(signal.ITIMER_REAL, 0)
-        os.set_blocking(self.out_r, False)
-        with contextlib.suppress(BlockingIOError):
-            while self._relay():
-                pass
-        if info.si_code == os.CLD_EXITED:
-            return {"code": info.si_status}
-        return {"signal": info.si_status}
+        for rank in self.ranks:
+            os.set_blocking(rank.out_r, False)
+            with contextlib.suppress(BlockingIOError):
+                while rank.writing and self._relay(rank):
+                    pass
+            self._write(self._lines(rank, b"", end=True))
+        return self._outcome()
 
-    def _reap_orphans(self) -> Any:
-        """Reap descendants reparented here; the job's exit (left unreaped) or None."""
-        while True:
+    def _reap(self) -> bool:
+        """Reap what ended: a rank (its leftovers killed first) or an orphan reparented
+        here; True once every rank has ended. The first rank to fail stops the others."""
+        leaders = {r.pid: r for r in self.ranks if not r.reaped}
+        while leaders:
             info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
             if info is None or info.si_pid == 0:
-                return None
-            if info.si_pid == self.job_pid:
-                return info
+                break
+            rank = leaders.pop(info.si_pid, None)
+            if rank is not None:
+                # Until reaped, the leader's zombie holds its group id: kill the group first.
+                self._kill_rank(rank, signal.SIGKILL)
+                exited = info.si_code == os.CLD_EXITED
+                rank.ended = {"code" if exited else "signal": info.si_status}
             os.waitpid(info.si_pid, 0)
+            if rank is None:
+                continue
+            rank.reaped = True
+            if rank.failed and self.first_failed is None:
+                self.first_failed = rank
+                if leaders:
+                    self.stop(cancelled=False)
+        return not leaders
 
-    def _relay(self) -> bool:
-        """Copy what the job wrote into the log; False at end of file.
+    def _outcome(self) -> dict[str, Any]:
+        """The failing rank's status, else 0; a multi-node job's names its rank and all."""
+        failed = self.first_failed
+        outcome: dict[str, Any] = dict(failed.ended or {}) if failed else {"code": 0}
+        if self.tagged:
+            if failed is not None:
+                outcome["rank"] = failed.index
+            outcome["ranks"] = [r.ended for r in self.ranks]
+        return outcome
 
-        A log that cannot be written (a full disk) loses output, never the job: the pipe
-        is still drained so that the job does not block on it.
-        """
-        chunk = os.read(self.out_r, 65536)
-        view = memoryview(chunk)
+    def _relay(self, rank: _Rank) -> bool:
+        """Copy what a rank wrote into the log; False at end of file."""
+        chunk = os.read(rank.out_r, 65536)
+        if not chunk:
+            rank.writing = False
+        self._write(self._lines(rank, chunk, end=not chunk))
+        return bool(chunk)
+
+    def _lines(self, rank: _Rank, chunk: bytes, *, end: bool) -> bytes:
+        """What of ``chunk`` goes into the log now: as it came for a one-node job; else its
+        complete lines, each prefixed ``[rank R]`` (the rest waits for its end)."""
+        if not self.tagged:
+            return chunk
+        data = rank.partial + chunk
+        cut = data.rfind(b"\n") + 1
+        if end or len(data) - cut > MAX_LINE:
+            whole, rank.partial = data, b""
+            if whole and not whole.endswith(b"\n"):
+                whole += b"\n"
+        else:
+            whole, rank.partial = data[:cut], data[cut:]
+        tag = f"[rank {rank.index}] ".encode()
+        return b"".join(tag + line + b"\n" for line in whole.split(b"\n")[:-1])
+
+    def _write(self, data: bytes) -> None:
+        """Append to the log. A log that cannot be written (a full disk) loses output,
+        never the job: the pipes are still drained so that no rank blocks on them."""
+        view = memoryview(data)
         while view and not self.log_failed:
             try:
                 view = view[os.write(self.log_fd, view) :]
             except OSError as exc:
                 self.log_failed = True
                 _log(f"cannot write the log {self.spec.log} ({exc}): output dropped")
-        return bool(chunk)
 
     def _reap_all(self) -> None:
         deadline = time.monotonic() + REAP_WAIT_S
@@ -588,7 +514,7 @@ class Supervisor:
                 while os.waitpid(-1, os.WNOHANG)[0] > 0:
                     pass
             except ChildProcessError:  # no child left: every descendant is gone
-                if self.cgroup is None or not _cgroup_populated(self.cgroup):
+                if self.cgroup is None or not sandbox.cgroup_populated(self.cgroup):
                     return
             self.kill(signal.SIGKILL)
             time.sleep(0.02)
@@ -598,7 +524,27 @@ class Supervisor:
         outcome["cancelled"] = self.cancelled
         write_atomic(self.state / EXIT, json.dumps(outcome))
         if self.cgroup is not None:
-            _remove_cgroup(self.cgroup)
+            why = sandbox.remove_cgroup(self.cgroup)
+            if why is not None:
+                _log(why)
+
+
+@dataclass(frozen=True, slots=True)
+class _Pipes:
+    """A forked rank's pipes: its output, the go from the supervisor, its error reports,
+    and the supervisor's descriptors it must close first."""
+
+    out_w: int
+    go_r: int
+    err_w: int
+    foreign: list[int]
+
+
+def _read_all(fd: int) -> bytes:
+    data = b""
+    while chunk := os.read(fd, 4096):
+        data += chunk
+    return data
 
 
 def _tell(msg: dict[str, Any]) -> None:
@@ -626,58 +572,30 @@ def _make_workdir(spec: Spec) -> None:
     workdir.chmod(0o700)
 
 
-def _make_cgroup(base: str, name: str) -> str | None:
-    path = Path(base, "aifactory-jobs", name)
-    try:
-        path.parent.mkdir(exist_ok=True)
-        with contextlib.suppress(FileNotFoundError):
-            path.rmdir()  # a stale one of an earlier supervisor with this pid
-        path.mkdir()
-    except OSError as exc:
-        _log(f"cannot make cgroup {path} ({exc}): the job's process tree is killed instead")
-        return None
-    return str(path)
-
-
-def _cgroup_populated(cgroup: str) -> bool:
-    try:
-        return bool(Path(cgroup, "cgroup.procs").read_text().strip())
-    except OSError:
-        return False
-
-
-def _remove_cgroup(cgroup: str) -> None:
-    try:
-        Path(cgroup).rmdir()
-    except OSError as exc:
-        _log(f"cannot remove cgroup {cgroup}: {exc}")
-
-
-def _prctl(option: int, value: int) -> None:
-    if _libc().prctl(option, ctypes.c_ulong(value), 0, 0, 0) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"prctl({option}): {os.strerror(err)}")
-
-
-def _exec_job(spec: Spec, out_w: int, go_r: int, err_w: int, ruleset: int, parent: int) -> NoReturn:
-    """In the forked child: become the job and exec its command; never returns.
+def _exec_rank(
+    spec: Spec, env: dict[str, str], pipes: _Pipes, ruleset: int, parent: int
+) -> NoReturn:
+    """In a forked child: become one rank of the job and exec its command; never returns.
 
     Every step that fails is reported on ``err_w`` (closed by a successful exec) and ends
-    the child with 127, so the supervisor knows whether the command ever ran.
+    the child with 127, so the supervisor knows whether the command ever ran. Once set up,
+    the rank says so (``_READY``) and execs only on the supervisor's go.
     """
-    step = "wait for the cgroup"
+    step = "signals"
     try:
         signal.set_wakeup_fd(-1)  # the supervisor's: about to be closed
-        if os.read(go_r, 1) != b"g":  # the supervisor gave up (or died): run nothing
-            os._exit(127)
-        os.close(go_r)
+        for sig in (CANCEL_SIGNAL, signal.SIGTERM, signal.SIGINT, signal.SIGALRM, signal.SIGCHLD):
+            signal.signal(sig, signal.SIG_DFL)  # a stop before the exec ends this rank
+        step = "close the supervisor's files"
+        for fd in pipes.foreign:
+            os.close(fd)
         step = "new session"
         os.setsid()
         step = "standard streams"
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
-        os.dup2(out_w, 1)
-        os.dup2(out_w, 2)
+        os.dup2(pipes.out_w, 1)
+        os.dup2(pipes.out_w, 2)
         step = f"chdir {spec.workdir}"
         os.chdir(spec.workdir)
         step = "resource limits"
@@ -696,28 +614,33 @@ def _exec_job(spec: Spec, out_w: int, go_r: int, err_w: int, ruleset: int, paren
                 msg = "credentials did not change"
                 raise OSError(msg)
         step = "parent-death signal"
-        _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)  # after setuid, which clears it
+        sandbox.prctl(sandbox.PR_SET_PDEATHSIG, signal.SIGKILL)  # after setuid, which clears it
         if os.getppid() != parent:
             msg = "the supervisor died"
             raise OSError(msg)
         step = "no_new_privs"
-        _prctl(_PR_SET_NO_NEW_PRIVS, 1)
+        sandbox.prctl(sandbox.PR_SET_NO_NEW_PRIVS, 1)
         if ruleset >= 0:
             step = "Landlock"
-            restrict = ctypes.c_long(_SYS_LANDLOCK_RESTRICT_SELF)
-            _syscall(restrict, ctypes.c_int(ruleset), ctypes.c_uint32(0))
-        step = "signals"
+            sandbox.restrict_self(ruleset)
+        step = "signal mask"
         for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGHUP):
             signal.signal(sig, signal.SIG_DFL)  # Python ignores SIGPIPE; the job must not
         signal.pthread_sigmask(signal.SIG_SETMASK, [])
         step = "close inherited files"
-        os.closerange(3, err_w)
-        os.closerange(err_w + 1, 1 << 16)
+        low, high = sorted((pipes.go_r, pipes.err_w))
+        os.closerange(3, low)
+        os.closerange(low + 1, high)
+        os.closerange(high + 1, 1 << 16)
+        step = "wait for the other ranks"
+        os.write(pipes.err_w, _READY)
+        if os.read(pipes.go_r, 1) != b"g":  # the supervisor gave up (or died): run nothing
+            os._exit(127)
         step = "exec /bin/sh"
-        os.execve("/bin/sh", ["sh", "-c", spec.command], spec.env)  # noqa: S606 (the job)
+        os.execve("/bin/sh", ["sh", "-c", spec.command], env)  # noqa: S606 (the job)
     except BaseException as exc:  # noqa: BLE001 (the child must never return into Python)
         with contextlib.suppress(OSError):
-            os.write(err_w, f"{step}: {exc}".encode())
+            os.write(pipes.err_w, f"{step}: {exc}".encode())
     os._exit(127)
 
 
@@ -751,7 +674,7 @@ def main(argv: list[str]) -> int:
     signal.set_wakeup_fd(wake_w)
     if os.fork():  # detach: the service reaps this parent at once; init (or a subreaper)
         os._exit(0)  # inherits the supervisor, which outlives the service
-    _prctl(_PR_SET_CHILD_SUBREAPER, 1)
+    sandbox.prctl(sandbox.PR_SET_CHILD_SUBREAPER, 1)
     sup = Supervisor(state, wake_r)
     return sup.run()
 
