@@ -33,6 +33,7 @@ import hashlib
 import heapq
 import json
 import os
+import platform
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -148,6 +149,16 @@ def job_lines(run: TwinRun) -> list[str]:
     return [f"{i}\t{s!r}\t{e!r}\t{st}\t{p}\n" for i, s, e, st, p in sorted(rows)]
 
 
+def inputs_digest(run: TwinRun) -> str:
+    """A digest of what each job asked for (id, tenant, submit, GPUs, duration, class): tells
+    a changed workload from a changed schedule."""
+    h = hashlib.sha256()
+    for j in sorted(run.result.jobs, key=lambda j: j.id):
+        h.update(f"{j.id}\t{j.tenant}\t{j.submit_s!r}\t{j.gpus}\t{j.duration_s!r}\t".encode())
+        h.update(f"{j.gpu_class}\t{j.checkpoint_s!r}\t{j.priority}\n".encode())
+    return h.hexdigest()
+
+
 def digest(lines: list[str]) -> str:
     h = hashlib.sha256()
     for line in lines:
@@ -238,9 +249,29 @@ def write_golden(case: Case, entry: dict[str, Any], hashes: bytes) -> None:
     (GOLDEN / f"{case.name}.jobhash").write_bytes(hashes)
 
 
+def environment() -> dict[str, str]:
+    """The versions a run's numbers may depend on (the national case's synthesised workload
+    and failures are drawn with NumPy; traces and tables go through PyArrow). Recorded with
+    each golden so that a digest that changes with no change of code says what else did."""
+    from importlib.metadata import version  # noqa: PLC0415
+
+    env = {"python": platform.python_version(), "machine": platform.machine()}
+    for dist in ("numpy", "pyarrow", "pydantic", "pydantic-core", "PyYAML", "polars"):
+        env[dist] = version(dist)
+    return env
+
+
 def explain(case: Case, want: dict[str, Any], lines: list[str], now: dict[str, Any]) -> str:
     """How many jobs differ and the earliest of them (as they come out now)."""
     head = f"golden '{case.name}' changed ({aifactory.BUILD} build): "
+    env_then = want.get("env", {})
+    drift = ", ".join(
+        f"{k} {env_then.get(k, '?')} -> {v}" for k, v in now["env"].items() if env_then.get(k) != v
+    )
+    if want.get("inputs") is not None and want["inputs"] != now["inputs"]:
+        head += "its input workload differs (the run's inputs, before any scheduling); "
+    if drift:
+        head += f"(environment since it was written: {drift}) "
     how = (
         f"\nIf the change is deliberate, rerun with {UPDATE_ENV}=1 (rewrites tests/golden/) and "
         "commit tests/golden/ on its own, saying why the results changed."
@@ -286,6 +317,8 @@ def test_golden(case: Case, request: pytest.FixtureRequest) -> None:
         "ids": ids_digest(lines),
         "stats": stats(case, run),
         "written_by": f"{aifactory.BUILD} build",
+        "env": environment(),
+        "inputs": inputs_digest(run),
     }
     got = now["stats"]
     assert got["preemptions"] >= case.min_preemptions, f"{case.name}: trivial: {got}"
