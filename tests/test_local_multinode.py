@@ -15,8 +15,12 @@ service's data in a directory the job user can pass through.
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 import re
 import shutil
+import signal
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -28,6 +32,7 @@ import sqlalchemy as sa
 from aifactory.fleet import compile_topology, load_fleet
 from aifactory.service import store
 from aifactory.service.db import Database
+from aifactory.service.executors import supervise
 from aifactory.service.executors.base import Launch, NodeSlice, RunState, describe_nodes
 from aifactory.service.executors.local import DEFAULT_PATH, LocalExecutor
 from aifactory.service.loop import SchedulerLoop
@@ -356,3 +361,66 @@ def test_each_rank_gets_the_contract_and_its_output_reaches_the_log_by_line(rig:
         assert mine[1] == f"[rank {rank}] tail-{rank}"
         ports.add(int(fields["MASTER_PORT"]))
     assert len(ports) == 1  # one rendezvous port for the whole job
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie has ended)."""
+    return supervise.start_time(pid) is not None
+
+
+def _background(rig: Rig, job: str, extra: str = "") -> tuple[LocalExecutor, Launch, str]:
+    """A two-node job whose ranks each leave a plain and a daemonised ``sleep`` behind and
+    print their pids (``bg R PID``), then wait; started on a fresh executor."""
+    ex = rig.executor()
+    command = (
+        'sleep 60 & echo "bg $NODE_RANK $!"; setsid sleep 61 & echo "bg $NODE_RANK $!"; '
+        f"{extra}echo ready; wait"
+    )
+    launch = Launch(
+        job_id=job,
+        command=command,
+        gpus=2,
+        nodes=(NodeSlice("a", (0,)), NodeSlice("b", (1,))),
+        log_path=ex.logs_dir / f"job-{job}.log",
+    )
+    handle = ex.start(launch)
+    wait_for(lambda: launch.log_path.read_text().count("] ready") == 2, timeout=20)
+    return ex, launch, handle
+
+
+def _sleepers(log: str) -> list[int]:
+    pids = [int(p) for p in re.findall(r"^\[rank \d\] bg \d (\d+)$", log, re.M)]
+    assert len(pids) == 4, log
+    return pids
+
+
+def test_cancel_kills_every_rank_and_what_it_left_even_when_it_ignores_sigterm(rig: Rig) -> None:
+    ex, launch, handle = _background(rig, "42", extra="trap '' TERM; ")
+    sleepers = _sleepers(launch.log_path.read_text())
+    ranks = json.loads((ex.run_dir / launch.name / "job.json").read_text())["ranks"]
+    assert all(_alive(p) for p in [*sleepers, *(r["pid"] for r in ranks)])
+    began = time.monotonic()
+    ex.cancel(handle)
+    wait_for(lambda: ex.poll(handle).state is not RunState.RUNNING, timeout=10)
+    assert ex.poll(handle).state is RunState.CANCELLED
+    assert time.monotonic() - began < 5  # 0.5 s of grace, then SIGKILL for every rank
+    assert not any(_alive(p) for p in [*sleepers, *(r["pid"] for r in ranks)])
+
+
+def test_a_killed_supervisor_is_lost_and_cancel_still_stops_every_rank(rig: Rig) -> None:
+    """The supervisor dies (the OOM killer, say): each rank's leader dies with it (its
+    parent-death signal); what the ranks left is reached through the job's record."""
+    ex, launch, handle = _background(rig, "43")
+    sleepers = _sleepers(launch.log_path.read_text())
+    record = json.loads((ex.run_dir / launch.name / "job.json").read_text())
+    assert len(record["ranks"]) == 2
+    os.kill(json.loads(handle)["pid"], signal.SIGKILL)
+    wait_for(lambda: ex.poll(handle).state is RunState.LOST, timeout=10)
+    wait_for(lambda: not any(_alive(r["pid"]) for r in record["ranks"]), timeout=10)
+    ex.cancel(handle)
+    if record["cgroup"]:  # without a cgroup, the daemonised sleepers are out of reach
+        wait_for(lambda: not any(_alive(p) for p in sleepers), timeout=10)
+    else:
+        for pid in sleepers:  # not this test's to leave behind
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)

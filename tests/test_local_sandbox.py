@@ -146,6 +146,9 @@ def test_jobs_run_as_the_job_user_with_a_clean_environment_and_limits(attacked: 
     assert env["HOME"] == env["TMPDIR"] == str(Path(r["jobs"], "aif-8-1"))
     assert env["CUDA_VISIBLE_DEVICES"] == "0"
     assert env["AIFACTORY_JOB_ID"] == "8"
+    assert (env["WORLD_SIZE"], env["NODE_RANK"], env["LOCAL_WORLD_SIZE"]) == ("1", "0", "1")
+    assert env["MASTER_ADDR"] == "127.0.0.1"
+    assert 0 < int(env["MASTER_PORT"]) < 65536
     assert env["AIFACTORY_TENANT"] == "lab"
     assert r["token"] not in out
     assert "sqlite:" not in out

@@ -328,16 +328,15 @@ class Supervisor:
             if not problems:
                 self._join_cgroups()
                 problems = self._go(gates)
+        except BaseException:
+            self._abort()  # no rank may outlive a start that failed
+            raise
         finally:
             for go_w, err_r in gates:
                 os.close(go_w)  # a rank still waiting for the go ends (end of file)
                 os.close(err_r)
         if problems:
-            self.kill(signal.SIGKILL)
-            for rank in self.ranks:
-                if rank.pid and not rank.reaped:
-                    os.waitpid(rank.pid, 0)
-                    rank.reaped = True
+            self._abort()
             raise OSError("; ".join(problems))
         self.started = True
         ranks = [{"pid": r.pid, "start": start_time(r.pid) or ""} for r in self.ranks]
@@ -349,6 +348,15 @@ class Supervisor:
         if self.stopping:  # asked before the job existed
             self.stopping = False
             self.stop(cancelled=self.cancelled)
+
+    def _abort(self) -> None:
+        """Kill and reap every rank forked so far (a start that failed)."""
+        self.kill(signal.SIGKILL)
+        for rank in self.ranks:
+            if rank.pid and not rank.reaped:
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(rank.pid, 0)
+                rank.reaped = True
 
     def _fork(self, rank: _Rank, ruleset: int, held: list[int]) -> tuple[int, int]:
         """Fork ``rank``; it sets itself up and waits for the go. ``held``: this process's
@@ -418,15 +426,18 @@ class Supervisor:
 
     def _watch(self) -> dict[str, Any]:
         """Relay output until every rank has ended; kill what is left; how the job ended."""
+        # poll, not select: a job may have more ranks than select's 1024 descriptors
+        poller = select.poll()
+        reading = {r.out_r: r for r in self.ranks}
+        for fd in [*reading, self.wake_r]:
+            poller.register(fd, select.POLLIN)
         while not self._reap():
-            reading = {r.out_r: r for r in self.ranks if r.writing}
-            ready, _, _ = select.select([*reading, self.wake_r], [], [], 1.0)
-            if self.wake_r in ready:
-                with contextlib.suppress(BlockingIOError):
-                    os.read(self.wake_r, 4096)
-            for fd in ready:
-                if fd in reading and not self._relay(reading[fd]):
-                    reading[fd].writing = False  # every writer closed it; the rank may go on
+            for fd, _event in poller.poll(1000):
+                if fd == self.wake_r:
+                    with contextlib.suppress(BlockingIOError):
+                        os.read(self.wake_r, 4096)
+                elif not self._relay(reading[fd]):  # every writer closed it; the rank may go on
+                    poller.unregister(fd)
         self.kill(signal.SIGKILL)  # every rank ended: nothing of the job may stay behind
         self._reap_all()
         signal.setitimer(signal.ITIMER_REAL, 0)
@@ -668,13 +679,16 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
     signal.signal(signal.SIGALRM, on_alarm)
-    signal.signal(signal.SIGCHLD, lambda _sig, _frame: None)  # only to wake the select
+    signal.signal(signal.SIGCHLD, lambda _sig, _frame: None)  # only to wake the poll
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.set_wakeup_fd(wake_w)
     if os.fork():  # detach: the service reaps this parent at once; init (or a subreaper)
         os._exit(0)  # inherits the supervisor, which outlives the service
     sandbox.prctl(sandbox.PR_SET_CHILD_SUBREAPER, 1)
+    _, files = resource.getrlimit(resource.RLIMIT_NOFILE)  # three pipes per rank to start
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (files, files))
     sup = Supervisor(state, wake_r)
     return sup.run()
 
