@@ -21,9 +21,11 @@ import os
 import re
 import shutil
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -34,7 +36,7 @@ from aifactory.service import store
 from aifactory.service.db import Database
 from aifactory.service.executors import supervise
 from aifactory.service.executors.base import Launch, NodeSlice, RunState, describe_nodes
-from aifactory.service.executors.local import DEFAULT_PATH, LocalExecutor
+from aifactory.service.executors.local import DEFAULT_PATH, SUPERVISE, LocalExecutor
 from aifactory.service.loop import SchedulerLoop
 from aifactory.service.schemas import JobSubmit
 from aifactory.service.settings import ServiceSettings
@@ -424,3 +426,37 @@ def test_a_killed_supervisor_is_lost_and_cancel_still_stops_every_rank(rig: Rig)
         for pid in sleepers:  # not this test's to leave behind
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_a_rank_that_cannot_be_set_up_fails_the_start_before_any_rank_ran(rig: Rig) -> None:
+    """Every rank is set up before any execs: rank 2's environment is refused (the executor
+    never writes such a spec; here the supervisor is handed one), and no rank ran."""
+    ex = rig.executor()
+    launch = Launch(
+        job_id="44",
+        command="echo ran > ran-$NODE_RANK",
+        gpus=3,
+        nodes=(NodeSlice("a", (0,)), NodeSlice("b", (1,)), NodeSlice("c", (2,))),
+        log_path=ex.logs_dir / "job-44.log",
+    )
+    spec = ex._spec(launch)
+    ranks = [dict(r) for r in spec.ranks]
+    ranks[2]["NODE_RANK"] = "2\0"
+    state = ex.run_dir / launch.name
+    state.mkdir(mode=0o700)
+    supervise.write_atomic(state / supervise.SPEC, replace(spec, ranks=ranks).to_json())
+    answer = subprocess.run(
+        [sys.executable, "-I", "-S", str(SUPERVISE), str(state)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    assert json.loads(answer.stdout) == {
+        "ok": False,
+        "error": "cannot start: rank 2: environment: invalid variable 'NODE_RANK'",
+    }
+    status = ex.poll(str(ex.find(launch.name)))
+    assert status.state is RunState.FAILED
+    assert "rank 2: environment" in status.detail
+    assert list((ex.jobs_dir / launch.name).iterdir()) == []  # no rank ran the command

@@ -600,6 +600,11 @@ def _exec_rank(
         step = "close the supervisor's files"
         for fd in pipes.foreign:
             os.close(fd)
+        step = "environment"  # checked here, where a failure still stops every rank's start
+        for key, text in env.items():
+            if not key or "=" in key or "\0" in key or "\0" in text:
+                msg = f"invalid variable {key!r}"
+                raise ValueError(msg)
         step = "new session"
         os.setsid()
         step = "standard streams"
