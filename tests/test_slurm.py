@@ -1,4 +1,5 @@
-"""SlurmExecutor against a real single-node Slurm (8 placeholder GPUs, scripts/slurm-up.sh).
+"""SlurmExecutor against a real Slurm (scripts/slurm-up.sh: 2 nodes aif-n0 and aif-n1 of 8
+placeholder GPUs): the single-node jobs. The multi-node ones are in test_slurm_multinode.py.
 
 The session fixture starts Slurm when no controller answers. The tests skip only when Slurm
 cannot be installed here (the script exits 3: not root, no apt-get, apt failed); any other
@@ -134,9 +135,12 @@ def test_unknown_job_is_lost(slurm: SlurmExecutor) -> None:
 
 
 def test_gpu4_and_gpu6_run_one_after_the_other(slurm: SlurmExecutor, tmp_path: Path) -> None:
-    first = slurm.start(launch(tmp_path, "g4", "sleep 2", gpus=4))
-    second = slurm.start(launch(tmp_path, "g6", "sleep 2", gpus=6))
-    # While the first holds 4 of 8 GPUs the second must wait for resources.
+    # Both on Slurm's aif-n0 (the fleet node "n0" of `launch` mapped to it): on the other
+    # node the second would not wait.
+    pinned = SlurmExecutor(node_map={"n0": "aif-n0"})
+    first = pinned.start(launch(tmp_path, "g4", "sleep 2", gpus=4))
+    second = pinned.start(launch(tmp_path, "g6", "sleep 2", gpus=6))
+    # While the first holds 4 of aif-n0's 8 GPUs the second must wait for resources.
     deadline = time.monotonic() + JOB_DEADLINE_S
     while slurm.poll(first).detail.split()[0] != "RUNNING" and time.monotonic() < deadline:
         time.sleep(POLL_EVERY_S)

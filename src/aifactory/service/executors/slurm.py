@@ -624,14 +624,30 @@ class SlurmExecutor:
         return Status(RunState.LOST, detail=f"Slurm has no job {handle}")
 
     def cancel(self, handle: str) -> None:
-        """scancel; a job Slurm no longer knows or that already ended is fine."""
+        """scancel; a job Slurm no longer knows or that already ended is fine.
+
+        scancel is idempotent, so a transient failure (controller unreachable) is simply
+        tried again, up to ``submit_tries`` in all; then ExecutorError.
+        """
         if not _JOB_ID.match(handle):
             return
-        proc = self._run(["scancel", handle], {}, self.timeout_s)
-        if proc.returncode != 0 and not _says_no_such_job(proc.stderr + proc.stdout):
-            raise ExecutorError(
-                f"scancel {handle} failed (exit {proc.returncode}): {proc.stderr.strip()}"
-            )
+        for attempt in range(1, self.submit_tries + 1):
+            try:
+                proc = self._run(["scancel", handle], {}, self.timeout_s)
+            except ExecutorError as exc:  # scancel timed out
+                if attempt == self.submit_tries:
+                    raise
+                log.warning("scancel %s: %s; trying again", handle, exc)
+                self._sleep(SUBMIT_BACKOFF_S * attempt)
+                continue
+            text = proc.stderr + proc.stdout
+            if proc.returncode == 0 or _says_no_such_job(text):
+                return
+            failed = f"scancel {handle} failed (exit {proc.returncode}): {proc.stderr.strip()}"
+            if attempt == self.submit_tries or not _is_transient(text):
+                raise ExecutorError(failed)
+            log.warning("%s; trying again", failed)
+            self._sleep(SUBMIT_BACKOFF_S * attempt)
 
     # ------------------------------------------------------------------------ queries
 
