@@ -32,6 +32,14 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	rm -f $(VENV)/.installed-*
 	touch $@
 
+# Ray (the Ray executor's optional extra, aifactory[ray]) for `make test` only: its tests
+# start a real local head. `make run` never installs it.
+RAY_STAMP := $(VENV)/.installed-ray-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+$(RAY_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[ray]'
+	rm -f $(VENV)/.installed-ray-*
+	touch $@
+
 $(NATIVE): $(STAMP) $(NATIVE_SRC) scripts/build_native.py
 	$(BIN)/python scripts/build_native.py
 	touch $@
@@ -41,7 +49,7 @@ native: $(NATIVE) ## Compile the twin's hot path with mypyc (done by run, test a
 run: $(STAMP) $(NATIVE) ## Set up .venv and run the main job (korea-2025 national scenario)
 	$(BIN)/aifactory run
 
-test: $(STAMP) $(NATIVE) ## Set up .venv and run lint, format check, mypy --strict and pytest
+test: $(STAMP) $(RAY_STAMP) $(NATIVE) ## Set up .venv and run lint, format check, mypy --strict and pytest
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy --strict src

@@ -28,8 +28,17 @@ def serve(
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=1, max=65535, help="TCP port.")] = 8000,
     executor: Annotated[
-        str, typer.Option("--executor", help="local, slurm or noop (runs nothing).")
+        str, typer.Option("--executor", help="local, slurm, ray or noop (runs nothing).")
     ] = "local",
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            "--ray-address",
+            help="Ray dashboard URL for --executor ray (http://HEAD:8265); default "
+            "$AIFACTORY_RAY_ADDRESS, else a local head on 127.0.0.1:8265, joined or started. "
+            "Needs pip install 'aifactory[ray]'.",
+        ),
+    ] = None,
     data_dir: Annotated[
         Path, typer.Option("--data-dir", help="Where job logs are written.")
     ] = Path("aifactory-data"),
@@ -100,12 +109,13 @@ def serve(
         ServiceSettings,
         default_database_url,
         default_fleet,
+        default_ray_address,
     )
 
     try:
         kind = ExecutorKind(executor)
     except ValueError:
-        fail(f"--executor: unknown executor '{executor}' (use local, slurm or noop)")
+        fail(f"--executor: unknown executor '{executor}' (use local, slurm, ray or noop)")
     if backfill not in ("easy", "none"):
         fail(f"--backfill: unknown mode '{backfill}' (use easy or none)")
     try:
@@ -118,6 +128,7 @@ def serve(
         executor=kind,
         data_dir=data_dir,
         run_as=run_as,
+        ray_address=ray_address or default_ray_address(),
         policy=policy,
         backfill=backfill,
         tick_s=tick,

@@ -1,7 +1,8 @@
 """Service settings: where the database is, which fleet, which executor, and the loop's pace.
 
-Defaults can come from the environment (``AIFACTORY_DATABASE_URL``, ``AIFACTORY_FLEET``) so
-``aifactory serve``, ``aifactory db upgrade`` and ``aifactory admin`` agree without flags.
+Defaults can come from the environment (``AIFACTORY_DATABASE_URL``, ``AIFACTORY_FLEET``,
+``AIFACTORY_RAY_ADDRESS``) so ``aifactory serve``, ``aifactory db upgrade`` and
+``aifactory admin`` agree without flags.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ class ExecutorKind(StrEnum):
 
     LOCAL = "local"  # subprocesses on this host
     SLURM = "slurm"  # sbatch / squeue / sacct / scancel
+    RAY = "ray"  # Ray jobs through the Job Submission API, one actor per node rank
     NOOP = "noop"  # runs nothing, jobs stay running until cancelled (benchmarks, dry runs)
 
 
@@ -41,6 +43,11 @@ def default_fleet() -> str:
     return os.environ.get("AIFACTORY_FLEET") or DEFAULT_FLEET
 
 
+def default_ray_address() -> str | None:
+    """``$AIFACTORY_RAY_ADDRESS`` (a Ray dashboard URL) or None: a local Ray head."""
+    return os.environ.get("AIFACTORY_RAY_ADDRESS") or None
+
+
 @dataclass(frozen=True, slots=True)
 class ServiceSettings:
     """Everything one service replica needs."""
@@ -50,6 +57,8 @@ class ServiceSettings:
     executor: ExecutorKind = ExecutorKind.LOCAL
     data_dir: Path = DEFAULT_DATA_DIR  # job logs and local-executor state live here
     run_as: str | None = None  # local jobs' user; None: aifactory-job as root, else our own
+    # The Ray executor's Ray dashboard URL (http://HEAD:8265); None: join or start a local head
+    ray_address: str | None = field(default_factory=default_ray_address)
     policy: str = "fifo"
     backfill: str = "easy"
     tick_s: float = 1.0  # periodic scheduling cycle, and executor polling

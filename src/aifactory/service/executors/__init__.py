@@ -1,4 +1,4 @@
-"""Executors: the backends that run jobs (local processes, Slurm), behind one interface."""
+"""Executors: the backends that run jobs (local processes, Slurm, Ray), behind one interface."""
 
 from __future__ import annotations
 
@@ -14,10 +14,12 @@ __all__ = ["Executor", "ExecutorError", "Launch", "RunState", "Status", "make_ex
 
 
 def make_executor(kind: str, settings: ServiceSettings | None = None) -> Executor:
-    """The executor registered under ``kind`` (local, slurm or noop).
+    """The executor registered under ``kind`` (local, slurm, ray or noop).
 
     The local executor keeps its state under ``settings.data_dir``, runs jobs as
     ``settings.run_as`` and keeps them out of the SQLite files of ``settings.database_url``.
+    The Ray executor submits to ``settings.ray_address`` (None: a local head, joined or
+    started) and copies the jobs' logs under ``settings.data_dir``.
     """
     if kind == "local":
         from aifactory.service.executors.local import LocalExecutor  # noqa: PLC0415 (lazy)
@@ -37,7 +39,13 @@ def make_executor(kind: str, settings: ServiceSettings | None = None) -> Executo
         from aifactory.service.executors import slurm  # noqa: PLC0415 (optional backend)
 
         return slurm.SlurmExecutor()
-    msg = f"executor: unknown kind '{kind}' (use local, slurm or noop)"
+    if kind == "ray":
+        from aifactory.service.executors.ray import RayExecutor  # noqa: PLC0415 (optional)
+
+        if settings is None:
+            return RayExecutor()
+        return RayExecutor(settings.ray_address, data_dir=settings.data_dir, run_as=settings.run_as)
+    msg = f"executor: unknown kind '{kind}' (use local, slurm, ray or noop)"
     raise ValueError(msg)
 
 

@@ -1,0 +1,459 @@
+"""The Ray executor against a real local Ray head (issue #16 §4).
+
+One head for the session (``ray start --head --block``, 4 CPUs, 16 fake GPUs, and the marker
+resources ``aifactory-node:n1``/``n2`` of two 8-GPU fleet nodes), in its own session so that
+its teardown stops exactly the processes it started. Every job runs tests/rendezvous.py as
+real processes, one Ray actor per node rank: rank 0 checks the world (every rank once, each
+with exactly its node's GPUs in ``CUDA_VISIBLE_DEVICES``) and exits 1 otherwise, so a
+completed job is the proof; the log must show every rank's own line. Each rank's shell
+prints its pid before it becomes the program, so "every rank stopped" is checked on the
+processes themselves.
+
+The head is started with a database URL and a token in its environment, as a head started
+from the service's own shell would be: no job may see them.
+
+Skipped, saying so, only where Ray cannot be imported (``pip install 'aifactory[ray]'``;
+``make test`` installs it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+pytest.importorskip(
+    "ray.job_submission",
+    reason="Ray is not installed: pip install 'aifactory[ray]' (make test installs it)",
+)
+
+from aifactory.fleet import compile_topology, load_fleet
+from aifactory.service import store
+from aifactory.service.db import Database
+from aifactory.service.executors import make_executor
+from aifactory.service.executors.base import (
+    CONTRACT_ENV,
+    Launch,
+    NodeSlice,
+    RunState,
+    Status,
+    describe_nodes,
+)
+from aifactory.service.executors.ray import RayExecutor
+from aifactory.service.loop import SchedulerLoop
+from aifactory.service.schemas import JobSubmit
+from aifactory.service.settings import ExecutorKind, ServiceSettings
+from aifactory.service.tables import jobs
+
+REPO = Path(__file__).resolve().parent.parent
+PROGRAM = REPO / "tests" / "rendezvous.py"
+SECRETS = {
+    "AIFACTORY_DATABASE_URL": "postgresql://svc:hunter2@db.internal/aifactory",
+    "AIFACTORY_TOKEN": "tok-do-not-leak",
+}
+TWO_NODES = (NodeSlice("n1", tuple(range(8))), NodeSlice("n2", tuple(range(8))))
+HEAD_START_S = 120.0
+JOB_S = 90.0  # one job's start and end on a loaded 2-core host
+
+
+def _free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _session_members(sid: int) -> list[int]:
+    members = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                stat = (entry / "stat").read_text()
+                if int(stat[stat.rfind(")") + 2 :].split()[3]) == sid:
+                    members.append(int(entry.name))
+    return members
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/api/version", timeout=2) as reply:
+            return bool(json.loads(reply.read()).get("ray_version"))
+    except (OSError, ValueError):
+        return False
+
+
+@pytest.fixture(scope="session")
+def ray_head() -> Iterator[str]:
+    """A local Ray head for the session; its dashboard URL (the Job Submission API's)."""
+    temp = Path(f"/tmp/aif-ray-{os.getpid()}")
+    temp.mkdir(mode=0o700)
+    gcs, dashboard, client, agent = _free_ports(4)
+    bindir = Path(sys.executable).parent
+    argv = [
+        str(bindir / "ray"), "start", "--head", "--block", "--node-ip-address", "127.0.0.1",
+        "--port", str(gcs), "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard),
+        "--ray-client-server-port", str(client), "--dashboard-agent-listen-port", str(agent),
+        "--num-cpus", "4", "--num-gpus", "16", "--object-store-memory", str(200 << 20),
+        "--resources", json.dumps({"aifactory-node:n1": 1, "aifactory-node:n2": 1}),
+        "--temp-dir", str(temp), "--disable-usage-stats",
+    ]  # fmt: skip
+    env = {
+        "PATH": f"{bindir}:/usr/bin:/bin",
+        "HOME": str(temp),
+        "LANG": "C.UTF-8",
+        "RAY_USAGE_STATS_ENABLED": "0",
+        **SECRETS,  # as if started from the service's shell
+    }
+    out = (temp / "head.log").open("ab")
+    head = subprocess.Popen(
+        argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=temp
+    )
+    url = f"http://127.0.0.1:{dashboard}"
+    try:
+        started = time.monotonic()
+        while not _answers(url):
+            if head.poll() is not None or time.monotonic() - started > HEAD_START_S:
+                tail = (temp / "head.log").read_text(errors="replace")[-3000:]
+                pytest.fail(f"the Ray head did not come up (exit {head.poll()}):\n{tail}")
+            time.sleep(0.25)
+        print(f"Ray head up in {time.monotonic() - started:.1f} s at {url}")
+        yield url
+    finally:
+        head.send_signal(signal.SIGTERM)  # --block stops every process it started
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            head.wait(timeout=30)
+        for pid in _session_members(head.pid):  # anything of its session still there
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            head.wait(timeout=5)
+        out.close()
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path / "data"
+
+
+def executor(url: str, data_dir: Path) -> RayExecutor:
+    """A fresh executor on the head (as a restarted service makes); logs copied every poll."""
+    return RayExecutor(url, data_dir=data_dir, log_sync_s=0.0, grace_s=1.0)
+
+
+def launch(
+    data_dir: Path,
+    command: str,
+    *,
+    nodes: tuple[NodeSlice, ...] = TWO_NODES,
+    time_limit_s: float | None = None,
+    env: dict[str, str] | None = None,
+) -> Launch:
+    """A launch of a fresh job (a unique nonce: names never collide across runs)."""
+    job = f"{uuid.uuid4().int % 10**6}"
+    return Launch(
+        job_id=job,
+        command=command,
+        gpus=sum(len(s.gpus) for s in nodes),
+        nodes=nodes,
+        log_path=data_dir / "logs" / f"job-{job}.log",
+        time_limit_s=time_limit_s,
+        env=env or {},
+        tenant="lab",
+        nonce=uuid.uuid4().hex[:8],
+    )
+
+
+def rendezvous(args: str = "", before: str = "") -> str:
+    """A job command: print this rank's pid, then become the rendezvous program."""
+    return f'{before}echo "pid $$"; exec {sys.executable} -I {PROGRAM} {args}'
+
+
+def wait_status(
+    ex: RayExecutor, handle: str, until: Callable[[Status], bool], timeout: float = JOB_S
+) -> Status:
+    deadline = time.monotonic() + timeout
+    while True:
+        status = ex.poll(handle)
+        if until(status):
+            return status
+        if time.monotonic() > deadline:
+            log = _read(ex, handle)
+            pytest.fail(f"{handle}: still {status} after {timeout:g} s; log:\n{log}")
+        time.sleep(0.3)
+
+
+def ended(status: Status) -> bool:
+    return status.state is not RunState.RUNNING
+
+
+def _read(ex: RayExecutor, handle: str) -> str:
+    for path in (ex.data_dir / "logs").glob("*.log"):
+        text = path.read_text(errors="replace")
+        if f"==== ray job {handle} ====" in text:
+            return text
+    return ""
+
+
+def rank_pids(log: str) -> dict[int, int]:
+    return {int(r): int(p) for r, p in re.findall(r"^\[rank (\d+)\] pid (\d+)$", log, re.M)}
+
+
+def ranks_met(log: str, world: int) -> dict[int, str]:
+    found = re.findall(rf"^\[rank (\d+)\] rank \1/{world} ok gpus=(\S+) ", log, re.M)
+    return {int(r): gpus for r, gpus in found}
+
+
+def runs_program(pid: int) -> bool:
+    """Whether ``pid`` is still a rendezvous rank (not another process that got the pid)."""
+    try:
+        return b"rendezvous.py" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def assert_world_met(log: str, nodes: tuple[NodeSlice, ...]) -> None:
+    world = len(nodes)
+    assert f"[rank 0] world ok size={world} placement={describe_nodes(nodes)} " in log, log
+    assert ranks_met(log, world) == {r: ",".join(map(str, s.gpus)) for r, s in enumerate(nodes)}
+    for rank in range(world):  # each rank ran once
+        assert len(re.findall(rf"^\[rank {rank}\] rank {rank}/", log, re.M)) == 1, log
+
+
+def wait_met(ex: RayExecutor, handle: str, world: int) -> dict[int, int]:
+    """Wait until every rank passed the rendezvous; their pids, each still running."""
+    wait_status(ex, handle, lambda s: ended(s) or len(ranks_met(_read(ex, handle), world)) == world)
+    log = _read(ex, handle)
+    assert ex.poll(handle).state is RunState.RUNNING, log
+    pids = rank_pids(log)
+    assert sorted(pids) == list(range(world)), log
+    assert all(runs_program(p) for p in pids.values()), log
+    return pids
+
+
+def assert_all_gone(pids: dict[int, int], timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while any(runs_program(p) for p in pids.values()):
+        if time.monotonic() > deadline:
+            alive = {r: p for r, p in pids.items() if runs_program(p)}
+            pytest.fail(f"ranks still running {timeout:g} s after the job ended: {alive}")
+        time.sleep(0.2)
+
+
+# -- the gang completes, with the contract and nothing else ---------------------------------
+
+
+def test_a_16_gpu_job_on_two_8_gpu_nodes_meets_and_completes(
+    ray_head: str, data_dir: Path, tmp_path: Path
+) -> None:
+    ex = executor(ray_head, data_dir)
+    seen = tmp_path / "env"
+    seen.mkdir()
+    seen.chmod(0o777)
+    job = launch(
+        data_dir,
+        rendezvous(before=f"env > {seen}/rank-$NODE_RANK; "),
+        env={"TRAINER_FLAG": "on", "AIFACTORY_TOKEN": "from-the-job", "MASTER_PORT": "1"},
+    )
+    handle = ex.start(job)
+    assert handle == job.name
+    status = wait_status(ex, handle, ended)
+    log = job.log_path.read_text()
+    assert status == Status(RunState.COMPLETED, exit_code=0), log
+    assert_world_met(log, TWO_NODES)
+    assert "pinned to its node" in log  # the head advertises aifactory-node:n1 and n2
+    assert log.rstrip().endswith("aifactory-ray: every rank exited 0")
+    allowed = CONTRACT_ENV | {"PATH", "LANG", "HOME", "TMPDIR", "TRAINER_FLAG"}
+    for rank in (0, 1):
+        env = dict(line.split("=", 1) for line in (seen / f"rank-{rank}").read_text().splitlines())
+        extra = set(env) - allowed - {"PWD", "SHLVL", "_", "OLDPWD"}
+        assert extra == set(), f"rank {rank} was given {sorted(extra)}"
+        assert env["TRAINER_FLAG"] == "on"
+        assert env["NODE_RANK"] == str(rank)
+        assert env["WORLD_SIZE"] == "2"
+        assert env["LOCAL_WORLD_SIZE"] == "8"
+        assert env["CUDA_VISIBLE_DEVICES"] == "0,1,2,3,4,5,6,7"
+        assert env["AIFACTORY_TENANT"] == "lab"
+        assert env["MASTER_PORT"] != "1"  # the job's own value cannot override the contract
+        for secret in SECRETS.values():
+            assert secret not in (seen / f"rank-{rank}").read_text()
+        assert "AIFACTORY_TOKEN" not in env
+
+
+# -- one failing rank, cancel and the time limit stop every rank ----------------------------
+
+
+def test_one_failing_rank_fails_the_job_and_stops_the_other(ray_head: str, data_dir: Path) -> None:
+    ex = executor(ray_head, data_dir)
+    fail_one = rendezvous(
+        "--hold 120",
+        before=f'if [ "$NODE_RANK" = 1 ]; then exec {sys.executable} -I {PROGRAM} '
+        "--fail-rank 1; fi; ",
+    )
+    job = launch(data_dir, fail_one)
+    handle = ex.start(job)
+    started = time.monotonic()
+    status = wait_status(ex, handle, ended)
+    log = job.log_path.read_text()
+    assert status.state is RunState.FAILED, log
+    assert status.exit_code == 3
+    assert "rank 1 exited with status 3" in status.detail
+    assert "ranks [0] stopped" in status.detail
+    assert time.monotonic() - started < 60  # rank 0 holds 120 s: it was stopped
+    assert "[rank 1] rank 1 fails on purpose" in log
+    assert_all_gone(rank_pids(log))
+
+
+def test_cancel_stops_every_rank(ray_head: str, data_dir: Path) -> None:
+    ex = executor(ray_head, data_dir)
+    job = launch(data_dir, rendezvous("--hold 120"))
+    handle = ex.start(job)
+    pids = wait_met(ex, handle, 2)
+    ex.cancel(handle)
+    status = wait_status(ex, handle, ended)
+    assert status.state is RunState.CANCELLED, job.log_path.read_text()
+    assert_all_gone(pids)
+    ex.cancel(handle)  # idempotent: an ended job is left as it is
+    assert ex.poll(handle).state is RunState.CANCELLED
+
+
+def test_the_time_limit_stops_every_rank(ray_head: str, data_dir: Path) -> None:
+    ex = executor(ray_head, data_dir)
+    job = launch(data_dir, rendezvous("--hold 120"), time_limit_s=10)
+    handle = ex.start(job)
+    pids = wait_met(ex, handle, 2)
+    status = wait_status(ex, handle, ended)
+    log = job.log_path.read_text()
+    assert status.state is RunState.FAILED, log
+    assert status.exit_code == 124
+    assert "time limit of 10 s exceeded" in status.detail
+    assert_all_gone(pids)
+
+
+# -- a restart reconciles; a launch is idempotent --------------------------------------------
+
+
+def test_a_restarted_service_finds_a_running_job_and_records_one_that_ended(
+    ray_head: str, data_dir: Path
+) -> None:
+    before = executor(ray_head, data_dir)
+    job = launch(data_dir, rendezvous("--hold 6"))
+    handle = before.start(job)
+    wait_met(before, handle, 2)
+    # "restart" in the middle of the job: a new executor, knowing nothing but the name
+    after = executor(ray_head, data_dir)
+    assert after.find(job.name) == handle
+    assert after.poll(handle).state is RunState.RUNNING
+    assert after.find(f"aif-{job.job_id}-2-{job.nonce}") is None  # never started
+    # the job ends while no service runs; a third one records it, with its log
+    job.log_path.unlink()
+    later = executor(ray_head, data_dir)
+    wait_status(RayExecutor(ray_head, data_dir=data_dir / "elsewhere"), handle, ended)
+    assert later.poll(handle) == Status(RunState.COMPLETED, exit_code=0)
+    assert_world_met(job.log_path.read_text(), TWO_NODES)
+
+
+def test_starting_the_same_attempt_twice_runs_it_once(ray_head: str, data_dir: Path) -> None:
+    # Fleet nodes the head does not advertise: Ray places the ranks by their GPUs alone.
+    nodes = (NodeSlice("x1", (0, 1, 2, 3)), NodeSlice("x2", (4, 5, 6, 7)))
+    job = launch(data_dir, rendezvous(), nodes=nodes)
+    first = executor(ray_head, data_dir).start(job)
+    again = executor(ray_head, data_dir).start(job)  # as after a crash before the handle
+    assert again == first == job.name
+    ex = executor(ray_head, data_dir)
+    assert wait_status(ex, first, ended) == Status(RunState.COMPLETED, exit_code=0)
+    log = job.log_path.read_text()
+    assert "placed by Ray" in log
+    assert_world_met(log, nodes)
+    assert log.count("Running entrypoint for job") == 1
+    assert ex.start(job) == first  # and after it ended: still that one attempt
+    assert job.log_path.read_text().count("aifactory-ray: every rank exited 0") == 1
+
+
+def test_unknown_attempts_are_lost_and_cancelling_them_is_harmless(
+    ray_head: str, data_dir: Path
+) -> None:
+    ex = executor(ray_head, data_dir)
+    name = f"aif-999-1-{uuid.uuid4().hex[:8]}"
+    assert ex.find(name) is None
+    assert ex.poll(name).state is RunState.LOST
+    ex.cancel(name)
+    assert ex.poll("not a name; rm -rf /").state is RunState.LOST
+    assert ex.find("../etc") is None
+
+
+def test_an_unreachable_ray_is_an_executor_error_not_a_verdict(data_dir: Path) -> None:
+    from aifactory.service.executors.base import ExecutorError  # noqa: PLC0415
+
+    (port,) = _free_ports(1)
+    ex = RayExecutor(f"http://127.0.0.1:{port}", data_dir=data_dir)
+    with pytest.raises(ExecutorError, match="cannot reach Ray"):
+        ex.poll("aif-1-1")
+    with pytest.raises(ExecutorError):
+        ex.find("aif-1-1")
+    with pytest.raises(ExecutorError):
+        ex.start(launch(data_dir, "true"))
+
+
+# -- through the real control-plane loop ----------------------------------------------------
+
+
+def test_the_scheduler_loop_runs_a_two_node_job_on_ray(ray_head: str, tmp_path: Path) -> None:
+    db = Database(f"sqlite:///{tmp_path}/aifactory.db")
+    db.upgrade()
+    settings = ServiceSettings(
+        database_url=str(db.url),
+        data_dir=tmp_path / "data",
+        executor=ExecutorKind.RAY,
+        ray_address=ray_head,
+        tick_s=0.05,
+        lock_retry_s=0.05,
+    )
+    topo = compile_topology(load_fleet("demo"))
+    try:
+        ex = make_executor("ray", settings)
+        assert isinstance(ex, RayExecutor)
+        assert ex.address == ray_head
+        req = JobSubmit(gpus=16, gpu_class="h100", command=rendezvous(), time_limit_s=600)
+        done = store.submit(
+            db, req, tenant="lab", token_id=1, now=time.time(), idempotency_key=None
+        )
+        job_id = int(done.job["id"])
+        loop = SchedulerLoop(db, topo, ex, settings)
+        loop.load()
+        deadline = time.monotonic() + JOB_S
+        while True:
+            loop._last_poll = 0.0
+            loop.cycle()
+            with db.read() as conn:
+                row = conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).one()
+            if row.state in ("completed", "failed", "cancelled"):
+                break
+            assert time.monotonic() < deadline, f"still {row.state}: {row.reason}"
+            time.sleep(0.3)
+        log = Path(str(row.log_path)).read_text()
+        assert row.state == "completed", (row.reason, log)
+        assert str(row.handle).startswith(f"aif-{job_id}-1")
+        nodes = tuple(NodeSlice(str(n), tuple(int(g) for g in gs)) for n, gs in row.placement)
+        assert len(nodes) == 2
+        assert_world_met(log, nodes)
+    finally:
+        db.dispose()
