@@ -30,9 +30,12 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from fastapi.testclient import TestClient
 
 from aifactory.fleet import compile_topology, load_fleet
 from aifactory.service import store
+from aifactory.service.api import Service, create_app
+from aifactory.service.auth import Role, create_token
 from aifactory.service.db import Database
 from aifactory.service.executors import supervise
 from aifactory.service.executors.base import Launch, NodeSlice, RunState, describe_nodes
@@ -460,3 +463,44 @@ def test_a_rank_that_cannot_be_set_up_fails_the_start_before_any_rank_ran(rig: R
     assert status.state is RunState.FAILED
     assert "rank 2: environment" in status.detail
     assert list((ex.jobs_dir / launch.name).iterdir()) == []  # no rank ran the command
+
+
+# -- the whole service: REST API, its loop thread, the local executor ---------------------------
+
+
+def test_through_the_api_a_gang_completes_and_a_cancel_stops_every_rank(rig: Rig) -> None:
+    """What a tenant sees: submit over HTTP, the job's log tail shows every rank, and
+    DELETE stops every rank of a running gang (the service's own loop thread does it all)."""
+    settings = replace(rig.settings, fleet="demo")
+    service = Service(settings, executor=rig.executor())
+    with TestClient(create_app(service)) as client:
+        token = create_token(service.db, tenant="lab", role=Role.MEMBER, now=time.time())[1]
+        auth = {"Authorization": f"Bearer {token}"}
+
+        def submit(command: str) -> int:
+            body = {"gpus": 16, "gpu_class": "h100", "command": command}
+            answer = client.post("/v1/jobs", json=body, headers=auth)
+            assert answer.status_code == 201, answer.text
+            return int(answer.json()["id"])
+
+        def show(job: int) -> dict[str, object]:
+            answer = client.get(f"/v1/jobs/{job}", params={"log_lines": 100}, headers=auth)
+            assert answer.status_code == 200, answer.text
+            body = answer.json()
+            assert isinstance(body, dict)
+            return body
+
+        done = submit(rig.rendezvous())
+        wait_for(lambda: show(done)["state"] in TERMINAL, timeout=60)
+        shown = show(done)
+        assert shown["state"] == "completed", shown
+        assert_world_met(str(shown["log_tail"]), placement_of(rig.row(done)))
+
+        held = submit(rig.rendezvous("--hold 120"))
+        wait_for(lambda: len(ranks_met(rig.log(held), 2)) == 2, timeout=60)
+        pids = rank_pids(rig.log(held))
+        assert len(pids) == 2
+        assert all(runs_program(p) for p in pids.values())
+        assert client.delete(f"/v1/jobs/{held}", headers=auth).status_code == 202
+        wait_for(lambda: show(held)["state"] == "cancelled", timeout=30)
+        wait_for(lambda: not any(runs_program(p) for p in pids.values()), timeout=10)
