@@ -51,7 +51,7 @@ import sqlalchemy as sa
 
 from aifactory.fleet import compile_topology, load_fleet
 from aifactory.scheduler.config import SchedulerConfig
-from aifactory.scheduler.core import Scheduler
+from aifactory.scheduler.scheduler import Scheduler
 from aifactory.service.auth import Role, create_token
 from aifactory.service.db import Database
 from aifactory.service.tables import jobs

@@ -17,7 +17,7 @@ from typing import Any
 
 from aifactory.fleet import Fleet, Topology, compile_topology, parse_fleet
 from aifactory.scheduler.config import SchedulerConfig
-from aifactory.scheduler.core import Scheduler
+from aifactory.scheduler.scheduler import Scheduler
 from aifactory.twin.failures import FailureInjector
 from aifactory.twin.kernel import Event, Kernel
 from aifactory.twin.simulator import SimResult, Simulation, TwinConfig

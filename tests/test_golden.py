@@ -77,7 +77,7 @@ class Case:
 # at 4x the queues grow (fifo: mean wait ~3 min, p99 ~50 min, ~300 preemptions by quota
 # reclaim; EASY starts ~60 jobs past a waiting one). A slice that starts later lacks those
 # long jobs and never queues. (Without backfill one job still starts past another: a start
-# withdrawn in its pass for a reclaiming job, scheduler/core.py's _withdraw.)
+# withdrawn in its pass for a reclaiming job, scheduler/state.py's _withdraw.)
 PHILLY = {"days": [20.0, 39.0], "time_scale": 0.25, "seed": 2017, "fleet": "philly-2017"}
 # Six hours of the main job's workload (aifactory run: load 0.85, llama3, checkpoints,
 # 30 s backfill interval): ~34,000 jobs, ~4,000 preemptions, ~40 failures.

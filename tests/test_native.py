@@ -68,7 +68,7 @@ def test_module_names() -> None:
 
 def _probe(env: dict[str, str]) -> list[str]:
     code = (
-        "import aifactory, aifactory.native as n, aifactory.scheduler.core as c, "
+        "import aifactory, aifactory.native as n, aifactory.scheduler.scheduler as c, "
         "aifactory.scheduler.policies as p, aifactory.heap as h;"
         "print(aifactory.BUILD, n.running_compiled(), c.__file__.endswith('.py'),"
         " p.__file__.endswith('.py'), h.COMPILED)"

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 
 from aifactory.fleet import Topology, compile_topology
 from aifactory.scheduler.cluster import ClusterState
-from aifactory.scheduler.core import Scheduler
 from aifactory.scheduler.placement import Level, find_placement
+from aifactory.scheduler.scheduler import Scheduler
 from builders import hgx, hgx_topo, make_fleet, make_job, nvl, tenant
 
 

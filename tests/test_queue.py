@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aifactory.heap import pop, push
-from aifactory.scheduler.core import Head
+from aifactory.scheduler.cycle import Head
 from aifactory.scheduler.queue import RowHeap, key_pair, row_first
 
 _keys = st.integers(0, 2).flatmap(

@@ -17,8 +17,8 @@ from __future__ import annotations
 import pytest
 
 from aifactory.fleet import Fleet, Topology, compile_topology
-from aifactory.scheduler.core import Scheduler
 from aifactory.scheduler.quota import QuotaBook
+from aifactory.scheduler.scheduler import Scheduler
 from builders import hgx, make_fleet, make_job, simulate, tenant
 
 

@@ -27,8 +27,8 @@ from aifactory.scheduler.config import (
     BackfillMode,
     SchedulerConfig,
 )
-from aifactory.scheduler.core import Scheduler
 from aifactory.scheduler.records import CycleResult
+from aifactory.scheduler.scheduler import Scheduler
 from aifactory.workload.job import Job, JobState
 from builders import check_invariants, hgx, make_fleet, nvl, tenant
 from test_scheduler_properties import POLICIES, fleets

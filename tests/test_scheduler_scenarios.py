@@ -19,13 +19,13 @@ import pytest
 
 from aifactory.fleet import Topology, compile_topology
 from aifactory.scheduler.config import BackfillMode, SchedulerConfig
-from aifactory.scheduler.core import Scheduler
 from aifactory.scheduler.policies import REGISTRY, PolicyName, TenantUsage, make_policy, register
 from aifactory.scheduler.policies.fair import FairPolicy
 from aifactory.scheduler.policies.fifo import FifoPolicy
 from aifactory.scheduler.policies.las import LasPolicy
 from aifactory.scheduler.preemption import RULES, PreemptReason
 from aifactory.scheduler.preemption import register as register_rule
+from aifactory.scheduler.scheduler import Scheduler
 from aifactory.scheduler.usage import DecayedUsage
 from aifactory.workload.job import JobState
 from builders import hgx, hgx_topo, make_fleet, make_job, simulate, tenant

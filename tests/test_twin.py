@@ -15,7 +15,7 @@ import pytest
 
 from aifactory.fleet import Fleet
 from aifactory.scheduler.config import SchedulerConfig
-from aifactory.scheduler.core import Scheduler
+from aifactory.scheduler.scheduler import Scheduler
 from aifactory.twin.failures import FailureInjector
 from aifactory.twin.forecast import forecast
 from aifactory.twin.inputs import InputOptions, jobs_from_table

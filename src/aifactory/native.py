@@ -31,7 +31,7 @@ NATIVE = (
     "aifactory/scheduler/backfill.py",
     "aifactory/scheduler/cluster.py",
     "aifactory/scheduler/config.py",
-    "aifactory/scheduler/core.py",
+    "aifactory/scheduler/cycle.py",
     "aifactory/scheduler/pending.py",
     "aifactory/scheduler/placement.py",
     "aifactory/scheduler/preemption.py",
@@ -39,6 +39,8 @@ NATIVE = (
     "aifactory/scheduler/quota.py",
     "aifactory/scheduler/records.py",
     "aifactory/scheduler/running.py",
+    "aifactory/scheduler/scheduler.py",
+    "aifactory/scheduler/state.py",
     "aifactory/scheduler/usage.py",
     "aifactory/scheduler/policies/__init__.py",
     "aifactory/scheduler/policies/base.py",
@@ -132,6 +134,6 @@ def install() -> str:
 
 def running_compiled() -> bool:
     """Whether the scheduler core in this process is the compiled build."""
-    from aifactory.scheduler import core  # noqa: PLC0415 (import on demand)
+    from aifactory.scheduler import scheduler  # noqa: PLC0415 (import on demand)
 
-    return str(core.__file__).endswith(EXT_SUFFIX)
+    return str(scheduler.__file__).endswith(EXT_SUFFIX)

@@ -3,7 +3,7 @@
 Decides nothing and touches no state. :class:`SchedulerConfig` is checked when it is made
 (a bad value raises ``ValueError`` naming the field), so a scheduler never starts with a
 setting its arithmetic cannot take; :func:`job_problem` is the one check of a job's fields,
-applied by :meth:`Scheduler.submit <aifactory.scheduler.core.Scheduler.submit>` to tenants'
+applied by :meth:`Scheduler.submit <aifactory.scheduler.scheduler.Scheduler.submit>` to tenants'
 requests and by the twin to a whole trace up front.
 """
 

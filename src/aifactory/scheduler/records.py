@@ -1,13 +1,15 @@
-"""The scheduler's records of what it decided: a pass's result.
+"""The scheduler's records of a pass: what it decided, and its scratch state while it runs.
 
 Decides nothing. A :class:`CycleResult` is made by one pass and read by its caller (the
-twin's simulator, the service loop, forecasts); the scheduler never reads one back.
+twin's simulator, the service loop, forecasts); the scheduler never reads one back. A
+:class:`PassContext` lives for one pass only (one instance is kept and reset).
 """
 
 from __future__ import annotations
 
 from typing import Final
 
+from aifactory.scheduler.backfill import Reservation
 from aifactory.workload.job import Job
 
 
@@ -28,3 +30,60 @@ class CycleResult:
 # What a pass that decided nothing returns: one shared instance (read-only by contract),
 # since most passes on a lightly loaded fleet decide nothing.
 NOTHING: Final = CycleResult()
+
+
+class PassContext:
+    """Scratch state of one pass: its per-pass memos, the reservations it works with, and
+    the starts it may still withdraw. Every memo holds for the rest of its pass only: within
+    a pass GPUs and quota are only taken (a withdrawal gives some back, and its job is not
+    tried again in that pass), so an answer "does not fit" stays true."""
+
+    __slots__ = (
+        "no_fit",
+        "preempt",
+        "preempt_failed",
+        "quota_fail",
+        "reservations",
+        "seen_tenants",
+        "started",
+        "track",
+    )
+
+    def __init__(
+        self, reservations: dict[int, Reservation], *, preempt: bool = True, track: bool = True
+    ) -> None:
+        self.reservations = reservations
+        self.no_fit: dict[int, float] = {}  # class -> smallest gang that failed to fit
+        # The same for quota, keyed by tenant index * 256 + class (no tuple per lookup).
+        self.quota_fail: dict[int, float] = {}
+        # (tenant, class, priority, rank) -> smallest gang whose preemption attempt failed:
+        # a bigger gang with the same candidates and quota cannot succeed either.
+        self.preempt_failed: dict[tuple[int, int, int, int], float] = {}
+        self.preempt = preempt  # whether this pass may preempt at all
+        self.seen_tenants: set[int] = set()
+        # Jobs started in this pass, by index, with their fields before the start (first
+        # start, level, run start, estimated end), so that a preemption later in the pass
+        # can withdraw the start (Scheduler._withdraw). Kept only in passes that may
+        # preempt (``track``): elsewhere no start can be taken back.
+        self.track = track
+        self.started: dict[int, tuple[float | None, str, float, float]] = {}
+
+    def reset(
+        self, reservations: dict[int, Reservation], *, preempt: bool, track: bool
+    ) -> PassContext:
+        """Ready for a new pass (one context is kept and cleared, not made per pass:
+        most passes write none of its tables)."""
+        self.reservations = reservations
+        self.preempt = preempt
+        self.track = track
+        if self.started:
+            self.started.clear()
+        if self.no_fit:
+            self.no_fit.clear()
+        if self.quota_fail:
+            self.quota_fail.clear()
+        if self.preempt_failed:
+            self.preempt_failed.clear()
+        if self.seen_tenants:
+            self.seen_tenants.clear()
+        return self

@@ -16,7 +16,7 @@ from collections.abc import Callable, Container, Sequence
 from sqlalchemy import RowMapping
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 
-from aifactory.scheduler.core import Scheduler
+from aifactory.scheduler.scheduler import Scheduler
 from aifactory.service.jobrows import PlacementList, scheduler_from_rows
 from aifactory.workload.job import Job
 

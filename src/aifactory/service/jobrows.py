@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import Connection, RowMapping, Table, bindparam, delete, insert, select, update
 
-from aifactory.scheduler.core import Scheduler
+from aifactory.scheduler.scheduler import Scheduler
 from aifactory.service import bulk_pg
 from aifactory.service.executors.base import RunState, Status
 from aifactory.service.schemas import PRIORITY_VALUE, PriorityClass

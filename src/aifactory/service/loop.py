@@ -47,7 +47,7 @@ from sqlalchemy import Connection, RowMapping, delete, select
 
 from aifactory.fleet.topology import Topology
 from aifactory.scheduler.config import BackfillMode, SchedulerConfig
-from aifactory.scheduler.core import Scheduler
+from aifactory.scheduler.scheduler import Scheduler
 from aifactory.service import bulk_pg
 from aifactory.service.db import Database
 from aifactory.service.executors.base import (

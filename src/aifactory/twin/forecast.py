@@ -10,7 +10,7 @@ jobs end at their estimated end (or now, if overdue).
 
 from __future__ import annotations
 
-from aifactory.scheduler.core import Scheduler
+from aifactory.scheduler.scheduler import Scheduler
 from aifactory.twin.simulator import Resume, Simulation, TwinConfig
 from aifactory.workload.job import Job, JobState
 from aifactory.workload.progress import wall_for

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from aifactory.scheduler.core import Scheduler
+from aifactory.scheduler.scheduler import Scheduler
 from aifactory.workload.job import Job
 
 

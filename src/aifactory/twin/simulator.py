@@ -21,7 +21,7 @@ import numpy as np
 from aifactory.fleet.topology import Topology
 from aifactory.scheduler.cluster import Placement
 from aifactory.scheduler.config import SchedulerConfig, job_problem
-from aifactory.scheduler.core import Scheduler
+from aifactory.scheduler.scheduler import Scheduler
 from aifactory.twin.failures import FailureInjector
 from aifactory.twin.kernel import EventClass, Kernel
 from aifactory.twin.observer import Observer

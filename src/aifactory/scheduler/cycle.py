@@ -1,0 +1,426 @@
+"""The scheduling pass: which pending jobs start, where, and which running jobs they evict.
+
+A pass is written as numbered phases:
+
+1. heads     - the head of every tenant queue, ordered by (tenant key, job key);
+2. admit     - quota check, then topology-aware gang placement;
+3. reserve   - EASY: the first job of a class that does not fit gets a reservation at
+               the earliest time enough GPUs free up (from running jobs' estimates);
+               later jobs of that class start only if they don't delay it;
+4. preempt   - priority, quota reclaim (and the policy's own rank, for LAS), choosing
+               victims that lose the least work, never one the job was preempted for;
+5. requeue   - jobs that could not start go back to their queues.
+
+Two kinds of pass run these phases: a full pass over every tenant queue
+(:meth:`Cycle._full_pass`, after capacity came back) and an arrivals pass over the new
+jobs only (:meth:`Cycle._arrivals_pass`: nothing else changed). Every job tried goes
+through :meth:`Cycle._try_start` (phases 2-4). The pass decides; the moves it decides are
+carried out by :class:`~aifactory.scheduler.state.SchedulerState`'s methods, and the skips
+that change no decision are those of :mod:`~aifactory.scheduler.shortcuts`.
+"""
+
+from __future__ import annotations
+
+import heapq
+from typing import final
+
+from aifactory.heap import Keyed, RowHeap, before
+from aifactory.heap import pop as head_pop
+from aifactory.heap import push as head_push
+from aifactory.scheduler.backfill import Reservation
+from aifactory.scheduler.placement import find_placement
+from aifactory.scheduler.policies import TenantUsage
+from aifactory.scheduler.queue import key_pair, row_first
+from aifactory.scheduler.records import CycleResult, PassContext
+from aifactory.scheduler.state import INF, SchedulerState
+from aifactory.workload.job import (
+    PENDING,
+    Job,
+)
+
+
+@final
+class Head(Keyed):
+    """A tenant queue's head in a pass, ordered by (tenant key, the row's order).
+
+    A :class:`~aifactory.heap.Keyed` item, so the merge of heads compares unboxed
+    fields when compiled. Policies
+    without tenant keys order heads by the row's own key; ``fair`` puts the tenant key
+    first and shifts the row's key one place along (the same lexicographic order).
+    """
+
+    __slots__ = ("tix",)
+
+    def __init__(self, k0: float, k1: float, seq: int, tix: int, tenant_key: float | None) -> None:
+        if tenant_key is None:
+            super().__init__(k0, k1, (), seq)
+        else:
+            super().__init__(tenant_key, k0, (k1,), seq)
+        self.tix = tix
+
+
+class Cycle(SchedulerState):
+    """The pass over a scheduler's state (see the module's docstring)."""
+
+    def _heads(self, now: float) -> list[Head]:
+        """Phase 1: the merge of every tenant queue's live head."""
+        heads: list[Head] = []
+        pending = self.pending
+        for t, q in enumerate(pending.queues):
+            if pending.clean(q):
+                head_push(heads, self._head(q, t, now))
+        return heads
+
+    def _head(self, q: RowHeap, t: int, now: float) -> Head:
+        """The head of queue ``q`` (tenant ``t``), at the top of the (cleaned) queue."""
+        tenant_key = self._tenant_key(t, now) if self._keyed else None
+        return Head(q.k0[0], q.k1[0], q.seq[0], t, tenant_key)
+
+    def _full_pass(self, now: float, res: CycleResult, *, deep: bool) -> None:
+        """A pass over every tenant queue, in the merge order of their heads.
+
+        ``deep`` (EASY): the reservations are rebuilt, preemption may act, and a job that
+        cannot start is set aside so the next one of its queue is tried (up to
+        ``backfill_depth`` of them), as long as its tenant could still start something.
+        Otherwise (strict order, or between deep scans) a tenant's queue stops at its
+        first job that cannot start, and between deep scans heads known to be turned away
+        are skipped (the shortcuts, which change no decision).
+        """
+        easy = deep
+        if deep:
+            reservations: dict[int, Reservation] = {}
+            self._reservations = reservations
+            self._new_epoch()
+        else:
+            reservations = self._reservations
+        # Phase 1: heads. Between deep scans (no preemption), heads remembered as turned
+        # away by reservations (job.away_version) wait aside (``away``) instead of going
+        # through the merge: each would be popped only to stop its queue. If every head
+        # is turned away, the pass has nothing to do (on a busy fleet most passes end
+        # here). A reservation holder that starts in the pass bumps the turned-away
+        # version; the heads aside that come after it in the merge order join then, as
+        # they would have been tried after the bump.
+        away: list[Head] = []
+        if not deep and self._periodic and self.cfg.shortcuts:
+            heads = self._open_heads(now, reservations, away)
+            if not heads:
+                return
+        else:
+            heads = self._heads(now)
+        version = self._away_version
+        # Preemption searches are the costliest step of a pass; with a backfill interval
+        # they run in the periodic deep scans only (Slurm's preemption also acts from its
+        # scheduling cycles, not on every event).
+        preempt = deep or not self._periodic
+        ctx = self._ctx.reset(reservations, preempt=preempt, track=preempt and self.cfg.preemption)
+        held: RowHeap | None = None  # rows a deep scan took off their queues (as a list)
+        tested = 0
+        pending = self.pending
+        queues = pending.queues
+        while heads:
+            top = head_pop(heads)
+            t = top.tix
+            q = queues[t]
+            # Peek, not pop: most heads tried between deep scans cannot start, and a pop
+            # and push back costs a sift on a queue of thousands. A job that starts leaves
+            # a stale row that Pending.clean drops.
+            job = self.jobs[q.ref[0]]
+            head = t not in ctx.seen_tenants
+            ctx.seen_tenants.add(t)
+            if (
+                not easy
+                and not ctx.preempt
+                and self.cfg.shortcuts
+                and (
+                    job.away_version == self._away_version  # (checked now: a start may bump it)
+                    or self._turned_away(job, reservations, ctx.no_fit)
+                )
+            ):
+                continue  # strict pass: this tenant's queue stops here
+            # Phases 2-4.
+            if self._try_start(job, now, ctx, res, head=head):
+                if away and self._away_version != version:
+                    for h in away:
+                        if before(top, h):
+                            head_push(heads, h)
+                    away = []
+                if pending.clean(q):
+                    head_push(heads, self._head(q, t, now))
+                continue
+            if not easy:
+                continue  # strict: this tenant's queue stops here for this pass
+            # A job that cannot start changes no queue, so its row is still the head.
+            if held is None:
+                held = RowHeap()
+            held.extend(q.k0[0], q.k1[0], q.seq[0], q.ref[0])
+            q.pop()
+            tested += 1
+            if tested >= self.cfg.backfill_depth:
+                break
+            if not self._may_start_more(t, ctx):
+                continue  # nothing this tenant could start now: stop its queue
+            if pending.clean(q):
+                head_push(heads, self._head(q, t, now))
+        # Phase 5: requeue.
+        if held is None:
+            return
+        jobs = self.jobs
+        for i in range(len(held)):
+            index = held.ref[i]
+            queues[jobs[index].tix].push(held.k0[i], held.k1[i], held.seq[i], index)
+
+    def _open_heads(
+        self, now: float, reservations: dict[int, Reservation], away: list[Head]
+    ) -> list[Head]:
+        """The merge of heads for a pass between deep scans, leaving the heads remembered
+        as turned away (job.away_version: turned away by reservations, which stays so until
+        the turned-away version changes, as within a pass reservations only tighten and
+        GPUs and quota are only taken) in ``away``, in queue order. Empty, and no head
+        built, when :meth:`_turned_away` turns every head away."""
+        no_fit: dict[int, float] = {}  # (stays empty: the answers hold beyond this pass)
+        version = self._away_version
+        open_: list[int] = []
+        all_away = True
+        pending = self.pending
+        for t, q in enumerate(pending.queues):
+            if not pending.clean(q):
+                continue
+            job = self.jobs[q.ref[0]]
+            if job.away_version == version:
+                continue  # remembered as turned away: nothing came back since
+            if not self._turned_away(job, reservations, no_fit, remember=True):
+                all_away = False
+            if job.away_version != version:
+                # Not remembered: it may start, or it was turned away for quota alone
+                # somewhere, where an allocation in this pass can leave the class short of
+                # GPUs and the job would then make a reservation; it goes through the merge.
+                open_.append(t)
+        if all_away:
+            return []
+        heads: list[Head] = []
+        i = 0
+        for t, q in enumerate(pending.queues):
+            if not len(q):
+                continue  # (cleaned above: a non-empty queue has a live head)
+            head = self._head(q, t, now)  # every head's key now, as a full merge has it
+            if i < len(open_) and open_[i] == t:
+                head_push(heads, head)
+                i += 1
+            else:
+                away.append(head)
+        return heads
+
+    def _may_start_more(self, tenant: int, ctx: PassContext) -> bool:
+        """Whether the smallest waiting job of ``tenant`` could still start in this pass.
+
+        A necessary condition only (placement and reservations are not checked), so a
+        False here never skips a job that could start.
+        """
+        smallest = self.pending.smallest_of(tenant)
+        if not smallest:
+            return False
+        for c, cell in enumerate(self.quota.cells[tenant]):
+            if (
+                cell.nominal + cell.borrow_limit > 0
+                and self.cs.class_free[c] >= smallest
+                and ctx.no_fit.get(c, INF) > smallest
+                and self.quota.fits(tenant, c, smallest)
+            ):
+                return True
+        return False
+
+    def _arrivals_pass(self, fresh: list[Job], now: float, res: CycleResult) -> None:
+        """A pass after arrivals alone: only the new jobs can start (nothing else changed
+        since the last pass), tried in the policy's order (merged by tenant key for fair
+        share); a new job that waits joins its queue. With a backfill interval, a waiting
+        job's chance to preempt comes at the next deep scan, whose time goes in ``res``."""
+        easy = self._easy
+        preempt = not self._periodic
+        ctx = self._ctx.reset(
+            self._reservations, preempt=preempt, track=preempt and self.cfg.preemption
+        )
+        key = self.policy.job_key
+        if len(fresh) > 1:
+            fresh.sort(key=lambda j: (key(j), j.qseq))
+        if self._keyed and len({j.tix for j in fresh}) > 1:
+            # Merge the tenants' new jobs by tenant key (re-keyed after each start), as
+            # the full pass merges queue heads: same-instant arrivals get the fair order.
+            by_tenant: dict[int, list[Job]] = {}
+            for j in reversed(fresh):
+                by_tenant.setdefault(j.tix, []).append(j)
+            heads = [
+                (self._tenant_key(t, now), key(js[-1]), js[-1].qseq, t)
+                for t, js in by_tenant.items()
+            ]
+            heapq.heapify(heads)
+            while heads:
+                t = heapq.heappop(heads)[3]
+                js = by_tenant[t]
+                self._arrival(js.pop(), now, ctx, res, easy=easy)
+                if js:
+                    heapq.heappush(heads, (self._tenant_key(t, now), key(js[-1]), js[-1].qseq, t))
+        else:
+            for job in fresh:
+                self._arrival(job, now, ctx, res, easy=easy)
+        if self.cfg.preemption and self._periodic and self.pending.count:
+            # Preemption for the new jobs waits for the next deep scan; make sure one comes.
+            self._freed = True
+            self._dirty = True
+            res.wakeup_s = max(now, self._last_deep + self.cfg.backfill_interval_s)
+
+    def _arrival(
+        self, job: Job, now: float, ctx: PassContext, res: CycleResult, *, easy: bool
+    ) -> None:
+        """Try one new job: it may start if it heads its tenant's queue, or (EASY) around
+        earlier jobs of its tenant; else it waits in its queue."""
+        if job.state is not PENDING:
+            return
+        pending = self.pending
+        q = pending.queues[job.tix]
+        if job.in_queue:
+            head = pending.clean(q) and q.ref[0] == job.index
+            if (head or easy) and self._try_start(job, now, ctx, res, head=head):
+                job.qseq = -1  # its queue row is now stale
+            return
+        # Not pushed yet: at the head unless a waiting job of its tenant goes first (its
+        # key is only needed then, or when it waits).
+        k0 = k1 = 0.0
+        keyed = pending.clean(q)
+        if keyed:
+            k0, k1 = key_pair(self.policy.job_key(job))
+        head = not keyed or row_first(k0, k1, job.qseq, q)
+        if (head or easy) and self._try_start(job, now, ctx, res, head=head):
+            job.qseq = -1
+        elif not job.in_queue:
+            if not keyed:
+                k0, k1 = key_pair(self.policy.job_key(job))
+            pending.push_row(job, k0, k1)  # it waits (strict order: behind an earlier job)
+
+    def _tenant_key(self, t: int, now: float) -> float:
+        """The policy's key of tenant ``t`` now (fair share: its decayed usage by weight)."""
+        self.usage.advance(t, now)
+        name = self.tenants[t]
+        usage = {
+            name: TenantUsage(
+                decayed_gpus=self.usage.average_gpus(t),
+                running_gpus=tuple(self.usage.running[t]),
+                weight=self.weight[t],
+            )
+        }
+        return self.policy.tenant_key(name, usage, self.capacity)
+
+    def _class_order(self, classes: tuple[int, ...], tenant: int) -> tuple[int, ...]:
+        """Classes in the order to try: where the tenant has most unused nominal quota first."""
+        cells = self.quota.cells[tenant]
+        if len(classes) == 2:  # the common mixed fleet: one comparison, no sort
+            a, b = classes
+            ka, kb = cells[a].used - cells[a].nominal, cells[b].used - cells[b].nominal
+            return classes if ka < kb or (ka == kb and a <= b) else (b, a)
+        return tuple(sorted(classes, key=lambda c: (cells[c].used - cells[c].nominal, c)))
+
+    def _try_start(
+        self, job: Job, now: float, ctx: PassContext, res: CycleResult, *, head: bool
+    ) -> bool:
+        """Phases 2-4 for one job: start it in the first class (most unused nominal quota
+        first) where its quota fits, no reservation it would delay stands, and a placement
+        exists; else let it preempt (a queue head, or any job that outranks running ones);
+        else, blocked for GPUs, it may take the class's EASY reservation. True if it
+        started. ``head``: the job heads its tenant's queue in this pass.
+        """
+        all_classes = self._classes(job)
+        blocked: int | None = None
+        gpus = job.gpus
+        tenant = job.tix
+        class_free = self.cs.class_free
+        no_fit = ctx.no_fit
+        # Cheap, monotone rejections first: a bigger gang than one that already failed to
+        # fit in this class this pass cannot fit either. (A plain loop, and the job's own
+        # tuple kept when no class is ruled out: this runs for every job tried.)
+        ruled_out = False
+        for c in all_classes:
+            if not (gpus <= class_free[c] and gpus < no_fit.get(c, INF)):
+                ruled_out = True
+                if blocked is None:
+                    blocked = c
+        classes = all_classes
+        if ruled_out:
+            classes = tuple(
+                [c for c in all_classes if gpus <= class_free[c] and gpus < no_fit.get(c, INF)]
+            )
+        if len(classes) > 1:
+            classes = self._class_order(classes, tenant)
+        for c in classes:
+            memo = (tenant << 8) | c
+            if gpus >= ctx.quota_fail.get(memo, INF):
+                continue
+            if not self.quota.fits(tenant, c, gpus):
+                ctx.quota_fail[memo] = gpus
+                continue
+            resv = ctx.reservations.get(c)
+            if resv is not None and not self.backfill.fits(job, resv, now, commit=False):
+                self._close(job, c)
+                continue
+            found = find_placement(self.cs, c, gpus, cross_site=job.allow_cross_site)
+            if found is None:
+                no_fit[c] = min(gpus, no_fit.get(c, INF))
+                if blocked is None:
+                    blocked = c
+                continue
+            if resv is not None:
+                if resv.holder == job.index:
+                    del ctx.reservations[c]  # the job it was held for starts: it is spent
+                    self._new_epoch()
+                else:
+                    self.backfill.fits(job, resv, now, commit=True)
+            self._start(job, c, found[0], found[1], now, ctx)
+            res.started.append(job)
+            return True
+        if (
+            self.cfg.preemption
+            and ctx.preempt
+            and (head or self.preemption.may_preempt_behind_head(job))
+        ):
+            rank = self.policy.rank(job, now) if self._preemptive else 0
+            for c in all_classes:
+                failed = (tenant, c, job.priority, rank)
+                if gpus >= ctx.preempt_failed.get(failed, INF):
+                    continue
+                if self._try_preempt(job, c, now, res, ctx):
+                    return True
+                ctx.preempt_failed[failed] = gpus
+        if (
+            blocked is not None
+            and self._easy
+            and blocked not in ctx.reservations
+            and self.quota.fits_when_idle(tenant, blocked, gpus)
+        ):
+            # Blocked for GPUs, not by others' quota: as GPUs free up (the tenant's own
+            # running jobs included) the job can start, so it holds the reservation.
+            ctx.reservations[blocked] = self.backfill.reserve(job, blocked, self.jobs, now)
+        return False
+
+    # ================================================================ preemption
+    def _try_preempt(
+        self, job: Job, gpu_class: int, now: float, res: CycleResult, ctx: PassContext
+    ) -> bool:
+        """Start ``job`` in class ``gpu_class`` by evicting the victims preemption chooses (a
+        victim started earlier in this pass has its start withdrawn instead); False,
+        changing nothing, when no set of victims lets it start."""
+        chosen = self.preemption.search(job, gpu_class, now, ctx.started)
+        if chosen is None:
+            return False
+        this_pass = ctx.started
+        for v in chosen:
+            if this_pass and v.job.index in this_pass:
+                self._withdraw(v.job, now, job, ctx, res)  # (still detached)
+                continue
+            self.running.reattach(v.job, now)
+            self._evict(v.job, now, job, failure=False, push=False)
+            res.preempted.append(v.job)
+        found = self.preemption.startable(job, gpu_class)
+        if found is None:  # cannot happen: the victims' GPUs were just freed
+            msg = f"preemption for {job.id} freed GPUs that no longer fit it"
+            raise AssertionError(msg)
+        self._start(job, gpu_class, found[0], found[1], now, ctx)
+        res.started.append(job)
+        return True

@@ -1,0 +1,315 @@
+"""The scheduler core's façade: one pure, deterministic, clock-injected decision maker.
+
+The same object runs inside the twin (simulated time) and the control plane (wall
+time): every method takes ``now`` from its caller and nothing here reads a clock, does
+I/O or touches global state. A scheduling pass is written as numbered phases:
+
+1. heads     - the head of every tenant queue, ordered by (tenant key, job key);
+2. admit     - quota check, then topology-aware gang placement;
+3. reserve   - EASY: the first job of a class that does not fit gets a reservation at
+               the earliest time enough GPUs free up (from running jobs' estimates);
+               later jobs of that class start only if they don't delay it;
+4. preempt   - priority, quota reclaim (and the policy's own rank, for LAS), choosing
+               victims that lose the least work, never one the job was preempted for;
+5. requeue   - jobs that could not start go back to their queues.
+
+With ``backfill=none`` the pass is strict: a tenant queue stops at its first job that
+cannot start, as Slurm does without backfill.
+
+A pass never reports a job both started and preempted. A victim waits for the next pass:
+the pass that evicted it does not restart it elsewhere at the same instant (its caller
+would have to kill and relaunch it at once; evicted work is requeued, as Kueue and Slurm
+requeue it). And phase 4 may pick as a victim a job that phase 2 started earlier in the
+same pass (jobs are tried in the policy's order, and a later one may outrank an earlier
+one, or reclaim quota it borrowed): that start is withdrawn instead
+(:meth:`Scheduler._withdraw`). The job is pending again as if it had not been tried: it
+loses no work, pays no restart, counts no preemption, and the caller sees it in neither
+``started`` nor ``preempted``. Its GPUs were free when the pass began, so such a victim
+costs nothing, and the outcome is the one the pass would have reached had it tried the
+preempting job first. (Kueue gets there by ordering a cycle's heads by priority; here the
+policy's order stays the only order.)
+
+Every job's fields are checked at submit (:func:`job_problem`): a field out of bounds
+fails that job, with a reason naming the field, and never reaches a pass's arithmetic.
+
+This module is the façade (submit, schedule, finish, cancel, interrupt, restore_running,
+and the views the twin and the service read); the pass is :mod:`~aifactory.scheduler.
+cycle`, the moves it makes :mod:`~aifactory.scheduler.state`; the state it decides over is
+owned by components, each in its own module: :mod:`~aifactory.scheduler.pending` (tenant
+queues), :mod:`~aifactory.scheduler.running` (running jobs and their charges on quota,
+usage and cluster), :mod:`~aifactory.scheduler.backfill` (EASY reservations),
+:mod:`~aifactory.scheduler.preemption` (candidate rules and victim choice);
+:mod:`~aifactory.scheduler.config` is what the scheduler accepts,
+:mod:`~aifactory.scheduler.records` what a pass decided.
+"""
+
+from __future__ import annotations
+
+from aifactory.scheduler.cluster import Placement
+from aifactory.scheduler.config import job_problem
+from aifactory.scheduler.cycle import Cycle, Head
+from aifactory.scheduler.records import NOTHING, CycleResult
+from aifactory.workload.job import (
+    CANCELLED,
+    COMPLETED,
+    FAILED,
+    PENDING,
+    RUNNING,
+    Job,
+    JobState,
+)
+
+__all__ = ["CycleResult", "Head", "Scheduler"]
+
+
+class Scheduler(Cycle):
+    """Queues, quota and cluster state for one fleet, and the pass that decides."""
+
+    # ================================================================ submit
+    def submit(self, job: Job, now: float) -> str | None:
+        """Queue a job; returns why it can never run (and fails it), or None. A field out
+        of bounds is such a reason (``"invalid field: <field>: ..."``, see
+        :func:`job_problem`)."""
+        if self._index_ids:
+            known = len(self.by_id)
+            self.by_id.setdefault(job.id, job)  # one lookup in a big dict, not two
+            if len(self.by_id) == known:
+                msg = f"job {job.id}: id already submitted"
+                raise ValueError(msg)
+        job.index = len(self.jobs)
+        self.jobs.append(job)
+        job.tix = self.tenant_index.get(job.tenant, -1)
+        job.classes = None  # this scheduler's class indices are filled in by _classes
+        problem = job_problem(job)
+        reason = f"invalid field: {problem}" if problem is not None else self._never_runs(job)
+        if reason is not None:
+            job.move(FAILED, now)
+            job.end_s = now
+            self.rejected[reason.split(":", 1)[0]] += 1
+            return reason
+        self._enqueue(job, push=False)
+        return None
+
+    def _never_runs(self, job: Job) -> str | None:
+        """Why ``job`` can never run on this fleet (unknown tenant or GPU class, a gang
+        bigger than any quota ceiling or site allows), or None."""
+        if job.tix < 0:
+            return f"unknown tenant: '{job.tenant}' has no quota in this fleet"
+        if job.gpu_class is not None and job.gpu_class not in self._class_index:
+            return f"unknown GPU class: '{job.gpu_class}'"
+        if not self._classes(job):
+            biggest = max(
+                (
+                    min(
+                        self.quota.ceiling(job.tix, c),
+                        self.capacity[c] if job.allow_cross_site else self.site_capacity[c],
+                    )
+                    for c in self._allowed_classes(job)
+                ),
+                default=0,
+            )
+            return (
+                f"too big: {job.gpus} GPUs asked, at most {biggest} can ever be "
+                f"given to tenant '{job.tenant}'"
+            )
+        return None
+
+    # ================================================================ the pass
+    def schedule(self, now: float) -> CycleResult:
+        """Run one scheduling pass at ``now``; start and preempt jobs.
+
+        A pass after capacity was freed considers every queue (up to ``backfill_depth``
+        jobs that cannot start). A pass after arrivals only considers the new jobs:
+        nothing else changed, so the jobs that could not start before still cannot,
+        and the reservations of the last full pass still hold.
+        """
+        if not self._dirty:
+            return NOTHING
+        self._dirty = False
+        self.passes += 1
+        fresh = self.pending.take_fresh()
+        if self._freed and not self.pending.count:
+            # Capacity came back but nothing waits: no pass to run (the common case on a
+            # lightly loaded fleet). Reservations are stale now; the next pass rebuilds them.
+            self._freed = False
+            if self._reservations:
+                self._reservations = {}
+                self._new_epoch()
+            return NOTHING
+        res = CycleResult()
+        if self._freed:
+            for job in fresh:  # a full pass reads the queues: new submits join them first
+                if not job.in_queue and job.state is PENDING:
+                    self.pending.push(job)
+            interval = self.cfg.backfill_interval_s
+            deep = self._easy and (interval <= 0 or now >= self._last_deep + interval)
+            self._freed = False
+            if deep:
+                self._last_deep = now
+                self._full_pass(now, res, deep=True)
+            else:
+                # Between backfill scans only queue heads are tried (Slurm's main loop);
+                # the deep scan is due at the wake-up time.
+                self._full_pass(now, res, deep=False)
+                if self._easy:
+                    self._freed = True
+                    self._dirty = True
+                    res.wakeup_s = self._last_deep + interval
+        else:
+            self._arrivals_pass(fresh, now, res)
+        return res
+
+    def waiting(self) -> list[Job]:
+        """Every pending job, in no particular order (queued or submitted since the last
+        pass)."""
+        return self.pending.waiting()
+
+    def finish(self, job: Job, now: float, state: JobState = JobState.COMPLETED) -> None:
+        """A running job ended (completed or failed for good): free its GPUs."""
+        self._stop(job, now)
+        job.progress_s = job.duration_s if state is COMPLETED else job.progress_s
+        job.move(state, now)
+        job.end_s = now
+
+    def cancel(self, job: Job, now: float) -> None:
+        """Cancel a pending or running job."""
+        if job.state is RUNNING:
+            self._stop(job, now)
+        elif job.state is PENDING:
+            self.pending.remove(job)
+        job.move(CANCELLED, now)
+        job.end_s = now
+
+    def interrupt(
+        self, job: Job, now: float, *, by: Job | None = None, failure: bool = False
+    ) -> None:
+        """Evict a running job (preemption or failure): it loses work since its last
+        checkpoint, pays the restart overhead on its next start, and waits again."""
+        self._evict(job, now, by, failure=failure, push=True)
+
+    def restore_running(self, job: Job, placement: Placement, start_s: float) -> None:
+        """Re-attach a job that was running before a restart to exactly its GPUs. Raises
+        ValueError, changing nothing, for a field out of bounds (:func:`job_problem`):
+        such a job cannot be failed here, as it already runs."""
+        problem = job_problem(job)
+        if problem is not None:
+            msg = f"job {job.id}: {problem}"
+            raise ValueError(msg)
+        known = (
+            job.id in self.by_id
+            if self._index_ids
+            else 0 <= job.index < len(self.jobs) and self.jobs[job.index] is job
+        )
+        if not known:
+            job.index = len(self.jobs)
+            self.jobs.append(job)
+            if self._index_ids:
+                self.by_id[job.id] = job
+        job.classes = None
+        job.tix = self.tenant_index.get(job.tenant, -1)
+        if job.tix < 0:
+            msg = f"job {job.id}: tenant '{job.tenant}' has no quota in this fleet"
+            raise ValueError(msg)
+        self.cs.reserve_exact(placement)
+        node = placement[0][0]
+        gpu_class = self.cs.dom_class[self.cs.node_dom[node]]
+        self.running.attach(job, gpu_class, placement, start_s)
+        job.move(RUNNING, start_s)
+        job.first_start_s = job.first_start_s if job.first_start_s is not None else start_s
+        job.run_start_s = start_s
+        job.est_end_s = start_s + self.backfill.expected_run(job)
+        self.running.index_end(job)
+
+    # ================================================================ out of service
+    def take_out_of_service(self, node: int) -> int:
+        """Take a node's free GPUs out of service (a failed node): no start may use them
+        until :meth:`return_to_service`. Its busy GPUs are the running jobs' to release
+        (the caller interrupts those first). Returns the mask of GPUs taken."""
+        mask = self.cs.take(node, self.cs.node_free[node])
+        self.down_gpus += mask.bit_count()
+        return mask
+
+    def return_to_service(self, node: int, mask: int) -> None:
+        """Give back GPUs taken by :meth:`take_out_of_service` (a repaired node)."""
+        self.cs.give(node, mask)
+        self.down_gpus -= mask.bit_count()
+        self.capacity_changed()
+
+    def node_gpus(self) -> list[int]:
+        """GPUs per node, by node index (what a failure model draws nodes by)."""
+        return list(self.cs.node_cap)
+
+    def free_by_class_site(self) -> list[dict[int, int]]:
+        """Free GPUs per GPU class and site (site index -> GPUs), read-only: the live
+        counts, so an observer sampling often copies nothing."""
+        return self.cs.csite_free
+
+    @property
+    def stranded_gpus(self) -> int:
+        """Free GPUs in partly used NVLink domains (what fragmentation leaves)."""
+        return self.cs.stranded
+
+    # ================================================================ views
+    def running_jobs(self) -> list[Job]:
+        """Every running job, by dense index (from the per-tenant, per-class lists: the
+        per-job path keeps no dict of running jobs besides them)."""
+        return self.running.jobs(self.jobs)
+
+    def placement_of(self, job: Job) -> list[tuple[str, tuple[int, ...]]]:
+        """(node name, local GPU indices) for each node a running job holds."""
+        return [
+            (self.cs.node_name(node), tuple(i for i in range(mask.bit_length()) if mask >> i & 1))
+            for node, mask in job.placement
+        ]
+
+    def placement_from(self, nodes: list[tuple[str, tuple[int, ...]]]) -> Placement:
+        """Inverse of :meth:`placement_of` (node names end in ``/n<index>``)."""
+        out: Placement = []
+        for name, gpus in nodes:
+            node = int(name.rsplit("/n", 1)[1])
+            out.append((node, sum(1 << i for i in gpus)))
+        return out
+
+    @property
+    def pending_count(self) -> int:
+        """Pending jobs."""
+        return self.pending.count
+
+    @property
+    def pending_gpus(self) -> int:
+        """GPUs asked for by pending jobs."""
+        return self.pending.gpus
+
+    @property
+    def running_count(self) -> int:
+        """Running jobs."""
+        return self.running.count
+
+    @property
+    def busy_gpus(self) -> int:
+        """GPUs held by running jobs."""
+        return self.topo.gpus_total - sum(self.cs.class_free)
+
+    def quota_table(self) -> list[dict[str, object]]:
+        """Nominal, limits and live usage per tenant and class (for the API and reports)."""
+        rows: list[dict[str, object]] = []
+        for t, name in enumerate(self.tenants):
+            for c, cell in enumerate(self.quota.cells[t]):
+                if cell.nominal == 0 and cell.used == 0 and cell.borrow_limit == 0:
+                    continue
+                rows.append(
+                    {
+                        "tenant": name,
+                        "gpu_class": self.topo.classes[c],
+                        "cohort": self.quota.cohort_name(t),
+                        "nominal": cell.nominal,
+                        "borrowing_limit": None
+                        if cell.borrow_limit >= 1 << 59
+                        else cell.borrow_limit,
+                        "lending_limit": cell.lendable,
+                        "used": cell.used,
+                        "borrowed": self.quota.borrowed(t, c),
+                        "lent": self.quota.lent(t, c),
+                    }
+                )
+        return rows

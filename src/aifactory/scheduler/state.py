@@ -1,0 +1,331 @@
+"""The state a scheduler decides over, and the only methods that change a job's part in it.
+
+Decides nothing by itself: :mod:`~aifactory.scheduler.cycle` decides which job starts
+where and which is evicted, and calls the methods here to carry it out. They may touch
+the job's scheduler fields, the pending queues (:mod:`~aifactory.scheduler.pending`) and,
+through :mod:`~aifactory.scheduler.running`, quota, usage and cluster; each keeps the
+flags that say a pass is due (``_dirty``, ``_freed``) and the versions the shortcuts
+read (``_resv_epoch``, ``_away_version``) true:
+
+- :meth:`SchedulerState._start` - a job starts on a placement (withdrawable later in a
+  pass that may preempt);
+- :meth:`SchedulerState._stop` - a running job's GPUs and quota come back;
+- :meth:`SchedulerState._evict` - a running job loses its unsaved work and waits again;
+- :meth:`SchedulerState._withdraw` - a start made earlier in the running pass is taken
+  back (a pass never reports a job both started and preempted);
+- :meth:`SchedulerState._enqueue` - a job becomes pending.
+
+The class is the base of :class:`~aifactory.scheduler.cycle.Cycle` (the pass) and of the
+façade :class:`~aifactory.scheduler.scheduler.Scheduler`, so that the three share one
+object's fields without an indirection on the per-event path.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Final
+
+from aifactory.fleet.topology import Topology
+from aifactory.scheduler.backfill import Backfill, Reservation
+from aifactory.scheduler.cluster import ClusterState
+from aifactory.scheduler.config import BackfillMode, SchedulerConfig
+from aifactory.scheduler.pending import Pending
+from aifactory.scheduler.placement import Level
+from aifactory.scheduler.policies import Policy, make_policy
+from aifactory.scheduler.policies.las import LasPolicy
+from aifactory.scheduler.preemption import PACK, Preemption
+from aifactory.scheduler.quota import QuotaBook
+from aifactory.scheduler.records import CycleResult, PassContext
+from aifactory.scheduler.running import Running
+from aifactory.scheduler.usage import DecayedUsage
+from aifactory.workload.job import (
+    PENDING,
+    PREEMPTED,
+    RUNNING,
+    Job,
+)
+from aifactory.workload.progress import run_progress
+
+# Module constants are Final: compiled, a Final is a C static, a plain global a dict lookup.
+INF: Final = float("inf")
+_LEVEL_NAME: Final[dict[Level, str]] = {level: level.value for level in Level}
+
+
+class SchedulerState:
+    """Queues, quota and cluster state for one fleet, and the moves of a job through them."""
+
+    def __init__(self, topo: Topology, config: SchedulerConfig | None = None) -> None:
+        self.cfg = config or SchedulerConfig()
+        self.topo = topo
+        self.cs = ClusterState(topo)
+        self.policy: Policy = (
+            LasPolicy(self.cfg.las_thresholds)
+            if self.cfg.policy == "las"
+            else make_policy(self.cfg.policy)
+        )
+        self.quota = QuotaBook(topo.fleet, topo.classes)
+        # Tenants by name, and the dense index (job.tix) that every per-tenant table on
+        # the per-job path is a list over: no name is hashed after submit.
+        self.tenants = list(self.quota.tenants)
+        self.tenant_index = dict(self.quota.index)
+        n_tenants = len(self.tenants)
+        n_classes = len(topo.classes)
+        fleet_gpus = sum(topo.class_capacity().values())
+        if fleet_gpus >= PACK:  # preemption packs GPU counts (Victim)
+            msg = f"fleet: {fleet_gpus} GPUs, fewer than {PACK} are supported"
+            raise ValueError(msg)
+        if n_classes > 256:  # per-pass memos pack (tenant, class) into one int
+            msg = f"fleet: {n_classes} GPU classes, at most 256 are supported"
+            raise ValueError(msg)
+        self.capacity = tuple(topo.class_capacity()[c] for c in topo.classes)
+        self.site_capacity = [
+            max(self.cs.csite_free[c].values(), default=0) for c in range(n_classes)
+        ]
+        self.pod_capacity = [
+            max(self.cs.cpod_free[c].values(), default=0) for c in range(n_classes)
+        ]
+        self.usage = DecayedUsage(
+            n_tenants,
+            n_classes,
+            self.cfg.fair_half_life_s,
+            decay=self.policy.uses_tenant_keys,
+        )
+        nominal_total = [sum(cell.nominal for cell in row) for row in self.quota.cells]
+        fleet_nominal = max(1, sum(nominal_total))
+        self.weight = [max(n / fleet_nominal, 1e-3) for n in nominal_total]
+        self.jobs: list[Job] = []
+        self.pending = Pending(self.jobs, self.policy, n_tenants)
+        self.by_id: dict[str, Job] = {}
+        # The running jobs, their charges and the index by estimated end.
+        self.running = Running(self.cs, self.quota, self.usage, n_tenants)
+        self.backfill = Backfill(self.running, self.cfg.checkpoint_write_s)
+        self.preemption = Preemption(
+            self.running,
+            self.policy,
+            self.cfg.checkpoint_write_s,
+            self.pod_capacity,
+            self.site_capacity,
+        )
+        self.rejected: Counter[str] = Counter()
+        self.preemptions = 0
+        self.withdrawn = 0  # starts taken back by their own pass (_withdraw)
+        self.down_gpus = 0  # GPUs out of service (take_out_of_service)
+        self.passes = 0
+        self._dirty = False
+        self._freed = False  # capacity came back since the last pass: a full pass is due
+        self._reservations: dict[int, Reservation] = {}
+        # Bumped whenever a reservation is dropped or the set is rebuilt. Within one epoch
+        # reservations only get stricter (time moves on, spare GPUs are used, new classes
+        # get one), so a class whose reservation turned a job away stays closed to it
+        # (job.resv_mask); passes between deep scans skip a job with every class closed,
+        # or lacking GPUs or quota (_turned_away), instead of retrying it.
+        self._resv_epoch = 0
+        # Bumped whenever a job that was turned away (_turned_away) might not be any more:
+        # GPUs or quota came back, or the reservations changed (an epoch bump). Until
+        # then a head that _open_heads found turned away in every class by a
+        # reservation stays so (job.away_version), and is not checked again on every event.
+        self._away_version = 0
+        self._ctx = PassContext(self._reservations)  # scratch of the pass running now
+        self._last_deep = -INF
+        self._classes_cache: dict[int, tuple[int, ...]] = {}  # by a job's shape (_classes)
+        self._class_index = {name: c for c, name in enumerate(topo.classes)}
+        # Config and policy flags as plain attributes, read a few times per event (compiled,
+        # an enum member or a policy's class variable is an interpreted lookup).
+        self._easy = self.cfg.backfill == BackfillMode.EASY
+        self._keyed = self.policy.uses_tenant_keys
+        self._preemptive = self.policy.preemptive
+        # Deep work (backfill scans and preemption) runs every ``backfill_interval_s``.
+        self._periodic = self._easy and self.cfg.backfill_interval_s > 0
+        self._index_ids = self.cfg.index_ids
+
+    def _allowed_classes(self, job: Job) -> list[int]:
+        if job.gpu_class is not None:
+            return [self.topo.classes.index(job.gpu_class)]
+        return list(range(len(self.topo.classes)))
+
+    def _classes(self, job: Job) -> tuple[int, ...]:
+        """Classes a job could ever run in (cached per shape, and on the job)."""
+        if job.classes is not None:
+            return job.classes
+        # The job's shape (tenant, class or none, GPUs, may cross sites) packed into one
+        # int key, exact (the class index + 1 < 257).
+        gpu_class = -1 if job.gpu_class is None else self._class_index[job.gpu_class]
+        shape = (job.gpus * 257 + gpu_class + 1) * len(self.tenants) + job.tix
+        key = 2 * shape + (1 if job.allow_cross_site else 0)
+        got = self._classes_cache.get(key)
+        if got is None:
+            got = tuple(
+                c
+                for c in self._allowed_classes(job)
+                if job.gpus <= self.quota.ceiling(job.tix, c)
+                and job.gpus
+                <= (self.capacity[c] if job.allow_cross_site else self.site_capacity[c])
+            )
+            self._classes_cache[key] = got
+        job.classes = got
+        return got
+
+    def _enqueue(self, job: Job, *, push: bool = True) -> None:
+        """Make a job pending; the next pass is due. A new submit is not pushed on its
+        tenant's queue yet (see :mod:`aifactory.scheduler.pending`)."""
+        self.pending.add(job, push=push)
+        self._dirty = True
+
+    def _new_epoch(self) -> None:
+        """The reservations changed other than by getting stricter."""
+        self._resv_epoch += 1
+        self._away_version += 1
+
+    def smallest_pending(self, tenant: int) -> int | None:
+        """The remembered smallest pending gang of tenant index ``tenant`` (None while
+        unknown; for the invariant checks)."""
+        return self.pending.smallest[tenant] or None
+
+    def _close(self, job: Job, gpu_class: int) -> None:
+        """Record that the class's reservation turned ``job`` away in this epoch."""
+        if job.resv_epoch != self._resv_epoch:
+            job.resv_epoch = self._resv_epoch
+            job.resv_mask = 0
+        job.resv_mask |= 1 << gpu_class
+
+    def _turned_away(
+        self,
+        job: Job,
+        reservations: dict[int, Reservation],
+        no_fit: dict[int, float],
+        *,
+        remember: bool = False,
+    ) -> bool:
+        """Whether :meth:`_try_start` would surely fail for ``job`` without changing any
+        state, in a pass that may not preempt: every class is closed by a reservation
+        that still holds, or lacks the free GPUs (and already has a reservation, so the
+        job would not make one), or lacks the tenant's quota. Cheap, and exact where it
+        says True; passes between deep scans use it to skip jobs, or the whole pass.
+
+        With ``remember`` (and an empty ``no_fit``, whose answers hold beyond one pass),
+        a job turned away in every class by a reservation, or with one there, is marked
+        (job.away_version) as turned away until GPUs or quota come back or the reservations
+        change. A class without a reservation that turned it away for quota alone does
+        not qualify: once its GPUs run short the job would make a reservation there, so
+        an allocation alone can change the answer.
+        """
+        gpus = job.gpus
+        mask = job.resv_mask if job.resv_epoch == self._resv_epoch else 0
+        class_free = self.cs.class_free
+        for_good = remember and not no_fit
+        for c in self._classes(job):
+            if mask >> c & 1:
+                continue
+            if c in reservations:
+                if (
+                    class_free[c] >= gpus
+                    and gpus < no_fit.get(c, INF)
+                    and self.quota.fits(job.tix, c, gpus)
+                ):
+                    return False
+                continue
+            if class_free[c] < gpus or gpus >= no_fit.get(c, INF):
+                return False
+            if self.quota.fits(job.tix, c, gpus):
+                return False
+            for_good = False  # turned away for quota alone, no reservation there
+        if for_good:
+            job.away_version = self._away_version
+        return True
+
+    # ================================================================ start / stop
+    def _start(
+        self,
+        job: Job,
+        gpu_class: int,
+        level: Level,
+        plan: list[tuple[int, int]],
+        now: float,
+        ctx: PassContext,
+    ) -> None:
+        """Start ``job`` on the GPUs of ``plan``: charge it (Running), record the start
+        (withdrawable later in a pass that may preempt), and index its estimated end."""
+        if ctx.track:
+            ctx.started[job.index] = (job.first_start_s, job.level, job.run_start_s, job.est_end_s)
+        self.running.attach(job, gpu_class, self.cs.allocate(plan), now)
+        job.level = _LEVEL_NAME[level]  # the level's value, one shared str per level
+        job.move(RUNNING, now)
+        if job.first_start_s is None:
+            job.first_start_s = now
+        job.run_start_s = now
+        job.run_epoch += 1
+        job.est_end_s = now + self.backfill.expected_run(job)
+        self.running.index_end(job)
+        self.pending.remove(job)
+
+    def _stop(self, job: Job, now: float) -> None:
+        """A running job stops (ends, is evicted or cancelled): its GPUs and quota come
+        back, its service is counted, and a full pass is due."""
+        self.running.detach(job, now)
+        self.running.ended_run(job)
+        job.attained += job.gpus * max(0.0, now - job.run_start_s)
+        self._dirty = True
+        self._freed = True
+        self._away_version += 1  # GPUs and quota came back
+
+    def _evict(self, job: Job, now: float, by: Job | None, *, failure: bool, push: bool) -> None:
+        """:meth:`interrupt`; without ``push`` the job waits for the next pass (a victim of
+        the pass running now is not tried again by it: see the module's docstring)."""
+        self._stop(job, now)
+        gained, saved = run_progress(
+            now - job.run_start_s, job.overhead_s, job.checkpoint_s, self.cfg.checkpoint_write_s
+        )
+        base = job.progress_s
+        lost = (gained - saved) + min(now - job.run_start_s, job.overhead_s)
+        job.progress_s = base + saved
+        if failure:
+            job.failures += 1
+            job.lost_failure_gpu_s += lost * job.gpus
+        else:
+            job.preemptions += 1
+            self.preemptions += 1
+            job.lost_preempt_gpu_s += lost * job.gpus
+            if by is not None:
+                job.preempted_for = job.preempted_for | {by.id}
+        job.overhead_s = self.cfg.restart_overhead_s
+        job.placement = []
+        job.pnode = -1
+        job.move(PREEMPTED, now)
+        job.move(PENDING, now)
+        self._enqueue(job, push=push)
+
+    def _withdraw(self, job: Job, now: float, by: Job, ctx: PassContext, res: CycleResult) -> None:
+        """Take back the start of ``job`` made earlier in this pass, for ``by``: a pass
+        never reports a job both started and preempted (see the module's docstring).
+
+        ``job`` is already detached (its GPUs, quota and usage are back as before its
+        start: usage changed twice at the same ``now``, which adds nothing). What else
+        the start did is undone: its fields and history are as before, and it is pending
+        again, queued for the next pass (not this one: it is not tried twice in a pass).
+        Like an eviction it never takes the GPUs back from ``by`` (``preempted_for``).
+        Decisions the pass made while the job held its GPUs stand; they were made with
+        fewer GPUs free, and the next pass, a full one, sees the GPUs it left.
+        """
+        first, level, run_start, est_end = ctx.started.pop(job.index)
+        self.running.withdrawn_run(job)
+        job.withdraw_start(now)
+        job.first_start_s = first
+        job.level = level
+        job.run_start_s = run_start
+        job.est_end_s = est_end
+        job.placement = []
+        job.pnode = -1
+        job.preempted_for = job.preempted_for | {by.id}
+        res.started.remove(job)
+        self.withdrawn += 1
+        self._freed = True
+        self._away_version += 1  # its GPUs and quota came back
+        # Not pushed on its queue: this pass took its list of fresh jobs when it began,
+        # so the job is tried by the next pass only.
+        self._enqueue(job, push=False)
+
+    def capacity_changed(self) -> None:
+        """Capacity came back outside the scheduler's own decisions (e.g. a repaired node)."""
+        self._dirty = True
+        self._freed = True
+        self._away_version += 1
