@@ -417,3 +417,47 @@ def test_the_rendezvous_env_never_carries_the_services_secrets(
     assert wait(ex, ex.start(job)).state is RunState.COMPLETED
     lines = sorted(job.log_path.read_text().split())
     assert lines == ["rank=0", "rank=1", "url=none", "url=none"]
+
+
+def test_unequal_gpus_per_node_run_with_slurms_split_of_the_total(
+    ex: SlurmExecutor, tmp_path: Path
+) -> None:
+    """8 on aif-n0 and 4 on aif-n1: Slurm has no per-node count that varies in one job, so
+    the executor asks for 12 GPUs on the two nodes and each rank reports what Slurm gave it
+    there (here, with both nodes free, Slurm fills aif-n0 first: the same split)."""
+    job = Launch(
+        job_id=f"mn-12-{time.time_ns()}",
+        command=f"{WHOAMI}; exec {RENDEZVOUS} --gpu-count-only",
+        gpus=12,
+        nodes=(NodeSlice(N0, EIGHT), NodeSlice(N1, (0, 1, 2, 3))),
+        log_path=tmp_path / "twelve.log",
+        time_limit_s=120,
+    )
+    handle = ex.start(job)
+    status = wait(ex, handle)
+    who = ranks_seen(job.log_path)
+    assert sum(int(w["local"]) for w in who.values()) == 12, who
+    assert status == Status(RunState.COMPLETED, 0, "COMPLETED"), job.log_path.read_text()
+    assert {r: (w["node"], w["local"]) for r, w in who.items()} == {
+        0: ("aif-n0", "8"),
+        1: ("aif-n1", "4"),
+    }
+    assert "gres/gpu=12" in sacct_row(handle, "COMPLETED")["AllocTRES"].split(",")
+
+
+def test_slurm_up_again_leaves_the_running_daemons_alone(
+    slurm: SlurmExecutor,  # noqa: F811 (the fixture imported above)
+) -> None:
+    run_dir = Path("/run/aifactory-slurm")
+    before = {p.name: p.read_text() for p in run_dir.glob("*.pid")}
+    assert {"slurmd-aif-n0.pid", "slurmd-aif-n1.pid", "slurmctld.pid"} <= set(before)
+    proc = subprocess.run(
+        ["bash", str(REPO / "scripts" / "slurm-up.sh")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "starting" not in proc.stderr, proc.stderr
+    assert {p.name: p.read_text() for p in run_dir.glob("*.pid")} == before

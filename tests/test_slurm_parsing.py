@@ -20,6 +20,7 @@ from aifactory.service.executors.slurm import (
     SlurmExecutor,
     SlurmJobRecord,
     SlurmState,
+    executor_for,
     format_time_limit,
     job_name,
     parse_exit_code,
@@ -36,6 +37,7 @@ from aifactory.service.executors.slurm import (
     slurm_responds,
     to_run_state,
 )
+from aifactory.service.settings import ServiceSettings
 
 SCONTROL_DONE = (
     "JobId=1 JobName=a4 UserId=root(0) GroupId=root(0) MCS_label=N/A Priority=4294901759 "
@@ -261,6 +263,17 @@ def test_slurm_local_fleet_maps_its_nodes_to_the_slurm_of_slurm_up() -> None:
     topo = compile_topology(load_fleet("slurm-local"))
     assert slurm_node_map(topo) == {"local/hgx/d0/n0": "aif-n0", "local/hgx/d1/n1": "aif-n1"}
     assert slurm_node_map(compile_topology(load_fleet("demo"))) == {}
+
+
+def test_the_services_executor_takes_the_node_names_of_its_fleet(tmp_path: Path) -> None:
+    local = ServiceSettings(database_url="sqlite://", fleet="slurm-local", data_dir=tmp_path)
+    assert executor_for(local).node_map == {
+        "local/hgx/d0/n0": "aif-n0",
+        "local/hgx/d1/n1": "aif-n1",
+    }
+    demo = ServiceSettings(database_url="sqlite://", fleet="demo", data_dir=tmp_path)
+    assert executor_for(demo).node_map == {}
+    assert executor_for(None).node_map == {}
 
 
 def fleet_doc(slurm_nodes: list[str]) -> dict[str, object]:

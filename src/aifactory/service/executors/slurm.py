@@ -46,6 +46,7 @@ from aifactory.service.executors.base import CONTRACT_ENV, ExecutorError, Launch
 
 if TYPE_CHECKING:
     from aifactory.fleet.topology import Topology
+    from aifactory.service.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
 
@@ -688,6 +689,16 @@ class SlurmExecutor:
             return parse(stdout)
         except ValueError as exc:
             raise ExecutorError(f"could not read {tool} output: {exc}") from None
+
+
+def executor_for(settings: ServiceSettings | None = None) -> SlurmExecutor:
+    """The service's Slurm executor: jobs go to the Slurm nodes that the service's fleet file
+    names (``slurm_nodes``); a fleet that names none leaves the nodes to Slurm."""
+    if settings is None:
+        return SlurmExecutor()
+    from aifactory.fleet import compile_topology, load_fleet  # noqa: PLC0415 (lazy, as above)
+
+    return SlurmExecutor(node_map=slurm_node_map(compile_topology(load_fleet(settings.fleet))))
 
 
 SACCT_TRACE_FORMAT = (
