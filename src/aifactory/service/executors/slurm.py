@@ -316,7 +316,8 @@ def batch_script(launch: Launch, slurm_nodes: Sequence[str]) -> str:
     MASTER_ADDR is the NodeAddr (what slurmctld itself connects to) of the rank-0 node: the
     placement's first node when the Slurm nodes are named, else the first host of
     ``SLURM_JOB_NODELIST``. MASTER_PORT comes from the job id into PORT_BASE..+PORT_SPAN,
-    moved on while something already listens there. ``srun --export=ALL`` because sbatch's
+    moved on while something already listens there (a connect that succeeds within 2 s).
+    ``srun --export=ALL`` because sbatch's
     ``--export`` list would otherwise also limit what srun passes to the tasks (it sets
     SLURM_EXPORT_ENV), and the contract's variables are set here, after sbatch.
     ``--kill-on-bad-exit=1``: when one rank fails the others are stopped.
@@ -331,16 +332,16 @@ if [ ${{#rank_nodes[@]}} -gt 0 ]; then
 else
   first=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
 fi
-addr=$(scontrol show node -o "$first" 2>/dev/null | tr ' ' '\n' | sed -n 's/^NodeAddr=//p')
+addr=$(scontrol show node -o "$first" 2>/dev/null | tr ' ' '\\n' | sed -n 's/^NodeAddr=//p')
 MASTER_ADDR=${{addr:-$first}}
 port=$(({PORT_BASE} + SLURM_JOB_ID % {PORT_SPAN}))
 for _ in $(seq 1 100); do
-  (exec 3<>"/dev/tcp/$MASTER_ADDR/$port") 2>/dev/null || break
+  timeout 2 bash -c 'exec 3<>"/dev/tcp/$0/$1"' "$MASTER_ADDR" "$port" 2>/dev/null || break
   port=$(({PORT_BASE} + (port - {PORT_BASE} + 1) % {PORT_SPAN}))
 done
 export MASTER_ADDR MASTER_PORT=$port WORLD_SIZE=$SLURM_NNODES
 export AIFACTORY_RANK_NODES="${{rank_nodes[*]}}"
-exec srun --export=ALL --nodes="$SLURM_NNODES" --ntasks-per-node=1 --kill-on-bad-exit=1 \
+exec srun --export=ALL --nodes="$SLURM_NNODES" --ntasks-per-node=1 --kill-on-bad-exit=1 \\
   /bin/bash -c {task} aifactory-rank {command}
 """
 
