@@ -188,12 +188,29 @@ class RayExecutor:
             )
         except Exception as exc:  # the SDK's RuntimeError, requests' errors
             # Ray refuses a submission id it already has: this attempt was started before.
-            found = self.find(name)
-            if found is not None:
-                return found
+            if self._started_before(name):
+                return name
             msg = f"Ray refused job {launch.job_id}: {_short(exc)}"
             raise ExecutorError(msg) from exc
         return name
+
+    def _started_before(self, name: str) -> bool:
+        """After a failed submit: whether Ray has the attempt after all.
+
+        The submit may have reached Ray with its answer lost. Ray is asked a few times;
+        if it still cannot say, it is asked to stop the attempt, should it exist, since
+        the caller now counts this attempt as failed to start.
+        """
+        for _ in range(3):
+            try:
+                return self.find(name) is not None
+            except ExecutorError:
+                time.sleep(1.0)
+        try:
+            self.cancel(name)
+        except ExecutorError as exc:
+            log.warning("ray executor: %s may run unrecorded: %s", name, exc)
+        return False
 
     def spec(self, launch: Launch) -> dict[str, Any]:
         """What the driver is given (JSON): the command and each rank's whole environment."""
@@ -263,7 +280,7 @@ class RayExecutor:
         if verdict is None:  # ended since the last look: the final copy of its log
             verdict = self._verdicts[handle] = self._copy_log(handle, info)
             self._synced.pop(handle, None)
-        code = getattr(info, "driver_exit_code", None)  # Ray reports it from 2.10 on
+        code = getattr(info, "driver_exit_code", None)  # absent from older Rays
         if state == "SUCCEEDED":
             return Status(RunState.COMPLETED, exit_code=0)
         if state == "STOPPED":
