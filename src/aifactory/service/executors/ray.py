@@ -53,6 +53,7 @@ import logging
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -386,6 +387,18 @@ def _write_section(path: Path, handle: str, text: str) -> None:
     tmp.replace(path)
 
 
+def _free_ports(n: int) -> list[int]:
+    """``n`` TCP ports free on 127.0.0.1 now (distinct)."""
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(n)]
+    try:
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
 def _answers(url: str, timeout_s: float = 2.0) -> bool:
     """Whether a Ray dashboard answers at ``url``."""
     try:
@@ -420,8 +433,13 @@ def local_head(data_dir: Path, run_as: str | None) -> str:
         "HOME": str(temp),
         "RAY_USAGE_STATS_ENABLED": "0",
     }
+    # Only the dashboard's port is fixed (it is how a restarted service joins); Ray's other
+    # fixed defaults (6379, 10001, 52365) are often taken on a shared host.
+    gcs, client, agent = _free_ports(3)
     argv = [
         str(bindir / "ray"), "start", "--head", "--node-ip-address", "127.0.0.1",
+        "--port", str(gcs), "--ray-client-server-port", str(client),
+        "--dashboard-agent-listen-port", str(agent),
         "--dashboard-host", "127.0.0.1", "--dashboard-port", "8265",
         "--disable-usage-stats", "--temp-dir", str(temp),
     ]  # fmt: skip
@@ -445,10 +463,13 @@ def local_head(data_dir: Path, run_as: str | None) -> str:
                 check=False,
             )
     except (OSError, subprocess.TimeoutExpired) as exc:
-        msg = f"cannot start a local Ray head: {exc}"
+        msg = f"cannot start a local Ray head as {user.name}: {exc}"
         raise RaySetupError(msg) from exc
     if proc.returncode != 0:
-        msg = f"`ray start --head` failed (exit {proc.returncode}); see {data_dir / 'ray-head.log'}"
+        msg = (
+            f"`ray start --head` as {user.name} failed (exit {proc.returncode}; {user.name} "
+            f"must be able to run {bindir / 'ray'}); see {data_dir / 'ray-head.log'}"
+        )
         raise RaySetupError(msg)
     deadline = time.monotonic() + HEAD_START_S
     while not _answers(LOCAL_DASHBOARD):
