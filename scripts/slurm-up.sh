@@ -31,7 +31,7 @@
 #     (mknod c 1 3, i.e. /dev/null clones) under /var/lib/aifactory-slurm/gpu/<node>/. slurmd
 #     stats the files, so they must exist. Slurm sets each task's CUDA_VISIBLE_DEVICES from
 #     them (indices 0..7 on every node).
-#   * SelectType=select/cons_tres, CR_Core, GresTypes=gpu. The node declares 64 CPUs
+#   * SelectType=select/cons_tres, CR_Core, GresTypes=gpu. Each node declares 64 CPUs
 #     (SlurmdParameters=config_overrides) although this VM has fewer: otherwise each job takes a
 #     core and a 2-core VM could run only two jobs at once; the GPUs must be the binding
 #     constraint, as on an HGX node.
@@ -336,7 +336,15 @@ if ! pid_alive "$CTLD_PID" slurmctld; then
   log "starting slurmctld"
   /usr/sbin/slurmctld
 fi
-wait_for 60 slurmctld scontrol ping || die "slurmctld does not answer (see $LOG_DIR/slurmctld.log)"
+if ! wait_for 60 slurmctld scontrol ping; then
+  # A Slurm built without --enable-multiple-slurmd refuses the config at start.
+  if [ "$NNODES" -gt 1 ] && grep -q 'Duplicated NodeHostName' "$LOG_DIR/slurmctld.log" 2>/dev/null
+  then
+    die "this Slurm is not built with --enable-multiple-slurmd: it cannot run $NNODES nodes" \
+      "on one host (use --nodes 1)"
+  fi
+  die "slurmctld does not answer (see $LOG_DIR/slurmctld.log)"
+fi
 # (Captured first: grep -q closing the pipe early would fail the pipeline under pipefail.)
 build_options=$(scontrol show config 2>/dev/null || true)
 if [ "$NNODES" -gt 1 ] && ! grep -Eq '^MULTIPLE_SLURMD += Yes' <<<"$build_options"; then

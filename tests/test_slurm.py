@@ -27,10 +27,20 @@ POLL_EVERY_S = 0.25
 JOB_DEADLINE_S = 60.0
 
 
+def has_our_nodes() -> bool:
+    """Whether the Slurm that answers has scripts/slurm-up.sh's two nodes (not, say, a
+    Slurm started by an older one-node version of the script, or someone else's)."""
+    proc = subprocess.run(
+        ["sinfo", "-h", "-N", "-o", "%N"], capture_output=True, text=True, timeout=30, check=False
+    )
+    return {"aif-n0", "aif-n1"} <= set(proc.stdout.split())
+
+
 @pytest.fixture(scope="session")
 def slurm() -> SlurmExecutor:
-    """A SlurmExecutor on a running local Slurm, started by the repo script when needed."""
-    if not slurm_responds():
+    """A SlurmExecutor on a running local Slurm, started (or reconfigured to its two nodes)
+    by the repo script when needed."""
+    if not slurm_responds() or not has_our_nodes():
         proc = subprocess.run(
             ["bash", str(SLURM_UP)], capture_output=True, text=True, timeout=600, check=False
         )
