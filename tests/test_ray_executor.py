@@ -249,6 +249,22 @@ def wait_met(ex: RayExecutor, handle: str, world: int) -> dict[int, int]:
     return pids
 
 
+def wait_gone(pids: list[int], program: bytes, timeout: float = 15.0) -> None:
+    """Wait until none of ``pids`` runs ``program`` any more."""
+
+    def runs(pid: int) -> bool:
+        try:
+            return program in Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return False
+
+    deadline = time.monotonic() + timeout
+    while any(runs(p) for p in pids):
+        if time.monotonic() > deadline:
+            pytest.fail(f"still running {timeout:g} s later: {[p for p in pids if runs(p)]}")
+        time.sleep(0.2)
+
+
 def assert_all_gone(pids: dict[int, int], timeout: float = 15.0) -> None:
     deadline = time.monotonic() + timeout
     while any(runs_program(p) for p in pids.values()):
@@ -270,7 +286,8 @@ def test_a_16_gpu_job_on_two_8_gpu_nodes_meets_and_completes(
     seen.chmod(0o777)
     job = launch(
         data_dir,
-        rendezvous(before=f"env > {seen}/rank-$NODE_RANK; "),
+        # Each rank also leaves a daemon behind (its own session): it ends with its rank.
+        rendezvous(before=f'env > {seen}/rank-$NODE_RANK; setsid sleep 300 & echo "bg $!"; '),
         env={"TRAINER_FLAG": "on", "AIFACTORY_TOKEN": "from-the-job", "MASTER_PORT": "1"},
     )
     handle = ex.start(job)
@@ -281,6 +298,9 @@ def test_a_16_gpu_job_on_two_8_gpu_nodes_meets_and_completes(
     assert_world_met(log, TWO_NODES)
     assert "pinned to its node" in log  # the head advertises aifactory-node:n1 and n2
     assert log.rstrip().endswith("aifactory-ray: every rank exited 0")
+    daemons = [int(p) for p in re.findall(r"^\[rank \d\] bg (\d+)$", log, re.M)]
+    assert len(daemons) == 2, log
+    wait_gone(daemons, b"sleep")
     allowed = CONTRACT_ENV | {"PATH", "LANG", "HOME", "TMPDIR", "TRAINER_FLAG"}
     for rank in (0, 1):
         env = dict(line.split("=", 1) for line in (seen / f"rank-{rank}").read_text().splitlines())
@@ -324,7 +344,9 @@ def test_one_failing_rank_fails_the_job_and_stops_the_other(ray_head: str, data_
 
 def test_cancel_stops_every_rank(ray_head: str, data_dir: Path) -> None:
     ex = executor(ray_head, data_dir)
-    job = launch(data_dir, rendezvous("--hold 120"))
+    # rank 1 ignores SIGTERM: it is killed after the grace
+    stubborn = '[ "$NODE_RANK" = 1 ] && trap "" TERM; '
+    job = launch(data_dir, rendezvous("--hold 120", before=stubborn))
     handle = ex.start(job)
     pids = wait_met(ex, handle, 2)
     ex.cancel(handle)
