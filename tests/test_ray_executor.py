@@ -52,6 +52,7 @@ from aifactory.service.executors.base import (
     RunState,
     Status,
     describe_nodes,
+    rank_env,
 )
 from aifactory.service.executors.ray import RayExecutor
 from aifactory.service.loop import SchedulerLoop
@@ -414,6 +415,24 @@ def test_an_unreachable_ray_is_an_executor_error_not_a_verdict(data_dir: Path) -
         ex.find("aif-1-1")
     with pytest.raises(ExecutorError):
         ex.start(launch(data_dir, "true"))
+
+
+def test_the_spec_gives_each_rank_the_contract_and_grows_with_the_placement_once(
+    data_dir: Path,
+) -> None:
+    (port,) = _free_ports(1)
+    ex = RayExecutor(f"http://127.0.0.1:{port}", data_dir=data_dir)  # never contacted
+    nodes = tuple(NodeSlice(f"gb200-{i:02d}", (0, 1, 2, 3)) for i in range(72))
+    job = launch(data_dir, "train", nodes=nodes, env={"WANDB_MODE": "off", "NODE_RANK": "9"})
+    spec = ex.spec(job)
+    assert json.dumps(spec).count(job.placement) == 1
+    for rank in range(72):
+        given = {**spec["env"], **spec["ranks"][rank]["env"]}
+        given |= {"MASTER_ADDR": "10.0.0.1", "MASTER_PORT": "29500"}
+        want = rank_env(job, rank, "10.0.0.1", 29500)
+        assert {k: given[k] for k in want} == want
+        assert set(given) - set(want) == {"PATH", "LANG", "WANDB_MODE"}
+        assert spec["ranks"][rank]["node"] == f"gb200-{rank:02d}"
 
 
 # -- through the real control-plane loop ----------------------------------------------------

@@ -10,7 +10,8 @@ Mapping to the Executor protocol:
   (:func:`~aifactory.service.executors.base.attempt_name`). Ray refuses a second job under
   an existing submission id, so a launch is idempotent: starting the same attempt twice
   returns the first one's handle, which is the name itself. The entrypoint is our driver
-  (:mod:`.ray_driver`, shipped as the job's ``working_dir``), which reserves one
+  (:mod:`.ray_driver`, shipped with the attempt's spec as the job's ``working_dir``), which
+  reserves one
   placement-group bundle per node rank (that node's GPUs as Ray ``GPU``, and, when the Ray
   cluster advertises a resource ``aifactory-node:<fleet node>``, a sliver of it, which pins
   the rank to that node), starts one actor per rank with the launch contract's variables
@@ -56,6 +57,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -129,28 +131,25 @@ class RayExecutor:
         self._client: JobSubmissionClient | None = None
         self._synced: dict[str, float] = {}  # handle -> when its log was last copied
         self._verdicts: dict[str, str] = {}  # ended handle -> its driver's verdict (log copied)
-        self._shipped = self._ship()
 
-    def _ship(self) -> Path:
-        """The directory holding only the driver, uploaded as each job's working_dir."""
-        where = self.data_dir / "ray-driver"
-        target = where / ray_driver.SHIPPED_NAME
-        source = Path(ray_driver.__file__).read_bytes()
+    def _stage(self, launch: Launch) -> Path:
+        """A directory holding only the driver and this attempt's spec: the job's working_dir.
+
+        The spec travels as a file, not in the environment: a large placement (every rank's
+        GPUs, in every rank's variables) would pass the kernel's limit on one variable.
+        The client uploads the directory when it submits; then it is removed.
+        """
+        staging = self.data_dir / "ray-staging"
         try:
-            where.mkdir(mode=0o700, parents=True, exist_ok=True)
-            if not target.is_file() or target.read_bytes() != source:
-                tmp = where / f".{ray_driver.SHIPPED_NAME}.tmp"
-                tmp.write_bytes(source)
-                tmp.replace(target)
-            for extra in where.iterdir():  # the working_dir is exactly the driver
-                if extra.name != ray_driver.SHIPPED_NAME:
-                    if extra.is_dir():
-                        shutil.rmtree(extra)
-                    else:
-                        extra.unlink()
+            staging.mkdir(mode=0o700, parents=True, exist_ok=True)
+            where = Path(tempfile.mkdtemp(prefix=f"{launch.name}-", dir=staging))
+            shutil.copyfile(ray_driver.__file__, where / ray_driver.SHIPPED_NAME)
+            fd = os.open(where / ray_driver.SPEC_NAME, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as out:
+                json.dump(self.spec(launch), out)
         except OSError as exc:
-            msg = f"ray executor: cannot prepare {where}: {exc}"
-            raise RaySetupError(msg) from exc
+            msg = f"job {launch.job_id}: cannot stage its Ray job in {staging}: {exc}"
+            raise ExecutorError(msg) from exc
         return where
 
     def _connect(self) -> JobSubmissionClient:
@@ -171,20 +170,17 @@ class RayExecutor:
         _check(launch)
         name = launch.name
         client = self._connect()
-        spec = self.spec(launch)
         try:
             launch.log_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
             msg = f"job {launch.job_id}: cannot make {launch.log_path.parent}: {exc}"
             raise ExecutorError(msg) from exc
+        staged = self._stage(launch)
         try:
             client.submit_job(
                 entrypoint=ENTRYPOINT,
                 submission_id=name,
-                runtime_env={
-                    "working_dir": str(self._shipped),
-                    "env_vars": {ray_driver.SPEC_ENV: json.dumps(spec)},
-                },
+                runtime_env={"working_dir": str(staged)},
                 metadata={"aifactory_job": launch.job_id, "aifactory_log": str(launch.log_path)},
             )
         except Exception as exc:  # the SDK's RuntimeError, requests' errors
@@ -193,6 +189,8 @@ class RayExecutor:
                 return name
             msg = f"Ray refused job {launch.job_id}: {_short(exc)}"
             raise ExecutorError(msg) from exc
+        finally:
+            shutil.rmtree(staged, ignore_errors=True)
         return name
 
     def _started_before(self, name: str) -> bool:
@@ -214,7 +212,11 @@ class RayExecutor:
         return False
 
     def spec(self, launch: Launch) -> dict[str, Any]:
-        """What the driver is given (JSON): the command and each rank's whole environment."""
+        """What the driver is given (JSON): the command, the variables every rank shares, and
+        each rank's own (those of :func:`rank_env` that differ between ranks).
+
+        Split so that the spec grows with the placement once, not once per rank.
+        """
         own = {
             k: v
             for k, v in launch.env.items()
@@ -223,14 +225,22 @@ class RayExecutor:
             and (not k.startswith("AIFACTORY_") or k in _JOB_AIFACTORY_ENV)
         }
         base = {"PATH": DEFAULT_PATH, "LANG": os.environ.get("LANG") or "C.UTF-8"}
+        shared = rank_env(launch, 0, "", 0)
+        del shared["MASTER_ADDR"], shared["MASTER_PORT"]  # the driver sets them once placed
+        varying: set[str] = set()
+        for rank in range(1, launch.world_size):
+            mine = rank_env(launch, rank, "", 0)
+            varying.update(k for k, v in shared.items() if mine[k] != v)
         ranks = []
         for rank, node in enumerate(launch.nodes):
-            env = {**own, **base, **rank_env(launch, rank, "", 0)}
-            del env["MASTER_ADDR"], env["MASTER_PORT"]  # the driver knows them once placed
-            ranks.append({"node": node.node, "gpus": list(node.gpus), "env": env})
+            mine = rank_env(launch, rank, "", 0) if varying else {}
+            ranks.append(
+                {"node": node.node, "gpus": list(node.gpus), "env": {k: mine[k] for k in varying}}
+            )
         return {
             "name": launch.name,
             "command": launch.command,
+            "env": {**own, **base, **{k: v for k, v in shared.items() if k not in varying}},
             "ranks": ranks,
             "time_limit_s": launch.time_limit_s,
             "grace_s": self.grace_s,

@@ -1,19 +1,19 @@
 """The Ray side of the Ray executor: every Ray job's entrypoint, and each rank's guard.
 
-The executor (:mod:`.ray`) ships this one file, alone, as the job's ``working_dir`` and
-submits ``python aifactory_ray_driver.py``: the Ray nodes need Ray, not aifactory, and the
-file imports nothing of aifactory. Alone, because the directory becomes the workers'
-``sys.path`` entry, where a sibling named ``ray.py`` would hide Ray itself. It is then:
+The executor (:mod:`.ray`) ships this one file as the job's ``working_dir``, with only the
+attempt's spec beside it, and submits ``python aifactory_ray_driver.py``: the Ray nodes need
+Ray, not aifactory, and the file imports nothing of aifactory. Without its siblings, because
+the directory becomes the workers' ``sys.path`` entry, where ``ray.py`` would hide Ray. It is:
 
-- **the driver** (no arguments): reads the attempt from ``AIFACTORY_RAY_SPEC`` (JSON written
-  by the executor: the command, and for each node rank its node, GPUs and complete
-  environment but ``MASTER_ADDR``/``MASTER_PORT``), reserves one placement-group bundle per
-  rank (all or nothing: a gang never starts half), starts one :class:`Rank` actor per
-  bundle, learns rank 0's node IP and a port free there, starts every rank's command with
-  those two added, relays each rank's output to its own stdout (which is the Ray job's log)
-  as ``[rank R] line``, and waits. The job succeeds when every rank exits 0; the first rank
-  that fails or is lost fails it and the others are stopped; ``stop_job`` (SIGTERM) and the
-  attempt's time limit stop every rank. Its last line says how it ended
+- **the driver** (no arguments): reads the attempt from ``aifactory_ray_spec.json`` (written
+  by the executor: the command, the variables all ranks share, and each node rank's node,
+  GPUs and own variables), reserves one placement-group bundle per rank (all or nothing: a
+  gang never starts half), starts one :class:`Rank` actor per bundle, learns rank 0's node
+  IP and a port free there (``MASTER_ADDR``/``MASTER_PORT``), starts every rank's command
+  with those two added, relays each rank's output to its own stdout (which is the Ray job's
+  log) as ``[rank R] line``, and waits. The job succeeds when every rank exits 0; the first
+  rank that fails or is lost fails it and the others are stopped; ``stop_job`` (SIGTERM)
+  and the attempt's time limit stop every rank. Its last line says how it ended
   (``aifactory-ray: ...``), and its exit status is the failing rank's (124 for the time
   limit, 143 when stopped);
 - **a rank's guard** (``--guard GRACE COMMAND``), started by the rank's actor in a session
@@ -47,8 +47,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-SPEC_ENV = "AIFACTORY_RAY_SPEC"
 SHIPPED_NAME = "aifactory_ray_driver.py"  # the file's name in the job's working_dir
+SPEC_NAME = "aifactory_ray_spec.json"  # beside it: the attempt
 VERDICT = "aifactory-ray:"  # the driver's last line starts with it
 TIME_LIMIT_EXIT = 124
 STOPPED_EXIT = 143
@@ -325,7 +325,7 @@ def drive(spec: dict[str, Any]) -> int:
         port = ray.get(actors[0].free_port.remote(), timeout=60)
         rendezvous = {"MASTER_ADDR": addr, "MASTER_PORT": str(port)}
         starts = [
-            a.start.remote(spec["command"], {**r["env"], **rendezvous})
+            a.start.remote(spec["command"], {**spec["env"], **r["env"], **rendezvous})
             for a, r in zip(actors, ranks, strict=True)
         ]
         pids = ray.get(starts, timeout=120)
@@ -385,7 +385,7 @@ def main(argv: list[str]) -> int:
     if argv:
         print(f"usage: {SHIPPED_NAME} [--guard GRACE COMMAND]", file=sys.stderr)
         return 2
-    return drive(json.loads(os.environ[SPEC_ENV]))
+    return drive(json.loads(Path(__file__).with_name(SPEC_NAME).read_text()))
 
 
 if __name__ == "__main__":
