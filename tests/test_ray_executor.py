@@ -10,7 +10,9 @@ prints its pid before it becomes the program, so "every rank stopped" is checked
 processes themselves.
 
 The head is started with a database URL and a token in its environment, as a head started
-from the service's own shell would be: no job may see them.
+from the service's own shell would be: none of it may reach a job's environment. (A rank
+runs as Ray's user and could still read it from ``/proc/<worker>/environ``: the service
+starts its own head with a clean environment, see aifactory.service.executors.ray.)
 
 Skipped, saying so, only where Ray cannot be imported (``pip install 'aifactory[ray]'``;
 ``make test`` installs it).

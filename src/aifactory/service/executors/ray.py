@@ -11,14 +11,14 @@ Mapping to the Executor protocol:
   an existing submission id, so a launch is idempotent: starting the same attempt twice
   returns the first one's handle, which is the name itself. The entrypoint is our driver
   (:mod:`.ray_driver`, shipped with the attempt's spec as the job's ``working_dir``), which
-  reserves one
-  placement-group bundle per node rank (that node's GPUs as Ray ``GPU``, and, when the Ray
-  cluster advertises a resource ``aifactory-node:<fleet node>``, a sliver of it, which pins
-  the rank to that node), starts one actor per rank with the launch contract's variables
-  (:func:`~aifactory.service.executors.base.rank_env`; ``MASTER_ADDR`` is rank 0's node IP,
-  ``MASTER_PORT`` a port free there), and runs the command under a guard that keeps every
-  process of the rank inside it. ``CUDA_VISIBLE_DEVICES`` is the placement's, as on every
-  backend: the service's scheduler owns the GPUs; Ray's count only admits the ranks.
+  reserves one placement-group bundle per node rank (that node's GPUs as Ray ``GPU``, and,
+  when the Ray cluster advertises a resource ``aifactory-node:<fleet node>``, a sliver of
+  it, which pins the rank to that node), starts one actor per rank with the launch
+  contract's variables (:func:`~aifactory.service.executors.base.rank_env`;
+  ``MASTER_ADDR`` is rank 0's node IP, ``MASTER_PORT`` a port free there), and runs the
+  command under a guard that keeps every process of the rank inside it.
+  ``CUDA_VISIBLE_DEVICES`` is the placement's, as on every backend: the service's
+  scheduler owns the GPUs; Ray's count only admits the ranks.
 - ``find(name)`` asks Ray for the job with that submission id: exact, and it survives a
   service restart (Ray's head keeps its jobs for its own lifetime).
 - ``poll`` maps Ray's job status (PENDING and RUNNING: RUNNING; SUCCEEDED; FAILED with the
@@ -41,10 +41,12 @@ environment too, and runs as an unprivileged user when the service is root (the 
 executor's job user: ``--run-as``, by default ``aifactory-job``).
 
 Known limits. Ray's Job API has no authentication unless the cluster enables its token
-mode, and the spec (the command and the job's variables) is readable by anyone who can
-list the cluster's jobs. Ray forgets its jobs when the head restarts: ``find`` then says
-None for an attempt that may have run (its processes are gone with the head). The
-client's HTTP calls have no timeout of their own.
+mode, and a job's spec (its command and variables, uploaded as its working_dir) is readable
+by anyone who can reach the cluster. Ranks run as the Ray worker's user, which may read the
+environment of Ray's own processes (``/proc/<pid>/environ``): start Ray with a clean
+environment, as :func:`local_head` does. Ray forgets its jobs when the head restarts:
+``find`` then says None for an attempt that may have run (its processes are gone with the
+head). The client's HTTP calls have no timeout of their own.
 """
 
 from __future__ import annotations
@@ -95,6 +97,7 @@ _JOB_AIFACTORY_ENV = frozenset({"AIFACTORY_JOB_ID", "AIFACTORY_PLACEMENT", "AIFA
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\Z")
 _ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _RUNNING = frozenset({"PENDING", "RUNNING"})
+_VERDICTS_KEPT = 10_000  # ended jobs whose verdict poll remembers (asked again: copied again)
 
 
 class RaySetupError(ValueError):
@@ -291,6 +294,8 @@ class RayExecutor:
         if verdict is None:  # ended since the last look: the final copy of its log
             verdict = self._verdicts[handle] = self._copy_log(handle, info)
             self._synced.pop(handle, None)
+            if len(self._verdicts) > _VERDICTS_KEPT:  # the oldest: long recorded by the loop
+                del self._verdicts[next(iter(self._verdicts))]
         code = getattr(info, "driver_exit_code", None)  # absent from older Rays
         if state == "SUCCEEDED":
             return Status(RunState.COMPLETED, exit_code=0)
