@@ -1,6 +1,6 @@
 """The Ray executor against a real local Ray head (issue #16 §4).
 
-One head for the session (``ray start --head --block``, 4 CPUs, 32 fake GPUs, and the marker
+One head for the module (``ray start --head --block``, 4 CPUs, 32 fake GPUs, and the marker
 resources ``aifactory-node:n1``/``n2`` of two 8-GPU fleet nodes), in its own session so that
 its teardown stops exactly the processes it started. Every job runs tests/rendezvous.py as
 real processes, one Ray actor per node rank: rank 0 checks the world (every rank once, each
@@ -103,9 +103,13 @@ def _answers(url: str) -> bool:
         return False
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_head() -> Iterator[str]:
-    """A local Ray head for the session; its dashboard URL (the Job Submission API's)."""
+    """A local Ray head for this module's tests; its dashboard URL (the Job Submission API's).
+
+    Module-scoped, not session-scoped: in ``make test`` the head (about 1.5 GB and some CPU)
+    is gone before the next module's tests run.
+    """
     temp = Path(f"/tmp/aif-ray-{os.getpid()}")
     temp.mkdir(mode=0o700)
     gcs, dashboard, client, agent = _free_ports(4)
