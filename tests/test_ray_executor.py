@@ -349,6 +349,31 @@ def test_one_failing_rank_fails_the_job_and_stops_the_other(ray_head: str, data_
     assert_all_gone(rank_pids(log))
 
 
+def test_a_rank_whose_ray_worker_dies_fails_the_job_and_leaves_nothing_running(
+    ray_head: str, data_dir: Path
+) -> None:
+    ex = executor(ray_head, data_dir)
+    job = launch(data_dir, rendezvous("--hold 120"))
+    handle = ex.start(job)
+    pids = wait_met(ex, handle, 2)
+    # The rank's shell is its guard's child, the guard the actor's: kill the actor's worker
+    # process outright, as a crashed or OOM-killed worker would be.
+    guard = _parent(pids[1])
+    worker = _parent(guard)
+    assert b"aifactory_ray_driver.py" in Path(f"/proc/{guard}/cmdline").read_bytes()
+    os.kill(worker, signal.SIGKILL)
+    status = wait_status(ex, handle, ended)
+    log = job.log_path.read_text()
+    assert status.state is RunState.FAILED, log
+    assert "rank 1 was lost" in status.detail
+    assert_all_gone(pids)  # rank 1 by its guard, rank 0 by the driver
+
+
+def _parent(pid: int) -> int:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat[stat.rfind(")") + 2 :].split()[1])
+
+
 def test_cancel_stops_every_rank(ray_head: str, data_dir: Path) -> None:
     ex = executor(ray_head, data_dir)
     # rank 1 ignores SIGTERM: it is killed after the grace
