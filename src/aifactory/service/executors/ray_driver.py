@@ -330,6 +330,10 @@ def drive(spec: dict[str, Any]) -> int:
         ]
         pids = ray.get(starts, timeout=120)
     except ray.exceptions.RayError as exc:
+        # Those that did start are stopped (and would be anyway: the actors end with the
+        # driver, and each guard with its actor).
+        with contextlib.suppress(ray.exceptions.RayError):
+            ray.get([a.stop.remote() for a in actors], timeout=grace_s + 10)
         _say(f"the ranks could not start: {type(exc).__name__}: {exc}")
         return 1
     _say(f"rendezvous at {addr}:{port}; rank pids {pids}")
