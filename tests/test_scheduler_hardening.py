@@ -26,6 +26,7 @@ from aifactory.scheduler.config import (
     MIN_CHECKPOINT_S,
     BackfillMode,
     SchedulerConfig,
+    Tuning,
 )
 from aifactory.scheduler.records import CycleResult
 from aifactory.scheduler.scheduler import Scheduler
@@ -212,7 +213,7 @@ def driven_cases(draw: st.DrawFn) -> Case:
         checkpoint_write_s=draw(st.sampled_from([0.0, 5.0])),
         las_thresholds=draw(st.sampled_from([(3600.0,), (200.0, 2000.0)])),
         backfill_interval_s=draw(st.sampled_from([0.0, 0.0, 30.0])),
-        shortcuts=draw(st.booleans()),
+        tuning=Tuning(shortcuts=draw(st.booleans())),
     )
     return Case(topo, cfg, draw(scripts(topo)))
 

@@ -8,8 +8,9 @@ allocated twice, free + used (+ down) = capacity, gangs all-or-nothing, quota ce
 lending limits, in one site unless allowed. At the end: every job is terminal (completed
 or rejected), every JCT >= its run time, and the same seed gives the same summary.
 Failures are injected in some examples (a made-up high rate) to exercise eviction paths.
-A differential property checks that the scheduler's shortcuts between deep scans (skipping
-passes and heads that provably change nothing) never change a decision.
+A differential property checks that the scheduler's shortcuts (every memo and skip of
+``aifactory.scheduler.shortcuts``) never change a decision, and a seeded test that the
+comparison takes each of them.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from aifactory.fleet import Topology, compile_topology
-from aifactory.scheduler.config import BackfillMode, SchedulerConfig
+from aifactory.scheduler.config import BackfillMode, SchedulerConfig, Tuning
+from aifactory.scheduler.shortcuts import Hit
 from aifactory.twin.failures import FailureInjector
 from aifactory.twin.results import summarize
 from aifactory.twin.simulator import SimResult, TwinConfig
@@ -241,20 +243,95 @@ def test_same_seed_same_summary(
     ]
 
 
-@settings(SETTINGS, max_examples=150)
-@given(cases(most_jobs=60))
-def test_shortcuts_between_deep_scans_change_no_decision(
-    case: tuple[Topology, list[JobSpec], SchedulerConfig, float],
-) -> None:
-    """With a backfill interval, passes between deep scans skip heads (and whole passes)
-    that would be turned away, and remember heads turned away until something comes back.
-    Run the same case with every pass in full: every job starts, ends and fails alike."""
-    topo, specs, cfg, rate = case
-    cfg = replace(cfg, backfill=BackfillMode.EASY, backfill_interval_s=30.0)
+def decisions(result: SimResult) -> list[tuple[Any, ...]]:
+    """Every decision about every job: its whole history (each start, eviction and end, with
+    when), where it last ran (the topology level) and what it lost."""
+    return [
+        (j.id, tuple(j.history), j.level, j.preemptions, j.failures, j.progress_s)
+        for j in result.jobs
+    ]
+
+
+def compare_with_reference(
+    topo: Topology, specs: list[JobSpec], cfg: SchedulerConfig, rate: float
+) -> dict[str, int]:
+    """Run a case with the shortcuts on and off; assert that every decision is the same and
+    that the reference took none; return how often each shortcut was taken."""
     fast, _ = run(topo, specs, cfg, rate)
-    full, _ = run(topo, specs, replace(cfg, shortcuts=False), rate)
-
-    def decisions(result: SimResult) -> list[tuple[Any, ...]]:
-        return [(j.id, j.first_start_s, j.end_s, j.state, j.preemptions) for j in result.jobs]
-
+    full, _ = run(topo, specs, replace(cfg, tuning=Tuning(shortcuts=False)), rate)
     assert decisions(fast) == decisions(full)
+    assert not any(full.scheduler.shortcuts.hits), full.scheduler.shortcuts.taken()
+    return fast.scheduler.shortcuts.taken()
+
+
+@settings(SETTINGS, max_examples=150)
+@given(cases(most_jobs=60), st.booleans())
+def test_shortcuts_change_no_decision(
+    case: tuple[Topology, list[JobSpec], SchedulerConfig, float], between_scans: bool
+) -> None:
+    """Every memo and skip of :mod:`aifactory.scheduler.shortcuts` on, then every one off
+    (the reference): every job starts, is evicted, ends and fails alike. Half the examples
+    run with a backfill interval, where the turned-away skips act between deep scans."""
+    topo, specs, cfg, rate = case
+    if between_scans:
+        cfg = replace(cfg, backfill=BackfillMode.EASY, backfill_interval_s=30.0)
+    taken = compare_with_reference(topo, specs, cfg, rate)
+    for name, count in taken.items():
+        event(f"{name} {'>0' if count else '0'}")
+
+
+def _busy_fleet() -> Topology:
+    """Two classes in two sites, three tenants sharing a cohort with borrowing: enough
+    contention that reservations, quota and preemption all turn jobs away."""
+    sites = [
+        [[hgx(3, owner="t0")], [nvl(2, owner="t0", nodes_per_domain=2)]],
+        [[hgx(2, owner="t1")]],
+    ]
+    tenants = [
+        tenant("t0", {"h100": {"nominal": 16, "borrowing_limit": 16}, "gb200": 8}, cohort="c"),
+        tenant("t1", {"h100": {"nominal": 16, "lending_limit": 8}, "gb200": 8}, cohort="c"),
+        tenant("t2", {"h100": 8, "gb200": {"nominal": 0, "borrowing_limit": 8}}, cohort="c"),
+    ]
+    return compile_topology(make_fleet(sites, tenants))
+
+
+def _random_specs(rng: np.random.Generator, names: list[str], n: int) -> list[JobSpec]:
+    sizes = [1, 1, 2, 2, 3, 4, 4, 8, 8, 12, 16, 24]
+    specs: list[JobSpec] = []
+    for i in range(n):
+        run_s = float(rng.uniform(5.0, 400.0))
+        specs.append(
+            (
+                f"j{i}",
+                names[int(rng.integers(len(names)))],
+                float(rng.uniform(0.0, 900.0)),
+                sizes[int(rng.integers(len(sizes)))],
+                run_s,
+                {
+                    "estimate_s": run_s * float(rng.choice([0.5, 1.0, 2.0])),
+                    "gpu_class": [None, "h100", "gb200"][int(rng.integers(3))],
+                    "priority": int(rng.choice([0, 0, 100])),
+                    "preemptible": bool(rng.integers(5)),
+                    "checkpoint_s": float(rng.choice([15.0, 60.0])),
+                },
+            )
+        )
+    return specs
+
+
+def test_every_shortcut_is_taken_by_the_differential_runs() -> None:
+    """The differential comparison covers every shortcut: over a few seeded busy workloads
+    (every policy, with and without a backfill interval and failures), each memo and skip
+    is taken at least once, and no decision differs from the reference's."""
+    topo = _busy_fleet()
+    total: dict[str, int] = dict.fromkeys(Hit.NAMES, 0)
+    for seed in range(4):
+        rng = np.random.default_rng(seed)
+        specs = _random_specs(rng, ["t0", "t1", "t2"], 70)
+        for policy in POLICIES:
+            for interval in (0.0, 30.0):
+                cfg = SchedulerConfig(policy=policy, backfill_interval_s=interval)
+                taken = compare_with_reference(topo, specs, cfg, 0.5 if seed % 2 else 0.0)
+                for name, count in taken.items():
+                    total[name] += count
+    assert all(total.values()), f"shortcuts never taken: {total}"

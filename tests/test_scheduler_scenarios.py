@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from aifactory.fleet import Topology, compile_topology
-from aifactory.scheduler.config import BackfillMode, SchedulerConfig
+from aifactory.scheduler.config import BackfillMode, SchedulerConfig, Tuning
 from aifactory.scheduler.policies import REGISTRY, PolicyName, TenantUsage, make_policy, register
 from aifactory.scheduler.policies.fair import FairPolicy
 from aifactory.scheduler.policies.fifo import FifoPolicy
@@ -755,7 +755,7 @@ def _replay(
     """Every decision of a replay (started/preempted, job, time) and the final holders."""
     sched = Scheduler(
         hgx_topo(3, tenants=tenants),
-        SchedulerConfig(backfill_interval_s=30.0, shortcuts=shortcuts),
+        SchedulerConfig(backfill_interval_s=30.0, tuning=Tuning(shortcuts=shortcuts)),
     )
     decisions: list[tuple[str, str, float]] = []
     for event in events:

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pytest
 
 from aifactory.fleet import Fleet
-from aifactory.scheduler.config import SchedulerConfig
+from aifactory.scheduler.config import SchedulerConfig, Tuning
 from aifactory.scheduler.scheduler import Scheduler
 from aifactory.twin.failures import FailureInjector
 from aifactory.twin.forecast import forecast
@@ -232,13 +232,13 @@ def test_a_simulation_refuses_a_repeated_id_unless_its_caller_checked() -> None:
 def test_restoring_a_job_works_with_or_without_the_id_index() -> None:
     """restore_running adds a job it does not know yet, once, with or without by_id."""
     for index_ids in (True, False):
-        sched = Scheduler(hgx_topo(1), SchedulerConfig(index_ids=index_ids))
+        sched = Scheduler(hgx_topo(1), SchedulerConfig(tuning=Tuning(index_ids=index_ids)))
         job = make_job("r", gpus=2)
         sched.submit(job, 0.0)
         started = sched.schedule(0.0).started
         assert started == [job]
         placement = list(job.placement)
-        twin = Scheduler(hgx_topo(1), SchedulerConfig(index_ids=index_ids))
+        twin = Scheduler(hgx_topo(1), SchedulerConfig(tuning=Tuning(index_ids=index_ids)))
         copy = make_job("r", gpus=2)
         twin.restore_running(copy, placement, 0.0)
         assert twin.jobs == [copy]

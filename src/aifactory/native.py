@@ -40,6 +40,7 @@ NATIVE = (
     "aifactory/scheduler/records.py",
     "aifactory/scheduler/running.py",
     "aifactory/scheduler/scheduler.py",
+    "aifactory/scheduler/shortcuts.py",
     "aifactory/scheduler/state.py",
     "aifactory/scheduler/usage.py",
     "aifactory/scheduler/policies/__init__.py",

@@ -40,6 +40,20 @@ class BackfillMode(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class Tuning:
+    """Switches that change how fast the scheduler decides, never what it decides."""
+
+    # Every memo and skip of :mod:`~aifactory.scheduler.shortcuts`. False computes every
+    # answer in full: the reference the differential property test compares against.
+    shortcuts: bool = True
+    # Index jobs by id (by_id) and refuse an id submitted twice. The control plane needs
+    # it: jobs come one at a time. The twin knows its whole job list before a run and
+    # checks the ids once up front, so it turns this off (a million-entry dict costs a
+    # tenth of the submits' time of a korea-2025 run).
+    index_ids: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class SchedulerConfig:
     """Knobs of the scheduler core (all have defaults a user can override); checked on
     construction."""
@@ -55,15 +69,7 @@ class SchedulerConfig:
     # Seconds between deep backfill scans (Slurm's bf_interval, default 30 s there); 0 scans
     # on every pass. Between scans a pass tries queue heads only, as Slurm's main loop does.
     backfill_interval_s: float = 0.0
-    # Skip passes between deep scans, and heads in them, that provably change nothing
-    # (_open_heads, _turned_away). Exact: False only runs them in full, so that the
-    # property tests can check that the shortcuts never change a decision.
-    shortcuts: bool = True
-    # Index jobs by id (by_id) and refuse an id submitted twice. The control plane needs
-    # it: jobs come one at a time. The twin knows its whole job list before a run and
-    # checks the ids once up front, so it turns this off (a million-entry dict costs a
-    # tenth of the submits' time of a korea-2025 run).
-    index_ids: bool = True
+    tuning: Tuning = Tuning()
 
     def __post_init__(self) -> None:
         problem = self.problem()

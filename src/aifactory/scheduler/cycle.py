@@ -32,6 +32,7 @@ from aifactory.scheduler.placement import find_placement
 from aifactory.scheduler.policies import TenantUsage
 from aifactory.scheduler.queue import key_pair, row_first
 from aifactory.scheduler.records import CycleResult, PassContext
+from aifactory.scheduler.shortcuts import Hit
 from aifactory.scheduler.state import INF, SchedulerState
 from aifactory.workload.job import (
     PENDING,
@@ -90,7 +91,7 @@ class Cycle(SchedulerState):
         if deep:
             reservations: dict[int, Reservation] = {}
             self._reservations = reservations
-            self._new_epoch()
+            self.shortcuts.new_epoch()
         else:
             reservations = self._reservations
         # Phase 1: heads. Between deep scans (no preemption), heads remembered as turned
@@ -101,13 +102,14 @@ class Cycle(SchedulerState):
         # version; the heads aside that come after it in the merge order join then, as
         # they would have been tried after the bump.
         away: list[Head] = []
-        if not deep and self._periodic and self.cfg.shortcuts:
+        if not deep and self._periodic and self.shortcuts.on:
             heads = self._open_heads(now, reservations, away)
             if not heads:
+                self.shortcuts.hits[Hit.ALL_AWAY] += 1
                 return
         else:
             heads = self._heads(now)
-        version = self._away_version
+        version = self.shortcuts.away_version
         # Preemption searches are the costliest step of a pass; with a backfill interval
         # they run in the periodic deep scans only (Slurm's preemption also acts from its
         # scheduling cycles, not on every event).
@@ -130,16 +132,15 @@ class Cycle(SchedulerState):
             if (
                 not easy
                 and not ctx.preempt
-                and self.cfg.shortcuts
                 and (
-                    job.away_version == self._away_version  # (checked now: a start may bump it)
-                    or self._turned_away(job, reservations, ctx.no_fit)
+                    self.shortcuts.remembered(job)  # (asked now: a start may bump the version)
+                    or self.shortcuts.turned_away(job, self._classes(job), reservations, ctx.no_fit)
                 )
             ):
                 continue  # strict pass: this tenant's queue stops here
             # Phases 2-4.
             if self._try_start(job, now, ctx, res, head=head):
-                if away and self._away_version != version:
+                if away and self.shortcuts.away_version != version:
                     for h in away:
                         if before(top, h):
                             head_push(heads, h)
@@ -157,7 +158,7 @@ class Cycle(SchedulerState):
             tested += 1
             if tested >= self.cfg.backfill_depth:
                 break
-            if not self._may_start_more(t, ctx):
+            if not self._may_start_more(t):
                 continue  # nothing this tenant could start now: stop its queue
             if pending.clean(q):
                 head_push(heads, self._head(q, t, now))
@@ -176,9 +177,9 @@ class Cycle(SchedulerState):
         as turned away (job.away_version: turned away by reservations, which stays so until
         the turned-away version changes, as within a pass reservations only tighten and
         GPUs and quota are only taken) in ``away``, in queue order. Empty, and no head
-        built, when :meth:`_turned_away` turns every head away."""
+        built, when the shortcuts' ``turned_away`` turns every head away."""
         no_fit: dict[int, float] = {}  # (stays empty: the answers hold beyond this pass)
-        version = self._away_version
+        version = self.shortcuts.away_version
         open_: list[int] = []
         all_away = True
         pending = self.pending
@@ -186,9 +187,11 @@ class Cycle(SchedulerState):
             if not pending.clean(q):
                 continue
             job = self.jobs[q.ref[0]]
-            if job.away_version == version:
+            if self.shortcuts.remembered(job):
                 continue  # remembered as turned away: nothing came back since
-            if not self._turned_away(job, reservations, no_fit, remember=True):
+            if not self.shortcuts.turned_away(
+                job, self._classes(job), reservations, no_fit, remember=True
+            ):
                 all_away = False
             if job.away_version != version:
                 # Not remembered: it may start, or it was turned away for quota alone
@@ -210,11 +213,12 @@ class Cycle(SchedulerState):
                 away.append(head)
         return heads
 
-    def _may_start_more(self, tenant: int, ctx: PassContext) -> bool:
+    def _may_start_more(self, tenant: int) -> bool:
         """Whether the smallest waiting job of ``tenant`` could still start in this pass.
 
         A necessary condition only (placement and reservations are not checked), so a
-        False here never skips a job that could start.
+        False here never skips a job that could start. It reads free GPUs and quota, never
+        a memo: whether the queue goes on decides which jobs are tried (and may reserve).
         """
         smallest = self.pending.smallest_of(tenant)
         if not smallest:
@@ -223,7 +227,6 @@ class Cycle(SchedulerState):
             if (
                 cell.nominal + cell.borrow_limit > 0
                 and self.cs.class_free[c] >= smallest
-                and ctx.no_fit.get(c, INF) > smallest
                 and self.quota.fits(tenant, c, smallest)
             ):
                 return True
@@ -333,43 +336,47 @@ class Cycle(SchedulerState):
         tenant = job.tix
         class_free = self.cs.class_free
         no_fit = ctx.no_fit
-        # Cheap, monotone rejections first: a bigger gang than one that already failed to
-        # fit in this class this pass cannot fit either. (A plain loop, and the job's own
-        # tuple kept when no class is ruled out: this runs for every job tried.)
+        # Classes without enough free GPUs first (a plain loop, and the job's own tuple
+        # kept when none is ruled out: this runs for every job tried).
         ruled_out = False
         for c in all_classes:
-            if not (gpus <= class_free[c] and gpus < no_fit.get(c, INF)):
+            if gpus > class_free[c]:
                 ruled_out = True
                 if blocked is None:
                     blocked = c
         classes = all_classes
         if ruled_out:
-            classes = tuple(
-                [c for c in all_classes if gpus <= class_free[c] and gpus < no_fit.get(c, INF)]
-            )
+            classes = tuple([c for c in all_classes if gpus <= class_free[c]])
         if len(classes) > 1:
             classes = self._class_order(classes, tenant)
         for c in classes:
             memo = (tenant << 8) | c
             if gpus >= ctx.quota_fail.get(memo, INF):
+                self.shortcuts.hits[Hit.QUOTA_FAIL] += 1
                 continue
             if not self.quota.fits(tenant, c, gpus):
-                ctx.quota_fail[memo] = gpus
+                if ctx.memo:
+                    ctx.quota_fail[memo] = gpus
                 continue
             resv = ctx.reservations.get(c)
             if resv is not None and not self.backfill.fits(job, resv, now, commit=False):
-                self._close(job, c)
+                self.shortcuts.close(job, c)
                 continue
-            found = find_placement(self.cs, c, gpus, cross_site=job.allow_cross_site)
+            if gpus >= no_fit.get(c, INF):
+                self.shortcuts.hits[Hit.NO_FIT] += 1
+                found = None  # a smaller gang found no placement here in this pass
+            else:
+                found = find_placement(self.cs, c, gpus, cross_site=job.allow_cross_site)
             if found is None:
-                no_fit[c] = min(gpus, no_fit.get(c, INF))
-                if blocked is None:
-                    blocked = c
+                if ctx.memo:
+                    no_fit[c] = min(gpus, no_fit.get(c, INF))
+                if blocked is None or c < blocked:
+                    blocked = c  # the first class short of GPUs, whatever order they were tried in
                 continue
             if resv is not None:
                 if resv.holder == job.index:
                     del ctx.reservations[c]  # the job it was held for starts: it is spent
-                    self._new_epoch()
+                    self.shortcuts.new_epoch()
                 else:
                     self.backfill.fits(job, resv, now, commit=True)
             self._start(job, c, found[0], found[1], now, ctx)
@@ -381,13 +388,19 @@ class Cycle(SchedulerState):
             and (head or self.preemption.may_preempt_behind_head(job))
         ):
             rank = self.policy.rank(job, now) if self._preemptive else 0
+            # PREEMPT_FAILED holds for jobs that may evict the same candidates: the same
+            # tenant, priority, rank and site scope, and none excluded (preempted_for).
+            remember = ctx.memo and not job.preempted_for
+            cross = 1 if job.allow_cross_site else 0
             for c in all_classes:
-                failed = (tenant, c, job.priority, rank)
-                if gpus >= ctx.preempt_failed.get(failed, INF):
+                failed = (tenant, c, job.priority, rank, cross)
+                if remember and gpus >= ctx.preempt_failed.get(failed, INF):
+                    self.shortcuts.hits[Hit.PREEMPT_FAILED] += 1
                     continue
                 if self._try_preempt(job, c, now, res, ctx):
                     return True
-                ctx.preempt_failed[failed] = gpus
+                if remember:
+                    ctx.preempt_failed[failed] = gpus
         if (
             blocked is not None
             and self._easy
@@ -417,6 +430,9 @@ class Cycle(SchedulerState):
             self.running.reattach(v.job, now)
             self._evict(v.job, now, job, failure=False, push=False)
             res.preempted.append(v.job)
+        # The victims' GPUs and quota came back (those beyond the need stay free, and
+        # their tenants' quota is freed): "does not fit" may no longer hold.
+        ctx.forget()
         found = self.preemption.startable(job, gpu_class)
         if found is None:  # cannot happen: the victims' GPUs were just freed
             msg = f"preemption for {job.id} freed GPUs that no longer fit it"

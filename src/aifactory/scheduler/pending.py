@@ -19,15 +19,19 @@ from __future__ import annotations
 from aifactory.heap import RowHeap
 from aifactory.scheduler.policies import Policy
 from aifactory.scheduler.queue import key_pair
+from aifactory.scheduler.shortcuts import Hit, Shortcuts
 from aifactory.workload.job import PENDING, Job
 
 
 class Pending:
     """Tenant queues of pending jobs, and their counts by tenant and gang size."""
 
-    def __init__(self, jobs: list[Job], policy: Policy, n_tenants: int) -> None:
+    def __init__(
+        self, jobs: list[Job], policy: Policy, n_tenants: int, shortcuts: Shortcuts
+    ) -> None:
         self.jobs = jobs  # the scheduler's jobs by index (shared, not copied)
         self.policy = policy
+        self.shortcuts = shortcuts
         self.queues = [RowHeap() for _ in range(n_tenants)]
         self.seq = 0  # the last queue sequence number given out
         self.count = 0  # pending jobs
@@ -99,13 +103,18 @@ class Pending:
         return False
 
     def smallest_of(self, tenant: int) -> int:
-        """The smallest gang ``tenant`` has pending; 0 when it has none."""
+        """The smallest gang ``tenant`` has pending; 0 when it has none (SMALLEST: kept
+        while it can only shrink, see :mod:`~aifactory.scheduler.shortcuts`)."""
         sizes = self.sizes[tenant]
         if not sizes:
             return 0
+        if not self.shortcuts.on:
+            return min(sizes)
         smallest = self.smallest[tenant]
         if not smallest:
             smallest = self.smallest[tenant] = min(sizes)
+        else:
+            self.shortcuts.hits[Hit.SMALLEST] += 1
         return smallest
 
     def waiting(self) -> list[Job]:

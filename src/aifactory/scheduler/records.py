@@ -33,12 +33,15 @@ NOTHING: Final = CycleResult()
 
 
 class PassContext:
-    """Scratch state of one pass: its per-pass memos, the reservations it works with, and
-    the starts it may still withdraw. Every memo holds for the rest of its pass only: within
-    a pass GPUs and quota are only taken (a withdrawal gives some back, and its job is not
-    tried again in that pass), so an answer "does not fit" stays true."""
+    """Scratch state of one pass: its per-pass memos (NO_FIT, QUOTA_FAIL, PREEMPT_FAILED of
+    :mod:`~aifactory.scheduler.shortcuts`, written only when ``memo`` is on), the
+    reservations it works with, and the starts it may still withdraw. Every memo holds for
+    the rest of its pass only: within a pass GPUs and quota are only taken, so an answer
+    "does not fit" stays true, except where a preemption evicts victims or withdraws a
+    start, which gives some back and clears them (:meth:`forget`)."""
 
     __slots__ = (
+        "memo",
         "no_fit",
         "preempt",
         "preempt_failed",
@@ -50,15 +53,22 @@ class PassContext:
     )
 
     def __init__(
-        self, reservations: dict[int, Reservation], *, preempt: bool = True, track: bool = True
+        self,
+        reservations: dict[int, Reservation],
+        *,
+        memo: bool = True,
+        preempt: bool = True,
+        track: bool = True,
     ) -> None:
+        self.memo = memo
         self.reservations = reservations
         self.no_fit: dict[int, float] = {}  # class -> smallest gang that failed to fit
         # The same for quota, keyed by tenant index * 256 + class (no tuple per lookup).
         self.quota_fail: dict[int, float] = {}
-        # (tenant, class, priority, rank) -> smallest gang whose preemption attempt failed:
-        # a bigger gang with the same candidates and quota cannot succeed either.
-        self.preempt_failed: dict[tuple[int, int, int, int], float] = {}
+        # (tenant, class, priority, rank, may cross sites) -> smallest gang whose
+        # preemption attempt failed: a bigger gang with the same candidates and quota
+        # cannot succeed either.
+        self.preempt_failed: dict[tuple[int, int, int, int, int], float] = {}
         self.preempt = preempt  # whether this pass may preempt at all
         self.seen_tenants: set[int] = set()
         # Jobs started in this pass, by index, with their fields before the start (first
@@ -78,12 +88,16 @@ class PassContext:
         self.track = track
         if self.started:
             self.started.clear()
+        self.forget()
+        if self.seen_tenants:
+            self.seen_tenants.clear()
+        return self
+
+    def forget(self) -> None:
+        """Drop the memos (GPUs or quota came back within the pass)."""
         if self.no_fit:
             self.no_fit.clear()
         if self.quota_fail:
             self.quota_fail.clear()
         if self.preempt_failed:
             self.preempt_failed.clear()
-        if self.seen_tenants:
-            self.seen_tenants.clear()
-        return self

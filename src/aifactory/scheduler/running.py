@@ -23,6 +23,7 @@ from __future__ import annotations
 from aifactory.heap import RowHeap
 from aifactory.scheduler.cluster import ClusterState, Placement
 from aifactory.scheduler.quota import QuotaBook
+from aifactory.scheduler.shortcuts import Hit, Shortcuts
 from aifactory.scheduler.usage import DecayedUsage
 from aifactory.workload.job import Job
 
@@ -41,9 +42,15 @@ class Running:
     """Running jobs per tenant and GPU class, their charges, and the index by end."""
 
     def __init__(
-        self, cs: ClusterState, quota: QuotaBook, usage: DecayedUsage, n_tenants: int
+        self,
+        cs: ClusterState,
+        quota: QuotaBook,
+        usage: DecayedUsage,
+        n_tenants: int,
+        shortcuts: Shortcuts,
     ) -> None:
         n_classes = len(cs.class_free)
+        self.shortcuts = shortcuts
         self.cs = cs
         self.quota = quota
         self.usage = usage
@@ -63,7 +70,7 @@ class Running:
         are already taken from the cluster)."""
         job.klass = gpu_class
         job.placement = placement
-        if len(placement) == 1:
+        if len(placement) == 1 and self.shortcuts.on:  # ONE_NODE (see shortcuts)
             job.pnode, job.pmask = placement[0]
         else:
             job.pnode = -1
@@ -83,6 +90,7 @@ class Running:
         keeps its placement, so :meth:`reattach` can give it the same GPUs back)."""
         gpu_class = job.klass
         if job.pnode >= 0:
+            self.shortcuts.hits[Hit.ONE_NODE] += 1
             self.cs.give(job.pnode, job.pmask)
         else:
             self.cs.release(job.placement)

@@ -134,7 +134,7 @@ class Scheduler(Cycle):
             self._freed = False
             if self._reservations:
                 self._reservations = {}
-                self._new_epoch()
+                self.shortcuts.new_epoch()
             return NOTHING
         res = CycleResult()
         if self._freed:

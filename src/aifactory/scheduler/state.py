@@ -5,7 +5,7 @@ where and which is evicted, and calls the methods here to carry it out. They may
 the job's scheduler fields, the pending queues (:mod:`~aifactory.scheduler.pending`) and,
 through :mod:`~aifactory.scheduler.running`, quota, usage and cluster; each keeps the
 flags that say a pass is due (``_dirty``, ``_freed``) and the versions the shortcuts
-read (``_resv_epoch``, ``_away_version``) true:
+read (:class:`~aifactory.scheduler.shortcuts.Shortcuts`' versions) true:
 
 - :meth:`SchedulerState._start` - a job starts on a placement (withdrawable later in a
   pass that may preempt);
@@ -37,6 +37,7 @@ from aifactory.scheduler.preemption import PACK, Preemption
 from aifactory.scheduler.quota import QuotaBook
 from aifactory.scheduler.records import CycleResult, PassContext
 from aifactory.scheduler.running import Running
+from aifactory.scheduler.shortcuts import Hit, Shortcuts
 from aifactory.scheduler.usage import DecayedUsage
 from aifactory.workload.job import (
     PENDING,
@@ -64,6 +65,7 @@ class SchedulerState:
             else make_policy(self.cfg.policy)
         )
         self.quota = QuotaBook(topo.fleet, topo.classes)
+        self.shortcuts = Shortcuts(self.cfg.tuning.shortcuts, self.cs, self.quota)
         # Tenants by name, and the dense index (job.tix) that every per-tenant table on
         # the per-job path is a list over: no name is hashed after submit.
         self.tenants = list(self.quota.tenants)
@@ -94,10 +96,10 @@ class SchedulerState:
         fleet_nominal = max(1, sum(nominal_total))
         self.weight = [max(n / fleet_nominal, 1e-3) for n in nominal_total]
         self.jobs: list[Job] = []
-        self.pending = Pending(self.jobs, self.policy, n_tenants)
+        self.pending = Pending(self.jobs, self.policy, n_tenants, self.shortcuts)
         self.by_id: dict[str, Job] = {}
         # The running jobs, their charges and the index by estimated end.
-        self.running = Running(self.cs, self.quota, self.usage, n_tenants)
+        self.running = Running(self.cs, self.quota, self.usage, n_tenants, self.shortcuts)
         self.backfill = Backfill(self.running, self.cfg.checkpoint_write_s)
         self.preemption = Preemption(
             self.running,
@@ -114,18 +116,7 @@ class SchedulerState:
         self._dirty = False
         self._freed = False  # capacity came back since the last pass: a full pass is due
         self._reservations: dict[int, Reservation] = {}
-        # Bumped whenever a reservation is dropped or the set is rebuilt. Within one epoch
-        # reservations only get stricter (time moves on, spare GPUs are used, new classes
-        # get one), so a class whose reservation turned a job away stays closed to it
-        # (job.resv_mask); passes between deep scans skip a job with every class closed,
-        # or lacking GPUs or quota (_turned_away), instead of retrying it.
-        self._resv_epoch = 0
-        # Bumped whenever a job that was turned away (_turned_away) might not be any more:
-        # GPUs or quota came back, or the reservations changed (an epoch bump). Until
-        # then a head that _open_heads found turned away in every class by a
-        # reservation stays so (job.away_version), and is not checked again on every event.
-        self._away_version = 0
-        self._ctx = PassContext(self._reservations)  # scratch of the pass running now
+        self._ctx = PassContext(self._reservations, memo=self.shortcuts.on)
         self._last_deep = -INF
         self._classes_cache: dict[int, tuple[int, ...]] = {}  # by a job's shape (_classes)
         self._class_index = {name: c for c, name in enumerate(topo.classes)}
@@ -136,7 +127,7 @@ class SchedulerState:
         self._preemptive = self.policy.preemptive
         # Deep work (backfill scans and preemption) runs every ``backfill_interval_s``.
         self._periodic = self._easy and self.cfg.backfill_interval_s > 0
-        self._index_ids = self.cfg.index_ids
+        self._index_ids = self.cfg.tuning.index_ids
 
     def _allowed_classes(self, job: Job) -> list[int]:
         if job.gpu_class is not None:
@@ -144,7 +135,7 @@ class SchedulerState:
         return list(range(len(self.topo.classes)))
 
     def _classes(self, job: Job) -> tuple[int, ...]:
-        """Classes a job could ever run in (cached per shape, and on the job)."""
+        """Classes a job could ever run in (CLASSES: cached per shape, and on the job)."""
         if job.classes is not None:
             return job.classes
         # The job's shape (tenant, class or none, GPUs, may cross sites) packed into one
@@ -152,8 +143,10 @@ class SchedulerState:
         gpu_class = -1 if job.gpu_class is None else self._class_index[job.gpu_class]
         shape = (job.gpus * 257 + gpu_class + 1) * len(self.tenants) + job.tix
         key = 2 * shape + (1 if job.allow_cross_site else 0)
-        got = self._classes_cache.get(key)
-        if got is None:
+        got = self._classes_cache.get(key) if self.shortcuts.on else None
+        if got is not None:
+            self.shortcuts.hits[Hit.CLASSES] += 1
+        else:
             got = tuple(
                 c
                 for c in self._allowed_classes(job)
@@ -171,67 +164,10 @@ class SchedulerState:
         self.pending.add(job, push=push)
         self._dirty = True
 
-    def _new_epoch(self) -> None:
-        """The reservations changed other than by getting stricter."""
-        self._resv_epoch += 1
-        self._away_version += 1
-
     def smallest_pending(self, tenant: int) -> int | None:
         """The remembered smallest pending gang of tenant index ``tenant`` (None while
         unknown; for the invariant checks)."""
         return self.pending.smallest[tenant] or None
-
-    def _close(self, job: Job, gpu_class: int) -> None:
-        """Record that the class's reservation turned ``job`` away in this epoch."""
-        if job.resv_epoch != self._resv_epoch:
-            job.resv_epoch = self._resv_epoch
-            job.resv_mask = 0
-        job.resv_mask |= 1 << gpu_class
-
-    def _turned_away(
-        self,
-        job: Job,
-        reservations: dict[int, Reservation],
-        no_fit: dict[int, float],
-        *,
-        remember: bool = False,
-    ) -> bool:
-        """Whether :meth:`_try_start` would surely fail for ``job`` without changing any
-        state, in a pass that may not preempt: every class is closed by a reservation
-        that still holds, or lacks the free GPUs (and already has a reservation, so the
-        job would not make one), or lacks the tenant's quota. Cheap, and exact where it
-        says True; passes between deep scans use it to skip jobs, or the whole pass.
-
-        With ``remember`` (and an empty ``no_fit``, whose answers hold beyond one pass),
-        a job turned away in every class by a reservation, or with one there, is marked
-        (job.away_version) as turned away until GPUs or quota come back or the reservations
-        change. A class without a reservation that turned it away for quota alone does
-        not qualify: once its GPUs run short the job would make a reservation there, so
-        an allocation alone can change the answer.
-        """
-        gpus = job.gpus
-        mask = job.resv_mask if job.resv_epoch == self._resv_epoch else 0
-        class_free = self.cs.class_free
-        for_good = remember and not no_fit
-        for c in self._classes(job):
-            if mask >> c & 1:
-                continue
-            if c in reservations:
-                if (
-                    class_free[c] >= gpus
-                    and gpus < no_fit.get(c, INF)
-                    and self.quota.fits(job.tix, c, gpus)
-                ):
-                    return False
-                continue
-            if class_free[c] < gpus or gpus >= no_fit.get(c, INF):
-                return False
-            if self.quota.fits(job.tix, c, gpus):
-                return False
-            for_good = False  # turned away for quota alone, no reservation there
-        if for_good:
-            job.away_version = self._away_version
-        return True
 
     # ================================================================ start / stop
     def _start(
@@ -266,7 +202,7 @@ class SchedulerState:
         job.attained += job.gpus * max(0.0, now - job.run_start_s)
         self._dirty = True
         self._freed = True
-        self._away_version += 1  # GPUs and quota came back
+        self.shortcuts.gave_back()  # GPUs and quota came back
 
     def _evict(self, job: Job, now: float, by: Job | None, *, failure: bool, push: bool) -> None:
         """:meth:`interrupt`; without ``push`` the job waits for the next pass (a victim of
@@ -317,9 +253,10 @@ class SchedulerState:
         job.pnode = -1
         job.preempted_for = job.preempted_for | {by.id}
         res.started.remove(job)
+        ctx.forget()  # its GPUs came back: "does not fit" may no longer hold
         self.withdrawn += 1
         self._freed = True
-        self._away_version += 1  # its GPUs and quota came back
+        self.shortcuts.gave_back()  # its GPUs and quota came back
         # Not pushed on its queue: this pass took its list of fresh jobs when it began,
         # so the job is tried by the next pass only.
         self._enqueue(job, push=False)
@@ -328,4 +265,4 @@ class SchedulerState:
         """Capacity came back outside the scheduler's own decisions (e.g. a repaired node)."""
         self._dirty = True
         self._freed = True
-        self._away_version += 1
+        self.shortcuts.gave_back()

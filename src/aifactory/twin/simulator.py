@@ -107,6 +107,12 @@ def check_unique_ids(ids: Iterable[str]) -> None:
         seen.add(job_id)
 
 
+def _without_id_index(cfg: SchedulerConfig) -> SchedulerConfig:
+    """The twin checks a run's ids once up front (:func:`check_unique_ids`): its scheduler
+    keeps no index by id."""
+    return replace(cfg, tuning=replace(cfg.tuning, index_ids=False))
+
+
 @dataclass(frozen=True, slots=True)
 class Resume:
     """Where a run starts when it goes on from a snapshot (a forecast): the time, and the
@@ -143,9 +149,7 @@ class Simulation:
         if not ids_checked:
             check_unique_ids(j.id for j in self.jobs)
         self.cfg = config or TwinConfig()
-        self.sched = Scheduler(
-            topo, replace(scheduler_config or SchedulerConfig(), index_ids=False)
-        )
+        self.sched = Scheduler(topo, _without_id_index(scheduler_config or SchedulerConfig()))
         self.kernel = Kernel(resume.now if resume is not None else 0.0)
         self.observer = Observer(self.sched)
         self.failures = failures

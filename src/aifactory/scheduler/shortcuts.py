@@ -1,0 +1,179 @@
+"""Every memo and skip of the scheduler, each with the invariant that makes it exact, under
+one switch (``Tuning.shortcuts``).
+
+A shortcut changes no decision: it only answers a question the scheduler would otherwise
+compute again. With the switch off every question is computed in full, and that
+scheduler is the reference: ``tests/test_scheduler_properties.py`` compares every
+decision (each start's time and place, each preemption, each end) of the two over random
+workloads and asserts that each shortcut below was taken in them (:class:`Hit`), and
+``tests/test_scheduler_scenarios.py`` replays the cases of commits a8a5868 and 4c20143
+(two bugs the turned-away skips once had) both ways.
+
+The shortcuts, where they live, and why each is exact:
+
+``TURNED_AWAY`` (:meth:`Shortcuts.turned_away`, used by the pass between deep scans) - a
+    head that cannot start in any class (a reservation that still holds turned it away
+    there, or the class lacks the free GPUs and already has a reservation, or lacks the
+    tenant's quota) is skipped without trying it. Exact where it says True: it only reads
+    what :meth:`~aifactory.scheduler.cycle.Cycle._try_start` would find first.
+``REMEMBERED`` (``job.away_version``) - a head found turned away by reservations in every
+    class stays so until :attr:`Shortcuts.away_version` changes, which it does whenever
+    GPUs or quota come back or the reservations change other than by getting stricter
+    (:meth:`Shortcuts.gave_back`, :meth:`Shortcuts.new_epoch`); between those, a pass only
+    takes GPUs and quota and reservations only tighten. A class that turned the job away
+    for quota alone (no reservation there) does not qualify: once its GPUs run short the
+    job would make a reservation there. ``ALL_AWAY``: a pass whose every head is
+    remembered does nothing, and is not run.
+``CLOSED`` (``job.resv_mask`` in reservation epoch ``job.resv_epoch``) - a class whose
+    reservation turned a job away stays closed to it for the rest of the epoch, as within
+    one epoch reservations only get stricter (time moves on, spare GPUs are used).
+``NO_FIT``, ``QUOTA_FAIL``, ``PREEMPT_FAILED`` (:class:`~aifactory.scheduler.records.
+    PassContext`) - within a pass a gang that failed to fit in a class, to fit its
+    tenant's quota, or to find victims, rules out every bigger gang of the same class
+    (tenant; tenant, priority and rank) for the rest of the pass: a pass only takes GPUs
+    and quota. The exceptions, a preemption's victims and a start it withdraws, give GPUs
+    and quota back, so a preemption clears these memos. (It did not until the
+    differential test took them: the memos outlived a preemption in the same pass.)
+``CLASSES`` (``Scheduler._classes``) - the classes a job may ever run in depend only on
+    its shape (tenant, class asked, GPUs, may cross sites) and the fleet, both fixed:
+    cached per shape and on the job.
+``SMALLEST`` (``Pending.smallest``) - a tenant's smallest pending gang is kept while it
+    can only shrink (a new job) and recomputed when a job of that size leaves.
+``ONE_NODE`` (``job.pnode``/``job.pmask``) - a one-node placement is kept unboxed, so its
+    release reads no list; it is the list's only entry.
+
+Not shortcuts (they decide, and are part of the reference): passes run only after a
+change (``_dirty``) and a pass after arrivals alone tries only the new jobs (``_freed``),
+as Slurm's event-driven main loop does; the backfill interval's deep scans; a tenant's
+queue stopping once its smallest job cannot start (``_may_start_more``, which spends the
+``backfill_depth`` budget); lazily deleted queue and end-index rows (``qseq``,
+``run_epoch``: exact by construction and checked by the heap and queue tests).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Final
+
+from aifactory.scheduler.cluster import ClusterState
+from aifactory.scheduler.quota import QuotaBook
+from aifactory.workload.job import Job
+
+if TYPE_CHECKING:  # (backfill imports running, which imports this module)
+    from aifactory.scheduler.backfill import Reservation
+
+INF: Final = float("inf")
+
+
+class Hit:
+    """The shortcuts by number, for :attr:`Shortcuts.hits` (how often each was taken)."""
+
+    TURNED_AWAY: Final = 0
+    REMEMBERED: Final = 1
+    ALL_AWAY: Final = 2
+    CLOSED: Final = 3
+    NO_FIT: Final = 4
+    QUOTA_FAIL: Final = 5
+    PREEMPT_FAILED: Final = 6
+    CLASSES: Final = 7
+    SMALLEST: Final = 8
+    ONE_NODE: Final = 9
+    NAMES: Final = (
+        "turned_away",
+        "remembered",
+        "all_away",
+        "closed",
+        "no_fit",
+        "quota_fail",
+        "preempt_failed",
+        "classes",
+        "smallest",
+        "one_node",
+    )
+
+
+class Shortcuts:
+    """The switch, the versions the turned-away memos are valid in, and the skip itself."""
+
+    __slots__ = ("away_version", "cs", "hits", "on", "quota", "resv_epoch")
+
+    def __init__(self, on: bool, cs: ClusterState, quota: QuotaBook) -> None:
+        self.on = on
+        self.cs = cs
+        self.quota = quota
+        # Bumped whenever a reservation is dropped or the set is rebuilt (CLOSED).
+        self.resv_epoch = 0
+        # Bumped whenever a job that was turned away might not be any more (REMEMBERED).
+        self.away_version = 0
+        self.hits = [0] * len(Hit.NAMES)
+
+    def taken(self) -> dict[str, int]:
+        """How often each shortcut was taken, by name."""
+        return dict(zip(Hit.NAMES, self.hits, strict=True))
+
+    def new_epoch(self) -> None:
+        """The reservations changed other than by getting stricter."""
+        self.resv_epoch += 1
+        self.away_version += 1
+
+    def gave_back(self) -> None:
+        """GPUs or quota came back: no job is remembered as turned away any more."""
+        self.away_version += 1
+
+    def remembered(self, job: Job) -> bool:
+        """Whether ``job`` is remembered as turned away by reservations (REMEMBERED)."""
+        if self.on and job.away_version == self.away_version:
+            self.hits[Hit.REMEMBERED] += 1
+            return True
+        return False
+
+    def close(self, job: Job, gpu_class: int) -> None:
+        """Record that the class's reservation turned ``job`` away in this epoch."""
+        if job.resv_epoch != self.resv_epoch:
+            job.resv_epoch = self.resv_epoch
+            job.resv_mask = 0
+        job.resv_mask |= 1 << gpu_class
+
+    def turned_away(
+        self,
+        job: Job,
+        classes: tuple[int, ...],
+        reservations: dict[int, Reservation],
+        no_fit: dict[int, float],
+        *,
+        remember: bool = False,
+    ) -> bool:
+        """Whether a start of ``job`` in any of ``classes`` would surely fail without
+        changing any state, in a pass that may not preempt (TURNED_AWAY; always False
+        with the switch off).
+
+        With ``remember`` (and an empty ``no_fit``, whose answers hold beyond one pass),
+        a job turned away in every class by a reservation, or with one there, is marked
+        as turned away until :attr:`away_version` changes (REMEMBERED).
+        """
+        if not self.on:
+            return False
+        gpus = job.gpus
+        closed = job.resv_mask if job.resv_epoch == self.resv_epoch else 0
+        class_free = self.cs.class_free
+        for_good = remember and not no_fit
+        for c in classes:
+            if closed >> c & 1:
+                self.hits[Hit.CLOSED] += 1
+                continue
+            if c in reservations:
+                if (
+                    class_free[c] >= gpus
+                    and gpus < no_fit.get(c, INF)
+                    and self.quota.fits(job.tix, c, gpus)
+                ):
+                    return False
+                continue
+            if class_free[c] < gpus or gpus >= no_fit.get(c, INF):
+                return False
+            if self.quota.fits(job.tix, c, gpus):
+                return False
+            for_good = False  # turned away for quota alone, no reservation there
+        if for_good:
+            job.away_version = self.away_version
+        self.hits[Hit.TURNED_AWAY] += 1
+        return True
