@@ -33,7 +33,7 @@ import numpy as np
 from aifactory.fleet.loader import load_fleet
 from aifactory.fleet.topology import compile_topology
 from aifactory.scheduler.config import BackfillMode, SchedulerConfig
-from aifactory.service.executors.base import Launch, RunState
+from aifactory.service.executors.base import Launch, NodeSlice, RunState
 from aifactory.service.executors.slurm import SlurmExecutor, sacct_trace, slurm_responds
 from aifactory.twin.simulator import Simulation
 from aifactory.workload.job import Job
@@ -89,8 +89,7 @@ def run_on_slurm(
             job_id=f"stream-{i}",
             command=f"sleep {job.duration_s}",
             gpus=job.gpus,
-            gpu_indices=(),
-            node="",
+            nodes=(NodeSlice("n0", tuple(range(job.gpus))),),
             log_path=workdir / f"stream-{i}.log",
             time_limit_s=job.duration_s + 120.0,
         )
@@ -142,13 +141,13 @@ def run_stream(seed: int = 2025, n: int = 20, **stream_kw: Any) -> str:
     """Run a seeded stream through the local Slurm; return its sacct text."""
     stream = make_stream(np.random.default_rng(seed), n, **stream_kw)
     with tempfile.TemporaryDirectory(prefix="aif-slurm-stream-") as tmp:
-        handles = run_on_slurm(stream, Path(tmp), SlurmExecutor())
+        handles = run_on_slurm(stream, Path(tmp), SlurmExecutor(node_map={"n0": "aif-n0"}))
     return collect_sacct(handles)
 
 
 FLEET_YAML = """\
 # One HGX-style node of 8 GPUs: the same shape as the local Slurm of scripts/slurm-up.sh.
-name: slurm-local
+name: slurm-local-1node
 description: One site, one pod, one 8-GPU H100 node, one tenant (Slurm's account `root`).
 default_tenant: root
 sites:

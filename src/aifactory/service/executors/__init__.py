@@ -38,7 +38,7 @@ def make_executor(kind: str, settings: ServiceSettings | None = None) -> Executo
     if kind == "slurm":
         from aifactory.service.executors import slurm  # noqa: PLC0415 (optional backend)
 
-        return slurm.SlurmExecutor()
+        return slurm.executor_for(settings)
     if kind == "ray":
         from aifactory.service.executors.ray import RayExecutor  # noqa: PLC0415 (optional)
 
