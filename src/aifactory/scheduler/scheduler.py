@@ -2,16 +2,8 @@
 
 The same object runs inside the twin (simulated time) and the control plane (wall
 time): every method takes ``now`` from its caller and nothing here reads a clock, does
-I/O or touches global state. A scheduling pass is written as numbered phases:
-
-1. heads     - the head of every tenant queue, ordered by (tenant key, job key);
-2. admit     - quota check, then topology-aware gang placement;
-3. reserve   - EASY: the first job of a class that does not fit gets a reservation at
-               the earliest time enough GPUs free up (from running jobs' estimates);
-               later jobs of that class start only if they don't delay it;
-4. preempt   - priority, quota reclaim (and the policy's own rank, for LAS), choosing
-               victims that lose the least work, never one the job was preempted for;
-5. requeue   - jobs that could not start go back to their queues.
+I/O or touches global state. A scheduling pass runs the numbered phases of
+:mod:`~aifactory.scheduler.cycle` (heads, admit, reserve, preempt, requeue).
 
 With ``backfill=none`` the pass is strict: a tenant queue stops at its first job that
 cannot start, as Slurm does without backfill.
