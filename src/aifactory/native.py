@@ -41,6 +41,7 @@ NATIVE = (
     "aifactory/scheduler/running.py",
     "aifactory/scheduler/scheduler.py",
     "aifactory/scheduler/shortcuts.py",
+    "aifactory/scheduler/snapshot.py",
     "aifactory/scheduler/state.py",
     "aifactory/scheduler/usage.py",
     "aifactory/scheduler/policies/__init__.py",

@@ -31,7 +31,7 @@ from aifactory.scheduler.backfill import Reservation
 from aifactory.scheduler.placement import find_placement
 from aifactory.scheduler.policies import TenantUsage
 from aifactory.scheduler.queue import key_pair, row_first
-from aifactory.scheduler.records import CycleResult, PassContext
+from aifactory.scheduler.records import PREEMPTED_FOR, CycleResult, PassContext
 from aifactory.scheduler.shortcuts import Hit
 from aifactory.scheduler.state import INF, SchedulerState
 from aifactory.workload.job import (
@@ -428,7 +428,7 @@ class Cycle(SchedulerState):
                 self._withdraw(v.job, now, job, ctx, res)  # (still detached)
                 continue
             self.running.reattach(v.job, now)
-            self._evict(v.job, now, job, failure=False, push=False)
+            self._evict(v.job, now, job, reason=PREEMPTED_FOR, push=False)
             res.preempted.append(v.job)
         # The victims' GPUs and quota came back (those beyond the need stay free, and
         # their tenants' quota is freed): "does not fit" may no longer hold.

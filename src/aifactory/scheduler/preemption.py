@@ -5,11 +5,11 @@ by :class:`PreemptReason` (adding a reason is one :class:`CandidateRule` and one
 ``register`` line); every rule leaves out jobs that are not preemptible and jobs the
 waiting job was itself evicted for (no preemption loops). :meth:`Preemption.search` then
 chooses the victims that lose the least work (:class:`CostOrder`), first inside one pod
-or site so that the freed GPUs can hold the gang, and proves a placement by detaching
-them for real from the cluster, quota and usage through
-:class:`~aifactory.scheduler.running.Running`: on success they stay detached for the
-caller to evict (or to withdraw their starts), on failure every one is attached again to
-exactly its GPUs, in reverse order, and nothing has changed.
+or site so that the freed GPUs can hold the gang, and proves a placement by removing
+them for real from the cluster, quota and usage in a
+:class:`~aifactory.scheduler.snapshot.WhatIf`: on success they stay detached for the
+caller to evict (or to withdraw their starts); on failure, or an exception midway, every
+one is attached again to exactly its GPUs, and nothing has changed.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from aifactory.scheduler.placement import Level, find_placement
 from aifactory.scheduler.policies import Policy
 from aifactory.scheduler.quota import QuotaBook
 from aifactory.scheduler.running import Running
+from aifactory.scheduler.snapshot import WhatIf
 from aifactory.workload.job import Job
 from aifactory.workload.progress import unsaved_progress
 
@@ -291,37 +292,36 @@ class Preemption:
         # Phase B: free that prefix for real and search a placement; topology may need a
         # few more victims (at most MAX_EXTRA_VICTIMS, the cheapest not chosen yet), after
         # which the attempt is given up.
-        running = self.running
-        chosen = list(prefix)
-        for v in chosen:
-            running.detach(v.job, now)
-        found = find_placement(self.cs, gpu_class, gpus, cross_site=job.allow_cross_site)
-        chosen_ids = {v.seq for v in chosen}
-        i = 0
-        extra = 0
-        while found is None and extra < MAX_EXTRA_VICTIMS and i < order.size:
-            v = order.at(i)
-            i += 1
-            if v.seq in chosen_ids:
-                continue
-            extra += 1
-            running.detach(v.job, now)
-            chosen.append(v)
+        with WhatIf(self.running, now) as what_if:
+            chosen = list(prefix)
+            for v in chosen:
+                what_if.remove(v.job)
             found = find_placement(self.cs, gpu_class, gpus, cross_site=job.allow_cross_site)
-        if found is None:
-            for v in reversed(chosen):
-                running.reattach(v.job, now)
-            return None
-        # Drop victims that turned out unnecessary, most work lost first (for small sets:
-        # each check is a placement search).
-        prunable = chosen if len(chosen) <= MAX_PRUNE else []
-        for v in sorted(prunable, key=_lost_first):
-            running.reattach(v.job, now)
-            if self.startable(job, gpu_class) is not None:
-                chosen.remove(v)
-            else:
-                running.detach(v.job, now)
-        return chosen
+            chosen_ids = {v.seq for v in chosen}
+            i = 0
+            extra = 0
+            while found is None and extra < MAX_EXTRA_VICTIMS and i < order.size:
+                v = order.at(i)
+                i += 1
+                if v.seq in chosen_ids:
+                    continue
+                extra += 1
+                what_if.remove(v.job)
+                chosen.append(v)
+                found = find_placement(self.cs, gpu_class, gpus, cross_site=job.allow_cross_site)
+            if found is None:
+                return None  # (every removal undone as the block ends)
+            # Drop victims that turned out unnecessary, most work lost first (for small
+            # sets: each check is a placement search).
+            prunable = chosen if len(chosen) <= MAX_PRUNE else []
+            for v in sorted(prunable, key=_lost_first):
+                what_if.put_back(v.job)
+                if self.startable(job, gpu_class) is not None:
+                    chosen.remove(v)
+                else:
+                    what_if.remove(v.job)
+            what_if.keep()
+            return chosen
 
     def _victims_anywhere(self, job: Job, gpu_class: int, order: CostOrder) -> list[Victim] | None:
         """Shortest prefix of the cost order freeing enough GPUs of the class and quota."""

@@ -7,23 +7,41 @@ twin's simulator, the service loop, forecasts); the scheduler never reads one ba
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Final
 
 from aifactory.scheduler.backfill import Reservation
 from aifactory.workload.job import Job
 
 
-class CycleResult:
-    """What one pass decided: jobs started and jobs preempted, in decision order, and
-    when the caller should run a pass even if nothing happens before (``wakeup_s``: a
-    backfill scan or a preemption search is due then; None when this pass asks for no
-    wake-up, and a wake-up an earlier pass asked for still stands)."""
+class Interruption(StrEnum):
+    """Why a running job stops before its end and waits again
+    (:meth:`Scheduler.interrupt <aifactory.scheduler.scheduler.Scheduler.interrupt>`)."""
 
-    __slots__ = ("preempted", "started", "wakeup_s")
+    PREEMPTED = "preempted"  # evicted for another job (or by an operator): a preemption
+    FAILED = "failed"  # its node or its process failed: a failure
+    NOT_STARTED = "not-started"  # its attempt never ran (a lost launch): counted as neither
+
+
+PREEMPTED_FOR: Final = Interruption.PREEMPTED
+FAILED_RUN: Final = Interruption.FAILED
+NOT_STARTED: Final = Interruption.NOT_STARTED
+
+
+class CycleResult:
+    """What one pass decided: jobs started and jobs preempted, in decision order; jobs
+    refused at submit since the previous pass, each with its reason (``rejected``: they are
+    failed already, :meth:`submit <aifactory.scheduler.scheduler.Scheduler.submit>` also
+    returned the reason); and when the caller should run a pass even if nothing happens
+    before (``wakeup_s``: a backfill scan or a preemption search is due then; None when
+    this pass asks for no wake-up, and a wake-up an earlier pass asked for still stands)."""
+
+    __slots__ = ("preempted", "rejected", "started", "wakeup_s")
 
     def __init__(self) -> None:
         self.started: list[Job] = []
         self.preempted: list[Job] = []
+        self.rejected: list[tuple[Job, str]] = []
         self.wakeup_s: float | None = None
 
 

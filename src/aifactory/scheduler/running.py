@@ -87,22 +87,23 @@ class Running:
 
     def detach(self, job: Job, now: float) -> None:
         """Free a running job's GPUs and quota (the inverse of :meth:`attach`; the job
-        keeps its placement, so :meth:`reattach` can give it the same GPUs back)."""
+        keeps its placement, so :meth:`reattach` can give it the same GPUs back). Raises,
+        changing nothing, for a job that is not running here."""
         gpu_class = job.klass
+        t = job.tix
+        bag = self.by_tc[t][gpu_class]
+        pos = job.rpos
+        if pos < 0 or pos >= len(bag) or bag[pos] is not job:  # (checked before any change)
+            msg = f"job {job.id} is not among its class's running jobs"
+            raise AssertionError(msg)
         if job.pnode >= 0:
             self.shortcuts.hits[Hit.ONE_NODE] += 1
             self.cs.give(job.pnode, job.pmask)
         else:
             self.cs.release(job.placement)
-        t = job.tix
         self.quota.add(t, gpu_class, -job.gpus)
         self.usage.change(t, gpu_class, -job.gpus, now)
         self.count -= 1
-        bag = self.by_tc[t][gpu_class]
-        pos = job.rpos
-        if pos < 0 or pos >= len(bag) or bag[pos] is not job:
-            msg = f"job {job.id} is not among its class's running jobs"
-            raise AssertionError(msg)
         last = bag.pop()
         if last is not job:
             bag[pos] = last

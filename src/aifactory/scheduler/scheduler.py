@@ -40,7 +40,7 @@ from __future__ import annotations
 from aifactory.scheduler.cluster import Placement
 from aifactory.scheduler.config import job_problem
 from aifactory.scheduler.cycle import Cycle, Head
-from aifactory.scheduler.records import NOTHING, CycleResult
+from aifactory.scheduler.records import NOTHING, CycleResult, Interruption
 from aifactory.workload.job import (
     CANCELLED,
     COMPLETED,
@@ -78,6 +78,7 @@ class Scheduler(Cycle):
             job.move(FAILED, now)
             job.end_s = now
             self.rejected[reason.split(":", 1)[0]] += 1
+            self._refused.append((job, reason))
             return reason
         self._enqueue(job, push=False)
         return None
@@ -115,8 +116,11 @@ class Scheduler(Cycle):
         nothing else changed, so the jobs that could not start before still cannot,
         and the reservations of the last full pass still hold.
         """
+        refused = self._refused  # jobs refused at submit since the last result
+        if refused:
+            self._refused = []
         if not self._dirty:
-            return NOTHING
+            return self._only_refusals(refused)
         self._dirty = False
         self.passes += 1
         fresh = self.pending.take_fresh()
@@ -127,8 +131,9 @@ class Scheduler(Cycle):
             if self._reservations:
                 self._reservations = {}
                 self.shortcuts.new_epoch()
-            return NOTHING
+            return self._only_refusals(refused)
         res = CycleResult()
+        res.rejected = refused
         if self._freed:
             for job in fresh:  # a full pass reads the queues: new submits join them first
                 if not job.in_queue and job.state is PENDING:
@@ -149,6 +154,15 @@ class Scheduler(Cycle):
                     res.wakeup_s = self._last_deep + interval
         else:
             self._arrivals_pass(fresh, now, res)
+        return res
+
+    @staticmethod
+    def _only_refusals(refused: list[tuple[Job, str]]) -> CycleResult:
+        """The result of a pass that did not run: the refusals since the last one, if any."""
+        if not refused:
+            return NOTHING
+        res = CycleResult()
+        res.rejected = refused
         return res
 
     def waiting(self) -> list[Job]:
@@ -173,11 +187,18 @@ class Scheduler(Cycle):
         job.end_s = now
 
     def interrupt(
-        self, job: Job, now: float, *, by: Job | None = None, failure: bool = False
+        self,
+        job: Job,
+        now: float,
+        reason: Interruption = Interruption.PREEMPTED,
+        *,
+        by: Job | None = None,
     ) -> None:
-        """Evict a running job (preemption or failure): it loses work since its last
-        checkpoint, pays the restart overhead on its next start, and waits again."""
-        self._evict(job, now, by, failure=failure, push=True)
+        """A running job stops before its end and waits again, for ``reason``: preempted
+        (for ``by``, or by an operator) or failed, it loses the work since its last
+        checkpoint, pays the restart overhead on its next start and counts a preemption or
+        a failure; an attempt that never started (a lost launch) counts neither."""
+        self._evict(job, now, by, reason=reason, push=True)
 
     def restore_running(self, job: Job, placement: Placement, start_s: float) -> None:
         """Re-attach a job that was running before a restart to exactly its GPUs. Raises

@@ -35,7 +35,13 @@ from aifactory.scheduler.policies import Policy, make_policy
 from aifactory.scheduler.policies.las import LasPolicy
 from aifactory.scheduler.preemption import PACK, Preemption
 from aifactory.scheduler.quota import QuotaBook
-from aifactory.scheduler.records import CycleResult, PassContext
+from aifactory.scheduler.records import (
+    FAILED_RUN,
+    NOT_STARTED,
+    CycleResult,
+    Interruption,
+    PassContext,
+)
 from aifactory.scheduler.running import Running
 from aifactory.scheduler.shortcuts import Hit, Shortcuts
 from aifactory.scheduler.usage import DecayedUsage
@@ -109,6 +115,7 @@ class SchedulerState:
             self.site_capacity,
         )
         self.rejected: Counter[str] = Counter()
+        self._refused: list[tuple[Job, str]] = []  # refused at submit, for the next result
         self.preemptions = 0
         self.withdrawn = 0  # starts taken back by their own pass (_withdraw)
         self.down_gpus = 0  # GPUs out of service (take_out_of_service)
@@ -204,17 +211,30 @@ class SchedulerState:
         self._freed = True
         self.shortcuts.gave_back()  # GPUs and quota came back
 
-    def _evict(self, job: Job, now: float, by: Job | None, *, failure: bool, push: bool) -> None:
-        """:meth:`interrupt`; without ``push`` the job waits for the next pass (a victim of
-        the pass running now is not tried again by it: see the module's docstring)."""
+    def _evict(
+        self, job: Job, now: float, by: Job | None, *, reason: Interruption, push: bool
+    ) -> None:
+        """A running job stops for ``reason`` and waits again (see
+        :meth:`~aifactory.scheduler.scheduler.Scheduler.interrupt`); without ``push`` it
+        waits for the next pass (a victim of the pass running now is not tried again by
+        it: see the module's docstring)."""
         self._stop(job, now)
+        if reason is NOT_STARTED:
+            # The attempt never ran: no work was done or lost, and its next start pays the
+            # same overhead as this one would have.
+            job.placement = []
+            job.pnode = -1
+            job.move(PREEMPTED, now)
+            job.move(PENDING, now)
+            self._enqueue(job, push=push)
+            return
         gained, saved = run_progress(
             now - job.run_start_s, job.overhead_s, job.checkpoint_s, self.cfg.checkpoint_write_s
         )
         base = job.progress_s
         lost = (gained - saved) + min(now - job.run_start_s, job.overhead_s)
         job.progress_s = base + saved
-        if failure:
+        if reason is FAILED_RUN:
             job.failures += 1
             job.lost_failure_gpu_s += lost * job.gpus
         else:

@@ -47,6 +47,7 @@ from sqlalchemy import Connection, RowMapping, delete, select
 
 from aifactory.fleet.topology import Topology
 from aifactory.scheduler.config import BackfillMode, SchedulerConfig
+from aifactory.scheduler.records import Interruption
 from aifactory.scheduler.scheduler import Scheduler
 from aifactory.service import bulk_pg
 from aifactory.service.db import Database
@@ -580,7 +581,7 @@ class SchedulerLoop:
         with self.db.write() as conn:
             requeue_row(conn, job_id, now, why)
         tracked.started_at = None
-        self._sched.interrupt(tracked.job, now)
+        self._sched.interrupt(tracked.job, now, Interruption.NOT_STARTED)
 
     def _poll(self, now: float) -> None:
         """Ask the executor about every running job; record those that ended."""

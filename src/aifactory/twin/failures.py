@@ -15,6 +15,7 @@ from typing import Any, Final, Protocol
 
 import numpy as np
 
+from aifactory.scheduler.records import Interruption
 from aifactory.scheduler.scheduler import Scheduler
 from aifactory.twin.kernel import EventClass, Kernel
 from aifactory.workload.job import Job, JobState
@@ -108,7 +109,7 @@ class FailureInjector:
         jobs = self._node_jobs.pop(node, [])
         for job in jobs:
             if job.state == JobState.RUNNING and any(n == node for n, _ in job.placement):
-                sched.interrupt(job, now, failure=True)
+                sched.interrupt(job, now, Interruption.FAILED)
         if cause.scope == "node" and node not in self.down:
             self.down[node] = sched.take_out_of_service(node)
             kernel.at(now + cause.sample_repair_s(self._rng), EventClass.END, REPAIR, node)
