@@ -28,6 +28,7 @@ from aifactory.scheduler.config import (
     SchedulerConfig,
     Tuning,
 )
+from aifactory.scheduler.policies.las import LasParams
 from aifactory.scheduler.records import CycleResult
 from aifactory.scheduler.scheduler import Scheduler
 from aifactory.workload.job import Job, JobState
@@ -211,7 +212,7 @@ def driven_cases(draw: st.DrawFn) -> Case:
         backfill=draw(st.sampled_from(list(BackfillMode))),
         restart_overhead_s=draw(st.sampled_from([0.0, 60.0])),
         checkpoint_write_s=draw(st.sampled_from([0.0, 5.0])),
-        las_thresholds=draw(st.sampled_from([(3600.0,), (200.0, 2000.0)])),
+        las=LasParams(draw(st.sampled_from([(3600.0,), (200.0, 2000.0)]))),
         backfill_interval_s=draw(st.sampled_from([0.0, 0.0, 30.0])),
         tuning=Tuning(shortcuts=draw(st.booleans())),
     )

@@ -24,6 +24,8 @@ from hypothesis import strategies as st
 
 from aifactory.fleet import Topology, compile_topology
 from aifactory.scheduler.config import BackfillMode, SchedulerConfig, Tuning
+from aifactory.scheduler.policies.fair import FairParams
+from aifactory.scheduler.policies.las import LasParams
 from aifactory.scheduler.shortcuts import Hit
 from aifactory.twin.failures import FailureInjector
 from aifactory.twin.results import summarize
@@ -156,8 +158,8 @@ def cases(
         preemption=draw(st.booleans()) or draw(st.booleans()),
         restart_overhead_s=draw(st.sampled_from([0.0, 60.0])),
         checkpoint_write_s=draw(st.sampled_from([0.0, 5.0])),
-        las_thresholds=draw(st.sampled_from([(3600.0,), (200.0, 2000.0)])),
-        fair_half_life_s=draw(st.sampled_from([600.0, 7 * 86400.0])),
+        las=LasParams(draw(st.sampled_from([(3600.0,), (200.0, 2000.0)]))),
+        fair=FairParams(draw(st.sampled_from([600.0, 7 * 86400.0]))),
         # 0: a deep scan on every pass; 30: heads only between scans, as the main job runs.
         backfill_interval_s=draw(st.sampled_from([0.0, 0.0, 30.0])),
     )

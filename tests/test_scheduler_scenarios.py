@@ -20,9 +20,9 @@ import pytest
 from aifactory.fleet import Topology, compile_topology
 from aifactory.scheduler.config import BackfillMode, SchedulerConfig, Tuning
 from aifactory.scheduler.policies import REGISTRY, PolicyName, TenantUsage, make_policy, register
-from aifactory.scheduler.policies.fair import FairPolicy
+from aifactory.scheduler.policies.fair import FairParams, FairPolicy
 from aifactory.scheduler.policies.fifo import FifoPolicy
-from aifactory.scheduler.policies.las import LasPolicy
+from aifactory.scheduler.policies.las import LasParams, LasPolicy
 from aifactory.scheduler.preemption import RULES, PreemptReason
 from aifactory.scheduler.preemption import register as register_rule
 from aifactory.scheduler.scheduler import Scheduler
@@ -463,7 +463,7 @@ SCENARIOS = [
         "By the pass at 2700 (W2 ends) X has 4 x 2680 = 10720 GPU-s: queue 2, worse than Y's "
         "queue 1, so Y would evict X, but Y was preempted for X: no loop. Y waits for X to end "
         "(5020): 5020 + 60 + 2000 = 7080.",
-        {"policy": "las", "las_thresholds": (100.0, 10000.0)},
+        {"policy": "las", "las": LasParams((100.0, 10000.0))},
         ends={"X": 5020, "Y": 7080},
         preemptions={"X": 0, "Y": 1},
     ),
@@ -510,7 +510,7 @@ def test_no_preemption_loop_driven_directly() -> None:
     """Drive the core by hand: X evicts Y; later X sinks below Y in LAS, and a full pass runs.
     Y must not evict X. Control: forget that Y was preempted for X, and the same pass does
     evict X, so it is the rule, not something else, that stops the loop."""
-    sched = Scheduler(hgx_topo(1), SchedulerConfig(policy="las", las_thresholds=(100.0, 10000.0)))
+    sched = Scheduler(hgx_topo(1), SchedulerConfig(policy="las", las=LasParams((100.0, 10000.0))))
     y = make_job("Y", run=2000.0)
     x = make_job("X", submit=20.0, gpus=4, run=5000.0)
     sched.submit(y, 0.0)
@@ -690,12 +690,15 @@ def test_a_head_turned_away_for_quota_is_asked_again_after_an_earlier_head_start
         ("restart_overhead_s", -1.0),
         ("checkpoint_write_s", float("nan")),
         ("backfill_interval_s", float("inf")),
-        ("fair_half_life_s", 0.0),
+        ("fair", FairParams(0.0)),
+        ("las", LasParams((2000.0, 100.0))),
+        ("las", LasParams((float("nan"),))),
         ("backfill_depth", 0),
     ],
 )
 def test_a_config_out_of_bounds_is_refused_naming_its_field(field: str, value: object) -> None:
-    with pytest.raises(ValueError, match=f"scheduler config: {field}:"):
+    name = field if field not in {"fair", "las"} else f"{field}\\.[a-z_]+"
+    with pytest.raises(ValueError, match=f"scheduler config: {name}:"):
         SchedulerConfig(**{field: value})  # type: ignore[arg-type]  # (each field's bad value)
 
 

@@ -15,6 +15,7 @@ import pytest
 
 from aifactory.fleet import Fleet
 from aifactory.scheduler.config import SchedulerConfig, Tuning
+from aifactory.scheduler.policies.las import LasParams
 from aifactory.scheduler.scheduler import Scheduler
 from aifactory.twin.failures import FailureInjector
 from aifactory.twin.forecast import forecast
@@ -415,7 +416,7 @@ def test_a_run_makes_no_cyclic_garbage() -> None:
     sim = Simulation(
         topo,
         jobs,
-        SchedulerConfig(policy="las", las_thresholds=(500.0,)),
+        SchedulerConfig(policy="las", las=LasParams((500.0,))),
         TwinConfig(seed=1),
         FailureInjector(_Model(1.0, "node")),
     )

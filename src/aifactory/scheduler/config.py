@@ -10,12 +10,13 @@ requests and by the twin to a whole trace up front.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Final
 
 from aifactory.scheduler.policies import REGISTRY
-from aifactory.scheduler.policies.las import DEFAULT_THRESHOLDS
+from aifactory.scheduler.policies.fair import FairParams
+from aifactory.scheduler.policies.las import LasParams
 from aifactory.workload.job import Job
 
 # Bounds of a job's fields (:func:`job_problem`), all inclusive.
@@ -63,8 +64,10 @@ class SchedulerConfig:
     preemption: bool = True  # whether a waiting job may evict running ones
     restart_overhead_s: float = 60.0  # Tiresias measured ~62 s per restart (facts.md §3)
     checkpoint_write_s: float = 0.0  # progress pause per checkpoint written
-    fair_half_life_s: float = 7 * 86400.0  # Slurm's PriorityDecayHalfLife default is 7 days
-    las_thresholds: tuple[float, ...] = DEFAULT_THRESHOLDS  # LAS queue bounds, GPU-seconds
+    # Each policy's own parameters, defined and checked by the policy's module (a policy
+    # that is not chosen ignores its parameters).
+    las: LasParams = field(default_factory=LasParams)
+    fair: FairParams = field(default_factory=FairParams)
     backfill_depth: int = 500  # jobs tested per pass beyond the head (Slurm bf_max_job_test)
     # Seconds between deep backfill scans (Slurm's bf_interval, default 30 s there); 0 scans
     # on every pass. Between scans a pass tries queue heads only, as Slurm's main loop does.
@@ -89,8 +92,9 @@ class SchedulerConfig:
         ):
             if not (math.isfinite(value) and 0.0 <= value <= MAX_SECONDS):
                 return f"{name}: must be from 0 to {MAX_SECONDS:g} s (got {value!r})"
-        if not (math.isfinite(self.fair_half_life_s) and self.fair_half_life_s > 0.0):
-            return f"fair_half_life_s: must be > 0 (got {self.fair_half_life_s!r})"
+        for params in (self.las.problem(), self.fair.problem()):
+            if params is not None:
+                return params
         if self.backfill_depth < 1:
             return f"backfill_depth: must be at least 1 (got {self.backfill_depth!r})"
         return None

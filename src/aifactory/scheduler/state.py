@@ -66,7 +66,7 @@ class SchedulerState:
         self.topo = topo
         self.cs = ClusterState(topo)
         self.policy: Policy = (
-            LasPolicy(self.cfg.las_thresholds)
+            LasPolicy(self.cfg.las.thresholds)
             if self.cfg.policy == "las"
             else make_policy(self.cfg.policy)
         )
@@ -95,7 +95,7 @@ class SchedulerState:
         self.usage = DecayedUsage(
             n_tenants,
             n_classes,
-            self.cfg.fair_half_life_s,
+            self.cfg.fair.half_life_s,
             decay=self.policy.uses_tenant_keys,
         )
         nominal_total = [sum(cell.nominal for cell in row) for row in self.quota.cells]

@@ -20,7 +20,7 @@ class DecayedUsage:
         self, n_tenants: int, n_classes: int, half_life_s: float, *, decay: bool = True
     ) -> None:
         if half_life_s <= 0:
-            msg = "fair_half_life_s: must be > 0"
+            msg = "fair.half_life_s: must be > 0"
             raise ValueError(msg)
         self.half_life_s = half_life_s
         self._scale = half_life_s / math.log(2.0)

@@ -11,9 +11,26 @@ fraction of the fleet's nominal quota), so an owner of 20% of the fleet is "even
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from aifactory.scheduler.policies.base import Policy, PolicyName, TenantUsage
+
+DEFAULT_HALF_LIFE_S = 7 * 86400.0  # Slurm's PriorityDecayHalfLife default is 7 days
+
+
+@dataclass(frozen=True, slots=True)
+class FairParams:
+    """Fair share's parameters: how fast past usage is forgotten."""
+
+    half_life_s: float = DEFAULT_HALF_LIFE_S
+
+    def problem(self) -> str | None:
+        """The first parameter out of bounds, as ``"<field>: <what is wrong>"``, or None."""
+        if not (math.isfinite(self.half_life_s) and self.half_life_s > 0.0):
+            return f"fair.half_life_s: must be > 0 (got {self.half_life_s!r})"
+        return None
 
 
 class FairPolicy(Policy):

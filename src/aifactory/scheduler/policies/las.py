@@ -14,12 +14,28 @@ Not modelled: Tiresias' starvation knob that promotes long-waiting jobs back to 
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_right
+from dataclasses import dataclass
 
 from aifactory.scheduler.policies.base import Policy, PolicyName
 from aifactory.workload.job import Job
 
 DEFAULT_THRESHOLDS: tuple[float, ...] = (3600.0,)
+
+
+@dataclass(frozen=True, slots=True)
+class LasParams:
+    """LAS's parameters: the queue bounds, in GPU-seconds of attained service."""
+
+    thresholds: tuple[float, ...] = DEFAULT_THRESHOLDS
+
+    def problem(self) -> str | None:
+        """The first parameter out of bounds, as ``"<field>: <what is wrong>"``, or None."""
+        t = self.thresholds
+        if not all(math.isfinite(x) and x > 0 for x in t) or list(t) != sorted(t):
+            return f"las.thresholds: must be positive, finite and increasing (got {t!r})"
+        return None
 
 
 class LasPolicy(Policy):
