@@ -32,7 +32,6 @@ from aifactory.scheduler.placement import find_placement
 from aifactory.scheduler.policies import TenantUsage
 from aifactory.scheduler.queue import key_pair, row_first
 from aifactory.scheduler.records import PREEMPTED_FOR, CycleResult, PassContext
-from aifactory.scheduler.shortcuts import Hit
 from aifactory.scheduler.state import INF, SchedulerState
 from aifactory.workload.job import (
     PENDING,
@@ -105,7 +104,7 @@ class Cycle(SchedulerState):
         if not deep and self._periodic and self.shortcuts.on:
             heads = self._open_heads(now, reservations, away)
             if not heads:
-                self.shortcuts.hits[Hit.ALL_AWAY] += 1
+                self.shortcuts.all_away += 1
                 return
         else:
             heads = self._heads(now)
@@ -179,7 +178,8 @@ class Cycle(SchedulerState):
         GPUs and quota are only taken) in ``away``, in queue order. Empty, and no head
         built, when the shortcuts' ``turned_away`` turns every head away."""
         no_fit: dict[int, float] = {}  # (stays empty: the answers hold beyond this pass)
-        version = self.shortcuts.away_version
+        shortcuts = self.shortcuts  # (on: this runs only with the shortcuts)
+        version = shortcuts.away_version
         open_: list[int] = []
         all_away = True
         pending = self.pending
@@ -187,9 +187,10 @@ class Cycle(SchedulerState):
             if not pending.clean(q):
                 continue
             job = self.jobs[q.ref[0]]
-            if self.shortcuts.remembered(job):
-                continue  # remembered as turned away: nothing came back since
-            if not self.shortcuts.turned_away(
+            if job.away_version == version:  # REMEMBERED: nothing came back since
+                shortcuts.remembered_n += 1
+                continue
+            if not shortcuts.turned_away(
                 job, self._classes(job), reservations, no_fit, remember=True
             ):
                 all_away = False
@@ -352,7 +353,7 @@ class Cycle(SchedulerState):
         for c in classes:
             memo = (tenant << 8) | c
             if gpus >= ctx.quota_fail.get(memo, INF):
-                self.shortcuts.hits[Hit.QUOTA_FAIL] += 1
+                self.shortcuts.quota_fail += 1
                 continue
             if not self.quota.fits(tenant, c, gpus):
                 if ctx.memo:
@@ -362,14 +363,15 @@ class Cycle(SchedulerState):
             if resv is not None and not self.backfill.fits(job, resv, now, commit=False):
                 self.shortcuts.close(job, c)
                 continue
-            if gpus >= no_fit.get(c, INF):
-                self.shortcuts.hits[Hit.NO_FIT] += 1
+            fit_key = c << 1 | (1 if job.allow_cross_site else 0)
+            if gpus >= no_fit.get(fit_key, INF):
+                self.shortcuts.no_fit += 1
                 found = None  # a smaller gang found no placement here in this pass
             else:
                 found = find_placement(self.cs, c, gpus, cross_site=job.allow_cross_site)
             if found is None:
                 if ctx.memo:
-                    no_fit[c] = min(gpus, no_fit.get(c, INF))
+                    no_fit[fit_key] = min(gpus, no_fit.get(fit_key, INF))
                 if blocked is None or c < blocked:
                     blocked = c  # the first class short of GPUs, whatever order they were tried in
                 continue
@@ -395,7 +397,7 @@ class Cycle(SchedulerState):
             for c in all_classes:
                 failed = (tenant, c, job.priority, rank, cross)
                 if remember and gpus >= ctx.preempt_failed.get(failed, INF):
-                    self.shortcuts.hits[Hit.PREEMPT_FAILED] += 1
+                    self.shortcuts.preempt_failed += 1
                     continue
                 if self._try_preempt(job, c, now, res, ctx):
                     return True

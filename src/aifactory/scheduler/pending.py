@@ -19,7 +19,7 @@ from __future__ import annotations
 from aifactory.heap import RowHeap
 from aifactory.scheduler.policies import Policy
 from aifactory.scheduler.queue import key_pair
-from aifactory.scheduler.shortcuts import Hit, Shortcuts
+from aifactory.scheduler.shortcuts import Shortcuts
 from aifactory.workload.job import PENDING, Job
 
 
@@ -114,7 +114,7 @@ class Pending:
         if not smallest:
             smallest = self.smallest[tenant] = min(sizes)
         else:
-            self.shortcuts.hits[Hit.SMALLEST] += 1
+            self.shortcuts.smallest += 1
         return smallest
 
     def waiting(self) -> list[Job]:

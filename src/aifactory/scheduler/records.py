@@ -80,7 +80,8 @@ class PassContext:
     ) -> None:
         self.memo = memo
         self.reservations = reservations
-        self.no_fit: dict[int, float] = {}  # class -> smallest gang that failed to fit
+        # class * 2 + may cross sites -> smallest gang that failed to fit there
+        self.no_fit: dict[int, float] = {}
         # The same for quota, keyed by tenant index * 256 + class (no tuple per lookup).
         self.quota_fail: dict[int, float] = {}
         # (tenant, class, priority, rank, may cross sites) -> smallest gang whose

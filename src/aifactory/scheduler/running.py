@@ -23,7 +23,7 @@ from __future__ import annotations
 from aifactory.heap import RowHeap
 from aifactory.scheduler.cluster import ClusterState, Placement
 from aifactory.scheduler.quota import QuotaBook
-from aifactory.scheduler.shortcuts import Hit, Shortcuts
+from aifactory.scheduler.shortcuts import Shortcuts
 from aifactory.scheduler.usage import DecayedUsage
 from aifactory.workload.job import Job
 
@@ -97,7 +97,7 @@ class Running:
             msg = f"job {job.id} is not among its class's running jobs"
             raise AssertionError(msg)
         if job.pnode >= 0:
-            self.shortcuts.hits[Hit.ONE_NODE] += 1
+            self.shortcuts.one_node += 1
             self.cs.give(job.pnode, job.pmask)
         else:
             self.cs.release(job.placement)

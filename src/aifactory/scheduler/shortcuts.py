@@ -5,7 +5,7 @@ A shortcut changes no decision: it only answers a question the scheduler would o
 compute again. With the switch off every question is computed in full, and that
 scheduler is the reference: ``tests/test_scheduler_properties.py`` compares every
 decision (each start's time and place, each preemption, each end) of the two over random
-workloads and asserts that each shortcut below was taken in them (:class:`Hit`), and
+workloads and asserts that each shortcut below was taken in them (:meth:`Shortcuts.taken`), and
 ``tests/test_scheduler_scenarios.py`` replays the cases of commits a8a5868 and 4c20143
 (two bugs the turned-away skips once had) both ways.
 
@@ -28,12 +28,13 @@ The shortcuts, where they live, and why each is exact:
     reservation turned a job away stays closed to it for the rest of the epoch, as within
     one epoch reservations only get stricter (time moves on, spare GPUs are used).
 ``NO_FIT``, ``QUOTA_FAIL``, ``PREEMPT_FAILED`` (:class:`~aifactory.scheduler.records.
-    PassContext`) - within a pass a gang that failed to fit in a class, to fit its
-    tenant's quota, or to find victims, rules out every bigger gang of the same class
-    (tenant; tenant, priority and rank) for the rest of the pass: a pass only takes GPUs
-    and quota. The exceptions, a preemption's victims and a start it withdraws, give GPUs
-    and quota back, so a preemption clears these memos. (It did not until the
-    differential test took them: the memos outlived a preemption in the same pass.)
+    PassContext`) - within a pass a gang that failed to fit in a class (with the same
+    site scope: a gang that may cross sites can fit where one that may not cannot), to
+    fit its tenant's quota, or to find victims, rules out every bigger gang of the same
+    class and scope (tenant; tenant, priority, rank and scope, and no exclusions) for the
+    rest of the pass: a pass only takes GPUs and quota. The exceptions, a preemption's
+    victims and a start it withdraws, give GPUs and quota back, so a preemption clears
+    these memos.
 ``CLASSES`` (``Scheduler._classes``) - the classes a job may ever run in depend only on
     its shape (tenant, class asked, GPUs, may cross sites) and the fleet, both fixed:
     cached per shape and on the job.
@@ -64,37 +65,41 @@ if TYPE_CHECKING:  # (backfill imports running, which imports this module)
 INF: Final = float("inf")
 
 
-class Hit:
-    """The shortcuts by number, for :attr:`Shortcuts.hits` (how often each was taken)."""
-
-    TURNED_AWAY: Final = 0
-    REMEMBERED: Final = 1
-    ALL_AWAY: Final = 2
-    CLOSED: Final = 3
-    NO_FIT: Final = 4
-    QUOTA_FAIL: Final = 5
-    PREEMPT_FAILED: Final = 6
-    CLASSES: Final = 7
-    SMALLEST: Final = 8
-    ONE_NODE: Final = 9
-    NAMES: Final = (
-        "turned_away",
-        "remembered",
-        "all_away",
-        "closed",
-        "no_fit",
-        "quota_fail",
-        "preempt_failed",
-        "classes",
-        "smallest",
-        "one_node",
-    )
+# The shortcuts by name, as :meth:`Shortcuts.taken` reports how often each was taken.
+NAMES: Final = (
+    "turned_away",
+    "remembered",
+    "all_away",
+    "closed",
+    "no_fit",
+    "quota_fail",
+    "preempt_failed",
+    "classes",
+    "smallest",
+    "one_node",
+)
 
 
 class Shortcuts:
     """The switch, the versions the turned-away memos are valid in, and the skip itself."""
 
-    __slots__ = ("away_version", "cs", "hits", "on", "quota", "resv_epoch")
+    __slots__ = (
+        "all_away",
+        "away_version",
+        "classes",
+        "closed",
+        "cs",
+        "no_fit",
+        "on",
+        "one_node",
+        "preempt_failed",
+        "quota",
+        "quota_fail",
+        "remembered_n",
+        "resv_epoch",
+        "smallest",
+        "turned_away_n",
+    )
 
     def __init__(self, on: bool, cs: ClusterState, quota: QuotaBook) -> None:
         self.on = on
@@ -104,11 +109,27 @@ class Shortcuts:
         self.resv_epoch = 0
         # Bumped whenever a job that was turned away might not be any more (REMEMBERED).
         self.away_version = 0
-        self.hits = [0] * len(Hit.NAMES)
+        # How often each shortcut was taken: plain int fields (unboxed when compiled), as
+        # some are counted on every event.
+        self.turned_away_n = self.remembered_n = self.all_away = self.closed = 0
+        self.no_fit = self.quota_fail = self.preempt_failed = 0
+        self.classes = self.smallest = self.one_node = 0
 
     def taken(self) -> dict[str, int]:
-        """How often each shortcut was taken, by name."""
-        return dict(zip(Hit.NAMES, self.hits, strict=True))
+        """How often each shortcut was taken, by name (see :data:`NAMES`)."""
+        counts = (
+            self.turned_away_n,
+            self.remembered_n,
+            self.all_away,
+            self.closed,
+            self.no_fit,
+            self.quota_fail,
+            self.preempt_failed,
+            self.classes,
+            self.smallest,
+            self.one_node,
+        )
+        return dict(zip(NAMES, counts, strict=True))
 
     def new_epoch(self) -> None:
         """The reservations changed other than by getting stricter."""
@@ -122,7 +143,7 @@ class Shortcuts:
     def remembered(self, job: Job) -> bool:
         """Whether ``job`` is remembered as turned away by reservations (REMEMBERED)."""
         if self.on and job.away_version == self.away_version:
-            self.hits[Hit.REMEMBERED] += 1
+            self.remembered_n += 1
             return True
         return False
 
@@ -156,24 +177,25 @@ class Shortcuts:
         closed = job.resv_mask if job.resv_epoch == self.resv_epoch else 0
         class_free = self.cs.class_free
         for_good = remember and not no_fit
+        cross = 1 if job.allow_cross_site else 0
         for c in classes:
             if closed >> c & 1:
-                self.hits[Hit.CLOSED] += 1
+                self.closed += 1
                 continue
             if c in reservations:
                 if (
                     class_free[c] >= gpus
-                    and gpus < no_fit.get(c, INF)
+                    and gpus < no_fit.get(c << 1 | cross, INF)
                     and self.quota.fits(job.tix, c, gpus)
                 ):
                     return False
                 continue
-            if class_free[c] < gpus or gpus >= no_fit.get(c, INF):
+            if class_free[c] < gpus or gpus >= no_fit.get(c << 1 | cross, INF):
                 return False
             if self.quota.fits(job.tix, c, gpus):
                 return False
             for_good = False  # turned away for quota alone, no reservation there
         if for_good:
             job.away_version = self.away_version
-        self.hits[Hit.TURNED_AWAY] += 1
+        self.turned_away_n += 1
         return True

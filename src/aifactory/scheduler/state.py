@@ -43,7 +43,7 @@ from aifactory.scheduler.records import (
     PassContext,
 )
 from aifactory.scheduler.running import Running
-from aifactory.scheduler.shortcuts import Hit, Shortcuts
+from aifactory.scheduler.shortcuts import Shortcuts
 from aifactory.scheduler.usage import DecayedUsage
 from aifactory.workload.job import (
     PENDING,
@@ -152,7 +152,7 @@ class SchedulerState:
         key = 2 * shape + (1 if job.allow_cross_site else 0)
         got = self._classes_cache.get(key) if self.shortcuts.on else None
         if got is not None:
-            self.shortcuts.hits[Hit.CLASSES] += 1
+            self.shortcuts.classes += 1
         else:
             got = tuple(
                 c
