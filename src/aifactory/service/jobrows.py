@@ -14,7 +14,7 @@ from sqlalchemy import Connection, RowMapping, Table, bindparam, delete, insert,
 
 from aifactory.scheduler.scheduler import Scheduler
 from aifactory.service import bulk_pg
-from aifactory.service.executors.base import RunState, Status
+from aifactory.service.executors.base import NodeSlice, RunState, Status, describe_nodes
 from aifactory.service.schemas import PRIORITY_VALUE, PriorityClass
 from aifactory.service.tables import allocations, cancel_requests, job_events, jobs
 from aifactory.workload.job import Job, JobState
@@ -95,7 +95,8 @@ def placement_from_row(raw: Any) -> PlacementList:
 
 
 def describe(placement: PlacementList) -> str:
-    return ";".join(f"{node}:{','.join(str(g) for g in gpus)}" for node, gpus in placement)
+    """A placement as the launch contract spells it (``AIFACTORY_PLACEMENT``)."""
+    return describe_nodes(NodeSlice(node, gpus) for node, gpus in placement)
 
 
 def terminal(status: Status) -> JobState:

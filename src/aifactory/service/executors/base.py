@@ -7,10 +7,12 @@ reconcile after a restart (a PID, a Slurm job id, ...).
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Protocol
+from typing import Final, Protocol
 
 
 class RunState(StrEnum):
@@ -77,7 +79,28 @@ class Launch:
         return describe_nodes(self.nodes)
 
 
-def describe_nodes(nodes: tuple[NodeSlice, ...]) -> str:
+# A name safe on every backend and as a file name (an attempt's, a handle, a log file).
+SAFE_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\Z")
+_ENV_KEY: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+def check_launch(launch: Launch) -> None:
+    """Refuse, as that job's failure (ExecutorError), what no backend can run or name
+    safely: an attempt name outside :data:`SAFE_NAME`, a NUL byte in the command, an
+    environment variable whose name is not a shell name or whose value holds a NUL."""
+    if not SAFE_NAME.match(launch.name):
+        msg = f"job {launch.job_id!r}: not a valid attempt name {launch.name!r}"
+        raise ExecutorError(msg)
+    if "\0" in launch.command:
+        msg = f"job {launch.job_id}: the command contains a NUL byte"
+        raise ExecutorError(msg)
+    for key, value in launch.env.items():
+        if not _ENV_KEY.match(key) or "\0" in value:
+            msg = f"job {launch.job_id}: invalid environment variable {key!r}"
+            raise ExecutorError(msg)
+
+
+def describe_nodes(nodes: Iterable[NodeSlice]) -> str:
     """A placement as one string, ``node:g,g;node:g,g`` in rank order (rank 0 first)."""
     return ";".join(f"{s.node}:{','.join(str(g) for g in s.gpus)}" for s in nodes)
 

@@ -55,7 +55,6 @@ import json
 import logging
 import os
 import pwd
-import re
 import select
 import signal
 import socket
@@ -72,10 +71,12 @@ from typing import Any
 from aifactory.service.executors import sandbox, supervise
 from aifactory.service.executors.base import (
     CONTRACT_ENV,
+    SAFE_NAME,
     ExecutorError,
     Launch,
     RunState,
     Status,
+    check_launch,
     rank_env,
 )
 from aifactory.service.executors.supervise import CLAIM, EXIT, JOB, SPEC, SUPERVISOR_LOG, Spec
@@ -96,8 +97,6 @@ MASTER_ADDR = "127.0.0.1"
 # Variables the executor sets itself; Launch.env cannot override them. The only AIFACTORY_*
 # variables a job sees are the contract's (no URL, token or database of the service).
 _OWN_ENV = frozenset({"PATH", "HOME", "TMPDIR", "LANG"}) | CONTRACT_ENV
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\Z")
-_ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
 class LocalSetupError(ValueError):
@@ -236,7 +235,7 @@ class LocalExecutor:
         Starting an attempt that was already started returns that attempt's handle.
         """
         name = launch.name
-        _check(launch)
+        check_launch(launch)
         state = self.run_dir / name
         try:
             fresh = _mkdir_new(state)
@@ -324,7 +323,7 @@ class LocalExecutor:
         line, which names the state directory) and is given a moment; then ``find``
         claims the attempt as abandoned, and a supervisor coming later gives up.
         """
-        if not _NAME.match(name):
+        if not SAFE_NAME.match(name):
             return None  # start refuses such names: never started
         state = self.run_dir / name
         try:
@@ -439,20 +438,6 @@ def _unsearchable(path: Path, user: JobUser) -> Path | None:
         if not st.st_mode & bit and user.uid != 0:
             return directory
     return None
-
-
-def _check(launch: Launch) -> None:
-    """Refuse, as that job's failure, what cannot be run or named safely."""
-    if not _NAME.match(launch.name):
-        msg = f"job {launch.job_id!r}: not a valid attempt name {launch.name!r}"
-        raise ExecutorError(msg)
-    if "\0" in launch.command:
-        msg = f"job {launch.job_id}: the command contains a NUL byte"
-        raise ExecutorError(msg)
-    for key, value in launch.env.items():
-        if not _ENV_KEY.match(key) or "\0" in value:
-            msg = f"job {launch.job_id}: invalid environment variable {key!r}"
-            raise ExecutorError(msg)
 
 
 def _answer(proc: subprocess.Popen[bytes]) -> dict[str, Any]:

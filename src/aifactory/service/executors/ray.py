@@ -54,7 +54,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import shutil
 import socket
 import subprocess
@@ -69,10 +68,12 @@ from typing import TYPE_CHECKING, Any
 from aifactory.service.executors import ray_driver
 from aifactory.service.executors.base import (
     CONTRACT_ENV,
+    SAFE_NAME,
     ExecutorError,
     Launch,
     RunState,
     Status,
+    check_launch,
     rank_env,
 )
 
@@ -94,8 +95,6 @@ ENTRYPOINT = f"python {ray_driver.SHIPPED_NAME}"
 # Variables the executor sets itself; Launch.env cannot override them.
 _OWN_ENV = frozenset({"PATH", "HOME", "TMPDIR", "LANG", "MASTER_ADDR", "MASTER_PORT"})
 _JOB_AIFACTORY_ENV = frozenset({"AIFACTORY_JOB_ID", "AIFACTORY_PLACEMENT", "AIFACTORY_TENANT"})
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\Z")
-_ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _RUNNING = frozenset({"PENDING", "RUNNING"})
 _VERDICTS_KEPT = 10_000  # ended jobs whose verdict poll remembers (asked again: copied again)
 
@@ -170,7 +169,10 @@ class RayExecutor:
 
     def start(self, launch: Launch) -> str:
         """Submit the attempt under its name; the handle is that name (the submission id)."""
-        _check(launch)
+        check_launch(launch)
+        if not launch.command.strip():
+            msg = f"job {launch.job_id}: the command is empty"
+            raise ExecutorError(msg)
         name = launch.name
         client = self._connect()
         try:
@@ -253,7 +255,7 @@ class RayExecutor:
 
     def find(self, name: str) -> str | None:
         """The handle of the Ray job submitted under ``name``, or None if Ray has none."""
-        if not _NAME.match(name):
+        if not SAFE_NAME.match(name):
             return None  # start refuses such names: never started
         info = self._info(name)
         if info is None or info.submission_id != name:
@@ -278,7 +280,7 @@ class RayExecutor:
 
     def poll(self, handle: str) -> Status:
         """Ray's view of the job; LOST if Ray has no such job; ExecutorError if unreachable."""
-        if not _NAME.match(handle):
+        if not SAFE_NAME.match(handle):
             return Status(RunState.LOST, detail=f"{handle!r} is not an attempt name")
         info = self._info(handle)
         if info is None:
@@ -306,7 +308,7 @@ class RayExecutor:
 
     def cancel(self, handle: str) -> None:
         """``stop_job``: the driver stops every rank; idempotent (an ended job is left)."""
-        if not _NAME.match(handle):
+        if not SAFE_NAME.match(handle):
             return
         client = self._connect()
         try:
@@ -352,27 +354,13 @@ class RayExecutor:
         if not isinstance(raw, str) or "\0" in raw:
             return None
         path = Path(raw)
-        if path.parent != self.logs_dir or not _NAME.match(path.name):
+        if path.parent != self.logs_dir or not SAFE_NAME.match(path.name):
             log.warning("ray executor: ignoring log path %r outside %s", raw, self.logs_dir)
             return None
         return path
 
 
 # -- helpers ------------------------------------------------------------------------------
-
-
-def _check(launch: Launch) -> None:
-    """Refuse, as that job's failure, what cannot be run or named safely."""
-    if not _NAME.match(launch.name):
-        msg = f"job {launch.job_id!r}: not a valid attempt name {launch.name!r}"
-        raise ExecutorError(msg)
-    if not launch.command.strip() or "\0" in launch.command:
-        msg = f"job {launch.job_id}: the command is empty or contains a NUL byte"
-        raise ExecutorError(msg)
-    for key, value in launch.env.items():
-        if not _ENV_KEY.match(key) or "\0" in value:
-            msg = f"job {launch.job_id}: invalid environment variable {key!r}"
-            raise ExecutorError(msg)
 
 
 def _short(exc: BaseException, limit: int = 500) -> str:
