@@ -375,3 +375,38 @@ def test_cli_writes_parquet_and_report(tmp_path: Path) -> None:
     table_run = CliRunner().invoke(app, [*args, "--out", str(out)])
     assert table_run.exit_code == 0
     assert "Offered GPU-hours" in table_run.stdout
+
+
+_DIGEST = """
+import hashlib, sys
+from aifactory.fleet import load_fleet
+from aifactory.workload.synth import synthesize
+t = synthesize(load_fleet("korea-2025"), 0.25, 0.85, seed=7)
+h = hashlib.sha256()
+for name in ("submit_s", "gpus", "duration_s", "estimate_s"):
+    h.update(t.column(name).to_numpy().tobytes())
+print(h.hexdigest())
+"""
+
+
+def test_the_same_seed_gives_the_same_workload_whatever_simd_numpy_picks() -> None:
+    """NumPy dispatches float64 exp/log to an AVX-512 loop where the CPU has one, whose
+    results differ in the last bit from the C library's: the synthesiser must not depend on
+    which (see workload/synth/exact.py). A child with NumPy's AVX-512 paths switched off
+    must synthesise byte-identical columns (on a CPU without AVX-512 both runs take the
+    same path, and the test checks only determinism)."""
+    import os  # noqa: PLC0415
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    def digest(extra: dict[str, str]) -> str:
+        env = {**os.environ, **extra}
+        out = subprocess.run(
+            [sys.executable, "-c", _DIGEST], env=env, capture_output=True, text=True, check=True
+        )
+        return out.stdout.strip()
+
+    avx512 = "AVX512F AVX512CD AVX512_KNL AVX512_KNM AVX512_SKX AVX512_CLX AVX512_CNL AVX512_ICL"
+    plain = digest({})
+    assert len(plain) == 64
+    assert digest({"NPY_DISABLE_CPU_FEATURES": f"{avx512} X86_V4 AVX512_SPR"}) == plain

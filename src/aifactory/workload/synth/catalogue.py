@@ -21,6 +21,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from aifactory.fleet.errors import SpecError, problems_from
+from aifactory.workload.synth import exact
 
 _DATA = "aifactory.workload.data"
 DAY_S = 86_400.0
@@ -340,5 +341,5 @@ def fitted_dataset(name: str) -> FittedDataset:
         sizes=np.asarray(ds["size_counts"]["sizes"], dtype=np.int64),
         size_probs=counts / counts.sum(),
         bucket_max=bucket_max,
-        log_quantiles=np.log(np.asarray(rows, dtype=np.float64)),
+        log_quantiles=exact.log(np.asarray(rows, dtype=np.float64)),
     )

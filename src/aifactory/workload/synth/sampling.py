@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import numpy as np
 import numpy.typing as npt
 
+from aifactory.workload.synth import exact
 from aifactory.workload.synth.catalogue import (
     Arrival,
     ArrivalKind,
@@ -103,7 +104,7 @@ def _log_uniform_size(
     hi_g = (hi // g) * g
     if hi_g < lo_g:  # the tenant cannot hold even one granule: drop the rounding
         lo_g, hi_g, g = lo, hi, 1
-    x = np.exp(rng.uniform(math.log(lo), math.log(hi), n)) if hi > lo else np.full(n, float(lo))
+    x = exact.exp(rng.uniform(math.log(lo), math.log(hi), n)) if hi > lo else np.full(n, float(lo))
     gpus = np.clip(np.rint(x / g).astype(np.int64) * g, lo_g, hi_g)
     return gpus, gpus
 
@@ -123,14 +124,14 @@ def _fitted_duration(spec: FittedDuration, base: IntArray, rng: np.random.Genera
     k = np.minimum(u.astype(np.int64), q - 1)
     frac = u - k
     logd: FloatArray = lq[bucket, k] * (1.0 - frac) + lq[bucket, k + 1] * frac
-    return np.exp(logd)
+    return exact.exp(logd)
 
 
 @_register(DURATION_SAMPLERS, DurationKind.LOGNORMAL)
 def _lognormal_duration(
     spec: LognormalDuration, base: IntArray, rng: np.random.Generator
 ) -> FloatArray:
-    d = np.exp(rng.normal(math.log(spec.median_s), spec.sigma, len(base)))
+    d = exact.exp(rng.normal(math.log(spec.median_s), spec.sigma, len(base)))
     clipped: FloatArray = np.clip(d, spec.min_s, spec.max_s)
     return clipped
 
@@ -139,7 +140,7 @@ def _lognormal_duration(
 def _log_uniform_duration(
     spec: LogUniformDuration, base: IntArray, rng: np.random.Generator
 ) -> FloatArray:
-    return np.exp(rng.uniform(math.log(spec.min_s), math.log(spec.max_s), len(base)))
+    return exact.exp(rng.uniform(math.log(spec.min_s), math.log(spec.max_s), len(base)))
 
 
 # --- arrivals (seconds from the start, in [0, horizon))
@@ -172,7 +173,7 @@ def estimates(spec: Estimate, duration: FloatArray, rng: np.random.Generator) ->
     (a job is never given a limit below its own run time, so no job is killed by it)."""
     lo, hi = math.log(spec.factor_min), math.log(spec.factor_max)
     factor = (
-        np.exp(rng.uniform(lo, hi, len(duration)))
+        exact.exp(rng.uniform(lo, hi, len(duration)))
         if hi > lo
         else np.full_like(duration, spec.factor_min)
     )
