@@ -215,7 +215,7 @@ def _cycle_bench() -> list[dict[str, Any]]:
     def new_job() -> Job:
         nonlocal seq
         seq += 1
-        tenant, klass = tenants[int(rng.integers(len(tenants)))]
+        tenant, gpu_class = tenants[int(rng.integers(len(tenants)))]
         dur = float(rng.uniform(600, 86_400))
         return Job(
             f"j{seq}",
@@ -224,7 +224,7 @@ def _cycle_bench() -> list[dict[str, Any]]:
             int(rng.choice(sizes, p=probs)),
             dur,
             estimate_s=dur,
-            gpu_class=klass,
+            gpu_class=gpu_class,
         )
 
     # fill the fleet, then keep adding until 10,000 wait
@@ -232,7 +232,7 @@ def _cycle_bench() -> list[dict[str, Any]]:
         for _ in range(2000):
             sched.submit(new_job(), now)
         sched.schedule(now)
-    running = [j for j in sched.jobs if j.state is JobState.RUNNING]
+    running = sched.running_jobs()
     times: list[float] = []
     for _ in range(300):
         now += 1.0

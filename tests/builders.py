@@ -128,10 +128,10 @@ def check_invariants(sched: Scheduler, down: dict[int, int] | None = None) -> No
     down = down or {}
     cs.check()
     used_mask = [0] * topo.n_nodes
-    running = [j for j in sched.jobs if j.state == JobState.RUNNING]
-    assert [j.index for j in running] == [j.index for j in sched.running_jobs()], (
-        "running index drifted"
-    )
+    jobs = [seat.job for seat in sched.seats]
+    running = [j for j in jobs if j.state == JobState.RUNNING]
+    assert running == sched.running_jobs(), "running index drifted"
+    tix = {seat.job.id: seat.tix for seat in sched.seats}
     assert sched.running_count == len(running), "running count drifted"
     used: dict[tuple[str, str], int] = {}
     for job in running:
@@ -161,17 +161,18 @@ def check_invariants(sched: Scheduler, down: dict[int, int] | None = None) -> No
     for t, cells in zip(sched.quota.tenants, sched.quota.cells, strict=True):
         for c, cell in enumerate(cells):
             assert cell.used == used.get((t, topo.classes[c]), 0), f"{t}: quota book drifted"
-    pending = sum(1 for j in sched.jobs if j.state == JobState.PENDING)
+    pending = sum(1 for j in jobs if j.state == JobState.PENDING)
     assert sched.pending_count == pending, "pending count drifted"
     for t, sizes in enumerate(sched.pending.sizes):
-        waiting = [j.gpus for j in sched.jobs if j.state == JobState.PENDING and j.tix == t]
+        waiting = [j.gpus for j in jobs if j.state == JobState.PENDING and tix[j.id] == t]
         assert sizes == {g: waiting.count(g) for g in set(waiting)}, "pending sizes drifted"
         known = sched.smallest_pending(t)
         assert known in (None, min(waiting, default=None)), "smallest pending size drifted"
     prios: list[dict[int, int]] = [{} for _ in sched.tenants]
     for job in running:
         if job.preemptible:
-            prios[job.tix][job.priority] = prios[job.tix].get(job.priority, 0) + 1
+            t = tix[job.id]
+            prios[t][job.priority] = prios[t].get(job.priority, 0) + 1
     assert sched.running.prio_t == prios, "per-tenant priority counts drifted"
     busy = sum(used.values())
     down_total = sum(m.bit_count() for m in down.values())

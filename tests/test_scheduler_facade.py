@@ -7,6 +7,7 @@ import pytest
 
 from aifactory.scheduler.records import Interruption
 from aifactory.scheduler.scheduler import Scheduler
+from aifactory.scheduler.seat import Seat
 from aifactory.workload.job import JobState
 from builders import hgx_topo, make_job
 
@@ -72,3 +73,26 @@ def test_interrupt_counts_what_its_reason_is(
         assert job.progress_s == 200.0  # the checkpoints at 100 and 200 s were kept
         assert job.lost_preempt_gpu_s + job.lost_failure_gpu_s == 50.0 * 8
     assert sched.schedule(250.0).started == [job]  # and it runs again
+
+
+def test_job_carries_no_scheduler_bookkeeping() -> None:
+    """A job says what it is and what happened to it; each scheduler keeps its own part
+    in a Seat (issue #15): none of a Seat's fields but the request it copies is on Job,
+    and a job that ended is held by its scheduler no more."""
+    sched = Scheduler(hgx_topo(1))
+    job = make_job("a", gpus=8)
+    # The scheduler's fields that Job carried before (issue #15's list) are the seat's.
+    owned = ("index", "tix", "qseq", "in_queue", "classes", "resv_epoch", "resv_mask")
+    owned += ("away_version", "rpos", "run_epoch", "est_end_s", "pnode", "pmask")
+    seat = Seat(job, 0, 0)
+    for name in owned:
+        assert hasattr(seat, name), name
+        assert not hasattr(job, name), name
+    assert not hasattr(job, "klass")
+    assert sched.submit(job, 0.0) is None
+    assert sched.schedule(0.0).started == [job]
+    assert sched.held["a"].job is job
+    sched.finish(job, 10.0)
+    assert "a" not in sched.held
+    with pytest.raises(AssertionError, match="not held by this scheduler"):
+        sched.finish(job, 11.0)

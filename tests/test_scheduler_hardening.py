@@ -248,7 +248,7 @@ def test_no_pass_starts_a_job_it_preempts(case: Case) -> None:
             check_cycle(sched, res)
             preempted += len(res.preempted)
         check_invariants(sched)
-    for j in sched.jobs:
+    for j in (seat.job for seat in sched.seats):
         if j.first_start_s is None:
             assert all(state is not JobState.RUNNING for _, state in j.history), j
     event(f"preempted {'>0' if preempted else '0'}")

@@ -562,8 +562,8 @@ def test_duplicate_submit_raises() -> None:
         sched.submit(make_job("x"), 0.0)
     with pytest.raises(ValueError, match="already submitted"):
         sched.submit(first, 0.0)  # the same object again
-    assert sched.by_id["x"] is first
-    assert sched.jobs == [first]
+    assert sched.by_id["x"].job is first
+    assert [seat.job for seat in sched.seats] == [first]
 
 
 def test_pass_without_changes_decides_nothing() -> None:
@@ -647,7 +647,7 @@ def test_a_head_turned_away_for_quota_is_reconsidered_once_gpus_run_short() -> N
         sched.submit(make_job(name, who, at, gpus, 1000.0), at)
         started |= {job.id: at for job in sched.schedule(at).started}
     assert started == {"a1": 0.0, "x": 2.0, "y": 3.0, "z": 4.0, "w": 5.0}
-    holders = [sched.jobs[r.holder].id for r in sched._reservations.values()]
+    holders = [sched.seats[r.holder].job.id for r in sched._reservations.values()]
     assert holders == ["j"]
 
 
@@ -676,10 +676,10 @@ def test_a_head_turned_away_for_quota_is_asked_again_after_an_earlier_head_start
         started |= {job.id: at for job in sched.schedule(at).started}
     assert started == {"a1": 0.0, "b1": 0.0, "c1": 0.0}
     assert not sched._reservations
-    sched.finish(sched.by_id["b1"], 10.0)
+    sched.finish(sched.by_id["b1"].job, 10.0)
     started |= {job.id: 10.0 for job in sched.schedule(10.0).started}
     assert started["z"] == 10.0
-    holders = [sched.jobs[r.holder].id for r in sched._reservations.values()]
+    holders = [sched.seats[r.holder].job.id for r in sched._reservations.values()]
     assert holders == ["j"]
 
 
@@ -767,11 +767,11 @@ def _replay(
             sched.submit(make_job(name, who, at, gpus, run), at)
         else:
             _, name, at = event
-            sched.finish(sched.by_id[name], at)
+            sched.finish(sched.by_id[name].job, at)
         res = sched.schedule(at)
         decisions += [("start", j.id, at) for j in res.started]
         decisions += [("preempt", j.id, at) for j in res.preempted]
-    holders = sorted(sched.jobs[r.holder].id for r in sched._reservations.values())
+    holders = sorted(sched.seats[r.holder].job.id for r in sched._reservations.values())
     return decisions, holders
 
 

@@ -11,8 +11,8 @@ import pytest
 import aifactory
 from aifactory.scheduler import preemption
 from aifactory.scheduler.scheduler import Scheduler
+from aifactory.scheduler.seat import Seat
 from aifactory.scheduler.snapshot import WhatIf
-from aifactory.workload.job import Job
 from builders import check_invariants, hgx_topo, make_job, tenant
 
 
@@ -27,15 +27,15 @@ def state_of(sched: Scheduler) -> dict[str, Any]:
         "usage": [list(row) for row in sched.usage.running],
         "count": running.count,
         # (the lists' order is not state: every order read from them is total)
-        "by_tc": [[sorted(j.id for j in bag) for bag in row] for row in running.by_tc],
-        "rpos_ok": all(bag[j.rpos] is j for row in running.by_tc for bag in row for j in bag),
+        "by_tc": [[sorted(s.job.id for s in bag) for bag in row] for row in running.by_tc],
+        "rpos_ok": all(bag[s.rpos] is s for row in running.by_tc for bag in row for s in bag),
         "placement": {j.id: list(j.placement) for j in sched.running_jobs()},
         "prio": [[dict(d) for d in row] for row in running.prio_tc],
     }
 
 
-def busy() -> tuple[Scheduler, list[Job]]:
-    """Three one-node jobs and a two-node gang filling five HGX nodes."""
+def busy() -> tuple[Scheduler, list[Seat]]:
+    """Three one-node jobs and a two-node gang filling five HGX nodes (their seats)."""
     topo = hgx_topo(5, [tenant("a", {"h100": 40})])
     sched = Scheduler(topo)
     jobs = [make_job(f"j{i}", gpus=8) for i in range(3)] + [make_job("gang", gpus=16)]
@@ -43,7 +43,7 @@ def busy() -> tuple[Scheduler, list[Job]]:
         assert sched.submit(job, 0.0) is None
     res = sched.schedule(0.0)
     assert len(res.started) == 4
-    return sched, jobs
+    return sched, [sched.held[job.id] for job in jobs]
 
 
 def test_removals_are_undone_at_the_end_of_the_block() -> None:
@@ -60,7 +60,7 @@ def test_removals_are_undone_at_the_end_of_the_block() -> None:
 def test_an_exception_midway_leaves_the_state_unchanged() -> None:
     sched, jobs = busy()
     before = state_of(sched)
-    not_running = make_job("never-started", gpus=8)
+    not_running = Seat(make_job("never-started", gpus=8), len(sched.seats), 0)
     what_if = WhatIf(sched.running, 5.0)
     with (  # noqa: PT012 (the block is the what-if under test)
         pytest.raises(AssertionError, match="not among its class's running jobs"),
@@ -87,7 +87,7 @@ def test_kept_removals_stay_detached_and_put_back_undoes_one() -> None:
     assert sched.cs.class_free[0] == 8  # the fleet was full: the kept job's node is free
 
 
-def _preempting_scheduler() -> tuple[Scheduler, Job]:
+def _preempting_scheduler() -> tuple[Scheduler, Seat]:
     """A fleet full of low-priority work and a high-priority gang that needs victims."""
     topo = hgx_topo(3, [tenant("a", {"h100": 24})])
     sched = Scheduler(topo)
@@ -96,7 +96,7 @@ def _preempting_scheduler() -> tuple[Scheduler, Job]:
     assert len(sched.schedule(0.0).started) == 3
     high = make_job("high", submit=10.0, gpus=16, priority=100)
     assert sched.submit(high, 10.0) is None
-    return sched, high
+    return sched, sched.held[high.id]
 
 
 @pytest.mark.skipif(
@@ -133,9 +133,9 @@ def test_a_preemption_search_that_raises_midway_changes_nothing(
 def test_a_failed_preemption_search_changes_nothing() -> None:
     sched, _high = _preempting_scheduler()
     before = state_of(sched)
-    too_big = make_job("too-big", submit=10.0, gpus=24, priority=100)
-    too_big.tix = 0
+    job = make_job("too-big", submit=10.0, gpus=24, priority=100)
+    too_big = Seat(job, len(sched.seats), 0)
     # Enough GPUs by count, but one of the low jobs is the one too_big was evicted for.
-    too_big.preempted_for = frozenset({"low0"})
+    job.preempted_for = frozenset({"low0"})
     assert sched.preemption.search(too_big, 0, 10.0, {}) is None
     assert state_of(sched) == before

@@ -227,7 +227,8 @@ def test_a_simulation_refuses_a_repeated_id_unless_its_caller_checked() -> None:
     result = sim.run()
     assert [j.state for j in result.jobs] == [JobState.COMPLETED] * 2
     assert sim.sched.by_id == {}
-    assert sim.sched.jobs == jobs[:2]
+    assert [seat.job for seat in sim.sched.seats] == jobs[:2]
+    assert sim.sched.held == {}  # (finished jobs are held no more)
 
 
 def test_restoring_a_job_works_with_or_without_the_id_index() -> None:
@@ -242,9 +243,9 @@ def test_restoring_a_job_works_with_or_without_the_id_index() -> None:
         twin = Scheduler(hgx_topo(1), SchedulerConfig(tuning=Tuning(index_ids=index_ids)))
         copy = make_job("r", gpus=2)
         twin.restore_running(copy, placement, 0.0)
-        assert twin.jobs == [copy]
-        assert copy.index == 0
-        assert (twin.by_id == {"r": copy}) is index_ids
+        assert [seat.job for seat in twin.seats] == [copy]
+        assert twin.held["r"].job is copy
+        assert ("r" in twin.by_id) is index_ids
         assert twin.busy_gpus == 2
 
 

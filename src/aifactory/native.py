@@ -40,6 +40,7 @@ NATIVE = (
     "aifactory/scheduler/records.py",
     "aifactory/scheduler/running.py",
     "aifactory/scheduler/scheduler.py",
+    "aifactory/scheduler/seat.py",
     "aifactory/scheduler/shortcuts.py",
     "aifactory/scheduler/snapshot.py",
     "aifactory/scheduler/state.py",

@@ -17,22 +17,12 @@ from librt.vecs import append as vec_append
 from librt.vecs import vec
 from mypy_extensions import i64
 
+from aifactory.scheduler.records import Reservation
 from aifactory.scheduler.running import Running
+from aifactory.scheduler.seat import Seat
 from aifactory.workload.job import RUNNING, Job
 
 INF: Final = float("inf")
-
-
-class Reservation:
-    """EASY's reservation for the blocked head of a class: the earliest time (shadow) its
-    gang can start, from running jobs' estimates, and the GPUs spare at that time."""
-
-    __slots__ = ("holder", "shadow", "spare")
-
-    def __init__(self, holder: int, shadow: float, spare: int) -> None:
-        self.holder = holder  # index of the job it is held for
-        self.shadow = shadow
-        self.spare = spare
 
 
 def expected_run(job: Job, checkpoint_write_s: float) -> float:
@@ -56,16 +46,16 @@ class Backfill:
         """:func:`expected_run` with this scheduler's checkpoint write time."""
         return expected_run(job, self.checkpoint_write_s)
 
-    def reserve(self, job: Job, gpu_class: int, jobs: list[Job], now: float) -> Reservation:
-        """The reservation for the blocked head ``job`` in the class (``jobs``: the
-        scheduler's jobs by index): the earliest time enough GPUs are free if running
+    def reserve(self, seat: Seat, gpu_class: int, seats: list[Seat], now: float) -> Reservation:
+        """The reservation for the blocked head (``seat``) in the class (``seats``: the
+        scheduler's seats by index): the earliest time enough GPUs are free if running
         jobs end at their estimates (infinite if they never are)."""
         running = self.running
         free = running.cs.class_free[gpu_class]
-        need = job.gpus
+        need = seat.gpus
         shadow = now
         if free >= need:
-            return Reservation(job.index, shadow, free - need)
+            return Reservation(seat.index, shadow, free - need)
         # Walk the running jobs by estimated end: pop live rows (dropping stale ones for
         # good) until enough GPUs would be free, then put the live ones back.
         ends = running.ends_of(gpu_class)
@@ -77,8 +67,8 @@ class Backfill:
             index = ends.ref[0]
             epoch = ends.seq[0]
             ends.pop()
-            other = jobs[index]
-            if other.run_epoch != epoch or other.state is not RUNNING:
+            other = seats[index]
+            if other.run_epoch != epoch or other.job.state is not RUNNING:
                 running.ends_stale[gpu_class] = max(0, running.ends_stale[gpu_class] - 1)
                 continue
             walked_end = vec_append(walked_end, end)
@@ -92,18 +82,18 @@ class Backfill:
             index = walked_job[i]
             ends.push(walked_end[i], float(index), walked_epoch[i], index)
         if free < need:
-            return Reservation(job.index, INF, 0)
-        return Reservation(job.index, shadow, free - need)
+            return Reservation(seat.index, INF, 0)
+        return Reservation(seat.index, shadow, free - need)
 
-    def fits(self, job: Job, resv: Reservation, now: float, *, commit: bool) -> bool:
-        """Whether starting ``job`` now leaves the reservation intact (EASY's test: it ends
+    def fits(self, seat: Seat, resv: Reservation, now: float, *, commit: bool) -> bool:
+        """Whether starting the seat's job now leaves the reservation intact (EASY's test: it ends
         before the shadow time, or uses only GPUs spare then; with ``commit`` those spare
         GPUs are taken); the job it is held for always may (between deep scans it keeps
         its reservation, and must not wait for the next scan once its GPUs are free)."""
-        if job.index == resv.holder or now + self.expected_run(job) <= resv.shadow:
+        if seat.index == resv.holder or now + self.expected_run(seat.job) <= resv.shadow:
             return True
-        if job.gpus <= resv.spare:
+        if seat.gpus <= resv.spare:
             if commit:
-                resv.spare -= job.gpus
+                resv.spare -= seat.gpus
             return True
         return False

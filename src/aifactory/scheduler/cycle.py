@@ -27,16 +27,13 @@ from typing import final
 from aifactory.heap import Keyed, RowHeap, before
 from aifactory.heap import pop as head_pop
 from aifactory.heap import push as head_push
-from aifactory.scheduler.backfill import Reservation
 from aifactory.scheduler.placement import find_placement
 from aifactory.scheduler.policies import TenantUsage
 from aifactory.scheduler.queue import key_pair, row_first
-from aifactory.scheduler.records import PREEMPTED_FOR, CycleResult, PassContext
+from aifactory.scheduler.records import PREEMPTED_FOR, CycleResult, PassContext, Reservation
+from aifactory.scheduler.seat import Seat
 from aifactory.scheduler.state import INF, SchedulerState
-from aifactory.workload.job import (
-    PENDING,
-    Job,
-)
+from aifactory.workload.job import PENDING
 
 
 @final
@@ -94,7 +91,7 @@ class Cycle(SchedulerState):
         else:
             reservations = self._reservations
         # Phase 1: heads. Between deep scans (no preemption), heads remembered as turned
-        # away by reservations (job.away_version) wait aside (``away``) instead of going
+        # away by reservations (seat.away_version) wait aside (``away``) instead of going
         # through the merge: each would be popped only to stop its queue. If every head
         # is turned away, the pass has nothing to do (on a busy fleet most passes end
         # here). A reservation holder that starts in the pass bumps the turned-away
@@ -125,20 +122,22 @@ class Cycle(SchedulerState):
             # Peek, not pop: most heads tried between deep scans cannot start, and a pop
             # and push back costs a sift on a queue of thousands. A job that starts leaves
             # a stale row that Pending.clean drops.
-            job = self.jobs[q.ref[0]]
+            seat = self.seats[q.ref[0]]
             head = t not in ctx.seen_tenants
             ctx.seen_tenants.add(t)
             if (
                 not easy
                 and not ctx.preempt
                 and (
-                    self.shortcuts.remembered(job)  # (asked now: a start may bump the version)
-                    or self.shortcuts.turned_away(job, self._classes(job), reservations, ctx.no_fit)
+                    self.shortcuts.remembered(seat)  # (asked now: a start may bump the version)
+                    or self.shortcuts.turned_away(
+                        seat, self._classes(seat), reservations, ctx.no_fit
+                    )
                 )
             ):
                 continue  # strict pass: this tenant's queue stops here
             # Phases 2-4.
-            if self._try_start(job, now, ctx, res, head=head):
+            if self._try_start(seat, now, ctx, res, head=head):
                 if away and self.shortcuts.away_version != version:
                     for h in away:
                         if before(top, h):
@@ -164,16 +163,16 @@ class Cycle(SchedulerState):
         # Phase 5: requeue.
         if held is None:
             return
-        jobs = self.jobs
+        seats = self.seats
         for i in range(len(held)):
             index = held.ref[i]
-            queues[jobs[index].tix].push(held.k0[i], held.k1[i], held.seq[i], index)
+            queues[seats[index].tix].push(held.k0[i], held.k1[i], held.seq[i], index)
 
     def _open_heads(
         self, now: float, reservations: dict[int, Reservation], away: list[Head]
     ) -> list[Head]:
         """The merge of heads for a pass between deep scans, leaving the heads remembered
-        as turned away (job.away_version: turned away by reservations, which stays so until
+        as turned away (seat.away_version: turned away by reservations, which stays so until
         the turned-away version changes, as within a pass reservations only tighten and
         GPUs and quota are only taken) in ``away``, in queue order. Empty, and no head
         built, when the shortcuts' ``turned_away`` turns every head away."""
@@ -186,15 +185,15 @@ class Cycle(SchedulerState):
         for t, q in enumerate(pending.queues):
             if not pending.clean(q):
                 continue
-            job = self.jobs[q.ref[0]]
-            if job.away_version == version:  # REMEMBERED: nothing came back since
+            seat = self.seats[q.ref[0]]
+            if seat.away_version == version:  # REMEMBERED: nothing came back since
                 shortcuts.remembered_n += 1
                 continue
             if not shortcuts.turned_away(
-                job, self._classes(job), reservations, no_fit, remember=True
+                seat, self._classes(seat), reservations, no_fit, remember=True
             ):
                 all_away = False
-            if job.away_version != version:
+            if seat.away_version != version:
                 # Not remembered: it may start, or it was turned away for quota alone
                 # somewhere, where an allocation in this pass can leave the class short of
                 # GPUs and the job would then make a reservation; it goes through the merge.
@@ -233,7 +232,7 @@ class Cycle(SchedulerState):
                 return True
         return False
 
-    def _arrivals_pass(self, fresh: list[Job], now: float, res: CycleResult) -> None:
+    def _arrivals_pass(self, fresh: list[Seat], now: float, res: CycleResult) -> None:
         """A pass after arrivals alone: only the new jobs can start (nothing else changed
         since the last pass), tried in the policy's order (merged by tenant key for fair
         share); a new job that waits joins its queue. With a backfill interval, a waiting
@@ -245,27 +244,29 @@ class Cycle(SchedulerState):
         )
         key = self.policy.job_key
         if len(fresh) > 1:
-            fresh.sort(key=lambda j: (key(j), j.qseq))
-        if self._keyed and len({j.tix for j in fresh}) > 1:
+            fresh.sort(key=lambda s: (key(s.job), s.qseq))
+        if self._keyed and len({s.tix for s in fresh}) > 1:
             # Merge the tenants' new jobs by tenant key (re-keyed after each start), as
             # the full pass merges queue heads: same-instant arrivals get the fair order.
-            by_tenant: dict[int, list[Job]] = {}
-            for j in reversed(fresh):
-                by_tenant.setdefault(j.tix, []).append(j)
+            by_tenant: dict[int, list[Seat]] = {}
+            for s in reversed(fresh):
+                by_tenant.setdefault(s.tix, []).append(s)
             heads = [
-                (self._tenant_key(t, now), key(js[-1]), js[-1].qseq, t)
-                for t, js in by_tenant.items()
+                (self._tenant_key(t, now), key(ss[-1].job), ss[-1].qseq, t)
+                for t, ss in by_tenant.items()
             ]
             heapq.heapify(heads)
             while heads:
                 t = heapq.heappop(heads)[3]
-                js = by_tenant[t]
-                self._arrival(js.pop(), now, ctx, res, easy=easy)
-                if js:
-                    heapq.heappush(heads, (self._tenant_key(t, now), key(js[-1]), js[-1].qseq, t))
+                ss = by_tenant[t]
+                self._arrival(ss.pop(), now, ctx, res, easy=easy)
+                if ss:
+                    heapq.heappush(
+                        heads, (self._tenant_key(t, now), key(ss[-1].job), ss[-1].qseq, t)
+                    )
         else:
-            for job in fresh:
-                self._arrival(job, now, ctx, res, easy=easy)
+            for seat in fresh:
+                self._arrival(seat, now, ctx, res, easy=easy)
         if self.cfg.preemption and self._periodic and self.pending.count:
             # Preemption for the new jobs waits for the next deep scan; make sure one comes.
             self._freed = True
@@ -273,32 +274,32 @@ class Cycle(SchedulerState):
             res.wakeup_s = max(now, self._last_deep + self.cfg.backfill_interval_s)
 
     def _arrival(
-        self, job: Job, now: float, ctx: PassContext, res: CycleResult, *, easy: bool
+        self, seat: Seat, now: float, ctx: PassContext, res: CycleResult, *, easy: bool
     ) -> None:
         """Try one new job: it may start if it heads its tenant's queue, or (EASY) around
         earlier jobs of its tenant; else it waits in its queue."""
-        if job.state is not PENDING:
+        if seat.job.state is not PENDING:
             return
         pending = self.pending
-        q = pending.queues[job.tix]
-        if job.in_queue:
-            head = pending.clean(q) and q.ref[0] == job.index
-            if (head or easy) and self._try_start(job, now, ctx, res, head=head):
-                job.qseq = -1  # its queue row is now stale
+        q = pending.queues[seat.tix]
+        if seat.in_queue:
+            head = pending.clean(q) and q.ref[0] == seat.index
+            if (head or easy) and self._try_start(seat, now, ctx, res, head=head):
+                seat.qseq = -1  # its queue row is now stale
             return
         # Not pushed yet: at the head unless a waiting job of its tenant goes first (its
         # key is only needed then, or when it waits).
         k0 = k1 = 0.0
         keyed = pending.clean(q)
         if keyed:
-            k0, k1 = key_pair(self.policy.job_key(job))
-        head = not keyed or row_first(k0, k1, job.qseq, q)
-        if (head or easy) and self._try_start(job, now, ctx, res, head=head):
-            job.qseq = -1
-        elif not job.in_queue:
+            k0, k1 = key_pair(self.policy.job_key(seat.job))
+        head = not keyed or row_first(k0, k1, seat.qseq, q)
+        if (head or easy) and self._try_start(seat, now, ctx, res, head=head):
+            seat.qseq = -1
+        elif not seat.in_queue:
             if not keyed:
-                k0, k1 = key_pair(self.policy.job_key(job))
-            pending.push_row(job, k0, k1)  # it waits (strict order: behind an earlier job)
+                k0, k1 = key_pair(self.policy.job_key(seat.job))
+            pending.push_row(seat, k0, k1)  # it waits (strict order: behind an earlier job)
 
     def _tenant_key(self, t: int, now: float) -> float:
         """The policy's key of tenant ``t`` now (fair share: its decayed usage by weight)."""
@@ -323,7 +324,7 @@ class Cycle(SchedulerState):
         return tuple(sorted(classes, key=lambda c: (cells[c].used - cells[c].nominal, c)))
 
     def _try_start(
-        self, job: Job, now: float, ctx: PassContext, res: CycleResult, *, head: bool
+        self, seat: Seat, now: float, ctx: PassContext, res: CycleResult, *, head: bool
     ) -> bool:
         """Phases 2-4 for one job: start it in the first class (most unused nominal quota
         first) where its quota fits, no reservation it would delay stands, and a placement
@@ -331,10 +332,10 @@ class Cycle(SchedulerState):
         else, blocked for GPUs, it may take the class's EASY reservation. True if it
         started. ``head``: the job heads its tenant's queue in this pass.
         """
-        all_classes = self._classes(job)
+        all_classes = self._classes(seat)
         blocked: int | None = None
-        gpus = job.gpus
-        tenant = job.tix
+        gpus = seat.gpus
+        tenant = seat.tix
         class_free = self.cs.class_free
         no_fit = ctx.no_fit
         # Classes without enough free GPUs first (a plain loop, and the job's own tuple
@@ -360,15 +361,15 @@ class Cycle(SchedulerState):
                     ctx.quota_fail[memo] = gpus
                 continue
             resv = ctx.reservations.get(c)
-            if resv is not None and not self.backfill.fits(job, resv, now, commit=False):
-                self.shortcuts.close(job, c)
+            if resv is not None and not self.backfill.fits(seat, resv, now, commit=False):
+                self.shortcuts.close(seat, c)
                 continue
-            fit_key = c << 1 | (1 if job.allow_cross_site else 0)
+            fit_key = c << 1 | (1 if seat.cross else 0)
             if gpus >= no_fit.get(fit_key, INF):
                 self.shortcuts.no_fit += 1
                 found = None  # a smaller gang found no placement here in this pass
             else:
-                found = find_placement(self.cs, c, gpus, cross_site=job.allow_cross_site)
+                found = find_placement(self.cs, c, gpus, cross_site=seat.cross)
             if found is None:
                 if ctx.memo:
                     no_fit[fit_key] = min(gpus, no_fit.get(fit_key, INF))
@@ -376,30 +377,30 @@ class Cycle(SchedulerState):
                     blocked = c  # the first class short of GPUs, whatever order they were tried in
                 continue
             if resv is not None:
-                if resv.holder == job.index:
+                if resv.holder == seat.index:
                     del ctx.reservations[c]  # the job it was held for starts: it is spent
                     self.shortcuts.new_epoch()
                 else:
-                    self.backfill.fits(job, resv, now, commit=True)
-            self._start(job, c, found[0], found[1], now, ctx)
-            res.started.append(job)
+                    self.backfill.fits(seat, resv, now, commit=True)
+            self._start(seat, c, found[0], found[1], now, ctx)
+            res.started.append(seat.job)
             return True
         if (
             self.cfg.preemption
             and ctx.preempt
-            and (head or self.preemption.may_preempt_behind_head(job))
+            and (head or self.preemption.may_preempt_behind_head(seat))
         ):
-            rank = self.policy.rank(job, now) if self._preemptive else 0
+            rank = self.policy.rank(seat.job, now) if self._preemptive else 0
             # PREEMPT_FAILED holds for jobs that may evict the same candidates: the same
             # tenant, priority, rank and site scope, and none excluded (preempted_for).
-            remember = ctx.memo and not job.preempted_for
-            cross = 1 if job.allow_cross_site else 0
+            remember = ctx.memo and not seat.job.preempted_for
+            cross = 1 if seat.cross else 0
             for c in all_classes:
-                failed = (tenant, c, job.priority, rank, cross)
+                failed = (tenant, c, seat.priority, rank, cross)
                 if remember and gpus >= ctx.preempt_failed.get(failed, INF):
                     self.shortcuts.preempt_failed += 1
                     continue
-                if self._try_preempt(job, c, now, res, ctx):
+                if self._try_preempt(seat, c, now, res, ctx):
                     return True
                 if remember:
                     ctx.preempt_failed[failed] = gpus
@@ -411,34 +412,36 @@ class Cycle(SchedulerState):
         ):
             # Blocked for GPUs, not by others' quota: as GPUs free up (the tenant's own
             # running jobs included) the job can start, so it holds the reservation.
-            ctx.reservations[blocked] = self.backfill.reserve(job, blocked, self.jobs, now)
+            ctx.reservations[blocked] = self.backfill.reserve(seat, blocked, self.seats, now)
         return False
 
     # ================================================================ preemption
     def _try_preempt(
-        self, job: Job, gpu_class: int, now: float, res: CycleResult, ctx: PassContext
+        self, seat: Seat, gpu_class: int, now: float, res: CycleResult, ctx: PassContext
     ) -> bool:
-        """Start ``job`` in class ``gpu_class`` by evicting the victims preemption chooses (a
+        """Start the seat's job in class ``gpu_class`` by evicting the victims preemption chooses (a
         victim started earlier in this pass has its start withdrawn instead); False,
         changing nothing, when no set of victims lets it start."""
-        chosen = self.preemption.search(job, gpu_class, now, ctx.started)
+        chosen = self.preemption.search(seat, gpu_class, now, ctx.started)
         if chosen is None:
             return False
         this_pass = ctx.started
+        job = seat.job
         for v in chosen:
-            if this_pass and v.job.index in this_pass:
-                self._withdraw(v.job, now, job, ctx, res)  # (still detached)
+            victim = v.seat
+            if this_pass and victim.index in this_pass:
+                self._withdraw(victim, now, job, ctx, res)  # (still detached)
                 continue
-            self.running.reattach(v.job, now)
-            self._evict(v.job, now, job, reason=PREEMPTED_FOR, push=False)
-            res.preempted.append(v.job)
+            self.running.reattach(victim, now)
+            self._evict(victim, now, job, reason=PREEMPTED_FOR, push=False)
+            res.preempted.append(victim.job)
         # The victims' GPUs and quota came back (those beyond the need stay free, and
         # their tenants' quota is freed): "does not fit" may no longer hold.
         ctx.forget()
-        found = self.preemption.startable(job, gpu_class)
+        found = self.preemption.startable(seat, gpu_class)
         if found is None:  # cannot happen: the victims' GPUs were just freed
             msg = f"preemption for {job.id} freed GPUs that no longer fit it"
             raise AssertionError(msg)
-        self._start(job, gpu_class, found[0], found[1], now, ctx)
+        self._start(seat, gpu_class, found[0], found[1], now, ctx)
         res.started.append(job)
         return True

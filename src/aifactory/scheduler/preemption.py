@@ -23,17 +23,17 @@ from aifactory.scheduler.placement import Level, find_placement
 from aifactory.scheduler.policies import Policy
 from aifactory.scheduler.quota import QuotaBook
 from aifactory.scheduler.running import Running
+from aifactory.scheduler.seat import Seat
 from aifactory.scheduler.snapshot import WhatIf
-from aifactory.workload.job import Job
 from aifactory.workload.progress import unsaved_progress
 
 MAX_EXTRA_VICTIMS: Final = 8  # victims beyond the count-sufficient set tried for topology's sake
 MAX_PRUNE: Final = 16  # victim sets up to this size are pruned of unnecessary victims
 PACK: Final = 1 << 26  # GPU counts below this pack two to a float exactly (Victim)
 
-# A pass's starts so far, by job index (see the cycle's withdrawal of a start): a victim
+# A pass's starts so far, by seat index (see the cycle's withdrawal of a start): a victim
 # among them loses no work.
-StartedThisPass = dict[int, tuple[float | None, str, float, float]]
+StartedThisPass = dict[int, tuple[float | None, str, str, float, float]]
 
 
 class PreemptReason(StrEnum):
@@ -52,7 +52,7 @@ class CandidateRule:
     interpreter.)"""
 
     def add(
-        self, p: Preemption, job: Job, gpu_class: int, now: float, rank: int, out: list[Job]
+        self, p: Preemption, seat: Seat, gpu_class: int, now: float, rank: int, out: list[Seat]
     ) -> None:
         """Append the candidates this rule allows."""
         raise NotImplementedError
@@ -73,15 +73,15 @@ class PriorityRule(CandidateRule):
     """The tenant's own running jobs of the class with a lower priority."""
 
     def add(
-        self, p: Preemption, job: Job, gpu_class: int, _now: float, _rank: int, out: list[Job]
+        self, p: Preemption, seat: Seat, gpu_class: int, _now: float, _rank: int, out: list[Seat]
     ) -> None:
         """Append the candidates this rule allows."""
-        prios = p.running.prio_tc[job.tix][gpu_class]
-        if not prios or min(prios) >= job.priority:
+        prios = p.running.prio_tc[seat.tix][gpu_class]
+        if not prios or min(prios) >= seat.priority:
             return
-        barred = job.preempted_for
-        for v in p.running.by_tc[job.tix][gpu_class]:
-            if v.preemptible and v.priority < job.priority and not (barred and v.id in barred):
+        barred = seat.job.preempted_for
+        for v in p.running.by_tc[seat.tix][gpu_class]:
+            if v.preemptible and v.priority < seat.priority and not (barred and v.job.id in barred):
                 out.append(v)  # noqa: PERF401 (compiled, a loop: no generator)
 
 
@@ -90,19 +90,19 @@ class RankRule(CandidateRule):
     priority that the policy ranks below the waiting job."""
 
     def add(
-        self, p: Preemption, job: Job, gpu_class: int, now: float, rank: int, out: list[Job]
+        self, p: Preemption, seat: Seat, gpu_class: int, now: float, rank: int, out: list[Seat]
     ) -> None:
         """Append the candidates this rule allows."""
         if not p.preemptive:
             return
-        barred = job.preempted_for
+        barred = seat.job.preempted_for
         policy = p.policy
-        for v in p.running.by_tc[job.tix][gpu_class]:
+        for v in p.running.by_tc[seat.tix][gpu_class]:
             if (
                 v.preemptible
-                and v.priority == job.priority
-                and not (barred and v.id in barred)
-                and policy.rank(v, now) > rank
+                and v.priority == seat.priority
+                and not (barred and v.job.id in barred)
+                and policy.rank(v.job, now) > rank
             ):
                 out.append(v)  # noqa: PERF401
 
@@ -112,21 +112,21 @@ class ReclaimRule(CandidateRule):
     every cohort member that borrows in it."""
 
     def add(
-        self, p: Preemption, job: Job, gpu_class: int, _now: float, _rank: int, out: list[Job]
+        self, p: Preemption, seat: Seat, gpu_class: int, _now: float, _rank: int, out: list[Seat]
     ) -> None:
         """Append the candidates this rule allows."""
-        t = job.tix
+        t = seat.tix
         quota = p.quota
         cell = quota.cells[t][gpu_class]
         cohort = quota.cohort_of[t]
-        if cohort < 0 or cell.used + job.gpus > cell.nominal:
+        if cohort < 0 or cell.used + seat.gpus > cell.nominal:
             return
-        barred = job.preempted_for
+        barred = seat.job.preempted_for
         for member in quota.cohort_members[cohort]:
             if member == t or quota.borrowed(member, gpu_class) <= 0:
                 continue
             for v in p.running.by_tc[member][gpu_class]:
-                if v.preemptible and not (barred and v.id in barred):
+                if v.preemptible and not (barred and v.job.id in barred):
                     out.append(v)  # noqa: PERF401
 
 
@@ -149,11 +149,11 @@ class Victim(Keyed):
     fewest GPUs beyond what is still needed (an exact fit evicts nobody more than
     necessary), then the bigger victim, then the older job (a total order)."""
 
-    __slots__ = ("job",)
+    __slots__ = ("seat",)
 
-    def __init__(self, job: Job, lost: float, size_key: float) -> None:
-        super().__init__(lost, size_key, (), job.index)
-        self.job = job
+    def __init__(self, seat: Seat, lost: float, size_key: float) -> None:
+        super().__init__(lost, size_key, (), seat.index)
+        self.seat = seat
 
 
 class CostOrder:
@@ -162,14 +162,14 @@ class CostOrder:
     A reclaim on a busy fleet has thousands of candidates (every running job of the
     borrowing tenants in the class), and the victim searches read the cheapest few. The
     candidates' costs are rows of a :class:`~aifactory.heap.RowHeap` (lost work, size
-    key, job index; the candidate's position), heapified (linear) and popped on demand,
+    key, seat index; the candidate's position), heapified (linear) and popped on demand,
     and a :class:`Victim` is made only for a candidate that is read. The order is the
     sorted order (a strict total one).
     """
 
     __slots__ = ("_cands", "_read", "_rows", "size")
 
-    def __init__(self, cands: list[Job], rows: RowHeap) -> None:
+    def __init__(self, cands: list[Seat], rows: RowHeap) -> None:
         rows.heapify()
         self._cands = cands
         self._rows = rows
@@ -212,41 +212,42 @@ class Preemption:
         self.site_capacity = site_capacity  # largest site's GPUs, per class
         self.rules = list(RULES.values())
 
-    def may_preempt_behind_head(self, job: Job) -> bool:
+    def may_preempt_behind_head(self, seat: Seat) -> bool:
         """Whether a job behind its tenant's head may preempt: only for priority (it
         outranks running jobs) or the policy's rank, as a head that could not start may
         not be overtaken by a same-priority job taking GPUs back from others."""
         if self.preemptive:
             return True
-        prios = self.running.prio_t[job.tix]
-        return bool(prios) and min(prios) < job.priority
+        prios = self.running.prio_t[seat.tix]
+        return bool(prios) and min(prios) < seat.priority
 
-    def candidates(self, job: Job, gpu_class: int, now: float) -> list[Job]:
+    def candidates(self, seat: Seat, gpu_class: int, now: float) -> list[Seat]:
         """Every running job of the class that some rule lets ``job`` evict (no job twice:
         the rules' sets are disjoint; in no particular order, as :class:`CostOrder` orders
         them totally)."""
-        rank = self.policy.rank(job, now) if self.preemptive else 0
-        out: list[Job] = []
+        rank = self.policy.rank(seat.job, now) if self.preemptive else 0
+        out: list[Seat] = []
         for rule in self.rules:
-            rule.add(self, job, gpu_class, now, rank, out)
+            rule.add(self, seat, gpu_class, now, rank, out)
         return out
 
-    def lost_if_evicted(self, job: Job, now: float) -> float:
+    def lost_if_evicted(self, seat: Seat, now: float) -> float:
         """GPU-seconds of work ``job`` would lose if evicted now (unsaved progress and the
         restart overhead it paid)."""
+        job = seat.job
         unsaved = unsaved_progress(
             now - job.run_start_s, job.overhead_s, job.checkpoint_s, self.checkpoint_write_s
         )
-        return (unsaved + job.overhead_s) * job.gpus
+        return (unsaved + job.overhead_s) * seat.gpus
 
-    def startable(self, job: Job, gpu_class: int) -> tuple[Level, list[tuple[int, int]]] | None:
+    def startable(self, seat: Seat, gpu_class: int) -> tuple[Level, list[tuple[int, int]]] | None:
         """A placement for ``job`` in the class now, if its quota allows one."""
-        if not self.quota.fits(job.tix, gpu_class, job.gpus):
+        if not self.quota.fits(seat.tix, gpu_class, seat.gpus):
             return None
-        return find_placement(self.cs, gpu_class, job.gpus, cross_site=job.allow_cross_site)
+        return find_placement(self.cs, gpu_class, seat.gpus, cross_site=seat.cross)
 
     def search(
-        self, job: Job, gpu_class: int, now: float, this_pass: StartedThisPass
+        self, seat: Seat, gpu_class: int, now: float, this_pass: StartedThisPass
     ) -> list[Victim] | None:
         """The victims whose eviction lets ``job`` start in the class now, or None.
 
@@ -254,25 +255,25 @@ class Preemption:
         ``job`` fits: the caller evicts them, or withdraws the starts of those in
         ``this_pass``, and starts ``job``. On None nothing changed.
         """
-        cands = self.candidates(job, gpu_class, now)
+        cands = self.candidates(seat, gpu_class, now)
         if not cands:
             return None
         # Necessary conditions, checked before touching any state: enough GPUs could be
         # freed at all, and enough of the right tenants' usage to satisfy the quota.
-        gpus = job.gpus
+        gpus = seat.gpus
         total = 0
         own = 0
         for cand in cands:
             total += cand.gpus
-            if cand.tix == job.tix:
+            if cand.tix == seat.tix:
                 own += cand.gpus
         free = self.cs.class_free[gpu_class]
         if free + total < gpus:
             return None
         quota = self.quota
-        if not quota.fits(job.tix, gpu_class, gpus):
-            shortfall = quota.shortfall(job.tix, gpu_class, gpus)
-            cell = quota.cells[job.tix][gpu_class]
+        if not quota.fits(seat.tix, gpu_class, gpus):
+            shortfall = quota.shortfall(seat.tix, gpu_class, gpus)
+            cell = quota.cells[seat.tix][gpu_class]
             over_own = cell.used + gpus - (cell.nominal + cell.borrow_limit)
             if over_own > own or (shortfall > 0 and shortfall > total):
                 return None
@@ -284,9 +285,9 @@ class Preemption:
         order = CostOrder(cands, rows)
         # Phase A, counts only: the cheapest victims inside one pod (or one site, for
         # gangs bigger than a pod) that free enough GPUs there, then enough quota.
-        prefix = self._victims_in_scope(job, gpu_class, order)
+        prefix = self._victims_in_scope(seat, gpu_class, order)
         if prefix is None:
-            prefix = self._victims_anywhere(job, gpu_class, order)
+            prefix = self._victims_anywhere(seat, gpu_class, order)
         if prefix is None:
             return None
         # Phase B: free that prefix for real and search a placement; topology may need a
@@ -295,8 +296,8 @@ class Preemption:
         with WhatIf(self.running, now) as what_if:
             chosen = list(prefix)
             for v in chosen:
-                what_if.remove(v.job)
-            found = find_placement(self.cs, gpu_class, gpus, cross_site=job.allow_cross_site)
+                what_if.remove(v.seat)
+            found = find_placement(self.cs, gpu_class, gpus, cross_site=seat.cross)
             chosen_ids = {v.seq for v in chosen}
             i = 0
             extra = 0
@@ -306,26 +307,28 @@ class Preemption:
                 if v.seq in chosen_ids:
                     continue
                 extra += 1
-                what_if.remove(v.job)
+                what_if.remove(v.seat)
                 chosen.append(v)
-                found = find_placement(self.cs, gpu_class, gpus, cross_site=job.allow_cross_site)
+                found = find_placement(self.cs, gpu_class, gpus, cross_site=seat.cross)
             if found is None:
                 return None  # (every removal undone as the block ends)
             # Drop victims that turned out unnecessary, most work lost first (for small
             # sets: each check is a placement search).
             prunable = chosen if len(chosen) <= MAX_PRUNE else []
             for v in sorted(prunable, key=_lost_first):
-                what_if.put_back(v.job)
-                if self.startable(job, gpu_class) is not None:
+                what_if.put_back(v.seat)
+                if self.startable(seat, gpu_class) is not None:
                     chosen.remove(v)
                 else:
-                    what_if.remove(v.job)
+                    what_if.remove(v.seat)
             what_if.keep()
             return chosen
 
-    def _victims_anywhere(self, job: Job, gpu_class: int, order: CostOrder) -> list[Victim] | None:
+    def _victims_anywhere(
+        self, seat: Seat, gpu_class: int, order: CostOrder
+    ) -> list[Victim] | None:
         """Shortest prefix of the cost order freeing enough GPUs of the class and quota."""
-        tenant, gpus, quota = job.tix, job.gpus, self.quota
+        tenant, gpus, quota = seat.tix, seat.gpus, self.quota
         need = gpus - self.cs.class_free[gpu_class]
         prefix: list[Victim] = []
         freed = 0
@@ -333,15 +336,17 @@ class Preemption:
             if freed >= need and quota.fits(tenant, gpu_class, gpus):
                 break
             v = order.at(i)
-            quota.add(v.job.tix, gpu_class, -v.job.gpus)
+            quota.add(v.seat.tix, gpu_class, -v.seat.gpus)
             prefix.append(v)
-            freed += v.job.gpus
+            freed += v.seat.gpus
         enough = freed >= need and quota.fits(tenant, gpu_class, gpus)
         for v in prefix:
-            quota.add(v.job.tix, gpu_class, v.job.gpus)
+            quota.add(v.seat.tix, gpu_class, v.seat.gpus)
         return prefix if enough else None
 
-    def _victims_in_scope(self, job: Job, gpu_class: int, order: CostOrder) -> list[Victim] | None:
+    def _victims_in_scope(
+        self, seat: Seat, gpu_class: int, order: CostOrder
+    ) -> list[Victim] | None:
         """Cheapest victim set that frees the gang inside one pod (one site if bigger).
 
         Freeing the globally cheapest victims scatters the GPUs over the fleet, where a
@@ -350,7 +355,7 @@ class Preemption:
         help the quota (the tenant's own elsewhere) are added after, cheapest first.
         """
         cs = self.cs
-        gpus = job.gpus
+        gpus = seat.gpus
         if gpus <= self.pod_capacity[gpu_class]:
             free_of = cs.cpod_free[gpu_class]
             by_site = False
@@ -370,7 +375,7 @@ class Preemption:
             if best is not None and lost > best[0]:
                 break  # costs only grow from here
             touched: dict[int, int] = {}
-            for node, mask in v.job.placement:
+            for node, mask in v.seat.job.placement:
                 sc = cs.dom_pod[cs.node_dom[node]]
                 if by_site:
                     sc = cs.pod_site[sc]
@@ -389,9 +394,9 @@ class Preemption:
             return None
         chosen = picked[best[2]]
         # Quota: the tenant may also need its own (or borrowers') usage back.
-        quota, tenant = self.quota, job.tix
+        quota, tenant = self.quota, seat.tix
         for v in chosen:
-            quota.add(v.job.tix, gpu_class, -v.job.gpus)
+            quota.add(v.seat.tix, gpu_class, -v.seat.gpus)
         ok = quota.fits(tenant, gpu_class, gpus)
         if not ok:
             inside = {v.seq for v in chosen}
@@ -400,11 +405,11 @@ class Preemption:
                 v = order.at(i)
                 if v.seq in inside:
                     continue
-                quota.add(v.job.tix, gpu_class, -v.job.gpus)
+                quota.add(v.seat.tix, gpu_class, -v.seat.gpus)
                 chosen.append(v)
                 if quota.fits(tenant, gpu_class, gpus):
                     ok = True
                     break
         for v in chosen:
-            quota.add(v.job.tix, gpu_class, v.job.gpus)
+            quota.add(v.seat.tix, gpu_class, v.seat.gpus)
         return chosen if ok else None

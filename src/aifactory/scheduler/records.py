@@ -1,6 +1,8 @@
 """The scheduler's records of a pass: what it decided, and its scratch state while it runs.
 
-Decides nothing. A :class:`CycleResult` is made by one pass and read by its caller (the
+Decides nothing. A :class:`Reservation` is EASY backfill's record of one blocked job's
+earliest start (made by :mod:`~aifactory.scheduler.backfill`, kept by the pass); a
+:class:`CycleResult` is made by one pass and read by its caller (the
 twin's simulator, the service loop, forecasts); the scheduler never reads one back. A
 :class:`PassContext` lives for one pass only (one instance is kept and reset).
 """
@@ -10,7 +12,6 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Final
 
-from aifactory.scheduler.backfill import Reservation
 from aifactory.workload.job import Job
 
 
@@ -26,6 +27,18 @@ class Interruption(StrEnum):
 PREEMPTED_FOR: Final = Interruption.PREEMPTED
 FAILED_RUN: Final = Interruption.FAILED
 NOT_STARTED: Final = Interruption.NOT_STARTED
+
+
+class Reservation:
+    """EASY's reservation for the blocked head of a class: the earliest time (shadow) its
+    gang can start, from running jobs' estimates, and the GPUs spare at that time."""
+
+    __slots__ = ("holder", "shadow", "spare")
+
+    def __init__(self, holder: int, shadow: float, spare: int) -> None:
+        self.holder = holder  # seat index of the job it is held for
+        self.shadow = shadow
+        self.spare = spare
 
 
 class CycleResult:
@@ -90,12 +103,12 @@ class PassContext:
         self.preempt_failed: dict[tuple[int, int, int, int, int], float] = {}
         self.preempt = preempt  # whether this pass may preempt at all
         self.seen_tenants: set[int] = set()
-        # Jobs started in this pass, by index, with their fields before the start (first
-        # start, level, run start, estimated end), so that a preemption later in the pass
-        # can withdraw the start (Scheduler._withdraw). Kept only in passes that may
-        # preempt (``track``): elsewhere no start can be taken back.
+        # Jobs started in this pass, by seat index, with their fields before the start
+        # (first start, level, placed class, run start, estimated end), so that a
+        # preemption later in the pass can withdraw the start (Scheduler._withdraw). Kept
+        # only in passes that may preempt (``track``): elsewhere no start can be taken back.
         self.track = track
-        self.started: dict[int, tuple[float | None, str, float, float]] = {}
+        self.started: dict[int, tuple[float | None, str, str, float, float]] = {}
 
     def reset(
         self, reservations: dict[int, Reservation], *, preempt: bool, track: bool

@@ -3,16 +3,16 @@ are charged and released.
 
 Decides nothing: the cycle and preemption decide which job starts where and which stops;
 :class:`Running` books it. It may touch the cluster's free GPUs, the quota book, the
-decayed usage, a job's placement fields (``gpu_class``'s index ``klass``, ``placement``,
-``pnode``/``pmask``, ``rpos``) and its own indices:
+decayed usage, a job's ``placement`` and ``placed_class``, its seat's placement fields
+(``run_class``, ``pnode``/``pmask``, ``rpos``) and its own indices:
 
-- per tenant and GPU class, the running jobs (a list with swap-remove: each job keeps its
-  place in ``job.rpos``, so a start and an end hash nothing, and preemption lists
+- per tenant and GPU class, the running jobs' seats (a list with swap-remove: each seat
+  keeps its place in ``seat.rpos``, so a start and an end hash nothing, and preemption lists
   candidates without walking a set's emptied slots);
 - per tenant and class, and per tenant over all classes, counts of running preemptible
   jobs by priority (``min()`` of the keys is the lowest priority a job could evict);
 - per class, the running jobs by estimated end (EASY's reservations read it): a
-  :class:`~aifactory.heap.RowHeap` of (estimated end, job index, run epoch) rows, built
+  :class:`~aifactory.heap.RowHeap` of (estimated end, seat index, run epoch) rows, built
   the first time a class needs a reservation, with lazy deletion. Invariant: a row is
   live while its job runs the run of that epoch; ``ends_stale`` counts rows that are not
   (at least), and the heap is rebuilt once most of it is stale.
@@ -23,9 +23,9 @@ from __future__ import annotations
 from aifactory.heap import RowHeap
 from aifactory.scheduler.cluster import ClusterState, Placement
 from aifactory.scheduler.quota import QuotaBook
+from aifactory.scheduler.seat import Seat
 from aifactory.scheduler.shortcuts import Shortcuts
 from aifactory.scheduler.usage import DecayedUsage
-from aifactory.workload.job import Job
 
 
 def _count(counts: dict[int, int], key: int, delta: int) -> None:
@@ -48,14 +48,16 @@ class Running:
         usage: DecayedUsage,
         n_tenants: int,
         shortcuts: Shortcuts,
+        class_names: tuple[str, ...],
     ) -> None:
         n_classes = len(cs.class_free)
+        self.class_names = class_names
         self.shortcuts = shortcuts
         self.cs = cs
         self.quota = quota
         self.usage = usage
         self.count = 0  # running jobs (by_tc holds them)
-        self.by_tc: list[list[list[Job]]] = [
+        self.by_tc: list[list[list[Seat]]] = [
             [[] for _ in range(n_classes)] for _ in range(n_tenants)
         ]
         self.prio_tc: list[list[dict[int, int]]] = [
@@ -65,64 +67,69 @@ class Running:
         self.ends: list[RowHeap | None] = [None] * n_classes
         self.ends_stale = [0] * n_classes
 
-    def attach(self, job: Job, gpu_class: int, placement: Placement, now: float) -> None:
-        """Charge quota, usage and the indices for ``job`` holding ``placement`` (its GPUs
-        are already taken from the cluster)."""
-        job.klass = gpu_class
+    def attach(self, seat: Seat, gpu_class: int, placement: Placement, now: float) -> None:
+        """Charge quota, usage and the indices for the seat's job holding ``placement``
+        (its GPUs are already taken from the cluster)."""
+        seat.run_class = gpu_class
+        job = seat.job
         job.placement = placement
+        job.placed_class = self.class_names[gpu_class]
         if len(placement) == 1 and self.shortcuts.on:  # ONE_NODE (see shortcuts)
-            job.pnode, job.pmask = placement[0]
+            seat.pnode, seat.pmask = placement[0]
         else:
-            job.pnode = -1
-        t = job.tix
-        self.quota.add(t, gpu_class, job.gpus)
-        self.usage.change(t, gpu_class, job.gpus, now)
+            seat.pnode = -1
+        t = seat.tix
+        gpus = seat.gpus
+        self.quota.add(t, gpu_class, gpus)
+        self.usage.change(t, gpu_class, gpus, now)
         self.count += 1
         bag = self.by_tc[t][gpu_class]
-        job.rpos = len(bag)
-        bag.append(job)
-        if job.preemptible:
-            _count(self.prio_tc[t][gpu_class], job.priority, 1)
-            _count(self.prio_t[t], job.priority, 1)
+        seat.rpos = len(bag)
+        bag.append(seat)
+        if seat.preemptible:
+            _count(self.prio_tc[t][gpu_class], seat.priority, 1)
+            _count(self.prio_t[t], seat.priority, 1)
 
-    def detach(self, job: Job, now: float) -> None:
+    def detach(self, seat: Seat, now: float) -> None:
         """Free a running job's GPUs and quota (the inverse of :meth:`attach`; the job
         keeps its placement, so :meth:`reattach` can give it the same GPUs back). Raises,
         changing nothing, for a job that is not running here."""
-        gpu_class = job.klass
-        t = job.tix
+        gpu_class = seat.run_class
+        t = seat.tix
         bag = self.by_tc[t][gpu_class]
-        pos = job.rpos
-        if pos < 0 or pos >= len(bag) or bag[pos] is not job:  # (checked before any change)
-            msg = f"job {job.id} is not among its class's running jobs"
+        pos = seat.rpos
+        if pos < 0 or pos >= len(bag) or bag[pos] is not seat:  # (checked before any change)
+            msg = f"job {seat.job.id} is not among its class's running jobs"
             raise AssertionError(msg)
-        if job.pnode >= 0:
+        if seat.pnode >= 0:
             self.shortcuts.one_node += 1
-            self.cs.give(job.pnode, job.pmask)
+            self.cs.give(seat.pnode, seat.pmask)
         else:
-            self.cs.release(job.placement)
-        self.quota.add(t, gpu_class, -job.gpus)
-        self.usage.change(t, gpu_class, -job.gpus, now)
+            self.cs.release(seat.job.placement)
+        gpus = seat.gpus
+        self.quota.add(t, gpu_class, -gpus)
+        self.usage.change(t, gpu_class, -gpus, now)
         self.count -= 1
         last = bag.pop()
-        if last is not job:
+        if last is not seat:
             bag[pos] = last
             last.rpos = pos
-        job.rpos = -1
-        if job.preemptible:
-            _count(self.prio_tc[t][gpu_class], job.priority, -1)
-            _count(self.prio_t[t], job.priority, -1)
+        seat.rpos = -1
+        if seat.preemptible:
+            _count(self.prio_tc[t][gpu_class], seat.priority, -1)
+            _count(self.prio_t[t], seat.priority, -1)
 
-    def reattach(self, job: Job, now: float) -> None:
+    def reattach(self, seat: Seat, now: float) -> None:
         """Give a detached job exactly its GPUs back, and charge it again."""
-        self.cs.reserve_exact(job.placement)
-        self.attach(job, job.klass, job.placement, now)
+        placement = seat.job.placement
+        self.cs.reserve_exact(placement)
+        self.attach(seat, seat.run_class, placement, now)
 
     # ---------------------------------------------------------------- the index by end
-    def ended_run(self, job: Job) -> None:
-        """The run of ``job`` was recorded in the index by end and is over: its row goes
+    def ended_run(self, seat: Seat) -> None:
+        """The seat's run was recorded in the index by end and is over: its row goes
         stale (lazy deletion); the class's heap is rebuilt once most rows are stale."""
-        gpu_class = job.klass
+        gpu_class = seat.run_class
         ends = self.ends[gpu_class]
         if ends is not None:
             stale = self.ends_stale[gpu_class] + 1
@@ -130,19 +137,19 @@ class Running:
             if stale > 1024 and 2 * stale > len(ends):
                 self.build_ends(gpu_class)
 
-    def withdrawn_run(self, job: Job) -> None:
-        """The run of ``job`` was taken back by the pass that started it: its row in the
+    def withdrawn_run(self, seat: Seat) -> None:
+        """The seat's run was taken back by the pass that started it: its row in the
         index by end (if any) goes stale; no rebuild (the pass that withdrew it is still
         reading the index's classes)."""
-        if self.ends[job.klass] is not None:
-            self.ends_stale[job.klass] += 1
+        if self.ends[seat.run_class] is not None:
+            self.ends_stale[seat.run_class] += 1
 
-    def index_end(self, job: Job) -> None:
-        """Record the run ``job`` just started, by its estimated end (if the class's index
-        exists yet)."""
-        ends = self.ends[job.klass]
+    def index_end(self, seat: Seat) -> None:
+        """Record the run the seat's job just started, by its estimated end (if the
+        class's index exists yet)."""
+        ends = self.ends[seat.run_class]
         if ends is not None:
-            ends.push(job.est_end_s, float(job.index), job.run_epoch, job.index)
+            ends.push(seat.est_end_s, float(seat.index), seat.run_epoch, seat.index)
 
     def ends_of(self, gpu_class: int) -> RowHeap:
         """The class's heap of running jobs by estimated end; built on first use."""
@@ -152,18 +159,22 @@ class Running:
         return ends
 
     def build_ends(self, gpu_class: int) -> RowHeap:
-        """The class's index by end from its running jobs (rows ordered by end, then job)."""
+        """The class's index by end from its running jobs (rows ordered by end, then seat)."""
         ends = RowHeap()
         for by_class in self.by_tc:
-            for j in by_class[gpu_class]:
-                ends.extend(j.est_end_s, float(j.index), j.run_epoch, j.index)
+            for s in by_class[gpu_class]:
+                ends.extend(s.est_end_s, float(s.index), s.run_epoch, s.index)
         ends.heapify()
         self.ends[gpu_class] = ends
         self.ends_stale[gpu_class] = 0
         return ends
 
-    def jobs(self, jobs: list[Job]) -> list[Job]:
-        """Every running job, by dense index (``jobs``: the scheduler's jobs by index)."""
-        indices = [j.index for by_class in self.by_tc for bag in by_class for j in bag]
-        indices.sort()
-        return [jobs[i] for i in indices]
+    def seats(self) -> list[Seat]:
+        """Every running job's seat, by dense index."""
+        out = [s for by_class in self.by_tc for bag in by_class for s in bag]
+        out.sort(key=_index)
+        return out
+
+
+def _index(seat: Seat) -> int:
+    return seat.index

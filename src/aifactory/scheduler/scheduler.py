@@ -41,6 +41,7 @@ from aifactory.scheduler.cluster import Placement
 from aifactory.scheduler.config import job_problem
 from aifactory.scheduler.cycle import Cycle, Head
 from aifactory.scheduler.records import NOTHING, CycleResult, Interruption
+from aifactory.scheduler.seat import Seat
 from aifactory.workload.job import (
     CANCELLED,
     COMPLETED,
@@ -61,40 +62,43 @@ class Scheduler(Cycle):
     def submit(self, job: Job, now: float) -> str | None:
         """Queue a job; returns why it can never run (and fails it), or None. A field out
         of bounds is such a reason (``"invalid field: <field>: ..."``, see
-        :func:`job_problem`)."""
+        :func:`job_problem`). Raises ValueError for an id this scheduler already holds
+        (or, with ``index_ids``, ever took)."""
+        seat = Seat(job, len(self.seats), self.tenant_index.get(job.tenant, -1))
         if self._index_ids:
             known = len(self.by_id)
-            self.by_id.setdefault(job.id, job)  # one lookup in a big dict, not two
+            self.by_id.setdefault(job.id, seat)  # one lookup in a big dict, not two
             if len(self.by_id) == known:
                 msg = f"job {job.id}: id already submitted"
                 raise ValueError(msg)
-        job.index = len(self.jobs)
-        self.jobs.append(job)
-        job.tix = self.tenant_index.get(job.tenant, -1)
-        job.classes = None  # this scheduler's class indices are filled in by _classes
         problem = job_problem(job)
-        reason = f"invalid field: {problem}" if problem is not None else self._never_runs(job)
+        reason = f"invalid field: {problem}" if problem is not None else self._never_runs(seat)
+        if reason is None and self.held.setdefault(job.id, seat) is not seat:
+            msg = f"job {job.id}: id already held"
+            raise ValueError(msg)
+        self.seats.append(seat)
         if reason is not None:
             job.move(FAILED, now)
             job.end_s = now
             self.rejected[reason.split(":", 1)[0]] += 1
             self._refused.append((job, reason))
             return reason
-        self._enqueue(job, push=False)
+        self._enqueue(seat, push=False)
         return None
 
-    def _never_runs(self, job: Job) -> str | None:
-        """Why ``job`` can never run on this fleet (unknown tenant or GPU class, a gang
-        bigger than any quota ceiling or site allows), or None."""
-        if job.tix < 0:
+    def _never_runs(self, seat: Seat) -> str | None:
+        """Why the seat's job can never run on this fleet (unknown tenant or GPU class, a
+        gang bigger than any quota ceiling or site allows), or None."""
+        job = seat.job
+        if seat.tix < 0:
             return f"unknown tenant: '{job.tenant}' has no quota in this fleet"
         if job.gpu_class is not None and job.gpu_class not in self._class_index:
             return f"unknown GPU class: '{job.gpu_class}'"
-        if not self._classes(job):
+        if not self._classes(seat):
             biggest = max(
                 (
                     min(
-                        self.quota.ceiling(job.tix, c),
+                        self.quota.ceiling(seat.tix, c),
                         self.capacity[c] if job.allow_cross_site else self.site_capacity[c],
                     )
                     for c in self._allowed_classes(job)
@@ -135,9 +139,9 @@ class Scheduler(Cycle):
         res = CycleResult()
         res.rejected = refused
         if self._freed:
-            for job in fresh:  # a full pass reads the queues: new submits join them first
-                if not job.in_queue and job.state is PENDING:
-                    self.pending.push(job)
+            for seat in fresh:  # a full pass reads the queues: new submits join them first
+                if not seat.in_queue and seat.job.state is PENDING:
+                    self.pending.push(seat)
             interval = self.cfg.backfill_interval_s
             deep = self._easy and (interval <= 0 or now >= self._last_deep + interval)
             self._freed = False
@@ -166,25 +170,28 @@ class Scheduler(Cycle):
         return res
 
     def waiting(self) -> list[Job]:
-        """Every pending job, in no particular order (queued or submitted since the last
-        pass)."""
+        """Every pending job (queued or submitted since the last pass), in the order they
+        became pending."""
         return self.pending.waiting()
 
     def finish(self, job: Job, now: float, state: JobState = JobState.COMPLETED) -> None:
         """A running job ended (completed or failed for good): free its GPUs."""
-        self._stop(job, now)
+        seat = self._seat(job)
+        self._stop(seat, now)
         job.progress_s = job.duration_s if state is COMPLETED else job.progress_s
         job.move(state, now)
         job.end_s = now
+        del self.held[job.id]
 
     def cancel(self, job: Job, now: float) -> None:
         """Cancel a pending or running job."""
         if job.state is RUNNING:
-            self._stop(job, now)
+            self._stop(self._seat(job), now)
         elif job.state is PENDING:
-            self.pending.remove(job)
+            self.pending.remove(self._seat(job))
         job.move(CANCELLED, now)
         job.end_s = now
+        self.held.pop(job.id, None)
 
     def interrupt(
         self,
@@ -198,7 +205,7 @@ class Scheduler(Cycle):
         (for ``by``, or by an operator) or failed, it loses the work since its last
         checkpoint, pays the restart overhead on its next start and counts a preemption or
         a failure; an attempt that never started (a lost launch) counts neither."""
-        self._evict(job, now, by, reason=reason, push=True)
+        self._evict(self._seat(job), now, by, reason=reason, push=True)
 
     def restore_running(self, job: Job, placement: Placement, start_s: float) -> None:
         """Re-attach a job that was running before a restart to exactly its GPUs. Raises
@@ -208,30 +215,28 @@ class Scheduler(Cycle):
         if problem is not None:
             msg = f"job {job.id}: {problem}"
             raise ValueError(msg)
-        known = (
-            job.id in self.by_id
-            if self._index_ids
-            else 0 <= job.index < len(self.jobs) and self.jobs[job.index] is job
-        )
-        if not known:
-            job.index = len(self.jobs)
-            self.jobs.append(job)
-            if self._index_ids:
-                self.by_id[job.id] = job
-        job.classes = None
-        job.tix = self.tenant_index.get(job.tenant, -1)
-        if job.tix < 0:
+        tix = self.tenant_index.get(job.tenant, -1)
+        if tix < 0:
             msg = f"job {job.id}: tenant '{job.tenant}' has no quota in this fleet"
             raise ValueError(msg)
+        seat = self.held.get(job.id)
+        if seat is None or seat.job is not job:
+            seat = Seat(job, len(self.seats), tix)
+            self.seats.append(seat)
+            self.held[job.id] = seat
+            if self._index_ids:
+                self.by_id[job.id] = seat
+        seat.classes = None
+        seat.tix = tix
         self.cs.reserve_exact(placement)
         node = placement[0][0]
         gpu_class = self.cs.dom_class[self.cs.node_dom[node]]
-        self.running.attach(job, gpu_class, placement, start_s)
+        self.running.attach(seat, gpu_class, placement, start_s)
         job.move(RUNNING, start_s)
         job.first_start_s = job.first_start_s if job.first_start_s is not None else start_s
         job.run_start_s = start_s
-        job.est_end_s = start_s + self.backfill.expected_run(job)
-        self.running.index_end(job)
+        seat.est_end_s = start_s + self.backfill.expected_run(job)
+        self.running.index_end(seat)
 
     # ================================================================ out of service
     def take_out_of_service(self, node: int) -> int:
@@ -264,9 +269,13 @@ class Scheduler(Cycle):
 
     # ================================================================ views
     def running_jobs(self) -> list[Job]:
-        """Every running job, by dense index (from the per-tenant, per-class lists: the
-        per-job path keeps no dict of running jobs besides them)."""
-        return self.running.jobs(self.jobs)
+        """Every running job, in the order this scheduler took them."""
+        return [seat.job for seat in self.running.seats()]
+
+    def expected_end(self, job: Job) -> float:
+        """When the current run of a running job is expected to end (from its estimate:
+        what EASY's reservations read)."""
+        return self._seat(job).est_end_s
 
     def placement_of(self, job: Job) -> list[tuple[str, tuple[int, ...]]]:
         """(node name, local GPU indices) for each node a running job holds."""
@@ -297,6 +306,18 @@ class Scheduler(Cycle):
     def running_count(self) -> int:
         """Running jobs."""
         return self.running.count
+
+    def gpus_by_tenant(self) -> list[int]:
+        """GPUs each tenant holds now, in the order of :attr:`tenants` (read-only: the live
+        counts, so an observer sampling often copies nothing)."""
+        return self.usage.total
+
+    def nominal_by_tenant(self) -> dict[str, int]:
+        """Each tenant's nominal quota, over all GPU classes."""
+        return {
+            name: sum(cell.nominal for cell in cells)
+            for name, cells in zip(self.tenants, self.quota.cells, strict=True)
+        }
 
     @property
     def busy_gpus(self) -> int:

@@ -16,7 +16,7 @@ The shortcuts, where they live, and why each is exact:
     there, or the class lacks the free GPUs and already has a reservation, or lacks the
     tenant's quota) is skipped without trying it. Exact where it says True: it only reads
     what :meth:`~aifactory.scheduler.cycle.Cycle._try_start` would find first.
-``REMEMBERED`` (``job.away_version``) - a head found turned away by reservations in every
+``REMEMBERED`` (``seat.away_version``) - a head found turned away by reservations in every
     class stays so until :attr:`Shortcuts.away_version` changes, which it does whenever
     GPUs or quota come back or the reservations change other than by getting stricter
     (:meth:`Shortcuts.gave_back`, :meth:`Shortcuts.new_epoch`); between those, a pass only
@@ -24,7 +24,7 @@ The shortcuts, where they live, and why each is exact:
     for quota alone (no reservation there) does not qualify: once its GPUs run short the
     job would make a reservation there. ``ALL_AWAY``: a pass whose every head is
     remembered does nothing, and is not run.
-``CLOSED`` (``job.resv_mask`` in reservation epoch ``job.resv_epoch``) - a class whose
+``CLOSED`` (``seat.resv_mask`` in reservation epoch ``seat.resv_epoch``) - a class whose
     reservation turned a job away stays closed to it for the rest of the epoch, as within
     one epoch reservations only get stricter (time moves on, spare GPUs are used).
 ``NO_FIT``, ``QUOTA_FAIL``, ``PREEMPT_FAILED`` (:class:`~aifactory.scheduler.records.
@@ -37,10 +37,10 @@ The shortcuts, where they live, and why each is exact:
     these memos.
 ``CLASSES`` (``Scheduler._classes``) - the classes a job may ever run in depend only on
     its shape (tenant, class asked, GPUs, may cross sites) and the fleet, both fixed:
-    cached per shape and on the job.
+    cached per shape and on the job's seat.
 ``SMALLEST`` (``Pending.smallest``) - a tenant's smallest pending gang is kept while it
     can only shrink (a new job) and recomputed when a job of that size leaves.
-``ONE_NODE`` (``job.pnode``/``job.pmask``) - a one-node placement is kept unboxed, so its
+``ONE_NODE`` (``seat.pnode``/``seat.pmask``) - a one-node placement is kept unboxed, so its
     release reads no list; it is the list's only entry.
 
 Not shortcuts (they decide, and are part of the reference): passes run only after a
@@ -53,14 +53,12 @@ queue stopping once its smallest job cannot start (``_may_start_more``, which sp
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 from aifactory.scheduler.cluster import ClusterState
 from aifactory.scheduler.quota import QuotaBook
-from aifactory.workload.job import Job
-
-if TYPE_CHECKING:  # (backfill imports running, which imports this module)
-    from aifactory.scheduler.backfill import Reservation
+from aifactory.scheduler.records import Reservation
+from aifactory.scheduler.seat import Seat
 
 INF: Final = float("inf")
 
@@ -140,30 +138,31 @@ class Shortcuts:
         """GPUs or quota came back: no job is remembered as turned away any more."""
         self.away_version += 1
 
-    def remembered(self, job: Job) -> bool:
-        """Whether ``job`` is remembered as turned away by reservations (REMEMBERED)."""
-        if self.on and job.away_version == self.away_version:
+    def remembered(self, seat: Seat) -> bool:
+        """Whether the seat's job is remembered as turned away by reservations
+        (REMEMBERED)."""
+        if self.on and seat.away_version == self.away_version:
             self.remembered_n += 1
             return True
         return False
 
-    def close(self, job: Job, gpu_class: int) -> None:
-        """Record that the class's reservation turned ``job`` away in this epoch."""
-        if job.resv_epoch != self.resv_epoch:
-            job.resv_epoch = self.resv_epoch
-            job.resv_mask = 0
-        job.resv_mask |= 1 << gpu_class
+    def close(self, seat: Seat, gpu_class: int) -> None:
+        """Record that the class's reservation turned the seat's job away in this epoch."""
+        if seat.resv_epoch != self.resv_epoch:
+            seat.resv_epoch = self.resv_epoch
+            seat.resv_mask = 0
+        seat.resv_mask |= 1 << gpu_class
 
     def turned_away(
         self,
-        job: Job,
+        seat: Seat,
         classes: tuple[int, ...],
         reservations: dict[int, Reservation],
         no_fit: dict[int, float],
         *,
         remember: bool = False,
     ) -> bool:
-        """Whether a start of ``job`` in any of ``classes`` would surely fail without
+        """Whether a start of the seat's job in any of ``classes`` would surely fail without
         changing any state, in a pass that may not preempt (TURNED_AWAY; always False
         with the switch off).
 
@@ -173,11 +172,11 @@ class Shortcuts:
         """
         if not self.on:
             return False
-        gpus = job.gpus
-        closed = job.resv_mask if job.resv_epoch == self.resv_epoch else 0
+        gpus = seat.gpus
+        closed = seat.resv_mask if seat.resv_epoch == self.resv_epoch else 0
         class_free = self.cs.class_free
         for_good = remember and not no_fit
-        cross = 1 if job.allow_cross_site else 0
+        cross = 1 if seat.cross else 0
         for c in classes:
             if closed >> c & 1:
                 self.closed += 1
@@ -186,16 +185,16 @@ class Shortcuts:
                 if (
                     class_free[c] >= gpus
                     and gpus < no_fit.get(c << 1 | cross, INF)
-                    and self.quota.fits(job.tix, c, gpus)
+                    and self.quota.fits(seat.tix, c, gpus)
                 ):
                     return False
                 continue
             if class_free[c] < gpus or gpus >= no_fit.get(c << 1 | cross, INF):
                 return False
-            if self.quota.fits(job.tix, c, gpus):
+            if self.quota.fits(seat.tix, c, gpus):
                 return False
             for_good = False  # turned away for quota alone, no reservation there
         if for_good:
-            job.away_version = self.away_version
+            seat.away_version = self.away_version
         self.turned_away_n += 1
         return True

@@ -20,7 +20,7 @@ from __future__ import annotations
 from types import TracebackType
 
 from aifactory.scheduler.running import Running
-from aifactory.workload.job import Job
+from aifactory.scheduler.seat import Seat
 
 
 class WhatIf:
@@ -31,20 +31,21 @@ class WhatIf:
     def __init__(self, running: Running, now: float) -> None:
         self.running = running
         self.now = now
-        self.removed: list[Job] = []
+        self.removed: list[Seat] = []
 
     def __enter__(self) -> WhatIf:
         return self
 
-    def remove(self, job: Job) -> None:
-        """Take ``job`` off the cluster, quota and usage (undone at the block's end)."""
-        self.running.detach(job, self.now)
-        self.removed.append(job)
+    def remove(self, seat: Seat) -> None:
+        """Take the seat's job off the cluster, quota and usage (undone at the block's
+        end)."""
+        self.running.detach(seat, self.now)
+        self.removed.append(seat)
 
-    def put_back(self, job: Job) -> None:
-        """Undo the removal of ``job`` now (it is no longer removed)."""
-        self.removed.remove(job)
-        self.running.reattach(job, self.now)
+    def put_back(self, seat: Seat) -> None:
+        """Undo the removal of the seat's job now (it is no longer removed)."""
+        self.removed.remove(seat)
+        self.running.reattach(seat, self.now)
 
     def undo(self) -> None:
         """Put every removed job back, newest first."""
@@ -52,7 +53,7 @@ class WhatIf:
         while removed:
             self.running.reattach(removed.pop(), self.now)
 
-    def keep(self) -> list[Job]:
+    def keep(self) -> list[Seat]:
         """Keep the removals (the jobs stay detached) and return them, oldest first."""
         kept = self.removed
         self.removed = []

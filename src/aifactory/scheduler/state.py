@@ -2,8 +2,9 @@
 
 Decides nothing by itself: :mod:`~aifactory.scheduler.cycle` decides which job starts
 where and which is evicted, and calls the methods here to carry it out. They may touch
-the job's scheduler fields, the pending queues (:mod:`~aifactory.scheduler.pending`) and,
-through :mod:`~aifactory.scheduler.running`, quota, usage and cluster; each keeps the
+the job's record of what happened to it, its seat (:mod:`~aifactory.scheduler.seat`),
+the pending queues (:mod:`~aifactory.scheduler.pending`) and, through
+:mod:`~aifactory.scheduler.running`, quota, usage and cluster; each keeps the
 flags that say a pass is due (``_dirty``, ``_freed``) and the versions the shortcuts
 read (:class:`~aifactory.scheduler.shortcuts.Shortcuts`' versions) true:
 
@@ -26,7 +27,7 @@ from collections import Counter
 from typing import Final
 
 from aifactory.fleet.topology import Topology
-from aifactory.scheduler.backfill import Backfill, Reservation
+from aifactory.scheduler.backfill import Backfill
 from aifactory.scheduler.cluster import ClusterState
 from aifactory.scheduler.config import BackfillMode, SchedulerConfig
 from aifactory.scheduler.pending import Pending
@@ -41,8 +42,10 @@ from aifactory.scheduler.records import (
     CycleResult,
     Interruption,
     PassContext,
+    Reservation,
 )
 from aifactory.scheduler.running import Running
+from aifactory.scheduler.seat import Seat
 from aifactory.scheduler.shortcuts import Shortcuts
 from aifactory.scheduler.usage import DecayedUsage
 from aifactory.workload.job import (
@@ -72,7 +75,7 @@ class SchedulerState:
         )
         self.quota = QuotaBook(topo.fleet, topo.classes)
         self.shortcuts = Shortcuts(self.cfg.tuning.shortcuts, self.cs, self.quota)
-        # Tenants by name, and the dense index (job.tix) that every per-tenant table on
+        # Tenants by name, and the dense index (seat.tix) that every per-tenant table on
         # the per-job path is a list over: no name is hashed after submit.
         self.tenants = list(self.quota.tenants)
         self.tenant_index = dict(self.quota.index)
@@ -101,11 +104,18 @@ class SchedulerState:
         nominal_total = [sum(cell.nominal for cell in row) for row in self.quota.cells]
         fleet_nominal = max(1, sum(nominal_total))
         self.weight = [max(n / fleet_nominal, 1e-3) for n in nominal_total]
-        self.jobs: list[Job] = []
-        self.pending = Pending(self.jobs, self.policy, n_tenants, self.shortcuts)
-        self.by_id: dict[str, Job] = {}
+        # Every job this scheduler took, by its seat's dense index (queue and end-index rows
+        # hold it); the seats of the jobs it still holds (pending or running) by job id,
+        # which the public methods map jobs through; and with ``index_ids``, every job id
+        # it ever took (a second submit of one is refused).
+        self.seats: list[Seat] = []
+        self.held: dict[str, Seat] = {}
+        self.by_id: dict[str, Seat] = {}
+        self.pending = Pending(self.seats, self.policy, n_tenants, self.shortcuts)
         # The running jobs, their charges and the index by estimated end.
-        self.running = Running(self.cs, self.quota, self.usage, n_tenants, self.shortcuts)
+        self.running = Running(
+            self.cs, self.quota, self.usage, n_tenants, self.shortcuts, tuple(topo.classes)
+        )
         self.backfill = Backfill(self.running, self.cfg.checkpoint_write_s)
         self.preemption = Preemption(
             self.running,
@@ -136,20 +146,29 @@ class SchedulerState:
         self._periodic = self._easy and self.cfg.backfill_interval_s > 0
         self._index_ids = self.cfg.tuning.index_ids
 
+    def _seat(self, job: Job) -> Seat:
+        """The seat of a job this scheduler holds (pending or running); raises for another."""
+        seat = self.held.get(job.id)
+        if seat is None or seat.job is not job:
+            msg = f"job {job.id} is not held by this scheduler"
+            raise AssertionError(msg)
+        return seat
+
     def _allowed_classes(self, job: Job) -> list[int]:
         if job.gpu_class is not None:
             return [self.topo.classes.index(job.gpu_class)]
         return list(range(len(self.topo.classes)))
 
-    def _classes(self, job: Job) -> tuple[int, ...]:
-        """Classes a job could ever run in (CLASSES: cached per shape, and on the job)."""
-        if job.classes is not None:
-            return job.classes
+    def _classes(self, seat: Seat) -> tuple[int, ...]:
+        """Classes a job could ever run in (CLASSES: cached per shape, and on its seat)."""
+        if seat.classes is not None:
+            return seat.classes
+        job = seat.job
         # The job's shape (tenant, class or none, GPUs, may cross sites) packed into one
         # int key, exact (the class index + 1 < 257).
         gpu_class = -1 if job.gpu_class is None else self._class_index[job.gpu_class]
-        shape = (job.gpus * 257 + gpu_class + 1) * len(self.tenants) + job.tix
-        key = 2 * shape + (1 if job.allow_cross_site else 0)
+        shape = (seat.gpus * 257 + gpu_class + 1) * len(self.tenants) + seat.tix
+        key = 2 * shape + (1 if seat.cross else 0)
         got = self._classes_cache.get(key) if self.shortcuts.on else None
         if got is not None:
             self.shortcuts.classes += 1
@@ -157,18 +176,17 @@ class SchedulerState:
             got = tuple(
                 c
                 for c in self._allowed_classes(job)
-                if job.gpus <= self.quota.ceiling(job.tix, c)
-                and job.gpus
-                <= (self.capacity[c] if job.allow_cross_site else self.site_capacity[c])
+                if seat.gpus <= self.quota.ceiling(seat.tix, c)
+                and seat.gpus <= (self.capacity[c] if seat.cross else self.site_capacity[c])
             )
             self._classes_cache[key] = got
-        job.classes = got
+        seat.classes = got
         return got
 
-    def _enqueue(self, job: Job, *, push: bool = True) -> None:
+    def _enqueue(self, seat: Seat, *, push: bool = True) -> None:
         """Make a job pending; the next pass is due. A new submit is not pushed on its
         tenant's queue yet (see :mod:`aifactory.scheduler.pending`)."""
-        self.pending.add(job, push=push)
+        self.pending.add(seat, push=push)
         self._dirty = True
 
     def smallest_pending(self, tenant: int) -> int | None:
@@ -179,54 +197,63 @@ class SchedulerState:
     # ================================================================ start / stop
     def _start(
         self,
-        job: Job,
+        seat: Seat,
         gpu_class: int,
         level: Level,
         plan: list[tuple[int, int]],
         now: float,
         ctx: PassContext,
     ) -> None:
-        """Start ``job`` on the GPUs of ``plan``: charge it (Running), record the start
-        (withdrawable later in a pass that may preempt), and index its estimated end."""
+        """Start the seat's job on the GPUs of ``plan``: charge it (Running), record the
+        start (withdrawable later in a pass that may preempt), and index its estimated end."""
+        job = seat.job
         if ctx.track:
-            ctx.started[job.index] = (job.first_start_s, job.level, job.run_start_s, job.est_end_s)
-        self.running.attach(job, gpu_class, self.cs.allocate(plan), now)
+            ctx.started[seat.index] = (
+                job.first_start_s,
+                job.level,
+                job.placed_class,
+                job.run_start_s,
+                seat.est_end_s,
+            )
+        self.running.attach(seat, gpu_class, self.cs.allocate(plan), now)
         job.level = _LEVEL_NAME[level]  # the level's value, one shared str per level
         job.move(RUNNING, now)
         if job.first_start_s is None:
             job.first_start_s = now
         job.run_start_s = now
-        job.run_epoch += 1
-        job.est_end_s = now + self.backfill.expected_run(job)
-        self.running.index_end(job)
-        self.pending.remove(job)
+        seat.run_epoch += 1
+        seat.est_end_s = now + self.backfill.expected_run(job)
+        self.running.index_end(seat)
+        self.pending.remove(seat)
 
-    def _stop(self, job: Job, now: float) -> None:
+    def _stop(self, seat: Seat, now: float) -> None:
         """A running job stops (ends, is evicted or cancelled): its GPUs and quota come
         back, its service is counted, and a full pass is due."""
-        self.running.detach(job, now)
-        self.running.ended_run(job)
-        job.attained += job.gpus * max(0.0, now - job.run_start_s)
+        self.running.detach(seat, now)
+        self.running.ended_run(seat)
+        job = seat.job
+        job.attained += seat.gpus * max(0.0, now - job.run_start_s)
         self._dirty = True
         self._freed = True
         self.shortcuts.gave_back()  # GPUs and quota came back
 
     def _evict(
-        self, job: Job, now: float, by: Job | None, *, reason: Interruption, push: bool
+        self, seat: Seat, now: float, by: Job | None, *, reason: Interruption, push: bool
     ) -> None:
         """A running job stops for ``reason`` and waits again (see
         :meth:`~aifactory.scheduler.scheduler.Scheduler.interrupt`); without ``push`` it
         waits for the next pass (a victim of the pass running now is not tried again by
         it: see the module's docstring)."""
-        self._stop(job, now)
+        self._stop(seat, now)
+        job = seat.job
         if reason is NOT_STARTED:
             # The attempt never ran: no work was done or lost, and its next start pays the
             # same overhead as this one would have.
             job.placement = []
-            job.pnode = -1
+            seat.pnode = -1
             job.move(PREEMPTED, now)
             job.move(PENDING, now)
-            self._enqueue(job, push=push)
+            self._enqueue(seat, push=push)
             return
         gained, saved = run_progress(
             now - job.run_start_s, job.overhead_s, job.checkpoint_s, self.cfg.checkpoint_write_s
@@ -245,13 +272,15 @@ class SchedulerState:
                 job.preempted_for = job.preempted_for | {by.id}
         job.overhead_s = self.cfg.restart_overhead_s
         job.placement = []
-        job.pnode = -1
+        seat.pnode = -1
         job.move(PREEMPTED, now)
         job.move(PENDING, now)
-        self._enqueue(job, push=push)
+        self._enqueue(seat, push=push)
 
-    def _withdraw(self, job: Job, now: float, by: Job, ctx: PassContext, res: CycleResult) -> None:
-        """Take back the start of ``job`` made earlier in this pass, for ``by``: a pass
+    def _withdraw(
+        self, seat: Seat, now: float, by: Job, ctx: PassContext, res: CycleResult
+    ) -> None:
+        """Take back the start of the seat's job made earlier in this pass, for ``by``: a pass
         never reports a job both started and preempted (see the module's docstring).
 
         ``job`` is already detached (its GPUs, quota and usage are back as before its
@@ -262,15 +291,17 @@ class SchedulerState:
         Decisions the pass made while the job held its GPUs stand; they were made with
         fewer GPUs free, and the next pass, a full one, sees the GPUs it left.
         """
-        first, level, run_start, est_end = ctx.started.pop(job.index)
-        self.running.withdrawn_run(job)
+        first, level, placed_class, run_start, est_end = ctx.started.pop(seat.index)
+        self.running.withdrawn_run(seat)
+        job = seat.job
         job.withdraw_start(now)
         job.first_start_s = first
         job.level = level
+        job.placed_class = placed_class
         job.run_start_s = run_start
-        job.est_end_s = est_end
+        seat.est_end_s = est_end
         job.placement = []
-        job.pnode = -1
+        seat.pnode = -1
         job.preempted_for = job.preempted_for | {by.id}
         res.started.remove(job)
         ctx.forget()  # its GPUs came back: "does not fit" may no longer hold
@@ -279,7 +310,7 @@ class SchedulerState:
         self.shortcuts.gave_back()  # its GPUs and quota came back
         # Not pushed on its queue: this pass took its list of fresh jobs when it began,
         # so the job is tried by the next pass only.
-        self._enqueue(job, push=False)
+        self._enqueue(seat, push=False)
 
     def capacity_changed(self) -> None:
         """Capacity came back outside the scheduler's own decisions (e.g. a repaired node)."""

@@ -43,11 +43,11 @@ class DecayedUsage:
             integral[c] = value * decay + running[c] * grow
         self.last[t] = now
 
-    def change(self, t: int, klass: int, gpus: int, now: float) -> None:
+    def change(self, t: int, gpu_class: int, gpus: int, now: float) -> None:
         """Record that tenant ``t``'s holding of a class changed by ``gpus`` at ``now``."""
         if self.decay:
             self.advance(t, now)
-        self.running[t][klass] += gpus
+        self.running[t][gpu_class] += gpus
         self.total[t] += gpus
 
     def average_gpus(self, t: int) -> tuple[float, ...]:

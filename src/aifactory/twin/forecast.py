@@ -54,10 +54,10 @@ def forecast(sched: Scheduler, now: float, *, horizon_s: float = 365 * 86400.0) 
     running = []
     for job in sched.running_jobs():
         copy = _clone(job, now)
-        end = max(job.est_end_s, now)
+        end = max(sched.expected_end(job), now)
         running.append((copy, list(job.placement), job.run_start_s, end))
         out[job.id] = (job.run_start_s, end)
-    queue = [_clone(job, now) for job in sorted(sched.waiting(), key=lambda j: j.qseq)]
+    queue = [_clone(job, now) for job in sched.waiting()]  # (in queue order)
     limit = now + horizon_s
     run = Simulation(
         sched.topo,

@@ -68,9 +68,9 @@ class Observer:
         self.pending_jobs.append(sched.pending_count)
         self.pending_gpus.append(sched.pending_gpus)
         self.stranded.append(sched.stranded_gpus)
-        # usage.total is indexed in the scheduler's tenant order, which is self.tenants
+        # (in the scheduler's tenant order, which is self.tenants)
         busy = self.busy_by_tenant
-        for held in sched.usage.total:
+        for held in sched.gpus_by_tenant():
             busy.append(held)
 
     def _derive(self) -> None:

@@ -67,9 +67,7 @@ def summarize(
     fleet_gpus = topo.gpus_total
     utilization = float(used.sum()) / (fleet_gpus * makespan) if makespan > 0 else 0.0
 
-    nominal: dict[str, int] = defaultdict(int)
-    for t, cells in zip(sched.quota.tenants, sched.quota.cells, strict=True):
-        nominal[t] = sum(c.nominal for c in cells)
+    nominal: dict[str, int] = defaultdict(int, sched.nominal_by_tenant())
     # Energy per tenant: busy GPU-seconds x busy watts x PUE of the class (capacity-weighted).
     pue = [s.pue for s in topo.fleet.sites]
     cap = np.zeros((len(topo.classes), len(topo.sites)))
@@ -82,6 +80,7 @@ def summarize(
         ]
     class_pue = (cap * np.array(pue)).sum(axis=1) / np.maximum(cap.sum(axis=1), 1)
     busy_w = np.array([m.busy_watts for m in topo.class_model]) * class_pue
+    class_index = {name: c for c, name in enumerate(topo.classes)}
 
     per: dict[str, dict[str, Any]] = {}
     groups: dict[str, list[int]] = defaultdict(list)
@@ -114,7 +113,14 @@ def summarize(
                 useful += (j.progress_s + gained) * j.gpus
             else:
                 useful += j.progress_s * j.gpus
-        energy = sum(used[i] * busy_w[jobs[i].klass] for i in idx if jobs[i].klass >= 0) / 3.6e9
+        energy = (
+            sum(
+                used[i] * busy_w[class_index[jobs[i].placed_class]]
+                for i in idx
+                if jobs[i].placed_class
+            )
+            / 3.6e9
+        )
         quota_gpus = nominal.get(t, 0)
         per[t] = {
             "jobs": len(tj),
@@ -181,7 +187,6 @@ def jobs_table(result: SimResult) -> pa.Table:
     """Per-job results in the ``jobs.parquet`` schema."""
     jobs = result.jobs
     used = used_gpu_s(result)
-    classes = result.scheduler.topo.classes
     rows: dict[str, list[Any]] = {name: [] for name in JOBS_SCHEMA.names}
     for i, j in enumerate(jobs):
         rejected = j.state == JobState.FAILED and j.first_start_s is None
@@ -198,7 +203,7 @@ def jobs_table(result: SimResult) -> pa.Table:
         rows["jct_s"].append(None if end is None or rejected else end - j.submit_s)
         rows["run_s"].append(j.duration_s)
         rows["gpus"].append(j.gpus)
-        rows["gpu_class"].append(j.gpu_class or (classes[j.klass] if j.klass >= 0 else None))
+        rows["gpu_class"].append(j.gpu_class or j.placed_class or None)
         rows["placement"].append(j.level)
         rows["preemptions"].append(j.preemptions)
         rows["failures"].append(j.failures)

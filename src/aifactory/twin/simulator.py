@@ -176,7 +176,7 @@ class Simulation:
                 run = wall_for(
                     job.duration_s - job.progress_s, job.overhead_s, job.checkpoint_s, write_s
                 )
-                kernel.at(now + run, END_CLS, FINISH, job, job.run_epoch)
+                kernel.at(now + run, END_CLS, FINISH, job, job.moves)
                 if failures is not None:
                     failures.started(job)
         wake = res.wakeup_s
@@ -201,7 +201,7 @@ class Simulation:
             start = resume.now
             for job, placement, run_start_s, end_s in resume.running:
                 sched.restore_running(job, placement, run_start_s)
-                kernel.at(max(end_s, start), END_CLS, FINISH, job, job.run_epoch)
+                kernel.at(max(end_s, start), END_CLS, FINISH, job, job.moves)
         if n:
             arrivals = [start] * n if resume is not None else [j.submit_s for j in jobs]
             kernel.feed(arrivals, EventClass.ARRIVAL, ARRIVE)
@@ -227,12 +227,12 @@ class Simulation:
                 kernel.now = until
                 break
             if kind == FINISH:
-                job = payload  # (the run it ends is the event's tag)
-                if job.run_epoch == ev.tag and job.state is RUNNING:
+                job = payload  # (the event's tag: the job's moves when the run started)
+                if job.moves == ev.tag and job.state is RUNNING:
                     sched.finish(job, now)
                     observer.ended(job, now)
                     due = True
-                # else stale: the job was evicted since
+                # else stale: the job moved on since (evicted, and maybe running again)
             elif kind == ARRIVE:
                 i = ev.tag  # the feed's position
                 job = jobs[i]

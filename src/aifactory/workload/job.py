@@ -82,45 +82,32 @@ class Job:
         "_h_t2",
         "allow_cross_site",
         "attained",
-        "away_version",
         "checkpoint_s",
-        "classes",
         "duration_s",
         "end_s",
-        "est_end_s",
         "estimate_s",
         "failures",
         "first_start_s",
         "gpu_class",
         "gpus",
         "id",
-        "in_queue",
-        "index",
         "kind",
-        "klass",
         "last_ckpt_progress",
         "level",
         "lost_failure_gpu_s",
         "lost_preempt_gpu_s",
         "overhead_s",
+        "placed_class",
         "placement",
-        "pmask",
-        "pnode",
         "preempted_for",
         "preemptible",
         "preemptions",
         "priority",
         "progress_s",
-        "qseq",
-        "resv_epoch",
-        "resv_mask",
-        "rpos",
-        "run_epoch",
         "run_start_s",
         "state",
         "submit_s",
         "tenant",
-        "tix",
     )
 
     def __init__(
@@ -157,18 +144,6 @@ class Job:
         self.checkpoint_s = checkpoint_s
         self.allow_cross_site = allow_cross_site
         self.kind = kind
-        self.index = -1  # dense index assigned by the scheduler
-        self.tix = -1  # the scheduler's index of its tenant (set when it is accepted)
-        self.qseq = -1  # sequence of the job's live queue entry (stale entries are skipped)
-        self.in_queue = False  # whether that entry is in its tenant's queue heap yet
-        self.klass = -1  # class index the job is placed in (scheduler-owned)
-        self.classes: tuple[int, ...] | None = None  # classes it may run in (scheduler-owned)
-        # Classes (bit mask) whose reservation turned the job away, and in which reservation
-        # epoch (scheduler-owned): until the reservations change, those classes stay closed.
-        self.resv_epoch = -1
-        self.resv_mask = 0
-        self.away_version = -1  # the scheduler's turned-away version it was last turned away in
-        self.rpos = -1  # its place in the scheduler's list of running jobs (while running)
         self.state = JobState.PENDING
         # The history (see the ``history`` property): its first three entries in fields of
         # the job (time unboxed), the rest in a list made only for a job that has more.
@@ -182,18 +157,12 @@ class Job:
         self.first_start_s: float | None = None
         self.run_start_s = 0.0  # start of the current run
         self.overhead_s = 0.0  # restart overhead paid at the start of the current run
-        self.est_end_s = 0.0  # when the scheduler expects the current run to end
-        self.run_epoch = 0  # bumps on every start, so stale end events are ignored
         self.end_s: float | None = None
         self.progress_s = 0.0  # useful work done before the current run
         self.last_ckpt_progress = 0.0  # progress saved by the last checkpoint
         self.attained = 0.0  # GPU-seconds of service received (for LAS)
-        self.placement: list[tuple[int, int]] = []  # (node, gpus) pairs while running
-        # The placement's node and GPU mask when it is one node (-1: none, or several),
-        # kept by the scheduler: releasing a one-node job reads no list (most jobs are
-        # one node, and their placement list is cold in memory when they end).
-        self.pnode = -1
-        self.pmask = 0
+        self.placement: list[tuple[int, int]] = []  # (node, GPU mask) pairs while running
+        self.placed_class = ""  # GPU class of the current/last placement ("" before any)
         self.level = ""  # topology level of the current/last placement
         self.preemptions = 0
         self.failures = 0
@@ -263,6 +232,12 @@ class Job:
         self._h_more = None
         for when, state in entries:
             self._record(when, state)
+
+    @property
+    def moves(self) -> int:
+        """How many states the job has entered (the history's length): a run's end event
+        made at its start is stale once this changes (the job moved on)."""
+        return self._h_n
 
     @property
     def remaining_s(self) -> float:

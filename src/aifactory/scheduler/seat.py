@@ -1,0 +1,78 @@
+"""A scheduler's own record of each job it holds: the bookkeeping that is not the job's.
+
+Decides nothing. A :class:`~aifactory.workload.job.Job` says what a job is and what
+happened to it (its request, state and history); which queue row is live, which class it
+holds, its place in the running lists, its estimated end and the memos of the shortcuts
+are one scheduler's business, and live here. One :class:`Seat` per job per scheduler,
+made when the scheduler takes the job (submit, restore_running): the same job can be
+held by a second scheduler (a forecast's snapshot) without either seeing the other's
+bookkeeping.
+
+Inside the scheduler a job is known by its seat (queue rows and end-index rows hold the
+seat's dense ``index``; the running lists and preemption's candidates hold seats), and
+the public methods, which take and return jobs, find a job's seat by the job's identity.
+
+The request fields a pass reads for every job it tries (gang size, tenant index,
+priority, preemptibility, whether it may cross sites) are copied at submit: a job's
+request does not change once a scheduler holds it (nothing in aifactory writes them
+after construction), and the copy saves a second object's read on the per-job path.
+"""
+
+from __future__ import annotations
+
+from aifactory.workload.job import Job
+
+
+class Seat:
+    """One job's place in one scheduler: its queue, class, running-list and memo fields."""
+
+    __slots__ = (
+        "away_version",
+        "classes",
+        "cross",
+        "est_end_s",
+        "gpus",
+        "in_queue",
+        "index",
+        "job",
+        "pmask",
+        "pnode",
+        "preemptible",
+        "priority",
+        "qseq",
+        "resv_epoch",
+        "resv_mask",
+        "rpos",
+        "run_class",
+        "run_epoch",
+        "tix",
+    )
+
+    def __init__(self, job: Job, index: int, tix: int) -> None:
+        self.job = job
+        self.index = index  # dense index in the scheduler's seats (queue and end rows)
+        self.tix = tix  # the scheduler's index of the job's tenant (-1: unknown)
+        # The request, copied (see the module's docstring).
+        self.gpus = job.gpus
+        self.priority = job.priority
+        self.preemptible = job.preemptible
+        self.cross = job.allow_cross_site
+        self.qseq = -1  # sequence of the job's live queue row (stale rows are skipped)
+        self.in_queue = False  # whether that row is in its tenant's queue heap yet
+        self.run_class = -1  # index of the GPU class it runs in (while running)
+        self.classes: tuple[int, ...] | None = None  # classes it may ever run in (CLASSES)
+        # Classes (bit mask) whose reservation turned the job away, and in which reservation
+        # epoch (CLOSED): until the reservations change, those classes stay closed.
+        self.resv_epoch = -1
+        self.resv_mask = 0
+        self.away_version = -1  # the turned-away version it was last turned away in
+        self.rpos = -1  # its place in its running list (while running)
+        self.run_epoch = 0  # bumps on every start: end-index rows of older runs are stale
+        self.est_end_s = 0.0  # when the current run is expected to end (EASY)
+        # The placement's node and GPU mask when it is one node (ONE_NODE; -1: none, or
+        # several nodes): releasing a one-node job reads no list.
+        self.pnode = -1
+        self.pmask = 0
+
+    def __repr__(self) -> str:
+        return f"Seat({self.job.id!r}, index={self.index})"
