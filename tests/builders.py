@@ -158,9 +158,10 @@ def check_invariants(sched: Scheduler, down: dict[int, int] | None = None) -> No
         assert used_mask[n] & cs.node_mask[n] == 0, f"node {n}: a used GPU is also free"
         assert d & (used_mask[n] | cs.node_mask[n]) == 0, f"node {n}: a down GPU is in use"
         assert used_mask[n] | cs.node_mask[n] | d == full, f"node {n}: a GPU is unaccounted"
+    subtree = subtree_used(topo.fleet, topo.classes, used)
     for t, cells in zip(sched.quota.tenants, sched.quota.cells, strict=True):
         for c, cell in enumerate(cells):
-            assert cell.used == used.get((t, topo.classes[c]), 0), f"{t}: quota book drifted"
+            assert cell.used == subtree[t, topo.classes[c]], f"{t}: quota book drifted"
     pending = sum(1 for j in jobs if j.state == JobState.PENDING)
     assert sched.pending_count == pending, "pending count drifted"
     for t, sizes in enumerate(sched.pending.sizes):
@@ -180,31 +181,75 @@ def check_invariants(sched: Scheduler, down: dict[int, int] | None = None) -> No
     check_quota(topo.fleet, topo.classes, used)
 
 
+def subtree_used(
+    fleet: Fleet, classes: tuple[str, ...], used: dict[tuple[str, str], int]
+) -> dict[tuple[str, str], int]:
+    """Usage of every tenant's subtree per class, from the leaves' usage."""
+    out: dict[tuple[str, str], int] = {}
+
+    def walk(t: Any) -> dict[str, int]:
+        mine = {cls: used.get((t.name, cls), 0) for cls in classes}
+        for child in t.children:
+            for cls, n in walk(child).items():
+                mine[cls] += n
+        for cls, n in mine.items():
+            out[t.name, cls] = n
+        return mine
+
+    for top in fleet.tenants:
+        walk(top)
+    return out
+
+
+def _effective(t: Any, cls: str) -> tuple[int, int, int]:
+    """(nominal, lendable, borrowing limit) of a tenant for a class, from the spec: declared,
+    else for a parent its children's sums and no limit, else nothing (a leaf without a
+    quota of a class may not use it, as in Kueue)."""
+    q = next((q for q in t.quotas if q.gpu_class == cls), None)
+    if q is not None:
+        limit = UNLIMITED if q.borrowing_limit is None else q.borrowing_limit
+        return q.nominal, q.lendable, limit
+    if t.children:
+        kids = [_effective(c, cls) for c in t.children]
+        return sum(k[0] for k in kids), sum(k[1] for k in kids), UNLIMITED
+    return 0, 0, 0
+
+
 def check_quota(fleet: Fleet, classes: tuple[str, ...], used: dict[tuple[str, str], int]) -> None:
-    """Quota rules from the spec (see :func:`check_invariants`)."""
-    cohorts: dict[str, list[tuple[str, int, int, int]]] = {}
-    for t, _parent, cohort in fleet.iter_tenants():
-        quotas = {q.gpu_class: q for q in t.quotas}
-        for cls in classes:
-            q = quotas.get(cls)
-            nominal = q.nominal if q else 0
-            lendable = q.lendable if q else 0
-            limit = UNLIMITED if q is None or q.borrowing_limit is None else q.borrowing_limit
+    """Quota rules from the spec, recomputed from the leaves' usage (see
+    :func:`check_invariants` and scheduler/quota.py): a leaf within its nominal plus
+    borrowing limit; a parent's children's claims (usage, or the never-lent guaranteed
+    part if larger) within its nominal plus borrowing limit (0 for a top without a
+    cohort); a cohort's trees drawing no more than their tops lend."""
+
+    def claim(t: Any, cls: str, top_alone: bool) -> int:
+        nominal, lend, limit = _effective(t, cls)
+        if top_alone:
+            limit = 0
+        guaranteed = nominal - lend
+        if not t.children:
             u = used.get((t.name, cls), 0)
-            if q is None:
-                limit = 0  # no quota for a class: the tenant may not use it at all (Kueue)
-            if cohort is None:
-                assert u <= nominal, f"{t.name}/{cls}: uses {u} > nominal {nominal} (no cohort)"
-            else:
-                assert u <= nominal + limit, f"{t.name}/{cls}: uses {u} > nominal + borrowing"
-                cohorts.setdefault(f"{cohort}/{cls}", []).append((t.name, nominal, lendable, u))
-    for key, members in cohorts.items():
-        borrowed = sum(max(0, u - n) for _, n, _, u in members)
-        idle_lendable = sum(min(lend, max(0, n - u)) for _, n, lend, u in members)
-        assert borrowed <= idle_lendable, (
-            f"cohort {key}: members borrow {borrowed} but lenders leave only "
-            f"{idle_lendable} of their lendable quota idle"
+            assert u <= nominal + limit, f"{t.name}/{cls}: uses {u} > nominal + borrowing"
+            return max(u, guaranteed)
+        total = sum(claim(c, cls, top_alone=False) for c in t.children)
+        assert total <= nominal + limit, (
+            f"{t.name}/{cls}: its children claim {total} > nominal {nominal} + borrowing"
         )
+        return max(total, guaranteed)
+
+    for cls in classes:
+        draw: dict[str, int] = {}
+        pool: dict[str, int] = {}
+        for top in fleet.tenants:
+            k = claim(top, cls, top_alone=top.cohort is None)
+            if top.cohort is not None:
+                nominal, lend, _ = _effective(top, cls)
+                draw[top.cohort] = draw.get(top.cohort, 0) + k - (nominal - lend)
+                pool[top.cohort] = pool.get(top.cohort, 0) + lend
+        for cohort, d in draw.items():
+            assert d <= pool[cohort], (
+                f"cohort {cohort}/{cls}: its trees draw {d} but their tops lend {pool[cohort]}"
+            )
 
 
 class CheckingKernel(Kernel):

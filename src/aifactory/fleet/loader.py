@@ -17,7 +17,7 @@ import yaml
 from pydantic import TypeAdapter, ValidationError
 
 from aifactory.fleet.errors import SpecError, problems_from
-from aifactory.fleet.spec import Fleet, GpuModel
+from aifactory.fleet.spec import Fleet, GpuModel, Tenant
 
 _DATA = "aifactory.fleet.data"
 
@@ -159,7 +159,11 @@ def check_fleet(fleet: Fleet) -> list[str]:
                     f"{qpath}.nominal: {quota.nominal} exceeds the capacity of "
                     f"class '{quota.gpu_class}' ({cap})"
                 )
-            nominal_sum[quota.gpu_class] += quota.nominal
+    for top in fleet.tenants:  # each tree once: a parent's quota holds its children's
+        for cls, nominal in _effective_nominal(top).items():
+            if cls in capacity and cls not in unsized:  # (else a quota's own problem)
+                nominal_sum[cls] += nominal
+    problems.extend(_check_tree(fleet))
     for cls, total in sorted(nominal_sum.items()):
         if total > capacity.get(cls, 0):
             problems.append(
@@ -194,6 +198,46 @@ def _check_slurm_nodes(path: str, group: Any, model: GpuModel, seen: set[str]) -
         if name in seen:
             problems.append(f"{path}.slurm_nodes: Slurm node '{name}' is named twice")
         seen.add(name)
+    return problems
+
+
+def _effective_nominal(tenant: Tenant) -> dict[str, int]:
+    """Nominal GPUs per class of a tenant: declared, or for a parent that declares none
+    of a class, its children's sum (the scheduler's QuotaBook reads them the same way)."""
+    out = {q.gpu_class: q.nominal for q in tenant.quotas}
+    for child in tenant.children:
+        for cls, nominal in _effective_nominal(child).items():
+            if not any(q.gpu_class == cls for q in tenant.quotas):
+                out[cls] = out.get(cls, 0) + nominal
+    return out
+
+
+def _check_tree(fleet: Fleet) -> list[str]:
+    """Nested quotas: a parent's nominal quota of a class holds its children's (their sum
+    must not exceed it), and a tree lends and borrows in one cohort (its top's)."""
+    problems: list[str] = []
+    for path, tenant in _tenant_paths(fleet):
+        if not tenant.children:
+            continue
+        declared = {q.gpu_class: (qi, q.nominal) for qi, q in enumerate(tenant.quotas)}
+        sums: dict[str, int] = defaultdict(int)
+        for child in tenant.children:
+            for cls, nominal in _effective_nominal(child).items():
+                sums[cls] += nominal
+        for cls, total in sorted(sums.items()):
+            if cls in declared and total > declared[cls][1]:
+                qi, nominal = declared[cls]
+                names = ", ".join(c.name for c in tenant.children)
+                problems.append(
+                    f"{path}.quotas[{qi}].nominal: children ({names}) have {total} GPUs of "
+                    f"class '{cls}' in all, more than '{tenant.name}' has ({nominal})"
+                )
+        for ci, child in enumerate(tenant.children):
+            if child.cohort is not None:
+                problems.append(
+                    f"{path}.children[{ci}].cohort: only the top of a tenant tree joins a "
+                    f"cohort ('{child.name}' shares its parent '{tenant.name}''s capacity)"
+                )
     return problems
 
 

@@ -188,12 +188,19 @@ class TenantLimits(Frozen):
 
 
 class Tenant(Frozen):
-    """A node of the tenant tree (organisation -> projects); leaves usually hold the quota."""
+    """A node of the tenant tree (organisation -> consortium -> project, any depth).
+
+    Jobs run in leaves. A parent's nominal quota of a class caps its subtree's use (its
+    children's nominal quotas may not add up to more); one that declares none of a class
+    has its children's sums. Children borrow from their siblings first, then through
+    their parent from its cohort (see aifactory/scheduler/quota.py)."""
 
     name: Name
     display_name: str | None = None
     cohort: Name | None = Field(
-        default=None, description="Cohort of tenants that lend to each other; inherited."
+        default=None,
+        description="Cohort of tenant trees that lend to each other; set on a tree's top "
+        "only (its children share their parent's capacity).",
     )
     quotas: list[Quota] = Field(default_factory=list)
     children: list[Tenant] = Field(default_factory=list)

@@ -109,7 +109,8 @@ class RankRule(CandidateRule):
 
 class ReclaimRule(CandidateRule):
     """When the job fits in its tenant's nominal quota: the running jobs of the class of
-    every cohort member that borrows in it."""
+    every leaf it shares capacity with (its siblings, its tree's, its cohort's) that
+    borrows in it."""
 
     def add(
         self, p: Preemption, seat: Seat, gpu_class: int, _now: float, _rank: int, out: list[Seat]
@@ -118,11 +119,11 @@ class ReclaimRule(CandidateRule):
         t = seat.tix
         quota = p.quota
         cell = quota.cells[t][gpu_class]
-        cohort = quota.cohort_of[t]
-        if cohort < 0 or cell.used + seat.gpus > cell.nominal:
+        group = quota.reclaim_group[t]
+        if not group or cell.used + seat.gpus > cell.nominal:
             return
         barred = seat.job.preempted_for
-        for member in quota.cohort_members[cohort]:
+        for member in group:
             if member == t or quota.borrowed(member, gpu_class) <= 0:
                 continue
             for v in p.running.by_tc[member][gpu_class]:

@@ -1,19 +1,32 @@
-"""Quota with Kueue's semantics: nominal quota, borrowing and lending within a cohort.
+"""Quota with Kueue's semantics: nominal quota, borrowing and lending within a cohort, and
+quotas that nest (organisation -> consortium -> project, any depth).
 
 Per tenant and GPU class:
 
-- ``nominal``: GPUs guaranteed to the tenant;
+- ``nominal``: GPUs guaranteed to the tenant (for a tenant with children that declares
+  no quota of a class: the sum of its children's, so a grouping caps nothing extra);
 - ``lendable`` = lending limit (default: all of nominal): the part of nominal that the
-  cohort may use while the tenant does not; ``guaranteed = nominal - lendable`` is
-  never lent;
-- ``borrowing_limit``: the most the tenant may use above its nominal (default: no limit).
+  tenant's peers (its siblings, or for a tree's top the other members of its cohort) may
+  use while the tenant does not; ``guaranteed = nominal - lendable`` is never lent;
+- ``borrowing_limit``: the most the tenant may use above its nominal (default: no limit;
+  0 for a top tenant without a cohort, which has nobody to borrow from).
 
-A cohort's shared pool for a class is the sum of its members' lendable GPUs. A member's
-use above its guaranteed part draws on the pool, so the admission test is
-``sum(max(0, used_m - guaranteed_m)) <= pool`` plus the member's own ceiling
-``used <= nominal + borrowing_limit``. A tenant without a cohort is held to its nominal.
+Jobs run in leaves. A node's usage is its subtree's; its *claim* is its usage or its
+guaranteed part, whichever is larger (a leaf), or the sum of its children's claims or
+its guaranteed part, whichever is larger (a parent): what it takes from its parent's
+budget. The admission rules, at every level (Kueue's hierarchical cohorts, where a
+parent's quota is what its subtree may use before it borrows):
+
+- a leaf: ``used <= nominal + borrowing_limit``;
+- a parent: the sum of its children's claims ``<= nominal + borrowing_limit`` (children
+  borrow first from siblings, up to the parent's nominal, then through the parent);
+- a cohort (of trees' tops): ``sum(claim - guaranteed) <= sum(lendable)`` over its
+  members, which for one level is Kueue's flat cohort rule
+  ``sum(max(0, used - guaranteed)) <= pool``.
+
 Borrowed capacity is reclaimable: if a tenant within its nominal quota cannot be
-admitted because others drew the pool dry, the scheduler preempts borrowers.
+admitted because others drew the shared capacity dry, the scheduler preempts borrowers
+among the leaves it shares capacity with (:attr:`QuotaBook.reclaim_group`).
 """
 
 from __future__ import annotations
@@ -21,19 +34,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from aifactory.fleet.spec import Fleet
+from aifactory.fleet.spec import Fleet, Tenant
 
 UNLIMITED: Final = 1 << 60
 
 
 @dataclass(slots=True)
 class QuotaCell:
-    """One (tenant, class) quota and its live usage."""
+    """One (tenant, class) quota and its live usage (a parent's: its subtree's)."""
 
     nominal: int
     lendable: int
     borrow_limit: int
     used: int = 0
+    claims: int = 0  # a parent's: the sum of its children's claims
 
     @property
     def guaranteed(self) -> int:
@@ -42,48 +56,82 @@ class QuotaCell:
 
     @property
     def draw(self) -> int:
-        """GPUs this tenant currently takes from its cohort's pool."""
+        """GPUs this tenant currently takes from what its peers lend."""
         return max(0, self.used - self.guaranteed)
 
 
-class QuotaBook:
-    """Quota cells for every tenant x class, and cohort pools.
+def _effective(tenant: Tenant, classes: tuple[str, ...]) -> list[tuple[int, int, int]]:
+    """(nominal, lendable, borrowing limit) per class of a tenant, where a parent that
+    declares no quota of a class gets its children's sums (and no limits of its own)."""
+    declared = {q.gpu_class: q for q in tenant.quotas}
+    out: list[tuple[int, int, int]] = []
+    below = [_effective(child, classes) for child in tenant.children]
+    for c, name in enumerate(classes):
+        q = declared.get(name)
+        if q is not None:
+            limit = UNLIMITED if q.borrowing_limit is None else q.borrowing_limit
+            out.append((q.nominal, q.lendable, limit))
+        elif below:
+            nominal = sum(row[c][0] for row in below)
+            out.append((nominal, sum(row[c][1] for row in below), UNLIMITED))
+        else:
+            out.append((0, 0, 0))
+    return out
 
-    Tenants and cohorts are dense indices (``index`` maps a tenant's name to its own):
-    every admission test reads these tables, and a list read is cheaper than hashing a
-    name into a dict on each of them.
+
+class QuotaBook:
+    """Quota cells for every tenant x class of the tenant tree, and cohort pools.
+
+    Tenants and cohorts are dense indices (``index`` maps a tenant's name to its own), in
+    the fleet's depth-first order: every admission test reads these tables, and a list
+    read is cheaper than hashing a name into a dict on each of them. Only the top of each
+    tree is a member of a cohort; a parent is the shared capacity of its children.
     """
 
     __slots__ = (
         "cells",
+        "children",
         "cohort_draw",
         "cohort_members",
         "cohort_names",
         "cohort_of",
         "cohort_pool",
+        "floors",
         "index",
+        "parent_of",
+        "reclaim_group",
         "tenants",
+        "top_of",
     )
 
     def __init__(self, fleet: Fleet, classes: tuple[str, ...]) -> None:
         self.tenants: list[str] = []
         self.index: dict[str, int] = {}
         self.cohort_names: list[str] = []
-        self.cohort_of: list[int] = []  # cohort index of each tenant, -1 for none
+        self.cohort_of: list[int] = []  # cohort index of each tenant's tree, -1 for none
+        self.parent_of: list[int] = []  # -1 for a tree's top
+        self.top_of: list[int] = []  # the top of each tenant's tree
+        self.children: list[list[int]] = []
         self.cells: list[list[QuotaCell]] = []
         self.cohort_pool: list[list[int]] = []
         self.cohort_draw: list[list[int]] = []
-        self.cohort_members: list[list[int]] = []
-        for tenant, _parent, cohort in fleet.iter_tenants():
+        self.cohort_members: list[list[int]] = []  # the tops of the trees in each cohort
+        for tenant, parent, cohort in fleet.iter_tenants():
             t = len(self.tenants)
             self.tenants.append(tenant.name)
             self.index[tenant.name] = t
-            row = [QuotaCell(0, 0, 0) for _ in classes]
-            for q in tenant.quotas:
-                c = classes.index(q.gpu_class)
-                limit = UNLIMITED if q.borrowing_limit is None else q.borrowing_limit
-                row[c] = QuotaCell(q.nominal, q.lendable, limit)
+            self.children.append([])
+            row = [QuotaCell(n, lend, limit) for n, lend, limit in _effective(tenant, classes)]
             self.cells.append(row)
+            if parent is not None:
+                p = self.index[parent.name]
+                self.parent_of.append(p)
+                self.top_of.append(self.top_of[p])
+                self.children[p].append(t)
+                self.cohort_of.append(self.cohort_of[p])
+                continue
+            self.parent_of.append(-1)
+            self.top_of.append(t)
             if cohort is None:
                 self.cohort_of.append(-1)
                 for cell in row:  # no cohort: nothing to borrow from, nobody to lend to
@@ -100,21 +148,77 @@ class QuotaBook:
             pool = self.cohort_pool[k]
             for c, cell in enumerate(row):
                 pool[c] += cell.lendable
+        # Claims start at the guaranteed parts, children before parents (depth-first order
+        # puts every parent before its children); a tree whose claim exceeds its own
+        # guaranteed part already draws on its cohort.
+        for t in reversed(range(len(self.tenants))):
+            kids = self.children[t]
+            if kids:
+                for c, cell in enumerate(self.cells[t]):
+                    cell.claims = sum(self._claim(k, c) for k in kids)
+        # What each tenant claims while its subtree holds nothing: the guaranteed parts
+        # below it, which no sibling may take (ceilings read them).
+        self.floors = [
+            [self._claim(t, c) for c in range(len(classes))] for t in range(len(self.tenants))
+        ]
+        for k, members in enumerate(self.cohort_members):
+            for m in members:
+                for c, cell in enumerate(self.cells[m]):
+                    self.cohort_draw[k][c] += self._claim(m, c) - cell.guaranteed
+        # Per tenant, the leaves it shares capacity with (its tree's, and its cohort's
+        # other trees'): where a reclaim may find borrowers.
+        leaves_of: list[list[int]] = [[] for _ in self.tenants]
+        for t in range(len(self.tenants)):
+            if not self.children[t]:
+                leaves_of[self.top_of[t]].append(t)
+        self.reclaim_group: list[list[int]] = []
+        for t in range(len(self.tenants)):
+            top = self.top_of[t]
+            k = self.cohort_of[t]
+            tops = self.cohort_members[k] if k >= 0 else [top]
+            group = [leaf for m in tops for leaf in leaves_of[m]]
+            self.reclaim_group.append(group if len(group) > 1 else [])
+
+    def is_leaf(self, t: int) -> bool:
+        """Whether tenant ``t`` has no children (only leaves run jobs)."""
+        return not self.children[t]
 
     def cohort_name(self, t: int) -> str | None:
-        """The tenant's cohort, by name (None if it has none)."""
+        """The cohort of the tenant's tree, by name (None if it has none)."""
         k = self.cohort_of[t]
         return self.cohort_names[k] if k >= 0 else None
 
-    def ceiling(self, t: int, gpu_class: int) -> int:
-        """Most GPUs of a class tenant ``t`` could ever hold at once."""
+    def _claim(self, t: int, gpu_class: int) -> int:
+        """What tenant ``t`` takes from its parent's (or cohort's) capacity now."""
         cell = self.cells[t][gpu_class]
-        cohort = self.cohort_of[t]
-        if cohort < 0:
-            return cell.nominal
-        return min(
-            cell.nominal + cell.borrow_limit, cell.guaranteed + self.cohort_pool[cohort][gpu_class]
+        held = cell.claims if self.children[t] else cell.used
+        guaranteed = cell.nominal - cell.lendable
+        return held if held > guaranteed else guaranteed
+
+    def ceiling(self, t: int, gpu_class: int) -> int:
+        """Most GPUs of a class tenant ``t`` could ever hold at once (every other tenant
+        holding nothing: then each claims its floor, the guaranteed parts below it)."""
+        cell = self.cells[t][gpu_class]
+        limit = cell.nominal + cell.borrow_limit
+        inside = 0  # floors of the path's siblings so far: inside each level's claim
+        n = t
+        p = self.parent_of[n]
+        while p >= 0:
+            pc = self.cells[p][gpu_class]
+            inside += sum(self.floors[s][gpu_class] for s in self.children[p] if s != n)
+            limit = min(limit, pc.nominal + pc.borrow_limit - inside)
+            n = p
+            p = self.parent_of[n]
+        k = self.cohort_of[n]
+        top = self.cells[n][gpu_class]
+        if k < 0:
+            return max(0, min(limit, top.nominal - inside))
+        others = sum(
+            self.floors[m][gpu_class] - self.cells[m][gpu_class].guaranteed
+            for m in self.cohort_members[k]
+            if m != n
         )
+        return max(0, min(limit, top.guaranteed + self.cohort_pool[k][gpu_class] - others - inside))
 
     def fits(self, t: int, gpu_class: int, gpus: int) -> bool:
         """Whether admitting ``gpus`` more keeps every quota rule."""
@@ -122,14 +226,46 @@ class QuotaBook:
         used = cell.used + gpus
         if used > cell.nominal + cell.borrow_limit:
             return False
-        cohort = self.cohort_of[t]
-        if cohort < 0:
-            return used <= cell.nominal
+        if self.parent_of[t] < 0:  # a tree's top (most tenants): one cell, one pool
+            cohort = self.cohort_of[t]
+            if cohort < 0:
+                return used <= cell.nominal
+            guaranteed = cell.nominal - cell.lendable
+            if used <= guaranteed:
+                return True  # within the part of nominal that is never lent: no draw
+            extra = used - guaranteed - (cell.used - guaranteed if cell.used > guaranteed else 0)
+            return (
+                self.cohort_draw[cohort][gpu_class] + extra <= self.cohort_pool[cohort][gpu_class]
+            )
+        return self._excess(t, gpu_class, used, stop_unchanged=True) <= 0
+
+    def _excess(self, t: int, gpu_class: int, used: int, *, stop_unchanged: bool) -> int:
+        """The largest amount by which a rule above the leaf ``t`` would be broken if its
+        usage were ``used`` (<= 0: none is). With ``stop_unchanged``, a level whose claim
+        does not change ends the walk (the rules above it are as they are now)."""
+        cell = self.cells[t][gpu_class]
         guaranteed = cell.nominal - cell.lendable
-        if used <= guaranteed:
-            return True  # within the part of nominal that is never lent: no draw on the pool
-        extra = used - guaranteed - (cell.used - guaranteed if cell.used > guaranteed else 0)
-        return self.cohort_draw[cohort][gpu_class] + extra <= self.cohort_pool[cohort][gpu_class]
+        old = self._claim(t, gpu_class)
+        new = used if used > guaranteed else guaranteed
+        worst = -UNLIMITED
+        n = t
+        p = self.parent_of[n]
+        while p >= 0:
+            if stop_unchanged and new == old:
+                return worst
+            pc = self.cells[p][gpu_class]
+            claims = pc.claims - old + new
+            worst = max(worst, claims - (pc.nominal + pc.borrow_limit))
+            g = pc.nominal - pc.lendable
+            old = pc.claims if pc.claims > g else g
+            new = claims if claims > g else g
+            n = p
+            p = self.parent_of[n]
+        k = self.cohort_of[n]
+        if k < 0 or (stop_unchanged and new == old):
+            return worst
+        draw = self.cohort_draw[k][gpu_class] + new - old
+        return max(worst, draw - self.cohort_pool[k][gpu_class])
 
     def fits_when_idle(self, t: int, gpu_class: int, gpus: int) -> bool:
         """Whether ``gpus`` would fit if the tenant held nothing of the class: the request
@@ -137,61 +273,93 @@ class QuotaBook:
         cell = self.cells[t][gpu_class]
         if gpus > cell.nominal + cell.borrow_limit:
             return False
-        cohort = self.cohort_of[t]
-        if cohort < 0:
-            return gpus <= cell.nominal
-        others = self.cohort_draw[cohort][gpu_class] - cell.draw
-        return others + max(0, gpus - cell.guaranteed) <= self.cohort_pool[cohort][gpu_class]
+        if self.parent_of[t] < 0:
+            cohort = self.cohort_of[t]
+            if cohort < 0:
+                return gpus <= cell.nominal
+            others = self.cohort_draw[cohort][gpu_class] - cell.draw
+            return others + max(0, gpus - cell.guaranteed) <= self.cohort_pool[cohort][gpu_class]
+        return self._excess(t, gpu_class, gpus, stop_unchanged=False) <= 0
 
     def shortfall(self, t: int, gpu_class: int, gpus: int) -> int:
-        """GPUs that borrowers must give back for the tenant to get ``gpus`` within nominal.
+        """GPUs that borrowers must give back for the tenant to get ``gpus`` within nominal
+        (the largest excess over any level's rule: at least that many must be freed).
 
         Zero when the request fits; -1 when reclaim cannot help (the request goes beyond
         the tenant's nominal quota, so it would itself be borrowing).
         """
         cell = self.cells[t][gpu_class]
         cohort = self.cohort_of[t]
-        if cell.used + gpus > cell.nominal or cohort < 0:
+        top = self.parent_of[t] < 0
+        if cell.used + gpus > cell.nominal or (top and cohort < 0):
             return 0 if self.fits(t, gpu_class, gpus) else -1
-        extra = max(0, cell.used + gpus - cell.guaranteed) - cell.draw
-        return max(
-            0, self.cohort_draw[cohort][gpu_class] + extra - self.cohort_pool[cohort][gpu_class]
-        )
+        if top:
+            extra = max(0, cell.used + gpus - cell.guaranteed) - cell.draw
+            return max(
+                0,
+                self.cohort_draw[cohort][gpu_class] + extra - self.cohort_pool[cohort][gpu_class],
+            )
+        return max(0, self._excess(t, gpu_class, cell.used + gpus, stop_unchanged=False))
 
     def borrowed(self, t: int, gpu_class: int) -> int:
-        """GPUs used above nominal (borrowed from the cohort)."""
+        """GPUs used above nominal (borrowed from the tenant's peers)."""
         cell = self.cells[t][gpu_class]
         return max(0, cell.used - cell.nominal)
 
     def add(self, t: int, gpu_class: int, gpus: int) -> None:
-        """Charge (positive) or refund (negative) usage."""
+        """Charge (positive) or refund (negative) usage of leaf ``t`` (and its ancestors)."""
         cell = self.cells[t][gpu_class]
         old = cell.used
         new = cell.used = old + gpus
-        cohort = self.cohort_of[t]
-        if cohort >= 0:
-            # The change in draw on the pool: use above the guaranteed part (per-job path,
-            # so plain comparisons rather than max()).
-            guaranteed = cell.nominal - cell.lendable
-            after = new - guaranteed if new > guaranteed else 0
-            before = old - guaranteed if old > guaranteed else 0
-            if after != before:
-                self.cohort_draw[cohort][gpu_class] += after - before
+        guaranteed = cell.nominal - cell.lendable
+        p = self.parent_of[t]
+        if p < 0:
+            cohort = self.cohort_of[t]
+            if cohort >= 0:
+                # The change in draw on the pool: use above the guaranteed part (per-job
+                # path, so plain comparisons rather than max()).
+                after = new - guaranteed if new > guaranteed else 0
+                before = old - guaranteed if old > guaranteed else 0
+                if after != before:
+                    self.cohort_draw[cohort][gpu_class] += after - before
+            return
+        # A leaf in a tree: usage up the path, and each level's claim on the next.
+        old_claim = old if old > guaranteed else guaranteed
+        new_claim = new if new > guaranteed else guaranteed
+        n = t
+        while p >= 0:
+            pc = self.cells[p][gpu_class]
+            pc.used += gpus
+            g = pc.nominal - pc.lendable
+            before = pc.claims if pc.claims > g else g
+            pc.claims += new_claim - old_claim
+            after = pc.claims if pc.claims > g else g
+            old_claim, new_claim = before, after
+            n = p
+            p = self.parent_of[n]
+        cohort = self.cohort_of[n]
+        if cohort >= 0 and new_claim != old_claim:
+            self.cohort_draw[cohort][gpu_class] += new_claim - old_claim
 
     def lent(self, t: int, gpu_class: int) -> int:
-        """GPUs of this tenant's nominal quota currently used by others in its cohort."""
-        cohort = self.cohort_of[t]
-        if cohort < 0:
-            return 0
+        """GPUs of this tenant's nominal quota currently used by its peers (siblings, or
+        for a tree's top the other trees of its cohort), attributed to lenders in
+        proportion to their idle lendable GPUs."""
+        p = self.parent_of[t]
+        if p >= 0:
+            peers = self.children[p]
+        else:
+            cohort = self.cohort_of[t]
+            if cohort < 0:
+                return 0
+            peers = self.cohort_members[cohort]
         cell = self.cells[t][gpu_class]
         idle_lendable = max(0, min(cell.lendable, cell.nominal - cell.used))
-        members = self.cohort_members[cohort]
-        others_borrowing = sum(self.borrowed(m, gpu_class) for m in members if m != t)
+        others_borrowing = sum(self.borrowed(m, gpu_class) for m in peers if m != t)
         if others_borrowing == 0:
             return 0
-        # Attribute borrowing to lenders in proportion to their idle lendable GPUs.
         idle_total = 0
-        for m in members:
+        for m in peers:
             other = self.cells[m][gpu_class]
             idle_total += max(0, min(other.lendable, other.nominal - other.used))
         if idle_total == 0:

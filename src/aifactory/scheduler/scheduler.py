@@ -92,6 +92,11 @@ class Scheduler(Cycle):
         job = seat.job
         if seat.tix < 0:
             return f"unknown tenant: '{job.tenant}' has no quota in this fleet"
+        if not self.quota.is_leaf(seat.tix):
+            return (
+                f"not a leaf: tenant '{job.tenant}' groups other tenants; jobs run in its "
+                "children (projects)"
+            )
         if job.gpu_class is not None and job.gpu_class not in self._class_index:
             return f"unknown GPU class: '{job.gpu_class}'"
         if not self._classes(seat):

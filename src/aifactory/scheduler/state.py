@@ -102,7 +102,8 @@ class SchedulerState:
             decay=self.policy.uses_tenant_keys,
         )
         nominal_total = [sum(cell.nominal for cell in row) for row in self.quota.cells]
-        fleet_nominal = max(1, sum(nominal_total))
+        # (over leaves: a parent's nominal is shared by its children, not added to them)
+        fleet_nominal = max(1, sum(n for t, n in enumerate(nominal_total) if self.quota.is_leaf(t)))
         self.weight = [max(n / fleet_nominal, 1e-3) for n in nominal_total]
         # Every job this scheduler took, by its seat's dense index (queue and end-index rows
         # hold it); the seats of the jobs it still holds (pending or running) by job id,
