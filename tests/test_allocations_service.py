@@ -17,9 +17,11 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from alembic import command
 
 from aifactory.service.alloc_store import gpu_seconds
 from aifactory.service.auth import Role, create_token
+from aifactory.service.db import Database, alembic_config
 from aifactory.service.tables import charges, job_events
 from api_support import Env, running_api
 from test_service_support import DB_PARAMS, database_url, wait_for
@@ -242,7 +244,17 @@ CASES: list[tuple[str, str, str, dict[str, Any] | None, set[str], int]] = [
         SEES_A,
         404,
     ),
+    (
+        "create a project of lab",
+        "POST",
+        "/v1/projects",
+        {"name": "{fresh}", "tenant": "lab", "start_s": BASE, "end_s": BASE + 1},
+        {"admin", "lab-admin"},
+        403,
+    ),
     ("members of A", "POST", "/v1/projects/{a}/members", {"add": []}, {"admin", "lab-admin"}, 0),
+    ("reject a request", "POST", "/v1/allocations/{req}/reject", {}, {"admin", "lab-admin"}, 0),
+    ("reject an endorsed one", "POST", "/v1/allocations/{end}/reject", {}, {"admin"}, 0),
     ("endorse", "POST", "/v1/allocations/{req}/endorse", {}, {"admin", "lab-admin"}, 0),
     ("approve", "POST", "/v1/allocations/{end}/approve", {}, {"admin"}, 0),
     ("top-up", "POST", "/v1/allocations/{alloc}/topup", {"gpu_hours": 1.0}, {"admin"}, 0),
@@ -251,7 +263,7 @@ CASES: list[tuple[str, str, str, dict[str, Any] | None, set[str], int]] = [
 ]
 
 
-def _fill(value: Any, ids: dict[str, int]) -> Any:
+def _fill(value: Any, ids: dict[str, Any]) -> Any:
     if isinstance(value, str):
         out = value.format(**ids)
         return int(out) if value.startswith("{") and out.isdigit() else out
@@ -266,8 +278,9 @@ def test_every_role_on_every_endpoint(world: World, case: Any) -> None:
     w = world
     pa = make_project(w, "a", "alice")
     make_project(w, "b", "bob")
-    ids = {"a": pa, "alloc": grant(w, pa, 1.0)}
-    for who in ROLES:
+    ids: dict[str, Any] = {"a": pa, "alloc": grant(w, pa, 1.0)}
+    for n, who in enumerate(ROLES):
+        ids["fresh"] = f"new-{n}"
         # a fresh request (and an endorsed one) per caller: a move can be made once
         ids["req"] = w.post(
             "alice", "/v1/allocations", {"project": pa, "gpu_hours": 1.0, "gpu_class": "h100"}
@@ -294,6 +307,7 @@ def test_only_members_charge_a_project(world: World, who: str) -> None:
     w = world
     pa = make_project(w, "a", "alice")
     pb = make_project(w, "b", "bob")
+    grant(w, pa, 1.0)
     for project, may in (
         (pa, {"admin", "lab-admin", "alice"}),
         (pb, {"admin", "lab-admin", "bob"}),
@@ -308,6 +322,8 @@ def test_only_members_charge_a_project(world: World, who: str) -> None:
             assert resp.status_code in (403, 422), resp.text
             if resp.status_code == 422:
                 assert resp.json()["detail"][0]["field"] == "project"
+    allocs = {a["project"] for a in w.get(who, "/v1/allocations").json()}
+    assert allocs == ({pa} if who in {"admin", "lab-admin", "alice"} else set())
     listed = {p["name"] for p in w.get(who, "/v1/projects").json()}
     expected = {
         "admin": {"a", "b"},
@@ -340,3 +356,73 @@ def test_project_needs_a_class_and_refuses_bad_fields(world: World) -> None:
     resp = w.get("alice", f"/v1/projects/{pa}/statement", month="2026-13")
     assert resp.status_code == 422
     assert resp.json()["detail"][0]["field"] == "query.month"
+
+
+def test_overdraft_admits_at_low_priority(world: World) -> None:
+    """An allocation that allows overdraft lets a job past the balance start, at low,
+    preemptible priority, and says so in its history."""
+    w = world
+    pa = make_project(w, "a", "alice")
+    resp = w.post(
+        "alice",
+        "/v1/allocations",
+        {"project": pa, "gpu_class": "h100", "gpu_hours": 0.5, "overdraft": True},
+    )
+    alloc = resp.json()["id"]
+    w.post("lab-admin", f"/v1/allocations/{alloc}/endorse", {})
+    w.post("admin", f"/v1/allocations/{alloc}/approve", {})
+    j = submit(w, "alice", pa, H)
+    wait_for(lambda: state_is(w, j, "running"))
+    job = w.job(j)
+    assert job["priority_class"] == "low"
+    assert job["preemptible"] is True
+    assert any("overdraft" in e["detail"] for e in job["history"])
+
+
+def test_a_job_never_draws_outside_the_period(world: World) -> None:
+    """A grant that starts tomorrow covers nothing today: the job waits, with the reason,
+    until the clock reaches the start; a grant that has expired covers nothing either,
+    until an extension."""
+    w = world
+    pa = make_project(w, "a", "alice")
+    resp = w.post(
+        "alice",
+        "/v1/allocations",
+        {
+            "project": pa,
+            "gpu_class": "h100",
+            "gpu_hours": 10.0,
+            "start_s": w.clock() + 86_400,
+            "end_s": w.clock() + 2 * 86_400,
+        },
+    )
+    alloc = resp.json()["id"]
+    w.post("lab-admin", f"/v1/allocations/{alloc}/endorse", {})
+    assert w.post("admin", f"/v1/allocations/{alloc}/approve", {}).json()["state"] == "approved"
+    j = submit(w, "alice", pa, H)
+    wait_for(lambda: "no active allocation" in (w.job(j)["reason"] or ""))
+    w.clock.jump(86_400)
+    wait_for(lambda: state_is(w, j, "running"))
+    w.env.executor.end(str(j))
+    wait_for(lambda: state_is(w, j, "completed"))
+    w.clock.jump(86_400)  # past the end
+    late = submit(w, "alice", pa, H)
+    wait_for(lambda: (w.job(late)["reason"] or "").startswith("allocation"))
+    assert w.get("alice", f"/v1/allocations/{alloc}").json()["state"] == "expired"
+    resp = w.post("admin", f"/v1/allocations/{alloc}/extend", {"end_s": w.clock() + 86_400})
+    assert resp.json()["state"] == "active"
+    wait_for(lambda: state_is(w, late, "running"))
+
+
+def test_revision_0003_downgrades_and_upgrades(db_url: str) -> None:
+    db = Database(db_url)
+    db.upgrade()
+    cfg = alembic_config()
+    with db.engine.connect() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0002")
+        conn.commit()
+    assert db.current_revision() == "0002"
+    db.upgrade()
+    assert db.current_revision() == "0003"
+    db.dispose()

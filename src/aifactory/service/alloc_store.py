@@ -339,17 +339,6 @@ def change_allocation(
         return changed
 
 
-def settle_all(
-    db: Database, project_ids: Sequence[int], *, now: float, rates: Mapping[str, float]
-) -> None:
-    """Record the moves that the clock and the balances make (active, exhausted, expired)."""
-    with db.write() as conn:
-        ledger, _ = ledger_for(conn, project_ids, rates)
-        for row, model in allocation_rows(conn, project_ids=project_ids):
-            settled = model.settle(now, ledger.balance(model.id)) if _granted(model) else model
-            _write_back(conn, int(row["id"]), model, settled)
-
-
 def _granted(model: Allocation) -> bool:
     return model.state in (
         AllocState.APPROVED,
