@@ -187,3 +187,13 @@ def test_balances_and_sums(
     charged = math.fsum(c.gpu_seconds for c in ledger.charges())
     assert charged == math.fsum(g * n for g, _, n, _ in runs)
     assert charged == pytest.approx(total)
+
+
+def test_a_copy_is_independent() -> None:
+    ledger = Ledger([grant(hours=2.0)])
+    ledger.charge("p", "h100", H, 0.0, H, key="j1:1")
+    what_if = ledger.copy()
+    what_if.charge("p", "h100", H, H, 2 * H, key="j2:1")
+    assert what_if.balance("a1") == pytest.approx(0.0)
+    assert ledger.balance("a1") == pytest.approx(H)
+    assert len(ledger.charges()) == 1

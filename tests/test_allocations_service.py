@@ -426,3 +426,30 @@ def test_revision_0003_downgrades_and_upgrades(db_url: str) -> None:
     db.upgrade()
     assert db.current_revision() == "0003"
     db.dispose()
+
+
+def test_jobs_admitted_together_cannot_overrun_together(world: World) -> None:
+    """Each job given to the scheduler reserves its GPUs x time limit until its charge is
+    written: of two jobs that each need the whole balance, one runs and one waits; when the
+    first ends early, the second starts on what is left."""
+    w = world
+    pa = make_project(w, "a", "alice")
+    grant(w, pa, 2.0)
+    first = submit(w, "alice", pa, H)
+    second = submit(w, "alice", pa, 2 * H)  # needs 2 GPU-h, with 1 reserved by the first
+    wait_for(lambda: state_is(w, first, "running"))
+    wait_for(lambda: (w.job(second)["reason"] or "").startswith("allocation"))
+    assert w.job(second)["state"] == "pending"
+    w.clock.jump(60)
+    w.env.executor.end(str(first))
+    wait_for(lambda: state_is(w, first, "completed"))
+    # 2 h - 60 s left: still not 2 h, so it keeps waiting (the charge was seen)
+    time.sleep(0.3)
+    assert w.job(second)["state"] == "pending"
+    assert "GPU-h of h100" in w.job(second)["reason"]
+    w.post("admin", f"/v1/allocations/{grant_id(w, pa)}/topup", {"gpu_hours": 0.1})
+    wait_for(lambda: state_is(w, second, "running"))
+
+
+def grant_id(w: World, project: int) -> int:
+    return int(w.get("admin", "/v1/allocations", project=project).json()[0]["id"])

@@ -120,6 +120,16 @@ class Ledger:
         acc = self._accounts[alloc_id]
         return acc.alloc.settle(now, self.balance(alloc_id)).state
 
+    def copy(self) -> Ledger:
+        """An independent ledger with the same allocations, balances and charges (what-if
+        charges on the copy leave this one as it is)."""
+        twin = Ledger((), self.rates)
+        twin._accounts = {
+            k: _Account(a.alloc, a.used, a.overrun) for k, a in self._accounts.items()
+        }
+        twin._charges = dict(self._charges)
+        return twin
+
     def replace(self, alloc: Allocation) -> None:
         """Put a changed allocation (topped up, extended, approved) in place of its old self;
         what was drawn from it stays."""

@@ -288,10 +288,18 @@ def ledger_for(
     """The ledger of some projects (their allocations, every charge replayed in the order
     the run intervals ended) and the charge rows."""
     ledger = Ledger([m for _, m in allocation_rows(conn, project_ids=project_ids)], rates)
+    return ledger, replay(conn, ledger, project_ids)
+
+
+def replay(
+    conn: Connection, ledger: Ledger, project_ids: Sequence[int], *, after_id: int = 0
+) -> list[RowMapping]:
+    """Charge ``ledger`` with the projects' charge rows of id above ``after_id``, in the
+    order their run intervals ended; the rows."""
     rows = list(
         conn.execute(
             select(charges)
-            .where(charges.c.project_id.in_(list(project_ids)))
+            .where(charges.c.project_id.in_(list(project_ids)), charges.c.id > after_id)
             .order_by(charges.c.end_s, charges.c.id)
         ).mappings()
     )
@@ -304,7 +312,21 @@ def ledger_for(
             c["end_s"],
             key=f"{c['job_id']}:{c['attempt']}",
         )
-    return ledger, rows
+    return rows
+
+
+def grants_version(conn: Connection, project_ids: Sequence[int]) -> tuple[Any, ...]:
+    """What a cached ledger of these projects depends on besides their charges: every
+    allocation's id, state, amount, period and overdraft switch."""
+    c = project_allocations.c
+    return tuple(
+        tuple(r)
+        for r in conn.execute(
+            select(c.id, c.state, c.gpu_hours, c.start_s, c.end_s, c.overdraft, c.gpu_class)
+            .where(c.project_id.in_(list(project_ids)))
+            .order_by(c.id)
+        )
+    )
 
 
 def gpu_seconds(charge: Mapping[Any, Any]) -> float:

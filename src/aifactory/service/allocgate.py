@@ -20,10 +20,10 @@ import logging
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import Connection, bindparam, insert, select, update
 
-from aifactory.allocations import Cover
-from aifactory.service.alloc_store import ledger_for
+from aifactory.allocations import Cover, Ledger
+from aifactory.service.alloc_store import grants_version, ledger_for, replay
 from aifactory.service.db import Database
 from aifactory.service.tables import job_events, jobs
 from aifactory.workload.job import JobState
@@ -47,12 +47,15 @@ class AllocationGate:
         self._held: dict[int, Row] = {}  # job id -> row, waiting on its allocation
         self._why: dict[int, str] = {}  # job id -> the reason last written to its row
         self._given: dict[int, tuple[str, str, float, float]] = {}  # id -> reservation
+        # (projects, their grants' version, last charge id replayed, ledger): see _ledger
+        self._cache: tuple[tuple[int, ...], tuple[Any, ...], int, Ledger] | None = None
 
     def reset(self) -> None:
         """Forget everything (the loop rebuilds from the database)."""
         self._held.clear()
         self._why.clear()
         self._given.clear()
+        self._cache = None
 
     @property
     def held(self) -> list[int]:
@@ -77,7 +80,7 @@ class AllocationGate:
         with self._db.read() as conn:
             pending = {int(r[0]) for r in conn.execute(_STILL_PENDING, {"ids": list(offered)})}
             projects = sorted({int(r["project_id"]) for r in offered.values()})
-            ledger, _ = ledger_for(conn, projects, self._rates)
+            ledger = self._ledger(conn, projects)
         for job_id in [j for j in offered if j not in pending]:  # cancelled meanwhile
             offered.pop(job_id)
             self._held.pop(job_id, None)
@@ -103,6 +106,28 @@ class AllocationGate:
             out.append(row)
         self._record(offered, held_now, overdraft, now)
         return sorted(out, key=lambda r: int(r["id"]))
+
+    def _ledger(self, conn: Connection, projects: list[int]) -> Ledger:
+        """A what-if copy of the projects' ledger, kept up to date incrementally.
+
+        Invariant: the cached ledger holds the projects' allocations as ``version`` reads
+        them and every charge row of id <= ``last``; charge rows are only ever appended,
+        by the leader's one thread as intervals end (so ids commit in order), and the rows
+        above ``last`` are all it lacks. A change of any allocation, or of the set of
+        projects, rebuilds it. (A full replay orders charges by end time; an incremental
+        one by arrival. The two can attribute a charge to a different one of several
+        eligible allocations, never a different total; a rebuild restores the order.)
+        """
+        version = grants_version(conn, projects)
+        cached = self._cache
+        if cached is None or cached[0] != tuple(projects) or cached[1] != version:
+            ledger, rows = ledger_for(conn, projects, self._rates)
+        else:
+            ledger = cached[3]
+            rows = replay(conn, ledger, projects, after_id=cached[2])
+        last = max([cached[2] if cached else 0, *(int(r["id"]) for r in rows)])
+        self._cache = (tuple(projects), version, last, ledger)
+        return ledger.copy()
 
     def _record(
         self,
