@@ -62,6 +62,19 @@ class AllocationGate:
         """Ids of the jobs held back now."""
         return sorted(self._held)
 
+    def reserve(self, rows: Iterable[Row]) -> None:
+        """Count running jobs taken over after a restart as given to the scheduler: each
+        of a project reserves its GPUs x time limit until its charge is written."""
+        for row in rows:
+            if row["project_id"] is not None and row["gpu_class"] is not None:
+                limit = float(row["time_limit_s"])
+                self._given[int(row["id"])] = (
+                    str(row["project_id"]),
+                    str(row["gpu_class"]),
+                    float(row["gpus"]) * limit,
+                    limit,
+                )
+
     def admit(self, rows: Iterable[Row], known: Collection[str], now: float) -> list[Row]:
         """The rows to give the scheduler now: every row without a project, and each row of
         a project that is covered; the others (and the held ones still not covered) stay

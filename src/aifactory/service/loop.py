@@ -290,6 +290,8 @@ class SchedulerLoop:
                 continue
             if back is not None:
                 requeued.append(back)
+        # Jobs that run on reserve their GPUs x time limit against their project again.
+        self._gate.reserve(r for r in rows if str(r["id"]) in self._known)
         pending = [r for r in rows if r["state"] == JobState.PENDING.value]
         self._admit_rows(sorted([*pending, *requeued], key=lambda r: int(r["id"])), now)
         # A submit still in flight at load time may commit later with an id below the
