@@ -144,6 +144,9 @@ def test_the_cycle_through_the_cli(as_role: Any, tmp_path: Path) -> None:
     assert frame["granted_gpu_hours"].to_list() == [150.0]
     assert pq.read_table(pq_path).column("idle").to_pylist() == [True]
     assert cli("alice", "alloc", "report").exit_code == 2
+    shown = ok(cli("admin", "alloc", "report")).stdout
+    assert "by tenant" in shown
+    assert "150.0" in shown
 
     # a second request, rejected by the tenant-admin before endorsement
     second = json.loads(

@@ -226,3 +226,19 @@ def report(
             "yes" if r["idle"] else "",
         )
     out.print(table)
+    out.print(tenant_totals(rows))
+
+
+def tenant_totals(rows: list[dict[str, Any]]) -> Table:
+    """Granted and used GPU-hours per tenant (consortium or applicant), idle grants."""
+    totals: dict[str, list[float]] = {}
+    for r in rows:
+        t = totals.setdefault(r["tenant"], [0.0, 0.0, 0.0])
+        t[0] += r["granted_gpu_hours"]
+        t[1] += r["used_gpu_hours"]
+        t[2] += 1.0 if r["idle"] else 0.0
+    table = Table("tenant", "granted h", "used h", "used", "idle grants", title="by tenant")
+    for tenant, (granted, used, idle) in sorted(totals.items()):
+        share = f"{100 * used / granted:.0f}%" if granted > 0 else "-"
+        table.add_row(tenant, f"{granted:.1f}", f"{used:.1f}", share, str(int(idle)))
+    return table
