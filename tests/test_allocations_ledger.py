@@ -197,3 +197,37 @@ def test_a_copy_is_independent() -> None:
     assert what_if.balance("a1") == pytest.approx(0.0)
     assert ledger.balance("a1") == pytest.approx(H)
     assert len(ledger.charges()) == 1
+
+
+ops = st.lists(
+    st.tuples(
+        st.sampled_from(["charge", "topup", "extend", "settle"]),
+        st.floats(0, 10, allow_nan=False),  # amount (hours) or time step (hours)
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(ops)
+def test_every_recorded_move_is_in_the_table(steps: list[tuple[str, float]]) -> None:
+    """Whatever top-ups, extensions, charges and clock steps happen, every move in the
+    history is an edge of the table, its entries are in time order, and the state is the
+    fixed point of the clock and the balance."""
+    ledger = Ledger([grant(hours=5.0, start=H, end=20 * H)])
+    now = 0.0
+    for op, x in steps:
+        a = ledger.allocation("a1").settle(now, ledger.balance("a1"))
+        if op == "charge":
+            ledger.charge("p", "h100", x * H, now, now + H)
+        elif op == "topup" and x >= 1e-6 and a.state.value in ("approved", "active", "exhausted"):
+            a = a.topup(x, who="admin", at=now)
+        elif op == "extend" and x * H >= 1.0:
+            a = a.extend(a.end_s + x * H, who="admin", at=now)
+        now += x * H if op == "settle" else 0.0
+        ledger.replace(a.settle(now, ledger.balance("a1")))
+    final = ledger.allocation("a1")
+    moves = [c for c in final.history if c.kind.value == "move"]
+    assert all((c.from_state, c.to_state) in TRANSITIONS for c in moves)
+    assert [c.at for c in final.history] == sorted(c.at for c in final.history)
+    assert final.due(now, ledger.balance("a1")) is None
