@@ -35,7 +35,7 @@ def test_migrations_match_the_tables_and_are_idempotent(db: Database) -> None:
     assert db.current_revision() is None
     db.upgrade()
     db.upgrade()
-    assert db.current_revision() == "0002"
+    assert db.current_revision() == "0003"
     with db.engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), metadata)
     assert diff == []
@@ -51,7 +51,7 @@ def test_0002_keeps_the_tokens_of_0001_and_counts_revocations(db: Database) -> N
                 token_hash="a" * 64, tenant="lab", role="member", note="", created_at=1.0
             )
         )
-    db.upgrade()
+    db.upgrade("0002")
     assert db.current_revision() == "0002"
     with db.read() as conn:
         assert conn.execute(sa.select(tokens.c.expires_at)).scalar_one() is None

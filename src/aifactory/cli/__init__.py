@@ -9,10 +9,12 @@ import typer
 from aifactory import __version__
 from aifactory.cli import (
     admin_cmd,
+    alloc_cmd,
     db_cmd,
     fleet_cmd,
     job_cmd,
     plan_cmd,
+    project_cmd,
     run_cmd,
     serve_cmd,
     simulate_cmd,
@@ -36,6 +38,8 @@ app.add_typer(workload_cmd.app, name="workload")
 app.add_typer(trace_cmd.app, name="trace")
 app.add_typer(job_cmd.app, name="job")
 app.command("quota")(job_cmd.quota)
+app.add_typer(project_cmd.app, name="project")
+app.add_typer(alloc_cmd.app, name="alloc")
 app.command("serve")(serve_cmd.serve)
 app.add_typer(admin_cmd.app, name="admin")
 app.add_typer(db_cmd.app, name="db")

@@ -84,6 +84,10 @@ def submit(
     idempotency_key: Annotated[
         str | None, typer.Option("--idempotency-key", help="Retry-safe key; default random.")
     ] = None,
+    project: Annotated[
+        int | None,
+        typer.Option("--project", min=1, help="Project id to charge (needs --gpu-class)."),
+    ] = None,
     as_json: Json = False,
 ) -> None:
     """Submit a job."""
@@ -97,6 +101,7 @@ def submit(
         "preemptible": preemptible,
         "checkpoint_interval_s": checkpoint_interval,
         "tenant": tenant,
+        "project": project,
     }
     with client() as api:
         job = api.submit(body, idempotency_key)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -60,6 +60,21 @@ def train_cmd(  # keyword-only: Typer passes options by name
         int | None,
         typer.Option(help="Also run the campaign through the twin with failures, N seeds."),
     ] = None,
+    request: Annotated[
+        int | None,
+        typer.Option(
+            "--request",
+            min=1,
+            help="Also ask the control plane for the plan's GPU-hours for this project (id).",
+        ),
+    ] = None,
+    request_class: Annotated[
+        str | None,
+        typer.Option("--request-class", help="GPU class of the request; default --gpu."),
+    ] = None,
+    justification: Annotated[
+        str, typer.Option("--justification", help="Why, for the request.")
+    ] = "",
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
 ) -> None:
     """Plan a pre-training run: time, interruptions, checkpoints, ETTR and energy.
@@ -95,15 +110,50 @@ def train_cmd(  # keyword-only: Typer passes options by name
         from aifactory.twin.campaign import simulate_training  # noqa: PLC0415 (loads the twin only when asked)
 
         campaign = simulate_training(plan, model, simulate)
+    asked = None
+    if request is not None:
+        why = (
+            f"plan train: {params:g} params, {tokens:g} tokens on {plan.gpus} x {gpu}, "
+            f"{plan.gpu_hours:.6g} GPU-h" + (f"; {justification}" if justification else "")
+        )
+        asked = request_allocation(request, request_class or gpu, plan.gpu_hours, why)
     if as_json:
         data = plan.model_dump(mode="json")
         if campaign is not None:
             data["simulation"] = campaign.model_dump(mode="json")
+        if asked is not None:
+            data["request"] = asked
         print_json(data)
         return
     render_plan(plan)
     if campaign is not None:
         render_campaign(campaign)
+    if asked is not None:
+        out.print(
+            f"allocation {asked['id']} requested: {asked['gpu_hours']:.6g} GPU-h ({asked['state']})"
+        )
+
+
+def request_allocation(
+    project: int, gpu_class: str, gpu_hours: float, justification: str
+) -> dict[str, Any]:
+    """Ask the control plane for ``gpu_hours`` for ``project``, the planner's estimate."""
+    from aifactory.cli.alloc_cmd import request_body  # noqa: PLC0415 (only with --request)
+    from aifactory.cli.job_cmd import client  # noqa: PLC0415
+
+    body = request_body(
+        project,
+        gpu_hours,
+        gpu_class=gpu_class,
+        start=None,
+        end=None,
+        justification=justification[:2000],
+        estimate=gpu_hours,
+        overdraft=False,
+    )
+    with client() as api:
+        got: dict[str, Any] = api.request("POST", "/v1/allocations", body=body)
+    return got
 
 
 def _option_named(problem: str) -> str:

@@ -191,6 +191,21 @@ class Service:
                 headers={"Retry-After": retry_after(PENDING_RETRY_AFTER_S)},
             )
 
+    def check_project(self, who: Principal, project_id: int, tenant: str) -> None:
+        """Refuse (422 naming ``project``) a job charged to a project the caller may not
+        charge (members of project A cannot charge project B) or of another tenant."""
+        from aifactory.service.alloc_store import NotFoundError, project_row  # noqa: PLC0415
+
+        with self.db.read() as conn:
+            try:
+                row = project_row(conn, project_id)
+            except NotFoundError:
+                row = None
+        if row is None or not who.can_see_project(row["tenant"], row["members"]):
+            raise FieldError("project", f"no project {project_id} that this token may charge")
+        if row["tenant"] != tenant:
+            raise FieldError("project", f"project {project_id} is not of tenant '{tenant}'")
+
     def quota_table(self) -> list[dict[str, Any]]:
         """The quota table of a scheduler forked off the database (cached briefly)."""
         with self._fork_lock:
@@ -401,6 +416,10 @@ def create_app(service: Service) -> FastAPI:
             raise FieldError(
                 "time_limit_s", f"{body.time_limit_s:g} s is more than the maximum, {longest:g} s"
             )
+        if body.project is not None:
+            if body.gpu_class is None:
+                raise FieldError("gpu_class", "required with project (charges are per GPU class)")
+            await run_in_threadpool(service.check_project, who, body.project, tenant)
         await service.admit(tenant)
         item = SubmitRequest(body, tenant, who.token_id, service.clock(), idempotency_key)
         try:
@@ -665,6 +684,13 @@ def create_app(service: Service) -> FastAPI:
             raise HTTPException(404, f"token {token_id}: not found")
         service.auth.invalidate()  # this replica at once; the others within CACHE_TTL_S
         return Response(status_code=204)
+
+    # Projects and allocations (issue #19): routers of their own, imported here because
+    # they depend on this module's ``Caller``.
+    from aifactory.service.routers import allocations, projects  # noqa: PLC0415
+
+    app.include_router(projects.router)
+    app.include_router(allocations.router)
 
     def openapi() -> dict[str, Any]:
         """The generated schema, with this fleet's tenants and GPU classes as enums: the

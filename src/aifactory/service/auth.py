@@ -10,6 +10,10 @@ Roles (what each may do is decided in :mod:`aifactory.service.api`):
 - ``tenant-admin``: the same, and manages its tenant's tokens;
 - ``admin``: everything, on every tenant.
 
+Projects (issue #19): a member token sees and charges only the projects that name it as a
+member; a tenant-admin, every project of its tenant (and endorses their requests); an
+admin (the platform) approves, rejects, tops up and extends allocations.
+
 A token may carry an expiry (``expires_at``), after which it is refused like a revoked one.
 Revocation reaches every replica through the database: each revocation increments a
 counter row in the same transaction, and each replica reads that counter at most every
@@ -21,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -63,6 +67,15 @@ class Principal:
     def can_act_on(self, tenant: str) -> bool:
         """Whether this caller may see or change jobs of ``tenant``."""
         return self.role is Role.ADMIN or self.tenant == tenant
+
+    def can_see_project(self, tenant: str, members: Collection[int]) -> bool:
+        """Whether this caller may see (and charge) a project of ``tenant``: an admin, the
+        tenant's tenant-admins, and the member tokens named in ``members`` (issue #19)."""
+        if self.role is Role.ADMIN:
+            return True
+        if self.tenant != tenant:
+            return False
+        return self.role is Role.TENANT_ADMIN or self.token_id in members
 
 
 def hash_token(token: str) -> str:

@@ -34,18 +34,20 @@ WITH src AS MATERIALIZED (
         CAST(:time_limit_s AS float8[]), CAST(:priority_class AS text[]),
         CAST(:preemptible AS bool[]), CAST(:checkpoint_interval_s AS float8[]),
         CAST(:submitted_at AS float8[]), CAST(:idempotency_key AS text[]),
-        CAST(:request_hash AS text[]), CAST(:token_id AS bigint[])
+        CAST(:request_hash AS text[]), CAST(:token_id AS bigint[]),
+        CAST(:project_id AS bigint[])
     ) AS u(ord, tenant, name, gpus, gpu_class, command, time_limit_s, priority_class,
            preemptible, checkpoint_interval_s, submitted_at, idempotency_key,
-           request_hash, token_id)
+           request_hash, token_id, project_id)
 ),
 ins AS (
     INSERT INTO jobs (id, tenant, name, gpus, gpu_class, command, time_limit_s,
                       priority_class, preemptible, checkpoint_interval_s, state,
-                      submitted_at, attempts, idempotency_key, request_hash, token_id)
+                      submitted_at, attempts, idempotency_key, request_hash, token_id,
+                      project_id)
     SELECT id, tenant, name, gpus, gpu_class, command, time_limit_s, priority_class,
            preemptible, checkpoint_interval_s, :pending, submitted_at, 0,
-           idempotency_key, request_hash, token_id
+           idempotency_key, request_hash, token_id, project_id
     FROM src ORDER BY ord
     ON CONFLICT (tenant, idempotency_key) DO NOTHING
     RETURNING id, submitted_at
@@ -73,6 +75,7 @@ _SUBMIT_COLUMNS = (
     "idempotency_key",
     "request_hash",
     "token_id",
+    "project_id",
 )
 
 

@@ -146,6 +146,18 @@ class ApiClient:
         got: dict[str, Any] = self._call("GET", f"/v1/jobs/{job_id}/forecast")
         return got
 
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: dict[str, Any] | None = None,
+        params: dict[str, Any] | None = None,
+    ) -> Any:
+        """Any other call (projects, allocations): the decoded JSON answer."""
+        clean = {k: v for k, v in (params or {}).items() if v is not None}
+        return self._call(method, path, json=body, params=clean or None)
+
     def quotas(self) -> list[dict[str, Any]]:
         """Quota rows visible to the caller."""
         got: list[dict[str, Any]] = self._call("GET", "/v1/quotas")

@@ -6,17 +6,28 @@ allocation rows, each inside the caller's transaction.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, Table, bindparam, delete, insert, select, update
+from sqlalchemy import (
+    Connection,
+    RowMapping,
+    Table,
+    and_,
+    bindparam,
+    delete,
+    exists,
+    insert,
+    select,
+    update,
+)
 
 from aifactory.scheduler.scheduler import Scheduler
 from aifactory.service import bulk_pg
 from aifactory.service.executors.base import NodeSlice, RunState, Status, describe_nodes
 from aifactory.service.schemas import PRIORITY_VALUE, PriorityClass
-from aifactory.service.tables import allocations, cancel_requests, job_events, jobs
+from aifactory.service.tables import allocations, cancel_requests, charges, job_events, jobs
 from aifactory.workload.job import Job, JobState
 
 PlacementList = list[tuple[str, tuple[int, ...]]]
@@ -38,6 +49,8 @@ PENDING_ABOVE = (
         jobs.c.checkpoint_interval_s,
         jobs.c.command,
         jobs.c.attempts,
+        jobs.c.project_id,
+        jobs.c.reason,
     )
     .where(jobs.c.state == JobState.PENDING.value, jobs.c.id > bindparam("floor"))
     .order_by(jobs.c.id)
@@ -59,6 +72,30 @@ START_ONE = (
         attempts=jobs.c.attempts + 1,
     )
 )
+# The charge of a run interval that ends now (issue #19): one row per (job, attempt), from
+# the row's recorded start to ``b_end``, written only while the row is still running and
+# in the transaction that ends the interval, so that the charge and the end commit (or
+# are lost to a crash) together; the NOT EXISTS and the unique key make a replay a no-op.
+# Jobs of no project (or of no class) are not charged.
+CHARGE_INTERVAL = insert(charges).from_select(
+    ["job_id", "attempt", "project_id", "gpu_class", "gpus", "start_s", "end_s"],
+    select(
+        jobs.c.id,
+        jobs.c.attempts,
+        jobs.c.project_id,
+        jobs.c.gpu_class,
+        jobs.c.gpus,
+        jobs.c.started_at,
+        bindparam("b_end", type_=jobs.c.started_at.type),
+    ).where(
+        jobs.c.id == bindparam("b_id"),
+        jobs.c.state == JobState.RUNNING.value,
+        jobs.c.project_id.is_not(None),
+        jobs.c.gpu_class.is_not(None),
+        jobs.c.started_at.is_not(None),
+        ~exists().where(and_(charges.c.job_id == jobs.c.id, charges.c.attempt == jobs.c.attempts)),
+    ),
+)
 SET_HANDLE = update(jobs).where(jobs.c.id == bindparam("b_id")).values(handle=bindparam("b_handle"))
 
 
@@ -73,7 +110,7 @@ def live_jobs(conn: Connection) -> list[RowMapping]:
     )
 
 
-def to_job(row: RowMapping) -> Job:
+def to_job(row: Mapping[Any, Any]) -> Job:
     """The scheduler's view of a job row; the time limit is also the runtime estimate."""
     return Job(
         str(row["id"]),
@@ -127,6 +164,8 @@ def end_row(
         code = status.exit_code if status is not None else None
         reason = f"exited with status {code}" if code is not None else "failed"
     detail = reason or state.value
+    if expect is JobState.RUNNING:
+        conn.execute(CHARGE_INTERVAL, {"b_id": job_id, "b_end": now})
     done = conn.execute(
         update(jobs)
         .where(jobs.c.id == job_id, jobs.c.state == expect.value)
@@ -147,7 +186,9 @@ def end_row(
 def requeue_row(
     conn: Connection, job_id: int, now: float, why: str, *, preempted: bool = False
 ) -> None:
-    """Running -> preempted -> pending (the transition table has no shortcut), GPUs freed."""
+    """Running -> preempted -> pending (the transition table has no shortcut), GPUs freed;
+    the run interval that ends is charged (time lost to preemption included, as Slurm does)."""
+    conn.execute(CHARGE_INTERVAL, {"b_id": job_id, "b_end": now})
     conn.execute(
         update(jobs)
         .where(jobs.c.id == job_id)

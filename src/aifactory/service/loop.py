@@ -39,17 +39,20 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Connection, RowMapping, delete, select
 
+from aifactory.allocations import B200_TFLOPS
 from aifactory.fleet.topology import Topology
 from aifactory.scheduler.config import BackfillMode, SchedulerConfig
 from aifactory.scheduler.records import Interruption
 from aifactory.scheduler.scheduler import Scheduler
 from aifactory.service import bulk_pg
+from aifactory.service.allocgate import AllocationGate
 from aifactory.service.db import Database
 from aifactory.service.executors.base import (
     Executor,
@@ -190,6 +193,14 @@ class SchedulerLoop:
         self._max_id = 0
         self._last_poll = 0.0
         self._logs = Path(settings.data_dir) / "logs"
+        # Jobs of projects wait here until their allocation covers them (issue #19).
+        self._gate = AllocationGate(
+            db,
+            {
+                c: m.bf16_tflops / B200_TFLOPS
+                for c, m in zip(topo.classes, topo.class_model, strict=True)
+            },
+        )
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -254,6 +265,7 @@ class SchedulerLoop:
         """The scheduler and the tracked jobs, from the database and the executor."""
         self._sched = new_scheduler(self.topo, self.settings)
         self._known = {}
+        self._gate.reset()
         self._marks.clear()
         with self.db.read() as conn:
             # The high-water mark first, then the live jobs: under PostgreSQL's READ
@@ -278,6 +290,8 @@ class SchedulerLoop:
                 continue
             if back is not None:
                 requeued.append(back)
+        # Jobs that run on reserve their GPUs x time limit against their project again.
+        self._gate.reserve(r for r in rows if str(r["id"]) in self._known)
         pending = [r for r in rows if r["state"] == JobState.PENDING.value]
         self._admit_rows(sorted([*pending, *requeued], key=lambda r: int(r["id"])), now)
         # A submit still in flight at load time may commit later with an id below the
@@ -491,17 +505,20 @@ class SchedulerLoop:
         fresh = [r for r in rows if str(r["id"]) not in self._known]
         if fresh:
             self._max_id = max(self._max_id, *(int(r["id"]) for r in fresh))
+        if fresh or self._gate.held:
             self._admit_rows(fresh, now)
         self._mark(now)
         if cancels:
             self._cancel(cancels, now)
 
-    def _admit_rows(self, rows: Iterable[RowMapping], now: float) -> None:
+    def _admit_rows(self, rows: Iterable[Mapping[Any, Any]], now: float) -> None:
         """Hand pending rows to the scheduler; fail at once those that can never run or
-        that the scheduler refuses (a bad field is that job's failure, not the cycle's)."""
+        that the scheduler refuses (a bad field is that job's failure, not the cycle's).
+        Rows of projects whose allocation cannot cover them are held back by the gate,
+        which offers them again on every cycle (see :mod:`.allocgate`)."""
         assert self._sched is not None
         rejected: list[tuple[int, str]] = []
-        for row in rows:
+        for row in self._gate.admit(rows, self._known, now):
             try:
                 job = to_job(row)
                 reason = self._sched.submit(job, now)

@@ -21,6 +21,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated
 
+from annotated_types import Ge, Le
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 from pydantic_core import PydanticCustomError
 
@@ -55,6 +56,12 @@ def _json_number(value: object) -> object:
 
 # An integer as JSON Schema has it: a number with no fraction (8 or 8.0), never "8" or true.
 JsonInt = Annotated[int, BeforeValidator(_json_number)]
+# An id as a JSON integer where it is nested (a list item, an optional field): there the
+# OpenAPI model holds bounds as floats, and float(2^63 - 1) is 2^63, past int64; so the
+# bound is 2^53 - 1 (the largest integer a float, and the dashboard's JavaScript, holds
+# exactly). The bounds come before the validator so the JSON schema shows them.
+MAX_NESTED_ID = 2**53 - 1
+JsonId = Annotated[int, Ge(1), Le(MAX_NESTED_ID), BeforeValidator(_json_number)]
 Name = Annotated[str, bounded_text(128, min_length=1)]
 ShortName = Annotated[str, bounded_text(64, min_length=1)]
 
@@ -110,6 +117,11 @@ class JobSubmit(BaseModel):
     tenant: ShortName | None = Field(
         default=None, description="Tenant to submit as; default the token's."
     )
+    project: JsonId | None = Field(
+        default=None,
+        description="Project (id) whose GPU-hour allocation the job is charged to; needs a "
+        "gpu_class, and the token must be a member of the project. null: no project.",
+    )
 
 
 class PlacementPart(BaseModel):
@@ -148,6 +160,7 @@ class JobView(BaseModel):
     reason: str | None
     placement: list[PlacementPart]
     attempts: int
+    project: int | None = None
     cancel_requested: bool = False
 
 

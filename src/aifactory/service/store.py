@@ -58,6 +58,7 @@ def job_values(
         "idempotency_key": idempotency_key,
         "request_hash": request_hash(req, tenant),
         "token_id": token_id,
+        "project_id": req.project,
     }
 
 
@@ -224,6 +225,7 @@ def to_view(row: Mapping[Any, Any], *, cancel_requested: bool = False) -> JobVie
         reason=row["reason"],
         placement=placement,
         attempts=row["attempts"],
+        project=row.get("project_id"),
         cancel_requested=cancel_requested,
     )
 

@@ -79,6 +79,7 @@ jobs = Table(
     Column("idempotency_key", String(128), nullable=True),
     Column("request_hash", String(64), nullable=True),
     Column("token_id", _ID, nullable=True),
+    Column("project_id", _ID, nullable=True),  # charged to this project (revision 0003)
     UniqueConstraint("tenant", "idempotency_key", name="uq_jobs_tenant_idempotency_key"),
 )
 Index("ix_jobs_state_id", jobs.c.state, jobs.c.id)
@@ -115,3 +116,89 @@ cancel_requests = Table(
     Column("job_id", _ID, ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True),
     Column("requested_at", Float, nullable=False),
 )
+
+# -- GPU-hour allocations (revision 0003, issue #19) ---------------------------------------
+# Projects of a tenant apply for GPU-hours; ``project_allocations`` are their grants (named
+# so as not to clash with ``allocations``, the GPU rows above), ``allocation_changes`` the
+# history of each (who, when, what), and ``charges`` one row per run interval of a job of a
+# project: the (job, attempt) key is unique, and the row is written in the transaction
+# that ends the interval, so a crash neither loses nor doubles a charge.
+projects = Table(
+    "projects",
+    metadata,
+    Column("id", _ID, primary_key=True, autoincrement=True),
+    Column("name", String(64), nullable=False, unique=True),
+    Column("tenant", String(64), nullable=False),
+    Column("title", String(200), nullable=False, default=""),
+    Column("pi", String(128), nullable=False, default=""),
+    Column("start_s", Float, nullable=False),
+    Column("end_s", Float, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("created_by", _ID, nullable=True),  # the token that made it
+)
+Index("ix_projects_tenant", projects.c.tenant)
+
+project_members = Table(
+    "project_members",
+    metadata,
+    Column("project_id", _ID, ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True),
+    Column("token_id", _ID, primary_key=True),
+)
+Index("ix_project_members_token", project_members.c.token_id)
+
+project_allocations = Table(
+    "project_allocations",
+    metadata,
+    Column("id", _ID, primary_key=True, autoincrement=True),
+    Column("project_id", _ID, ForeignKey("projects.id", ondelete="CASCADE"), nullable=False),
+    Column("gpu_class", String(64), nullable=True),  # null: B200-equivalent hours
+    Column("gpu_hours", Float, nullable=False),  # asked, then granted (top-ups included)
+    Column("requested_gpu_hours", Float, nullable=False),
+    Column("estimate_gpu_hours", Float, nullable=True),  # the planner's, if made from a plan
+    Column("state", String(16), nullable=False),
+    Column("overdraft", Boolean, nullable=False, default=False),
+    Column("start_s", Float, nullable=False),
+    Column("end_s", Float, nullable=False),
+    Column("justification", Text, nullable=False, default=""),
+    Column("created_at", Float, nullable=False),
+    Column("requested_by", _ID, nullable=True),
+)
+Index("ix_project_allocations_project", project_allocations.c.project_id)
+
+allocation_changes = Table(
+    "allocation_changes",
+    metadata,
+    Column("id", _ID, primary_key=True, autoincrement=True),
+    Column(
+        "allocation_id",
+        _ID,
+        ForeignKey("project_allocations.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("at", Float, nullable=False),
+    Column("who", String(128), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("from_state", String(16), nullable=False),
+    Column("to_state", String(16), nullable=False),
+    Column("detail", Text, nullable=False, default=""),
+    Column("delta_gpu_hours", Float, nullable=False, default=0.0),
+    Column("end_s", Float, nullable=True),
+)
+Index(
+    "ix_allocation_changes_allocation", allocation_changes.c.allocation_id, allocation_changes.c.id
+)
+
+charges = Table(
+    "charges",
+    metadata,
+    Column("id", _ID, primary_key=True, autoincrement=True),
+    Column("job_id", _ID, ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("project_id", _ID, nullable=False),
+    Column("gpu_class", String(64), nullable=False),
+    Column("gpus", Integer, nullable=False),
+    Column("start_s", Float, nullable=False),
+    Column("end_s", Float, nullable=False),
+    UniqueConstraint("job_id", "attempt", name="uq_charges_job_attempt"),
+)
+Index("ix_charges_project_end", charges.c.project_id, charges.c.end_s)
