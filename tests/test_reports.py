@@ -32,6 +32,7 @@ from aifactory.reports.results import (
     JOBS_SCHEMA,
     SIZE_CLASSES,
     TIMESERIES_STEP_S,
+    WAIT_REASONS,
     ResultSchemaError,
     busy_column,
     cdf_points,
@@ -62,6 +63,12 @@ class Run:
 
 def _nullable(values: np.ndarray[Any, Any]) -> pa.Array:
     return pa.array(values, type=pa.float64(), mask=~np.isfinite(values))
+
+
+def queue_share(reason: str, queue: np.ndarray[Any, Any]) -> pa.Array:
+    """A made-up split of each job's queueing time over the reasons (capacity most)."""
+    share = {"priority": 0.1, "quota": 0.2, "capacity": 0.6, "reservation": 0.1}[reason]
+    return pa.array(np.where(np.isnan(queue), 0.0, queue * share), pa.float64())
 
 
 def make_run(
@@ -110,6 +117,8 @@ def make_run(
             "gpu_hours": gpu_hours,
             "gpu_hours_lost_preemption": gpu_hours * 0.02 * preempt,
             "gpu_hours_lost_failure": np.where(state == "failed", gpu_hours * 0.5, 0.0),
+            **{f"wait_{r}_s": queue_share(r, start - submit) for r in WAIT_REASONS},
+            "pending_reason": pa.nulls(n, pa.string()),
         },
         schema=JOBS_SCHEMA,
     )

@@ -182,7 +182,13 @@ def tenant_rows(summary: Mapping[str, Any], jobs: pl.DataFrame) -> list[TenantRo
                 if is_number(rec.get(src)):
                     setattr(row, dst, float(rec[src]))
             known = {"jobs", "avg_jct_s", "avg_queue_s", "gpu_hours", "quota_gpus"}
-            row.extra.update({k: v for k, v in rec.items() if k not in known})
+            for k, v in rec.items():
+                if k in known:
+                    continue
+                if isinstance(v, Mapping):  # e.g. wait hours by reason: a column each
+                    row.extra.update({f"{k}: {sub}": x for sub, x in v.items()})
+                else:
+                    row.extra[k] = v
     for name, q in quota_of(summary).items():
         rows.setdefault(name, TenantRow(name=name)).quota_gpus = q
     return sorted(rows.values(), key=lambda r: (-(r.gpu_hours or 0.0), r.name))

@@ -65,6 +65,10 @@ class PlacementLevel(StrEnum):
     NONE = ""
 
 
+# The scheduler's reasons a pending job waits (aifactory.scheduler.records.Waiting, named
+# here so that reading results imports no scheduler).
+WAIT_REASONS = ("priority", "quota", "capacity", "reservation")
+
 JOBS_SCHEMA = pa.schema(
     [
         pa.field("job_id", pa.string(), nullable=False),
@@ -85,6 +89,11 @@ JOBS_SCHEMA = pa.schema(
         pa.field("gpu_hours", pa.float64(), nullable=False),
         pa.field("gpu_hours_lost_preemption", pa.float64(), nullable=False),
         pa.field("gpu_hours_lost_failure", pa.float64(), nullable=False),
+        # Why each job waited (seconds per reason, as the scheduler saw it; see
+        # aifactory.scheduler.records.Waiting), and why a job pending at the end waits.
+        # Nullable: results written before these columns read as unknown.
+        *(pa.field(f"wait_{r}_s", pa.float64(), nullable=True) for r in WAIT_REASONS),
+        pa.field("pending_reason", pa.string(), nullable=True),
     ]
 )
 
@@ -155,11 +164,14 @@ def _as_arrow(frame: Frame) -> pa.Table:
 
 def _conform(table: pa.Table, schema: pa.Schema, what: str) -> pa.Table:
     """Select and cast ``table`` to ``schema``; a clear error names what does not fit."""
-    missing = [f.name for f in schema if f.name not in table.column_names]
+    missing = [f.name for f in schema if f.name not in table.column_names and not f.nullable]
     if missing:
         raise ResultSchemaError(what, f"missing column(s) {', '.join(missing)}")
     columns = []
     for field in schema:
+        if field.name not in table.column_names:  # a nullable column added since: unknown
+            columns.append(pa.nulls(table.num_rows, field.type))
+            continue
         col = table.column(field.name)
         if pa.types.is_dictionary(col.type):
             col = col.cast(col.type.value_type)

@@ -30,7 +30,15 @@ from aifactory.heap import push as head_push
 from aifactory.scheduler.placement import find_placement
 from aifactory.scheduler.policies import TenantUsage
 from aifactory.scheduler.queue import key_pair, row_first
-from aifactory.scheduler.records import PREEMPTED_FOR, CycleResult, PassContext, Reservation
+from aifactory.scheduler.records import (
+    PREEMPTED_FOR,
+    WAIT_CAPACITY,
+    WAIT_QUOTA,
+    WAIT_RESERVATION,
+    CycleResult,
+    PassContext,
+    Reservation,
+)
 from aifactory.scheduler.seat import Seat
 from aifactory.scheduler.state import INF, SchedulerState
 from aifactory.workload.job import PENDING
@@ -341,6 +349,8 @@ class Cycle(SchedulerState):
         # Classes without enough free GPUs first (a plain loop, and the job's own tuple
         # kept when none is ruled out: this runs for every job tried).
         ruled_out = False
+        turned = False  # a reservation turned it away in some class
+        short = False  # its quota fits in some class that lacks a placement for it
         for c in all_classes:
             if gpus > class_free[c]:
                 ruled_out = True
@@ -363,6 +373,7 @@ class Cycle(SchedulerState):
             resv = ctx.reservations.get(c)
             if resv is not None and not self.backfill.fits(seat, resv, now, commit=False):
                 self.shortcuts.close(seat, c)
+                turned = True
                 continue
             fit_key = c << 1 | (1 if seat.cross else 0)
             if gpus >= no_fit.get(fit_key, INF):
@@ -375,6 +386,7 @@ class Cycle(SchedulerState):
                     no_fit[fit_key] = min(gpus, no_fit.get(fit_key, INF))
                 if blocked is None or c < blocked:
                     blocked = c  # the first class short of GPUs, whatever order they were tried in
+                short = True
                 continue
             if resv is not None:
                 if resv.holder == seat.index:
@@ -413,6 +425,22 @@ class Cycle(SchedulerState):
             # Blocked for GPUs, not by others' quota: as GPUs free up (the tenant's own
             # running jobs included) the job can start, so it holds the reservation.
             ctx.reservations[blocked] = self.backfill.reserve(seat, blocked, self.seats, now)
+        # Why it waits: short of GPUs where its quota fits (it starts once they free up),
+        # before turned away by a reservation, before its quota.
+        if short or (ruled_out and self._quota_fits_where_short(seat)):
+            self._waits(seat, WAIT_CAPACITY, now)
+        elif turned:
+            self._waits(seat, WAIT_RESERVATION, now)
+        else:
+            self._waits(seat, WAIT_QUOTA, now)
+        return False
+
+    def _quota_fits_where_short(self, seat: Seat) -> bool:
+        """Whether the job's quota fits in a class that has too few free GPUs for it."""
+        class_free = self.cs.class_free
+        for c in self._classes(seat):
+            if seat.gpus > class_free[c] and self.quota.fits(seat.tix, c, seat.gpus):
+                return True
         return False
 
     # ================================================================ preemption

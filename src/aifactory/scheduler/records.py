@@ -24,6 +24,21 @@ class Interruption(StrEnum):
     NOT_STARTED = "not-started"  # its attempt never ran (a lost launch): counted as neither
 
 
+class Waiting(StrEnum):
+    """Why a pending job waits, as of the last pass that looked at it (Slurm's squeue
+    REASON column, Kueue's admission conditions)."""
+
+    PRIORITY = "priority"  # not tried since it was queued: jobs ahead of it go first
+    QUOTA = "quota"  # its tenant's quota (or a parent's, or its cohort's) has no room
+    CAPACITY = "capacity"  # not enough free GPUs, or no placement for the gang
+    RESERVATION = "reservation"  # it would delay the reservation of a job ahead of it
+
+
+WAIT_PRIORITY: Final = Waiting.PRIORITY
+WAIT_QUOTA: Final = Waiting.QUOTA
+WAIT_CAPACITY: Final = Waiting.CAPACITY
+WAIT_RESERVATION: Final = Waiting.RESERVATION
+
 PREEMPTED_FOR: Final = Interruption.PREEMPTED
 FAILED_RUN: Final = Interruption.FAILED
 NOT_STARTED: Final = Interruption.NOT_STARTED

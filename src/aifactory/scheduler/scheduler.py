@@ -83,7 +83,7 @@ class Scheduler(Cycle):
             self.rejected[reason.split(":", 1)[0]] += 1
             self._refused.append((job, reason))
             return reason
-        self._enqueue(seat, push=False)
+        self._enqueue(seat, now, push=False)
         return None
 
     def _never_runs(self, seat: Seat) -> str | None:
@@ -193,7 +193,9 @@ class Scheduler(Cycle):
         if job.state is RUNNING:
             self._stop(self._seat(job), now)
         elif job.state is PENDING:
-            self.pending.remove(self._seat(job))
+            seat = self._seat(job)
+            self.pending.remove(seat)
+            self._stop_waiting(seat, now)
         job.move(CANCELLED, now)
         job.end_s = now
         self.held.pop(job.id, None)
@@ -276,6 +278,28 @@ class Scheduler(Cycle):
     def running_jobs(self) -> list[Job]:
         """Every running job, in the order this scheduler took them."""
         return [seat.job for seat in self.running.seats()]
+
+    def pending_reason(self, job: Job) -> str | None:
+        """Why a pending job waits, as of the last pass that looked at it (``priority``,
+        ``quota``, ``capacity``, ``reservation``; see
+        :class:`~aifactory.scheduler.records.Waiting`); None for a job not pending here."""
+        seat = self.held.get(job.id)
+        if seat is None or seat.job is not job or seat.reason is None:
+            return None
+        return seat.reason.value
+
+    def wait_times(self, now: float) -> dict[str, dict[str, float]]:
+        """Seconds each job waited for each reason, by job id (jobs that never waited are
+        left out; a job pending now counts its current reason up to ``now``)."""
+        out: dict[str, dict[str, float]] = {}
+        for seat in self.seats:
+            waited = dict(seat.waited) if seat.waited is not None else {}
+            reason = seat.reason
+            if reason is not None and now > seat.reason_s:
+                waited[reason.value] = waited.get(reason.value, 0.0) + (now - seat.reason_s)
+            if waited:
+                out[seat.job.id] = {str(k): v for k, v in waited.items()}
+        return out
 
     def expected_end(self, job: Job) -> float:
         """When the current run of a running job is expected to end (from its estimate:

@@ -20,6 +20,7 @@ after construction), and the copy saves a second object's read on the per-job pa
 
 from __future__ import annotations
 
+from aifactory.scheduler.records import Waiting
 from aifactory.workload.job import Job
 
 
@@ -40,12 +41,15 @@ class Seat:
         "preemptible",
         "priority",
         "qseq",
+        "reason",
+        "reason_s",
         "resv_epoch",
         "resv_mask",
         "rpos",
         "run_class",
         "run_epoch",
         "tix",
+        "waited",
     )
 
     def __init__(self, job: Job, index: int, tix: int) -> None:
@@ -73,6 +77,11 @@ class Seat:
         # several nodes): releasing a one-node job reads no list.
         self.pnode = -1
         self.pmask = 0
+        # Why it waits (while pending), since when, and the seconds it waited for each
+        # earlier reason (made only for a job that waited at all).
+        self.reason: Waiting | None = None
+        self.reason_s = 0.0
+        self.waited: dict[str, float] | None = None
 
     def __repr__(self) -> str:
         return f"Seat({self.job.id!r}, index={self.index})"

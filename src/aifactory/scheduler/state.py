@@ -39,10 +39,12 @@ from aifactory.scheduler.quota import QuotaBook
 from aifactory.scheduler.records import (
     FAILED_RUN,
     NOT_STARTED,
+    WAIT_PRIORITY,
     CycleResult,
     Interruption,
     PassContext,
     Reservation,
+    Waiting,
 )
 from aifactory.scheduler.running import Running
 from aifactory.scheduler.seat import Seat
@@ -184,11 +186,39 @@ class SchedulerState:
         seat.classes = got
         return got
 
-    def _enqueue(self, seat: Seat, *, push: bool = True) -> None:
+    def _enqueue(self, seat: Seat, now: float, *, push: bool = True) -> None:
         """Make a job pending; the next pass is due. A new submit is not pushed on its
-        tenant's queue yet (see :mod:`aifactory.scheduler.pending`)."""
+        tenant's queue yet (see :mod:`aifactory.scheduler.pending`). Until a pass tries
+        it, it waits for the jobs ahead of it (``priority``)."""
         self.pending.add(seat, push=push)
+        self._waits(seat, WAIT_PRIORITY, now)
         self._dirty = True
+
+    def _waits(self, seat: Seat, reason: Waiting, now: float) -> None:
+        """A pending job waits for ``reason`` from ``now`` (the time it waited for the
+        previous reason is counted)."""
+        old = seat.reason
+        if old is reason:
+            return
+        if old is not None and now > seat.reason_s:
+            waited = seat.waited
+            if waited is None:
+                waited = seat.waited = {}
+            waited[old] = waited.get(old, 0.0) + (now - seat.reason_s)
+        seat.reason = reason
+        seat.reason_s = now
+
+    def _stop_waiting(self, seat: Seat, now: float) -> None:
+        """A pending job starts or is cancelled: the time it waited for its last reason
+        is counted."""
+        old = seat.reason
+        if old is not None:
+            if now > seat.reason_s:
+                waited = seat.waited
+                if waited is None:
+                    waited = seat.waited = {}
+                waited[old] = waited.get(old, 0.0) + (now - seat.reason_s)
+            seat.reason = None
 
     def smallest_pending(self, tenant: int) -> int | None:
         """The remembered smallest pending gang of tenant index ``tenant`` (None while
@@ -226,6 +256,7 @@ class SchedulerState:
         seat.est_end_s = now + self.backfill.expected_run(job)
         self.running.index_end(seat)
         self.pending.remove(seat)
+        self._stop_waiting(seat, now)
 
     def _stop(self, seat: Seat, now: float) -> None:
         """A running job stops (ends, is evicted or cancelled): its GPUs and quota come
@@ -254,7 +285,7 @@ class SchedulerState:
             seat.pnode = -1
             job.move(PREEMPTED, now)
             job.move(PENDING, now)
-            self._enqueue(seat, push=push)
+            self._enqueue(seat, now, push=push)
             return
         gained, saved = run_progress(
             now - job.run_start_s, job.overhead_s, job.checkpoint_s, self.cfg.checkpoint_write_s
@@ -276,7 +307,7 @@ class SchedulerState:
         seat.pnode = -1
         job.move(PREEMPTED, now)
         job.move(PENDING, now)
-        self._enqueue(seat, push=push)
+        self._enqueue(seat, now, push=push)
 
     def _withdraw(
         self, seat: Seat, now: float, by: Job, ctx: PassContext, res: CycleResult
@@ -311,7 +342,7 @@ class SchedulerState:
         self.shortcuts.gave_back()  # its GPUs and quota came back
         # Not pushed on its queue: this pass took its list of fresh jobs when it began,
         # so the job is tried by the next pass only.
-        self._enqueue(seat, push=False)
+        self._enqueue(seat, now, push=False)
 
     def capacity_changed(self) -> None:
         """Capacity came back outside the scheduler's own decisions (e.g. a repaired node)."""

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from aifactory.reports.results import JOBS_SCHEMA, busy_column
+from aifactory.reports.results import JOBS_SCHEMA, WAIT_REASONS, busy_column
 from aifactory.twin.simulator import SimResult
 from aifactory.workload.job import JobState
 from aifactory.workload.progress import run_progress
@@ -51,6 +51,7 @@ def summarize(
     jobs = result.jobs
     sched = result.scheduler
     topo = sched.topo
+    waits = sched.wait_times(result.end_s)
     submit = np.array([j.submit_s for j in jobs])
     started = [j for j in jobs if j.first_start_s is not None]
     done = [j for j in jobs if j.state == JobState.COMPLETED]
@@ -137,6 +138,10 @@ def summarize(
             "energy_mwh": energy,
             "gpu_hours_lost_failure": sum(j.lost_failure_gpu_s for j in tj) / 3600.0,
             "gpu_hours_lost_preemption": sum(j.lost_preempt_gpu_s for j in tj) / 3600.0,
+            # Job-hours spent waiting, by the scheduler's reason (Slurm's REASON column).
+            "wait_hours_by_reason": {
+                r: sum(waits.get(j.id, {}).get(r, 0.0) for j in tj) / 3600.0 for r in WAIT_REASONS
+            },
         }
     obs = result.observer
     site_names = list(topo.sites)
@@ -188,6 +193,9 @@ def jobs_table(result: SimResult) -> pa.Table:
     jobs = result.jobs
     used = used_gpu_s(result)
     rows: dict[str, list[Any]] = {name: [] for name in JOBS_SCHEMA.names}
+    sched = result.scheduler
+    waits = sched.wait_times(result.end_s)
+    nothing: dict[str, float] = {}
     for i, j in enumerate(jobs):
         rejected = j.state == JobState.FAILED and j.first_start_s is None
         start = j.first_start_s
@@ -210,6 +218,10 @@ def jobs_table(result: SimResult) -> pa.Table:
         rows["gpu_hours"].append(float(used[i]) / 3600.0)
         rows["gpu_hours_lost_preemption"].append(j.lost_preempt_gpu_s / 3600.0)
         rows["gpu_hours_lost_failure"].append(j.lost_failure_gpu_s / 3600.0)
+        waited = waits.get(j.id, nothing)
+        for reason in WAIT_REASONS:
+            rows[f"wait_{reason}_s"].append(waited.get(reason, 0.0))
+        rows["pending_reason"].append(sched.pending_reason(j))
     return pa.table(rows, schema=JOBS_SCHEMA)
 
 
