@@ -10,6 +10,7 @@ from aifactory import __version__
 from aifactory.cli import (
     admin_cmd,
     db_cmd,
+    export_cmd,
     fleet_cmd,
     job_cmd,
     plan_cmd,
@@ -39,6 +40,7 @@ app.command("quota")(job_cmd.quota)
 app.command("serve")(serve_cmd.serve)
 app.add_typer(admin_cmd.app, name="admin")
 app.add_typer(db_cmd.app, name="db")
+app.add_typer(export_cmd.app, name="export")
 
 
 def _version(value: bool) -> None:
