@@ -46,3 +46,42 @@ def kueue_cmd(
     except OSError as exc:
         fail(f"--out: cannot write {out_dir} ({exc.strerror or exc})")
     _written(out_dir, names)
+
+
+@app.command("slurm")
+def slurm_cmd(
+    fleet: FleetArg,
+    out_dir: OutOpt,
+    partitions: Annotated[
+        str, typer.Option("--partitions", help="One partition per GPU 'class' or per 'site'.")
+    ] = "class",
+    topology: Annotated[
+        str,
+        typer.Option(
+            "--topology",
+            help="Plugin slurm.conf selects: 'block' (NVLink domains, Slurm >= 23.11) or "
+            "'tree' (pods and sites as switches); both files are written.",
+        ),
+    ] = "block",
+) -> None:
+    """Slurm: slurm.conf lines, gres.conf, topology.conf (block and tree), accounts.sh."""
+    from aifactory.fleet import load_fleet  # noqa: PLC0415
+    from aifactory.interop.layout import ExportError  # noqa: PLC0415
+    from aifactory.interop.slurm_export import write_slurm  # noqa: PLC0415
+
+    if partitions not in {"class", "site"}:
+        fail(f"--partitions: '{partitions}' is not class or site")
+    with user_errors():
+        spec = load_fleet(fleet)
+    try:
+        names = write_slurm(
+            spec,
+            out_dir,
+            partitions="site" if partitions == "site" else "class",
+            plugin=topology,
+        )
+    except ExportError as exc:
+        fail(str(exc))
+    except OSError as exc:
+        fail(f"--out: cannot write {out_dir} ({exc.strerror or exc})")
+    _written(out_dir, names)
