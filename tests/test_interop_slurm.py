@@ -86,10 +86,10 @@ def test_accounts_are_the_tenant_tree(tmp_path: Path) -> None:
         acct = accounts[tenant.name]
         assert acct["parent"] == (parent.name if parent else "root")
         nominal = sum(q.nominal for q in tenant.quotas)
-        if nominal:
+        if tenant.quotas or not tenant.children:
             assert f"gres/gpu={nominal}" in acct["GrpTRES"].split(",")
         else:
-            assert "GrpTRES" not in acct
+            assert "GrpTRES" not in acct, "a parent's GrpTRES would cap its subtree"
         assert int(acct["Fairshare"]) >= 1
     assert int(accounts["government"]["Fairshare"]) == 50_000, "a parent's share is its subtree's"
 

@@ -12,6 +12,7 @@ from aifactory.cli import (
     db_cmd,
     export_cmd,
     fleet_cmd,
+    import_cmd,
     job_cmd,
     plan_cmd,
     run_cmd,
@@ -41,6 +42,7 @@ app.command("serve")(serve_cmd.serve)
 app.add_typer(admin_cmd.app, name="admin")
 app.add_typer(db_cmd.app, name="db")
 app.add_typer(export_cmd.app, name="export")
+app.add_typer(import_cmd.app, name="import")
 
 
 def _version(value: bool) -> None:

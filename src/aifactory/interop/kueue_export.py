@@ -86,12 +86,12 @@ def flavors(fleet: Fleet) -> list[dict[str, Any]]:
     ]
 
 
-def topology() -> dict[str, Any]:
-    """The Topology: site -> pod -> NVLink domain -> node."""
+def topology(fleet: Fleet) -> dict[str, Any]:
+    """The Topology: site -> pod -> NVLink domain -> node (annotated with the fleet's name)."""
     return {
         "apiVersion": API,
         "kind": "Topology",
-        "metadata": {"name": TOPOLOGY},
+        "metadata": _meta(TOPOLOGY, fleet.name),
         "spec": {"levels": [{"nodeLabel": label} for label in TOPOLOGY_LEVELS]},
     }
 
@@ -162,7 +162,7 @@ def priority_classes() -> list[dict[str, Any]]:
 def kueue_objects(fleet: Fleet, *, preemption: bool = True) -> list[dict[str, Any]]:
     """Every Kueue object of the fleet, plus the tenants' Namespaces, in apply order."""
     policy = twin_preemption(preemption)
-    objs: list[dict[str, Any]] = [topology(), *flavors(fleet)]
+    objs: list[dict[str, Any]] = [topology(fleet), *flavors(fleet)]
     cohorts: list[str] = []
     queues: list[dict[str, Any]] = []
     names: set[str] = set()

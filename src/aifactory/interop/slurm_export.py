@@ -3,7 +3,7 @@
 Written into one directory (docs/interop.md has the whole mapping):
 
 - ``slurm.conf``: the lines to merge into a cluster's slurm.conf: ``NodeName`` per domain
-  group with ``Gres=gpu:<model>:<n>`` and the class, site and pod as ``Features``, one
+  group with ``Gres=gpu:<model>:<n>`` and the class, site, pod and owner as ``Features``, one
   ``PartitionName`` per GPU class (or per site), the topology plugin;
 - ``gres.conf``: the GPUs of every node (``/dev/nvidia<i>``);
 - ``topology.conf`` for ``topology/block`` (Slurm >= 23.11): one block per NVLink domain of
@@ -78,7 +78,12 @@ def slurm_conf(fleet: Fleet, groups: list[GroupLayout], partitions: Partitions, 
     ]
     for g in groups:
         features = ",".join(
-            (f"class_{g.group.flavor}", f"site_{g.site.name}", f"pod_{g.site.name}.{g.pod.name}")
+            (
+                f"class_{g.group.flavor}",
+                f"site_{g.site.name}",
+                f"pod_{g.site.name}.{g.pod.name}",
+                f"owner_{g.group.owner}",
+            )
         )
         lines.append(
             f"NodeName={compress(g.node_names())} Gres=gpu:{g.group.model}:{g.gpus_per_node} "
@@ -178,7 +183,10 @@ def accounts_sh(fleet: Fleet, groups: list[GroupLayout]) -> str:
             )
         opts = [f"parent={parent.name if parent else 'root'}"]
         opts.append(f"Fairshare={max(1, _subtree_gpus(tenant))}")
-        if nominal:
+        # An account without GrpTRES is unlimited in Slurm, where a twin tenant without a
+        # quota can use nothing: every tenant but a parent without quotas of its own gets
+        # one (a parent's GrpTRES would cap its whole subtree).
+        if tenant.quotas or not tenant.children:
             tres = [f"gres/gpu={sum(nominal.values())}"]
             tres += [f"gres/gpu:{m}={n}" for m, n in nominal.items()]
             opts.append("GrpTRES=" + ",".join(tres))
