@@ -276,6 +276,7 @@ def _accounts(path: Path, nodes: list[NodeRec], notes: list[str]) -> list[Tenant
                 quotas=[QuotaRec(c, g, source="slurm: GrpTRES") for c, g in quotas.items()],
             )
         )
+    _share_unlimited(tenants, accounts, has_children, free, notes)
     if clamped:
         notes.append(
             "approximation: GrpTRES beyond the GPUs not yet given to other accounts is left out"
@@ -286,3 +287,48 @@ def _accounts(path: Path, nodes: list[NodeRec], notes: list[str]) -> list[Tenant
             "fleet order"
         )
     return tenants
+
+
+UNLIMITED_COHORT = "slurm-unlimited"
+
+
+def _share_unlimited(
+    tenants: list[TenantRec],
+    accounts: dict[str, tuple[str | None, str]],
+    parents: set[str],
+    free: dict[str, int],
+    notes: list[str],
+) -> None:
+    """Leaf accounts without a GPU GrpTRES may use every GPU in Slurm. In the twin they
+    split the GPUs no GrpTRES took, as nominal quotas, and share them in one cohort
+    without a borrowing limit, so that each can still use all of them when the others
+    are idle (an assumption, stated in the notes)."""
+    open_ = [
+        t
+        for t in tenants
+        if not t.quotas and t.name not in parents and "gres/gpu" not in accounts[t.name][1]
+    ]
+    if not open_ or not any(free.values()):
+        return
+    for cls, gpus in free.items():
+        share, extra = divmod(gpus, len(open_))
+        for i, t in enumerate(open_):
+            t.quotas.append(
+                QuotaRec(
+                    cls,
+                    share + (1 if i < extra else 0),
+                    source="assumption: no GrpTRES in Slurm; an equal share of the free GPUs",
+                )
+            )
+    for t in open_:
+        t.cohort = UNLIMITED_COHORT if len(open_) > 1 else None
+    names = ", ".join(t.name for t in open_)
+    notes.append(
+        f"assumption: accounts without a GPU GrpTRES ({names}) split the GPUs no GrpTRES "
+        f"holds as nominal quotas"
+        + (
+            f", in cohort '{UNLIMITED_COHORT}' to use each other's idle GPUs"
+            if len(open_) > 1
+            else ""
+        )
+    )

@@ -1,0 +1,91 @@
+"""A user's own cluster: the twin built from the test Slurm's own configuration only.
+
+`aifactory import slurm` reads the local Slurm's slurm.conf and gres.conf (those of
+scripts/slurm-up.sh: two nodes of 8 untyped GPUs, so --gpu-model names them) and its real
+`sacctmgr show assoc -P` output; a seeded multi-node stream runs on that Slurm, its sacct
+history is replayed in the twin on the imported fleet, and the twin must start the jobs in
+Slurm's order within the same bounds as tests/test_twin_vs_slurm.py holds the hand-written
+fleet slurm-local to. Nothing of slurm-local is used: the fleet comes from the cluster.
+"""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from aifactory.fleet import compile_topology, load_fleet
+from aifactory.interop.slurm_import import import_slurm
+from aifactory.service.executors.slurm import SlurmExecutor
+from test_twin_vs_slurm import SECOND, compare_on, multi_node_stream, stream_sacct
+
+REPO = Path(__file__).resolve().parents[1]
+CONF = Path("/etc/slurm")
+
+
+@pytest.fixture(scope="module")
+def bench() -> ModuleType:
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    return importlib.import_module("bench.bench_twin_vs_slurm")
+
+
+@pytest.fixture(scope="module")
+def imported(bench: ModuleType, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The fleet file `aifactory import slurm` makes of the running local Slurm."""
+    why = bench.ensure_slurm()
+    if why is not None and "CANNOT INSTALL" in why:
+        pytest.skip(f"Slurm cannot be installed here: {why}")
+    assert why is None, f"scripts/slurm-up.sh failed: {why}"
+    tmp = tmp_path_factory.mktemp("own-cluster")
+    assoc = subprocess.run(
+        ["sacctmgr", "-n", "show", "assoc", "-P", "format=Account,User,ParentName,GrpTRES"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout
+    (tmp / "assoc.txt").write_text("Account|User|ParentName|GrpTRES\n" + assoc)
+    fleet = import_slurm(
+        CONF / "slurm.conf", gres=CONF / "gres.conf", assoc=tmp / "assoc.txt", gpu_model="h100"
+    )
+    path = tmp / "fleet.yaml"
+    import yaml  # noqa: PLC0415
+
+    path.write_text(yaml.safe_dump(fleet.model_dump(mode="json", exclude_none=True)))
+    return path
+
+
+@pytest.mark.slurm
+def test_the_imported_fleet_is_the_cluster(imported: Path) -> None:
+    fleet = load_fleet(imported)
+    topo = compile_topology(fleet)
+    nodes = subprocess.run(
+        ["sinfo", "-h", "-N", "-o", "%N %G"], capture_output=True, text=True, check=True
+    ).stdout.split("\n")
+    rows = [r.split() for r in nodes if r.strip()]
+    assert topo.n_nodes == len({r[0] for r in rows})
+    assert topo.gpus_total == sum(int(r[1].rsplit(":", 1)[1]) for r in rows)
+    names = [n for _, _, g in fleet.iter_groups() for n in g.slurm_nodes or []]
+    assert sorted(names) == sorted({r[0] for r in rows}), "the service can submit to them"
+    assert any("assumption" in n for n in fleet.notes)
+
+
+@pytest.mark.slurm
+def test_twin_on_the_imported_fleet_matches_slurm(bench: ModuleType, imported: Path) -> None:
+    sacct = stream_sacct(bench, multi_node_stream(bench, seed=13, n=10), SlurmExecutor())
+    cmp = compare_on(bench, sacct, imported)
+    assert len(cmp.raw) == 10
+    order_twin = bench.Comparison.start_order(cmp.raw, by_twin=True)
+    assert order_twin == bench.Comparison.start_order(cmp.raw, by_twin=False)
+    handoffs = max(cmp.handoff_s, SECOND)
+    for i, d in enumerate(sorted(cmp.raw, key=lambda d: d.slurm_start_s), start=1):
+        assert d.twin_start_s <= d.slurm_start_s + SECOND, d
+        assert d.slurm_start_s - d.twin_start_s <= i * (handoffs + SECOND), d
+    worst = bench.Comparison.worst(cmp.modelled)
+    print(f"own cluster: {len(cmp.raw)} jobs, hand-off {cmp.handoff_s:.2f} s, max {worst:.2f} s")
+    assert worst <= bench.TARGET_MAX_DIFF_S, [d.diff_s for d in cmp.modelled]
