@@ -11,13 +11,16 @@ fleet slurm-local to. Nothing of slurm-local is used: the fleet comes from the c
 from __future__ import annotations
 
 import importlib
+import json
 import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+from typer.testing import CliRunner
 
+from aifactory.cli import app
 from aifactory.fleet import compile_topology, load_fleet
 from aifactory.interop.slurm_import import import_slurm
 from aifactory.service.executors.slurm import SlurmExecutor
@@ -89,3 +92,36 @@ def test_twin_on_the_imported_fleet_matches_slurm(bench: ModuleType, imported: P
     worst = bench.Comparison.worst(cmp.modelled)
     print(f"own cluster: {len(cmp.raw)} jobs, hand-off {cmp.handoff_s:.2f} s, max {worst:.2f} s")
     assert worst <= bench.TARGET_MAX_DIFF_S, [d.diff_s for d in cmp.modelled]
+
+
+@pytest.mark.slurm
+def test_the_readme_two_commands(imported: Path, tmp_path: Path) -> None:
+    """README's path: `import slurm`, then `simulate` the cluster's own sacct history."""
+    fields = (
+        "JobID,User,Account,Partition,Submit,Start,End,Elapsed,State,AllocTRES,ReqTRES,Timelimit"
+    )
+    sacct = subprocess.run(
+        ["sacct", "-a", "-P", "-X", "-S", "2020-01-01", f"--format={fields}"],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout  # fmt: skip
+    (tmp_path / "history.sacct").write_text(sacct)
+    rows = [r for r in sacct.splitlines()[1:] if r.strip()]
+    if not rows:
+        pytest.skip("this Slurm has no job history yet")
+    runner = CliRunner()
+    imp = runner.invoke(
+        app,
+        ["import", "slurm", "--conf", str(CONF / "slurm.conf"), "--gres", str(CONF / "gres.conf"),
+         "--assoc", str(imported.parent / "assoc.txt"), "--gpu-model", "h100",
+         "--out", str(tmp_path / "my-cluster.yaml")],
+    )  # fmt: skip
+    assert imp.exit_code == 0, imp.output
+    sim = runner.invoke(
+        app,
+        ["simulate", "--fleet", str(tmp_path / "my-cluster.yaml"), "--trace",
+         str(tmp_path / "history.sacct"), "--format", "sacct", "--json"],
+    )  # fmt: skip
+    assert sim.exit_code == 0, sim.output
+    summary = json.loads(sim.stdout)
+    assert summary["jobs"] > 0
+    assert summary["jobs"] == summary["completed"] + summary["unfinished"]

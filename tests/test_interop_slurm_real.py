@@ -25,6 +25,8 @@ from aifactory.interop.hostlist import expand
 from aifactory.interop.slurm_export import write_slurm
 from interop_support import small_fleet
 
+pytestmark = pytest.mark.slurm
+
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "slurm-export-up.sh"
 CONF = "/etc/aifactory-slurm-export/slurm.conf"
