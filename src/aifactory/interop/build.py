@@ -61,7 +61,9 @@ class TenantRec:
 
 def model_id(text: str) -> str | None:
     """The catalogue id a GPU type or product string names (``H100``, ``NVIDIA-H100-80GB-HBM3``,
-    ``a100-80g``), or None. The longest id contained in the normalised text wins."""
+    ``a100-80g``), or None. The longest id contained in the normalised text wins; else the one
+    catalogue id the text is the start of. A caller states it as an assumption when the id
+    is not the text itself."""
     norm = "".join(ch for ch in text.lower() if ch.isalnum())
     ids = sorted(catalogue(), key=len, reverse=True)
     for mid in ids:
@@ -70,7 +72,9 @@ def model_id(text: str) -> str | None:
     for mid in ids:
         if "".join(ch for ch in mid if ch.isalnum()) in norm:
             return mid
-    return None
+    # 'a100' names no one catalogue model but may name exactly one variant ('a100-80g').
+    variants = [mid for mid in ids if norm and mid.startswith(text.lower())]
+    return variants[0] if len(variants) == 1 else None
 
 
 def build_fleet(

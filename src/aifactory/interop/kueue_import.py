@@ -191,6 +191,7 @@ def _nodes(
     source: str,
 ) -> list[NodeRec]:
     out = []
+    guessed: dict[str, str] = {}
     guessed_class = 0
     for i, item in enumerate(items):
         if item.get("kind", "Node") != "Node":
@@ -223,6 +224,8 @@ def _nodes(
                 [f"node {node}: GPU model unknown (label {MODEL} or nvidia.com/gpu.product)"],
                 source,
             )
+        if raw_model and model != raw_model:
+            guessed[raw_model] = model
         if flavor is None:
             guessed_class += 1
         cls = labels.get(CLASS) or (flavor and _name_of(flavor)) or model
@@ -233,6 +236,7 @@ def _nodes(
         if pod and site and pod.startswith(f"{site}."):
             pod = pod[len(site) + 1 :]  # the export's pod label is '<site>.<pod>'
         out.append(NodeRec(node, gpus, model, cls, labels.get(OWNER), site, pod, domain))
+    notes.extend(f"assumption: GPU '{raw}' is the catalogue's '{m}'" for raw, m in guessed.items())
     if guessed_class:
         notes.append(
             f"assumption: {guessed_class} GPU nodes match no ResourceFlavor; "

@@ -124,6 +124,7 @@ def import_slurm(
         pod_of.update(p)
         site_of.update(s)
     nodes: list[NodeRec] = []
+    guessed: dict[str, str] = {}
     defaults: dict[str, str] = {}
     for no, params in lines:
         if "nodename" not in params:
@@ -151,6 +152,8 @@ def import_slurm(
             model = model_id(raw)
             if model is None:
                 raise SpecError([f"{where}: GPU type '{raw}' is not in the catalogue"], src)
+            if model != raw.lower():
+                guessed[raw] = model
             site = features.get("site") or site_of.get(node)
             pod = features.get("pod") or pod_of.get(node)
             if pod and site and pod.startswith(f"{site}."):
@@ -167,6 +170,10 @@ def import_slurm(
                     domain_of.get(node),
                 )
             )
+    notes.extend(
+        f"assumption: GPU type '{raw}' is the catalogue's '{model}'"
+        for raw, model in guessed.items()
+    )
     if gpu_model and any(n.model == model_id(gpu_model) for n in nodes):
         notes.append(f"assumption: GPUs without a GRES type are {gpu_model} (--gpu-model)")
     tenants = _accounts(assoc, nodes, notes) if assoc is not None else []
