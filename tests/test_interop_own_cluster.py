@@ -12,18 +12,23 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from aifactory.cli import app
-from aifactory.fleet import compile_topology, load_fleet
+from aifactory.fleet import compile_topology, load_fleet, parse_fleet
+from aifactory.interop.slurm_export import write_slurm
 from aifactory.interop.slurm_import import import_slurm
 from aifactory.service.executors.slurm import SlurmExecutor
+from interop_support import small_raw
 from test_twin_vs_slurm import SECOND, compare_on, multi_node_stream, stream_sacct
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,8 +62,6 @@ def imported(bench: ModuleType, tmp_path_factory: pytest.TempPathFactory) -> Pat
         CONF / "slurm.conf", gres=CONF / "gres.conf", assoc=tmp / "assoc.txt", gpu_model="h100"
     )
     path = tmp / "fleet.yaml"
-    import yaml  # noqa: PLC0415
-
     path.write_text(yaml.safe_dump(fleet.model_dump(mode="json", exclude_none=True)))
     return path
 
@@ -125,3 +128,81 @@ def test_the_readme_two_commands(imported: Path, tmp_path: Path) -> None:
     summary = json.loads(sim.stdout)
     assert summary["jobs"] > 0
     assert summary["jobs"] == summary["completed"] + summary["unfinished"]
+
+
+CLUSTER = "aifx-export"
+
+
+def _renamed(raw: dict[str, object]) -> dict[str, object]:
+    """The small fleet with every tenant called aifx-<name>: no account of anyone else's is
+    touched in the shared accounting database."""
+    text = yaml.safe_dump(raw)
+    for name in ("team-b", "lab", "org"):
+        text = text.replace(f": {name}\n", f": aifx-{name}\n")
+    out: dict[str, object] = yaml.safe_load(text)
+    return out
+
+
+@pytest.mark.slurm
+def test_accounts_sh_runs_in_the_real_sacctmgr(imported: Path, tmp_path: Path) -> None:
+    """The export's accounts.sh against the test Slurm's slurmdbd, under a cluster of its own
+    (removed afterwards), then `import slurm --assoc` of what sacctmgr shows. This slurmdbd
+    knows only the untyped gres/gpu (its slurmctld's AccountingStorageTRES), so the
+    per-model limits are refused with the script's warning and the totals are compared."""
+    fleet = parse_fleet(_renamed(small_raw()))
+    write_slurm(fleet, tmp_path)
+    conf = tmp_path / "cluster.conf"
+    text = (CONF / "slurm.conf").read_text()
+    conf.write_text(re.sub(r"(?m)^ClusterName=.*$", f"ClusterName={CLUSTER}", text))
+    env = {**os.environ, "SLURM_CONF": str(conf)}
+    tenants = [t.name for t, _, _ in fleet.iter_tenants()]
+
+    def sacctmgr(*args: str) -> str:
+        return subprocess.run(
+            ["sacctmgr", *args], env=env, capture_output=True, text=True, timeout=60, check=True
+        ).stdout
+
+    try:
+        sacctmgr("-i", "add", "cluster", CLUSTER)
+        run = subprocess.run(
+            ["sh", str(tmp_path / "accounts.sh")], env=env, capture_output=True, text=True,
+            timeout=120, check=False,
+        )  # fmt: skip
+        assert run.returncode == 0, run.stderr
+        if "gres|gpu:gb200" not in sacctmgr("-n", "-P", "list", "tres", "format=Type,Name"):
+            assert "knows no gres/gpu:gb200" in run.stderr, "the refused limit is said"
+        shown = sacctmgr(
+            "-n",
+            "-P",
+            "show",
+            "assoc",
+            f"cluster={CLUSTER}",
+            "format=Account,User,ParentName,GrpTRES",
+        )
+        (tmp_path / "assoc.txt").write_text("Account|User|ParentName|GrpTRES\n" + shown)
+        back = import_slurm(tmp_path / "slurm.conf", assoc=tmp_path / "assoc.txt")
+        want = {
+            t.name: (p.name if p else None, sum(q.nominal for q in t.quotas))
+            for t, p, _ in fleet.iter_tenants()
+        }
+        got = {
+            t.name: (p.name if p else None, sum(q.nominal for q in t.quotas))
+            for t, p, _ in back.iter_tenants()
+        }
+        assert got == want
+    finally:
+        for name in reversed(tenants):  # children before parents
+            subprocess.run(
+                ["sacctmgr", "-i", "delete", "account", name],
+                env=env,
+                capture_output=True,
+                timeout=60,
+                check=False,
+            )
+        subprocess.run(
+            ["sacctmgr", "-i", "delete", "cluster", CLUSTER],
+            env=env,
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )

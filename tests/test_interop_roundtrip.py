@@ -71,12 +71,16 @@ def quotas(fleet: Fleet, target: str) -> dict[str, Any]:
 def assoc_from(accounts_sh: Path, out: Path) -> Path:
     """What `sacctmgr show assoc -P format=Account,User,ParentName,GrpTRES` prints once
     accounts.sh ran (Slurm's own root account first)."""
-    rows = ["Account|User|Par Name|GrpTRES", "root|||"]
+    accounts: dict[str, list[str]] = {}
     for line in accounts_sh.read_text().splitlines():
+        tok = shlex.split(line) if line.startswith(("sacctmgr", "grp_typed ")) else []
         if line.startswith("sacctmgr"):
-            tok = shlex.split(line)
             kv = dict(t.split("=", 1) for t in tok[5:] if "=" in t)
-            rows.append(f"{tok[4]}||{kv['parent']}|{kv.get('GrpTRES', '')}")
+            accounts[tok[4]] = [kv["parent"], *filter(None, [kv.get("GrpTRES")])]
+        elif line.startswith("grp_typed "):  # what it sets where slurmdbd knows the types
+            accounts[tok[1]] += [f"gres/gpu:{kv}" for kv in tok[2:]]
+    rows = ["Account|User|Par Name|GrpTRES", "root|||"]
+    rows += [f"{a}||{v[0]}|{','.join(v[1:])}" for a, v in accounts.items()]
     out.write_text("\n".join(rows) + "\n")
     return out
 

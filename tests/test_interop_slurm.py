@@ -80,6 +80,10 @@ def test_accounts_are_the_tenant_tree(tmp_path: Path) -> None:
     script = (tmp_path / "accounts.sh").read_text().splitlines()
     adds = [shlex.split(x) for x in script if x.startswith("sacctmgr")]
     accounts = {a[4]: params(" ".join(shlex.quote(t) for t in a[5:])) for a in adds}
+    typed = {
+        t[1]: dict(kv.split("=") for kv in t[2:])
+        for t in (shlex.split(x) for x in script if x.startswith("grp_typed "))
+    }
     tenants = list(fleet.iter_tenants())
     assert set(accounts) == {t.name for t, _, _ in tenants}
     for tenant, parent, _ in tenants:
@@ -87,7 +91,11 @@ def test_accounts_are_the_tenant_tree(tmp_path: Path) -> None:
         assert acct["parent"] == (parent.name if parent else "root")
         nominal = sum(q.nominal for q in tenant.quotas)
         if tenant.quotas or not tenant.children:
-            assert f"gres/gpu={nominal}" in acct["GrpTRES"].split(",")
+            assert acct["GrpTRES"] == f"gres/gpu={nominal}"
+            per_model = Counter()
+            for q in tenant.quotas:
+                per_model["h100" if q.gpu_class == "h100-edge" else q.gpu_class] += q.nominal
+            assert {m: int(n) for m, n in typed.get(tenant.name, {}).items()} == dict(per_model)
         else:
             assert "GrpTRES" not in acct, "a parent's GrpTRES would cap its subtree"
         assert int(acct["Fairshare"]) >= 1

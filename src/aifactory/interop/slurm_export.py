@@ -32,7 +32,9 @@ SLURM_NOTE: Final = """\
 
 Merge `slurm.conf` into the cluster's slurm.conf (ClusterName, controller, ports and CPUs are
 the cluster's own), copy `gres.conf` and one topology file beside it as `topology.conf`, and
-run `sh accounts.sh` once slurmdbd is up.
+run `sh accounts.sh` once slurmctld has started with this AccountingStorageTRES: slurmdbd
+learns the per-model TRES (gres/gpu:<model>) from it, and refuses them before; the script
+then sets only the total and says so.
 
 - `topology.conf`: topology/block (Slurm >= 23.11), one block per NVLink domain of more than
   one node. Nodes of single-node domains (8-GPU HGX servers) are in no block: a block is an
@@ -155,6 +157,24 @@ def _subtree_gpus(t: Tenant) -> int:
     return sum(q.nominal for q in t.quotas) + sum(_subtree_gpus(c) for c in t.children)
 
 
+# slurmdbd refuses a typed TRES (gres/gpu:gb200) it has not learnt from a slurmctld whose
+# AccountingStorageTRES names it; the total is set with the account, and each per-model
+# limit only where slurmdbd knows the type, with a warning where it does not.
+TYPED_TRES_SH: Final = """\
+KNOWN_TRES=$(sacctmgr -n -P list tres format=Type,Name)
+grp_typed() {  # grp_typed ACCOUNT MODEL=N...: the per-model GrpTRES slurmdbd knows
+  account=$1; shift
+  for kv in "$@"; do
+    if printf '%s\\n' "$KNOWN_TRES" | grep -qx "gres|gpu:${kv%%=*}"; then
+      sacctmgr -i modify account "$account" set GrpTRES="gres/gpu:$kv" >/dev/null
+    else
+      echo "accounts.sh: $account: slurmdbd knows no gres/gpu:${kv%%=*} yet (start slurmctld" \\
+        "with this export's AccountingStorageTRES first); only the total is set" >&2
+    fi
+  done
+}"""
+
+
 def accounts_sh(fleet: Fleet, groups: list[GroupLayout]) -> str:
     """sacctmgr commands: the tenant tree as accounts, GrpTRES from nominal quotas."""
     from aifactory.fleet.topology import compile_topology  # noqa: PLC0415
@@ -167,6 +187,7 @@ def accounts_sh(fleet: Fleet, groups: list[GroupLayout]) -> str:
         "#!/bin/sh",
         f"# aifactory export of fleet '{fleet.name}': the tenant tree as Slurm accounts",
         "set -e",
+        *TYPED_TRES_SH.splitlines(),
     ]
     for tenant, parent, _cohort in fleet.iter_tenants():
         name = dns_name(tenant.name, f"tenant '{tenant.name}'")
@@ -186,13 +207,14 @@ def accounts_sh(fleet: Fleet, groups: list[GroupLayout]) -> str:
         # An account without GrpTRES is unlimited in Slurm, where a twin tenant without a
         # quota can use nothing: every tenant but a parent without quotas of its own gets
         # one (a parent's GrpTRES would cap its whole subtree).
-        if tenant.quotas or not tenant.children:
-            tres = [f"gres/gpu={sum(nominal.values())}"]
-            tres += [f"gres/gpu:{m}={n}" for m, n in nominal.items()]
-            opts.append("GrpTRES=" + ",".join(tres))
+        limited = bool(tenant.quotas or not tenant.children)
+        if limited:
+            opts.append(f"GrpTRES=gres/gpu={sum(nominal.values())}")
         # A display name is free text: quoted for the shell, one line.
         desc = shlex.quote(" ".join((tenant.display_name or tenant.name).split()))
         lines.append(f"sacctmgr -i add account {name} {' '.join(opts)} Description={desc}")
+        if limited and nominal:
+            lines.append(f"grp_typed {name} " + " ".join(f"{m}={n}" for m, n in nominal.items()))
     return "\n".join(lines) + "\n"
 
 
