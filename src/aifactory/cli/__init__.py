@@ -11,7 +11,9 @@ from aifactory.cli import (
     admin_cmd,
     alloc_cmd,
     db_cmd,
+    export_cmd,
     fleet_cmd,
+    import_cmd,
     job_cmd,
     plan_cmd,
     project_cmd,
@@ -43,6 +45,8 @@ app.add_typer(alloc_cmd.app, name="alloc")
 app.command("serve")(serve_cmd.serve)
 app.add_typer(admin_cmd.app, name="admin")
 app.add_typer(db_cmd.app, name="db")
+app.add_typer(export_cmd.app, name="export")
+app.add_typer(import_cmd.app, name="import")
 
 
 def _version(value: bool) -> None:
