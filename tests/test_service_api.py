@@ -441,3 +441,18 @@ def test_forecast_from_a_fork_of_the_live_state(env: Env) -> None:
     # it can start only when the job holding all of lab's h100 reaches its time limit
     assert got["estimated_start"] >= started + 600 - 1
     assert got["estimated_end"] >= got["estimated_start"] + 60 - 1
+
+
+def test_a_pending_job_says_why_it_waits(env: Env) -> None:
+    """As squeue's REASON column: the scheduler's reason, shown by GET /v1/jobs/{id} and
+    in the job list; a running job has none (issue #17 §4)."""
+    full = env.submit("lab", gpus=288, gpu_class="h100", time_limit_s=600).json()["id"]
+    wait_for(lambda: env.job(full)["state"] == "running")
+    waiting = env.submit("lab", gpus=8, gpu_class="h100", time_limit_s=60).json()["id"]
+    shown = env.client.get(f"/v1/jobs/{waiting}", headers=env.h("lab")).json()
+    assert shown["state"] == "pending"
+    assert shown["reason"] == "quota"  # lab's 288 h100 are all in use
+    listed = env.client.get("/v1/jobs", headers=env.h("lab")).json()["items"]
+    by_id = {j["id"]: j for j in listed}
+    assert by_id[waiting]["reason"] == "quota"
+    assert by_id[full]["reason"] is None

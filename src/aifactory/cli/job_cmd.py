@@ -46,8 +46,12 @@ def _when(ts: float | None) -> str:
 
 
 def _jobs_table(items: list[dict[str, Any]]) -> Table:
-    table = Table("id", "tenant", "name", "gpus", "class", "state", "submitted", "started")
+    table = Table(
+        "id", "tenant", "name", "gpus", "class", "state", "reason", "submitted", "started"
+    )
     for j in items:
+        # (pending: why it waits; failed: why it failed; as squeue's REASON column)
+        reason = j.get("reason") if j["state"] in {"pending", "failed"} else None
         table.add_row(
             str(j["id"]),
             j["tenant"],
@@ -55,6 +59,7 @@ def _jobs_table(items: list[dict[str, Any]]) -> Table:
             str(j["gpus"]),
             j["gpu_class"] or "any",
             j["state"],
+            reason or "",
             _when(j["submitted_at"]),
             _when(j["started_at"]),
         )

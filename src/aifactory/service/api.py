@@ -141,6 +141,7 @@ class Service:
         self._fork_lock = threading.Lock()
         self._quotas: tuple[float, list[dict[str, Any]]] | None = None
         self._forecast: tuple[float, dict[str, tuple[float, float]]] | None = None
+        self._reasons: tuple[float, dict[str, str]] | None = None
 
     def start(self) -> None:
         """Migrate (if asked), start the submit writer and the scheduler loop."""
@@ -214,6 +215,31 @@ class Service:
                 sched = fork_state(self.db, self.topo, self.settings, now)
                 self._quotas = (now, list(sched.quota_table()))
             return self._quotas[1]
+
+    def pending_reasons(self) -> dict[str, str]:
+        """Why each pending job waits (job id -> reason), from one scheduling pass on a
+        fork of the database's state: what the leader's next pass sees (cached briefly).
+        A job that pass would start has none."""
+        with self._fork_lock:
+            now = self.clock()
+            if self._reasons is None or now - self._reasons[0] > FORK_CACHE_S:
+                sched = fork_state(self.db, self.topo, self.settings, now)
+                sched.schedule(now)
+                reasons: dict[str, str] = {}
+                for job in sched.waiting():
+                    reason = sched.pending_reason(job)
+                    if reason is not None:
+                        reasons[job.id] = reason
+                self._reasons = (now, reasons)
+            return self._reasons[1]
+
+    def with_reason(self, view: JobView) -> JobView:
+        """The view with the scheduler's reason for a pending job that has none of its own
+        (a reason the service set, e.g. ``allocation: ...``, is kept)."""
+        if view.state != "pending" or view.reason is not None:
+            return view
+        reason = self.pending_reasons().get(str(view.id))
+        return view if reason is None else view.model_copy(update={"reason": reason})
 
     def forecasts(self) -> tuple[float, dict[str, tuple[float, float]]]:
         """(time, job id -> (start, end)) from the twin run forward on a fork (cached)."""
@@ -472,7 +498,7 @@ def create_app(service: Service) -> FastAPI:
             limit=limit,
             cursor=cursor,
         )
-        return JobPage(items=[store.to_view(r) for r in rows], next_cursor=nxt)
+        return JobPage(items=[service.with_reason(store.to_view(r)) for r in rows], next_cursor=nxt)
 
     @app.get(
         "/v1/jobs/{job_id}",
@@ -488,7 +514,7 @@ def create_app(service: Service) -> FastAPI:
         with service.db.read() as conn:
             events = store.history(conn, job_id)
             flagged = store.cancel_pending(conn, job_id)
-        view = store.to_view(row, cancel_requested=flagged)
+        view = service.with_reason(store.to_view(row, cancel_requested=flagged))
         return JobDetail(
             **view.model_dump(),
             history=events,
