@@ -48,10 +48,10 @@ def small_raw() -> dict[str, Any]:
             },
             {
                 "name": "org",
+                "cohort": "shared",  # (a tree's top joins the cohort for its children)
                 "children": [
                     {
                         "name": "team-b",
-                        "cohort": "shared",
                         "quotas": [
                             {"gpu_class": "b200", "nominal": 8, "borrowing_limit": 0},
                             {"gpu_class": "gb200", "nominal": 8, "borrowing_limit": 4},

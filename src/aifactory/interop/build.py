@@ -246,7 +246,35 @@ def _tenant_tree(tenants: list[TenantRec], source: str) -> list[dict[str, Any]]:
             raise SpecError([f"tenant {t.name}: parent '{t.parent}' is not imported"], source)
         else:
             roots.append(docs[t.name])
+    for root in roots:
+        _lift_cohort(root)
     return roots
+
+
+def _lift_cohort(top: dict[str, Any]) -> None:
+    """Only a tree's top joins a cohort (aifactory's nested quotas): a cohort that the
+    source names on members of a tree (Kueue's ClusterQueues, each with its cohortName)
+    becomes the top's when it is one for the whole tree; several differing ones are left
+    for the fleet's validation to refuse, naming each."""
+    below: set[str] = set()
+
+    def walk(doc: dict[str, Any]) -> None:
+        for child in doc["children"]:
+            if child.get("cohort") is not None:
+                below.add(child["cohort"])
+            walk(child)
+
+    walk(top)
+    if len(below) != 1 or top.get("cohort") not in (None, *below):
+        return
+    top["cohort"] = below.pop()
+
+    def clear(doc: dict[str, Any]) -> None:
+        for child in doc["children"]:
+            child["cohort"] = None
+            clear(child)
+
+    clear(top)
 
 
 def _strip(doc: Any) -> None:
