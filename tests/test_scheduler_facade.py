@@ -91,8 +91,28 @@ def test_job_carries_no_scheduler_bookkeeping() -> None:
     assert not hasattr(job, "klass")
     assert sched.submit(job, 0.0) is None
     assert sched.schedule(0.0).started == [job]
-    assert sched.held["a"].job is job
+    seat = sched.seat_of(job)
+    assert seat is not None
+    assert seat.job is job
     sched.finish(job, 10.0)
-    assert "a" not in sched.held
+    assert sched.seat_of(job) is None
     with pytest.raises(AssertionError, match="not held by this scheduler"):
         sched.finish(job, 11.0)
+
+
+def test_a_job_held_by_two_schedulers_is_found_by_each() -> None:
+    """A job's ticket (HANDLE) serves the first scheduler that holds it; a second one
+    finds its own record by id, and each frees only its own."""
+    first, second = Scheduler(hgx_topo(1)), Scheduler(hgx_topo(1))
+    job = make_job("shared", gpus=8)
+    assert first.submit(job, 0.0) is None
+    assert second.submit(job, 0.0) is None
+    one, two = first.seat_of(job), second.seat_of(job)
+    assert one is not None
+    assert two is not None
+    assert one is not two
+    assert job.ticket is one
+    assert second.held == {"shared": two}
+    first.cancel(job, 1.0)
+    assert first.seat_of(job) is None
+    assert second.seat_of(job) is two  # (still held there)

@@ -43,7 +43,8 @@ def busy() -> tuple[Scheduler, list[Seat]]:
         assert sched.submit(job, 0.0) is None
     res = sched.schedule(0.0)
     assert len(res.started) == 4
-    return sched, [sched.held[job.id] for job in jobs]
+    seats = [sched.seat_of(job) for job in jobs]
+    return sched, [s for s in seats if s is not None]
 
 
 def test_removals_are_undone_at_the_end_of_the_block() -> None:
@@ -96,7 +97,9 @@ def _preempting_scheduler() -> tuple[Scheduler, Seat]:
     assert len(sched.schedule(0.0).started) == 3
     high = make_job("high", submit=10.0, gpus=16, priority=100)
     assert sched.submit(high, 10.0) is None
-    return sched, sched.held[high.id]
+    seat = sched.seat_of(high)
+    assert seat is not None
+    return sched, seat
 
 
 @pytest.mark.skipif(

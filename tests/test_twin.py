@@ -228,7 +228,7 @@ def test_a_simulation_refuses_a_repeated_id_unless_its_caller_checked() -> None:
     assert [j.state for j in result.jobs] == [JobState.COMPLETED] * 2
     assert sim.sched.by_id == {}
     assert [seat.job for seat in sim.sched.seats] == jobs[:2]
-    assert sim.sched.held == {}  # (finished jobs are held no more)
+    assert all(sim.sched.seat_of(j) is None for j in jobs[:2])  # (ended: held no more)
 
 
 def test_restoring_a_job_works_with_or_without_the_id_index() -> None:
@@ -244,7 +244,9 @@ def test_restoring_a_job_works_with_or_without_the_id_index() -> None:
         copy = make_job("r", gpus=2)
         twin.restore_running(copy, placement, 0.0)
         assert [seat.job for seat in twin.seats] == [copy]
-        assert twin.held["r"].job is copy
+        seat = twin.seat_of(copy)
+        assert seat is not None
+        assert seat.job is copy
         assert ("r" in twin.by_id) is index_ids
         assert twin.busy_gpus == 2
 

@@ -31,6 +31,8 @@ MAX_SECONDS: Final = 1e12
 # asks for at least a minute.
 MIN_CHECKPOINT_S: Final = 1.0
 MAX_PRIORITY: Final = 2**31 - 1  # int32, as Kubernetes priority values
+MAX_HBM_GB: Final = 100_000.0  # GPU memory per GPU: far beyond any GPU (B300: 288 GB)
+MAX_CLASSES: Final = 16  # acceptable GPU classes a job may list
 
 
 class BackfillMode(StrEnum):
@@ -127,4 +129,13 @@ def job_problem(job: Job) -> str | None:
     priority = job.priority
     if type(priority) is not int or not -MAX_PRIORITY <= priority <= MAX_PRIORITY:
         return f"priority: must be an integer within +-{MAX_PRIORITY} (got {priority!r})"
+    hbm = job.hbm_gb_per_gpu
+    if hbm is not None and not (type(hbm) is float and 0.0 < hbm <= MAX_HBM_GB):
+        return f"hbm_gb_per_gpu: must be none or > 0 and <= {MAX_HBM_GB:g} GB (got {hbm!r})"
+    classes = job.gpu_classes
+    if classes:
+        if job.gpu_class is not None:
+            return "gpu_classes: give either one gpu_class or several gpu_classes, not both"
+        if not 2 <= len(classes) <= MAX_CLASSES or len(set(classes)) != len(classes):
+            return f"gpu_classes: must be 2 to {MAX_CLASSES} different classes (got {classes!r})"
     return None

@@ -6,9 +6,9 @@ touch only its own queues and counts and a pending job's queue fields on its sea
 
 A tenant's queue is a :class:`~aifactory.heap.RowHeap` of rows (the policy's job key as
 two floats, the job's queue sequence number, its seat's index). Rows are deleted lazily:
-a row is live while its job is pending and its seat's ``qseq`` is the row's sequence
-number (a job that starts, is cancelled or is queued again leaves a stale row, dropped
-when it reaches the head: :meth:`Pending.clean`). A new submit is not pushed at once
+a row is live while its seat's ``qseq`` is the row's sequence number, which is -1 unless
+the job is pending (a job that starts, is cancelled or is queued again leaves a stale
+row, dropped when it reaches the head: :meth:`Pending.clean`). A new submit is not pushed at once
 (``in_queue`` False): the next pass tries it first and pushes it only if it waits (most
 jobs on a lightly loaded fleet start at once, and would leave a stale row); until then it
 is among :attr:`Pending.fresh`.
@@ -67,7 +67,9 @@ class Pending:
 
     def remove(self, seat: Seat) -> None:
         """The seat's job is pending no more (it starts or is cancelled); its row goes
-        stale."""
+        stale (``qseq`` is -1 unless the job is pending: a row is live exactly when its
+        sequence number is its seat's)."""
+        seat.qseq = -1
         gpus = seat.gpus
         t = seat.tix
         self.count -= 1
@@ -102,8 +104,7 @@ class Pending:
         """Drop stale rows at the head of ``q``; True if a live job is at the head."""
         seats = self.seats
         while len(q):
-            seat = seats[q.ref[0]]
-            if seat.qseq == q.seq[0] and seat.job.state is PENDING:
+            if seats[q.ref[0]].qseq == q.seq[0]:
                 return True
             q.pop()
         return False
@@ -131,7 +132,7 @@ class Pending:
             seats[q.ref[i]]
             for q in self.queues
             for i in range(len(q))
-            if seats[q.ref[i]].qseq == q.seq[i] and seats[q.ref[i]].job.state is PENDING
+            if seats[q.ref[i]].qseq == q.seq[i]
         ]
         seen.extend(s for s in self.fresh if not s.in_queue and s.job.state is PENDING)
         seen.sort(key=_qseq)

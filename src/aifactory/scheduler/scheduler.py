@@ -64,7 +64,7 @@ class Scheduler(Cycle):
         of bounds is such a reason (``"invalid field: <field>: ..."``, see
         :func:`job_problem`). Raises ValueError for an id this scheduler already holds
         (or, with ``index_ids``, ever took)."""
-        seat = Seat(job, len(self.seats), self.tenant_index.get(job.tenant, -1))
+        seat = Seat(job, len(self.seats), self.tenant_index.get(job.tenant, -1), self)
         if self._index_ids:
             known = len(self.by_id)
             self.by_id.setdefault(job.id, seat)  # one lookup in a big dict, not two
@@ -73,9 +73,8 @@ class Scheduler(Cycle):
                 raise ValueError(msg)
         problem = job_problem(job)
         reason = f"invalid field: {problem}" if problem is not None else self._never_runs(seat)
-        if reason is None and self.held.setdefault(job.id, seat) is not seat:
-            msg = f"job {job.id}: id already held"
-            raise ValueError(msg)
+        if reason is None:
+            self._take(seat)
         self.seats.append(seat)
         if reason is not None:
             job.move(FAILED, now)
@@ -99,6 +98,16 @@ class Scheduler(Cycle):
             )
         if job.gpu_class is not None and job.gpu_class not in self._class_index:
             return f"unknown GPU class: '{job.gpu_class}'"
+        for name in job.gpu_classes:
+            if name not in self._class_index:
+                return f"unknown GPU class: '{name}'"
+        if not self._allowed_classes(job):
+            most = max(m.hbm_gb for m in self.topo.class_model)
+            asked = "the classes it accepts" if job.gpu_class or job.gpu_classes else "this fleet"
+            return (
+                f"not enough GPU memory: {job.hbm_gb_per_gpu:g} GB per GPU asked, no GPU of "
+                f"{asked} has that much (the most here: {most:g} GB)"
+            )
         if not self._classes(seat):
             biggest = max(
                 (
@@ -186,10 +195,11 @@ class Scheduler(Cycle):
         job.progress_s = job.duration_s if state is COMPLETED else job.progress_s
         job.move(state, now)
         job.end_s = now
-        del self.held[job.id]
+        self._release(seat)
 
     def cancel(self, job: Job, now: float) -> None:
         """Cancel a pending or running job."""
+        seat = self._find(job)
         if job.state is RUNNING:
             self._stop(self._seat(job), now)
         elif job.state is PENDING:
@@ -198,7 +208,8 @@ class Scheduler(Cycle):
             self._stop_waiting(seat, now)
         job.move(CANCELLED, now)
         job.end_s = now
-        self.held.pop(job.id, None)
+        if seat is not None:
+            self._release(seat)
 
     def interrupt(
         self,
@@ -226,11 +237,11 @@ class Scheduler(Cycle):
         if tix < 0:
             msg = f"job {job.id}: tenant '{job.tenant}' has no quota in this fleet"
             raise ValueError(msg)
-        seat = self.held.get(job.id)
-        if seat is None or seat.job is not job:
-            seat = Seat(job, len(self.seats), tix)
+        seat = self._find(job)
+        if seat is None:
+            seat = Seat(job, len(self.seats), tix, self)
             self.seats.append(seat)
-            self.held[job.id] = seat
+            self._take(seat)
             if self._index_ids:
                 self.by_id[job.id] = seat
         seat.classes = None
@@ -283,8 +294,8 @@ class Scheduler(Cycle):
         """Why a pending job waits, as of the last pass that looked at it (``priority``,
         ``quota``, ``capacity``, ``reservation``; see
         :class:`~aifactory.scheduler.records.Waiting`); None for a job not pending here."""
-        seat = self.held.get(job.id)
-        if seat is None or seat.job is not job or seat.reason is None:
+        seat = self._find(job)
+        if seat is None or seat.reason is None:
             return None
         return seat.reason.value
 

@@ -36,6 +36,8 @@ class Seat:
         "in_queue",
         "index",
         "job",
+        "live",
+        "owner",
         "pmask",
         "pnode",
         "preemptible",
@@ -52,8 +54,10 @@ class Seat:
         "waited",
     )
 
-    def __init__(self, job: Job, index: int, tix: int) -> None:
+    def __init__(self, job: Job, index: int, tix: int, owner: object = None) -> None:
         self.job = job
+        self.owner = owner  # the scheduler this seat is in
+        self.live = False  # whether that scheduler holds the job (pending or running)
         self.index = index  # dense index in the scheduler's seats (queue and end rows)
         self.tix = tix  # the scheduler's index of the job's tenant (-1: unknown)
         # The request, copied (see the module's docstring).

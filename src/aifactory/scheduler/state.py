@@ -24,7 +24,7 @@ object's fields without an indirection on the per-event path.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Final
+from typing import Final, cast
 
 from aifactory.fleet.topology import Topology
 from aifactory.scheduler.backfill import Backfill
@@ -108,9 +108,9 @@ class SchedulerState:
         fleet_nominal = max(1, sum(n for t, n in enumerate(nominal_total) if self.quota.is_leaf(t)))
         self.weight = [max(n / fleet_nominal, 1e-3) for n in nominal_total]
         # Every job this scheduler took, by its seat's dense index (queue and end-index rows
-        # hold it); the seats of the jobs it still holds (pending or running) by job id,
-        # which the public methods map jobs through; and with ``index_ids``, every job id
-        # it ever took (a second submit of one is refused).
+        # hold it); the seats of the jobs it still holds (pending or running) that it does
+        # not find through their tickets (see _take), by job id; and with ``index_ids``,
+        # every job id it ever took (a second submit of one is refused).
         self.seats: list[Seat] = []
         self.held: dict[str, Seat] = {}
         self.by_id: dict[str, Seat] = {}
@@ -149,18 +149,68 @@ class SchedulerState:
         self._periodic = self._easy and self.cfg.backfill_interval_s > 0
         self._index_ids = self.cfg.tuning.index_ids
 
+    def _take(self, seat: Seat) -> None:
+        """Hold the seat's job (it is pending or running here) until :meth:`_release`: its
+        seat is found from the job from now on, through the job's ticket where no other
+        scheduler holds the job (HANDLE), else through ``held``. Raises ValueError for a
+        job whose id this scheduler holds already (in ``held``)."""
+        job = seat.job
+        ticket = job.ticket
+        if self.shortcuts.on and (ticket is None or not cast("Seat", ticket).live):
+            self.shortcuts.handle += 1
+            job.ticket = seat
+        elif self.held.setdefault(job.id, seat) is not seat:
+            msg = f"job {job.id}: id already held"
+            raise ValueError(msg)
+        seat.live = True
+
+    def _release(self, seat: Seat) -> None:
+        """The seat's job is held here no more (it ended or was cancelled)."""
+        seat.live = False
+        job = seat.job
+        if job.ticket is seat:
+            job.ticket = None
+        else:
+            self.held.pop(job.id, None)
+
+    def _find(self, job: Job) -> Seat | None:
+        """The seat of a job this scheduler holds (pending or running), or None."""
+        ticket = job.ticket
+        if ticket is not None:
+            seat = cast("Seat", ticket)
+            if seat.owner is self and seat.live:
+                return seat
+        found = self.held.get(job.id)
+        return found if found is not None and found.job is job and found.live else None
+
     def _seat(self, job: Job) -> Seat:
         """The seat of a job this scheduler holds (pending or running); raises for another."""
-        seat = self.held.get(job.id)
-        if seat is None or seat.job is not job:
+        seat = self._find(job)
+        if seat is None:
             msg = f"job {job.id} is not held by this scheduler"
             raise AssertionError(msg)
         return seat
 
+    def seat_of(self, job: Job) -> Seat | None:
+        """This scheduler's record of a job it holds (pending or running), or None: for
+        tests and invariant checks; the scheduler's callers never need it."""
+        return self._find(job)
+
     def _allowed_classes(self, job: Job) -> list[int]:
+        """The classes a job accepts (the one it names, those it lists, else all) whose
+        GPUs have the memory it asks for."""
+        index = self._class_index
         if job.gpu_class is not None:
-            return [self.topo.classes.index(job.gpu_class)]
-        return list(range(len(self.topo.classes)))
+            classes = [index[job.gpu_class]]
+        elif job.gpu_classes:
+            classes = [index[name] for name in job.gpu_classes]
+        else:
+            classes = list(range(len(self.topo.classes)))
+        hbm = job.hbm_gb_per_gpu
+        if hbm is not None:
+            models = self.topo.class_model
+            classes = [c for c in classes if models[c].hbm_gb >= hbm]
+        return classes
 
     def _classes(self, seat: Seat) -> tuple[int, ...]:
         """Classes a job could ever run in (CLASSES: cached per shape, and on its seat)."""
@@ -168,11 +218,13 @@ class SchedulerState:
             return seat.classes
         job = seat.job
         # The job's shape (tenant, class or none, GPUs, may cross sites) packed into one
-        # int key, exact (the class index + 1 < 257).
+        # int key, exact (the class index + 1 < 257). A job that lists classes or asks
+        # for memory has a shape of its own (not cached by shape: few jobs do).
         gpu_class = -1 if job.gpu_class is None else self._class_index[job.gpu_class]
         shape = (seat.gpus * 257 + gpu_class + 1) * len(self.tenants) + seat.tix
         key = 2 * shape + (1 if seat.cross else 0)
-        got = self._classes_cache.get(key) if self.shortcuts.on else None
+        plain = not job.gpu_classes and job.hbm_gb_per_gpu is None
+        got = self._classes_cache.get(key) if self.shortcuts.on and plain else None
         if got is not None:
             self.shortcuts.classes += 1
         else:
@@ -182,7 +234,8 @@ class SchedulerState:
                 if seat.gpus <= self.quota.ceiling(seat.tix, c)
                 and seat.gpus <= (self.capacity[c] if seat.cross else self.site_capacity[c])
             )
-            self._classes_cache[key] = got
+            if plain:
+                self._classes_cache[key] = got
         seat.classes = got
         return got
 

@@ -33,6 +33,8 @@ def _clone(job: Job, now: float) -> Job:
         checkpoint_s=job.checkpoint_s,
         allow_cross_site=job.allow_cross_site,
         kind=job.kind,
+        gpu_classes=job.gpu_classes,
+        hbm_gb_per_gpu=job.hbm_gb_per_gpu,
     )
     twin.progress_s = job.progress_s
     twin.overhead_s = job.overhead_s

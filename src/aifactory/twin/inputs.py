@@ -122,6 +122,9 @@ def jobs_from_table(
         table.column("checkpoint_s").to_pylist() if "checkpoint_s" in cols else [None] * n
     )
     kinds = table.column("kind").to_pylist() if "kind" in cols else [""] * n
+    hbm: list[Any] = (
+        table.column("hbm_gb_per_gpu").to_pylist() if "hbm_gb_per_gpu" in cols else [None] * n
+    )
     if opts.checkpoint != CheckpointPolicy.TRACE:
         formula = young_interval_s if opts.checkpoint == CheckpointPolicy.YOUNG else daly_interval_s
         cache: dict[int, float] = {}
@@ -140,6 +143,11 @@ def jobs_from_table(
         elif tenant not in known:
             report.remapped[tenant] = report.remapped.get(tenant, 0) + 1
             tenant = fallback
+        asked = classes[i]
+        several: tuple[str, ...] = ()
+        if asked is not None and "," in asked:  # acceptable classes, comma-separated
+            several = tuple(name.strip() for name in asked.split(","))
+            asked = None
         jobs.append(
             Job(
                 ids[i],
@@ -148,7 +156,9 @@ def jobs_from_table(
                 int(gpus[i]),
                 float(duration[i]),
                 estimate_s=float(est[i]),
-                gpu_class=classes[i],
+                gpu_class=asked,
+                gpu_classes=several,
+                hbm_gb_per_gpu=None if hbm[i] is None else float(hbm[i]),
                 priority=int(prio[i]),
                 preemptible=bool(preemptible[i]) if preemptible[i] is not None else True,
                 checkpoint_s=intervals[i],

@@ -89,7 +89,9 @@ class Job:
         "failures",
         "first_start_s",
         "gpu_class",
+        "gpu_classes",
         "gpus",
+        "hbm_gb_per_gpu",
         "id",
         "kind",
         "last_ckpt_progress",
@@ -108,6 +110,7 @@ class Job:
         "state",
         "submit_s",
         "tenant",
+        "ticket",
     )
 
     def __init__(
@@ -125,6 +128,8 @@ class Job:
         checkpoint_s: float | None = None,
         allow_cross_site: bool = False,
         kind: str = "",
+        gpu_classes: tuple[str, ...] = (),
+        hbm_gb_per_gpu: float | None = None,
     ) -> None:
         if gpus <= 0:
             msg = f"job {id}: gpus: must be > 0"
@@ -138,7 +143,11 @@ class Job:
         self.gpus = gpus
         self.duration_s = duration_s
         self.estimate_s = estimate_s if estimate_s is not None else duration_s
+        # The GPU class asked for (None: any), or several acceptable ones (gpu_classes, with
+        # gpu_class None); and the GPU memory each GPU must have (None: any).
         self.gpu_class = gpu_class
+        self.gpu_classes = gpu_classes
+        self.hbm_gb_per_gpu = hbm_gb_per_gpu
         self.priority = int(priority)
         self.preemptible = preemptible
         self.checkpoint_s = checkpoint_s
@@ -169,6 +178,9 @@ class Job:
         self.preempted_for: set[str] | frozenset[str] = _NONE
         self.lost_preempt_gpu_s = 0.0
         self.lost_failure_gpu_s = 0.0
+        # Opaque to the job: where the scheduler that holds it finds its own record of it
+        # (aifactory.scheduler.shortcuts, HANDLE). Nothing else reads or writes it.
+        self.ticket: object | None = None
 
     def move(self, to: JobState, now: float) -> None:
         """Change state through the transition table; record it. Raises on an illegal move."""

@@ -7,14 +7,18 @@ Columns (Parquet, one row per GPU job):
 - ``submit_s`` (float64): submit time, seconds from the start of the trace (>= 0).
 - ``duration_s`` (float64): true run time in seconds (> 0), known only to the twin.
 - ``gpus`` (int32): gang size (> 0).
-- ``gpu_class`` (string, nullable): requested GPU class, null for "any".
+- ``gpu_class`` (string, nullable): requested GPU class, null for "any"; several
+  acceptable classes comma-separated (``gb200,b200``): the scheduler picks among them by
+  its own order (where the tenant has most unused nominal quota first).
 - ``estimate_s`` (float64, nullable): what the scheduler may see (time limit / estimate).
 - ``priority`` (int32): priority class value, larger is more important; 0 by default.
 - ``observed_start_s`` (float64, nullable): start time seen on the real system.
 - ``status`` (string, nullable): final status on the real system.
 
 Optional extra columns a synthesiser may add (consumers ignore unknown columns):
-``preemptible`` (bool), ``checkpoint_s`` (float64, nullable), ``kind`` (string).
+``preemptible`` (bool), ``checkpoint_s`` (float64, nullable), ``kind`` (string),
+``hbm_gb_per_gpu`` (float64, nullable: the GPU memory each GPU must have; the job runs
+only on classes whose model has at least that much).
 """
 
 from __future__ import annotations
@@ -53,4 +57,5 @@ OPTIONAL_COLUMNS = {
     "preemptible": pa.bool_(),
     "checkpoint_s": pa.float64(),
     "kind": pa.string(),
+    "hbm_gb_per_gpu": pa.float64(),
 }

@@ -173,6 +173,11 @@ class JobClass(_Frozen):
     priority: int = Field(description="0 research/dev, 100 training campaigns, 1000 inference.")
     preemptible: bool
     checkpoint_s: float | None = Field(default=None, gt=0, description="Checkpoint interval.")
+    hbm_gb_per_gpu: float | None = Field(
+        default=None,
+        gt=0,
+        description="GPU memory each GPU of a job must have (from the model it trains); null: any.",
+    )
     gpu_class: list[str] = Field(
         default_factory=list,
         description="Preferred GPU classes; the first the tenant holds quota in; else any.",

@@ -323,6 +323,10 @@ def _assemble(plans: list[ClassPlan], blocks: list[_Block]) -> pa.Table:
         [p.job_class.checkpoint_s if p.job_class.checkpoint_s else math.nan for p in plans],
         np.float64,
     )
+    hbm = per_job(
+        [p.job_class.hbm_gb_per_gpu or math.nan for p in plans],
+        np.float64,
+    )
 
     def cat_blocks(name: str) -> npt.NDArray[Any]:
         return np.concatenate([getattr(b, name) for b in blocks]) if blocks else np.empty(0)
@@ -346,6 +350,7 @@ def _assemble(plans: list[ClassPlan], blocks: list[_Block]) -> pa.Table:
     )
     cc = class_code[order]
     ck = ckpt[order]
+    mem = hbm[order]
     columns = {
         "job_id": job_id,
         "tenant": tenant_col,
@@ -360,6 +365,7 @@ def _assemble(plans: list[ClassPlan], blocks: list[_Block]) -> pa.Table:
         "preemptible": pa.array(preemptible[order], pa.bool_()),
         "checkpoint_s": pa.array(ck, pa.float64(), mask=np.isnan(ck)),
         "kind": pc.take(pa.array(kinds, pa.string()), pa.array(kind_code[order])),
+        "hbm_gb_per_gpu": pa.array(mem, pa.float64(), mask=np.isnan(mem)),
     }
     return pa.Table.from_arrays(list(columns.values()), schema=SYNTH_SCHEMA)
 
