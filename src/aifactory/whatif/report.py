@@ -107,6 +107,40 @@ def _compare_rows(
     return out
 
 
+#: What the answer sentence of a variation reports: (column, label, divisor, unit).
+ANSWER = (
+    ("avg_queue_s", "average queue", 3600.0, " h"),
+    ("utilization", "utilisation", 0.01, "%"),
+    ("completed", "completed jobs", 1.0, ""),
+)
+
+
+def answer(rows: Sequence[Row], name: str, seeds: int, *, paired: bool) -> str:
+    """A plain sentence: how the main metrics move from the base, and whether the 95%
+    interval of the difference excludes 0 (a difference) or not (none shown at these seeds)."""
+    parts = []
+    for column, label, scale, unit in ANSWER:
+        base = _values(rows, BASE, column, seeds)
+        var = _values(rows, name, column, seeds)
+        eb, ev = mean_ci(base), mean_ci(var)
+        d = paired_diff(var, base) if paired else welch_diff(var, base)
+        if math.isnan(eb.mean) or math.isnan(ev.mean):
+            continue
+        if math.isnan(d.half):
+            verdict = "no interval with one seed"
+        elif abs(d.mean) > d.half:
+            verdict = "a difference at 95%"
+        else:
+            verdict = "not distinguishable from no change at 95%"
+        parts.append(
+            f"{label} {eb.mean / scale:,.4g}{unit} -> {ev.mean / scale:,.4g}{unit} "
+            f"({_fmt(d, scale)}{unit}; {verdict})"
+        )
+    if not parts:
+        return "no successful runs to compare."
+    return "; ".join(parts) + "."
+
+
 def _tenants_sites(rows: Sequence[Row]) -> tuple[list[str], list[str]]:
     tenants: dict[str, None] = {}
     sites: dict[str, None] = {}
@@ -130,6 +164,7 @@ def _variation_section(rows: Sequence[Row], var: Variation, seeds: int, *, paire
     parts.extend(
         f'<p class="note"><b>Not modelled yet:</b> {esc(why)}.</p>' for why in var.unmodelled
     )
+    parts.append(f"<p><b>Answer:</b> {esc(answer(rows, var.name, seeds, paired=paired))}</p>")
     parts.append(table(heads, _compare_rows(rows, var.name, headline, seeds, paired=paired), num))
     tenants, sites = _tenants_sites(rows)
     per_t: list[list[str]] = []
