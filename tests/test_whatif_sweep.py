@@ -8,6 +8,7 @@ a few seconds of twin per run. Ray is imported, not skipped: ``make test`` insta
 from __future__ import annotations
 
 import math
+import os
 import re
 import sys
 from pathlib import Path
@@ -197,3 +198,24 @@ def test_the_ray_engine_says_in_one_line_when_ray_is_missing(
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(EngineError, match=r"pip install 'aifactory\[ray\]'"):
         run_ray([], 1)
+
+
+def test_ray_retries_a_run_whose_worker_died(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flaky_run import die_once  # noqa: PLC0415 (the tests folder is on sys.path)
+
+    here = str(Path(__file__).parent)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([here, os.environ.get("PYTHONPATH", "")]))
+    doc = Scenario.model_validate(DOC).model_dump(mode="json")
+    tasks = [RunTask(doc, str(tmp_path), "base", i, i, str(tmp_path)) for i in range(2)]
+    rows = run_ray(tasks, 2, fn=die_once, max_retries=2)
+    assert sorted(r["seed_index"] for r in rows) == [0, 1]
+    assert {r["status"] for r in rows} == {"ok"}
+    # every first attempt died: each marker was written before its worker exited
+    assert len(list(tmp_path.glob("*.tried"))) == 2
+    for marker in tmp_path.glob("*.tried"):
+        marker.unlink()
+    rows = run_ray(tasks[:1], 1, fn=die_once, max_retries=0)
+    assert rows[0]["status"] == "error"
+    assert rows[0]["error"].startswith("Ray task failed after retries")

@@ -78,8 +78,10 @@ def run_ray(
     address: str | None = None,
     on_row: OnRow | None = None,
     max_retries: int = MAX_RETRIES,
+    fn: Callable[[RunTask], Row] = run_one,
 ) -> list[Row]:
-    """Every task as a Ray task on the cluster at ``address`` (or a local head it starts)."""
+    """Every task as a Ray task on the cluster at ``address`` (or a local head it starts);
+    ``fn`` is the run itself (tests pass one whose worker dies)."""
     try:
         import ray  # noqa: PLC0415 (optional extra, only for this engine)
         from ray.exceptions import RayError  # noqa: PLC0415
@@ -106,7 +108,7 @@ def run_ray(
         msg = f"cannot start or join Ray{f' at {address}' if address else ''}: {exc}"
         raise EngineError(msg.splitlines()[0]) from None
     try:
-        remote = ray.remote(num_cpus=1, max_retries=max_retries)(run_one)
+        remote = ray.remote(num_cpus=1, max_retries=max_retries)(fn)
         pending = {remote.remote(t): t for t in tasks}
         rows: list[Row] = []
         while pending:
