@@ -30,7 +30,12 @@ def sweep(
         ),
     ] = None,
     workers: Annotated[
-        int | None, typer.Option("--workers", help="Parallel runs (default: CPU count).")
+        int | None,
+        typer.Option(
+            "--workers",
+            help="Parallel runs: the local pool's processes, or the CPUs of the Ray head it "
+            "starts (a cluster at --ray-address uses its own CPUs). Default: CPU count.",
+        ),
     ] = None,
     keep_runs: Annotated[
         bool, typer.Option("--keep-runs", help="Also write each run's full outputs to OUT/runs/.")

@@ -76,10 +76,16 @@ def _values(rows: Sequence[Row], variation: str, column: str, seeds: int) -> lis
     return out
 
 
+def _num(value: float) -> str:
+    """Four significant digits, without exponents for counts in the thousands."""
+    return f"{value:,.0f}" if abs(value) >= 1e4 else f"{value:,.4g}"
+
+
 def _fmt(e: Estimate, scale: float) -> str:
     if math.isnan(e.mean):
         return "-"
-    return Estimate(e.mean / scale, e.half / scale, e.n).text("{:,.4g}")
+    mean, half = _num(e.mean / scale), _num(e.half / scale)
+    return mean if math.isnan(e.half) else f"{mean} ± {half}"
 
 
 def _compare_rows(
@@ -133,12 +139,33 @@ def answer(rows: Sequence[Row], name: str, seeds: int, *, paired: bool) -> str:
         else:
             verdict = "not distinguishable from no change at 95%"
         parts.append(
-            f"{label} {eb.mean / scale:,.4g}{unit} -> {ev.mean / scale:,.4g}{unit} "
+            f"{label} {_num(eb.mean / scale)}{unit} to {_num(ev.mean / scale)}{unit} "
             f"({_fmt(d, scale)}{unit}; {verdict})"
         )
     if not parts:
         return "no successful runs to compare."
-    return "; ".join(parts) + "."
+    moved = _largest_tenant_change(rows, name, seeds, paired=paired)
+    return "; ".join(parts) + "." + (f" {moved}." if moved else "")
+
+
+def _largest_tenant_change(rows: Sequence[Row], name: str, seeds: int, *, paired: bool) -> str:
+    """The tenant whose average queue moved most (by mean difference), in words."""
+    best: tuple[float, str, Estimate, Estimate, Estimate] | None = None
+    for t in _tenants_sites(rows)[0]:
+        column = f"tenant.{t}.avg_queue_s"
+        base, var = _values(rows, BASE, column, seeds), _values(rows, name, column, seeds)
+        d = paired_diff(var, base) if paired else welch_diff(var, base)
+        if math.isnan(d.mean) or d.mean == 0:
+            continue
+        if best is None or abs(d.mean) > best[0]:
+            best = (abs(d.mean), t, mean_ci(base), mean_ci(var), d)
+    if best is None:
+        return ""
+    _, t, eb, ev, d = best
+    return (
+        f"The tenant whose average queue moved most is {t}: {_num(eb.mean / 3600)} h to "
+        f"{_num(ev.mean / 3600)} h ({_fmt(d, 3600.0)} h)"
+    )
 
 
 def _tenants_sites(rows: Sequence[Row]) -> tuple[list[str], list[str]]:
@@ -164,7 +191,10 @@ def _variation_section(rows: Sequence[Row], var: Variation, seeds: int, *, paire
     parts.extend(
         f'<p class="note"><b>Not modelled yet:</b> {esc(why)}.</p>' for why in var.unmodelled
     )
-    parts.append(f"<p><b>Answer:</b> {esc(answer(rows, var.name, seeds, paired=paired))}</p>")
+    said = answer(rows, var.name, seeds, paired=paired)
+    if all(not e.MODELLED for e in var.edits):
+        said = "the twin models none of these edits yet, so these runs are the base's: " + said
+    parts.append(f"<p><b>Answer:</b> {esc(said)}</p>")
     parts.append(table(heads, _compare_rows(rows, var.name, headline, seeds, paired=paired), num))
     tenants, sites = _tenants_sites(rows)
     per_t: list[list[str]] = []
