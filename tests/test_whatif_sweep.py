@@ -149,6 +149,7 @@ def test_the_html_compares_each_variation_with_cis_and_names_what_is_not_modelle
     assert "Per tenant" in html
     assert "Per site" in html
     assert re.search(r"\d ± \d", html)
+    assert html.count("<svg") == 1  # the CI chart, inline
     assert "<script" not in html
     assert "http://" not in html
     assert "https://" not in html

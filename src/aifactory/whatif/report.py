@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from aifactory.reports.html import esc, page, params_list, section, table
+from aifactory.reports.html import esc, figure, page, params_list, section, table
 from aifactory.whatif.model import BASE, Scenario, Variation
 from aifactory.whatif.stats import Estimate, mean_ci, paired_diff, welch_diff
 
@@ -217,6 +217,27 @@ def _variation_section(rows: Sequence[Row], var: Variation, seeds: int, *, paire
     return section(title, *parts)
 
 
+def _overview(scenario: Scenario, rows: Sequence[Row], seeds: int) -> str:
+    from aifactory.whatif.charts import ci_bars_svg  # noqa: PLC0415 (matplotlib is slow to import)
+
+    names = scenario.run_names
+    panels = {
+        (f"{label} ({unit})" if unit else label): [
+            _scaled(mean_ci(_values(rows, n, column, seeds)), scale) for n in names
+        ]
+        for column, label, scale, unit in HEADLINE
+        if column in ("avg_queue_s", "p99_queue_s", "utilization", "completed")
+    }
+    return section(
+        "Every run against the base",
+        figure(ci_bars_svg(names, panels), "Bars: mean over seeds; whiskers: 95% interval."),
+    )
+
+
+def _scaled(e: Estimate, scale: float) -> Estimate:
+    return Estimate(e.mean / scale, e.half / scale, e.n)
+
+
 def _edit_text(edit: Any) -> str:
     fields = edit.model_dump(mode="json", exclude_none=True)
     kind = fields.pop("edit")
@@ -270,6 +291,7 @@ def build_html(scenario: Scenario, rows: Sequence[Row], seeds: int, meta: dict[s
                 note="These runs are left out of every mean below.",
             )
         )
+    body.append(_overview(scenario, rows, seeds))
     body.extend(_variation_section(rows, v, seeds, paired=paired) for v in scenario.variations)
     subtitle = f"{len(scenario.variations)} variation(s) against the base, {seeds} seed(s) each"
     return page(f"Sweep: {scenario.name}", subtitle, "".join(body))
