@@ -92,9 +92,10 @@ def run_ray(
     src = str(Path(__file__).resolve().parents[2])
     path = os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH", "")) if p)
     runtime_env = {"env_vars": {"PYTHONPATH": path}}
+    # A driver that is already connected (a notebook, a test) keeps its connection.
     started = not ray.is_initialized()
     try:
-        if address:
+        if started and address:
             ray.init(address=address, runtime_env=runtime_env, log_to_driver=False)
         elif started:
             ray.init(
