@@ -378,3 +378,31 @@ def test_cli_refuses_a_bad_file_in_one_line(tmp_path: Path) -> None:
     result = runner.invoke(app, ["scenario", "show", str(tmp_path / "missing.yaml")])
     assert result.exit_code == 2
     assert "file not found" in result.output
+
+
+def test_edits_change_a_copy_never_the_base(tmp_path: Path) -> None:
+    spec, where = load_scenario(
+        write(
+            tmp_path,
+            scenario(
+                {
+                    "edit": "add_gpus",
+                    "site": "busan",
+                    "model": "b200",
+                    "owner": "startup",
+                    "gpus": 144,
+                },
+                {"edit": "link_bandwidth", "factor": 2},
+            ),
+        )
+    )
+    before = plan_run(spec, "base", where).fleet
+    plan_run(spec, "v", where)
+    after = plan_run(spec, "base", where).fleet
+    assert after == before == load_fleet("demo")
+
+
+def test_cli_lists_the_bundled_scenarios() -> None:
+    result = runner.invoke(app, ["scenario", "list"])
+    assert result.exit_code == 0
+    assert "korea-2030" in result.output
