@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -220,3 +221,27 @@ def test_ray_retries_a_run_whose_worker_died(
     rows = run_ray(tasks[:1], 1, fn=die_once, max_retries=0)
     assert rows[0]["status"] == "error"
     assert rows[0]["error"].startswith("Ray task failed after retries")
+
+
+def test_an_unreachable_cluster_is_refused_in_one_line(scenario_file: Path, tmp_path: Path) -> None:
+    with socket.socket() as s:  # a port nobody listens on: bound, never listening
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        result = runner.invoke(
+            app,
+            [
+                "sweep",
+                str(scenario_file),
+                "--engine",
+                "ray",
+                "--ray-address",
+                f"127.0.0.1:{port}",
+                "--seeds",
+                "1",
+                "--out",
+                str(tmp_path),
+            ],
+        )
+    assert result.exit_code == 2
+    assert f"--ray-address: cannot reach 127.0.0.1:{port}" in result.output
+    assert not (tmp_path / "sweep.parquet").exists()

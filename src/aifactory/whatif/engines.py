@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import socket
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
@@ -94,6 +95,8 @@ def run_ray(
     runtime_env = {"env_vars": {"PYTHONPATH": path}}
     # A driver that is already connected (a notebook, a test) keeps its connection.
     started = not ray.is_initialized()
+    if started and address:
+        check_reachable(address)
     try:
         if started and address:
             ray.init(address=address, runtime_env=runtime_env, log_to_driver=False)
@@ -128,6 +131,26 @@ def run_ray(
     finally:
         if started:
             ray.shutdown()
+
+
+#: Seconds to wait for a TCP connection to a cluster address before calling it unreachable
+#: (ray.init itself retries an unreachable address for minutes).
+CONNECT_TIMEOUT_S = 5.0
+
+
+def check_reachable(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+    """Refuse, in one line, a ``host:port`` or ``ray://host:port`` address that does not
+    accept a TCP connection; other forms (``auto``, ``local``) are left to Ray."""
+    hostport = address.removeprefix("ray://")
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        return
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+            pass
+    except OSError as exc:
+        msg = f"--ray-address: cannot reach {address} ({exc.strerror or exc})"
+        raise EngineError(msg) from None
 
 
 def order_rows(rows: Sequence[Row], tasks: Sequence[RunTask]) -> list[Row]:
