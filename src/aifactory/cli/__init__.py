@@ -18,8 +18,10 @@ from aifactory.cli import (
     plan_cmd,
     project_cmd,
     run_cmd,
+    scenario_cmd,
     serve_cmd,
     simulate_cmd,
+    sweep_cmd,
     trace_cmd,
     workload_cmd,
 )
@@ -36,6 +38,8 @@ app.command("run")(run_cmd.run_cmd)
 app.command("simulate")(simulate_cmd.simulate)
 app.command("compare")(simulate_cmd.compare)
 app.add_typer(plan_cmd.app, name="plan")
+app.add_typer(scenario_cmd.app, name="scenario")
+app.command("sweep")(sweep_cmd.sweep)
 app.add_typer(workload_cmd.app, name="workload")
 app.add_typer(trace_cmd.app, name="trace")
 app.add_typer(job_cmd.app, name="job")
