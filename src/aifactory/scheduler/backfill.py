@@ -20,7 +20,7 @@ from mypy_extensions import i64
 from aifactory.scheduler.records import Reservation
 from aifactory.scheduler.running import Running
 from aifactory.scheduler.seat import Seat
-from aifactory.workload.job import RUNNING, Job
+from aifactory.workload.job import Job
 
 INF: Final = float("inf")
 
@@ -68,7 +68,7 @@ class Backfill:
             epoch = ends.seq[0]
             ends.pop()
             other = seats[index]
-            if other.run_epoch != epoch or other.job.state is not RUNNING:
+            if other.run_epoch != epoch or other.rpos < 0:  # (rpos >= 0: running)
                 running.ends_stale[gpu_class] = max(0, running.ends_stale[gpu_class] - 1)
                 continue
             walked_end = vec_append(walked_end, end)

@@ -41,7 +41,6 @@ from aifactory.scheduler.records import (
 )
 from aifactory.scheduler.seat import Seat
 from aifactory.scheduler.state import INF, SchedulerState
-from aifactory.workload.job import PENDING
 
 
 @final
@@ -286,7 +285,7 @@ class Cycle(SchedulerState):
     ) -> None:
         """Try one new job: it may start if it heads its tenant's queue, or (EASY) around
         earlier jobs of its tenant; else it waits in its queue."""
-        if seat.job.state is not PENDING:
+        if seat.qseq < 0:  # pending no more (qseq >= 0 while pending)
             return
         pending = self.pending
         q = pending.queues[seat.tix]

@@ -235,11 +235,10 @@ class Preemption:
     def lost_if_evicted(self, seat: Seat, now: float) -> float:
         """GPU-seconds of work ``job`` would lose if evicted now (unsaved progress and the
         restart overhead it paid)."""
-        job = seat.job
         unsaved = unsaved_progress(
-            now - job.run_start_s, job.overhead_s, job.checkpoint_s, self.checkpoint_write_s
+            now - seat.run_start_s, seat.overhead_s, seat.checkpoint_s, self.checkpoint_write_s
         )
-        return (unsaved + job.overhead_s) * seat.gpus
+        return (unsaved + seat.overhead_s) * seat.gpus
 
     def startable(self, seat: Seat, gpu_class: int) -> tuple[Level, list[tuple[int, int]]] | None:
         """A placement for ``job`` in the class now, if its quota allows one."""

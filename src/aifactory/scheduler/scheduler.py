@@ -154,7 +154,7 @@ class Scheduler(Cycle):
         res.rejected = refused
         if self._freed:
             for seat in fresh:  # a full pass reads the queues: new submits join them first
-                if not seat.in_queue and seat.job.state is PENDING:
+                if not seat.in_queue and seat.qseq >= 0:  # (qseq >= 0: still pending)
                     self.pending.push(seat)
             interval = self.cfg.backfill_interval_s
             deep = self._easy and (interval <= 0 or now >= self._last_deep + interval)
@@ -253,6 +253,8 @@ class Scheduler(Cycle):
         job.move(RUNNING, start_s)
         job.first_start_s = job.first_start_s if job.first_start_s is not None else start_s
         job.run_start_s = start_s
+        seat.run_start_s = start_s
+        seat.overhead_s = job.overhead_s
         seat.est_end_s = start_s + self.backfill.expected_run(job)
         self.running.index_end(seat)
 

@@ -13,9 +13,11 @@ seat's dense ``index``; the running lists and preemption's candidates hold seats
 the public methods, which take and return jobs, find a job's seat by the job's identity.
 
 The request fields a pass reads for every job it tries (gang size, tenant index,
-priority, preemptibility, whether it may cross sites) are copied at submit: a job's
-request does not change once a scheduler holds it (nothing in aifactory writes them
-after construction), and the copy saves a second object's read on the per-job path.
+priority, preemptibility, whether it may cross sites, checkpoint interval) are copied at
+submit: a job's request does not change once a scheduler holds it (nothing in aifactory
+writes them after construction), and the copy saves a second object's read (a cache miss
+on a big fleet) on the per-job path; so are the current run's start and overhead at each
+start, which preemption reads for every candidate.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ class Seat:
 
     __slots__ = (
         "away_version",
+        "checkpoint_s",
         "classes",
         "cross",
         "est_end_s",
@@ -37,6 +40,7 @@ class Seat:
         "index",
         "job",
         "live",
+        "overhead_s",
         "owner",
         "pmask",
         "pnode",
@@ -50,6 +54,7 @@ class Seat:
         "rpos",
         "run_class",
         "run_epoch",
+        "run_start_s",
         "tix",
         "waited",
     )
@@ -65,6 +70,11 @@ class Seat:
         self.priority = job.priority
         self.preemptible = job.preemptible
         self.cross = job.allow_cross_site
+        self.checkpoint_s = job.checkpoint_s
+        # The current run's start and restart overhead (copied from the job at each start:
+        # preemption prices every candidate by them).
+        self.run_start_s = 0.0
+        self.overhead_s = 0.0
         self.qseq = -1  # sequence of the job's live queue row (stale rows are skipped)
         self.in_queue = False  # whether that row is in its tenant's queue heap yet
         self.run_class = -1  # index of the GPU class it runs in (while running)

@@ -176,10 +176,9 @@ class SchedulerState:
     def _find(self, job: Job) -> Seat | None:
         """The seat of a job this scheduler holds (pending or running), or None."""
         ticket = job.ticket
-        if ticket is not None:
-            seat = cast("Seat", ticket)
-            if seat.owner is self and seat.live:
-                return seat
+        # (a ticket names one of this scheduler's seats only while it is live: _release)
+        if ticket is not None and cast("Seat", ticket).owner is self:
+            return cast("Seat", ticket)
         found = self.held.get(job.id)
         return found if found is not None and found.job is job and found.live else None
 
@@ -305,6 +304,8 @@ class SchedulerState:
         if job.first_start_s is None:
             job.first_start_s = now
         job.run_start_s = now
+        seat.run_start_s = now
+        seat.overhead_s = job.overhead_s
         seat.run_epoch += 1
         seat.est_end_s = now + self.backfill.expected_run(job)
         self.running.index_end(seat)
@@ -316,8 +317,7 @@ class SchedulerState:
         back, its service is counted, and a full pass is due."""
         self.running.detach(seat, now)
         self.running.ended_run(seat)
-        job = seat.job
-        job.attained += seat.gpus * max(0.0, now - job.run_start_s)
+        seat.job.attained += seat.gpus * max(0.0, now - seat.run_start_s)
         self._dirty = True
         self._freed = True
         self.shortcuts.gave_back()  # GPUs and quota came back

@@ -154,6 +154,11 @@ class Job:
         self.allow_cross_site = allow_cross_site
         self.kind = kind
         self.state = JobState.PENDING
+        # Opaque to the job: where the scheduler that holds it finds its own record of it
+        # (aifactory.scheduler.shortcuts, HANDLE); nothing else reads or writes it. (Set
+        # next to ``state``: compiled, fields are laid out in the order they are first
+        # set, and the two are read together when a job ends.)
+        self.ticket: object | None = None
         # The history (see the ``history`` property): its first three entries in fields of
         # the job (time unboxed), the rest in a list made only for a job that has more.
         # (Most jobs move three times or fewer: their history makes no object at all.)
@@ -178,9 +183,6 @@ class Job:
         self.preempted_for: set[str] | frozenset[str] = _NONE
         self.lost_preempt_gpu_s = 0.0
         self.lost_failure_gpu_s = 0.0
-        # Opaque to the job: where the scheduler that holds it finds its own record of it
-        # (aifactory.scheduler.shortcuts, HANDLE). Nothing else reads or writes it.
-        self.ticket: object | None = None
 
     def move(self, to: JobState, now: float) -> None:
         """Change state through the transition table; record it. Raises on an illegal move."""
