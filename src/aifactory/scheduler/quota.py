@@ -97,6 +97,7 @@ class QuotaBook:
         "cohort_of",
         "cohort_pool",
         "floors",
+        "grouped",
         "index",
         "parent_of",
         "reclaim_group",
@@ -116,6 +117,7 @@ class QuotaBook:
         self.cohort_pool: list[list[int]] = []
         self.cohort_draw: list[list[int]] = []
         self.cohort_members: list[list[int]] = []  # the tops of the trees in each cohort
+        groupings: list[bool] = []  # a parent that declares no quota: its children's sums
         for tenant, parent, cohort in fleet.iter_tenants():
             t = len(self.tenants)
             self.tenants.append(tenant.name)
@@ -123,6 +125,7 @@ class QuotaBook:
             self.children.append([])
             row = [QuotaCell(n, lend, limit) for n, lend, limit in _effective(tenant, classes)]
             self.cells.append(row)
+            groupings.append(bool(tenant.children) and not tenant.quotas)
             if parent is not None:
                 p = self.index[parent.name]
                 self.parent_of.append(p)
@@ -165,6 +168,15 @@ class QuotaBook:
             for m in members:
                 for c, cell in enumerate(self.cells[m]):
                     self.cohort_draw[k][c] += self._claim(m, c) - cell.guaranteed
+        # A leaf whose every ancestor is a grouping is admitted by one rule, at its tree's
+        # top (a grouping caps nothing, and claims exactly its children's claims: each is
+        # at least its guaranteed part, whose sum is the grouping's): the top, else -1.
+        self.grouped: list[int] = []
+        for t in range(len(self.tenants)):
+            p = self.parent_of[t]
+            while p >= 0 and groupings[p]:
+                p = self.parent_of[p]
+            self.grouped.append(self.top_of[t] if p < 0 and self.parent_of[t] >= 0 else -1)
         # Per tenant, the leaves it shares capacity with (its tree's, and its cohort's
         # other trees'): where a reclaim may find borrowers.
         leaves_of: list[list[int]] = [[] for _ in self.tenants]
@@ -234,6 +246,19 @@ class QuotaBook:
             if used <= guaranteed:
                 return True  # within the part of nominal that is never lent: no draw
             extra = used - guaranteed - (cell.used - guaranteed if cell.used > guaranteed else 0)
+            return (
+                self.cohort_draw[cohort][gpu_class] + extra <= self.cohort_pool[cohort][gpu_class]
+            )
+        top = self.grouped[t]
+        if top >= 0:  # only groupings above: the top's rule alone, on the leaf's claim
+            guaranteed = cell.nominal - cell.lendable
+            if used <= guaranteed:
+                return True
+            extra = used - guaranteed - (cell.used - guaranteed if cell.used > guaranteed else 0)
+            cohort = self.cohort_of[top]
+            if cohort < 0:
+                top_cell = self.cells[top][gpu_class]
+                return top_cell.claims + extra <= top_cell.nominal
             return (
                 self.cohort_draw[cohort][gpu_class] + extra <= self.cohort_pool[cohort][gpu_class]
             )
