@@ -151,20 +151,25 @@ def _change(service: ServiceDep, who: Principal, alloc_id: int, act: Act) -> All
 _DECIDED = responses(*AUTHENTICATED, 403, 404, 409, 413, 422)
 
 
+def _move(
+    service: ServiceDep, who: Principal, alloc_id: int, to: AllocState, note: str
+) -> AllocationView:
+    """A decision on a request: the allocation moves to ``to``, recorded with who and when."""
+    return _change(
+        service,
+        who,
+        alloc_id,
+        lambda m, _l: m.move(to, who=_who(who), at=service.clock(), detail=note),
+    )
+
+
 @router.post("/{alloc_id}/endorse", response_model=AllocationView, responses=_DECIDED)
 def endorse(alloc_id: AllocId, body: Decision, who: Caller, service: ServiceDep) -> AllocationView:
     """The project's tenant-admin vouches for a request (admins may too)."""
     _view(service, who, alloc_id)
     if who.role is Role.MEMBER:
         raise HTTPException(403, "endorse: tenant-admins of the project's tenant only")
-    return _change(
-        service,
-        who,
-        alloc_id,
-        lambda m, _l: m.move(
-            AllocState.ENDORSED, who=_who(who), at=service.clock(), detail=body.note
-        ),
-    )
+    return _move(service, who, alloc_id, AllocState.ENDORSED, body.note)
 
 
 @router.post("/{alloc_id}/approve", response_model=AllocationView, responses=_DECIDED)
@@ -173,14 +178,7 @@ def approve(alloc_id: AllocId, body: Decision, who: Caller, service: ServiceDep)
     _view(service, who, alloc_id)
     if who.role is not Role.ADMIN:
         raise HTTPException(403, "approve: platform admins only")
-    return _change(
-        service,
-        who,
-        alloc_id,
-        lambda m, _l: m.move(
-            AllocState.APPROVED, who=_who(who), at=service.clock(), detail=body.note
-        ),
-    )
+    return _move(service, who, alloc_id, AllocState.APPROVED, body.note)
 
 
 @router.post("/{alloc_id}/reject", response_model=AllocationView, responses=_DECIDED)
@@ -191,14 +189,7 @@ def reject(alloc_id: AllocId, body: Decision, who: Caller, service: ServiceDep) 
         raise HTTPException(403, "reject: tenant-admins and platform admins only")
     if who.role is Role.TENANT_ADMIN and view.state != AllocState.REQUESTED.value:
         raise HTTPException(403, "reject: once endorsed, only a platform admin may reject")
-    return _change(
-        service,
-        who,
-        alloc_id,
-        lambda m, _l: m.move(
-            AllocState.REJECTED, who=_who(who), at=service.clock(), detail=body.note
-        ),
-    )
+    return _move(service, who, alloc_id, AllocState.REJECTED, body.note)
 
 
 @router.post("/{alloc_id}/topup", response_model=AllocationView, responses=_DECIDED)
