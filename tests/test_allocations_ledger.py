@@ -225,6 +225,9 @@ def test_every_recorded_move_is_in_the_table(steps: list[tuple[str, float]]) -> 
         elif op == "extend" and x * H >= 1.0:
             a = a.extend(a.end_s + x * H, who="admin", at=now)
         now += x * H if op == "settle" else 0.0
+        # As the service does (alloc_store.change_allocation): the changed allocation
+        # first, then the moves its new balance makes.
+        ledger.replace(a)
         ledger.replace(a.settle(now, ledger.balance("a1")))
     final = ledger.allocation("a1")
     moves = [c for c in final.history if c.kind.value == "move"]
