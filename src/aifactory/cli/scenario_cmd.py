@@ -109,6 +109,6 @@ def _edit_text(edit: Any) -> str:
 @app.command("schema")
 def schema_cmd() -> None:
     """Print the JSON Schema of scenario files (committed as whatif/scenario.schema.json)."""
-    from aifactory.whatif.model import Scenario  # noqa: PLC0415
+    from aifactory.whatif.model import scenario_schema  # noqa: PLC0415
 
-    print_json(Scenario.model_json_schema())
+    print_json(scenario_schema())

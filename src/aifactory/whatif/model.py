@@ -15,7 +15,7 @@ in ``MODELLED`` and every output that shows them says it plainly.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, ClassVar, Literal, Self
+from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import Field, field_validator, model_validator
 
@@ -335,3 +335,14 @@ class Scenario(Frozen):
     def run_names(self) -> list[str]:
         """The base then every variation, in file order."""
         return [BASE, *(v.name for v in self.variations)]
+
+
+def scenario_schema() -> dict[str, Any]:
+    """The scenario file's JSON Schema, the same in both builds: an enum's description
+    is its class docstring, which a compiled module replaces with a placeholder, so enum
+    descriptions are left out (the fields that use them say what they are)."""
+    schema = Scenario.model_json_schema()
+    for definition in schema.get("$defs", {}).values():
+        if "enum" in definition:
+            definition.pop("description", None)
+    return schema
