@@ -90,7 +90,8 @@ def test_cancel_stops_every_process_of_the_job(ex: LocalExecutor) -> None:
     files = [home(ex, job) / "a.pid", home(ex, job) / "b.pid"]
     wait_for(lambda: all(f.exists() and f.read_text().strip() for f in files))
     pids = [int(f.read_text()) for f in files]
-    assert all(_sleeping(p) for p in pids)
+    # ($! is written as soon as the shell forks: the child may not have exec'd sleep yet)
+    wait_for(lambda: all(_sleeping(p) for p in pids), timeout=5)
     ex.cancel(handle)
     ex.cancel(handle)  # idempotent
     assert ended(ex, handle) is RunState.CANCELLED
