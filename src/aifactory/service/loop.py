@@ -48,7 +48,6 @@ from sqlalchemy import Connection, RowMapping, delete, select
 
 from aifactory.allocations import B200_TFLOPS
 from aifactory.fleet.topology import Topology
-from aifactory.scheduler.config import BackfillMode, SchedulerConfig
 from aifactory.scheduler.records import Interruption
 from aifactory.scheduler.scheduler import Scheduler
 from aifactory.service import bulk_pg
@@ -63,6 +62,7 @@ from aifactory.service.executors.base import (
     Status,
     attempt_name,
 )
+from aifactory.service.forks import fork_state, new_scheduler
 from aifactory.service.isolation import (
     FaultHook,
     InjectedCrashError,
@@ -84,7 +84,6 @@ from aifactory.service.jobrows import (
     live_jobs,
     placement_from_row,
     requeue_row,
-    scheduler_from_rows,
     terminal,
     to_job,
 )
@@ -110,29 +109,6 @@ log = logging.getLogger(__name__)
 PG_RESCAN_S = 2.0
 TIME_LIMIT_GRACE_S = 1.0
 MIN_CYCLE_GAP_S = 0.01
-
-
-def new_scheduler(topo: Topology, settings: ServiceSettings) -> Scheduler:
-    """A fresh scheduler configured as the service is."""
-    return Scheduler(
-        topo, SchedulerConfig(policy=settings.policy, backfill=BackfillMode(settings.backfill))
-    )
-
-
-def fork_state(db: Database, topo: Topology, settings: ServiceSettings, now: float) -> Scheduler:
-    """A scheduler rebuilt from the database alone, for forecasts and quota views.
-
-    Any replica can answer these without touching the leader's live scheduler (which is
-    mutated by its own thread); the database is one transaction's consistent snapshot.
-    """
-    with db.read() as conn:
-        rows = live_jobs(conn)
-    # A row the core refuses is left out of the view (the leader fails that job on its
-    # next cycle); it must not make every tenant's forecast or quota view fail.
-    sched, left_out = scheduler_from_rows(new_scheduler(topo, settings), rows, now, strict=False)
-    for row_id, exc in left_out:
-        log.warning("job %s left out of a forked view: %s", row_id, why(exc))
-    return sched
 
 
 @dataclass(slots=True)
