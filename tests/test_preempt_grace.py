@@ -11,8 +11,9 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+import pyarrow as pa
 import pytest
-from hypothesis import given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from aifactory.fleet import Topology
@@ -170,14 +171,24 @@ def test_grace_bounds() -> None:
 
 
 @settings(SETTINGS, max_examples=120)
-@given(cases(), st.sampled_from([1.0, 30.0, 200.0]), st.integers(0, 2**16))
+@given(
+    cases(most_jobs=40),
+    st.sampled_from([1.0, 30.0, 200.0]),
+    st.integers(0, 2**16),
+    st.sampled_from(["las", "las", "priority", None]),
+)
 def test_no_gpu_is_given_twice_during_graces(
-    case: tuple[Topology, list[JobSpec], SchedulerConfig, float], grace: float, salt: int
+    case: tuple[Topology, list[JobSpec], SchedulerConfig, float],
+    grace: float,
+    salt: int,
+    policy: str | None,
 ) -> None:
-    """Random fleets and workloads with a default grace and some jobs' own (0 among them):
-    every invariant after every event holds, the GPUs of victims still saving included
-    (builders.check_invariants), and every job ends."""
+    """Random fleets and workloads (preemption on, mostly under LAS, which preempts most)
+    with a default grace and some jobs' own (0 among them): every invariant after every
+    event holds, the GPUs of victims still saving included (builders.check_invariants),
+    and every job ends."""
     topo, specs, cfg, rate = case
+    cfg = replace(cfg, preemption=True, policy=policy or cfg.policy)
     own = [0.0, None, None, 5.0, 120.0]
     specs = [
         (*s[:5], {**s[5], "preempt_grace_s": own[(i + salt) % len(own)]})
@@ -187,5 +198,31 @@ def test_no_gpu_is_given_twice_during_graces(
     assert checks >= result.events
     assert all(j.done for j in result.jobs), [j for j in result.jobs if not j.done]
     assert result.scheduler.preemptions == sum(j.preemptions for j in result.jobs)
+    event(f"saved preemptions {'>0' if result.scheduler.saved_preemptions else '0'}")
     assert not result.scheduler.saving
     assert not result.scheduler.claims
+
+
+def test_a_trace_column_gives_each_job_its_grace() -> None:
+    """A trace's ``preempt_grace_s`` column (null: the run's default) reaches the jobs."""
+    from aifactory.fleet import load_fleet  # noqa: PLC0415
+    from aifactory.twin.inputs import InputOptions, jobs_from_table  # noqa: PLC0415
+    from aifactory.workload.schema import OPTIONAL_COLUMNS, TRACE_SCHEMA  # noqa: PLC0415
+
+    n = 2
+    cols: dict[str, Any] = {
+        "job_id": ["a", "b"],
+        "tenant": ["lab", "lab"],
+        "submit_s": [0.0, 1.0],
+        "duration_s": [10.0, 10.0],
+        "gpus": [1, 1],
+        "gpu_class": [None] * n,
+        "estimate_s": [None] * n,
+        "priority": [0] * n,
+        "observed_start_s": [None] * n,
+        "status": [None] * n,
+    }
+    schema = TRACE_SCHEMA.append(pa.field("preempt_grace_s", OPTIONAL_COLUMNS["preempt_grace_s"]))
+    table = pa.table({**cols, "preempt_grace_s": [45.0, None]}, schema=schema)
+    jobs, _ = jobs_from_table(table, load_fleet("demo"), InputOptions())
+    assert [j.preempt_grace_s for j in jobs] == [45.0, None]
