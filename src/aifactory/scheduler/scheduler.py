@@ -315,6 +315,12 @@ class Scheduler(Cycle):
         ones that still hold GPUs while they save: :meth:`saving_jobs`)."""
         return [seat.job for seat in self.running.seats() if seat.saving_until < 0]
 
+    def preempt_grace(self, job: Job) -> float:
+        """Seconds ``job`` keeps its GPUs to save when preempted (its own grace, else this
+        scheduler's default): what the service gives it from SIGTERM to SIGKILL."""
+        grace = job.preempt_grace_s
+        return self.cfg.preempt_grace_s if grace is None else grace
+
     def saving_jobs(self) -> list[tuple[Job, float]]:
         """Preempted jobs that still hold their GPUs while they save, each with when its
         grace ends (the service kills one still running then), in the order preempted."""
