@@ -163,7 +163,11 @@ def check_invariants(sched: Scheduler, down: dict[int, int] | None = None) -> No
         assert used_mask[n] & cs.node_mask[n] == 0, f"node {n}: a used GPU is also free"
         assert d & (used_mask[n] | cs.node_mask[n]) == 0, f"node {n}: a down GPU is in use"
         assert used_mask[n] | cs.node_mask[n] | d == full, f"node {n}: a GPU is unaccounted"
-    subtree = subtree_used(topo.fleet, topo.classes, used)
+    booked = dict(used)  # the quota book also holds what jobs claim while victims save
+    for seat in sched.claims.values():
+        key = (seat.job.tenant, topo.classes[seat.claim_class])
+        booked[key] = booked.get(key, 0) + seat.gpus
+    subtree = subtree_used(topo.fleet, topo.classes, booked)
     for t, cells in zip(sched.quota.tenants, sched.quota.cells, strict=True):
         for c, cell in enumerate(cells):
             assert cell.used == subtree[t, topo.classes[c]], f"{t}: quota book drifted"

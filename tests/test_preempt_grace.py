@@ -16,11 +16,11 @@ import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from aifactory.fleet import Topology
+from aifactory.fleet import Topology, compile_topology
 from aifactory.scheduler.config import MAX_GRACE_S, SchedulerConfig, job_problem
 from aifactory.scheduler.scheduler import Scheduler
 from aifactory.workload.job import Job, JobState
-from builders import check_invariants, hgx_topo, make_job, simulate
+from builders import check_invariants, hgx, hgx_topo, make_fleet, make_job, simulate, tenant
 from test_scheduler_properties import SETTINGS, JobSpec, cases, run
 
 
@@ -226,3 +226,37 @@ def test_a_trace_column_gives_each_job_its_grace() -> None:
     table = pa.table({**cols, "preempt_grace_s": [45.0, None]}, schema=schema)
     jobs, _ = jobs_from_table(table, load_fleet("demo"), InputOptions())
     assert [j.preempt_grace_s for j in jobs] == [45.0, None]
+
+
+def test_a_claim_holds_its_quota_so_the_jobs_behind_it_do_not_reclaim_again() -> None:
+    """Two servers, tenants ``a`` and ``b`` with 8 GPUs of nominal quota each in one
+    cohort; ``b`` borrows ``a``'s share with two 8-GPU jobs. At 100 ``a``'s first job
+    reclaims one of them, which saves until 130. ``a``'s second job at 110 is beyond
+    ``a``'s nominal once the first is counted: it may not reclaim the other ``b`` job
+    (without the claim's quota held, ``a`` looked idle and it did, evicting twice the
+    victims needed)."""
+    topo = compile_topology(
+        make_fleet(
+            [[[hgx(2)]]],
+            [tenant("a", {"h100": 8}, cohort="c"), tenant("b", {"h100": 8}, cohort="c")],
+        )
+    )
+    sched = Scheduler(topo, SchedulerConfig(preempt_grace_s=30.0))
+    b1 = make_job("B1", tenant="b", run=1000.0)
+    b2 = make_job("B2", tenant="b", run=2000.0)
+    for job in (b1, b2):
+        sched.submit(job, 0.0)
+    assert sched.schedule(0.0).started == [b1, b2]
+    a1 = make_job("A1", submit=100.0)
+    sched.submit(a1, 100.0)
+    first = sched.schedule(100.0).preempted
+    assert len(first) == 1
+    a2 = make_job("A2", submit=110.0)
+    sched.submit(a2, 110.0)
+    res = sched.schedule(110.0)
+    assert res.preempted == []
+    assert res.started == []
+    check_invariants(sched)
+    assert sched.schedule(130.0).started == [a1]
+    assert b1.preemptions + b2.preemptions == 1
+    check_invariants(sched)

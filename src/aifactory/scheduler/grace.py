@@ -20,8 +20,9 @@ them sooner in life, which the twin does not model (a conservative choice).
 Invariants: a saving victim is in the running lists (its GPUs and quota are charged) but
 is no preemption candidate (``seat.preemptible`` is False while it saves, and its counts
 by priority are dropped); its job is PREEMPTED until its grace ends, then PENDING. A
-waiting job with a claim (``seat.claim_s >= 0``) is in its queue and is not tried (it
-neither preempts again nor reserves) until its claim is settled. ``grace_due`` is the
+waiting job with a claim (``seat.claim_s >= 0``) is in its queue, its quota charged in
+its claim's class, and is not tried (it neither preempts again nor reserves) until its
+claim is settled. ``grace_due`` is the
 earliest end of a grace or claim (INF: none), and every pass result made while one is
 open asks for a wake-up then.
 """
@@ -87,6 +88,10 @@ class Grace(SchedulerState):
         their GPUs in ``gpu_class``."""
         seat.claim_s = until
         seat.claim_class = gpu_class
+        # Its quota is spoken for while it waits: charged now, so that the jobs behind it
+        # do not find the room it will take and preempt again for it (reclaim saw the
+        # room before any victim gave its GPUs back, and evicted twice the victims).
+        self.quota.add(seat.tix, gpu_class, seat.gpus)
         self.claims[seat.index] = seat
         self.grace_due = min(self.grace_due, until)
         self._waits(seat, WAIT_GRACE, now)
@@ -103,8 +108,10 @@ class Grace(SchedulerState):
 
     def _drop_claim(self, seat: Seat) -> None:
         """The seat's job waits for victims' GPUs no more (it starts, is cancelled, or its
-        claim could not be honoured)."""
-        self.claims.pop(seat.index, None)
+        claim could not be honoured): the quota charged for it comes back (the caller says
+        a pass is due where nothing else does)."""
+        if self.claims.pop(seat.index, None) is not None:
+            self.quota.add(seat.tix, seat.claim_class, -seat.gpus)
         seat.claim_s = -1.0
         seat.claim_class = -1
 

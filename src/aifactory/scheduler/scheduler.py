@@ -219,6 +219,7 @@ class Scheduler(Cycle):
             if seat.claim_s >= 0:
                 self._drop_claim(seat)
                 self._next_due()
+                self.capacity_changed()  # the quota held for its claim came back
         job.move(CANCELLED, now)
         job.end_s = now
         if seat is not None:
