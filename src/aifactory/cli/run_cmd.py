@@ -14,8 +14,8 @@ from typing import Annotated, Any
 import typer
 
 from aifactory.cli.common import fail, out, user_errors
-from aifactory.cli.simulate_cmd import progress_bar, render_summary, write_outputs
-from aifactory.scheduler.config import BackfillMode
+from aifactory.cli.simulate_cmd import GraceOpt, progress_bar, render_summary, write_outputs
+from aifactory.scheduler.config import MAX_GRACE_S, BackfillMode
 from aifactory.scheduler.policies import PolicyName
 from aifactory.twin.inputs import CheckpointPolicy
 from aifactory.twin.run import TwinSpec, run_twin
@@ -30,6 +30,7 @@ def run_cmd(
         PolicyName.FIFO
     ),
     failures: Annotated[str, typer.Option("--failures", help="off | llama3 | FILE")] = "llama3",
+    preempt_grace: GraceOpt = 0.0,
     out_dir: Annotated[Path, typer.Option("--out", help="Where to write the results.")] = Path(
         "out/korea-2025"
     ),
@@ -40,6 +41,8 @@ def run_cmd(
 
     if days <= 0 or load <= 0:
         fail("--days and --load: must be > 0")
+    if not 0 <= preempt_grace <= MAX_GRACE_S:
+        fail(f"--preempt-grace: must be from 0 to {MAX_GRACE_S:g} s (got {preempt_grace})")
     t0 = time.perf_counter()
     with user_errors():
         spec_fleet = load_fleet(fleet)
@@ -57,6 +60,7 @@ def run_cmd(
         checkpoint_write_s=60.0,
         until_s=days * 86400.0,
         backfill_interval_s=30.0,  # Slurm's bf_interval default: deep backfill scans every 30 s
+        preempt_grace_s=preempt_grace,
     )
     with user_errors(), progress_bar("twin") as update:
         run = run_twin(spec, table=table, fleet=spec_fleet, progress=update)

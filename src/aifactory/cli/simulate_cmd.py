@@ -13,7 +13,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from aifactory.cli.common import err, fail, out, print_json, user_errors
-from aifactory.scheduler.config import BackfillMode
+from aifactory.scheduler.config import MAX_GRACE_S, BackfillMode
 from aifactory.scheduler.policies import PolicyName
 from aifactory.twin.inputs import CheckpointPolicy
 from aifactory.twin.run import TwinRun, TwinSpec, run_twin
@@ -50,6 +50,14 @@ CkptWriteOpt = Annotated[
 ]
 RestartOpt = Annotated[
     float, typer.Option("--restart-overhead", help="Seconds a (re)start costs after eviction.")
+]
+GraceOpt = Annotated[
+    float,
+    typer.Option(
+        "--preempt-grace",
+        help="Seconds a preempted job keeps its GPUs to save (jobs whose trace says "
+        "nothing); 0: it loses the work since its last checkpoint.",
+    ),
 ]
 UntilOpt = Annotated[
     float | None, typer.Option("--until", help="Stop at this simulated time (seconds).")
@@ -96,6 +104,9 @@ def _spec(**kwargs: Any) -> TwinSpec:
         fail("--checkpoint-write: must be >= 0")
     if kwargs["restart_overhead_s"] < 0:
         fail("--restart-overhead: must be >= 0")
+    grace = kwargs["preempt_grace_s"]
+    if not 0 <= grace <= MAX_GRACE_S:
+        fail(f"--preempt-grace: must be from 0 to {MAX_GRACE_S:g} s (got {grace})")
     if kwargs["policy"] not in {p.value for p in PolicyName}:
         known = ", ".join(p.value for p in PolicyName)
         fail(f"--policy: unknown '{kwargs['policy']}' (known: {known})")
@@ -220,6 +231,7 @@ def simulate(
     checkpoint: CkptOpt = CheckpointPolicy.TRACE,
     checkpoint_write: CkptWriteOpt = 0.0,
     restart_overhead: RestartOpt = 60.0,
+    preempt_grace: GraceOpt = 0.0,
     until: UntilOpt = None,
     out_dir: Annotated[Path | None, typer.Option("--out", help="Write results here.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
@@ -238,6 +250,7 @@ def simulate(
         checkpoint=checkpoint,
         checkpoint_write_s=checkpoint_write,
         restart_overhead_s=restart_overhead,
+        preempt_grace_s=preempt_grace,
         until_s=until,
     )
     run = _run(spec)
@@ -264,6 +277,7 @@ def compare(
     seed: SeedOpt = 0,
     estimate_error: ErrorOpt = 0.0,
     failures: FailuresOpt = "off",
+    preempt_grace: GraceOpt = 0.0,
     out_dir: Annotated[
         Path | None, typer.Option("--out", help="Write compare.json/html here.")
     ] = None,
@@ -296,6 +310,7 @@ def compare(
             checkpoint=CheckpointPolicy.TRACE,
             checkpoint_write_s=0.0,
             restart_overhead_s=60.0,
+            preempt_grace_s=preempt_grace,
             until_s=None,
         )
         for p in policies

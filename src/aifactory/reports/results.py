@@ -67,7 +67,7 @@ class PlacementLevel(StrEnum):
 
 # The scheduler's reasons a pending job waits (aifactory.scheduler.records.Waiting, named
 # here so that reading results imports no scheduler).
-WAIT_REASONS = ("priority", "quota", "capacity", "reservation")
+WAIT_REASONS = ("priority", "quota", "capacity", "reservation", "preempt_grace")
 
 JOBS_SCHEMA = pa.schema(
     [

@@ -48,6 +48,10 @@ class FailureModel(Protocol):
         ...
 
 
+# States of a job that holds GPUs: running, or preempted and saving in its grace.
+_HOLDS = frozenset({JobState.RUNNING, JobState.PREEMPTED})
+
+
 class FailureInjector:
     """Schedules failures and repairs, and applies them to the scheduler's state."""
 
@@ -108,7 +112,8 @@ class FailureInjector:
         self.by_cause[cause.name] = self.by_cause.get(cause.name, 0) + 1
         jobs = self._node_jobs.pop(node, [])
         for job in jobs:
-            if job.state == JobState.RUNNING and any(n == node for n, _ in job.placement):
+            # (PREEMPTED: a victim still saving on its GPUs, scheduler.grace)
+            if job.state in _HOLDS and any(n == node for n, _ in job.placement):
                 sched.interrupt(job, now, Interruption.FAILED)
         if cause.scope == "node" and node not in self.down:
             self.down[node] = sched.take_out_of_service(node)

@@ -125,6 +125,9 @@ def jobs_from_table(
     hbm: list[Any] = (
         table.column("hbm_gb_per_gpu").to_pylist() if "hbm_gb_per_gpu" in cols else [None] * n
     )
+    grace: list[Any] = (
+        table.column("preempt_grace_s").to_pylist() if "preempt_grace_s" in cols else [None] * n
+    )
     if opts.checkpoint != CheckpointPolicy.TRACE:
         formula = young_interval_s if opts.checkpoint == CheckpointPolicy.YOUNG else daly_interval_s
         cache: dict[int, float] = {}
@@ -163,6 +166,7 @@ def jobs_from_table(
                 preemptible=bool(preemptible[i]) if preemptible[i] is not None else True,
                 checkpoint_s=intervals[i],
                 kind=kinds[i] or "",
+                preempt_grace_s=None if grace[i] is None else float(grace[i]),
             )
         )
     return jobs, report

@@ -184,6 +184,10 @@ def summarize(
         "makespan_s": makespan,
         "utilization": utilization,
         "preemptions": sched.preemptions,
+        # Preemptions whose victim saved all its work in its grace (scheduler.grace).
+        "saved_preemptions": sched.saved_preemptions,
+        "gpu_hours_lost_preemption": sum(j.lost_preempt_gpu_s for j in jobs) / 3600.0,
+        "gpu_hours_lost_failure": sum(j.lost_failure_gpu_s for j in jobs) / 3600.0,
         "events": result.events,
         "wall_s": result.wall_s,
         "per_tenant": per,

@@ -38,6 +38,7 @@ class TwinSpec:
     until_s: float | None = None
     preemption: bool = True
     backfill_interval_s: float = 0.0
+    preempt_grace_s: float = 0.0  # for jobs whose trace row says nothing
 
 
 @dataclass(slots=True)
@@ -101,6 +102,7 @@ def run_twin(
         "failures_model": spec.failures,
         "checkpoint": spec.checkpoint.value,
         "backfill_interval_s": spec.backfill_interval_s,
+        "preempt_grace_s": spec.preempt_grace_s,
         "inputs": {
             "remapped_tenants": report.remapped,
             "remapped_jobs": sum(report.remapped.values()),
@@ -143,6 +145,7 @@ def simulate_jobs(
         restart_overhead_s=spec.restart_overhead_s,
         checkpoint_write_s=spec.checkpoint_write_s,
         backfill_interval_s=spec.backfill_interval_s,
+        preempt_grace_s=spec.preempt_grace_s,
     )
     injector = FailureInjector(failure_model) if failure_model is not None else None
     sim = Simulation(
