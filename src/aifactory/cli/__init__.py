@@ -8,6 +8,7 @@ them pull in numpy, polars, pyarrow or the service stack, and ``aifactory --vers
 from __future__ import annotations
 
 import importlib
+import sys
 from typing import Annotated, Any
 
 import typer
@@ -94,5 +95,33 @@ def _root(
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point: as ``app()``, but a usage error (a bad option value, a
+    missing argument) is one line ``error: ...`` and exit 2, like every other user error."""
+    from typer._click.exceptions import ClickException  # noqa: PLC0415
+
+    try:
+        code = app(standalone_mode=False)
+    except ClickException as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # the help, already formatted
+            exc.show()
+            raise SystemExit(exc.exit_code) from None
+        report_usage_error(exc)
+        raise SystemExit(exc.exit_code) from None
+    except typer.Abort:
+        sys.stderr.write("aborted\n")
+        raise SystemExit(1) from None
+    raise SystemExit(code if isinstance(code, int) else 0)
+
+
+def report_usage_error(exc: Exception) -> None:
+    """``error: MESSAGE (see 'aifactory CMD --help')`` on stderr, one line."""
+    from rich.markup import escape  # noqa: PLC0415
+
+    from aifactory.cli.common import err  # noqa: PLC0415
+
+    format_message = getattr(exc, "format_message", None)
+    message = format_message() if callable(format_message) else str(exc)
+    ctx = getattr(exc, "ctx", None)
+    hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+    line = " ".join(str(message).split())
+    err.print(f"[bold red]error:[/] {escape(line + hint)}", soft_wrap=True)

@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from aifactory.cli.common import fail, out, user_errors
+from aifactory.cli.common import check_out_dir, fail, out, user_errors
 from aifactory.cli.simulate_cmd import progress_bar, render_summary, write_outputs
 from aifactory.scheduler.config import BackfillMode
 from aifactory.scheduler.policies import PolicyName
@@ -40,6 +40,7 @@ def run_cmd(
 
     if days <= 0 or load <= 0:
         fail("--days and --load: must be > 0")
+    check_out_dir(out_dir)
     t0 = time.perf_counter()
     with user_errors():
         spec_fleet = load_fleet(fleet)
