@@ -50,6 +50,8 @@ from aifactory.service.batcher import SubmitBatcher, SubmitRequest
 from aifactory.service.db import Database
 from aifactory.service.errors import AUTHENTICATED, FieldError, install_handlers, responses
 from aifactory.service.executors import Executor, make_executor
+from aifactory.service.forks import new_scheduler
+from aifactory.service.jobrows import to_job
 from aifactory.service.limits import (
     AuthFailures,
     BodySizeLimit,
@@ -121,6 +123,8 @@ class Service:
                 self.db, self.topo, self.executor, settings, clock=clock, stats=self.stats
             )
         self.batcher = SubmitBatcher(self.db, on_commit=self._submitted)
+        # Never given a job: asked at submit whether a job could ever run (check_fits).
+        self.judge = new_scheduler(self.topo, settings)
         self.submit_rate = SubmitRate(clock)
         self.pending = PendingCounts(self._pending_counts, clock)
         self.auth_failures = AuthFailures(
@@ -191,6 +195,16 @@ class Service:
                 "retry when some have started",
                 headers={"Retry-After": retry_after(PENDING_RETRY_AFTER_S)},
             )
+
+    def check_fits(self, tenant: str, body: JobSubmit) -> None:
+        """Refuse (422) a job the scheduler would fail at once: a gang bigger than its
+        tenant's quota ceiling (``gpus``, naming the limit), or a tenant that only groups
+        others (``tenant``). The fleet's quotas are fixed while the service runs."""
+        row = {**body.model_dump(), "id": 0, "tenant": tenant, "submitted_at": 0.0}
+        reason = self.judge.refusal(to_job(row))
+        if reason is not None:
+            field = "tenant" if reason.startswith("not a leaf") else "gpus"
+            raise FieldError(field, reason)
 
     def check_project(self, who: Principal, project_id: int, tenant: str) -> None:
         """Refuse (422 naming ``project``) a job charged to a project the caller may not
@@ -446,6 +460,7 @@ def create_app(service: Service) -> FastAPI:
             if body.gpu_class is None:
                 raise FieldError("gpu_class", "required with project (charges are per GPU class)")
             await run_in_threadpool(service.check_project, who, body.project, tenant)
+        service.check_fits(tenant, body)
         await service.admit(tenant)
         item = SubmitRequest(body, tenant, who.token_id, service.clock(), idempotency_key)
         try:
