@@ -488,6 +488,7 @@ def create_app(service: Service) -> FastAPI:
         state: Annotated[list[JobState] | None, Query(description="Only these states.")] = None,
         tenant: Annotated[str | None, Query(max_length=64, pattern=NO_NUL)] = None,
         name: Annotated[str | None, Query(max_length=128, pattern=NO_NUL)] = None,
+        mine: Annotated[bool, Query(description="Only jobs this token submitted.")] = False,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
         cursor: Annotated[
             int | None, Query(ge=1, le=INT64_MAX, description="next_cursor of the last page")
@@ -512,6 +513,7 @@ def create_app(service: Service) -> FastAPI:
             name=name,
             limit=limit,
             cursor=cursor,
+            token_id=who.token_id if mine else None,
         )
         return JobPage(items=[service.with_reason(store.to_view(r)) for r in rows], next_cursor=nxt)
 
