@@ -188,3 +188,51 @@ def test_cancel_several_ids_or_by_filters(live: dict[str, str]) -> None:
     nothing = cli("job", "cancel")
     assert nothing.exit_code == 2
     assert nothing.stderr.startswith("error: give job ids")
+
+
+def test_fleet_status_is_like_sinfo(live: dict[str, str]) -> None:
+    job = ok_json("job", "submit", "true", "--gpus", "288", "--gpu-class", "h100")
+    wait_state(job["id"], "running")
+    rows = ok_json("fleet", "status")
+    by_key = {(r["site"], r["pod"], r["gpu_class"], r["state"]): r for r in rows}
+    hgx = by_key[("seoul", "hgx", "h100", "alloc")]
+    assert (hgx["nodes"], hgx["gpus"], hgx["gpus_used"]) == (36, 288, 288)
+    assert hgx["nodelist"].startswith("seoul/hgx/n[")
+    assert by_key[("busan", "hgx", "b200", "idle")]["gpus"] == 288
+    assert sum(r["gpus"] for r in rows) == 1008  # every GPU of demo, once
+    table = cli("fleet", "status")
+    assert table.exit_code == 0, table.output
+    for word in ("SITE", "STATE", "NODELIST", "alloc", "idle", "seoul/hgx/n["):
+        assert word in table.stdout
+
+
+def test_share_is_like_sshare(live: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    job = ok_json("job", "submit", "true", "--gpus", "8", "--gpu-class", "h100")
+    wait_state(job["id"], "running")
+    time.sleep(0.2)
+    monkeypatch.setenv("AIFACTORY_TOKEN", live["admin"])
+    rows = {r["tenant"]: r for r in ok_json("share")}
+    assert {t: r["shares"] for t, r in rows.items()} == {"lab": 576, "startup": 360, "public": 72}
+    lab = rows["lab"]
+    assert lab["usage_gpu_h"] > 0
+    assert lab["running_gpus"] == 8
+    assert lab["effective_usage"] == 1.0  # the only tenant that used anything
+    # Slurm's classic factor 2^(-U/S): U = 1, S = 576 / 1008
+    assert lab["fairshare"] == pytest.approx(2.0 ** (-1.0 / (576 / 1008)))
+    assert rows["startup"]["fairshare"] == rows["public"]["fairshare"] == 1.0
+    assert "FAIRSHARE" in cli("share").stdout
+    monkeypatch.setenv("AIFACTORY_TOKEN", live["lab"])
+    assert [r["tenant"] for r in ok_json("share")] == ["lab"]  # a member sees its own
+
+
+def test_json_on_the_listing_commands(tmp_path: Path) -> None:
+    fleets = {r["name"]: r for r in ok_json("fleet", "list")}
+    assert fleets["demo"]["gpus"] == 1008
+    assert "korea-2030" in {r["name"] for r in ok_json("scenario", "list")}
+    src = tmp_path / "t.csv"
+    src.write_text("id,submit,duration,gpus\n1,0,5,1\n2,1,-1,1\n")
+    got = ok_json(
+        "trace", "import", str(src), "--format", "csv", "-m", "submit=submit",
+        "-m", "duration=duration", "-m", "gpus=gpus", "--out", str(tmp_path / "t.parquet"),
+    )  # fmt: skip
+    assert (got["rows_read"], got["rows_kept"], got["skipped"]) == (2, 1, {"negative duration": 1})

@@ -31,6 +31,7 @@ LAZY: dict[str, tuple[str, str, bool]] = {
     "trace": ("trace_cmd", "app", True),
     "job": ("job_cmd", "app", True),
     "quota": ("job_cmd", "quota", False),
+    "share": ("job_cmd", "share", False),
     "project": ("project_cmd", "app", True),
     "alloc": ("alloc_cmd", "app", True),
     "serve": ("serve_cmd", "serve", False),

@@ -416,3 +416,26 @@ def quota(*, as_json: Json = False) -> None:
             str(r["lent"]),
         )
     out.print(table)
+
+
+def share(*, as_json: Json = False) -> None:
+    """Fair share per tenant, as sshare: shares, decayed usage, fair-share factor."""
+    with client() as api:
+        rows: list[dict[str, Any]] = api.request("GET", "/v1/share")
+    if as_json:
+        print_json(rows)
+        return
+    table = Table("TENANT")
+    for col in ("SHARES", "NORM_SHARES", "USAGE_GPU_H", "EFFECTV_USAGE", "FAIRSHARE", "GPUS_RUN"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        table.add_row(
+            r["tenant"],
+            f"{r['shares']:,}",
+            f"{r['norm_shares']:.6f}",
+            f"{r['usage_gpu_h']:,.1f}",
+            f"{r['effective_usage']:.6f}",
+            f"{r['fairshare']:.6f}",
+            f"{r['running_gpus']:,}",
+        )
+    out.print(table)

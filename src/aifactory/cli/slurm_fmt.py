@@ -3,9 +3,8 @@
 - Time limits as ``sbatch --time`` takes them: ``M``, ``M:S``, ``H:M:S``, ``D-H``,
   ``D-H:M``, ``D-H:M:S`` (a bare number is minutes); shown as squeue shows them
   (``D-HH:MM:SS``, ``HH:MM:SS`` under a day, ``M:SS`` under an hour).
-- Node lists compressed as Slurm's hostlists: ``seoul/hgx/n[108-143]``. Node names here are
-  ``site/pod/d<domain>/n<node>``; the node number alone identifies a node in a fleet, so the
-  domain part is left out of a list (``aifactory job show`` has the full placement).
+- Node lists compressed as Slurm's hostlists: ``seoul/hgx/n[108-143]``
+  (:func:`aifactory.fleet.hostlist.compress_nodes`, which the API uses too).
 - Batch scripts with ``#AIF`` directive lines, as ``#SBATCH`` lines: options read up to
   the first line that is neither a comment nor blank, the script itself is the command.
 """
@@ -14,14 +13,15 @@ from __future__ import annotations
 
 import re
 import shlex
-from collections.abc import Iterable
+
+from aifactory.fleet.hostlist import compress_nodes
+
+__all__ = ["compress_nodes", "format_duration", "parse_time_limit", "script_directives"]
 
 MAX_TIME_LIMIT_S = 365 * 86_400  # far above any service's limit; the service bounds it too
 MAX_SCRIPT_BYTES = 16_384  # the API's bound on a command
 
 _TIME = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
-_NUMBERED = re.compile(r"^(.*?)(\d+)(\D*)$")
-_DOMAIN = re.compile(r"/d\d+(?=/)")
 
 
 def parse_time_limit(text: str) -> float:
@@ -65,37 +65,6 @@ def format_duration(seconds: float | None) -> str:
     if hours:
         return f"{hours}:{minutes:02d}:{s:02d}"
     return f"{minutes}:{s:02d}"
-
-
-def compress_nodes(names: Iterable[str]) -> str:
-    """A hostlist: names that differ only in their last number become ``prefix[a-b,c]``."""
-    groups: dict[tuple[str, str, int], list[int]] = {}
-    plain: list[str] = []
-    for raw in names:
-        name = _DOMAIN.sub("", raw)
-        m = _NUMBERED.match(name)
-        if m is None:
-            plain.append(name)
-            continue
-        prefix, digits, suffix = m.groups()
-        width = len(digits) if digits.startswith("0") and len(digits) > 1 else 0
-        groups.setdefault((prefix, suffix, width), []).append(int(digits))
-    parts = sorted(set(plain))
-    for (prefix, suffix, width), numbers in sorted(groups.items()):
-        values = sorted(set(numbers))
-        ranges: list[str] = []
-        start = prev = values[0]
-        for v in [*values[1:], None]:
-            if v is not None and v == prev + 1:
-                prev = v
-                continue
-            a, b = f"{start:0{width}d}", f"{prev:0{width}d}"
-            ranges.append(a if start == prev else f"{a}-{b}")
-            if v is not None:
-                start = prev = v
-        body = ranges[0] if len(values) == 1 else f"[{','.join(ranges)}]"
-        parts.append(f"{prefix}{body}{suffix}")
-    return ",".join(parts)
 
 
 def script_directives(text: str, prefix: str = "#AIF") -> list[str]:

@@ -52,6 +52,7 @@ def import_cmd(
     strict: Annotated[
         bool, typer.Option("--strict", help="Fail on the first bad row instead of skipping it.")
     ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the counts as JSON.")] = False,
 ) -> None:
     """Normalise a trace into the Parquet schema the twin reads; report what was skipped."""
     with user_errors():
@@ -63,6 +64,18 @@ def import_cmd(
             read_trace(file, fmt, mapping=parsed, time_format=time_format, strict=True)
             fail(f"{file}: no GPU jobs in {_rows_summary(result)}")
         write_trace(result.table, out_path)
+    if as_json:
+        print_json(
+            {
+                "format": result.format,
+                "rows_read": result.rows_read,
+                "rows_kept": result.rows_kept,
+                "cpu_jobs": result.cpu_jobs,
+                "skipped": result.skipped,
+                "out": str(out_path),
+            }
+        )
+        return
     render_import(result, str(file))
     out.print(f"wrote {result.rows_kept:,} jobs to {escape(str(out_path))}")
 

@@ -728,12 +728,13 @@ def create_app(service: Service) -> FastAPI:
         service.auth.invalidate()  # this replica at once; the others within CACHE_TTL_S
         return Response(status_code=204)
 
-    # Projects and allocations (issue #19): routers of their own, imported here because
-    # they depend on this module's ``Caller``.
-    from aifactory.service.routers import allocations, projects  # noqa: PLC0415
+    # Projects and allocations (issue #19), fleet status and share (#21): routers of their
+    # own, imported here because they depend on this module's ``Caller``.
+    from aifactory.service.routers import allocations, cluster, projects  # noqa: PLC0415
 
     app.include_router(projects.router)
     app.include_router(allocations.router)
+    app.include_router(cluster.router)
 
     def openapi() -> dict[str, Any]:
         """The generated schema, with this fleet's tenants and GPU classes as enums: the
