@@ -8,12 +8,13 @@ are imported on first use (PEP 562), so ``import aifactory`` (and the CLI) stays
 from __future__ import annotations
 
 import importlib
-from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
 from aifactory import native
 
 if TYPE_CHECKING:
+    __version__: str
+
     from aifactory.api import (
         Comparison,
         Result,
@@ -27,18 +28,27 @@ if TYPE_CHECKING:
 # Compiled hot path (mypyc) if built and fresh, else pure Python: see aifactory/native.py.
 BUILD = native.install()
 
-try:
-    __version__ = version("aifactory")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0.0.0+unknown"
-
 _API = frozenset(
     {"Comparison", "Result", "compare", "load_fleet", "plan_training", "read_trace", "simulate"}
 )
 
 
+def _version() -> str:
+    """The installed distribution's version (importlib.metadata costs ~25 ms to import, so
+    it is read only when asked: ``aifactory --version``)."""
+    from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
+
+    try:
+        return version("aifactory")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "0.0.0+unknown"
+
+
 def __getattr__(name: str) -> Any:
-    """The Python API's names, imported from :mod:`aifactory.api` on first use."""
+    """``__version__``, and the Python API's names from :mod:`aifactory.api`, on first use."""
+    if name == "__version__":
+        globals()[name] = value = _version()
+        return value
     if name not in _API:
         msg = f"module 'aifactory' has no attribute {name!r}"
         raise AttributeError(msg)

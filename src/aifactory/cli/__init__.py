@@ -15,7 +15,7 @@ import typer
 from typer._click import Command, Context  # Typer's own Click, the one TyperGroup extends
 from typer.core import TyperGroup
 
-from aifactory import __version__
+import aifactory
 
 # name -> (module under aifactory.cli, attribute, whether the attribute is a Typer sub-app
 # or a single command function); in the order `aifactory --help` lists them.
@@ -81,7 +81,7 @@ app = typer.Typer(
 
 def _version(value: bool) -> None:
     if value:
-        typer.echo(f"aifactory {__version__}")
+        typer.echo(f"aifactory {aifactory.__version__}")
         raise typer.Exit
 
 
