@@ -157,6 +157,7 @@ def test_list_is_like_squeue(live: dict[str, str]) -> None:
     assert "RUNNING" in table.stdout
     assert "PENDING" in table.stdout
     assert "1:00:00" in table.stdout  # the default limit, 60 minutes
+    assert "nodes: seoul/hgx/n[" in cli("job", "show", str(first["id"])).stdout
     pending = ok_json("job", "list", "--state", "PD")["items"]
     assert [j["id"] for j in pending] == [second["id"]]
     both = ok_json("job", "list", "-t", "pending,R")["items"]
@@ -236,3 +237,15 @@ def test_json_on_the_listing_commands(tmp_path: Path) -> None:
         "-m", "duration=duration", "-m", "gpus=gpus", "--out", str(tmp_path / "t.parquet"),
     )  # fmt: skip
     assert (got["rows_read"], got["rows_kept"], got["skipped"]) == (2, 1, {"negative duration": 1})
+
+
+def test_json_on_run_and_db_current(tmp_path: Path) -> None:
+    summary = ok_json(
+        "run", "--fleet", "demo", "--days", "0.05", "--load", "0.5", "--failures", "off",
+        "--out", str(tmp_path / "run"),
+    )  # fmt: skip
+    assert summary["fleet"] == "demo"
+    assert summary["jobs"] > 0
+    assert (tmp_path / "run" / "summary.json").is_file()
+    db = f"sqlite:///{tmp_path}/x.db"
+    assert ok_json("db", "current", "--database-url", db) == {"revision": None}

@@ -305,6 +305,7 @@ def show(
         return
     out.print(_jobs_table([job]))
     if job["placement"]:
+        out.print(f"nodes: {compress_nodes(p['node'] for p in job['placement'])}", markup=False)
         where = ", ".join(f"{p['node']}:{','.join(map(str, p['gpus']))}" for p in job["placement"])
         out.print(f"placement: {where}", markup=False)
     if job["reason"]:
