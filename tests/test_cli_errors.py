@@ -169,3 +169,11 @@ def test_unreadable_output_is_one_line(tmp_path: Path) -> None:
 def test_usage_errors_are_one_line(args: list[str], needle: str) -> None:
     line = one_error_line(cli(*args), needle)
     assert "--help" in line  # where to look next
+
+
+@pytest.mark.parametrize("command", ["simulate", "compare"])
+def test_a_trace_without_jobs_is_not_simulated(command: str, tmp_path: Path) -> None:
+    src = tmp_path / "philly.csv"
+    src.write_text("timestamp,duration,num_gpus,gpu_time,cluster\nxx,1,1,1,a\n")
+    got = cli(command, "--fleet", "demo", "--trace", str(src))
+    one_error_line(got, "line 2", "unparsable time")

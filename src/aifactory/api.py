@@ -109,7 +109,7 @@ def _trace(trace: Any) -> tuple[pa.Table, str]:
     if isinstance(trace, ImportResult):
         return trace.table, "(table)"
     if isinstance(trace, str | Path):
-        return read_trace(trace).table, str(trace)
+        return read_trace(trace, require_jobs=True).table, str(trace)
     return trace, "(table)"  # a normalised Arrow table
 
 

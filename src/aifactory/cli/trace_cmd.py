@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from aifactory.cli.common import fail, out, print_json, user_errors
+from aifactory.cli.common import out, print_json, user_errors
 from aifactory.workload.traces import (
     FIELDS,
     ImportResult,
@@ -56,13 +56,14 @@ def import_cmd(
 ) -> None:
     """Normalise a trace into the Parquet schema the twin reads; report what was skipped."""
     with user_errors():
-        parsed = parse_mapping(mapping, str(file))
-        result = read_trace(file, fmt, mapping=parsed, time_format=time_format, strict=strict)
-        if result.rows_kept == 0:
-            # Nothing to write: say why with the first bad row (a strict re-read raises
-            # a TraceError naming its line and reason), else what the rows were.
-            read_trace(file, fmt, mapping=parsed, time_format=time_format, strict=True)
-            fail(f"{file}: no GPU jobs in {_rows_summary(result)}")
+        result = read_trace(
+            file,
+            fmt,
+            mapping=parse_mapping(mapping, str(file)),
+            time_format=time_format,
+            strict=strict,
+            require_jobs=True,  # nothing to write: the first bad line and why, exit 2
+        )
         write_trace(result.table, out_path)
     if as_json:
         print_json(
@@ -78,13 +79,6 @@ def import_cmd(
         return
     render_import(result, str(file))
     out.print(f"wrote {result.rows_kept:,} jobs to {escape(str(out_path))}")
-
-
-def _rows_summary(result: ImportResult) -> str:
-    """``N rows (K CPU jobs, M never started)``: what an import that kept nothing read."""
-    parts = [f"{result.cpu_jobs:,} CPU jobs"] if result.cpu_jobs else []
-    parts += [f"{n:,} {why}" for why, n in sorted(result.skipped.items())]
-    return f"{result.rows_read:,} rows" + (f" ({', '.join(parts)})" if parts else "")
 
 
 def render_import(result: ImportResult, name: str) -> None:
