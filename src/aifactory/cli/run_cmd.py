@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
-from aifactory.cli.common import fail, out, user_errors
+from aifactory.cli.common import check_out_dir, err, fail, out, print_json, user_errors
 from aifactory.cli.simulate_cmd import GraceOpt, progress_bar, render_summary, write_outputs
 from aifactory.scheduler.config import MAX_GRACE_S, BackfillMode
 from aifactory.scheduler.policies import PolicyName
@@ -34,6 +34,9 @@ def run_cmd(
     out_dir: Annotated[Path, typer.Option("--out", help="Where to write the results.")] = Path(
         "out/korea-2025"
     ),
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the summary as JSON (progress on stderr).")
+    ] = False,
 ) -> None:
     """The main job: a national workload on the korea-2025 fleet, with failures."""
     from aifactory.fleet import load_fleet  # noqa: PLC0415 (keeps `--help` fast)
@@ -43,12 +46,14 @@ def run_cmd(
         fail("--days and --load: must be > 0")
     if not 0 <= preempt_grace <= MAX_GRACE_S:
         fail(f"--preempt-grace: must be from 0 to {MAX_GRACE_S:g} s (got {preempt_grace})")
+    check_out_dir(out_dir)
     t0 = time.perf_counter()
+    say = err.print if as_json else out.print  # stdout is the JSON alone with --json
     with user_errors():
         spec_fleet = load_fleet(fleet)
-        out.print(f"[bold]aifactory[/]: {days:g} days of {fleet} at load {load:g}, seed {seed}")
+        say(f"[bold]aifactory[/]: {days:g} days of {fleet} at load {load:g}, seed {seed}")
         table = synthesize(spec_fleet, days, load, seed)
-    out.print(f"synthesised {table.num_rows:,} jobs in {time.perf_counter() - t0:.1f} s")
+    say(f"synthesised {table.num_rows:,} jobs in {time.perf_counter() - t0:.1f} s")
     spec = TwinSpec(
         fleet=fleet,
         trace=f"synth-{fleet}-{days:g}d-load{load:g}",
@@ -64,10 +69,14 @@ def run_cmd(
     )
     with user_errors(), progress_bar("twin") as update:
         run = run_twin(spec, table=table, fleet=spec_fleet, progress=update)
-    render_summary(run.summary)
-    _what_lending_buys(run.summary)
+    if not as_json:
+        render_summary(run.summary)
+        _what_lending_buys(run.summary)
     with user_errors():
         report = write_outputs(run, out_dir)
+    if as_json:
+        print_json(run.summary)
+        return
     out.print(f"report: {report}  (total {time.perf_counter() - t0:.0f} s)")
 
 

@@ -12,7 +12,7 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from aifactory.cli.common import err, fail, out, print_json, user_errors
+from aifactory.cli.common import check_out_dir, err, fail, out, print_json, user_errors
 from aifactory.scheduler.config import MAX_GRACE_S, BackfillMode
 from aifactory.scheduler.policies import PolicyName
 from aifactory.twin.inputs import CheckpointPolicy
@@ -237,6 +237,8 @@ def simulate(
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Replay a trace on a fleet under one policy; print the summary, write results."""
+    if out_dir is not None:
+        check_out_dir(out_dir)
     spec = _spec(
         fleet=fleet,
         trace=trace,
@@ -284,6 +286,8 @@ def compare(
     as_json: Annotated[bool, typer.Option("--json", help="Print the rows as JSON.")] = False,
 ) -> None:
     """Run several policies on the same input and compare them side by side."""
+    if out_dir is not None:
+        check_out_dir(out_dir)
     from aifactory.reports.compare import (  # noqa: PLC0415
         COMPARE_METRICS,
         comparison_rows,

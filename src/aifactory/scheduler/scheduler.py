@@ -86,6 +86,15 @@ class Scheduler(Cycle):
         self._enqueue(seat, now, push=False)
         return None
 
+    def refusal(self, job: Job) -> str | None:
+        """Why :meth:`submit` would refuse ``job`` (a field out of bounds, or it can never
+        run here: a gang bigger than its tenant's quota ceiling), or None. Changes no state,
+        so a service can answer a submit with the reason before queueing the job."""
+        problem = job_problem(job)
+        if problem is not None:
+            return f"invalid field: {problem}"
+        return self._never_runs(Seat(job, -1, self.tenant_index.get(job.tenant, -1), self))
+
     def _never_runs(self, seat: Seat) -> str | None:
         """Why the seat's job can never run on this fleet (unknown tenant or GPU class, a
         gang bigger than any quota ceiling or site allows), or None."""

@@ -50,6 +50,8 @@ from aifactory.service.batcher import SubmitBatcher, SubmitRequest
 from aifactory.service.db import Database
 from aifactory.service.errors import AUTHENTICATED, FieldError, install_handlers, responses
 from aifactory.service.executors import Executor, make_executor
+from aifactory.service.forks import new_scheduler
+from aifactory.service.jobrows import to_job
 from aifactory.service.limits import (
     AuthFailures,
     BodySizeLimit,
@@ -121,6 +123,8 @@ class Service:
                 self.db, self.topo, self.executor, settings, clock=clock, stats=self.stats
             )
         self.batcher = SubmitBatcher(self.db, on_commit=self._submitted)
+        # Never given a job: asked at submit whether a job could ever run (check_fits).
+        self.judge = new_scheduler(self.topo, settings)
         self.submit_rate = SubmitRate(clock)
         self.pending = PendingCounts(self._pending_counts, clock)
         self.auth_failures = AuthFailures(
@@ -191,6 +195,16 @@ class Service:
                 "retry when some have started",
                 headers={"Retry-After": retry_after(PENDING_RETRY_AFTER_S)},
             )
+
+    def check_fits(self, tenant: str, body: JobSubmit) -> None:
+        """Refuse (422) a job the scheduler would fail at once: a gang bigger than its
+        tenant's quota ceiling (``gpus``, naming the limit), or a tenant that only groups
+        others (``tenant``). The fleet's quotas are fixed while the service runs."""
+        row = {**body.model_dump(), "id": 0, "tenant": tenant, "submitted_at": 0.0}
+        reason = self.judge.refusal(to_job(row))
+        if reason is not None:
+            field = "tenant" if reason.startswith("not a leaf") else "gpus"
+            raise FieldError(field, reason)
 
     def check_project(self, who: Principal, project_id: int, tenant: str) -> None:
         """Refuse (422 naming ``project``) a job charged to a project the caller may not
@@ -446,6 +460,7 @@ def create_app(service: Service) -> FastAPI:
             if body.gpu_class is None:
                 raise FieldError("gpu_class", "required with project (charges are per GPU class)")
             await run_in_threadpool(service.check_project, who, body.project, tenant)
+        service.check_fits(tenant, body)
         await service.admit(tenant)
         item = SubmitRequest(body, tenant, who.token_id, service.clock(), idempotency_key)
         try:
@@ -473,6 +488,7 @@ def create_app(service: Service) -> FastAPI:
         state: Annotated[list[JobState] | None, Query(description="Only these states.")] = None,
         tenant: Annotated[str | None, Query(max_length=64, pattern=NO_NUL)] = None,
         name: Annotated[str | None, Query(max_length=128, pattern=NO_NUL)] = None,
+        mine: Annotated[bool, Query(description="Only jobs this token submitted.")] = False,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
         cursor: Annotated[
             int | None, Query(ge=1, le=INT64_MAX, description="next_cursor of the last page")
@@ -497,6 +513,7 @@ def create_app(service: Service) -> FastAPI:
             name=name,
             limit=limit,
             cursor=cursor,
+            token_id=who.token_id if mine else None,
         )
         return JobPage(items=[service.with_reason(store.to_view(r)) for r in rows], next_cursor=nxt)
 
@@ -711,12 +728,13 @@ def create_app(service: Service) -> FastAPI:
         service.auth.invalidate()  # this replica at once; the others within CACHE_TTL_S
         return Response(status_code=204)
 
-    # Projects and allocations (issue #19): routers of their own, imported here because
-    # they depend on this module's ``Caller``.
-    from aifactory.service.routers import allocations, projects  # noqa: PLC0415
+    # Projects and allocations (issue #19), fleet status and share (#21): routers of their
+    # own, imported here because they depend on this module's ``Caller``.
+    from aifactory.service.routers import allocations, cluster, projects  # noqa: PLC0415
 
     app.include_router(projects.router)
     app.include_router(allocations.router)
+    app.include_router(cluster.router)
 
     def openapi() -> dict[str, Any]:
         """The generated schema, with this fleet's tenants and GPU classes as enums: the

@@ -154,9 +154,13 @@ def list_jobs(
     name: str | None,
     limit: int,
     cursor: int | None,
+    token_id: int | None = None,
 ) -> tuple[list[RowMapping], int | None]:
-    """A page of jobs, newest first; the next cursor is None on the last page."""
+    """A page of jobs, newest first (only those ``token_id`` submitted, if given); the next
+    cursor is None on the last page."""
     stmt = select(jobs).order_by(jobs.c.id.desc()).limit(limit + 1)
+    if token_id is not None:
+        stmt = stmt.where(jobs.c.token_id == token_id)
     if tenants is not None:
         stmt = stmt.where(jobs.c.tenant.in_(tenants))
     if states:

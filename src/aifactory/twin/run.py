@@ -63,7 +63,7 @@ def load_table(trace: str, fmt: str | None) -> tuple[pa.Table, dict[str, int]]:
     """Read a trace (any supported format or Parquet) into the normalised table."""
     from aifactory.workload.traces import read_trace  # noqa: PLC0415 (import cost only when used)
 
-    imported = read_trace(trace, fmt)
+    imported = read_trace(trace, fmt, require_jobs=True)  # no job: say why, do not simulate
     return imported.table, dict(imported.skipped)
 
 
