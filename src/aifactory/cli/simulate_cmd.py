@@ -125,7 +125,7 @@ def _fmt_s(value: object) -> str:
 
 def write_outputs(run: TwinRun, out_dir: Path) -> Path:
     """summary.json, jobs.parquet, timeseries.parquet, report.html and summary.png."""
-    from aifactory.reports.report import write_report  # noqa: PLC0415 (matplotlib is slow to import)
+    from aifactory.reports.report import write_report  # noqa: PLC0415 (only --out writes reports)
     from aifactory.reports.results import write_results  # noqa: PLC0415
 
     jobs = run.jobs_table()
