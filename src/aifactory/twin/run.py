@@ -14,7 +14,13 @@ from aifactory.fleet import Fleet, compile_topology, load_fleet
 from aifactory.scheduler.config import BackfillMode, SchedulerConfig
 from aifactory.twin.failures import FailureInjector
 from aifactory.twin.inputs import CheckpointPolicy, InputOptions, InputReport, jobs_from_table
-from aifactory.twin.results import jobs_table, summarize, timeseries_table
+from aifactory.twin.results import (
+    JobColumns,
+    job_columns,
+    jobs_table,
+    summarize,
+    timeseries_table,
+)
 from aifactory.twin.simulator import SimResult, Simulation, TwinConfig
 from aifactory.workload.job import Job
 
@@ -48,10 +54,12 @@ class TwinRun:
     result: SimResult
     summary: dict[str, Any]
     inputs: InputReport
+    columns: JobColumns | None = None
+    """The jobs' fields as read for the summary, reused by :meth:`jobs_table`."""
 
     def jobs_table(self) -> pa.Table:
         """Per-job results (jobs.parquet)."""
-        return jobs_table(self.result)
+        return jobs_table(self.result, self.columns)
 
     def timeseries_table(self) -> pa.Table:
         """Time series (timeseries.parquet)."""
@@ -113,8 +121,10 @@ def run_twin(
     observed = observed_error(table, result.jobs, spec.time_scale)
     if observed is not None:
         extra["observed"] = observed
+    columns = job_columns(result)
     summary = summarize(
         result,
+        columns=columns,
         fleet=fleet.name,
         trace=Path(spec.trace).name if spec.trace else "",
         policy=spec.policy,
@@ -122,7 +132,7 @@ def run_twin(
         seed=spec.seed,
         extra=extra,
     )
-    return TwinRun(spec=spec, result=result, summary=summary, inputs=report)
+    return TwinRun(spec=spec, result=result, summary=summary, inputs=report, columns=columns)
 
 
 def simulate_jobs(
