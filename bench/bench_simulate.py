@@ -38,12 +38,14 @@ t1 = time.perf_counter()
 run = run_twin(TwinSpec(fleet="philly-2017", trace=sys.argv[1], policy="fifo"))
 t2 = time.perf_counter()
 from aifactory.reports.results import write_results
-jobs, series = run.jobs_table(), run.timeseries_table()
-write_results(Path(sys.argv[2]), run.summary, jobs, series)
-t3 = time.perf_counter()
-from aifactory.reports.report import write_report
-write_report(Path(sys.argv[2]), run.summary, jobs, series)
-t4 = time.perf_counter()
+from aifactory.twin.simulator import no_gc
+with no_gc():  # as the CLI's write_outputs does
+    jobs, series = run.jobs_table(), run.timeseries_table()
+    write_results(Path(sys.argv[2]), run.summary, jobs, series)
+    t3 = time.perf_counter()
+    from aifactory.reports.report import write_report
+    write_report(Path(sys.argv[2]), run.summary, jobs, series)
+    t4 = time.perf_counter()
 print(json.dumps({"build": aifactory.BUILD, "import": t1 - t0, "simulate": t2 - t1,
                   "results": t3 - t2, "report": t4 - t3}))
 """

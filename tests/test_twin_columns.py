@@ -10,6 +10,7 @@ equal up to float summation order (numpy's pairwise sums against Python's runnin
 
 from __future__ import annotations
 
+import gc
 import math
 from collections import defaultdict
 from pathlib import Path
@@ -318,6 +319,10 @@ def test_national_hour_with_rejections_and_failures() -> None:
         until_s=DAY / 24.0,
         backfill_interval_s=30.0,
     )
+    gc.collect()
+    assert gc.isenabled()
     run = run_twin(spec, table=table, fleet=fleet)
+    assert gc.isenabled()  # run_twin pauses the collector only while it runs
+    assert gc.collect() == 0  # and the run made no reference cycles for it to find
     assert run.summary["rejected"] >= 2
     check(run)

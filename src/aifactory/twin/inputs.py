@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 from aifactory.fleet.spec import Fleet
 from aifactory.physics.checkpoint import daly_interval_s, young_interval_s
 from aifactory.physics.failures import job_mttf_s
+from aifactory.twin.fields import make_jobs
 from aifactory.workload.job import Job
 
 
@@ -132,37 +133,22 @@ def jobs_from_table(
             if g not in cache:
                 cache[g] = float(formula(opts.checkpoint_write_s, job_mttf_s(g, opts.failure_rate)))
             ckpt[i] = cache[g]
-    jobs: list[Job] = []
     intervals = [float(c) if c is not None and c > 0 else None for c in ckpt]
-    fallback = report.default_tenant
-    for i in range(n):
-        tenant = tenants[i] or ""
-        if not tenant:
-            report.no_tenant += 1
-            tenant = fallback
-        elif tenant not in known:
-            report.remapped[tenant] = report.remapped.get(tenant, 0) + 1
-            tenant = fallback
-        asked = classes[i]
-        several: tuple[str, ...] = ()
-        if asked is not None and "," in asked:  # acceptable classes, comma-separated
-            several = tuple(name.strip() for name in asked.split(","))
-            asked = None
-        jobs.append(
-            Job(
-                ids[i],
-                tenant,
-                float(submit[i]),
-                int(gpus[i]),
-                float(duration[i]),
-                estimate_s=float(est[i]),
-                gpu_class=asked,
-                gpu_classes=several,
-                hbm_gb_per_gpu=None if hbm[i] is None else float(hbm[i]),
-                priority=int(prio[i]),
-                preemptible=bool(preemptible[i]) if preemptible[i] is not None else True,
-                checkpoint_s=intervals[i],
-                kind=kinds[i] or "",
-            )
-        )
+    # Python lists of exactly the types make_jobs declares (tolist and to_pylist are C).
+    jobs, report.no_tenant, report.remapped = make_jobs(
+        ids,
+        tenants,
+        submit.tolist(),
+        gpus.tolist(),
+        duration.tolist(),
+        est.astype(np.float64).tolist(),
+        classes,
+        [None if h is None else float(h) for h in hbm],
+        prio.astype(np.int64).tolist(),
+        [None if p is None else bool(p) for p in preemptible],
+        intervals,
+        kinds,
+        known,
+        report.default_tenant,
+    )
     return jobs, report

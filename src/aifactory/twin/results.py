@@ -7,9 +7,7 @@ queue = first start - submit; utilisation = busy GPU-seconds / (fleet GPUs x mak
 
 from __future__ import annotations
 
-import operator
 from collections import defaultdict
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 from aifactory.reports.results import JOBS_SCHEMA, WAIT_REASONS, busy_column
+from aifactory.twin.fields import STATES, read_fields
 from aifactory.twin.simulator import SimResult
 from aifactory.workload.job import JobState
 from aifactory.workload.progress import run_progress
@@ -32,47 +31,23 @@ def _mean(values: np.ndarray) -> float | None:
     return float(values.mean()) if values.size else None
 
 
-_READ = operator.attrgetter(
-    "id",
-    "tenant",
-    "kind",
-    "state",
-    "submit_s",
-    "first_start_s",
-    "end_s",
-    "duration_s",
-    "gpus",
-    "gpu_class",
-    "placed_class",
-    "level",
-    "preemptions",
-    "failures",
-    "attained",
-    "run_start_s",
-    "progress_s",
-    "lost_preempt_gpu_s",
-    "lost_failure_gpu_s",
-)
-
-
-def _floats(values: Sequence[float | None]) -> FloatArray:
-    """A column of floats with NaN where the job has no value (never started, not ended)."""
-    return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
-
-
 @dataclass(frozen=True, slots=True, eq=False)
 class JobColumns:
     """Every job's fields as columns, read once per run: the summary and the jobs table
     are computed from these arrays rather than by walking the jobs once per figure.
 
-    Reading the fields is the cost (a compiled ``Job`` hands each field out boxed), so it
-    is done once, by one ``attrgetter`` per job; ``start``/``end`` are NaN where None.
+    Reading the fields is the cost, so it is done once, in compiled code
+    (:mod:`aifactory.twin.fields`); ``start``/``end`` are NaN where None.
     """
 
     ids: tuple[str, ...]
     tenant: tuple[str, ...]
     kind: tuple[str, ...]
-    state: tuple[JobState, ...]
+    state: np.ndarray[Any, np.dtype[np.int8]]
+    """Codes: the index of each job's state in :data:`~aifactory.twin.fields.STATES`."""
+    tenant_names: list[str]
+    """The tenants in sorted order; ``tenant_code`` indexes it."""
+    tenant_code: np.ndarray[Any, np.dtype[np.intp]]
     submit: FloatArray
     start: FloatArray
     end: FloatArray
@@ -94,39 +69,45 @@ class JobColumns:
 
 
 def job_columns(result: SimResult) -> JobColumns:
-    """The run's jobs as :class:`JobColumns` (one pass over the jobs)."""
-    jobs = result.jobs
-    cols = list(zip(*map(_READ, jobs), strict=True)) if jobs else [() for _ in range(19)]
-    (ids, tenant, kind, state, submit, start, end, duration, gpus, gpu_class, placed,
-     level, preempt, fails, attained, run_start, progress, lost_p, lost_f) = cols  # fmt: skip
-    state_t: tuple[JobState, ...] = tuple(state)
-    codes = {s: np.fromiter((x is s for x in state_t), bool, len(state_t)) for s in JobState}
-    gpus_a = np.array(gpus, dtype=np.int64)
-    run_start_a = np.array(run_start, dtype=np.float64)
-    used = np.array(attained, dtype=np.float64)
+    """The run's jobs as :class:`JobColumns` (one pass over the jobs, compiled)."""
+    f = read_fields(result.jobs)
+    state = np.array(f.state, dtype=np.int8)
+    codes = {s: state == k for k, s in enumerate(STATES)}
+    # Tenants by first appearance, then renumbered in sorted order (a dict, not a sort of
+    # 82,247 strings).
+    seen: dict[str, int] = {}
+    first = np.array([seen.setdefault(t, len(seen)) for t in f.tenant], dtype=np.intp)
+    names = sorted(seen)
+    rank = np.empty(len(seen), dtype=np.intp)
+    rank[[seen[t] for t in names]] = np.arange(len(names))
+    gpus = np.array(f.gpus, dtype=np.int64)
+    run_start = np.array(f.run_start, dtype=np.float64)
+    used = np.array(f.attained, dtype=np.float64)
     running = codes[JobState.RUNNING]
     if running.any():
-        used[running] += gpus_a[running] * np.maximum(0.0, result.end_s - run_start_a[running])
+        used[running] += gpus[running] * np.maximum(0.0, result.end_s - run_start[running])
     return JobColumns(
-        ids=tuple(ids),
-        tenant=tuple(tenant),
-        kind=tuple(kind),
-        state=state_t,
-        submit=np.array(submit, dtype=np.float64),
-        start=_floats(start),
-        end=_floats(end),
-        duration=np.array(duration, dtype=np.float64),
-        gpus=gpus_a,
-        gpu_class=tuple(gpu_class),
-        placed_class=tuple(placed),
-        level=tuple(level),
-        preemptions=np.array(preempt, dtype=np.int64),
-        failures=np.array(fails, dtype=np.int64),
+        ids=tuple(f.ids),
+        tenant=tuple(f.tenant),
+        kind=tuple(f.kind),
+        state=state,
+        tenant_names=names,
+        tenant_code=rank[first],
+        submit=np.array(f.submit, dtype=np.float64),
+        start=np.array(f.start, dtype=np.float64),
+        end=np.array(f.end, dtype=np.float64),
+        duration=np.array(f.duration, dtype=np.float64),
+        gpus=gpus,
+        gpu_class=tuple(f.gpu_class),
+        placed_class=tuple(f.placed_class),
+        level=tuple(f.level),
+        preemptions=np.array(f.preemptions, dtype=np.int64),
+        failures=np.array(f.failures, dtype=np.int64),
         used=used,
-        progress=np.array(progress, dtype=np.float64),
-        run_start=run_start_a,
-        lost_preempt=np.array(lost_p, dtype=np.float64),
-        lost_failure=np.array(lost_f, dtype=np.float64),
+        progress=np.array(f.progress, dtype=np.float64),
+        run_start=run_start,
+        lost_preempt=np.array(f.lost_preempt, dtype=np.float64),
+        lost_failure=np.array(f.lost_failure, dtype=np.float64),
         codes=codes,
     )
 
@@ -199,7 +180,8 @@ def summarize(
     busy_w = np.array([m.busy_watts for m in topo.class_model]) * class_pue
     class_index = {name: c for c, name in enumerate(topo.classes)}
     # Busy watts of the class each job was placed on (0 for a job never placed).
-    job_w = np.array([busy_w[class_index[c]] if c else 0.0 for c in cols.placed_class], float)
+    placed = np.array([class_index[c] if c else -1 for c in cols.placed_class], dtype=np.intp)
+    job_w = np.where(placed >= 0, busy_w[np.maximum(placed, 0)], 0.0) if n else np.zeros(0)
 
     # Useful GPU-seconds (ETTR's numerator) and GPU-seconds between first start and end.
     end_or_now = np.where(ended, cols.end, result.end_s)
@@ -217,9 +199,8 @@ def summarize(
     waits = _waits_by_reason(result, cols)
 
     per: dict[str, dict[str, Any]] = {}
-    names, tenant_of = np.unique(np.array(cols.tenant, dtype=object), return_inverse=True)
-    for k, t in enumerate(names.tolist()):
-        sel = tenant_of == k
+    for k, t in enumerate(cols.tenant_names):
+        sel = cols.tenant_code == k
         t_jct = jct_all[sel & done & ended]
         t_q = queue_all[sel & started]
         gpu_hours = float(used[sel].sum()) / 3600.0
@@ -300,7 +281,8 @@ def jobs_table(result: SimResult, columns: JobColumns | None = None) -> pa.Table
     no_start = np.isnan(cols.start)
     no_end = np.isnan(cols.end)
     rejected = cols.codes[JobState.FAILED] & no_start
-    state = np.array([str(s) for s in cols.state], dtype=object)
+    values = np.array([str(s) for s in STATES], dtype=object)
+    state = values[cols.state]
     state[rejected] = "rejected"
     waits = _waits_by_reason(result, cols)
     # Only a job the scheduler still holds (pending, or running) can have a reason.
