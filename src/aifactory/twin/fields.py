@@ -121,6 +121,7 @@ class JobFields:
         self.gpu_class: list[str | None] = []
         self.placed_class: list[str] = []
         self.level: list[str] = []
+        self.hardware_owner: list[str] = []
         self.preemptions: list[int] = []
         self.failures: list[int] = []
         self.attained: list[float] = []
@@ -147,6 +148,7 @@ def read_fields(jobs: list[Job]) -> JobFields:
         f.gpu_class.append(j.gpu_class)
         f.placed_class.append(j.placed_class)
         f.level.append(j.level)
+        f.hardware_owner.append(j.hardware_owner)
         f.preemptions.append(j.preemptions)
         f.failures.append(j.failures)
         f.attained.append(j.attained)

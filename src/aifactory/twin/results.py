@@ -56,6 +56,7 @@ class JobColumns:
     gpu_class: tuple[str | None, ...]
     placed_class: tuple[str, ...]
     level: tuple[str, ...]
+    hardware_owner: tuple[str, ...]
     preemptions: np.ndarray[Any, np.dtype[np.int64]]
     failures: np.ndarray[Any, np.dtype[np.int64]]
     used: FloatArray
@@ -101,6 +102,7 @@ def job_columns(result: SimResult) -> JobColumns:
         gpu_class=tuple(f.gpu_class),
         placed_class=tuple(f.placed_class),
         level=tuple(f.level),
+        hardware_owner=tuple(f.hardware_owner),
         preemptions=np.array(f.preemptions, dtype=np.int64),
         failures=np.array(f.failures, dtype=np.int64),
         used=used,
@@ -197,6 +199,10 @@ def summarize(
         )
         useful_all[i] = (j.progress_s + gained) * j.gpus
     waits = _waits_by_reason(result, cols)
+    # Whose hardware each tenant's GPU-hours ran on: its own (its own or its nearest
+    # ancestor's: a consortium's platform), or borrowed from each lender by name.
+    by_owner = sched.served_by_owner(result.end_s)
+    lent: dict[str, float] = defaultdict(float)
 
     per: dict[str, dict[str, Any]] = {}
     for k, t in enumerate(cols.tenant_names):
@@ -207,6 +213,14 @@ def summarize(
         wall = float(wall_all[sel].sum())
         useful = float(useful_all[sel].sum())
         quota_gpus = nominal.get(t, 0)
+        home = sched.home_owner(t)
+        borrowed_from = {
+            owner: gpu_s / 3600.0
+            for owner, gpu_s in sorted(by_owner.get(t, {}).items())
+            if owner != home
+        }
+        for owner, hours in borrowed_from.items():
+            lent[owner] += hours
         per[t] = {
             "jobs": int(np.count_nonzero(sel)),
             "avg_jct_s": _mean(t_jct),
@@ -219,6 +233,9 @@ def summarize(
                 else None
             ),
             "ettr": useful / wall if wall > 0 else None,
+            "gpu_hours_own": by_owner.get(t, {}).get(home, 0.0) / 3600.0 if home else 0.0,
+            "gpu_hours_borrowed": sum(borrowed_from.values()),
+            "gpu_hours_borrowed_by_lender": borrowed_from,
             "energy_mwh": float((used[sel] * job_w[sel]).sum()) / 3.6e9,
             "gpu_hours_lost_failure": float(cols.lost_failure[sel].sum()) / 3600.0,
             "gpu_hours_lost_preemption": float(cols.lost_preempt[sel].sum()) / 3600.0,
@@ -258,6 +275,9 @@ def summarize(
         "rejected_reasons": dict(result.rejected),
         "failures": result.failures,
         "quota": {t: n for t, n in nominal.items() if n},
+        # GPU-hours of others' jobs each owner's hardware ran ("mixed": a class of several
+        # owners that is not split by owner, see aifactory/scheduler/owners.py).
+        "gpu_hours_lent_by_owner": dict(sorted(lent.items())),
         "energy": {
             "total_mwh": float(obs.energy_mwh_by_site.sum()),
             "idle_mwh": obs.idle_energy_mwh,
@@ -307,6 +327,7 @@ def jobs_table(result: SimResult, columns: JobColumns | None = None) -> pa.Table
             g or p or None for g, p in zip(cols.gpu_class, cols.placed_class, strict=True)
         ],
         "placement": cols.level,
+        "hardware_owner": [h or None for h in cols.hardware_owner],
         "preemptions": cols.preemptions,
         "failures": cols.failures,
         "gpu_hours": cols.used / 3600.0,
