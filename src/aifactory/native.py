@@ -54,6 +54,7 @@ NATIVE = (
     "aifactory/scheduler/policies/las.py",
     "aifactory/scheduler/policies/priority.py",
     "aifactory/scheduler/policies/sjf.py",
+    "aifactory/twin/fields.py",
     "aifactory/twin/kernel.py",
     "aifactory/twin/observer.py",
     "aifactory/twin/simulator.py",
