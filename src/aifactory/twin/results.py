@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 
 from aifactory.reports.results import JOBS_SCHEMA, WAIT_REASONS, busy_column
+from aifactory.twin.allocgate import REASON as ALLOCATION
 from aifactory.twin.simulator import SimResult
 from aifactory.workload.job import JobState
 from aifactory.workload.progress import run_progress
@@ -196,6 +197,7 @@ def jobs_table(result: SimResult) -> pa.Table:
     sched = result.scheduler
     waits = sched.wait_times(result.end_s)
     nothing: dict[str, float] = {}
+    gate = result.allocations
     for i, j in enumerate(jobs):
         rejected = j.state == JobState.FAILED and j.first_start_s is None
         start = j.first_start_s
@@ -221,7 +223,19 @@ def jobs_table(result: SimResult) -> pa.Table:
         waited = waits.get(j.id, nothing)
         for reason in WAIT_REASONS:
             rows[f"wait_{reason}_s"].append(waited.get(reason, 0.0))
-        rows["pending_reason"].append(sched.pending_reason(j))
+        if gate is None:
+            rows["pending_reason"].append(sched.pending_reason(j))
+            rows["project"].append(None)
+            rows["wait_allocation_s"].append(None)
+            rows["charged_gpu_hours"].append(None)
+            continue
+        held = gate.is_held(j)
+        rows["pending_reason"].append(ALLOCATION if held else sched.pending_reason(j))
+        project = gate.project.get(j.id)
+        rows["project"].append(project)
+        rows["wait_allocation_s"].append(gate.waited.get(j.id, 0.0) if project else None)
+        charged = gate.charged.get(j.id, 0.0) / 3600.0
+        rows["charged_gpu_hours"].append(charged if project else None)
     return pa.table(rows, schema=JOBS_SCHEMA)
 
 
