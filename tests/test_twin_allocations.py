@@ -186,7 +186,16 @@ def test_exhaust_then_wait_with_the_reason_then_top_up_and_resume() -> None:
     assert gate.ledger.balance("g") == 0
     assert gate.ledger.state("g", 1.5 * H) is AllocState.EXHAUSTED
     assert gate.ledger.state("g", 3 * H) is AllocState.EXHAUSTED
-    assert gate.ledger.allocation("g").gpu_hours == 12
+    topped = gate.ledger.allocation("g")
+    assert topped.gpu_hours == 12
+    # its history (the twin settles a grant when it changes it, here at the top-up): the
+    # clock's moves to active and exhausted, the top-up, and back to active
+    assert [(c.kind.value, c.to_state.value, c.at) for c in topped.history] == [
+        ("move", "active", 2 * H),
+        ("move", "exhausted", 2 * H),
+        ("topup", "exhausted", 2 * H),
+        ("move", "active", 2 * H),
+    ]
     assert charged_by_job(gate) == {"j1": 8 * H, "j2": 4 * H}
     table = jobs_table(result).to_pylist()
     rows = {r["job_id"]: r for r in table}

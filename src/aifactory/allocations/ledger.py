@@ -130,18 +130,6 @@ class Ledger:
         twin._charges = dict(self._charges)
         return twin
 
-    def what_if(self, project: str) -> Ledger:
-        """An independent ledger of ``project``'s allocations with their balances and no
-        charges: what-if charges (reservations) on it leave this one as it is. Costs the
-        project's allocations only, where :meth:`copy` also copies every charge made."""
-        view = Ledger((), self.rates)
-        view._accounts = {
-            k: _Account(a.alloc, a.used, a.overrun)
-            for k, a in self._accounts.items()
-            if a.alloc.project == project
-        }
-        return view
-
     def replace(self, alloc: Allocation) -> None:
         """Put a changed allocation (topped up, extended, approved) in place of its old self;
         what was drawn from it stays."""

@@ -24,8 +24,9 @@ A job asking for no GPU class is covered for the dearest class its tenant has qu
 (B200-equivalent rate), a conservative guess made before placement; it is charged for
 the class it ran on. Reservations are kept per project and class in GPU-seconds and
 added to the request the ledger is asked about (converted at the B200-equivalent rates
-when the project draws on normalised grants): exact for a project's one grant, a close
-bound for several.
+when the project draws on normalised grants). For a project with one grant whose period
+holds the reservations this is the service's answer; otherwise it is at least as strict
+(the service's what-if charges draw a reservation only within each grant's period).
 
 Held jobs never reach the scheduler, so the time they wait is counted here
 (``waited``), and a job held at the end reads ``pending`` with reason ``allocation``.
@@ -115,6 +116,7 @@ class TwinAllocations:
             alloc = self.ledger.allocation(top.grant)
             alloc = alloc.settle(now, self.ledger.balance(top.grant))
             alloc = alloc.topup(top.gpu_hours, who=WHO, at=now, detail="top-up from the file")
+            self.ledger.replace(alloc)  # then settled on the balance it now has
             self.ledger.replace(alloc.settle(now, self.ledger.balance(top.grant)))
             self.topups_applied += 1
             self._dirty.add(alloc.project)
