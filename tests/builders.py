@@ -125,6 +125,8 @@ def check_invariants(sched: Scheduler, down: dict[int, int] | None = None) -> No
     """
     cs = sched.cs
     topo = sched.topo
+    sc = sched.sclasses  # scheduling classes: a class of several owners is one per owner
+    view = sc.topo
     down = down or {}
     cs.check()
     used_mask = [0] * topo.n_nodes
@@ -138,6 +140,7 @@ def check_invariants(sched: Scheduler, down: dict[int, int] | None = None) -> No
         got = 0
         sites = set()
         classes = set()
+        owners = set()
         for node, mask in job.placement:
             assert mask, f"{job.id}: empty mask on node {node}"
             assert used_mask[node] & mask == 0, f"{job.id}: GPU on node {node} allocated twice"
@@ -146,11 +149,17 @@ def check_invariants(sched: Scheduler, down: dict[int, int] | None = None) -> No
             dom = cs.node_dom[node]
             sites.add(cs.pod_site[cs.dom_pod[dom]])
             classes.add(cs.dom_class[dom])
+            owners.add(topo.owners[int(topo.domain_owner[dom])])
         assert got == job.gpus, f"{job.id}: holds {got} GPUs, asked {job.gpus} (gang broken)"
         assert len(classes) == 1, f"{job.id}: spans GPU classes"
         if not job.allow_cross_site:
             assert len(sites) == 1, f"{job.id}: spans sites without allowing it"
-        key = (job.tenant, topo.classes[classes.pop()])
+        c = classes.pop()
+        if sc.owner[c] is not None:
+            assert owners == {sc.owner[c]}, f"{job.id}: runs off its class's owner's hardware"
+        if len(owners) == 1:
+            assert job.hardware_owner in (owners.pop(), "mixed"), f"{job.id}: hardware_owner"
+        key = (job.tenant, view.classes[c])
         used[key] = used.get(key, 0) + job.gpus
     for n in range(topo.n_nodes):
         full = (1 << cs.node_cap[n]) - 1
@@ -158,10 +167,10 @@ def check_invariants(sched: Scheduler, down: dict[int, int] | None = None) -> No
         assert used_mask[n] & cs.node_mask[n] == 0, f"node {n}: a used GPU is also free"
         assert d & (used_mask[n] | cs.node_mask[n]) == 0, f"node {n}: a down GPU is in use"
         assert used_mask[n] | cs.node_mask[n] | d == full, f"node {n}: a GPU is unaccounted"
-    subtree = subtree_used(topo.fleet, topo.classes, used)
+    subtree = subtree_used(topo.fleet, view.classes, used)
     for t, cells in zip(sched.quota.tenants, sched.quota.cells, strict=True):
         for c, cell in enumerate(cells):
-            assert cell.used == subtree[t, topo.classes[c]], f"{t}: quota book drifted"
+            assert cell.used == subtree[t, view.classes[c]], f"{t}: quota book drifted"
     pending = sum(1 for j in jobs if j.state == JobState.PENDING)
     assert sched.pending_count == pending, "pending count drifted"
     for t, sizes in enumerate(sched.pending.sizes):
@@ -178,7 +187,7 @@ def check_invariants(sched: Scheduler, down: dict[int, int] | None = None) -> No
     busy = sum(used.values())
     down_total = sum(m.bit_count() for m in down.values())
     assert sum(cs.class_free) + busy + down_total == topo.gpus_total, "free + used != capacity"
-    check_quota(topo.fleet, topo.classes, used)
+    check_quota(topo.fleet, view.classes, used)
 
 
 def subtree_used(
@@ -201,16 +210,36 @@ def subtree_used(
     return out
 
 
-def _effective(t: Any, cls: str) -> tuple[int, int, int]:
+def owners_by_class(fleet: Fleet) -> dict[str, set[str]]:
+    """The owners of each GPU class's hardware, from the spec."""
+    out: dict[str, set[str]] = {}
+    for _site, _pod, group in fleet.iter_groups():
+        out.setdefault(group.flavor, set()).add(group.owner)
+    return out
+
+
+def _effective(
+    t: Any, cls: str, path: tuple[str, ...] = (), owners: dict[str, set[str]] | None = None
+) -> tuple[int, int, int]:
     """(nominal, lendable, borrowing limit) of a tenant for a class, from the spec: declared,
     else for a parent its children's sums and no limit, else nothing (a leaf without a
-    quota of a class may not use it, as in Kueue)."""
-    q = next((q for q in t.quotas if q.gpu_class == cls), None)
+    quota of a class may not use it, as in Kueue). A scheduling class ``<class>@<owner>``
+    (one owner's hardware, see scheduler/owners.py) holds a declared nominal only if that
+    owner is the nearest on the tenant's ``path`` (itself, then its ancestors) to own
+    hardware of the class."""
+    flavor, _, owner = cls.partition("@")
+    here = (t.name, *path)
+    q = next((q for q in t.quotas if q.gpu_class == flavor), None)
     if q is not None:
         limit = UNLIMITED if q.borrowing_limit is None else q.borrowing_limit
+        if owner:
+            mine = (owners or {}).get(flavor, set())
+            home = next((p for p in here if p in mine), None)
+            if home != owner:
+                return 0, 0, limit
         return q.nominal, q.lendable, limit
     if t.children:
-        kids = [_effective(c, cls) for c in t.children]
+        kids = [_effective(c, cls, here, owners) for c in t.children]
         return sum(k[0] for k in kids), sum(k[1] for k in kids), UNLIMITED
     return 0, 0, 0
 
@@ -221,9 +250,10 @@ def check_quota(fleet: Fleet, classes: tuple[str, ...], used: dict[tuple[str, st
     borrowing limit; a parent's children's claims (usage, or the never-lent guaranteed
     part if larger) within its nominal plus borrowing limit (0 for a top without a
     cohort); a cohort's trees drawing no more than their tops lend."""
+    owners = owners_by_class(fleet)
 
-    def claim(t: Any, cls: str, top_alone: bool) -> int:
-        nominal, lend, limit = _effective(t, cls)
+    def claim(t: Any, cls: str, top_alone: bool, path: tuple[str, ...]) -> int:
+        nominal, lend, limit = _effective(t, cls, path, owners)
         if top_alone:
             limit = 0
         guaranteed = nominal - lend
@@ -231,7 +261,7 @@ def check_quota(fleet: Fleet, classes: tuple[str, ...], used: dict[tuple[str, st
             u = used.get((t.name, cls), 0)
             assert u <= nominal + limit, f"{t.name}/{cls}: uses {u} > nominal + borrowing"
             return max(u, guaranteed)
-        total = sum(claim(c, cls, top_alone=False) for c in t.children)
+        total = sum(claim(c, cls, False, (t.name, *path)) for c in t.children)
         assert total <= nominal + limit, (
             f"{t.name}/{cls}: its children claim {total} > nominal {nominal} + borrowing"
         )
@@ -241,9 +271,9 @@ def check_quota(fleet: Fleet, classes: tuple[str, ...], used: dict[tuple[str, st
         draw: dict[str, int] = {}
         pool: dict[str, int] = {}
         for top in fleet.tenants:
-            k = claim(top, cls, top_alone=top.cohort is None)
+            k = claim(top, cls, top.cohort is None, ())
             if top.cohort is not None:
-                nominal, lend, _ = _effective(top, cls)
+                nominal, lend, _ = _effective(top, cls, (), owners)
                 draw[top.cohort] = draw.get(top.cohort, 0) + k - (nominal - lend)
                 pool[top.cohort] = pool.get(top.cohort, 0) + lend
         for cohort, d in draw.items():

@@ -112,6 +112,10 @@ def make_run(
             "gpus": gpus,
             "gpu_class": pa.array([None] * n, type=pa.string()),
             "placement": placement.astype(str),
+            "hardware_owner": pa.array(
+                np.where(started, np.array(["a", "b", "mixed"])[np.arange(n) % 3], None),
+                type=pa.string(),
+            ),
             "preemptions": preempt,
             "failures": (state == "failed").astype(np.int32),
             "gpu_hours": gpu_hours,

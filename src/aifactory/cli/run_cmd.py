@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -79,6 +79,27 @@ def run_cmd(
     with user_errors(), progress_bar("twin") as update:
         run = run_twin(spec, table=table, fleet=spec_fleet, progress=update)
     render_summary(run.summary)
+    _what_lending_buys(run.summary)
     with user_errors():
         report = write_outputs(run, out_dir)
     out.print(f"report: {report}  (total {time.perf_counter() - t0:.0f} s)")
+
+
+def _what_lending_buys(summary: dict[str, Any]) -> None:
+    """What owners' lending of idle GPUs bought the tenants that borrowed them (in the
+    korea-2025 fleet: Samsung, SK and Hyundai lend to the consortia and the national pool)."""
+    rows = [
+        (t, v["gpu_hours_borrowed"], v["gpu_hours"], v["gpu_hours_borrowed_by_lender"])
+        for t, v in summary["per_tenant"].items()
+        if v.get("gpu_hours_borrowed")
+    ]
+    if not rows:
+        return
+    total = sum(r[1] for r in rows)
+    out.print(f"[bold]what lending buys[/]: {total:,.0f} GPU-hours on lenders' idle hardware")
+    for tenant, borrowed, hours, lenders in sorted(rows, key=lambda r: -r[1]):
+        named = ", ".join(f"{owner} {h:,.0f}" for owner, h in lenders.items())
+        out.print(
+            f"  {tenant}: {borrowed:,.0f} "
+            f"({borrowed / max(hours, 1e-9):.1%} of its GPU-hours: {named})"
+        )

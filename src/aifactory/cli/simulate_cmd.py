@@ -188,6 +188,14 @@ def render_projects(s: dict[str, Any]) -> None:
     out.print(per)
 
 
+def _borrowed(v: dict[str, Any]) -> str:
+    """A tenant's GPU-hours on others' hardware, with its share of its GPU-hours."""
+    borrowed = float(v.get("gpu_hours_borrowed") or 0.0)
+    if borrowed <= 0.0:
+        return "-"
+    return f"{borrowed:,.0f} ({borrowed / max(float(v['gpu_hours']), 1e-9):.1%})"
+
+
 def render_summary(s: dict[str, Any]) -> None:
     """The Rich summary of one run."""
     head = Table(title=f"{s['fleet']} / {s['trace']} / {s['policy']} (backfill {s['backfill']})")
@@ -218,7 +226,8 @@ def render_summary(s: dict[str, Any]) -> None:
         head.add_row(k, v)
     out.print(head)
     per = Table(title="Per tenant")
-    for col in ("tenant", "jobs", "GPU-hours", "of quota", "avg queue", "avg JCT", "ETTR", "MWh"):
+    cols = ("tenant", "jobs", "GPU-hours", "borrowed", "of quota", "avg queue", "avg JCT", "ETTR")
+    for col in (*cols, "MWh"):
         per.add_column(col, justify="left" if col == "tenant" else "right")
     for t, v in s["per_tenant"].items():
         uq = v.get("utilization_of_quota")
@@ -227,6 +236,7 @@ def render_summary(s: dict[str, Any]) -> None:
             t,
             f"{v['jobs']:,}",
             f"{v['gpu_hours']:,.0f}",
+            _borrowed(v),
             "-" if uq is None else f"{uq:.0%}",
             _fmt_s(v["avg_queue_s"]),
             _fmt_s(v["avg_jct_s"]),
@@ -234,6 +244,12 @@ def render_summary(s: dict[str, Any]) -> None:
             f"{v.get('energy_mwh', 0.0):,.1f}",
         )
     out.print(per)
+    lent = s.get("gpu_hours_lent_by_owner") or {}
+    if lent:
+        out.print(
+            "GPU-hours lent out (others' jobs on an owner's hardware): "
+            + ", ".join(f"{owner} {hours:,.0f}" for owner, hours in lent.items())
+        )
     inputs = s.get("inputs", {})
     if inputs.get("remapped_jobs") or inputs.get("jobs_without_tenant"):
         out.print(

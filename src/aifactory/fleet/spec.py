@@ -157,6 +157,11 @@ class Quota(Frozen):
         ge=0,
         description="Most of the nominal quota lent to the cohort; null: all of it.",
     )
+    reclaim_lent: bool = Field(
+        default=True,
+        description="Whether this tenant evicts borrowers (preempts their jobs) to take back "
+        "its lent nominal quota when it needs it; false: it waits for their jobs to end.",
+    )
     source: str = Field(default=ASSUMPTION)
 
     @model_validator(mode="after")

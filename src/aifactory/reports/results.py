@@ -84,6 +84,8 @@ JOBS_SCHEMA = pa.schema(
         pa.field("gpus", pa.int32(), nullable=False),
         pa.field("gpu_class", pa.string(), nullable=True),
         pa.field("placement", pa.string(), nullable=False),
+        # Owner of the hardware the job ran on ("mixed": several owners'); null: never ran.
+        pa.field("hardware_owner", pa.string(), nullable=True),
         pa.field("preemptions", pa.int32(), nullable=False),
         pa.field("failures", pa.int32(), nullable=False),
         pa.field("gpu_hours", pa.float64(), nullable=False),

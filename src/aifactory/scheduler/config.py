@@ -74,6 +74,10 @@ class SchedulerConfig:
     # Seconds between deep backfill scans (Slurm's bf_interval, default 30 s there); 0 scans
     # on every pass. Between scans a pass tries queue heads only, as Slurm's main loop does.
     backfill_interval_s: float = 0.0
+    # Owners run on their own hardware and lend it by name: each GPU class of several
+    # owners is scheduled as one class per owner (see aifactory/scheduler/owners.py).
+    # Off: a tenant's quota is served from any owner's GPUs of the class.
+    owner_hardware: bool = True
     tuning: Tuning = Tuning()
 
     def __post_init__(self) -> None:

@@ -312,18 +312,40 @@ class Cycle(SchedulerState):
         """The policy's key of tenant ``t`` now (fair share: its decayed usage by weight)."""
         self.usage.advance(t, now)
         name = self.tenants[t]
+        decayed = self.usage.average_gpus(t)
+        running = tuple(self.usage.running[t])
+        capacity = self.capacity
+        fold = self._fold
+        if fold is not None:  # shares of the fleet's classes, whoever owns the GPUs
+            capacity = self._fleet_capacity
+            d = [0.0] * len(capacity)
+            r = [0] * len(capacity)
+            for c, f in enumerate(fold):
+                d[f] += decayed[c]
+                r[f] += running[c]
+            decayed, running = tuple(d), tuple(r)
         usage = {
-            name: TenantUsage(
-                decayed_gpus=self.usage.average_gpus(t),
-                running_gpus=tuple(self.usage.running[t]),
-                weight=self.weight[t],
-            )
+            name: TenantUsage(decayed_gpus=decayed, running_gpus=running, weight=self.weight[t])
         }
-        return self.policy.tenant_key(name, usage, self.capacity)
+        return self.policy.tenant_key(name, usage, capacity)
 
     def _class_order(self, classes: tuple[int, ...], tenant: int) -> tuple[int, ...]:
-        """Classes in the order to try: where the tenant has most unused nominal quota first."""
+        """Classes in the order to try: where the tenant has most unused nominal quota first.
+        With owner classes (owners.py): classes where it has nominal quota (its home
+        hardware) so, then other owners' hardware, the most idle first (where it borrows)."""
         cells = self.quota.cells[tenant]
+        if self._fold is not None:
+            free = self.cs.class_free
+            return tuple(
+                sorted(
+                    classes,
+                    key=lambda c: (
+                        (0, cells[c].used - cells[c].nominal, c)
+                        if cells[c].nominal > 0
+                        else (1, -free[c], c)
+                    ),
+                )
+            )
         if len(classes) == 2:  # the common mixed fleet: one comparison, no sort
             a, b = classes
             ka, kb = cells[a].used - cells[a].nominal, cells[b].used - cells[b].nominal

@@ -33,7 +33,7 @@ PACK: Final = 1 << 26  # GPU counts below this pack two to a float exactly (Vict
 
 # A pass's starts so far, by seat index (see the cycle's withdrawal of a start): a victim
 # among them loses no work.
-StartedThisPass = dict[int, tuple[float | None, str, str, float, float]]
+StartedThisPass = dict[int, tuple[float | None, str, str, str, float, float]]
 
 
 class PreemptReason(StrEnum):
@@ -110,7 +110,9 @@ class RankRule(CandidateRule):
 class ReclaimRule(CandidateRule):
     """When the job fits in its tenant's nominal quota: the running jobs of the class of
     every leaf it shares capacity with (its siblings, its tree's, its cohort's) that
-    borrows in it."""
+    borrows in it. With owner classes (:mod:`~aifactory.scheduler.owners`) a class is one
+    owner's hardware, so a reclaim frees exactly the lender's GPUs. A tenant whose quota
+    says ``reclaim_lent: false`` reclaims nothing."""
 
     def add(
         self, p: Preemption, seat: Seat, gpu_class: int, _now: float, _rank: int, out: list[Seat]
@@ -120,8 +122,8 @@ class ReclaimRule(CandidateRule):
         quota = p.quota
         cell = quota.cells[t][gpu_class]
         group = quota.reclaim_group[t]
-        if not group or cell.used + seat.gpus > cell.nominal:
-            return
+        if not group or cell.used + seat.gpus > cell.nominal or not cell.reclaims:
+            return  # (a lender that does not reclaim waits for its borrowers' jobs to end)
         barred = seat.job.preempted_for
         for member in group:
             if member == t or quota.borrowed(member, gpu_class) <= 0:

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from aifactory.fleet.spec import Fleet, Tenant
+from aifactory.scheduler.owners import SchedClasses
 
 UNLIMITED: Final = 1 << 60
 
@@ -48,6 +49,7 @@ class QuotaCell:
     borrow_limit: int
     used: int = 0
     claims: int = 0  # a parent's: the sum of its children's claims
+    reclaims: bool = True  # it evicts borrowers to take back its nominal (Quota.reclaim_lent)
 
     @property
     def guaranteed(self) -> int:
@@ -60,22 +62,33 @@ class QuotaCell:
         return max(0, self.used - self.guaranteed)
 
 
-def _effective(tenant: Tenant, classes: tuple[str, ...]) -> list[tuple[int, int, int]]:
-    """(nominal, lendable, borrowing limit) per class of a tenant, where a parent that
-    declares no quota of a class gets its children's sums (and no limits of its own)."""
+def _effective(
+    tenant: Tenant, classes: tuple[str, ...], sched: SchedClasses | None
+) -> list[tuple[int, int, int, bool]]:
+    """(nominal, lendable, borrowing limit, reclaims lent) per class of a tenant, where a
+    parent that declares no quota of a class gets its children's sums (and no limits of
+    its own). With owner classes (``sched``), a declared quota counts on the tenant's home
+    hardware; on another owner's its nominal is 0 and only its borrowing limit applies."""
+    if sched is not None and sched.split:
+        names = [sched.fleet_classes[f] for f in sched.flavor]
+    else:
+        names = list(classes)
     declared = {q.gpu_class: q for q in tenant.quotas}
-    out: list[tuple[int, int, int]] = []
-    below = [_effective(child, classes) for child in tenant.children]
-    for c, name in enumerate(classes):
+    out: list[tuple[int, int, int, bool]] = []
+    below = [_effective(child, classes, sched) for child in tenant.children]
+    for c, name in enumerate(names):
         q = declared.get(name)
         if q is not None:
             limit = UNLIMITED if q.borrowing_limit is None else q.borrowing_limit
-            out.append((q.nominal, q.lendable, limit))
+            if sched is not None and not sched.home_class(tenant.name, c):
+                out.append((0, 0, limit, q.reclaim_lent))
+            else:
+                out.append((q.nominal, q.lendable, limit, q.reclaim_lent))
         elif below:
             nominal = sum(row[c][0] for row in below)
-            out.append((nominal, sum(row[c][1] for row in below), UNLIMITED))
+            out.append((nominal, sum(row[c][1] for row in below), UNLIMITED, True))
         else:
-            out.append((0, 0, 0))
+            out.append((0, 0, 0, True))
     return out
 
 
@@ -105,7 +118,9 @@ class QuotaBook:
         "top_of",
     )
 
-    def __init__(self, fleet: Fleet, classes: tuple[str, ...]) -> None:
+    def __init__(
+        self, fleet: Fleet, classes: tuple[str, ...], sched: SchedClasses | None = None
+    ) -> None:
         self.tenants: list[str] = []
         self.index: dict[str, int] = {}
         self.cohort_names: list[str] = []
@@ -123,7 +138,10 @@ class QuotaBook:
             self.tenants.append(tenant.name)
             self.index[tenant.name] = t
             self.children.append([])
-            row = [QuotaCell(n, lend, limit) for n, lend, limit in _effective(tenant, classes)]
+            row = [
+                QuotaCell(n, lend, limit, reclaims=keep)
+                for n, lend, limit, keep in _effective(tenant, classes, sched)
+            ]
             self.cells.append(row)
             groupings.append(bool(tenant.children) and not tenant.quotas)
             if parent is not None:

@@ -119,11 +119,11 @@ class PassContext:
         self.preempt = preempt  # whether this pass may preempt at all
         self.seen_tenants: set[int] = set()
         # Jobs started in this pass, by seat index, with their fields before the start
-        # (first start, level, placed class, run start, estimated end), so that a
+        # (first start, level, placed class, hardware owner, run start, estimated end), so a
         # preemption later in the pass can withdraw the start (Scheduler._withdraw). Kept
         # only in passes that may preempt (``track``): elsewhere no start can be taken back.
         self.track = track
-        self.started: dict[int, tuple[float | None, str, str, float, float]] = {}
+        self.started: dict[int, tuple[float | None, str, str, str, float, float]] = {}
 
     def reset(
         self, reservations: dict[int, Reservation], *, preempt: bool, track: bool

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from aifactory.heap import RowHeap
 from aifactory.scheduler.cluster import ClusterState, Placement
+from aifactory.scheduler.owners import MIXED, SchedClasses
 from aifactory.scheduler.quota import QuotaBook
 from aifactory.scheduler.seat import Seat
 from aifactory.scheduler.shortcuts import Shortcuts
@@ -48,10 +49,14 @@ class Running:
         usage: DecayedUsage,
         n_tenants: int,
         shortcuts: Shortcuts,
-        class_names: tuple[str, ...],
+        sclasses: SchedClasses,
     ) -> None:
         n_classes = len(cs.class_free)
-        self.class_names = class_names
+        # Per scheduling class: the fleet class a job placed there records, and the owner
+        # of its hardware (None where a class has several owners: read off the placement).
+        self.class_names = tuple(sclasses.fleet_classes[f] for f in sclasses.flavor)
+        self.class_owner = sclasses.owner
+        self.domain_owner = [sclasses.topo.owners[o] for o in sclasses.topo.domain_owner.tolist()]
         self.shortcuts = shortcuts
         self.cs = cs
         self.quota = quota
@@ -66,6 +71,9 @@ class Running:
         self.prio_t: list[dict[int, int]] = [{} for _ in range(n_tenants)]
         self.ends: list[RowHeap | None] = [None] * n_classes
         self.ends_stale = [0] * n_classes
+        # GPU-seconds served per tenant and scheduling class by runs that ended (the
+        # state's stop counts them): whose hardware each tenant's work ran on.
+        self.served: list[list[float]] = [[0.0] * n_classes for _ in range(n_tenants)]
 
     def attach(self, seat: Seat, gpu_class: int, placement: Placement, now: float) -> None:
         """Charge quota, usage and the indices for the seat's job holding ``placement``
@@ -74,6 +82,11 @@ class Running:
         job = seat.job
         job.placement = placement
         job.placed_class = self.class_names[gpu_class]
+        owner = self.class_owner[gpu_class]
+        if owner is None:
+            owner = self._owner_of(placement)
+        if job.hardware_owner != owner:
+            job.hardware_owner = owner if not job.hardware_owner else MIXED
         if len(placement) == 1 and self.shortcuts.on:  # ONE_NODE (see shortcuts)
             seat.pnode, seat.pmask = placement[0]
         else:
@@ -118,6 +131,12 @@ class Running:
         if seat.preemptible:
             _count(self.prio_tc[t][gpu_class], seat.priority, -1)
             _count(self.prio_t[t], seat.priority, -1)
+
+    def _owner_of(self, placement: Placement) -> str:
+        """The owner of a placement's hardware (``mixed``: several owners')."""
+        node_dom = self.cs.node_dom
+        owners = {self.domain_owner[node_dom[node]] for node, _mask in placement}
+        return owners.pop() if len(owners) == 1 else MIXED
 
     def reattach(self, seat: Seat, now: float) -> None:
         """Give a detached job exactly its GPUs back, and charge it again."""

@@ -40,6 +40,7 @@ from __future__ import annotations
 from aifactory.scheduler.cluster import Placement
 from aifactory.scheduler.config import job_problem
 from aifactory.scheduler.cycle import Cycle, Head
+from aifactory.scheduler.owners import MIXED
 from aifactory.scheduler.records import NOTHING, CycleResult, Interruption
 from aifactory.scheduler.seat import Seat
 from aifactory.workload.job import (
@@ -280,7 +281,15 @@ class Scheduler(Cycle):
     def free_by_class_site(self) -> list[dict[int, int]]:
         """Free GPUs per GPU class and site (site index -> GPUs), read-only: the live
         counts, so an observer sampling often copies nothing."""
-        return self.cs.csite_free
+        fold = self._fold
+        if fold is None:
+            return self.cs.csite_free
+        out: list[dict[int, int]] = [{} for _ in self._fleet_capacity]
+        for c, sites in enumerate(self.cs.csite_free):
+            into = out[fold[c]]
+            for site, free in sites.items():
+                into[site] = into.get(site, 0) + free
+        return out
 
     @property
     def stranded_gpus(self) -> int:
@@ -361,6 +370,35 @@ class Scheduler(Cycle):
             for name, cells in zip(self.tenants, self.quota.cells, strict=True)
         }
 
+    def served_by_owner(self, now: float) -> dict[str, dict[str, float]]:
+        """GPU-seconds each tenant was served until ``now`` (running jobs' runs so far
+        included), by the owner of the hardware it ran on (``mixed``: a class of several
+        owners that is not split, see owners.py)."""
+        served = [list(row) for row in self.running.served]
+        for seat in self.running.seats():
+            served[seat.tix][seat.run_class] += seat.gpus * max(0.0, now - seat.run_start_s)
+        out: dict[str, dict[str, float]] = {}
+        for t, row in enumerate(served):
+            mine: dict[str, float] = {}
+            for c, gpu_s in enumerate(row):
+                if gpu_s > 0.0:
+                    owner = self.sclasses.owner[c] or MIXED
+                    mine[owner] = mine.get(owner, 0.0) + gpu_s
+            if mine:
+                out[self.tenants[t]] = mine
+        return out
+
+    def home_owner(self, tenant: str) -> str | None:
+        """The owner of the tenant's own hardware: itself or its nearest ancestor that owns
+        GPUs (a consortium's is its platform's), None if none does."""
+        t = self.tenant_index.get(tenant, -1)
+        owners = self.topo.owners
+        while t >= 0:
+            if self.tenants[t] in owners:
+                return self.tenants[t]
+            t = self.quota.parent_of[t]
+        return None
+
     @property
     def busy_gpus(self) -> int:
         """GPUs held by running jobs."""
@@ -376,7 +414,8 @@ class Scheduler(Cycle):
                 rows.append(
                     {
                         "tenant": name,
-                        "gpu_class": self.topo.classes[c],
+                        "gpu_class": self.topo.classes[self.sclasses.flavor[c]],
+                        "hardware_owner": self.sclasses.owner[c],
                         "cohort": self.quota.cohort_name(t),
                         "nominal": cell.nominal,
                         "borrowing_limit": None

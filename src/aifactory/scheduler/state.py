@@ -30,6 +30,7 @@ from aifactory.fleet.topology import Topology
 from aifactory.scheduler.backfill import Backfill
 from aifactory.scheduler.cluster import ClusterState
 from aifactory.scheduler.config import BackfillMode, SchedulerConfig
+from aifactory.scheduler.owners import sched_classes
 from aifactory.scheduler.pending import Pending
 from aifactory.scheduler.placement import Level
 from aifactory.scheduler.policies import Policy, make_policy
@@ -68,29 +69,33 @@ class SchedulerState:
 
     def __init__(self, topo: Topology, config: SchedulerConfig | None = None) -> None:
         self.cfg = config or SchedulerConfig()
-        self.topo = topo
-        self.cs = ClusterState(topo)
+        self.topo = topo  # the fleet's own (public views speak of its classes)
+        # What the scheduler decides over: the scheduling classes (a class of several owners
+        # is one class per owner, see owners.py), and the topology that has them.
+        self.sclasses = sched_classes(topo, by_owner=self.cfg.owner_hardware)
+        view = self.sclasses.topo
+        self.cs = ClusterState(view)
         self.policy: Policy = (
             LasPolicy(self.cfg.las.thresholds)
             if self.cfg.policy == "las"
             else make_policy(self.cfg.policy)
         )
-        self.quota = QuotaBook(topo.fleet, topo.classes)
+        self.quota = QuotaBook(topo.fleet, view.classes, self.sclasses)
         self.shortcuts = Shortcuts(self.cfg.tuning.shortcuts, self.cs, self.quota)
         # Tenants by name, and the dense index (seat.tix) that every per-tenant table on
         # the per-job path is a list over: no name is hashed after submit.
         self.tenants = list(self.quota.tenants)
         self.tenant_index = dict(self.quota.index)
         n_tenants = len(self.tenants)
-        n_classes = len(topo.classes)
-        fleet_gpus = sum(topo.class_capacity().values())
+        n_classes = len(view.classes)
+        fleet_gpus = sum(view.class_capacity().values())
         if fleet_gpus >= PACK:  # preemption packs GPU counts (Victim)
             msg = f"fleet: {fleet_gpus} GPUs, fewer than {PACK} are supported"
             raise ValueError(msg)
         if n_classes > 256:  # per-pass memos pack (tenant, class) into one int
             msg = f"fleet: {n_classes} GPU classes, at most 256 are supported"
             raise ValueError(msg)
-        self.capacity = tuple(topo.class_capacity()[c] for c in topo.classes)
+        self.capacity = tuple(view.class_capacity()[c] for c in view.classes)
         self.site_capacity = [
             max(self.cs.csite_free[c].values(), default=0) for c in range(n_classes)
         ]
@@ -117,7 +122,7 @@ class SchedulerState:
         self.pending = Pending(self.seats, self.policy, n_tenants, self.shortcuts)
         # The running jobs, their charges and the index by estimated end.
         self.running = Running(
-            self.cs, self.quota, self.usage, n_tenants, self.shortcuts, tuple(topo.classes)
+            self.cs, self.quota, self.usage, n_tenants, self.shortcuts, self.sclasses
         )
         self.backfill = Backfill(self.running, self.cfg.checkpoint_write_s)
         self.preemption = Preemption(
@@ -139,7 +144,15 @@ class SchedulerState:
         self._ctx = PassContext(self._reservations, memo=self.shortcuts.on)
         self._last_deep = -INF
         self._classes_cache: dict[int, tuple[int, ...]] = {}  # by a job's shape (_classes)
-        self._class_index = {name: c for c, name in enumerate(topo.classes)}
+        # A fleet class's name -> its scheduling classes, and -> its own index.
+        self._class_index = {
+            name: self.sclasses.of_flavor[f] for f, name in enumerate(topo.classes)
+        }
+        self._flavor_index = {name: f for f, name in enumerate(topo.classes)}
+        # Fair shares are per fleet class (a tenant's share of gb200, whoever owns it):
+        # per scheduling class, its fleet class where classes are split, else None.
+        self._fold = self.sclasses.flavor if self.sclasses.split else None
+        self._fleet_capacity = tuple(topo.class_capacity()[c] for c in topo.classes)
         # Config and policy flags as plain attributes, read a few times per event (compiled,
         # an enum member or a policy's class variable is an interpreted lookup).
         self._easy = self.cfg.backfill == BackfillMode.EASY
@@ -200,14 +213,14 @@ class SchedulerState:
         GPUs have the memory it asks for."""
         index = self._class_index
         if job.gpu_class is not None:
-            classes = [index[job.gpu_class]]
+            classes = list(index[job.gpu_class])
         elif job.gpu_classes:
-            classes = [index[name] for name in job.gpu_classes]
+            classes = [c for name in job.gpu_classes for c in index[name]]
         else:
-            classes = list(range(len(self.topo.classes)))
+            classes = list(range(len(self.capacity)))
         hbm = job.hbm_gb_per_gpu
         if hbm is not None:
-            models = self.topo.class_model
+            models = self.sclasses.topo.class_model
             classes = [c for c in classes if models[c].hbm_gb >= hbm]
         return classes
 
@@ -219,7 +232,7 @@ class SchedulerState:
         # The job's shape (tenant, class or none, GPUs, may cross sites) packed into one
         # int key, exact (the class index + 1 < 257). A job that lists classes or asks
         # for memory has a shape of its own (not cached by shape: few jobs do).
-        gpu_class = -1 if job.gpu_class is None else self._class_index[job.gpu_class]
+        gpu_class = -1 if job.gpu_class is None else self._flavor_index[job.gpu_class]
         shape = (seat.gpus * 257 + gpu_class + 1) * len(self.tenants) + seat.tix
         key = 2 * shape + (1 if seat.cross else 0)
         plain = not job.gpu_classes and job.hbm_gb_per_gpu is None
@@ -295,6 +308,7 @@ class SchedulerState:
                 job.first_start_s,
                 job.level,
                 job.placed_class,
+                job.hardware_owner,
                 job.run_start_s,
                 seat.est_end_s,
             )
@@ -317,7 +331,9 @@ class SchedulerState:
         back, its service is counted, and a full pass is due."""
         self.running.detach(seat, now)
         self.running.ended_run(seat)
-        seat.job.attained += seat.gpus * max(0.0, now - seat.run_start_s)
+        served = seat.gpus * max(0.0, now - seat.run_start_s)
+        seat.job.attained += served
+        self.running.served[seat.tix][seat.run_class] += served
         self._dirty = True
         self._freed = True
         self.shortcuts.gave_back()  # GPUs and quota came back
@@ -376,13 +392,14 @@ class SchedulerState:
         Decisions the pass made while the job held its GPUs stand; they were made with
         fewer GPUs free, and the next pass, a full one, sees the GPUs it left.
         """
-        first, level, placed_class, run_start, est_end = ctx.started.pop(seat.index)
+        first, level, placed_class, owner, run_start, est_end = ctx.started.pop(seat.index)
         self.running.withdrawn_run(seat)
         job = seat.job
         job.withdraw_start(now)
         job.first_start_s = first
         job.level = level
         job.placed_class = placed_class
+        job.hardware_owner = owner
         job.run_start_s = run_start
         seat.est_end_s = est_end
         job.placement = []

@@ -84,6 +84,10 @@ def summarize(
     busy_w = np.array([m.busy_watts for m in topo.class_model]) * class_pue
     class_index = {name: c for c, name in enumerate(topo.classes)}
 
+    # Whose hardware each tenant's GPU-hours ran on: its own (its own or its nearest
+    # ancestor's: a consortium's platform), or borrowed from each lender by name.
+    by_owner = sched.served_by_owner(result.end_s)
+    lent: dict[str, float] = defaultdict(float)
     per: dict[str, dict[str, Any]] = {}
     groups: dict[str, list[int]] = defaultdict(list)
     for i, j in enumerate(jobs):
@@ -124,6 +128,14 @@ def summarize(
             / 3.6e9
         )
         quota_gpus = nominal.get(t, 0)
+        home = sched.home_owner(t)
+        borrowed_from = {
+            owner: gpu_s / 3600.0
+            for owner, gpu_s in sorted(by_owner.get(t, {}).items())
+            if owner != home
+        }
+        for owner, hours in borrowed_from.items():
+            lent[owner] += hours
         per[t] = {
             "jobs": len(tj),
             "avg_jct_s": _mean(t_jct),
@@ -136,6 +148,9 @@ def summarize(
                 else None
             ),
             "ettr": useful / wall if wall > 0 else None,
+            "gpu_hours_own": by_owner.get(t, {}).get(home, 0.0) / 3600.0 if home else 0.0,
+            "gpu_hours_borrowed": sum(borrowed_from.values()),
+            "gpu_hours_borrowed_by_lender": borrowed_from,
             "energy_mwh": energy,
             "gpu_hours_lost_failure": sum(j.lost_failure_gpu_s for j in tj) / 3600.0,
             "gpu_hours_lost_preemption": sum(j.lost_preempt_gpu_s for j in tj) / 3600.0,
@@ -177,6 +192,9 @@ def summarize(
         "rejected_reasons": dict(result.rejected),
         "failures": result.failures,
         "quota": {t: n for t, n in nominal.items() if n},
+        # GPU-hours of others' jobs each owner's hardware ran ("mixed": a class of several
+        # owners that is not split by owner, see aifactory/scheduler/owners.py).
+        "gpu_hours_lent_by_owner": dict(sorted(lent.items())),
         "energy": {
             "total_mwh": float(obs.energy_mwh_by_site.sum()),
             "idle_mwh": obs.idle_energy_mwh,
@@ -215,6 +233,7 @@ def jobs_table(result: SimResult) -> pa.Table:
         rows["gpus"].append(j.gpus)
         rows["gpu_class"].append(j.gpu_class or j.placed_class or None)
         rows["placement"].append(j.level)
+        rows["hardware_owner"].append(j.hardware_owner or None)
         rows["preemptions"].append(j.preemptions)
         rows["failures"].append(j.failures)
         rows["gpu_hours"].append(float(used[i]) / 3600.0)

@@ -59,6 +59,7 @@ TENANT_METRICS = (
     "avg_queue_s",
     "avg_jct_s",
     "ettr",
+    "gpu_hours_borrowed",
     "energy_mwh",
     "gpu_hours_lost_failure",
     "gpu_hours_lost_preemption",

@@ -91,6 +91,7 @@ class Job:
         "gpu_class",
         "gpu_classes",
         "gpus",
+        "hardware_owner",
         "hbm_gb_per_gpu",
         "id",
         "kind",
@@ -176,6 +177,9 @@ class Job:
         self.attained = 0.0  # GPU-seconds of service received (for LAS)
         self.placement: list[tuple[int, int]] = []  # (node, GPU mask) pairs while running
         self.placed_class = ""  # GPU class of the current/last placement ("" before any)
+        # Owner of the hardware it ran on (DomainGroup.owner; "mixed": several owners'
+        # over its runs or in one placement; "" before any start).
+        self.hardware_owner = ""
         self.level = ""  # topology level of the current/last placement
         self.preemptions = 0
         self.failures = 0

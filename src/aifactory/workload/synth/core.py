@@ -31,7 +31,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from aifactory.fleet.errors import SpecError
-from aifactory.fleet.loader import group_gpus, models_of
 from aifactory.fleet.spec import Fleet
 from aifactory.workload.schema import OPTIONAL_COLUMNS, TRACE_SCHEMA
 from aifactory.workload.synth.catalogue import DAY_S, Catalogue, JobClass, load_catalogue
@@ -139,30 +138,36 @@ def tenant_nominals(fleet: Fleet) -> dict[str, int]:
 
 
 def gang_limits(fleet: Fleet) -> dict[str, dict[str, int]]:
-    """Largest gang per tenant and GPU class: nominal plus what the tenant can borrow.
+    """Largest gang per tenant and GPU class: the most the scheduler could ever give it.
 
-    Borrowing follows Kueue: only within the tenant's cohort, at most its borrowing limit,
-    and at most what the other members lend; never more than the class's capacity.
+    That is the quota book's ceiling (nominal plus what the tenant may borrow, by Kueue's
+    rules at every level of the tenant tree, see aifactory/scheduler/quota.py), on the one
+    owner's hardware where it is largest (a gang runs in one scheduling class: one owner's
+    GPUs of the class, see aifactory/scheduler/owners.py), and never more than that
+    hardware holds.
     """
-    models = models_of(fleet)
-    capacity: dict[str, int] = defaultdict(int)
-    for _site, _pod, group in fleet.iter_groups():
-        capacity[group.flavor] += group_gpus(group, models[group.model])
-    lendable: dict[tuple[str, str], int] = defaultdict(int)
-    members = list(fleet.iter_tenants())
-    for tenant, _parent, cohort in members:
-        if cohort is not None:
-            for q in tenant.quotas:
-                lendable[(cohort, q.gpu_class)] += q.lendable
+    # (imported here: the scheduler is not needed to read a catalogue or a trace)
+    from aifactory.fleet.topology import compile_topology  # noqa: PLC0415
+    from aifactory.scheduler.owners import sched_classes  # noqa: PLC0415
+    from aifactory.scheduler.quota import QuotaBook  # noqa: PLC0415
+
+    topo = compile_topology(fleet)
+    sc = sched_classes(topo)
+    book = QuotaBook(fleet, sc.topo.classes, sc)
+    capacity = sc.topo.class_capacity()
+    flavor_of = {name: f for f, name in enumerate(topo.classes)}
     out: dict[str, dict[str, int]] = {}
-    for tenant, _parent, cohort in members:
+    for tenant, _parent, _cohort in fleet.iter_tenants():
+        t = book.index[tenant.name]
         limits: dict[str, int] = {}
         for q in tenant.quotas:
-            borrow = 0
-            if cohort is not None:
-                others = lendable[(cohort, q.gpu_class)] - q.lendable
-                borrow = others if q.borrowing_limit is None else min(q.borrowing_limit, others)
-            limits[q.gpu_class] = min(q.nominal + max(borrow, 0), capacity[q.gpu_class])
+            f = flavor_of.get(q.gpu_class)
+            if f is None:  # a quota of a class no hardware has: nothing can run
+                limits[q.gpu_class] = 0
+                continue
+            limits[q.gpu_class] = max(
+                min(book.ceiling(t, c), capacity[sc.topo.classes[c]]) for c in sc.of_flavor[f]
+            )
         out[tenant.name] = limits
     return out
 
