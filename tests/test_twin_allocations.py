@@ -8,11 +8,14 @@ charges must add up exactly to the GPU-seconds of the jobs' run intervals.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
@@ -34,6 +37,8 @@ from aifactory.twin.results import jobs_table, used_gpu_s
 from aifactory.twin.run import TwinSpec, run_twin
 from aifactory.twin.simulator import SimResult, Simulation, TwinConfig
 from aifactory.workload.job import Job, JobState
+from aifactory.workload.schema import TRACE_SCHEMA
+from aifactory.workload.traces import write_trace
 from builders import hgx_topo, make_job, tenant
 
 H = 3600.0
@@ -117,6 +122,20 @@ def test_a_bad_allocations_file_is_refused_naming_the_field(
     with pytest.raises(SpecError) as err:
         parse_allocations(raw, "grants.yaml")
     assert field in str(err.value), case
+
+
+def test_a_file_that_is_not_a_mapping_or_too_big_is_refused(tmp_path: Path) -> None:
+    listed = tmp_path / "list.yaml"
+    listed.write_text("- 1\n- 2\n", encoding="utf-8")
+    with pytest.raises(SpecError, match="document: must be a mapping"):
+        load_allocations(listed)
+    big = tmp_path / "big.yaml"
+    with big.open("wb") as f:
+        f.truncate((64 << 20) + 1)
+    with pytest.raises(SpecError, match="larger than 64 MiB"):
+        load_allocations(big)
+    with pytest.raises(SpecError, match="no file or bundled allocations"):
+        load_allocations(tmp_path / "missing.yaml")
 
 
 def test_a_project_of_a_tenant_the_fleet_lacks_is_refused() -> None:
@@ -464,9 +483,25 @@ def test_cli_synth_writes_a_round_and_simulate_refuses_a_bad_file(tmp_path: Path
         "gpu_hours: 1, start_h: 5, end_h: 1}]\n",
         encoding="utf-8",
     )
-    trace = tmp_path / "t.csv"
-    trace.write_text(
-        "job_id,tenant,submit_s,duration_s,gpus\nj,research,0,60,1\n", encoding="utf-8"
+    trace = tmp_path / "t.parquet"  # 20 one-hour jobs of the research tenant, 10 min apart
+    n = 20
+    write_trace(
+        pa.table(
+            {
+                "job_id": [f"j{i}" for i in range(n)],
+                "tenant": ["research"] * n,
+                "submit_s": [600.0 * i for i in range(n)],
+                "duration_s": [H] * n,
+                "gpus": [8] * n,
+                "gpu_class": [None] * n,
+                "estimate_s": [None] * n,
+                "priority": [0] * n,
+                "observed_start_s": [None] * n,
+                "status": [None] * n,
+            },
+            schema=TRACE_SCHEMA,
+        ),
+        trace,
     )
     res = runner.invoke(
         app,
@@ -476,8 +511,6 @@ def test_cli_synth_writes_a_round_and_simulate_refuses_a_bad_file(tmp_path: Path
             "korea-2025",
             "--trace",
             str(trace),
-            "--format",
-            "csv",
             "--allocations",
             str(bad),
         ],
@@ -485,3 +518,27 @@ def test_cli_synth_writes_a_round_and_simulate_refuses_a_bad_file(tmp_path: Path
     assert res.exit_code == 2, res.output
     assert "grants[0]" in res.output
     assert "end_h" in res.output
+    # the round itself replays: projects.parquet and the projects table come out
+    results = tmp_path / "out"
+    res = runner.invoke(
+        app,
+        [
+            "simulate",
+            "--fleet",
+            "korea-2025",
+            "--trace",
+            str(trace),
+            "--allocations",
+            str(out),
+            "--out",
+            str(results),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert "Per project" in res.output
+    projects = pq.read_table(results / "projects.parquet")
+    assert projects.column("project").to_pylist() == [
+        p.name for p in load_allocations(out).projects
+    ]
+    summary = json.loads((results / "summary.json").read_text(encoding="utf-8"))
+    assert set(summary["projects"]) == set(projects.column("project").to_pylist())

@@ -46,6 +46,7 @@ from aifactory.fleet.errors import SpecError, problems_from
 
 MAX_HOURS = 10.0 * 8760.0  # ten years of simulated time: beyond any twin run
 MAX_ITEMS = 100_000  # projects, grants or top-ups in one file
+MAX_FILE_BYTES = 64 << 20  # a file of MAX_ITEMS of each kind is well under this
 SHARE_SLACK = 1e-9  # shares of a tenant may add up to 1 within rounding
 
 Slug = Annotated[
@@ -239,6 +240,8 @@ def load_allocations(name_or_path: str | Path) -> AllocationsFile:
             )
         path = bundled
     try:
+        if path.stat().st_size > MAX_FILE_BYTES:
+            raise SpecError([f"file: larger than {MAX_FILE_BYTES >> 20} MiB"], str(path))
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError([f"cannot read ({exc})"], str(path)) from None

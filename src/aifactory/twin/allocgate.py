@@ -29,7 +29,8 @@ holds the reservations this is the service's answer; otherwise it is at least as
 (the service's what-if charges draw a reservation only within each grant's period).
 
 Held jobs never reach the scheduler, so the time they wait is counted here
-(``waited``), and a job held at the end reads ``pending`` with reason ``allocation``.
+(``waited``), a job held at the end reads ``pending`` with reason ``allocation``, and the
+time series' pending jobs and GPUs (what the scheduler holds) leave them out.
 """
 
 from __future__ import annotations
