@@ -124,6 +124,9 @@ def make_run(
             "gpu_hours_lost_failure": np.where(state == "failed", gpu_hours * 0.5, 0.0),
             **{f"wait_{r}_s": queue_share(r, start - submit) for r in WAIT_REASONS},
             "pending_reason": pa.nulls(n, pa.string()),
+            "project": pa.nulls(n, pa.string()),  # (a run without an allocations file)
+            "wait_allocation_s": pa.nulls(n, pa.float64()),
+            "charged_gpu_hours": pa.nulls(n, pa.float64()),
         },
         schema=JOBS_SCHEMA,
     )

@@ -1,8 +1,10 @@
 """`aifactory run` (what `make run` runs): the national scenario, end to end.
 
 Synthesise two weeks of the korea-2025 workload at 85% offered load, replay it in the
-twin with failures (Llama 3's rate and cause mix) and checkpoints, print per-owner
-GPU-hours, quota use, queueing, ETTR and energy, and write the full report.
+twin with failures (Llama 3's rate and cause mix) and checkpoints, with the five
+sovereign consortia's GPU-hour allocations enforced (the fleet's bundled allocations
+file), print per-owner GPU-hours, quota use, queueing, ETTR, energy and per-project
+allocation use, and write the full report.
 """
 
 from __future__ import annotations
@@ -37,6 +39,14 @@ def run_cmd(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the summary as JSON (progress on stderr).")
     ] = False,
+    allocations: Annotated[
+        str,
+        typer.Option(
+            "--allocations",
+            help="auto (the bundled allocations of the fleet, if any: korea-2025's five "
+            "consortia) | none | a file or bundled name.",
+        ),
+    ] = "auto",
 ) -> None:
     """The main job: a national workload on the korea-2025 fleet, with failures."""
     from aifactory.fleet import load_fleet  # noqa: PLC0415 (keeps `--help` fast)
@@ -49,6 +59,13 @@ def run_cmd(
     check_out_dir(out_dir)
     t0 = time.perf_counter()
     say = err.print if as_json else out.print  # stdout is the JSON alone with --json
+    grants: str | None = allocations
+    if allocations == "auto":
+        from aifactory.twin.allocfile import bundled_allocations  # noqa: PLC0415
+
+        grants = fleet if fleet in bundled_allocations() else None
+    elif allocations == "none":
+        grants = None
     with user_errors():
         spec_fleet = load_fleet(fleet)
         say(f"[bold]aifactory[/]: {days:g} days of {fleet} at load {load:g}, seed {seed}")
@@ -66,6 +83,7 @@ def run_cmd(
         until_s=days * 86400.0,
         backfill_interval_s=30.0,  # Slurm's bf_interval default: deep backfill scans every 30 s
         preempt_grace_s=preempt_grace,
+        allocations=grants,
     )
     with user_errors(), progress_bar("twin") as update:
         run = run_twin(spec, table=table, fleet=spec_fleet, progress=update)

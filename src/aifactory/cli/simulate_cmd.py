@@ -63,6 +63,14 @@ GraceOpt = Annotated[
 UntilOpt = Annotated[
     float | None, typer.Option("--until", help="Stop at this simulated time (seconds).")
 ]
+AllocOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--allocations",
+        help="Allocations file (YAML: projects, grants, top-ups) or a bundled name: hold "
+        "and charge the jobs of projects (issue #19).",
+    ),
+]
 
 
 @contextmanager
@@ -113,6 +121,11 @@ def _spec(**kwargs: Any) -> TwinSpec:
         fail(f"--policy: unknown '{kwargs['policy']}' (known: {known})")
     if not Path(kwargs["trace"]).exists():
         fail(f"--trace: file not found: {kwargs['trace']}")
+    if kwargs.get("allocations") is not None:
+        from aifactory.twin.allocfile import load_allocations  # noqa: PLC0415
+
+        with user_errors():
+            load_allocations(kwargs["allocations"])  # a bad file fails before the run
     return TwinSpec(**kwargs)
 
 
@@ -151,7 +164,48 @@ def write_outputs(run: TwinRun, out_dir: Path) -> Path:
         results = pool.submit(write_results, out_dir, run.summary, jobs, series)
         path = write_report(out_dir, run.summary, jobs, series)
         results.result()
-        return path
+    projects = run.projects_table()
+    if projects is not None:  # (after write_results: it makes the folder)
+        import pyarrow.parquet as pq  # noqa: PLC0415
+
+        from aifactory.twin.allocreport import PROJECTS_FILE  # noqa: PLC0415
+
+        pq.write_table(projects, out_dir / PROJECTS_FILE)
+    return path
+
+
+def render_projects(s: dict[str, Any]) -> None:
+    """The per-project allocation table of a run with allocations (B200-equivalent hours)."""
+    projects = s.get("projects")
+    if not projects:
+        return
+    per = Table(title=f"Per project (allocations: {s['allocations']['name']}; B200-eq hours)")
+    cols = (
+        "project",
+        "tenant",
+        "granted",
+        "used",
+        "wasted",
+        "left",
+        "denied job-h",
+        "held",
+        "avg queue",
+    )
+    for col in cols:
+        per.add_column(col, justify="left" if col in ("project", "tenant") else "right")
+    for name, v in projects.items():
+        per.add_row(
+            name,
+            v["tenant"],
+            f"{v['granted_b200h']:,.0f}",
+            f"{v['used_b200h']:,.0f}",
+            f"{v['wasted_b200h']:,.0f}",
+            f"{v['left_b200h']:,.0f}",
+            f"{v['denied_job_hours']:,.1f}",
+            f"{v['jobs_held']:,}",
+            _fmt_s(v["avg_queue_s"]),
+        )
+    out.print(per)
 
 
 def _borrowed(v: dict[str, Any]) -> str:
@@ -225,6 +279,7 @@ def render_summary(s: dict[str, Any]) -> None:
         )
     for reason, count in s.get("rejected_reasons", {}).items():
         out.print(f"rejected ({reason}): {count:,}")
+    render_projects(s)
 
 
 def simulate(
@@ -242,6 +297,7 @@ def simulate(
     restart_overhead: RestartOpt = 60.0,
     preempt_grace: GraceOpt = 0.0,
     until: UntilOpt = None,
+    allocations: AllocOpt = None,
     out_dir: Annotated[Path | None, typer.Option("--out", help="Write results here.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
@@ -263,6 +319,7 @@ def simulate(
         restart_overhead_s=restart_overhead,
         preempt_grace_s=preempt_grace,
         until_s=until,
+        allocations=allocations,
     )
     run = _run(spec)
     if out_dir is not None:

@@ -96,6 +96,11 @@ JOBS_SCHEMA = pa.schema(
         # Nullable: results written before these columns read as unknown.
         *(pa.field(f"wait_{r}_s", pa.float64(), nullable=True) for r in WAIT_REASONS),
         pa.field("pending_reason", pa.string(), nullable=True),
+        # With an allocations file: the project the job was charged to and the seconds it
+        # was held before reaching the scheduler (reason "allocation"); null without one.
+        pa.field("project", pa.string(), nullable=True),
+        pa.field("wait_allocation_s", pa.float64(), nullable=True),
+        pa.field("charged_gpu_hours", pa.float64(), nullable=True),
     ]
 )
 

@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 from aifactory.reports.results import JOBS_SCHEMA, WAIT_REASONS, busy_column
+from aifactory.twin.allocgate import REASON as ALLOCATION
 from aifactory.twin.fields import STATES, read_fields
 from aifactory.twin.simulator import SimResult
 from aifactory.workload.job import JobState
@@ -313,8 +314,22 @@ def jobs_table(result: SimResult, columns: JobColumns | None = None) -> pa.Table
     held = np.flatnonzero(cols.codes[JobState.PENDING] | cols.codes[JobState.RUNNING])
     reasons: list[str | None] = [None] * len(cols.ids)
     jobs = result.jobs
+    gate = result.allocations
     for i in held.tolist():
-        reasons[i] = sched.pending_reason(jobs[i])
+        job = jobs[i]
+        reasons[i] = (
+            ALLOCATION if gate is not None and gate.is_held(job) else sched.pending_reason(job)
+        )
+    project: list[str | None] = [None] * len(cols.ids)
+    waited_alloc: list[float | None] = [None] * len(cols.ids)
+    charged: list[float | None] = [None] * len(cols.ids)
+    if gate is not None:
+        for i, job in enumerate(jobs):
+            name = gate.project.get(job.id)
+            if name:
+                project[i] = name
+                waited_alloc[i] = gate.waited.get(job.id, 0.0)
+                charged[i] = gate.charged.get(job.id, 0.0) / 3600.0
     data: dict[str, Any] = {
         "job_id": cols.ids,
         "tenant": cols.tenant,
@@ -339,6 +354,9 @@ def jobs_table(result: SimResult, columns: JobColumns | None = None) -> pa.Table
         "gpu_hours_lost_failure": cols.lost_failure / 3600.0,
         **{f"wait_{r}_s": waits[r] for r in WAIT_REASONS},
         "pending_reason": reasons,
+        "project": project,
+        "wait_allocation_s": waited_alloc,
+        "charged_gpu_hours": charged,
     }
     arrays = [
         v if isinstance(v, pa.Array) else pa.array(v, type=f.type)

@@ -12,6 +12,7 @@ import pyarrow as pa
 
 from aifactory.fleet import Fleet, compile_topology, load_fleet
 from aifactory.scheduler.config import BackfillMode, SchedulerConfig
+from aifactory.twin.allocgate import TwinAllocations
 from aifactory.twin.failures import FailureInjector
 from aifactory.twin.inputs import CheckpointPolicy, InputOptions, InputReport, jobs_from_table
 from aifactory.twin.results import (
@@ -45,6 +46,7 @@ class TwinSpec:
     preemption: bool = True
     backfill_interval_s: float = 0.0
     preempt_grace_s: float = 0.0  # for jobs whose trace row says nothing
+    allocations: str | None = None  # an allocations file (path or bundled name): issue #19
 
 
 @dataclass(slots=True)
@@ -65,6 +67,15 @@ class TwinRun:
     def timeseries_table(self) -> pa.Table:
         """Time series (timeseries.parquet)."""
         return timeseries_table(self.result)
+
+    def projects_table(self) -> pa.Table | None:
+        """Per-project allocation results (projects.parquet); None without allocations."""
+        gate = self.result.allocations
+        if gate is None:
+            return None
+        from aifactory.twin.allocreport import projects_table  # noqa: PLC0415
+
+        return projects_table(self.summary["projects"])
 
 
 def load_table(trace: str, fmt: str | None) -> tuple[pa.Table, dict[str, int]]:
@@ -120,7 +131,10 @@ def _run_twin(
         seed=spec.seed,
     )
     jobs, report = jobs_from_table(table, fleet, opts)
-    result = simulate_jobs(spec, fleet, jobs, failure_model, progress, ids_checked=True)
+    gate = allocation_gate(spec, fleet)
+    result = simulate_jobs(
+        spec, fleet, jobs, failure_model, progress, ids_checked=True, allocations=gate
+    )
     extra: dict[str, Any] = {
         "time_scale": spec.time_scale,
         "estimate_error": spec.estimate_error,
@@ -141,6 +155,10 @@ def _run_twin(
     if observed is not None:
         extra["observed"] = observed
     columns = job_columns(result)
+    if gate is not None:
+        from aifactory.twin.allocreport import summarize_allocations  # noqa: PLC0415
+
+        extra.update(summarize_allocations(gate, result.jobs, result.end_s, spec.allocations))
     summary = summarize(
         result,
         columns=columns,
@@ -162,8 +180,10 @@ def simulate_jobs(
     progress: Callable[[float], None] | None = None,
     *,
     ids_checked: bool = False,
+    allocations: TwinAllocations | None = None,
 ) -> SimResult:
-    """Run the simulator on ready-made jobs (``ids_checked``: see :class:`Simulation`)."""
+    """Run the simulator on ready-made jobs (``ids_checked``, ``allocations``: see
+    :class:`Simulation`)."""
     topo = compile_topology(fleet)
     sched_cfg = SchedulerConfig(
         policy=spec.policy,
@@ -182,8 +202,29 @@ def simulate_jobs(
         TwinConfig(seed=spec.seed, until_s=spec.until_s),
         failures=injector,
         ids_checked=ids_checked,
+        allocations=allocations,
     )
     return sim.run(progress)
+
+
+def allocation_gate(spec: TwinSpec, fleet: Fleet) -> TwinAllocations | None:
+    """The allocation gate of a run with an allocations file (None without one): the
+    file validated against the fleet's tenants, rates from the GPU catalogue."""
+    if spec.allocations is None:
+        return None
+    from aifactory.allocations import b200_rates  # noqa: PLC0415
+    from aifactory.twin.allocfile import load_allocations  # noqa: PLC0415
+
+    allocs = load_allocations(spec.allocations)
+    classes: dict[str, list[str]] = {}
+    for tenant, _parent, _cohort in fleet.iter_tenants():
+        classes[tenant.name] = [q.gpu_class for q in tenant.quotas]
+    allocs.check_tenants(classes, spec.allocations)
+    topo = compile_topology(fleet)
+    rates = b200_rates(
+        {c: m.bf16_tflops for c, m in zip(topo.classes, topo.class_model, strict=True)}
+    )
+    return TwinAllocations(allocs, rates, classes, seed=spec.seed)
 
 
 def observed_error(table: pa.Table, jobs: list[Job], time_scale: float) -> dict[str, Any] | None:
