@@ -57,7 +57,7 @@ def _jobs_table(items: list[dict[str, Any]]) -> Table:
             j["tenant"],
             j["name"],
             str(j["gpus"]),
-            j["gpu_class"] or "any",
+            _classes(j),
             j["state"],
             reason or "",
             _when(j["submitted_at"]),
@@ -66,12 +66,40 @@ def _jobs_table(items: list[dict[str, Any]]) -> Table:
     return table
 
 
+def _classes(job: dict[str, Any]) -> str:
+    """The class column: the one class, the acceptable ones, or any; and memory asked."""
+    named = job["gpu_class"] or ",".join(job.get("gpu_classes") or []) or "any"
+    hbm = job.get("hbm_gb_per_gpu")
+    return named if hbm is None else f"{named} (>= {hbm:g} GB)"
+
+
+def _class_fields(gpu_class: str | None) -> dict[str, Any]:
+    """``--gpu-class a`` is one class; ``--gpu-class a,b`` the acceptable ones."""
+    if gpu_class is None:
+        return {"gpu_class": None}
+    names = [n.strip() for n in gpu_class.split(",")]
+    if any(not n for n in names):
+        fail(f"--gpu-class: an empty class name in {gpu_class!r}")
+    if len(names) == 1:
+        return {"gpu_class": names[0]}
+    return {"gpu_class": None, "gpu_classes": names}
+
+
 @app.command("submit")
 def submit(
     command: Annotated[str, typer.Argument(help="Shell command to run, quoted.")],
     *,
     gpus: Annotated[int, typer.Option("--gpus", min=1, help="GPUs (all at once).")] = 1,
-    gpu_class: Annotated[str | None, typer.Option("--gpu-class", help="GPU class.")] = None,
+    gpu_class: Annotated[
+        str | None,
+        typer.Option(
+            "--gpu-class", help="GPU class, or acceptable classes separated by commas (a,b)."
+        ),
+    ] = None,
+    hbm_gb: Annotated[
+        float | None,
+        typer.Option("--hbm-gb", help="GPU memory each GPU must have, GB (default: any)."),
+    ] = None,
     name: Annotated[str, typer.Option("--name", help="Display name.")] = "job",
     time_limit: Annotated[
         float, typer.Option("--time-limit", help="Wall-clock limit, seconds.")
@@ -99,7 +127,7 @@ def submit(
     body: dict[str, Any] = {
         "name": name,
         "gpus": gpus,
-        "gpu_class": gpu_class,
+        **_class_fields(gpu_class),
         "command": command,
         "time_limit_s": time_limit,
         "priority_class": priority,
@@ -108,6 +136,8 @@ def submit(
         "tenant": tenant,
         "project": project,
     }
+    if hbm_gb is not None:
+        body["hbm_gb_per_gpu"] = hbm_gb
     with client() as api:
         job = api.submit(body, idempotency_key)
     if as_json:

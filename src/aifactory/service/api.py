@@ -50,6 +50,7 @@ from aifactory.service.batcher import SubmitBatcher, SubmitRequest
 from aifactory.service.db import Database
 from aifactory.service.errors import AUTHENTICATED, FieldError, install_handlers, responses
 from aifactory.service.executors import Executor, make_executor
+from aifactory.service.jobfit import check_hardware
 from aifactory.service.limits import (
     AuthFailures,
     BodySizeLimit,
@@ -437,6 +438,7 @@ def create_app(service: Service) -> FastAPI:
         if body.gpus > limit:
             where = f"class {body.gpu_class}" if body.gpu_class else "any one class"
             raise FieldError("gpus", f"{body.gpus} is more than the {limit} GPUs of {where}")
+        check_hardware(body, service.topo, service.capacity)
         longest = service.settings.max_time_limit_s
         if body.time_limit_s > longest:
             raise FieldError(
@@ -736,6 +738,11 @@ def _name_the_values(schema: dict[str, Any], tenants: list[str], classes: list[s
     fields = [
         (models["JobSubmit"]["properties"]["tenant"], tenants),
         (models["JobSubmit"]["properties"]["gpu_class"], classes),
+        *(
+            (alt["items"], classes)
+            for alt in models["JobSubmit"]["properties"]["gpu_classes"]["anyOf"]
+            if alt.get("type") == "array"
+        ),
         (models["TokenCreate"]["properties"]["tenant"], tenants),
     ]
     params = schema["paths"]["/v1/jobs"]["get"]["parameters"]
