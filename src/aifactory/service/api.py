@@ -5,6 +5,9 @@ Access rules, enforced here and nowhere else:
 - every endpoint but ``/healthz`` needs ``Authorization: Bearer <token>`` (401 otherwise);
 - members and tenant-admins act only on their own tenant: another tenant's job reads as
   404 (its existence is not revealed) and submitting as another tenant is 403;
+- a tenant-admin of a tenant with children (the tenant tree, issue #17 §2) also sees,
+  lists and cancels the jobs of every tenant below its own and sees their quotas (it
+  submits as its own tenant only); a member sees its own tenant alone;
 - tenant-admins also manage their tenant's tokens; admins may do anything;
 - ``/metrics`` (all tenants' figures) is for admins.
 
@@ -44,7 +47,14 @@ from sqlalchemy.exc import SQLAlchemyError
 from aifactory.fleet import Fleet, compile_topology, load_fleet
 from aifactory.fleet.topology import Topology
 from aifactory.service import store
-from aifactory.service.auth import Authenticator, Principal, Role, create_token, list_tokens
+from aifactory.service.auth import (
+    Authenticator,
+    Principal,
+    Role,
+    create_token,
+    descendants_of,
+    list_tokens,
+)
 from aifactory.service.auth import revoke_token as revoke_token_row
 from aifactory.service.batcher import SubmitBatcher, SubmitRequest
 from aifactory.service.db import Database
@@ -110,6 +120,10 @@ class Service:
         self.fleet = fleet or load_fleet(settings.fleet)
         self.topo: Topology = compile_topology(self.fleet)
         self.tenants = {t.name for t, _, _ in self.fleet.iter_tenants()}
+        # tenant -> every tenant below it: the subtree its tenant-admins look after
+        self.descendants = descendants_of(
+            (t.name, None if p is None else p.name) for t, p, _ in self.fleet.iter_tenants()
+        )
         self.capacity = self.topo.class_capacity()
         self.auth = Authenticator(self.db, clock)
         self.stats = CycleStats()
@@ -337,7 +351,7 @@ def create_app(service: Service) -> FastAPI:
     def visible_job(who: Principal, job_id: int) -> Any:
         with service.db.read() as conn:
             row = store.get_job(conn, job_id)
-            if row is None or not who.can_act_on(row["tenant"]):
+            if row is None or not who.can_act_on(row["tenant"], service.descendants):
                 raise HTTPException(404, f"job {job_id}: not found")
             return row
 
@@ -485,13 +499,12 @@ def create_app(service: Service) -> FastAPI:
         if tenant is not None:
             if tenant not in service.tenants:
                 raise FieldError("query.tenant", f"unknown tenant '{tenant}'")
-            if not who.can_act_on(tenant):
+            if not who.can_act_on(tenant, service.descendants):
                 raise HTTPException(403, f"tenant: this token may not see '{tenant}'")
             tenants = [tenant]
-        elif who.role is Role.ADMIN:
-            tenants = None
         else:
-            tenants = [who.tenant or ""]
+            reach = who.reach(service.descendants)
+            tenants = None if reach is None else sorted(reach)
         rows, nxt = store.list_jobs(
             service.db,
             tenants=tenants,
@@ -592,11 +605,13 @@ def create_app(service: Service) -> FastAPI:
         tags=["tenants"],
     )
     def quotas(who: Caller) -> list[QuotaRow]:
-        """Nominal, borrowing and lending limits, and use, per tenant and GPU class."""
+        """Nominal, borrowing and lending limits, and use, per tenant and GPU class: the
+        caller's tenant (a tenant-admin's: and every tenant below it; an admin's: all)."""
         rows = [QuotaRow.model_validate(r) for r in service.quota_table()]
-        if who.role is Role.ADMIN:
+        reach = who.reach(service.descendants)
+        if reach is None:
             return rows
-        return [r for r in rows if r.tenant == who.tenant]
+        return [r for r in rows if r.tenant in reach]
 
     @app.get(
         "/v1/fleet",
