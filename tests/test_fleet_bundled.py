@@ -203,9 +203,14 @@ def test_korea_tenant_tree(korea: Fleet) -> None:
     cohorts = {t.name: c for t, _p, c in korea.iter_tenants()}
     for name in CONSORTIA:
         assert cohorts[name] == "sovereign"
-    assert cohorts["research"] == cohorts["ai-ran"] == "national"
+    # One national cohort: the private owners but Naver lend to the consortia and the pool,
+    # and borrow nothing.
+    assert cohorts["research"] == cohorts["ai-ran"] == "sovereign"
+    assert cohorts["naver"] is None
+    for owner in ("samsung", "sk", "hyundai"):
+        assert cohorts[owner] == "sovereign"
+        assert all(q.borrowing_limit == 0 for q in tree[owner].quotas)
     for owner in KOREA_NEW:
-        assert cohorts[owner] is None
         assert not tree[owner].children
     assert korea.default_tenant == "research"
 
