@@ -175,6 +175,18 @@ def test_a_parent_admin_submits_as_its_own_tenant_only(tree: Tree) -> None:
     assert "proj-a1" in refused.json()["detail"]
 
 
+@pytest.mark.parametrize("who", ["admin", "cons-a-admin", "cons-a-member"])
+def test_a_job_for_a_tenant_with_children_is_refused_naming_them(tree: Tree, who: str) -> None:
+    """Jobs run in leaves: a submit to a parent is a 422 at once, not a job that the
+    scheduler fails a cycle later."""
+    resp = tree.env.submit(who, tenant="cons-a")
+    assert resp.status_code == 422, resp.text
+    (problem,) = resp.json()["detail"]
+    assert problem["field"] == "tenant"
+    assert "not a leaf" in problem["reason"]
+    assert "proj-a1, proj-a2" in problem["reason"]
+
+
 def test_descendants_of_a_tree() -> None:
     got = descendants_of([("gov", None), ("a", "gov"), ("a1", "a"), ("b", "gov"), ("x", None)])
     assert got == {

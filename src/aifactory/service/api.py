@@ -441,6 +441,12 @@ def create_app(service: Service) -> FastAPI:
             raise HTTPException(403, f"tenant: this token may not submit as '{tenant}'")
         if tenant not in service.tenants:
             raise FieldError("tenant", f"unknown tenant '{tenant}'")
+        if service.descendants.get(tenant):
+            raise FieldError(
+                "tenant",
+                f"not a leaf: '{tenant}' groups other tenants; jobs run in the tenants below "
+                f"it ({', '.join(sorted(service.descendants[tenant]))})",
+            )
         if body.gpu_class is not None and body.gpu_class not in service.capacity:
             known = ", ".join(service.capacity)
             raise FieldError(
