@@ -90,6 +90,13 @@ def test_a_job_listing_two_classes_runs_in_one_of_them(env: Env) -> None:
     assert by_id[shown["id"]]["gpu_classes"] == ["h100", "gb200"]
     assert by_id[full]["gpu_classes"] is None
     assert by_id[full]["hbm_gb_per_gpu"] is None
+    # the fleet view counts GPUs where they run, not by the class a job named
+    fleet = env.client.get("/v1/fleet", headers=env.h("lab")).json()
+    assert {c["gpu_class"]: c["busy"] for c in fleet["classes"]} == {
+        "gb200": 16,
+        "h100": 288,
+        "b200": 0,
+    }
 
 
 def test_two_classes_without_room_in_either_wait_and_start_in_the_first_freed(

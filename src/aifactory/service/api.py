@@ -775,17 +775,28 @@ def _name_the_values(schema: dict[str, Any], tenants: list[str], classes: list[s
 
 
 def _busy_by_class(service: Service) -> dict[str, int]:
+    """GPUs in use per fleet class, from the allocation rows (one per GPU in use).
+
+    Counted where the GPUs are, not by the class a job asked for: a job that accepts any
+    class, or several (issue #17 §3), runs in one the request does not name. A replica
+    that does not lead has only the database; a node's name ends in ``/n<index>``
+    (``Scheduler.placement_from``) and the topology knows that node's class. A row naming
+    no node of this fleet (written under another fleet spec) is not counted.
+    """
     from sqlalchemy import func, select  # noqa: PLC0415 (only this view needs them)
 
-    from aifactory.service.tables import jobs  # noqa: PLC0415
+    from aifactory.service.tables import allocations  # noqa: PLC0415
 
-    # Running jobs' placements name nodes, not classes; the scheduler keeps the class a
-    # job was placed in, but a replica that does not lead has only the database, and a
-    # job with gpu_class null may run on any class. Count by the requested class.
     with service.db.read() as conn:
-        rows = conn.execute(
-            select(jobs.c.gpu_class, func.coalesce(func.sum(jobs.c.gpus), 0))
-            .where(jobs.c.state == JobState.RUNNING.value)
-            .group_by(jobs.c.gpu_class)
+        rows = list(
+            conn.execute(select(allocations.c.node, func.count()).group_by(allocations.c.node))
         )
-        return {str(r[0] or "any"): int(r[1]) for r in rows}
+    topo = service.topo
+    busy: dict[str, int] = {}
+    for node, count in rows:
+        _, _, index = str(node).rpartition("/n")
+        if not index.isdigit() or int(index) >= topo.n_nodes:
+            continue
+        cls = topo.classes[int(topo.domain_class[int(topo.node_domain[int(index)])])]
+        busy[cls] = busy.get(cls, 0) + int(count)
+    return busy
