@@ -118,7 +118,7 @@ def _jobs_table(items: list[dict[str, Any]]) -> Table:
             format_duration(elapsed_s(j, now)),
             format_duration(j["time_limit_s"]),
             f"{j['gpus']:,}",
-            j["gpu_class"] or "any",
+            _classes(j),
             nodes_or_reason(j),
         )
     return table
@@ -167,6 +167,25 @@ def _merge_directives(ctx: typer.Context, options: list[str], values: dict[str, 
     return taken
 
 
+def _classes(job: dict[str, Any]) -> str:
+    """The class column: the one class, the acceptable ones, or any; and memory asked."""
+    named = job["gpu_class"] or ",".join(job.get("gpu_classes") or []) or "any"
+    hbm = job.get("hbm_gb_per_gpu")
+    return named if hbm is None else f"{named} (>= {hbm:g} GB)"
+
+
+def _class_fields(gpu_class: str | None) -> dict[str, Any]:
+    """``--gpu-class a`` is one class; ``--gpu-class a,b`` the acceptable ones."""
+    if gpu_class is None:
+        return {"gpu_class": None}
+    names = [n.strip() for n in gpu_class.split(",")]
+    if any(not n for n in names):
+        fail(f"--gpu-class: an empty class name in {gpu_class!r}")
+    if len(names) == 1:
+        return {"gpu_class": names[0]}
+    return {"gpu_class": None, "gpu_classes": names}
+
+
 @app.command("submit")
 def submit(
     ctx: typer.Context,
@@ -181,7 +200,16 @@ def submit(
         ),
     ] = None,
     gpus: Annotated[int, typer.Option("--gpus", "-G", min=1, help="GPUs (all at once).")] = 1,
-    gpu_class: Annotated[str | None, typer.Option("--gpu-class", help="GPU class.")] = None,
+    gpu_class: Annotated[
+        str | None,
+        typer.Option(
+            "--gpu-class", help="GPU class, or acceptable classes separated by commas (a,b)."
+        ),
+    ] = None,
+    hbm_gb: Annotated[
+        float | None,
+        typer.Option("--hbm-gb", help="GPU memory each GPU must have, GB (default: any)."),
+    ] = None,
     name: Annotated[str, typer.Option("--name", "-J", help="Display name.")] = "job",
     time_limit: Annotated[
         str,
@@ -246,6 +274,9 @@ def submit(
         "tenant": values["tenant"],
         "project": values["project"],
     }
+
+    if hbm_gb is not None:
+        body["hbm_gb_per_gpu"] = hbm_gb
     with client() as api:
         job = api.submit(body, idempotency_key)
     if as_json:

@@ -5,6 +5,9 @@ Access rules, enforced here and nowhere else:
 - every endpoint but ``/healthz`` needs ``Authorization: Bearer <token>`` (401 otherwise);
 - members and tenant-admins act only on their own tenant: another tenant's job reads as
   404 (its existence is not revealed) and submitting as another tenant is 403;
+- a tenant-admin of a tenant with children (the tenant tree, issue #17 §2) also sees,
+  lists and cancels the jobs of every tenant below its own and sees their quotas (it
+  submits as its own tenant only); a member sees its own tenant alone;
 - tenant-admins also manage their tenant's tokens; admins may do anything;
 - ``/metrics`` (all tenants' figures) is for admins.
 
@@ -44,13 +47,21 @@ from sqlalchemy.exc import SQLAlchemyError
 from aifactory.fleet import Fleet, compile_topology, load_fleet
 from aifactory.fleet.topology import Topology
 from aifactory.service import store
-from aifactory.service.auth import Authenticator, Principal, Role, create_token, list_tokens
+from aifactory.service.auth import (
+    Authenticator,
+    Principal,
+    Role,
+    create_token,
+    descendants_of,
+    list_tokens,
+)
 from aifactory.service.auth import revoke_token as revoke_token_row
 from aifactory.service.batcher import SubmitBatcher, SubmitRequest
 from aifactory.service.db import Database
 from aifactory.service.errors import AUTHENTICATED, FieldError, install_handlers, responses
 from aifactory.service.executors import Executor, make_executor
 from aifactory.service.forks import new_scheduler
+from aifactory.service.jobfit import check_hardware
 from aifactory.service.jobrows import to_job
 from aifactory.service.limits import (
     AuthFailures,
@@ -111,6 +122,10 @@ class Service:
         self.fleet = fleet or load_fleet(settings.fleet)
         self.topo: Topology = compile_topology(self.fleet)
         self.tenants = {t.name for t, _, _ in self.fleet.iter_tenants()}
+        # tenant -> every tenant below it: the subtree its tenant-admins look after
+        self.descendants = descendants_of(
+            (t.name, None if p is None else p.name) for t, p, _ in self.fleet.iter_tenants()
+        )
         self.capacity = self.topo.class_capacity()
         self.auth = Authenticator(self.db, clock)
         self.stats = CycleStats()
@@ -350,7 +365,7 @@ def create_app(service: Service) -> FastAPI:
     def visible_job(who: Principal, job_id: int) -> Any:
         with service.db.read() as conn:
             row = store.get_job(conn, job_id)
-            if row is None or not who.can_act_on(row["tenant"]):
+            if row is None or not who.can_act_on(row["tenant"], service.descendants):
                 raise HTTPException(404, f"job {job_id}: not found")
             return row
 
@@ -440,6 +455,12 @@ def create_app(service: Service) -> FastAPI:
             raise HTTPException(403, f"tenant: this token may not submit as '{tenant}'")
         if tenant not in service.tenants:
             raise FieldError("tenant", f"unknown tenant '{tenant}'")
+        if service.descendants.get(tenant):
+            raise FieldError(
+                "tenant",
+                f"not a leaf: '{tenant}' groups other tenants; jobs run in the tenants below "
+                f"it ({', '.join(sorted(service.descendants[tenant]))})",
+            )
         if body.gpu_class is not None and body.gpu_class not in service.capacity:
             known = ", ".join(service.capacity)
             raise FieldError(
@@ -451,6 +472,7 @@ def create_app(service: Service) -> FastAPI:
         if body.gpus > limit:
             where = f"class {body.gpu_class}" if body.gpu_class else "any one class"
             raise FieldError("gpus", f"{body.gpus} is more than the {limit} GPUs of {where}")
+        check_hardware(body, service.topo, service.capacity)
         longest = service.settings.max_time_limit_s
         if body.time_limit_s > longest:
             raise FieldError(
@@ -499,13 +521,12 @@ def create_app(service: Service) -> FastAPI:
         if tenant is not None:
             if tenant not in service.tenants:
                 raise FieldError("query.tenant", f"unknown tenant '{tenant}'")
-            if not who.can_act_on(tenant):
+            if not who.can_act_on(tenant, service.descendants):
                 raise HTTPException(403, f"tenant: this token may not see '{tenant}'")
             tenants = [tenant]
-        elif who.role is Role.ADMIN:
-            tenants = None
         else:
-            tenants = [who.tenant or ""]
+            reach = who.reach(service.descendants)
+            tenants = None if reach is None else sorted(reach)
         rows, nxt = store.list_jobs(
             service.db,
             tenants=tenants,
@@ -607,11 +628,13 @@ def create_app(service: Service) -> FastAPI:
         tags=["tenants"],
     )
     def quotas(who: Caller) -> list[QuotaRow]:
-        """Nominal, borrowing and lending limits, and use, per tenant and GPU class."""
+        """Nominal, borrowing and lending limits, and use, per tenant and GPU class: the
+        caller's tenant (a tenant-admin's: and every tenant below it; an admin's: all)."""
         rows = [QuotaRow.model_validate(r) for r in service.quota_table()]
-        if who.role is Role.ADMIN:
+        reach = who.reach(service.descendants)
+        if reach is None:
             return rows
-        return [r for r in rows if r.tenant == who.tenant]
+        return [r for r in rows if r.tenant in reach]
 
     @app.get(
         "/v1/fleet",
@@ -754,6 +777,11 @@ def _name_the_values(schema: dict[str, Any], tenants: list[str], classes: list[s
     fields = [
         (models["JobSubmit"]["properties"]["tenant"], tenants),
         (models["JobSubmit"]["properties"]["gpu_class"], classes),
+        *(
+            (alt["items"], classes)
+            for alt in models["JobSubmit"]["properties"]["gpu_classes"]["anyOf"]
+            if alt.get("type") == "array"
+        ),
         (models["TokenCreate"]["properties"]["tenant"], tenants),
     ]
     params = schema["paths"]["/v1/jobs"]["get"]["parameters"]
@@ -765,17 +793,28 @@ def _name_the_values(schema: dict[str, Any], tenants: list[str], classes: list[s
 
 
 def _busy_by_class(service: Service) -> dict[str, int]:
+    """GPUs in use per fleet class, from the allocation rows (one per GPU in use).
+
+    Counted where the GPUs are, not by the class a job asked for: a job that accepts any
+    class, or several (issue #17 §3), runs in one the request does not name. A replica
+    that does not lead has only the database; a node's name ends in ``/n<index>``
+    (``Scheduler.placement_from``) and the topology knows that node's class. A row naming
+    no node of this fleet (written under another fleet spec) is not counted.
+    """
     from sqlalchemy import func, select  # noqa: PLC0415 (only this view needs them)
 
-    from aifactory.service.tables import jobs  # noqa: PLC0415
+    from aifactory.service.tables import allocations  # noqa: PLC0415
 
-    # Running jobs' placements name nodes, not classes; the scheduler keeps the class a
-    # job was placed in, but a replica that does not lead has only the database, and a
-    # job with gpu_class null may run on any class. Count by the requested class.
     with service.db.read() as conn:
-        rows = conn.execute(
-            select(jobs.c.gpu_class, func.coalesce(func.sum(jobs.c.gpus), 0))
-            .where(jobs.c.state == JobState.RUNNING.value)
-            .group_by(jobs.c.gpu_class)
+        rows = list(
+            conn.execute(select(allocations.c.node, func.count()).group_by(allocations.c.node))
         )
-        return {str(r[0] or "any"): int(r[1]) for r in rows}
+    topo = service.topo
+    busy: dict[str, int] = {}
+    for node, count in rows:
+        _, _, index = str(node).rpartition("/n")
+        if not index.isdigit() or int(index) >= topo.n_nodes:
+            continue
+        cls = topo.classes[int(topo.domain_class[int(topo.node_domain[int(index)])])]
+        busy[cls] = busy.get(cls, 0) + int(count)
+    return busy

@@ -51,6 +51,8 @@ PENDING_ABOVE = (
         jobs.c.attempts,
         jobs.c.project_id,
         jobs.c.reason,
+        jobs.c.gpu_classes,
+        jobs.c.hbm_gb_per_gpu,
     )
     .where(jobs.c.state == JobState.PENDING.value, jobs.c.id > bindparam("floor"))
     .order_by(jobs.c.id)
@@ -123,6 +125,8 @@ def to_job(row: Mapping[Any, Any]) -> Job:
         priority=PRIORITY_VALUE[PriorityClass(row["priority_class"])],
         preemptible=bool(row["preemptible"]),
         checkpoint_s=row["checkpoint_interval_s"],
+        gpu_classes=tuple(row["gpu_classes"] or ()),
+        hbm_gb_per_gpu=row["hbm_gb_per_gpu"],
     )
 
 

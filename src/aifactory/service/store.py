@@ -35,6 +35,11 @@ class Submitted:
 def request_hash(req: JobSubmit, tenant: str) -> str:
     """Fingerprint of a request, to tell a retry from a reused key."""
     body = req.model_dump(mode="json") | {"tenant": tenant}
+    # Fields added after keys were first hashed count only when given, so a retry sent
+    # before they existed still matches its job (revision 0004).
+    for late in ("gpu_classes", "hbm_gb_per_gpu"):
+        if body[late] is None:
+            del body[late]
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
@@ -59,6 +64,8 @@ def job_values(
         "request_hash": request_hash(req, tenant),
         "token_id": token_id,
         "project_id": req.project,
+        "gpu_classes": req.gpu_classes,
+        "hbm_gb_per_gpu": req.hbm_gb_per_gpu,
     }
 
 
@@ -231,6 +238,8 @@ def to_view(row: Mapping[Any, Any], *, cancel_requested: bool = False) -> JobVie
         attempts=row["attempts"],
         project=row.get("project_id"),
         cancel_requested=cancel_requested,
+        gpu_classes=row.get("gpu_classes"),
+        hbm_gb_per_gpu=row.get("hbm_gb_per_gpu"),
     )
 
 
