@@ -6,8 +6,8 @@ Access rules, enforced here and nowhere else:
 - members and tenant-admins act only on their own tenant: another tenant's job reads as
   404 (its existence is not revealed) and submitting as another tenant is 403;
 - a tenant-admin of a tenant with children (the tenant tree, issue #17 §2) also sees,
-  lists and cancels the jobs of every tenant below its own and sees their quotas (it
-  submits as its own tenant only); a member sees its own tenant alone;
+  lists and cancels the jobs of every tenant below its own, sees their quotas and manages
+  their tokens (it submits as its own tenant only); a member sees its own tenant alone;
 - tenant-admins also manage their tenant's tokens; admins may do anything;
 - ``/metrics`` (all tenants' figures) is for admins.
 
@@ -689,8 +689,12 @@ def create_app(service: Service) -> FastAPI:
         tenant = body.tenant if body.tenant is not None else who.tenant
         if who.role is Role.MEMBER:
             raise HTTPException(403, "tokens: members may not create tokens")
-        if who.role is Role.TENANT_ADMIN and (role is Role.ADMIN or tenant != who.tenant):
-            raise HTTPException(403, "tokens: tenant-admins create tokens of their own tenant")
+        if who.role is Role.TENANT_ADMIN and (
+            role is Role.ADMIN or tenant is None or not who.can_act_on(tenant, service.descendants)
+        ):
+            raise HTTPException(
+                403, "tokens: tenant-admins create tokens of their own tenant or one below it"
+            )
         if tenant is not None and tenant not in service.tenants:
             raise FieldError("tenant", f"unknown tenant '{tenant}'")
         if tenant is None and role is not Role.ADMIN:
@@ -711,10 +715,11 @@ def create_app(service: Service) -> FastAPI:
         tags=["tenants"],
     )
     def tokens(who: Caller) -> list[dict[str, object]]:
-        """Tokens of the caller's tenant (admins: all) with their expiry; never the secrets."""
+        """Tokens of the caller's tenant and the tenants below it (admins: all) with their
+        expiry; never the secrets."""
         if who.role is Role.MEMBER:
             raise HTTPException(403, "tokens: members may not list tokens")
-        return list_tokens(service.db, None if who.role is Role.ADMIN else who.tenant)
+        return list_tokens(service.db, within=who.reach(service.descendants))
 
     @app.delete(
         "/v1/tokens/{token_id}",
@@ -724,12 +729,12 @@ def create_app(service: Service) -> FastAPI:
         tags=["tenants"],
     )
     def revoke(token_id: TokenId, who: Caller) -> Response:
-        """Revoke a token of the caller's tenant (admins: any); every replica refuses it
-        within a second."""
+        """Revoke a token of the caller's tenant or a tenant below it (admins: any); every
+        replica refuses it within a second."""
         if who.role is Role.MEMBER:
             raise HTTPException(403, "tokens: members may not revoke tokens")
-        scope = None if who.role is Role.ADMIN else who.tenant
-        if not revoke_token_row(service.db, token_id, now=service.clock(), tenant=scope):
+        scope = who.reach(service.descendants)
+        if not revoke_token_row(service.db, token_id, now=service.clock(), within=scope):
             raise HTTPException(404, f"token {token_id}: not found")
         service.auth.invalidate()  # this replica at once; the others within CACHE_TTL_S
         return Response(status_code=204)
