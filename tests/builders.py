@@ -114,7 +114,8 @@ def check_invariants(sched: Scheduler, down: dict[int, int] | None = None) -> No
     """Every invariant of the issue's §10 that holds between events.
 
     - the free-GPU indices agree with a recount (``ClusterState.check``);
-    - no GPU is held by two running jobs, and free/used/down masks partition each node;
+    - no GPU is held by two running jobs (or preempted ones still saving in their grace),
+      and free/used/down masks partition each node;
     - free + used + down = capacity;
     - gangs are all-or-nothing: a running job holds exactly ``job.gpus`` GPUs, of one
       class, inside one site unless it allows crossing sites;
@@ -133,10 +134,14 @@ def check_invariants(sched: Scheduler, down: dict[int, int] | None = None) -> No
     jobs = [seat.job for seat in sched.seats]
     running = [j for j in jobs if j.state == JobState.RUNNING]
     assert running == sched.running_jobs(), "running index drifted"
+    # Preempted jobs still saving in their grace hold their GPUs too (scheduler.grace).
+    saving = [j for j, _ in sched.saving_jobs()]
+    assert all(j.state == JobState.PREEMPTED for j in saving), "a saving job is not preempted"
+    holding = running + saving
     tix = {seat.job.id: seat.tix for seat in sched.seats}
-    assert sched.running_count == len(running), "running count drifted"
+    assert sched.running_count == len(holding), "running count drifted"
     used: dict[tuple[str, str], int] = {}
-    for job in running:
+    for job in holding:
         got = 0
         sites = set()
         classes = set()
@@ -167,7 +172,11 @@ def check_invariants(sched: Scheduler, down: dict[int, int] | None = None) -> No
         assert used_mask[n] & cs.node_mask[n] == 0, f"node {n}: a used GPU is also free"
         assert d & (used_mask[n] | cs.node_mask[n]) == 0, f"node {n}: a down GPU is in use"
         assert used_mask[n] | cs.node_mask[n] | d == full, f"node {n}: a GPU is unaccounted"
-    subtree = subtree_used(topo.fleet, view.classes, used)
+    booked = dict(used)  # the quota book also holds what jobs claim while victims save
+    for seat in sched.claims.values():
+        key = (seat.job.tenant, view.classes[seat.claim_class])
+        booked[key] = booked.get(key, 0) + seat.gpus
+    subtree = subtree_used(topo.fleet, view.classes, booked)
     for t, cells in zip(sched.quota.tenants, sched.quota.cells, strict=True):
         for c, cell in enumerate(cells):
             assert cell.used == subtree[t, view.classes[c]], f"{t}: quota book drifted"

@@ -177,7 +177,7 @@ def test_a_parent_admin_submits_as_its_own_tenant_only(tree: Tree) -> None:
 
 
 @pytest.mark.parametrize("who", ["admin", "cons-a-admin", "cons-a-member"])
-def test_a_job_for_a_tenant_with_children_is_refused_naming_them(tree: Tree, who: str) -> None:
+def test_a_job_for_a_tenant_with_children_is_refused(tree: Tree, who: str) -> None:
     """Jobs run in leaves: a submit to a parent is a 422 at once, not a job that the
     scheduler fails a cycle later."""
     resp = tree.env.submit(who, tenant="cons-a")
@@ -185,7 +185,6 @@ def test_a_job_for_a_tenant_with_children_is_refused_naming_them(tree: Tree, who
     (problem,) = resp.json()["detail"]
     assert problem["field"] == "tenant"
     assert "not a leaf" in problem["reason"]
-    assert "proj-a1, proj-a2" in problem["reason"]
 
 
 def test_a_parent_admin_manages_the_tokens_of_its_subtree(tree: Tree) -> None:

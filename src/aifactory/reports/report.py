@@ -420,6 +420,51 @@ def _reasons_section(summary: Mapping[str, Any]) -> str:
     )
 
 
+def _projects_section(summary: Mapping[str, Any]) -> str:
+    """Per project of a run with an allocations file: granted, used, wasted, denied, queue."""
+    projects = summary.get("projects")
+    if not isinstance(projects, Mapping) or not projects:
+        return ""
+    cols = [
+        ("project", "project", "text"),
+        ("tenant", "tenant", "text"),
+        ("requested_b200h", "requested", "float"),
+        ("granted_b200h", "granted", "float"),
+        ("used_b200h", "used", "float"),
+        ("overrun_b200h", "overrun", "float"),
+        ("wasted_b200h", "wasted", "float"),
+        ("left_b200h", "left", "float"),
+        ("denied_job_hours", "denied (job-h)", "float"),
+        ("jobs", "jobs", "int"),
+        ("jobs_held", "held", "int"),
+        ("avg_queue_s", "mean queue", "duration"),
+        ("p99_queue_s", "p99 queue", "duration"),
+    ]
+
+    def cell(kind: str, value: object) -> str:
+        if kind == "float":
+            return fmt_float(value, 4)
+        if kind == "int":
+            return fmt_int(value)
+        return fmt_duration(value) if kind == "duration" else fmt_any(value)
+
+    body = [
+        [cell(kind, row.get(key)) for key, _t, kind in cols]
+        for row in projects.values()
+        if isinstance(row, Mapping)
+    ]
+    alloc = summary.get("allocations")
+    name = alloc.get("name", DASH) if isinstance(alloc, Mapping) else DASH
+    return section(
+        f"Projects and allocations ({name})",
+        table([t for _k, t, _kind in cols], body, [False, False] + [True] * (len(cols) - 2)),
+        note="B200-equivalent hours. Granted: grants whose period began by the end of the "
+        "run, top-ups included. Used: charged (every run interval, whatever ended it). "
+        "Wasted: left on grants that expired. Denied: hours jobs waited, held on their "
+        "allocation. Queue delay includes that wait.",
+    )
+
+
 def _observed_section(summary: Mapping[str, Any]) -> str:
     observed = summary.get("observed")
     if not isinstance(observed, Mapping) or not observed:
@@ -560,6 +605,7 @@ def build_report(
             _jobs_breakdown(jdf),
             _energy_section(summary, ts),
             _reasons_section(summary),
+            _projects_section(summary),
             _observed_section(summary),
         ]
     )

@@ -67,7 +67,7 @@ class PlacementLevel(StrEnum):
 
 # The scheduler's reasons a pending job waits (aifactory.scheduler.records.Waiting, named
 # here so that reading results imports no scheduler).
-WAIT_REASONS = ("priority", "quota", "capacity", "reservation")
+WAIT_REASONS = ("priority", "quota", "capacity", "reservation", "preempt_grace")
 
 JOBS_SCHEMA = pa.schema(
     [
@@ -96,6 +96,11 @@ JOBS_SCHEMA = pa.schema(
         # Nullable: results written before these columns read as unknown.
         *(pa.field(f"wait_{r}_s", pa.float64(), nullable=True) for r in WAIT_REASONS),
         pa.field("pending_reason", pa.string(), nullable=True),
+        # With an allocations file: the project the job was charged to and the seconds it
+        # was held before reaching the scheduler (reason "allocation"); null without one.
+        pa.field("project", pa.string(), nullable=True),
+        pa.field("wait_allocation_s", pa.float64(), nullable=True),
+        pa.field("charged_gpu_hours", pa.float64(), nullable=True),
     ]
 )
 

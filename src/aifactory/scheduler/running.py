@@ -138,6 +138,17 @@ class Running:
         owners = {self.domain_owner[node_dom[node]] for node, _mask in placement}
         return owners.pop() if len(owners) == 1 else MIXED
 
+    def hold(self, seat: Seat) -> None:
+        """The seat's running job was preempted and keeps its GPUs while it saves
+        (aifactory.scheduler.grace): it is no preemption candidate any more (not
+        preemptible, and out of the counts by priority) until :meth:`detach`, after which
+        the caller restores ``seat.preemptible``."""
+        if seat.preemptible:
+            t = seat.tix
+            _count(self.prio_tc[t][seat.run_class], seat.priority, -1)
+            _count(self.prio_t[t], seat.priority, -1)
+            seat.preemptible = False
+
     def reattach(self, seat: Seat, now: float) -> None:
         """Give a detached job exactly its GPUs back, and charge it again."""
         placement = seat.job.placement

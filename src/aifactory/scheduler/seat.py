@@ -32,6 +32,8 @@ class Seat:
     __slots__ = (
         "away_version",
         "checkpoint_s",
+        "claim_class",
+        "claim_s",
         "classes",
         "cross",
         "est_end_s",
@@ -55,6 +57,7 @@ class Seat:
         "run_class",
         "run_epoch",
         "run_start_s",
+        "saving_until",
         "tix",
         "waited",
     )
@@ -96,6 +99,12 @@ class Seat:
         self.reason: Waiting | None = None
         self.reason_s = 0.0
         self.waited: dict[str, float] | None = None
+        # Save-on-preempt (aifactory.scheduler.grace): while the job is a victim still
+        # saving, when its grace ends (-1: not saving); while it waits for the GPUs of
+        # victims still saving, when the last of them ends and in which class (-1: none).
+        self.saving_until = -1.0
+        self.claim_s = -1.0
+        self.claim_class = -1
 
     def __repr__(self) -> str:
         return f"Seat({self.job.id!r}, index={self.index})"

@@ -131,6 +131,7 @@ class SchedulerState:
             self.cfg.checkpoint_write_s,
             self.pod_capacity,
             self.site_capacity,
+            self.cfg.preempt_grace_s,
         )
         self.rejected: Counter[str] = Counter()
         self._refused: list[tuple[Job, str]] = []  # refused at submit, for the next result

@@ -60,7 +60,9 @@ from aifactory.service.batcher import SubmitBatcher, SubmitRequest
 from aifactory.service.db import Database
 from aifactory.service.errors import AUTHENTICATED, FieldError, install_handlers, responses
 from aifactory.service.executors import Executor, make_executor
+from aifactory.service.forks import new_scheduler
 from aifactory.service.jobfit import check_hardware
+from aifactory.service.jobrows import to_job
 from aifactory.service.limits import (
     AuthFailures,
     BodySizeLimit,
@@ -136,6 +138,8 @@ class Service:
                 self.db, self.topo, self.executor, settings, clock=clock, stats=self.stats
             )
         self.batcher = SubmitBatcher(self.db, on_commit=self._submitted)
+        # Never given a job: asked at submit whether a job could ever run (check_fits).
+        self.judge = new_scheduler(self.topo, settings)
         self.submit_rate = SubmitRate(clock)
         self.pending = PendingCounts(self._pending_counts, clock)
         self.auth_failures = AuthFailures(
@@ -206,6 +210,16 @@ class Service:
                 "retry when some have started",
                 headers={"Retry-After": retry_after(PENDING_RETRY_AFTER_S)},
             )
+
+    def check_fits(self, tenant: str, body: JobSubmit) -> None:
+        """Refuse (422) a job the scheduler would fail at once: a gang bigger than its
+        tenant's quota ceiling (``gpus``, naming the limit), or a tenant that only groups
+        others (``tenant``). The fleet's quotas are fixed while the service runs."""
+        row = {**body.model_dump(), "id": 0, "tenant": tenant, "submitted_at": 0.0}
+        reason = self.judge.refusal(to_job(row))
+        if reason is not None:
+            field = "tenant" if reason.startswith("not a leaf") else "gpus"
+            raise FieldError(field, reason)
 
     def check_project(self, who: Principal, project_id: int, tenant: str) -> None:
         """Refuse (422 naming ``project``) a job charged to a project the caller may not
@@ -441,12 +455,6 @@ def create_app(service: Service) -> FastAPI:
             raise HTTPException(403, f"tenant: this token may not submit as '{tenant}'")
         if tenant not in service.tenants:
             raise FieldError("tenant", f"unknown tenant '{tenant}'")
-        if service.descendants.get(tenant):
-            raise FieldError(
-                "tenant",
-                f"not a leaf: '{tenant}' groups other tenants; jobs run in the tenants below "
-                f"it ({', '.join(sorted(service.descendants[tenant]))})",
-            )
         if body.gpu_class is not None and body.gpu_class not in service.capacity:
             known = ", ".join(service.capacity)
             raise FieldError(
@@ -468,6 +476,7 @@ def create_app(service: Service) -> FastAPI:
             if body.gpu_class is None:
                 raise FieldError("gpu_class", "required with project (charges are per GPU class)")
             await run_in_threadpool(service.check_project, who, body.project, tenant)
+        service.check_fits(tenant, body)
         await service.admit(tenant)
         item = SubmitRequest(body, tenant, who.token_id, service.clock(), idempotency_key)
         try:
@@ -495,6 +504,7 @@ def create_app(service: Service) -> FastAPI:
         state: Annotated[list[JobState] | None, Query(description="Only these states.")] = None,
         tenant: Annotated[str | None, Query(max_length=64, pattern=NO_NUL)] = None,
         name: Annotated[str | None, Query(max_length=128, pattern=NO_NUL)] = None,
+        mine: Annotated[bool, Query(description="Only jobs this token submitted.")] = False,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
         cursor: Annotated[
             int | None, Query(ge=1, le=INT64_MAX, description="next_cursor of the last page")
@@ -518,6 +528,7 @@ def create_app(service: Service) -> FastAPI:
             name=name,
             limit=limit,
             cursor=cursor,
+            token_id=who.token_id if mine else None,
         )
         return JobPage(items=[service.with_reason(store.to_view(r)) for r in rows], next_cursor=nxt)
 
@@ -628,7 +639,7 @@ def create_app(service: Service) -> FastAPI:
     def fleet(who: Caller) -> dict[str, Any]:
         """The fleet: GPU classes with capacity and use, sites, tenants."""
         del who
-        busy_by_class = _busy_by_class(service)
+        busy_by_class = store.busy_by_class(service.db, service.topo)
         topo = service.topo
         return {
             "name": service.fleet.name,
@@ -739,12 +750,13 @@ def create_app(service: Service) -> FastAPI:
         service.auth.invalidate()  # this replica at once; the others within CACHE_TTL_S
         return Response(status_code=204)
 
-    # Projects and allocations (issue #19): routers of their own, imported here because
-    # they depend on this module's ``Caller``.
-    from aifactory.service.routers import allocations, projects  # noqa: PLC0415
+    # Projects and allocations (issue #19), fleet status and share (#21): routers of their
+    # own, imported here because they depend on this module's ``Caller``.
+    from aifactory.service.routers import allocations, cluster, projects  # noqa: PLC0415
 
     app.include_router(projects.router)
     app.include_router(allocations.router)
+    app.include_router(cluster.router)
 
     def openapi() -> dict[str, Any]:
         """The generated schema, with this fleet's tenants and GPU classes as enums: the
@@ -777,31 +789,3 @@ def _name_the_values(schema: dict[str, Any], tenants: list[str], classes: list[s
         for alt in prop.get("anyOf", [prop]):
             if alt.get("type") == "string":
                 alt["enum"] = values
-
-
-def _busy_by_class(service: Service) -> dict[str, int]:
-    """GPUs in use per fleet class, from the allocation rows (one per GPU in use).
-
-    Counted where the GPUs are, not by the class a job asked for: a job that accepts any
-    class, or several (issue #17 §3), runs in one the request does not name. A replica
-    that does not lead has only the database; a node's name ends in ``/n<index>``
-    (``Scheduler.placement_from``) and the topology knows that node's class. A row naming
-    no node of this fleet (written under another fleet spec) is not counted.
-    """
-    from sqlalchemy import func, select  # noqa: PLC0415 (only this view needs them)
-
-    from aifactory.service.tables import allocations  # noqa: PLC0415
-
-    with service.db.read() as conn:
-        rows = list(
-            conn.execute(select(allocations.c.node, func.count()).group_by(allocations.c.node))
-        )
-    topo = service.topo
-    busy: dict[str, int] = {}
-    for node, count in rows:
-        _, _, index = str(node).rpartition("/n")
-        if not index.isdigit() or int(index) >= topo.n_nodes:
-            continue
-        cls = topo.classes[int(topo.domain_class[int(topo.node_domain[int(index)])])]
-        busy[cls] = busy.get(cls, 0) + int(count)
-    return busy

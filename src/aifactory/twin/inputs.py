@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 from aifactory.fleet.spec import Fleet
 from aifactory.physics.checkpoint import daly_interval_s, young_interval_s
 from aifactory.physics.failures import job_mttf_s
+from aifactory.twin.fields import make_jobs
 from aifactory.workload.job import Job
 
 
@@ -72,10 +73,11 @@ def default_tenant(fleet: Fleet) -> str:
     return holders[0] if holders else fleet.tenants[0].name
 
 
-def _check_unique_ids(ids: pa.ChunkedArray) -> None:
-    """Refuse a trace where two jobs share an id, naming one, before anything runs (in C:
-    the simulation then keeps no index by id)."""
-    if pc.count_distinct(ids, mode="all").as_py() == len(ids):
+def _check_unique_ids(ids: pa.ChunkedArray, as_list: list[str]) -> None:
+    """Refuse a trace where two jobs share an id, naming one, before anything runs (the
+    simulation then keeps no index by id). A set of the ids as Python strings is the fast
+    test (pyarrow's count_distinct over 82,247 strings took 0.09 s, a set 0.005 s)."""
+    if len(set(as_list)) == len(as_list):
         return
     counts = pc.value_counts(ids)
     repeated = counts.filter(pc.greater(counts.field("counts"), 1))
@@ -99,8 +101,8 @@ def jobs_from_table(
     report = InputReport(jobs=n, default_tenant=default_tenant(fleet))
     known = {t.name for t, _, _ in fleet.iter_tenants()}
     cols = table.column_names
-    _check_unique_ids(table.column("job_id"))
     ids = table.column("job_id").to_pylist()
+    _check_unique_ids(table.column("job_id"), ids)
     tenants = table.column("tenant").to_pylist()
     submit = table.column("submit_s").to_numpy(zero_copy_only=False).astype(np.float64)
     duration = table.column("duration_s").to_numpy(zero_copy_only=False).astype(np.float64)
@@ -125,6 +127,9 @@ def jobs_from_table(
     hbm: list[Any] = (
         table.column("hbm_gb_per_gpu").to_pylist() if "hbm_gb_per_gpu" in cols else [None] * n
     )
+    grace: list[Any] = (
+        table.column("preempt_grace_s").to_pylist() if "preempt_grace_s" in cols else [None] * n
+    )
     if opts.checkpoint != CheckpointPolicy.TRACE:
         formula = young_interval_s if opts.checkpoint == CheckpointPolicy.YOUNG else daly_interval_s
         cache: dict[int, float] = {}
@@ -132,37 +137,23 @@ def jobs_from_table(
             if g not in cache:
                 cache[g] = float(formula(opts.checkpoint_write_s, job_mttf_s(g, opts.failure_rate)))
             ckpt[i] = cache[g]
-    jobs: list[Job] = []
     intervals = [float(c) if c is not None and c > 0 else None for c in ckpt]
-    fallback = report.default_tenant
-    for i in range(n):
-        tenant = tenants[i] or ""
-        if not tenant:
-            report.no_tenant += 1
-            tenant = fallback
-        elif tenant not in known:
-            report.remapped[tenant] = report.remapped.get(tenant, 0) + 1
-            tenant = fallback
-        asked = classes[i]
-        several: tuple[str, ...] = ()
-        if asked is not None and "," in asked:  # acceptable classes, comma-separated
-            several = tuple(name.strip() for name in asked.split(","))
-            asked = None
-        jobs.append(
-            Job(
-                ids[i],
-                tenant,
-                float(submit[i]),
-                int(gpus[i]),
-                float(duration[i]),
-                estimate_s=float(est[i]),
-                gpu_class=asked,
-                gpu_classes=several,
-                hbm_gb_per_gpu=None if hbm[i] is None else float(hbm[i]),
-                priority=int(prio[i]),
-                preemptible=bool(preemptible[i]) if preemptible[i] is not None else True,
-                checkpoint_s=intervals[i],
-                kind=kinds[i] or "",
-            )
-        )
+    # Python lists of exactly the types make_jobs declares (tolist and to_pylist are C).
+    jobs, report.no_tenant, report.remapped = make_jobs(
+        ids,
+        tenants,
+        submit.tolist(),
+        gpus.tolist(),
+        duration.tolist(),
+        est.astype(np.float64).tolist(),
+        classes,
+        [None if h is None else float(h) for h in hbm],
+        prio.astype(np.int64).tolist(),
+        [None if p is None else bool(p) for p in preemptible],
+        intervals,
+        kinds,
+        known,
+        report.default_tenant,
+        [None if g is None else float(g) for g in grace],
+    )
     return jobs, report

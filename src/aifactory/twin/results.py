@@ -8,15 +8,20 @@ queue = first start - submit; utilisation = busy GPU-seconds / (fleet GPUs x mak
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from aifactory.reports.results import JOBS_SCHEMA, WAIT_REASONS, busy_column
+from aifactory.twin.allocgate import REASON as ALLOCATION
+from aifactory.twin.fields import STATES, read_fields
 from aifactory.twin.simulator import SimResult
 from aifactory.workload.job import JobState
 from aifactory.workload.progress import run_progress
+
+FloatArray = np.ndarray[Any, np.dtype[np.float64]]
 
 
 def _pct(values: np.ndarray, q: float) -> float | None:
@@ -27,13 +32,107 @@ def _mean(values: np.ndarray) -> float | None:
     return float(values.mean()) if values.size else None
 
 
-def used_gpu_s(result: SimResult) -> np.ndarray:
+@dataclass(frozen=True, slots=True, eq=False)
+class JobColumns:
+    """Every job's fields as columns, read once per run: the summary and the jobs table
+    are computed from these arrays rather than by walking the jobs once per figure.
+
+    Reading the fields is the cost, so it is done once, in compiled code
+    (:mod:`aifactory.twin.fields`); ``start``/``end`` are NaN where None.
+    """
+
+    ids: tuple[str, ...]
+    tenant: tuple[str, ...]
+    kind: tuple[str, ...]
+    state: np.ndarray[Any, np.dtype[np.int8]]
+    """Codes: the index of each job's state in :data:`~aifactory.twin.fields.STATES`."""
+    tenant_names: list[str]
+    """The tenants in sorted order; ``tenant_code`` indexes it."""
+    tenant_code: np.ndarray[Any, np.dtype[np.intp]]
+    submit: FloatArray
+    start: FloatArray
+    end: FloatArray
+    duration: FloatArray
+    gpus: np.ndarray[Any, np.dtype[np.int64]]
+    gpu_class: tuple[str | None, ...]
+    placed_class: tuple[str, ...]
+    level: tuple[str, ...]
+    hardware_owner: tuple[str, ...]
+    preemptions: np.ndarray[Any, np.dtype[np.int64]]
+    failures: np.ndarray[Any, np.dtype[np.int64]]
+    used: FloatArray
+    """GPU-seconds each job held GPUs (runs cut short and a run still going included)."""
+    progress: FloatArray
+    run_start: FloatArray
+    lost_preempt: FloatArray
+    lost_failure: FloatArray
+    codes: dict[JobState, np.ndarray[Any, np.dtype[np.bool_]]]
+    """Per state, which jobs are in it."""
+
+
+def job_columns(result: SimResult) -> JobColumns:
+    """The run's jobs as :class:`JobColumns` (one pass over the jobs, compiled)."""
+    f = read_fields(result.jobs)
+    state = np.array(f.state, dtype=np.int8)
+    codes = {s: state == k for k, s in enumerate(STATES)}
+    # Tenants by first appearance, then renumbered in sorted order (a dict, not a sort of
+    # 82,247 strings).
+    seen: dict[str, int] = {}
+    first = np.array([seen.setdefault(t, len(seen)) for t in f.tenant], dtype=np.intp)
+    names = sorted(seen)
+    rank = np.empty(len(seen), dtype=np.intp)
+    rank[[seen[t] for t in names]] = np.arange(len(names))
+    gpus = np.array(f.gpus, dtype=np.int64)
+    run_start = np.array(f.run_start, dtype=np.float64)
+    used = np.array(f.attained, dtype=np.float64)
+    running = codes[JobState.RUNNING]
+    if running.any():
+        used[running] += gpus[running] * np.maximum(0.0, result.end_s - run_start[running])
+    return JobColumns(
+        ids=tuple(f.ids),
+        tenant=tuple(f.tenant),
+        kind=tuple(f.kind),
+        state=state,
+        tenant_names=names,
+        tenant_code=rank[first],
+        submit=np.array(f.submit, dtype=np.float64),
+        start=np.array(f.start, dtype=np.float64),
+        end=np.array(f.end, dtype=np.float64),
+        duration=np.array(f.duration, dtype=np.float64),
+        gpus=gpus,
+        gpu_class=tuple(f.gpu_class),
+        placed_class=tuple(f.placed_class),
+        level=tuple(f.level),
+        hardware_owner=tuple(f.hardware_owner),
+        preemptions=np.array(f.preemptions, dtype=np.int64),
+        failures=np.array(f.failures, dtype=np.int64),
+        used=used,
+        progress=np.array(f.progress, dtype=np.float64),
+        run_start=run_start,
+        lost_preempt=np.array(f.lost_preempt, dtype=np.float64),
+        lost_failure=np.array(f.lost_failure, dtype=np.float64),
+        codes=codes,
+    )
+
+
+def used_gpu_s(result: SimResult) -> FloatArray:
     """GPU-seconds each job held GPUs (including runs cut short and a run at the end)."""
-    end = result.end_s
-    out = np.empty(len(result.jobs))
-    for i, job in enumerate(result.jobs):
-        extra = job.gpus * max(0.0, end - job.run_start_s) if job.state == JobState.RUNNING else 0.0
-        out[i] = job.attained + extra
+    return job_columns(result).used
+
+
+def _waits_by_reason(result: SimResult, cols: JobColumns) -> dict[str, FloatArray]:
+    """Seconds each job waited for each reason (Slurm's REASON), one array per reason."""
+    out = {r: np.zeros(len(cols.ids)) for r in WAIT_REASONS}
+    waits = result.scheduler.wait_times(result.end_s)
+    if waits:
+        row = {jid: i for i, jid in enumerate(cols.ids)}
+        for jid, waited in waits.items():
+            i = row.get(jid)
+            if i is None:
+                continue
+            for reason, seconds in waited.items():
+                if reason in out:
+                    out[reason][i] = seconds
     return out
 
 
@@ -46,22 +145,26 @@ def summarize(
     backfill: str,
     seed: int,
     extra: dict[str, Any] | None = None,
+    columns: JobColumns | None = None,
 ) -> dict[str, Any]:
-    """The summary contract (plus extras) for one run."""
-    jobs = result.jobs
+    """The summary contract (plus extras) for one run (``columns``: already read)."""
+    cols = columns if columns is not None else job_columns(result)
     sched = result.scheduler
     topo = sched.topo
-    waits = sched.wait_times(result.end_s)
-    submit = np.array([j.submit_s for j in jobs])
-    started = [j for j in jobs if j.first_start_s is not None]
-    done = [j for j in jobs if j.state == JobState.COMPLETED]
-    jct = np.array([j.end_s - j.submit_s for j in done if j.end_s is not None])
-    queue = np.array([j.first_start_s - j.submit_s for j in started if j.first_start_s is not None])
-    used = used_gpu_s(result)
-    first = float(submit.min()) if submit.size else 0.0
-    last_end = max((j.end_s for j in jobs if j.end_s is not None), default=first)
+    n = len(cols.ids)
+    started = ~np.isnan(cols.start)
+    done = cols.codes[JobState.COMPLETED]
+    ended = ~np.isnan(cols.end)
+    jct_all = cols.end - cols.submit
+    queue_all = cols.start - cols.submit
+    jct = jct_all[done & ended]
+    queue = queue_all[started]
+    used = cols.used
+    first = float(cols.submit.min()) if n else 0.0
+    last_end = float(cols.end[ended].max()) if ended.any() else first
     rejected = sum(result.rejected.values())
-    unfinished = sum(1 for j in jobs if j.state in (JobState.PENDING, JobState.RUNNING))
+    running = cols.codes[JobState.RUNNING]
+    unfinished = int(np.count_nonzero(cols.codes[JobState.PENDING] | running))
     # A run that drained ends with its last job; a trailing observer sample is not work.
     # A run cut at its horizon (jobs still waiting or running) ends at the horizon.
     makespan = (result.end_s if unfinished else last_end) - first
@@ -70,62 +173,46 @@ def summarize(
 
     nominal: dict[str, int] = defaultdict(int, sched.nominal_by_tenant())
     # Energy per tenant: busy GPU-seconds x busy watts x PUE of the class (capacity-weighted).
-    pue = [s.pue for s in topo.fleet.sites]
+    pue = np.array([s.pue for s in topo.fleet.sites])
     cap = np.zeros((len(topo.classes), len(topo.sites)))
-    for c in range(len(topo.classes)):
-        for s in range(len(topo.sites)):
-            cap[c, s] = 0
     for d in range(topo.n_domains):
         cap[int(topo.domain_class[d]), int(topo.pod_site[topo.domain_pod[d]])] += topo.domain_gpus[
             d
         ]
-    class_pue = (cap * np.array(pue)).sum(axis=1) / np.maximum(cap.sum(axis=1), 1)
+    class_pue = (cap * pue).sum(axis=1) / np.maximum(cap.sum(axis=1), 1)
     busy_w = np.array([m.busy_watts for m in topo.class_model]) * class_pue
     class_index = {name: c for c, name in enumerate(topo.classes)}
+    # Busy watts of the class each job was placed on (0 for a job never placed).
+    placed = np.array([class_index[c] if c else -1 for c in cols.placed_class], dtype=np.intp)
+    job_w = np.where(placed >= 0, busy_w[np.maximum(placed, 0)], 0.0) if n else np.zeros(0)
 
+    # Useful GPU-seconds (ETTR's numerator) and GPU-seconds between first start and end.
+    end_or_now = np.where(ended, cols.end, result.end_s)
+    wall_all = np.where(started, (end_or_now - cols.start) * cols.gpus, 0.0)
+    useful_all = np.where(started, cols.progress * cols.gpus, 0.0)
+    useful_all[done] = (cols.duration * cols.gpus)[done]
+    write_s = sched.cfg.checkpoint_write_s
+    jobs = result.jobs
+    for i in np.flatnonzero(running & started).tolist():
+        j = jobs[i]
+        gained, _ = run_progress(
+            end_or_now[i] - j.run_start_s, j.overhead_s, j.checkpoint_s, write_s
+        )
+        useful_all[i] = (j.progress_s + gained) * j.gpus
+    waits = _waits_by_reason(result, cols)
     # Whose hardware each tenant's GPU-hours ran on: its own (its own or its nearest
     # ancestor's: a consortium's platform), or borrowed from each lender by name.
     by_owner = sched.served_by_owner(result.end_s)
     lent: dict[str, float] = defaultdict(float)
+
     per: dict[str, dict[str, Any]] = {}
-    groups: dict[str, list[int]] = defaultdict(list)
-    for i, j in enumerate(jobs):
-        groups[j.tenant].append(i)
-    write_s = sched.cfg.checkpoint_write_s
-    for t, idx in sorted(groups.items()):
-        tj = [jobs[i] for i in idx]
-        t_jct = np.array(
-            [
-                j.end_s - j.submit_s
-                for j in tj
-                if j.state == JobState.COMPLETED and j.end_s is not None
-            ]
-        )
-        t_q = np.array([j.first_start_s - j.submit_s for j in tj if j.first_start_s is not None])
-        t_used = used[idx]
-        gpu_hours = float(t_used.sum()) / 3600.0
-        useful = 0.0
-        wall = 0.0
-        for j in tj:
-            if j.first_start_s is None:
-                continue
-            end = j.end_s if j.end_s is not None else result.end_s
-            wall += (end - j.first_start_s) * j.gpus
-            if j.state == JobState.COMPLETED:
-                useful += j.duration_s * j.gpus
-            elif j.state == JobState.RUNNING:
-                gained, _ = run_progress(end - j.run_start_s, j.overhead_s, j.checkpoint_s, write_s)
-                useful += (j.progress_s + gained) * j.gpus
-            else:
-                useful += j.progress_s * j.gpus
-        energy = (
-            sum(
-                used[i] * busy_w[class_index[jobs[i].placed_class]]
-                for i in idx
-                if jobs[i].placed_class
-            )
-            / 3.6e9
-        )
+    for k, t in enumerate(cols.tenant_names):
+        sel = cols.tenant_code == k
+        t_jct = jct_all[sel & done & ended]
+        t_q = queue_all[sel & started]
+        gpu_hours = float(used[sel].sum()) / 3600.0
+        wall = float(wall_all[sel].sum())
+        useful = float(useful_all[sel].sum())
         quota_gpus = nominal.get(t, 0)
         home = sched.home_owner(t)
         borrowed_from = {
@@ -136,7 +223,7 @@ def summarize(
         for owner, hours in borrowed_from.items():
             lent[owner] += hours
         per[t] = {
-            "jobs": len(tj),
+            "jobs": int(np.count_nonzero(sel)),
             "avg_jct_s": _mean(t_jct),
             "avg_queue_s": _mean(t_q),
             "gpu_hours": gpu_hours,
@@ -150,13 +237,11 @@ def summarize(
             "gpu_hours_own": by_owner.get(t, {}).get(home, 0.0) / 3600.0 if home else 0.0,
             "gpu_hours_borrowed": sum(borrowed_from.values()),
             "gpu_hours_borrowed_by_lender": borrowed_from,
-            "energy_mwh": energy,
-            "gpu_hours_lost_failure": sum(j.lost_failure_gpu_s for j in tj) / 3600.0,
-            "gpu_hours_lost_preemption": sum(j.lost_preempt_gpu_s for j in tj) / 3600.0,
+            "energy_mwh": float((used[sel] * job_w[sel]).sum()) / 3.6e9,
+            "gpu_hours_lost_failure": float(cols.lost_failure[sel].sum()) / 3600.0,
+            "gpu_hours_lost_preemption": float(cols.lost_preempt[sel].sum()) / 3600.0,
             # Job-hours spent waiting, by the scheduler's reason (Slurm's REASON column).
-            "wait_hours_by_reason": {
-                r: sum(waits.get(j.id, {}).get(r, 0.0) for j in tj) / 3600.0 for r in WAIT_REASONS
-            },
+            "wait_hours_by_reason": {r: float(waits[r][sel].sum()) / 3600.0 for r in WAIT_REASONS},
         }
     obs = result.observer
     site_names = list(topo.sites)
@@ -171,8 +256,8 @@ def summarize(
         "policy": policy,
         "backfill": backfill,
         "seed": seed,
-        "jobs": len(jobs),
-        "completed": len(done),
+        "jobs": n,
+        "completed": int(np.count_nonzero(done)),
         "unfinished": unfinished,
         "rejected": rejected,
         "avg_jct_s": _mean(jct),
@@ -184,6 +269,10 @@ def summarize(
         "makespan_s": makespan,
         "utilization": utilization,
         "preemptions": sched.preemptions,
+        # Preemptions whose victim saved all its work in its grace (scheduler.grace).
+        "saved_preemptions": sched.saved_preemptions,
+        "gpu_hours_lost_preemption": sum(j.lost_preempt_gpu_s for j in jobs) / 3600.0,
+        "gpu_hours_lost_failure": sum(j.lost_failure_gpu_s for j in jobs) / 3600.0,
         "events": result.events,
         "wall_s": result.wall_s,
         "per_tenant": per,
@@ -206,42 +295,74 @@ def summarize(
     return summary
 
 
-def jobs_table(result: SimResult) -> pa.Table:
-    """Per-job results in the ``jobs.parquet`` schema."""
-    jobs = result.jobs
-    used = used_gpu_s(result)
-    rows: dict[str, list[Any]] = {name: [] for name in JOBS_SCHEMA.names}
+def _nullable(values: FloatArray, missing: np.ndarray[Any, np.dtype[np.bool_]]) -> pa.Array:
+    return pa.array(values, pa.float64(), mask=missing)
+
+
+def jobs_table(result: SimResult, columns: JobColumns | None = None) -> pa.Table:
+    """Per-job results in the ``jobs.parquet`` schema (``columns``: already read)."""
+    cols = columns if columns is not None else job_columns(result)
     sched = result.scheduler
-    waits = sched.wait_times(result.end_s)
-    nothing: dict[str, float] = {}
-    for i, j in enumerate(jobs):
-        rejected = j.state == JobState.FAILED and j.first_start_s is None
-        start = j.first_start_s
-        end = j.end_s
-        rows["job_id"].append(j.id)
-        rows["tenant"].append(j.tenant)
-        rows["kind"].append(j.kind)
-        rows["state"].append("rejected" if rejected else j.state.value)
-        rows["submit_s"].append(j.submit_s)
-        rows["start_s"].append(start)
-        rows["end_s"].append(end)
-        rows["queue_s"].append(None if start is None else start - j.submit_s)
-        rows["jct_s"].append(None if end is None or rejected else end - j.submit_s)
-        rows["run_s"].append(j.duration_s)
-        rows["gpus"].append(j.gpus)
-        rows["gpu_class"].append(j.gpu_class or j.placed_class or None)
-        rows["placement"].append(j.level)
-        rows["hardware_owner"].append(j.hardware_owner or None)
-        rows["preemptions"].append(j.preemptions)
-        rows["failures"].append(j.failures)
-        rows["gpu_hours"].append(float(used[i]) / 3600.0)
-        rows["gpu_hours_lost_preemption"].append(j.lost_preempt_gpu_s / 3600.0)
-        rows["gpu_hours_lost_failure"].append(j.lost_failure_gpu_s / 3600.0)
-        waited = waits.get(j.id, nothing)
-        for reason in WAIT_REASONS:
-            rows[f"wait_{reason}_s"].append(waited.get(reason, 0.0))
-        rows["pending_reason"].append(sched.pending_reason(j))
-    return pa.table(rows, schema=JOBS_SCHEMA)
+    no_start = np.isnan(cols.start)
+    no_end = np.isnan(cols.end)
+    rejected = cols.codes[JobState.FAILED] & no_start
+    values = np.array([str(s) for s in STATES], dtype=object)
+    state = values[cols.state]
+    state[rejected] = "rejected"
+    waits = _waits_by_reason(result, cols)
+    # Only a job the scheduler still holds (pending, or running) can have a reason.
+    held = np.flatnonzero(cols.codes[JobState.PENDING] | cols.codes[JobState.RUNNING])
+    reasons: list[str | None] = [None] * len(cols.ids)
+    jobs = result.jobs
+    gate = result.allocations
+    for i in held.tolist():
+        job = jobs[i]
+        reasons[i] = (
+            ALLOCATION if gate is not None and gate.is_held(job) else sched.pending_reason(job)
+        )
+    project: list[str | None] = [None] * len(cols.ids)
+    waited_alloc: list[float | None] = [None] * len(cols.ids)
+    charged: list[float | None] = [None] * len(cols.ids)
+    if gate is not None:
+        for i, job in enumerate(jobs):
+            name = gate.project.get(job.id)
+            if name:
+                project[i] = name
+                waited_alloc[i] = gate.waited.get(job.id, 0.0)
+                charged[i] = gate.charged.get(job.id, 0.0) / 3600.0
+    data: dict[str, Any] = {
+        "job_id": cols.ids,
+        "tenant": cols.tenant,
+        "kind": cols.kind,
+        "state": state,
+        "submit_s": cols.submit,
+        "start_s": _nullable(cols.start, no_start),
+        "end_s": _nullable(cols.end, no_end),
+        "queue_s": _nullable(cols.start - cols.submit, no_start),
+        "jct_s": _nullable(cols.end - cols.submit, no_end | rejected),
+        "run_s": cols.duration,
+        "gpus": cols.gpus,
+        "gpu_class": [
+            g or p or None for g, p in zip(cols.gpu_class, cols.placed_class, strict=True)
+        ],
+        "placement": cols.level,
+        "hardware_owner": [h or None for h in cols.hardware_owner],
+        "preemptions": cols.preemptions,
+        "failures": cols.failures,
+        "gpu_hours": cols.used / 3600.0,
+        "gpu_hours_lost_preemption": cols.lost_preempt / 3600.0,
+        "gpu_hours_lost_failure": cols.lost_failure / 3600.0,
+        **{f"wait_{r}_s": waits[r] for r in WAIT_REASONS},
+        "pending_reason": reasons,
+        "project": project,
+        "wait_allocation_s": waited_alloc,
+        "charged_gpu_hours": charged,
+    }
+    arrays = [
+        v if isinstance(v, pa.Array) else pa.array(v, type=f.type)
+        for f, v in ((JOBS_SCHEMA.field(name), data[name]) for name in JOBS_SCHEMA.names)
+    ]
+    return pa.Table.from_arrays(arrays, schema=JOBS_SCHEMA)
 
 
 def timeseries_table(result: SimResult) -> pa.Table:

@@ -1,8 +1,8 @@
 """The sweep page's one chart: each run's mean per headline metric, with its 95% interval.
 
-Small multiples, one panel per metric, one bar per run (the base first) and an error bar of
-the interval's half-width (:mod:`aifactory.whatif.stats`), drawn with the report's own style
-(:mod:`aifactory.reports.charts`) as inline SVG. matplotlib is imported only here.
+Small multiples, one panel per metric, one bar per run (the base first) and a whisker of
+the interval's half-width (:mod:`aifactory.whatif.stats`), drawn with the report's own
+charts (:mod:`aifactory.reports.svgplot`) as inline SVG.
 """
 
 from __future__ import annotations
@@ -10,31 +10,29 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
-import numpy as np
-from matplotlib.figure import Figure
-
-from aifactory.reports.charts import colour_map, new_figure, render_svg, styled
+from aifactory.reports.charts import colour_map
+from aifactory.reports.svgplot import Axis, Plot, Scene, grid, to_svg
 from aifactory.whatif.stats import Estimate
 
 
-@styled
-def _figure(names: Sequence[str], panels: Mapping[str, Sequence[Estimate]]) -> Figure:
-    cols = min(max(len(panels), 1), 4)
-    rows = (len(panels) + cols - 1) // cols
-    fig = new_figure(2.4 * cols + 0.4, 2.5 * rows + 0.4)
+def ci_bars(names: Sequence[str], panels: Mapping[str, Sequence[Estimate]]) -> Scene:
+    """Per panel (metric), each run's mean as a bar with its 95% interval as a whisker."""
     colours = colour_map(list(names))
-    pos = np.arange(len(names), dtype=np.float64)
-    for i, (title, estimates) in enumerate(panels.items()):
-        ax = fig.add_subplot(rows, cols, i + 1)
-        ax.set_title(title, loc="left", fontsize=9)
+    scenes: list[Scene] = []
+    for title, estimates in panels.items():
+        plot = Plot(260.0, 270.0, title, title_size=12.0)
         means = [0.0 if math.isnan(e.mean) else e.mean for e in estimates]
         halves = [0.0 if math.isnan(e.half) else e.half for e in estimates]
-        ax.bar(pos, means, 0.7, color=[colours[n] for n in names], yerr=halves, capsize=3)
-        ax.set_xticks(pos, list(names), rotation=35, ha="right", fontsize=7)
-        ax.grid(axis="x", visible=False)
-    return fig
+        plot.bars(range(len(names)), means, [colours[n] for n in names], errors=halves)
+        top = max([m + h for m, h in zip(means, halves, strict=True)] + [0.0])
+        bottom = min([m - h for m, h in zip(means, halves, strict=True)] + [0.0])
+        plot.y = Axis(bottom * 1.05, top * 1.05 if top > 0 else 1.0)
+        plot.categories(names)
+        plot.x.slant = True
+        scenes.append(plot.scene())
+    return grid(scenes, min(max(len(scenes), 1), 4), "each run against the base")
 
 
 def ci_bars_svg(names: Sequence[str], panels: Mapping[str, Sequence[Estimate]]) -> str:
     """Inline SVG: per panel (metric), each run's mean with its 95% interval."""
-    return render_svg(_figure(names, panels), "sweep-ci")
+    return to_svg(ci_bars(names, panels), "sweep-ci")

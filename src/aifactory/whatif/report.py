@@ -218,7 +218,7 @@ def _variation_section(rows: Sequence[Row], var: Variation, seeds: int, *, paire
 
 
 def _overview(scenario: Scenario, rows: Sequence[Row], seeds: int) -> str:
-    from aifactory.whatif.charts import ci_bars_svg  # noqa: PLC0415 (matplotlib is slow to import)
+    from aifactory.whatif.charts import ci_bars_svg  # noqa: PLC0415 (only the sweep page draws)
 
     names = scenario.run_names
     panels = {
