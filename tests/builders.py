@@ -175,7 +175,7 @@ def check_invariants(sched: Scheduler, down: dict[int, int] | None = None) -> No
     booked = dict(used)  # the quota book also holds what jobs claim while victims save
     for seat in sched.claims.values():
         key = (seat.job.tenant, view.classes[seat.claim_class])
-        booked[key] = booked.get(key, 0) + seat.gpus
+        booked[key] = booked.get(key, 0) + seat.claim_gpus
     subtree = subtree_used(topo.fleet, view.classes, booked)
     for t, cells in zip(sched.quota.tenants, sched.quota.cells, strict=True):
         for c, cell in enumerate(cells):

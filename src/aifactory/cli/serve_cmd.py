@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from aifactory.cli.common import fail, user_errors
+from aifactory.scheduler.config import MAX_GRACE_S
 
 if TYPE_CHECKING:
     from aifactory.service.db import Database
@@ -85,6 +86,13 @@ def serve(
     ] = None,
     policy: Annotated[str, typer.Option("--policy", help="Scheduling policy.")] = "fifo",
     backfill: Annotated[str, typer.Option("--backfill", help="easy or none.")] = "easy",
+    preempt_grace: Annotated[
+        float,
+        typer.Option(
+            "--preempt-grace",
+            help="Seconds a preempted job keeps its GPUs to save, SIGTERM to SIGKILL (0: none).",
+        ),
+    ] = 0.0,
     tick: Annotated[
         float, typer.Option("--tick", min=0.01, help="Seconds between periodic cycles.")
     ] = 1.0,
@@ -151,6 +159,8 @@ def serve(
         fail(f"--executor: unknown executor '{executor}' (use local, slurm, ray or noop)")
     if backfill not in ("easy", "none"):
         fail(f"--backfill: unknown mode '{backfill}' (use easy or none)")
+    if not 0 <= preempt_grace <= MAX_GRACE_S:
+        fail(f"--preempt-grace: must be from 0 to {MAX_GRACE_S:g} s (got {preempt_grace})")
     try:
         lost = LostPolicy(lost_policy)
     except ValueError:
@@ -164,6 +174,7 @@ def serve(
         ray_address=ray_address or default_ray_address(),
         policy=policy,
         backfill=backfill,
+        preempt_grace_s=preempt_grace,
         tick_s=tick,
         run_scheduler=scheduler,
         lost_policy=lost,

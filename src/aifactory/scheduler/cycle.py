@@ -470,6 +470,7 @@ class Cycle(Grace):
         this_pass = ctx.started
         job = seat.job
         saving_until = -1.0  # when the last victim that keeps its GPUs to save gives them back
+        own_saving = 0  # GPUs of the job's own tenant among those victims
         for v in chosen:
             victim = v.seat
             if this_pass and victim.index in this_pass:
@@ -480,6 +481,8 @@ class Cycle(Grace):
             if grace > 0:
                 self._begin_grace(victim, now, job, grace)  # (keeps its GPUs meanwhile)
                 saving_until = max(saving_until, now + grace)
+                if victim.tix == seat.tix:
+                    own_saving += victim.gpus
             else:
                 self._evict(victim, now, job, reason=PREEMPTED_FOR, push=False)
             res.preempted.append(victim.job)
@@ -489,7 +492,8 @@ class Cycle(Grace):
         if saving_until >= 0:
             # Some victims save first: the job waits for their GPUs (grace), and is not
             # tried again until then. (Reported as not started: it stays in its queue.)
-            self._claim(seat, gpu_class, saving_until, now)  # (the pass asks for its wake-up)
+            # (the pass asks for its wake-up)
+            self._claim(seat, gpu_class, saving_until, now, own_saving)
             return False
         found = self.preemption.startable(seat, gpu_class)
         if found is None:  # cannot happen: the victims' GPUs were just freed

@@ -21,10 +21,10 @@ Invariants: a saving victim is in the running lists (its GPUs and quota are char
 is no preemption candidate (``seat.preemptible`` is False while it saves, and its counts
 by priority are dropped); its job is PREEMPTED until its grace ends, then PENDING. A
 waiting job with a claim (``seat.claim_s >= 0``) is in its queue, its quota charged in
-its claim's class, and is not tried (it neither preempts again nor reserves) until its
-claim is settled. ``grace_due`` is the
-earliest end of a grace or claim (INF: none), and every pass result made while one is
-open asks for a wake-up then.
+its claim's class (``claim_gpus``: its GPUs less its own tenant's saving victims'), and
+is not tried (it neither preempts again nor reserves) until its claim is settled.
+``grace_due`` is the earliest end of a grace or claim (INF: none), and every pass result
+made while one is open asks for a wake-up then.
 """
 
 from __future__ import annotations
@@ -83,15 +83,19 @@ class Grace(SchedulerState):
         self.saving[seat.index] = seat
         self.grace_due = min(self.grace_due, seat.saving_until)
 
-    def _claim(self, seat: Seat, gpu_class: int, until: float, now: float) -> None:
+    def _claim(self, seat: Seat, gpu_class: int, until: float, now: float, own_saving: int) -> None:
         """The seat's pending job preempted victims that save until ``until``: it waits for
-        their GPUs in ``gpu_class``."""
+        their GPUs in ``gpu_class``. ``own_saving``: GPUs of its own tenant's victims among
+        them (still charged to the tenant while they save)."""
         seat.claim_s = until
         seat.claim_class = gpu_class
         # Its quota is spoken for while it waits: charged now, so that the jobs behind it
         # do not find the room it will take and preempt again for it (reclaim saw the
-        # room before any victim gave its GPUs back, and evicted twice the victims).
-        self.quota.add(seat.tix, gpu_class, seat.gpus)
+        # room before any victim gave its GPUs back, and evicted twice the victims). Less
+        # what its own tenant's saving victims still hold: that part is charged already,
+        # and counting it twice made the tenant look like a borrower to be reclaimed from.
+        seat.claim_gpus = max(0, seat.gpus - own_saving)
+        self.quota.add(seat.tix, gpu_class, seat.claim_gpus)
         self.claims[seat.index] = seat
         self.grace_due = min(self.grace_due, until)
         self._waits(seat, WAIT_GRACE, now)
@@ -111,7 +115,8 @@ class Grace(SchedulerState):
         claim could not be honoured): the quota charged for it comes back (the caller says
         a pass is due where nothing else does)."""
         if self.claims.pop(seat.index, None) is not None:
-            self.quota.add(seat.tix, seat.claim_class, -seat.gpus)
+            self.quota.add(seat.tix, seat.claim_class, -seat.claim_gpus)
+        seat.claim_gpus = 0
         seat.claim_s = -1.0
         seat.claim_class = -1
 

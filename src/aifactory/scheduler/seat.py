@@ -33,6 +33,7 @@ class Seat:
         "away_version",
         "checkpoint_s",
         "claim_class",
+        "claim_gpus",
         "claim_s",
         "classes",
         "cross",
@@ -105,6 +106,7 @@ class Seat:
         self.saving_until = -1.0
         self.claim_s = -1.0
         self.claim_class = -1
+        self.claim_gpus = 0  # of its tenant's quota charged for the claim meanwhile
 
     def __repr__(self) -> str:
         return f"Seat({self.job.id!r}, index={self.index})"
