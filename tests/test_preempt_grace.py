@@ -103,6 +103,9 @@ def test_the_preemptor_waits_for_the_grace_with_its_reason() -> None:
     assert sched.saving_jobs() == [(low, 130.0)]
     assert sched.running_jobs() == []
     assert sum(sched.cs.class_free) == 0  # L still holds all 8 GPUs
+    # H's claim charges nothing more to tenant a: its victim, a's own, is charged still.
+    assert [s.claim_gpus for s in sched.claims.values()] == [0]
+    assert sched.quota.cells[0][0].used == 8
     check_invariants(sched)
     assert sched.schedule(120.0).started == []
     res = sched.schedule(130.0)
