@@ -67,15 +67,17 @@ def make_fleet(
     *,
     name: str = "tiny",
     default_tenant: str | None = None,
+    power_mw: Sequence[float] | None = None,
 ) -> Fleet:
-    """``sites`` is site -> pod -> groups (see :func:`hgx`, :func:`nvl`)."""
+    """``sites`` is site -> pod -> groups (see :func:`hgx`, :func:`nvl`); ``power_mw``: each
+    site's power capacity (default 10 MW, which no tiny fleet's peak reaches)."""
     raw: dict[str, Any] = {
         "name": name,
         "sites": [
             {
                 "name": f"s{si}",
                 "region": f"region-{si}",
-                "power_mw": 10.0,
+                "power_mw": 10.0 if power_mw is None else power_mw[si],
                 "pue": 1.2,
                 "pods": [
                     {"name": f"p{pi}", "groups": list(groups)} for pi, groups in enumerate(pods)
@@ -114,7 +116,8 @@ def check_invariants(sched: Scheduler, down: dict[int, int] | None = None) -> No
     """Every invariant of the issue's §10 that holds between events.
 
     - the free-GPU indices agree with a recount (``ClusterState.check``);
-    - no GPU is held by two running jobs, and free/used/down masks partition each node;
+    - no GPU is held by two running jobs (or preempted ones still saving in their grace),
+      and free/used/down masks partition each node;
     - free + used + down = capacity;
     - gangs are all-or-nothing: a running job holds exactly ``job.gpus`` GPUs, of one
       class, inside one site unless it allows crossing sites;
@@ -133,10 +136,14 @@ def check_invariants(sched: Scheduler, down: dict[int, int] | None = None) -> No
     jobs = [seat.job for seat in sched.seats]
     running = [j for j in jobs if j.state == JobState.RUNNING]
     assert running == sched.running_jobs(), "running index drifted"
+    # Preempted jobs still saving in their grace hold their GPUs too (scheduler.grace).
+    saving = [j for j, _ in sched.saving_jobs()]
+    assert all(j.state == JobState.PREEMPTED for j in saving), "a saving job is not preempted"
+    holding = running + saving
     tix = {seat.job.id: seat.tix for seat in sched.seats}
-    assert sched.running_count == len(running), "running count drifted"
+    assert sched.running_count == len(holding), "running count drifted"
     used: dict[tuple[str, str], int] = {}
-    for job in running:
+    for job in holding:
         got = 0
         sites = set()
         classes = set()
@@ -167,7 +174,11 @@ def check_invariants(sched: Scheduler, down: dict[int, int] | None = None) -> No
         assert used_mask[n] & cs.node_mask[n] == 0, f"node {n}: a used GPU is also free"
         assert d & (used_mask[n] | cs.node_mask[n]) == 0, f"node {n}: a down GPU is in use"
         assert used_mask[n] | cs.node_mask[n] | d == full, f"node {n}: a GPU is unaccounted"
-    subtree = subtree_used(topo.fleet, view.classes, used)
+    booked = dict(used)  # the quota book also holds what jobs claim while victims save
+    for seat in sched.claims.values():
+        key = (seat.job.tenant, view.classes[seat.claim_class])
+        booked[key] = booked.get(key, 0) + seat.claim_gpus
+    subtree = subtree_used(topo.fleet, view.classes, booked)
     for t, cells in zip(sched.quota.tenants, sched.quota.cells, strict=True):
         for c, cell in enumerate(cells):
             assert cell.used == subtree[t, view.classes[c]], f"{t}: quota book drifted"
@@ -188,6 +199,28 @@ def check_invariants(sched: Scheduler, down: dict[int, int] | None = None) -> No
     down_total = sum(m.bit_count() for m in down.values())
     assert sum(cs.class_free) + busy + down_total == topo.gpus_total, "free + used != capacity"
     check_quota(topo.fleet, view.classes, used)
+    if sched.cfg.power_cap:
+        check_power(sched, running)
+
+
+def check_power(sched: Scheduler, running: list[Job]) -> None:
+    """No site draws more IT power than its cap (power_mw / PUE), recomputed from the
+    catalogue's watts and the running jobs' placements (scheduler/power.py's rule)."""
+    cs = sched.cs
+    topo = sched.sclasses.topo
+    draw = [0.0] * len(topo.sites)
+    for d in range(topo.n_domains):
+        model = topo.class_model[int(topo.domain_class[d])]
+        draw[int(topo.pod_site[topo.domain_pod[d]])] += int(topo.domain_gpus[d]) * model.idle_watts
+    for job in running:
+        for node, mask in job.placement:
+            dom = cs.node_dom[node]
+            model = topo.class_model[cs.dom_class[dom]]
+            site = cs.pod_site[cs.dom_pod[dom]]
+            draw[site] += mask.bit_count() * (model.busy_watts - model.idle_watts)
+    for s, site in enumerate(topo.fleet.sites):
+        cap = site.power_mw * 1e6 / site.pue
+        assert draw[s] <= cap * (1 + 1e-9), f"site {site.name}: {draw[s]:.0f} W > {cap:.0f} W"
 
 
 def subtree_used(

@@ -173,4 +173,5 @@ def test_the_live_api_conforms_to_its_openapi_schema(
             print(" -", failure)
     assert tally.server_errors == 0
     assert tally.failures == []
-    assert len(tally.operations) == 27  # 13, and 14 of projects and allocations (#19)
+    # 13, 14 of projects and allocations (#19), fleet status and share (#21)
+    assert len(tally.operations) == 29

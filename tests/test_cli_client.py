@@ -72,7 +72,7 @@ def test_db_upgrade_and_current(db_url: str) -> None:
     assert first.stdout.strip() == "none"
     up = runner.invoke(app, ["db", "upgrade", "--database-url", db_url])
     assert up.exit_code == 0
-    assert "0003" in up.stdout
+    assert "0004" in up.stdout
     assert runner.invoke(app, ["db", "upgrade", "--database-url", db_url]).exit_code == 0
     bad = runner.invoke(app, ["db", "upgrade", "--database-url", "mysql://x/y"])
     assert bad.exit_code == 2
@@ -195,6 +195,42 @@ def test_client_round_trip(live: str, db_url: str, monkeypatch: pytest.MonkeyPat
     cancelled = runner.invoke(app, ["job", "cancel", str(job["id"]), "--json"])
     assert cancelled.exit_code == 0
     assert json.loads(cancelled.stdout)["cancel_requested"] is True
+
+
+def test_submit_asks_for_memory_and_acceptable_classes(
+    live: str, db_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """``--gpu-class a,b`` lists acceptable classes, ``--hbm-gb`` the memory per GPU (on
+    the command line or a script's #AIF lines); an ask no GPU meets is refused with the
+    reason (issue #17 §3)."""
+    monkeypatch.setenv("AIFACTORY_URL", live)
+    monkeypatch.setenv("AIFACTORY_TOKEN", make_token(db_url, "lab", "member"))
+    args = ["job", "submit", "x", "--gpus", "8", "--gpu-class", "h100,gb200", "--hbm-gb", "80"]
+    sub = runner.invoke(app, [*args, "--json"])
+    assert sub.exit_code == 0, sub.output
+    job = json.loads(sub.stdout)
+    assert (job["gpu_class"], job["gpu_classes"], job["hbm_gb_per_gpu"]) == (
+        None,
+        ["h100", "gb200"],
+        80.0,
+    )
+    one = json.loads(runner.invoke(app, [*args[:6], "h100", "--json"]).stdout)
+    assert (one["gpu_class"], one["gpu_classes"]) == ("h100", None)
+    table = runner.invoke(app, ["job", "list"])
+    assert "h100,gb200 (>= 80 GB)" in table.stdout
+    too_much = runner.invoke(app, ["job", "submit", "x", "--hbm-gb", "500"])
+    assert too_much.exit_code == 2
+    assert "hbm_gb_per_gpu" in too_much.output
+    assert "not enough GPU memory" in too_much.output
+    empty = runner.invoke(app, ["job", "submit", "x", "--gpu-class", "h100,"])
+    assert empty.exit_code == 2
+    assert "--gpu-class" in empty.output
+    script = tmp_path / "train.sh"
+    script.write_text("#!/bin/sh\n#AIF --gpus 8 --gpu-class gb200,h100 --hbm-gb 90\ntrue\n")
+    from_script = json.loads(
+        runner.invoke(app, ["job", "submit", "--script", str(script), "--json"]).stdout
+    )
+    assert (from_script["gpu_classes"], from_script["hbm_gb_per_gpu"]) == (["gb200", "h100"], 90.0)
 
 
 def test_client_errors_are_clean(live: str, db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:

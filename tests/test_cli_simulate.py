@@ -183,8 +183,19 @@ def test_simulate_philly_and_itp_formats(
         (["--estimate-error", "-0.1"], "--estimate-error"),
         (["--backfill", "sometimes"], "--backfill"),
         (["--fleet", "no-such-fleet"], "no-such-fleet"),
+        (["--preempt-grace", "-1"], "--preempt-grace"),
+        (["--preempt-grace", "1e9"], "--preempt-grace"),
     ],
-    ids=["policy", "time-scale-0", "time-scale-negative", "estimate-error", "backfill", "fleet"],
+    ids=[
+        "policy",
+        "time-scale-0",
+        "time-scale-negative",
+        "estimate-error",
+        "backfill",
+        "fleet",
+        "grace-negative",
+        "grace-too-long",
+    ],
 )
 def test_simulate_bad_input_exits_2(
     runner: CliRunner, parquet_trace: Path, extra: list[str], needle: str
@@ -245,3 +256,29 @@ def test_compare_table_and_bad_policy(runner: CliRunner, parquet_trace: Path) ->
     )
     assert result.exit_code == 2
     assert "nope" in result.stderr
+
+
+def test_compare_with_preempt_grace_reports_gpu_hours_lost_per_policy(
+    runner: CliRunner, parquet_trace: Path
+) -> None:
+    """``--preempt-grace`` reaches every policy's run, and each row says how many GPU-hours
+    it lost to preemption and to failures."""
+    result = runner.invoke(
+        app,
+        ["compare", "--fleet", "demo", "--trace", str(parquet_trace), "--policy", "fifo,las",
+         "--time-scale", "0.05", "--preempt-grace", "30", "--json"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    for row in rows:
+        assert row["gpu_hours_lost_preemption"] >= 0.0
+        assert row["gpu_hours_lost_failure"] == 0.0  # (no failures in this run)
+    result = runner.invoke(
+        app,
+        ["simulate", "--fleet", "demo", "--trace", str(parquet_trace), "--policy", "las",
+         "--time-scale", "0.05", "--preempt-grace", "30", "--json"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["preempt_grace_s"] == 30.0
+    assert summary["saved_preemptions"] == summary["preemptions"]  # no checkpoint writes

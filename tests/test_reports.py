@@ -67,7 +67,8 @@ def _nullable(values: np.ndarray[Any, Any]) -> pa.Array:
 
 def queue_share(reason: str, queue: np.ndarray[Any, Any]) -> pa.Array:
     """A made-up split of each job's queueing time over the reasons (capacity most)."""
-    share = {"priority": 0.1, "quota": 0.2, "capacity": 0.6, "reservation": 0.1}[reason]
+    shares = {"priority": 0.1, "quota": 0.2, "capacity": 0.6, "reservation": 0.1}
+    share = {**shares, "preempt_grace": 0.0, "power_cap": 0.0}[reason]
     return pa.array(np.where(np.isnan(queue), 0.0, queue * share), pa.float64())
 
 
@@ -123,6 +124,9 @@ def make_run(
             "gpu_hours_lost_failure": np.where(state == "failed", gpu_hours * 0.5, 0.0),
             **{f"wait_{r}_s": queue_share(r, start - submit) for r in WAIT_REASONS},
             "pending_reason": pa.nulls(n, pa.string()),
+            "project": pa.nulls(n, pa.string()),  # (a run without an allocations file)
+            "wait_allocation_s": pa.nulls(n, pa.float64()),
+            "charged_gpu_hours": pa.nulls(n, pa.float64()),
         },
         schema=JOBS_SCHEMA,
     )
@@ -487,11 +491,14 @@ def _hand_made(policy: str, **values: float | None) -> dict[str, Any]:
 def test_comparison_ratios_are_to_the_first_policy() -> None:
     summaries = [
         _hand_made("fifo", avg_jct_s=100.0, p99_jct_s=400.0, avg_queue_s=50.0, p99_queue_s=0.0,
-                   utilization=0.8, preemptions=0, wall_s=2.0),
+                   utilization=0.8, preemptions=0, wall_s=2.0, gpu_hours_lost_preemption=4.0,
+                   gpu_hours_lost_failure=2.0),
         _hand_made("sjf", avg_jct_s=50.0, p99_jct_s=800.0, avg_queue_s=10.0, p99_queue_s=0.0,
-                   utilization=0.6, preemptions=5, wall_s=3.0),
+                   utilization=0.6, preemptions=5, wall_s=3.0, gpu_hours_lost_preemption=1.0,
+                   gpu_hours_lost_failure=2.0),
         _hand_made("las", avg_jct_s=None, p99_jct_s=400.0, avg_queue_s=25.0, p99_queue_s=7.0,
-                   utilization=0.8, preemptions=0, wall_s=1.0),
+                   utilization=0.8, preemptions=0, wall_s=1.0, gpu_hours_lost_preemption=8.0,
+                   gpu_hours_lost_failure=0.0),
     ]  # fmt: skip
     rows = comparison_rows(summaries)
     assert [r["policy"] for r in rows] == ["fifo", "sjf", "las"]
@@ -505,6 +512,8 @@ def test_comparison_ratios_are_to_the_first_policy() -> None:
     assert sjf["wall_s_ratio"] == pytest.approx(1.5)
     assert sjf["preemptions_ratio"] is None  # 5 against a baseline of 0 has no ratio
     assert sjf["p99_queue_s_ratio"] == 1.0  # 0 against 0
+    assert sjf["gpu_hours_lost_preemption_ratio"] == pytest.approx(0.25)
+    assert las["gpu_hours_lost_preemption_ratio"] == pytest.approx(2.0)
     assert las["avg_jct_s"] is None
     assert las["avg_jct_s_ratio"] is None
     assert las["p99_queue_s_ratio"] is None

@@ -420,7 +420,8 @@ def test_openapi_documents_every_error_body_the_api_sends(env: Env) -> None:
             for code in (403, 404, 409, 413):
                 if str(code) in op["responses"]:
                     assert ref(op, code) == "ErrorBody", (method, path, code)
-    assert checked == 25  # 11, and the 14 operations of projects and allocations (#19)
+    # 11, the 14 operations of projects and allocations (#19), fleet status and share (#21)
+    assert checked == 27
     bad = env.submit("lab", gpus=0)
     assert set(bad.json()) == {"detail"}
     assert set(bad.json()["detail"][0]) == {"field", "reason"}

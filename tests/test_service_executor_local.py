@@ -109,6 +109,25 @@ def test_cancel_kills_a_job_that_ignores_sigterm_after_the_grace(ex: LocalExecut
     assert time.monotonic() - began < 5  # 0.5 s of grace, then SIGKILL
 
 
+@pytest.mark.parametrize(("grace", "saved"), [(None, False), (4.0, True)])
+def test_a_job_with_a_stop_grace_gets_it_to_save_before_sigkill(
+    ex: LocalExecutor, grace: float | None, saved: bool
+) -> None:
+    """A preempted trainer saves on SIGTERM (here: 1.5 s, then a file). With its own grace
+    (Launch.stop_grace_s, its preempt grace) it has the time; with the executor's 0.5 s it
+    is killed first."""
+    job = launch(
+        ex,
+        "trap 'sleep 1.5; echo saved > ckpt; exit 0' TERM; echo ready; sleep 30 & wait",
+        stop_grace_s=grace,
+    )
+    handle = ex.start(job)
+    wait_for(lambda: "ready" in job.log_path.read_text())
+    ex.cancel(handle)
+    assert ended(ex, handle) is RunState.CANCELLED
+    assert (home(ex, job) / "ckpt").exists() is saved
+
+
 def test_a_sigterm_to_the_supervisor_stops_the_job_but_is_no_cancel(ex: LocalExecutor) -> None:
     """A host shutting down signals everyone: the job stops, recorded as what happened."""
     job = launch(ex, "echo ready; sleep 30")

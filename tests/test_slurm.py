@@ -139,6 +139,48 @@ def test_cancel_stops_a_running_job(slurm: SlurmExecutor, tmp_path: Path) -> Non
     assert slurm.poll(handle).state is RunState.CANCELLED
 
 
+def _wait_running(slurm: SlurmExecutor, handle: str, log: Path, mark: str) -> None:
+    deadline = time.monotonic() + JOB_DEADLINE_S
+    while time.monotonic() < deadline:
+        if slurm.poll(handle).detail.split()[0] == "RUNNING" and (
+            log.exists() and mark in log.read_text()
+        ):
+            return
+        time.sleep(POLL_EVERY_S)
+    pytest.fail(f"Slurm job {handle} did not start")
+
+
+def test_a_stop_grace_gives_sigterm_then_cancels_after_it(
+    slurm: SlurmExecutor, tmp_path: Path
+) -> None:
+    """With a stop grace (a preempted job's preempt grace) cancel sends SIGTERM to the
+    steps and cancels when the grace ends: a trainer that saves in 1.5 s on SIGTERM saves
+    and exits 0; one that ignores SIGTERM is cancelled after its 3 s."""
+    saver = launch(
+        tmp_path,
+        "saver",
+        f"trap 'sleep 1.5; echo saved > {tmp_path}/ckpt; exit 0' TERM; echo ready; "
+        "sleep 120 & wait",
+        stop_grace_s=20.0,
+    )
+    handle = slurm.start(saver)
+    _wait_running(slurm, handle, saver.log_path, "ready")
+    slurm.cancel(handle)
+    status = wait_done(slurm, handle)
+    assert (tmp_path / "ckpt").read_text().strip() == "saved"
+    assert status.state is RunState.COMPLETED  # it saved and exited 0 before the cancel
+
+    stubborn = launch(tmp_path, "stubborn", "trap '' TERM; echo ready; sleep 120", stop_grace_s=3.0)
+    handle = slurm.start(stubborn)
+    _wait_running(slurm, handle, stubborn.log_path, "ready")
+    began = time.monotonic()
+    slurm.cancel(handle)
+    time.sleep(1.0)
+    assert slurm.poll(handle).state is RunState.RUNNING  # within its grace
+    assert wait_done(slurm, handle).state is RunState.CANCELLED
+    assert time.monotonic() - began >= 3.0
+
+
 def test_unknown_job_is_lost(slurm: SlurmExecutor) -> None:
     assert slurm.poll("999999999").state is RunState.LOST
     slurm.cancel("999999999")  # idempotent on an unknown job

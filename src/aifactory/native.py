@@ -32,6 +32,8 @@ NATIVE = (
     "aifactory/scheduler/cluster.py",
     "aifactory/scheduler/config.py",
     "aifactory/scheduler/cycle.py",
+    "aifactory/scheduler/grace.py",
+    "aifactory/scheduler/owners.py",
     "aifactory/scheduler/pending.py",
     "aifactory/scheduler/placement.py",
     "aifactory/scheduler/preemption.py",

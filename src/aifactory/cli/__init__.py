@@ -1,61 +1,87 @@
-"""The `aifactory` command line: one Typer app, one module per command group."""
+"""The `aifactory` command line: one Typer app, one module per command group.
+
+The command modules are imported only when their command runs (``LazyGroup``): most of
+them pull in numpy, polars, pyarrow or the service stack, and ``aifactory --version`` or
+``aifactory job list --help`` must not pay for that (issue #21: under 0.3 s).
+"""
 
 from __future__ import annotations
 
-from typing import Annotated
+import importlib
+import sys
+from typing import Annotated, Any
 
 import typer
+from typer._click import Command, Context  # Typer's own Click, the one TyperGroup extends
+from typer.core import TyperGroup
 
-from aifactory import __version__
-from aifactory.cli import (
-    admin_cmd,
-    alloc_cmd,
-    db_cmd,
-    export_cmd,
-    fleet_cmd,
-    import_cmd,
-    job_cmd,
-    plan_cmd,
-    project_cmd,
-    run_cmd,
-    scenario_cmd,
-    serve_cmd,
-    simulate_cmd,
-    sweep_cmd,
-    trace_cmd,
-    workload_cmd,
-)
+import aifactory
+
+# name -> (module under aifactory.cli, attribute, whether the attribute is a Typer sub-app
+# or a single command function); in the order `aifactory --help` lists them.
+LAZY: dict[str, tuple[str, str, bool]] = {
+    "fleet": ("fleet_cmd", "app", True),
+    "run": ("run_cmd", "run_cmd", False),
+    "simulate": ("simulate_cmd", "simulate", False),
+    "compare": ("simulate_cmd", "compare", False),
+    "plan": ("plan_cmd", "app", True),
+    "scenario": ("scenario_cmd", "app", True),
+    "sweep": ("sweep_cmd", "sweep", False),
+    "workload": ("workload_cmd", "app", True),
+    "trace": ("trace_cmd", "app", True),
+    "job": ("job_cmd", "app", True),
+    "quota": ("job_cmd", "quota", False),
+    "share": ("job_cmd", "share", False),
+    "project": ("project_cmd", "app", True),
+    "alloc": ("alloc_cmd", "app", True),
+    "serve": ("serve_cmd", "serve", False),
+    "admin": ("admin_cmd", "app", True),
+    "db": ("db_cmd", "app", True),
+    "export": ("export_cmd", "app", True),
+    "import": ("import_cmd", "app", True),
+}
+
+
+def load_command(name: str) -> Command:
+    """Import the module behind one top-level command and build its Click command."""
+    module_name, attr, is_app = LAZY[name]
+    target: Any = getattr(importlib.import_module(f"aifactory.cli.{module_name}"), attr)
+    if is_app:
+        group = typer.main.get_group(target)
+        group.name = name
+        return group
+    single = typer.Typer()
+    single.command(name)(target)
+    return typer.main.get_command(single)
+
+
+class LazyGroup(TyperGroup):
+    """The root group: lists every command, imports a command's module only to run it."""
+
+    def list_commands(self, ctx: Context) -> list[str]:
+        """Every command, without importing any."""
+        return [*super().list_commands(ctx), *LAZY]
+
+    def get_command(self, ctx: Context, cmd_name: str) -> Command | None:
+        """The named command, its module imported now (once: Python caches modules)."""
+        if cmd_name in LAZY:
+            return load_command(cmd_name)
+        return super().get_command(ctx, cmd_name)
+
 
 app = typer.Typer(
     name="aifactory",
+    cls=LazyGroup,
     help="Control plane and digital twin for national-scale GPU AI factories.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-app.add_typer(fleet_cmd.app, name="fleet")
-app.command("run")(run_cmd.run_cmd)
-app.command("simulate")(simulate_cmd.simulate)
-app.command("compare")(simulate_cmd.compare)
-app.add_typer(plan_cmd.app, name="plan")
-app.add_typer(scenario_cmd.app, name="scenario")
-app.command("sweep")(sweep_cmd.sweep)
-app.add_typer(workload_cmd.app, name="workload")
-app.add_typer(trace_cmd.app, name="trace")
-app.add_typer(job_cmd.app, name="job")
-app.command("quota")(job_cmd.quota)
-app.add_typer(project_cmd.app, name="project")
-app.add_typer(alloc_cmd.app, name="alloc")
-app.command("serve")(serve_cmd.serve)
-app.add_typer(admin_cmd.app, name="admin")
-app.add_typer(db_cmd.app, name="db")
-app.add_typer(export_cmd.app, name="export")
-app.add_typer(import_cmd.app, name="import")
 
 
 def _version(value: bool) -> None:
     if value:
-        typer.echo(f"aifactory {__version__}")
+        typer.echo(f"aifactory {aifactory.__version__}")
         raise typer.Exit
 
 
@@ -70,5 +96,33 @@ def _root(
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point: as ``app()``, but a usage error (a bad option value, a
+    missing argument) is one line ``error: ...`` and exit 2, like every other user error."""
+    from typer._click.exceptions import ClickException  # noqa: PLC0415
+
+    try:
+        code = app(standalone_mode=False)
+    except ClickException as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # the help, already formatted
+            exc.show()
+            raise SystemExit(exc.exit_code) from None
+        report_usage_error(exc)
+        raise SystemExit(exc.exit_code) from None
+    except typer.Abort:
+        sys.stderr.write("aborted\n")
+        raise SystemExit(1) from None
+    raise SystemExit(code if isinstance(code, int) else 0)
+
+
+def report_usage_error(exc: Exception) -> None:
+    """``error: MESSAGE (see 'aifactory CMD --help')`` on stderr, one line."""
+    from rich.markup import escape  # noqa: PLC0415
+
+    from aifactory.cli.common import err  # noqa: PLC0415
+
+    format_message = getattr(exc, "format_message", None)
+    message = format_message() if callable(format_message) else str(exc)
+    ctx = getattr(exc, "ctx", None)
+    hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+    line = " ".join(str(message).split())
+    err.print(f"[bold red]error:[/] {escape(line + hint)}", soft_wrap=True)

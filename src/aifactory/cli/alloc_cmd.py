@@ -242,3 +242,65 @@ def tenant_totals(rows: list[dict[str, Any]]) -> Table:
         share = f"{100 * used / granted:.0f}%" if granted > 0 else "-"
         table.add_row(tenant, f"{granted:.1f}", f"{used:.1f}", share, str(int(idle)))
     return table
+
+
+@app.command("synth")
+def synth(
+    applicants: Annotated[
+        int, typer.Option("--applicants", help="How many applicants ask for GPU-hours.", min=1)
+    ],
+    out_file: Annotated[Path, typer.Option("--out", help="Allocations file to write (YAML).")],
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the round's draws.")] = 0,
+    fleet: Annotated[str, typer.Option("--fleet", help="Bundled fleet name or YAML.")] = (
+        "korea-2025"
+    ),
+    tenant: Annotated[
+        str | None,
+        typer.Option(
+            "--tenant",
+            help="Tenant whose jobs the applicants run (default: the fleet's default tenant).",
+        ),
+    ] = None,
+    days: Annotated[float, typer.Option("--days", help="Length of the grants' period.")] = 14.0,
+    budget: Annotated[
+        float, typer.Option("--budget", help="The round's budget, x the tenant's capacity.")
+    ] = 1.0,
+    ask: Annotated[
+        float, typer.Option("--ask", help="Median ask, x what an applicant's share is.")
+    ] = 1.5,
+    overdraft: Annotated[
+        bool, typer.Option("--overdraft", help="Let granted projects run past the balance.")
+    ] = False,
+) -> None:
+    """Draw a funding round (requested vs granted, seeded) as an allocations file for the
+    twin (``simulate --allocations FILE``); see aifactory/twin/funding.py for the model."""
+    from aifactory.cli.common import user_errors  # noqa: PLC0415
+    from aifactory.fleet import load_fleet  # noqa: PLC0415
+    from aifactory.twin.funding import funding_round  # noqa: PLC0415
+
+    with user_errors():
+        spec_fleet = load_fleet(fleet)
+        try:
+            drawn = funding_round(
+                spec_fleet,
+                applicants,
+                seed,
+                tenant=tenant,
+                days=days,
+                budget=budget,
+                ask=ask,
+                overdraft=overdraft,
+            )
+        except ValueError as exc:
+            fail(str(exc))
+        try:
+            out_file.write_text(drawn.to_yaml(), encoding="utf-8")
+        except OSError as exc:
+            fail(f"--out: cannot write {out_file} ({exc})")
+    asked = sum(g.requested_gpu_hours or 0.0 for g in drawn.grants)
+    given = sum(g.gpu_hours for g in drawn.grants)
+    refused = sum(1 for g in drawn.grants if g.gpu_hours == 0)
+    out.print(
+        f"{applicants} applicants asked {asked:,.0f} B200-eq hours; granted {given:,.0f} "
+        f"to {applicants - refused}, rejected {refused}; wrote {out_file}"
+    )

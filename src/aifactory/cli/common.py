@@ -1,4 +1,4 @@
-"""Shared CLI plumbing: consoles, and turning spec errors into exit code 2 without a traceback."""
+"""Shared CLI plumbing: consoles, and turning user errors into exit code 2 without a traceback."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, NoReturn
 
 import typer
@@ -35,11 +36,31 @@ def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
     raise typer.Exit(code)
 
 
+def check_out_dir(path: Path, option: str = "--out") -> None:
+    """Exit 2 now if ``path`` cannot become an output directory, before any long work:
+    it is a file, lies under a file, or its nearest existing parent is not writable."""
+    if path.exists() and not path.is_dir():
+        fail(f"{option}: {path} exists and is not a directory")
+    parent = path
+    while not parent.exists():
+        if parent.parent == parent:
+            break
+        parent = parent.parent
+    if not parent.is_dir():
+        fail(f"{option}: cannot create {path}: {parent} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        fail(f"{option}: cannot create {path}: {parent} is not writable")
+
+
 @contextmanager
 def user_errors() -> Iterator[None]:
-    """Report :class:`SpecError` (and other documented input errors) as clean messages."""
+    """Report :class:`SpecError` (and other documented input errors) as clean messages;
+    an :class:`OSError` (a file that cannot be read or written) as one line, exit 2."""
     try:
         yield
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        fail(f"{where}{exc.strerror or exc}")
     except SpecError as exc:
         where = f"{exc.source}: " if exc.source else ""
         if len(exc.problems) == 1:

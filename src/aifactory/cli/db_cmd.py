@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from aifactory.cli.common import fail, out
+from aifactory.cli.common import fail, out, print_json
 
 if TYPE_CHECKING:
     from aifactory.service.db import Database
@@ -49,13 +49,20 @@ def upgrade(database_url: DbUrl = None) -> None:
 
 
 @app.command("current")
-def current(database_url: DbUrl = None) -> None:
+def current(
+    database_url: DbUrl = None,
+    as_json: Annotated[bool, typer.Option("--json", help='Print {"revision": ...}.')] = False,
+) -> None:
     """Show the schema revision (none: not migrated yet)."""
     from sqlalchemy.exc import OperationalError  # noqa: PLC0415
 
     db = open_database(database_url)
     try:
-        out.print(db.current_revision() or "none")
+        revision = db.current_revision()
+        if as_json:
+            print_json({"revision": revision})
+        else:
+            out.print(revision or "none")
     except OperationalError as exc:
         fail(f"database: {exc.orig}")
     finally:

@@ -17,18 +17,34 @@ from aifactory.fleet.summary import root_owner_map
 app = typer.Typer(help="Describe GPU fleets: sites, pods, NVLink domains, owners and quotas.")
 
 
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
 @app.command("list")
-def list_cmd() -> None:
+def list_cmd(as_json: JsonOpt = False) -> None:
     """List the bundled fleets with their size."""
+    rows = []
+    for name in bundled_fleets():
+        fleet = load_fleet(name)
+        s = fleet_summary(fleet)
+        rows.append(
+            {
+                "name": name,
+                "gpus": int(str(s["gpus_total"])),
+                "sites": len(fleet.sites),
+                "description": fleet.description,
+            }
+        )
+    if as_json:
+        print_json(rows)
+        return
     table = Table(title="Bundled fleets")
     table.add_column("name")
     table.add_column("GPUs", justify="right")
     table.add_column("sites", justify="right")
     table.add_column("description")
-    for name in bundled_fleets():
-        fleet = load_fleet(name)
-        s = fleet_summary(fleet)
-        table.add_row(name, f"{s['gpus_total']:,}", str(len(fleet.sites)), fleet.description)
+    for r in rows:
+        table.add_row(str(r["name"]), f"{r['gpus']:,}", str(r["sites"]), str(r["description"]))
     out.print(table)
 
 
@@ -111,6 +127,35 @@ def render_fleet(spec: Fleet, summary: dict[str, object]) -> None:
                 lend if cohort else "-",
             )
     out.print(quotas)
+
+
+@app.command("status")
+def status_cmd(as_json: JsonOpt = False) -> None:
+    """The live fleet of a running control plane, as sinfo: nodes per site, pod, GPU class
+    and state (idle, mix, alloc), node lists compressed."""
+    from aifactory.cli.job_cmd import client  # noqa: PLC0415 (only this command is a client)
+
+    with client() as api:
+        rows: list[dict[str, object]] = api.request("GET", "/v1/fleet/status")
+    if as_json:
+        print_json(rows)
+        return
+    table = Table("SITE", "POD", "CLASS", "STATE", box=box.SIMPLE)
+    for col in ("NODES", "GPUS", "USED"):
+        table.add_column(col, justify="right")
+    table.add_column("NODELIST")
+    for r in rows:
+        table.add_row(
+            str(r["site"]),
+            str(r["pod"]),
+            str(r["gpu_class"]),
+            str(r["state"]),
+            f"{r['nodes']:,}",
+            f"{r['gpus']:,}",
+            f"{r['gpus_used']:,}",
+            str(r["nodelist"]),
+        )
+    out.print(table)
 
 
 @app.command("validate")

@@ -1,8 +1,10 @@
 """`aifactory run` (what `make run` runs): the national scenario, end to end.
 
 Synthesise two weeks of the korea-2025 workload at 85% offered load, replay it in the
-twin with failures (Llama 3's rate and cause mix) and checkpoints, print per-owner
-GPU-hours, quota use, queueing, ETTR and energy, and write the full report.
+twin with failures (Llama 3's rate and cause mix) and checkpoints, with the five
+sovereign consortia's GPU-hour allocations enforced (the fleet's bundled allocations
+file), print per-owner GPU-hours, quota use, queueing, ETTR, energy and per-project
+allocation use, and write the full report.
 """
 
 from __future__ import annotations
@@ -13,9 +15,16 @@ from typing import Annotated, Any
 
 import typer
 
-from aifactory.cli.common import fail, out, user_errors
-from aifactory.cli.simulate_cmd import progress_bar, render_summary, write_outputs
-from aifactory.scheduler.config import BackfillMode
+from aifactory.cli.common import check_out_dir, err, fail, out, print_json, user_errors
+from aifactory.cli.simulate_cmd import (
+    GraceOpt,
+    PowerOpt,
+    power_switch,
+    progress_bar,
+    render_summary,
+    write_outputs,
+)
+from aifactory.scheduler.config import MAX_GRACE_S, BackfillMode
 from aifactory.scheduler.policies import PolicyName
 from aifactory.twin.inputs import CheckpointPolicy
 from aifactory.twin.run import TwinSpec, run_twin
@@ -30,9 +39,22 @@ def run_cmd(
         PolicyName.FIFO
     ),
     failures: Annotated[str, typer.Option("--failures", help="off | llama3 | FILE")] = "llama3",
+    preempt_grace: GraceOpt = 0.0,
+    power_cap: PowerOpt = "on",
     out_dir: Annotated[Path, typer.Option("--out", help="Where to write the results.")] = Path(
         "out/korea-2025"
     ),
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the summary as JSON (progress on stderr).")
+    ] = False,
+    allocations: Annotated[
+        str,
+        typer.Option(
+            "--allocations",
+            help="auto (the bundled allocations of the fleet, if any: korea-2025's five "
+            "consortia) | none | a file or bundled name.",
+        ),
+    ] = "auto",
 ) -> None:
     """The main job: a national workload on the korea-2025 fleet, with failures."""
     from aifactory.fleet import load_fleet  # noqa: PLC0415 (keeps `--help` fast)
@@ -40,12 +62,23 @@ def run_cmd(
 
     if days <= 0 or load <= 0:
         fail("--days and --load: must be > 0")
+    if not 0 <= preempt_grace <= MAX_GRACE_S:
+        fail(f"--preempt-grace: must be from 0 to {MAX_GRACE_S:g} s (got {preempt_grace})")
+    check_out_dir(out_dir)
     t0 = time.perf_counter()
+    say = err.print if as_json else out.print  # stdout is the JSON alone with --json
+    grants: str | None = allocations
+    if allocations == "auto":
+        from aifactory.twin.allocfile import bundled_allocations  # noqa: PLC0415
+
+        grants = fleet if fleet in bundled_allocations() else None
+    elif allocations == "none":
+        grants = None
     with user_errors():
         spec_fleet = load_fleet(fleet)
-        out.print(f"[bold]aifactory[/]: {days:g} days of {fleet} at load {load:g}, seed {seed}")
+        say(f"[bold]aifactory[/]: {days:g} days of {fleet} at load {load:g}, seed {seed}")
         table = synthesize(spec_fleet, days, load, seed)
-    out.print(f"synthesised {table.num_rows:,} jobs in {time.perf_counter() - t0:.1f} s")
+    say(f"synthesised {table.num_rows:,} jobs in {time.perf_counter() - t0:.1f} s")
     spec = TwinSpec(
         fleet=fleet,
         trace=f"synth-{fleet}-{days:g}d-load{load:g}",
@@ -57,13 +90,21 @@ def run_cmd(
         checkpoint_write_s=60.0,
         until_s=days * 86400.0,
         backfill_interval_s=30.0,  # Slurm's bf_interval default: deep backfill scans every 30 s
+        preempt_grace_s=preempt_grace,
+        power_cap=power_switch(power_cap),
+        allocations=grants,
     )
     with user_errors(), progress_bar("twin") as update:
         run = run_twin(spec, table=table, fleet=spec_fleet, progress=update)
-    render_summary(run.summary)
-    _what_lending_buys(run.summary)
+    if not as_json:
+        render_summary(run.summary)
+        _what_lending_buys(run.summary)
+        _what_caps_cost(run.summary)
     with user_errors():
         report = write_outputs(run, out_dir)
+    if as_json:
+        print_json(run.summary)
+        return
     out.print(f"report: {report}  (total {time.perf_counter() - t0:.0f} s)")
 
 
@@ -85,3 +126,22 @@ def _what_lending_buys(summary: dict[str, Any]) -> None:
             f"  {tenant}: {borrowed:,.0f} "
             f"({borrowed / max(hours, 1e-9):.1%} of its GPU-hours: {named})"
         )
+
+
+def _what_caps_cost(summary: dict[str, Any]) -> None:
+    """What the sites' power caps cost the run (GPU-hours of jobs they held back)."""
+    power = summary.get("power_cap") or {}
+    if not power.get("on"):
+        out.print("power caps: off (capacities only reported)")
+        return
+    capped = power.get("capped_sites") or []
+    if not capped:
+        out.print(
+            "power caps: on; no site's peak draw (every GPU busy) exceeds its capacity, "
+            "so the caps cost nothing here"
+        )
+        return
+    out.print(
+        f"power caps: on at {', '.join(capped)}; they held jobs back for "
+        f"{power['gpu_hours_held']:,.0f} GPU-hours ({power['refused_starts']:,} starts refused)"
+    )

@@ -16,16 +16,31 @@ FileArg = Annotated[str, typer.Argument(help="Bundled scenario name or path to a
 
 
 @app.command("list")
-def list_cmd() -> None:
+def list_cmd(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
     """List the bundled scenarios."""
     from aifactory.whatif.apply import bundled_scenarios, load_scenario  # noqa: PLC0415
 
-    table = Table(title="Bundled scenarios")
-    for col in ("name", "variations", "description"):
-        table.add_column(col)
+    rows = []
     for name in bundled_scenarios():
         scenario, _ = load_scenario(name)
-        table.add_row(name, str(len(scenario.variations)), scenario.description)
+        rows.append(
+            {
+                "name": name,
+                "variations": len(scenario.variations),
+                "description": scenario.description,
+            }
+        )
+    if as_json:
+        print_json(rows)
+        return
+    table = Table(title="Bundled scenarios")
+    table.add_column("name")
+    table.add_column("variations", justify="right")
+    table.add_column("description")
+    for r in rows:
+        table.add_row(str(r["name"]), str(r["variations"]), str(r["description"]))
     out.print(table)
 
 

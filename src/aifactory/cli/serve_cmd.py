@@ -4,12 +4,46 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import socket
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from aifactory.cli.common import fail, user_errors
+from aifactory.scheduler.config import MAX_GRACE_S
+
+if TYPE_CHECKING:
+    from aifactory.service.db import Database
+
+
+def check_port(host: str, port: int) -> None:
+    """Exit 2 now if ``host:port`` cannot be listened on (busy, or not an address here),
+    rather than after the database is migrated and the scheduler has started."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        fail(f"--host: cannot resolve {host!r} ({exc.strerror})")
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        # as Uvicorn binds: SO_REUSEADDR, so a port in TIME_WAIT is not reported busy
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            fail(f"--port: cannot listen on {host}:{port} ({exc.strerror or exc})")
+
+
+def check_database(db: Database) -> None:
+    """Exit 2 now if the database cannot be reached (one connection, then closed)."""
+    from sqlalchemy.exc import SQLAlchemyError  # noqa: PLC0415
+
+    try:
+        with db.read():
+            pass
+    except SQLAlchemyError as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        fail(f"--database-url: cannot connect to {db.url.render_as_string()} ({reason})")
 
 
 def serve(
@@ -52,6 +86,13 @@ def serve(
     ] = None,
     policy: Annotated[str, typer.Option("--policy", help="Scheduling policy.")] = "fifo",
     backfill: Annotated[str, typer.Option("--backfill", help="easy or none.")] = "easy",
+    preempt_grace: Annotated[
+        float,
+        typer.Option(
+            "--preempt-grace",
+            help="Seconds a preempted job keeps its GPUs to save, SIGTERM to SIGKILL (0: none).",
+        ),
+    ] = 0.0,
     tick: Annotated[
         float, typer.Option("--tick", min=0.01, help="Seconds between periodic cycles.")
     ] = 1.0,
@@ -118,6 +159,8 @@ def serve(
         fail(f"--executor: unknown executor '{executor}' (use local, slurm, ray or noop)")
     if backfill not in ("easy", "none"):
         fail(f"--backfill: unknown mode '{backfill}' (use easy or none)")
+    if not 0 <= preempt_grace <= MAX_GRACE_S:
+        fail(f"--preempt-grace: must be from 0 to {MAX_GRACE_S:g} s (got {preempt_grace})")
     try:
         lost = LostPolicy(lost_policy)
     except ValueError:
@@ -131,6 +174,7 @@ def serve(
         ray_address=ray_address or default_ray_address(),
         policy=policy,
         backfill=backfill,
+        preempt_grace_s=preempt_grace,
         tick_s=tick,
         run_scheduler=scheduler,
         lost_policy=lost,
@@ -149,12 +193,14 @@ def serve(
         if auth_failures is None
         else auth_failures,
     )
+    check_port(host, port)
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     with user_errors():
         try:
             service = Service(settings)
         except (DatabaseError, ValueError, KeyError) as exc:
             fail(str(exc))
+    check_database(service.db)
     pacer = GcPacer()  # keeps full collections off the submit path (see gcpacing.py)
     pacer.start()
     try:

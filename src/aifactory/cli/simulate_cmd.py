@@ -13,8 +13,8 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from aifactory.cli.common import err, fail, out, print_json, user_errors
-from aifactory.scheduler.config import BackfillMode
+from aifactory.cli.common import check_out_dir, err, fail, out, print_json, user_errors
+from aifactory.scheduler.config import MAX_GRACE_S, BackfillMode
 from aifactory.scheduler.policies import PolicyName
 from aifactory.twin.inputs import CheckpointPolicy
 from aifactory.twin.run import TwinRun, TwinSpec, run_twin
@@ -52,8 +52,32 @@ CkptWriteOpt = Annotated[
 RestartOpt = Annotated[
     float, typer.Option("--restart-overhead", help="Seconds a (re)start costs after eviction.")
 ]
+GraceOpt = Annotated[
+    float,
+    typer.Option(
+        "--preempt-grace",
+        help="Seconds a preempted job keeps its GPUs to save (jobs whose trace says "
+        "nothing); 0: it loses the work since its last checkpoint.",
+    ),
+]
+PowerOpt = Annotated[
+    str,
+    typer.Option(
+        "--power-cap",
+        help="on: a start that would take a site's power over its capacity waits "
+        "(reason power_cap); off: capacities are only reported.",
+    ),
+]
 UntilOpt = Annotated[
     float | None, typer.Option("--until", help="Stop at this simulated time (seconds).")
+]
+AllocOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--allocations",
+        help="Allocations file (YAML: projects, grants, top-ups) or a bundled name: hold "
+        "and charge the jobs of projects (issue #19).",
+    ),
 ]
 
 
@@ -97,11 +121,19 @@ def _spec(**kwargs: Any) -> TwinSpec:
         fail("--checkpoint-write: must be >= 0")
     if kwargs["restart_overhead_s"] < 0:
         fail("--restart-overhead: must be >= 0")
+    grace = kwargs["preempt_grace_s"]
+    if not 0 <= grace <= MAX_GRACE_S:
+        fail(f"--preempt-grace: must be from 0 to {MAX_GRACE_S:g} s (got {grace})")
     if kwargs["policy"] not in {p.value for p in PolicyName}:
         known = ", ".join(p.value for p in PolicyName)
         fail(f"--policy: unknown '{kwargs['policy']}' (known: {known})")
     if not Path(kwargs["trace"]).exists():
         fail(f"--trace: file not found: {kwargs['trace']}")
+    if kwargs.get("allocations") is not None:
+        from aifactory.twin.allocfile import load_allocations  # noqa: PLC0415
+
+        with user_errors():
+            load_allocations(kwargs["allocations"])  # a bad file fails before the run
     return TwinSpec(**kwargs)
 
 
@@ -140,7 +172,55 @@ def write_outputs(run: TwinRun, out_dir: Path) -> Path:
         results = pool.submit(write_results, out_dir, run.summary, jobs, series)
         path = write_report(out_dir, run.summary, jobs, series)
         results.result()
-        return path
+    projects = run.projects_table()
+    if projects is not None:  # (after write_results: it makes the folder)
+        import pyarrow.parquet as pq  # noqa: PLC0415
+
+        from aifactory.twin.allocreport import PROJECTS_FILE  # noqa: PLC0415
+
+        pq.write_table(projects, out_dir / PROJECTS_FILE)
+    return path
+
+
+def render_projects(s: dict[str, Any]) -> None:
+    """The per-project allocation table of a run with allocations (B200-equivalent hours)."""
+    projects = s.get("projects")
+    if not projects:
+        return
+    per = Table(title=f"Per project (allocations: {s['allocations']['name']}; B200-eq hours)")
+    cols = (
+        "project",
+        "tenant",
+        "granted",
+        "used",
+        "wasted",
+        "left",
+        "denied job-h",
+        "held",
+        "avg queue",
+    )
+    for col in cols:
+        per.add_column(col, justify="left" if col in ("project", "tenant") else "right")
+    for name, v in projects.items():
+        per.add_row(
+            name,
+            v["tenant"],
+            f"{v['granted_b200h']:,.0f}",
+            f"{v['used_b200h']:,.0f}",
+            f"{v['wasted_b200h']:,.0f}",
+            f"{v['left_b200h']:,.0f}",
+            f"{v['denied_job_hours']:,.1f}",
+            f"{v['jobs_held']:,}",
+            _fmt_s(v["avg_queue_s"]),
+        )
+    out.print(per)
+
+
+def power_switch(value: str) -> bool:
+    """``--power-cap on|off`` as a bool (one line of error otherwise)."""
+    if value not in ("on", "off"):
+        fail(f"--power-cap: must be on or off (got {value!r})")
+    return value == "on"
 
 
 def _borrowed(v: dict[str, Any]) -> str:
@@ -214,6 +294,7 @@ def render_summary(s: dict[str, Any]) -> None:
         )
     for reason, count in s.get("rejected_reasons", {}).items():
         out.print(f"rejected ({reason}): {count:,}")
+    render_projects(s)
 
 
 def simulate(
@@ -229,11 +310,16 @@ def simulate(
     checkpoint: CkptOpt = CheckpointPolicy.TRACE,
     checkpoint_write: CkptWriteOpt = 0.0,
     restart_overhead: RestartOpt = 60.0,
+    preempt_grace: GraceOpt = 0.0,
+    power_cap: PowerOpt = "on",
     until: UntilOpt = None,
+    allocations: AllocOpt = None,
     out_dir: Annotated[Path | None, typer.Option("--out", help="Write results here.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Replay a trace on a fleet under one policy; print the summary, write results."""
+    if out_dir is not None:
+        check_out_dir(out_dir)
     spec = _spec(
         fleet=fleet,
         trace=trace,
@@ -247,7 +333,10 @@ def simulate(
         checkpoint=checkpoint,
         checkpoint_write_s=checkpoint_write,
         restart_overhead_s=restart_overhead,
+        preempt_grace_s=preempt_grace,
+        power_cap=power_switch(power_cap),
         until_s=until,
+        allocations=allocations,
     )
     run = _run(spec)
     if out_dir is not None:
@@ -273,12 +362,16 @@ def compare(
     seed: SeedOpt = 0,
     estimate_error: ErrorOpt = 0.0,
     failures: FailuresOpt = "off",
+    preempt_grace: GraceOpt = 0.0,
+    power_cap: PowerOpt = "on",
     out_dir: Annotated[
         Path | None, typer.Option("--out", help="Write compare.json/html here.")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the rows as JSON.")] = False,
 ) -> None:
     """Run several policies on the same input and compare them side by side."""
+    if out_dir is not None:
+        check_out_dir(out_dir)
     from aifactory.reports.compare import (  # noqa: PLC0415
         COMPARE_METRICS,
         comparison_rows,
@@ -305,6 +398,8 @@ def compare(
             checkpoint=CheckpointPolicy.TRACE,
             checkpoint_write_s=0.0,
             restart_overhead_s=60.0,
+            preempt_grace_s=preempt_grace,
+            power_cap=power_switch(power_cap),
             until_s=None,
         )
         for p in policies

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from aifactory.cli.common import err, fail, out, user_errors
+from aifactory.cli.common import check_out_dir, err, fail, out, user_errors
 
 MAX_SEEDS = 1000
 MAX_WORKERS = 1024
@@ -58,6 +58,7 @@ def sweep(
     k = workers if workers is not None else (os.cpu_count() or 1)
     if not 1 <= k <= MAX_WORKERS:
         fail(f"--workers: must be between 1 and {MAX_WORKERS} (got {k})")
+    check_out_dir(out_dir)
     if engine not in {e.value for e in Engine}:
         fail(f"--engine: unknown '{engine}' (known: local, ray)")
     if ray_address is not None and engine != Engine.RAY:

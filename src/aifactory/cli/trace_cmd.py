@@ -52,6 +52,7 @@ def import_cmd(
     strict: Annotated[
         bool, typer.Option("--strict", help="Fail on the first bad row instead of skipping it.")
     ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the counts as JSON.")] = False,
 ) -> None:
     """Normalise a trace into the Parquet schema the twin reads; report what was skipped."""
     with user_errors():
@@ -61,8 +62,21 @@ def import_cmd(
             mapping=parse_mapping(mapping, str(file)),
             time_format=time_format,
             strict=strict,
+            require_jobs=True,  # nothing to write: the first bad line and why, exit 2
         )
         write_trace(result.table, out_path)
+    if as_json:
+        print_json(
+            {
+                "format": result.format,
+                "rows_read": result.rows_read,
+                "rows_kept": result.rows_kept,
+                "cpu_jobs": result.cpu_jobs,
+                "skipped": result.skipped,
+                "out": str(out_path),
+            }
+        )
+        return
     render_import(result, str(file))
     out.print(f"wrote {result.rows_kept:,} jobs to {escape(str(out_path))}")
 

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from pydantic import ValidationError
-from pydantic_core import ErrorDetails
+if TYPE_CHECKING:  # types only: the CLI imports SpecError on every start, pydantic lazily
+    from pydantic import ValidationError
+    from pydantic_core import ErrorDetails
 
 _SUBPATH = re.compile(
     r"^((?:\[\d+\])?[A-Za-z_][\w]*(?:\[\d+\])*(?:\.[A-Za-z_]\w*(?:\[\d+\])*)*|\[\d+\](?:\.\w+)?): "

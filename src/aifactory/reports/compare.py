@@ -43,6 +43,8 @@ COMPARE_METRICS: tuple[tuple[str, str, str], ...] = (
     ("p99_queue_s", "p99 queue", "dur"),
     ("utilization", "utilisation", "pct"),
     ("preemptions", "preemptions", "int"),
+    ("gpu_hours_lost_preemption", "GPU-h lost to preemption", "num"),
+    ("gpu_hours_lost_failure", "GPU-h lost to failures", "num"),
     ("wall_s", "wall time", "dur"),
 )
 """``(summary key, column title, format)`` of each compared metric, in table order."""

@@ -44,6 +44,8 @@ from aifactory.reports.results import (
     cdf_points,
     downsample_mean,
     float_column,
+    site_power_column,
+    sites_of_timeseries,
     size_class_index,
     tenants_of_timeseries,
     to_polars,
@@ -397,6 +399,21 @@ def _energy_section(summary: Mapping[str, Any], ts: pl.DataFrame) -> str:
             {"site capacity (all sites)": cap_total} if cap_total > 0 else None,
         )
         parts.append(figure(charts.render_svg(fig, "power")))
+        for site in sites_of_timeseries(ts.columns):
+            cap = _num(caps.get(site))
+            t, (site_mw,) = downsample_mean(
+                float_column(ts, "t_s"),
+                [float_column(ts, site_power_column(site))],
+                TIMESERIES_POINTS,
+            )
+            fig = charts.lines_over_time_figure(
+                t,
+                {f"{site} facility power": site_mw},
+                f"Power at {site} against its capacity",
+                "MW",
+                {f"{site} capacity": cap} if cap else None,
+            )
+            parts.append(figure(charts.render_svg(fig, f"power-{site}")))
     return section("Energy", *parts)
 
 
@@ -417,6 +434,51 @@ def _reasons_section(summary: Mapping[str, Any]) -> str:
         "Rejected jobs",
         table(["reason", "jobs"], [(k, fmt_int(v)) for k, v in rows], [False, True]),
         note="Jobs that can never run on this fleet (for example, bigger than any site).",
+    )
+
+
+def _projects_section(summary: Mapping[str, Any]) -> str:
+    """Per project of a run with an allocations file: granted, used, wasted, denied, queue."""
+    projects = summary.get("projects")
+    if not isinstance(projects, Mapping) or not projects:
+        return ""
+    cols = [
+        ("project", "project", "text"),
+        ("tenant", "tenant", "text"),
+        ("requested_b200h", "requested", "float"),
+        ("granted_b200h", "granted", "float"),
+        ("used_b200h", "used", "float"),
+        ("overrun_b200h", "overrun", "float"),
+        ("wasted_b200h", "wasted", "float"),
+        ("left_b200h", "left", "float"),
+        ("denied_job_hours", "denied (job-h)", "float"),
+        ("jobs", "jobs", "int"),
+        ("jobs_held", "held", "int"),
+        ("avg_queue_s", "mean queue", "duration"),
+        ("p99_queue_s", "p99 queue", "duration"),
+    ]
+
+    def cell(kind: str, value: object) -> str:
+        if kind == "float":
+            return fmt_float(value, 4)
+        if kind == "int":
+            return fmt_int(value)
+        return fmt_duration(value) if kind == "duration" else fmt_any(value)
+
+    body = [
+        [cell(kind, row.get(key)) for key, _t, kind in cols]
+        for row in projects.values()
+        if isinstance(row, Mapping)
+    ]
+    alloc = summary.get("allocations")
+    name = alloc.get("name", DASH) if isinstance(alloc, Mapping) else DASH
+    return section(
+        f"Projects and allocations ({name})",
+        table([t for _k, t, _kind in cols], body, [False, False] + [True] * (len(cols) - 2)),
+        note="B200-equivalent hours. Granted: grants whose period began by the end of the "
+        "run, top-ups included. Used: charged (every run interval, whatever ended it). "
+        "Wasted: left on grants that expired. Denied: hours jobs waited, held on their "
+        "allocation. Queue delay includes that wait.",
     )
 
 
@@ -560,6 +622,7 @@ def build_report(
             _jobs_breakdown(jdf),
             _energy_section(summary, ts),
             _reasons_section(summary),
+            _projects_section(summary),
             _observed_section(summary),
         ]
     )

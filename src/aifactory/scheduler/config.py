@@ -33,6 +33,10 @@ MIN_CHECKPOINT_S: Final = 1.0
 MAX_PRIORITY: Final = 2**31 - 1  # int32, as Kubernetes priority values
 MAX_HBM_GB: Final = 100_000.0  # GPU memory per GPU: far beyond any GPU (B300: 288 GB)
 MAX_CLASSES: Final = 16  # acceptable GPU classes a job may list
+# A preempted job's grace to save (its GPUs stay held that long): a day is far beyond any
+# trainer's save (Slurm's GraceTime and Kubernetes' termination grace are seconds to
+# minutes), and a bound keeps a tenant from holding GPUs for ever by asking for more.
+MAX_GRACE_S: Final = 86400.0
 
 
 class BackfillMode(StrEnum):
@@ -66,6 +70,9 @@ class SchedulerConfig:
     preemption: bool = True  # whether a waiting job may evict running ones
     restart_overhead_s: float = 60.0  # Tiresias measured ~62 s per restart (facts.md §3)
     checkpoint_write_s: float = 0.0  # progress pause per checkpoint written
+    # Seconds a preempted job keeps its GPUs to save, for jobs that do not say
+    # (Job.preempt_grace_s); 0: none, it loses the work since its last checkpoint.
+    preempt_grace_s: float = 0.0
     # Each policy's own parameters, defined and checked by the policy's module (a policy
     # that is not chosen ignores its parameters).
     las: LasParams = field(default_factory=LasParams)
@@ -78,6 +85,9 @@ class SchedulerConfig:
     # owners is scheduled as one class per owner (see aifactory/scheduler/owners.py).
     # Off: a tenant's quota is served from any owner's GPUs of the class.
     owner_hardware: bool = True
+    # Sites under their power caps: a start that would take a site's IT power over
+    # power_mw / PUE waits (reason "power cap"; see aifactory/scheduler/power.py).
+    power_cap: bool = True
     tuning: Tuning = Tuning()
 
     def __post_init__(self) -> None:
@@ -98,6 +108,9 @@ class SchedulerConfig:
         ):
             if not (math.isfinite(value) and 0.0 <= value <= MAX_SECONDS):
                 return f"{name}: must be from 0 to {MAX_SECONDS:g} s (got {value!r})"
+        grace = self.preempt_grace_s
+        if not (math.isfinite(grace) and 0.0 <= grace <= MAX_GRACE_S):
+            return f"preempt_grace_s: must be from 0 to {MAX_GRACE_S:g} s (got {grace!r})"
         for params in (self.las.problem(), self.fair.problem()):
             if params is not None:
                 return params
@@ -128,8 +141,11 @@ def job_problem(job: Job) -> str | None:
                 f"checkpoint_s: must be none or from {MIN_CHECKPOINT_S:g} to "
                 f"{MAX_SECONDS:g} s (got {interval!r})"
             )
+        grace = job.preempt_grace_s
+        if grace is not None and not 0.0 <= grace <= MAX_GRACE_S:
+            return f"preempt_grace_s: must be none or from 0 to {MAX_GRACE_S:g} s (got {grace!r})"
     except TypeError:  # (pure Python only: compiled, the fields are typed floats)
-        return "duration_s, estimate_s, submit_s, checkpoint_s: must be numbers"
+        return "duration_s, estimate_s, submit_s, checkpoint_s, preempt_grace_s: must be numbers"
     priority = job.priority
     if type(priority) is not int or not -MAX_PRIORITY <= priority <= MAX_PRIORITY:
         return f"priority: must be an integer within +-{MAX_PRIORITY} (got {priority!r})"

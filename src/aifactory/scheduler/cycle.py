@@ -27,12 +27,14 @@ from typing import final
 from aifactory.heap import Keyed, RowHeap, before
 from aifactory.heap import pop as head_pop
 from aifactory.heap import push as head_push
-from aifactory.scheduler.placement import find_placement
+from aifactory.scheduler.grace import Grace
+from aifactory.scheduler.owners import fold_by_class, home_then_most_idle
 from aifactory.scheduler.policies import TenantUsage
 from aifactory.scheduler.queue import key_pair, row_first
 from aifactory.scheduler.records import (
     PREEMPTED_FOR,
     WAIT_CAPACITY,
+    WAIT_POWER,
     WAIT_QUOTA,
     WAIT_RESERVATION,
     CycleResult,
@@ -40,7 +42,7 @@ from aifactory.scheduler.records import (
     Reservation,
 )
 from aifactory.scheduler.seat import Seat
-from aifactory.scheduler.state import INF, SchedulerState
+from aifactory.scheduler.state import INF
 
 
 @final
@@ -63,7 +65,7 @@ class Head(Keyed):
         self.tix = tix
 
 
-class Cycle(SchedulerState):
+class Cycle(Grace):
     """The pass over a scheduler's state (see the module's docstring)."""
 
     def _heads(self, now: float) -> list[Head]:
@@ -318,12 +320,7 @@ class Cycle(SchedulerState):
         fold = self._fold
         if fold is not None:  # shares of the fleet's classes, whoever owns the GPUs
             capacity = self._fleet_capacity
-            d = [0.0] * len(capacity)
-            r = [0] * len(capacity)
-            for c, f in enumerate(fold):
-                d[f] += decayed[c]
-                r[f] += running[c]
-            decayed, running = tuple(d), tuple(r)
+            decayed, running = fold_by_class(fold, len(capacity), decayed, running)
         usage = {
             name: TenantUsage(decayed_gpus=decayed, running_gpus=running, weight=self.weight[t])
         }
@@ -335,17 +332,7 @@ class Cycle(SchedulerState):
         hardware) so, then other owners' hardware, the most idle first (where it borrows)."""
         cells = self.quota.cells[tenant]
         if self._fold is not None:
-            free = self.cs.class_free
-            return tuple(
-                sorted(
-                    classes,
-                    key=lambda c: (
-                        (0, cells[c].used - cells[c].nominal, c)
-                        if cells[c].nominal > 0
-                        else (1, -free[c], c)
-                    ),
-                )
-            )
+            return home_then_most_idle(classes, cells, self.cs.class_free)
         if len(classes) == 2:  # the common mixed fleet: one comparison, no sort
             a, b = classes
             ka, kb = cells[a].used - cells[a].nominal, cells[b].used - cells[b].nominal
@@ -361,6 +348,8 @@ class Cycle(SchedulerState):
         else, blocked for GPUs, it may take the class's EASY reservation. True if it
         started. ``head``: the job heads its tenant's queue in this pass.
         """
+        if seat.claim_s >= 0 and self._waiting_on_claim(seat, now):
+            return False  # it waits for the GPUs of victims still saving (grace)
         all_classes = self._classes(seat)
         blocked: int | None = None
         gpus = seat.gpus
@@ -370,6 +359,7 @@ class Cycle(SchedulerState):
         # Classes without enough free GPUs first (a plain loop, and the job's own tuple
         # kept when none is ruled out: this runs for every job tried).
         ruled_out = False
+        refused = self.power.refused  # (grows if a cap refuses it a placement)
         turned = False  # a reservation turned it away in some class
         short = False  # its quota fits in some class that lacks a placement for it
         for c in all_classes:
@@ -401,7 +391,7 @@ class Cycle(SchedulerState):
                 self.shortcuts.no_fit += 1
                 found = None  # a smaller gang found no placement here in this pass
             else:
-                found = find_placement(self.cs, c, gpus, cross_site=seat.cross)
+                found = self.power.place(c, gpus, cross_site=seat.cross)
             if found is None:
                 if ctx.memo:
                     no_fit[fit_key] = min(gpus, no_fit.get(fit_key, INF))
@@ -435,6 +425,8 @@ class Cycle(SchedulerState):
                     continue
                 if self._try_preempt(seat, c, now, res, ctx):
                     return True
+                if seat.claim_s >= 0:
+                    return False  # its victims save first: it waits for them (grace)
                 if remember:
                     ctx.preempt_failed[failed] = gpus
         if (
@@ -446,22 +438,17 @@ class Cycle(SchedulerState):
             # Blocked for GPUs, not by others' quota: as GPUs free up (the tenant's own
             # running jobs included) the job can start, so it holds the reservation.
             ctx.reservations[blocked] = self.backfill.reserve(seat, blocked, self.seats, now)
-        # Why it waits: short of GPUs where its quota fits (it starts once they free up),
-        # before turned away by a reservation, before its quota.
-        if short or (ruled_out and self._quota_fits_where_short(seat)):
+        # Why it waits: GPUs were there but a site's power cap refused them, before short
+        # of GPUs where its quota fits (it starts once they free up), before turned away
+        # by a reservation, before its quota.
+        if self.power.refused != refused:
+            self._waits(seat, WAIT_POWER, now)
+        elif short or (ruled_out and self._quota_fits_where_short(seat)):
             self._waits(seat, WAIT_CAPACITY, now)
         elif turned:
             self._waits(seat, WAIT_RESERVATION, now)
         else:
             self._waits(seat, WAIT_QUOTA, now)
-        return False
-
-    def _quota_fits_where_short(self, seat: Seat) -> bool:
-        """Whether the job's quota fits in a class that has too few free GPUs for it."""
-        class_free = self.cs.class_free
-        for c in self._classes(seat):
-            if seat.gpus > class_free[c] and self.quota.fits(seat.tix, c, seat.gpus):
-                return True
         return False
 
     # ================================================================ preemption
@@ -470,23 +457,40 @@ class Cycle(SchedulerState):
     ) -> bool:
         """Start the seat's job in class ``gpu_class`` by evicting the victims preemption chooses (a
         victim started earlier in this pass has its start withdrawn instead); False,
-        changing nothing, when no set of victims lets it start."""
+        changing nothing, when no set of victims lets it start. Also False, with a claim
+        on their GPUs (``seat.claim_s``), when some victims keep their GPUs to save
+        (:mod:`~aifactory.scheduler.grace`): the job starts once they give them back."""
         chosen = self.preemption.search(seat, gpu_class, now, ctx.started)
         if chosen is None:
             return False
         this_pass = ctx.started
         job = seat.job
+        saving_until = -1.0  # when the last victim that keeps its GPUs to save gives them back
+        own_saving = 0  # GPUs of the job's own tenant among those victims
         for v in chosen:
             victim = v.seat
             if this_pass and victim.index in this_pass:
                 self._withdraw(victim, now, job, ctx, res)  # (still detached)
                 continue
             self.running.reattach(victim, now)
-            self._evict(victim, now, job, reason=PREEMPTED_FOR, push=False)
+            grace = self.grace_of(victim)
+            if grace > 0:
+                self._begin_grace(victim, now, job, grace)  # (keeps its GPUs meanwhile)
+                saving_until = max(saving_until, now + grace)
+                if victim.tix == seat.tix:
+                    own_saving += victim.gpus
+            else:
+                self._evict(victim, now, job, reason=PREEMPTED_FOR, push=False)
             res.preempted.append(victim.job)
         # The victims' GPUs and quota came back (those beyond the need stay free, and
         # their tenants' quota is freed): "does not fit" may no longer hold.
         ctx.forget()
+        if saving_until >= 0:
+            # Some victims save first: the job waits for their GPUs (grace), and is not
+            # tried again until then. (Reported as not started: it stays in its queue.)
+            # (the pass asks for its wake-up)
+            self._claim(seat, gpu_class, saving_until, now, own_saving)
+            return False
         found = self.preemption.startable(seat, gpu_class)
         if found is None:  # cannot happen: the victims' GPUs were just freed
             msg = f"preemption for {job.id} freed GPUs that no longer fit it"

@@ -27,11 +27,19 @@ its home hardware first, then lenders' hardware with the most idle GPUs first.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from aifactory.fleet.topology import Topology
+
+if TYPE_CHECKING:
+    from librt.vecs import vec
+    from mypy_extensions import i64
+
+    from aifactory.scheduler.quota import QuotaCell
 
 MIXED = "mixed"  # a job that ran on the hardware of several owners
 
@@ -153,3 +161,30 @@ def sched_classes(topo: Topology, *, by_owner: bool = True) -> SchedClasses:
         of_flavor=tuple(of_flavor),
         home=home,
     )
+
+
+def home_then_most_idle(
+    classes: tuple[int, ...], cells: Sequence[QuotaCell], free: vec[i64]
+) -> tuple[int, ...]:
+    """The order in which a job tries its scheduling classes: those where its tenant has
+    nominal quota (its home hardware) first, the most unused nominal first; then other
+    owners' hardware (where it would borrow), the most idle GPUs first; ties by index."""
+
+    def key(c: int) -> tuple[int, int, int]:
+        cell = cells[c]
+        return (0, cell.used - cell.nominal, c) if cell.nominal > 0 else (1, -free[c], c)
+
+    return tuple(sorted(classes, key=key))
+
+
+def fold_by_class(
+    flavor: tuple[int, ...], n: int, decayed: tuple[float, ...], running: tuple[int, ...]
+) -> tuple[tuple[float, ...], tuple[int, ...]]:
+    """A tenant's usage per scheduling class summed per fleet class (``flavor`` maps the
+    one to the other): fair shares are of the fleet's classes, whoever owns the GPUs."""
+    d = [0.0] * n
+    r = [0] * n
+    for c, f in enumerate(flavor):
+        d[f] += decayed[c]
+        r[f] += running[c]
+    return tuple(d), tuple(r)

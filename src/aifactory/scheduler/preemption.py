@@ -19,7 +19,7 @@ from typing import Final, final
 
 from aifactory.heap import Keyed, RowHeap
 from aifactory.scheduler.cluster import ClusterState
-from aifactory.scheduler.placement import Level, find_placement
+from aifactory.scheduler.placement import Level
 from aifactory.scheduler.policies import Policy
 from aifactory.scheduler.quota import QuotaBook
 from aifactory.scheduler.running import Running
@@ -204,6 +204,7 @@ class Preemption:
         checkpoint_write_s: float,
         pod_capacity: list[int],
         site_capacity: list[int],
+        preempt_grace_s: float = 0.0,
     ) -> None:
         self.running = running
         self.cs: ClusterState = running.cs
@@ -211,6 +212,7 @@ class Preemption:
         self.policy = policy
         self.preemptive = policy.preemptive  # (a plain attribute: read per candidate)
         self.checkpoint_write_s = checkpoint_write_s
+        self.preempt_grace_s = preempt_grace_s  # for jobs that do not say (Job.preempt_grace_s)
         self.pod_capacity = pod_capacity  # largest pod's GPUs, per class
         self.site_capacity = site_capacity  # largest site's GPUs, per class
         self.rules = list(RULES.values())
@@ -236,17 +238,23 @@ class Preemption:
 
     def lost_if_evicted(self, seat: Seat, now: float) -> float:
         """GPU-seconds of work ``job`` would lose if evicted now (unsaved progress and the
-        restart overhead it paid)."""
+        restart overhead it paid; with a grace, the grace, and no progress if the grace
+        is long enough to save it: :mod:`~aifactory.scheduler.grace`)."""
+        grace = seat.job.preempt_grace_s
+        if grace is None:
+            grace = self.preempt_grace_s
+        if grace > 0 and grace >= self.checkpoint_write_s:
+            return (grace + seat.overhead_s) * seat.gpus
         unsaved = unsaved_progress(
             now - seat.run_start_s, seat.overhead_s, seat.checkpoint_s, self.checkpoint_write_s
         )
-        return (unsaved + seat.overhead_s) * seat.gpus
+        return (unsaved + seat.overhead_s + grace) * seat.gpus
 
     def startable(self, seat: Seat, gpu_class: int) -> tuple[Level, list[tuple[int, int]]] | None:
         """A placement for ``job`` in the class now, if its quota allows one."""
         if not self.quota.fits(seat.tix, gpu_class, seat.gpus):
             return None
-        return find_placement(self.cs, gpu_class, seat.gpus, cross_site=seat.cross)
+        return self.running.power.place(gpu_class, seat.gpus, cross_site=seat.cross)
 
     def search(
         self, seat: Seat, gpu_class: int, now: float, this_pass: StartedThisPass
@@ -299,7 +307,7 @@ class Preemption:
             chosen = list(prefix)
             for v in chosen:
                 what_if.remove(v.seat)
-            found = find_placement(self.cs, gpu_class, gpus, cross_site=seat.cross)
+            found = self.running.power.place(gpu_class, gpus, cross_site=seat.cross)
             chosen_ids = {v.seq for v in chosen}
             i = 0
             extra = 0
@@ -311,7 +319,7 @@ class Preemption:
                 extra += 1
                 what_if.remove(v.seat)
                 chosen.append(v)
-                found = find_placement(self.cs, gpu_class, gpus, cross_site=seat.cross)
+                found = self.running.power.place(gpu_class, gpus, cross_site=seat.cross)
             if found is None:
                 return None  # (every removal undone as the block ends)
             # Drop victims that turned out unnecessary, most work lost first (for small

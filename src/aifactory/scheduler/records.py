@@ -32,12 +32,19 @@ class Waiting(StrEnum):
     QUOTA = "quota"  # its tenant's quota (or a parent's, or its cohort's) has no room
     CAPACITY = "capacity"  # not enough free GPUs, or no placement for the gang
     RESERVATION = "reservation"  # it would delay the reservation of a job ahead of it
+    # It preempted jobs that keep their GPUs while they save (their preempt grace): it
+    # starts on those GPUs when the last of them is given back.
+    GRACE = "preempt_grace"
+    # GPUs were free for it, but starting there would take a site's power over its cap.
+    POWER = "power_cap"
 
 
 WAIT_PRIORITY: Final = Waiting.PRIORITY
 WAIT_QUOTA: Final = Waiting.QUOTA
 WAIT_CAPACITY: Final = Waiting.CAPACITY
 WAIT_RESERVATION: Final = Waiting.RESERVATION
+WAIT_GRACE: Final = Waiting.GRACE
+WAIT_POWER: Final = Waiting.POWER
 
 PREEMPTED_FOR: Final = Interruption.PREEMPTED
 FAILED_RUN: Final = Interruption.FAILED

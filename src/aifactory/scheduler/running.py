@@ -23,6 +23,7 @@ from __future__ import annotations
 from aifactory.heap import RowHeap
 from aifactory.scheduler.cluster import ClusterState, Placement
 from aifactory.scheduler.owners import MIXED, SchedClasses
+from aifactory.scheduler.power import Power
 from aifactory.scheduler.quota import QuotaBook
 from aifactory.scheduler.seat import Seat
 from aifactory.scheduler.shortcuts import Shortcuts
@@ -50,6 +51,7 @@ class Running:
         n_tenants: int,
         shortcuts: Shortcuts,
         sclasses: SchedClasses,
+        power: Power,
     ) -> None:
         n_classes = len(cs.class_free)
         # Per scheduling class: the fleet class a job placed there records, and the owner
@@ -58,6 +60,7 @@ class Running:
         self.class_owner = sclasses.owner
         self.domain_owner = [sclasses.topo.owners[o] for o in sclasses.topo.domain_owner.tolist()]
         self.shortcuts = shortcuts
+        self.power = power  # per-site draw under the caps (scheduler/power.py)
         self.cs = cs
         self.quota = quota
         self.usage = usage
@@ -95,6 +98,8 @@ class Running:
         gpus = seat.gpus
         self.quota.add(t, gpu_class, gpus)
         self.usage.change(t, gpu_class, gpus, now)
+        if self.power.active:
+            self.power.charge(gpu_class, placement, 1)
         self.count += 1
         bag = self.by_tc[t][gpu_class]
         seat.rpos = len(bag)
@@ -122,6 +127,8 @@ class Running:
         gpus = seat.gpus
         self.quota.add(t, gpu_class, -gpus)
         self.usage.change(t, gpu_class, -gpus, now)
+        if self.power.active:
+            self.power.charge(gpu_class, seat.job.placement, -1)
         self.count -= 1
         last = bag.pop()
         if last is not seat:
@@ -137,6 +144,17 @@ class Running:
         node_dom = self.cs.node_dom
         owners = {self.domain_owner[node_dom[node]] for node, _mask in placement}
         return owners.pop() if len(owners) == 1 else MIXED
+
+    def hold(self, seat: Seat) -> None:
+        """The seat's running job was preempted and keeps its GPUs while it saves
+        (aifactory.scheduler.grace): it is no preemption candidate any more (not
+        preemptible, and out of the counts by priority) until :meth:`detach`, after which
+        the caller restores ``seat.preemptible``."""
+        if seat.preemptible:
+            t = seat.tix
+            _count(self.prio_tc[t][seat.run_class], seat.priority, -1)
+            _count(self.prio_t[t], seat.priority, -1)
+            seat.preemptible = False
 
     def reattach(self, seat: Seat, now: float) -> None:
         """Give a detached job exactly its GPUs back, and charge it again."""

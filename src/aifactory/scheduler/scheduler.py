@@ -86,6 +86,15 @@ class Scheduler(Cycle):
         self._enqueue(seat, now, push=False)
         return None
 
+    def refusal(self, job: Job) -> str | None:
+        """Why :meth:`submit` would refuse ``job`` (a field out of bounds, or it can never
+        run here: a gang bigger than its tenant's quota ceiling), or None. Changes no state,
+        so a service can answer a submit with the reason before queueing the job."""
+        problem = job_problem(job)
+        if problem is not None:
+            return f"invalid field: {problem}"
+        return self._never_runs(Seat(job, -1, self.tenant_index.get(job.tenant, -1), self))
+
     def _never_runs(self, seat: Seat) -> str | None:
         """Why the seat's job can never run on this fleet (unknown tenant or GPU class, a
         gang bigger than any quota ceiling or site allows), or None."""
@@ -138,8 +147,11 @@ class Scheduler(Cycle):
         refused = self._refused  # jobs refused at submit since the last result
         if refused:
             self._refused = []
+        # Phase 0: victims whose grace ended give their GPUs back, and the jobs that
+        # preempted them start there (scheduler.grace; nothing to do without a grace).
+        settled = self._settle_graces(now) if self.grace_due <= now else []
         if not self._dirty:
-            return self._only_refusals(refused)
+            return self._only_refusals(refused, settled)
         self._dirty = False
         self.passes += 1
         fresh = self.pending.take_fresh()
@@ -150,9 +162,10 @@ class Scheduler(Cycle):
             if self._reservations:
                 self._reservations = {}
                 self.shortcuts.new_epoch()
-            return self._only_refusals(refused)
+            return self._only_refusals(refused, settled)
         res = CycleResult()
         res.rejected = refused
+        res.started = settled
         if self._freed:
             for seat in fresh:  # a full pass reads the queues: new submits join them first
                 if not seat.in_queue and seat.qseq >= 0:  # (qseq >= 0: still pending)
@@ -173,15 +186,18 @@ class Scheduler(Cycle):
                     res.wakeup_s = self._last_deep + interval
         else:
             self._arrivals_pass(fresh, now, res)
+        self._ask_wakeup(res)
         return res
 
-    @staticmethod
-    def _only_refusals(refused: list[tuple[Job, str]]) -> CycleResult:
-        """The result of a pass that did not run: the refusals since the last one, if any."""
-        if not refused:
+    def _only_refusals(self, refused: list[tuple[Job, str]], settled: list[Job]) -> CycleResult:
+        """The result of a pass that did not run: the refusals since the last one and the
+        jobs started as graces ended (phase 0), if any."""
+        if not refused and not settled:
             return NOTHING
         res = CycleResult()
         res.rejected = refused
+        res.started = settled
+        self._ask_wakeup(res)
         return res
 
     def waiting(self) -> list[Job]:
@@ -201,12 +217,19 @@ class Scheduler(Cycle):
     def cancel(self, job: Job, now: float) -> None:
         """Cancel a pending or running job."""
         seat = self._find(job)
-        if job.state is RUNNING:
+        if seat is not None and seat.saving_until >= 0:
+            self._end_saving(seat, now)  # preempted, and cancelled while it saves
+            self._next_due()
+        elif job.state is RUNNING:
             self._stop(self._seat(job), now)
         elif job.state is PENDING:
             seat = self._seat(job)
             self.pending.remove(seat)
             self._stop_waiting(seat, now)
+            if seat.claim_s >= 0:
+                self._drop_claim(seat)
+                self._next_due()
+                self.capacity_changed()  # the quota held for its claim came back
         job.move(CANCELLED, now)
         job.end_s = now
         if seat is not None:
@@ -223,8 +246,17 @@ class Scheduler(Cycle):
         """A running job stops before its end and waits again, for ``reason``: preempted
         (for ``by``, or by an operator) or failed, it loses the work since its last
         checkpoint, pays the restart overhead on its next start and counts a preemption or
-        a failure; an attempt that never started (a lost launch) counts neither."""
-        self._evict(self._seat(job), now, by, reason=reason, push=True)
+        a failure; an attempt that never started (a lost launch) counts neither. A job
+        preempted earlier that is still saving (its grace) stops saving now: its GPUs
+        come back at once, and it waits again with the work it had saved."""
+        seat = self._seat(job)
+        if seat.saving_until >= 0:
+            self._end_saving(seat, now)
+            self._next_due()
+            job.move(PENDING, now)
+            self._enqueue(seat, now)
+            return
+        self._evict(seat, now, by, reason=reason, push=True)
 
     def restore_running(self, job: Job, placement: Placement, start_s: float) -> None:
         """Re-attach a job that was running before a restart to exactly its GPUs. Raises
@@ -298,8 +330,20 @@ class Scheduler(Cycle):
 
     # ================================================================ views
     def running_jobs(self) -> list[Job]:
-        """Every running job, in the order this scheduler took them."""
-        return [seat.job for seat in self.running.seats()]
+        """Every running job, in the order this scheduler took them (not the preempted
+        ones that still hold GPUs while they save: :meth:`saving_jobs`)."""
+        return [seat.job for seat in self.running.seats() if seat.saving_until < 0]
+
+    def preempt_grace(self, job: Job) -> float:
+        """Seconds ``job`` keeps its GPUs to save when preempted (its own grace, else this
+        scheduler's default): what the service gives it from SIGTERM to SIGKILL."""
+        grace = job.preempt_grace_s
+        return self.cfg.preempt_grace_s if grace is None else grace
+
+    def saving_jobs(self) -> list[tuple[Job, float]]:
+        """Preempted jobs that still hold their GPUs while they save, each with when its
+        grace ends (the service kills one still running then), in the order preempted."""
+        return [(seat.job, seat.saving_until) for seat in self.saving.values()]
 
     def pending_reason(self, job: Job) -> str | None:
         """Why a pending job waits, as of the last pass that looked at it (``priority``,

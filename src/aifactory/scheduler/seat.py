@@ -32,6 +32,9 @@ class Seat:
     __slots__ = (
         "away_version",
         "checkpoint_s",
+        "claim_class",
+        "claim_gpus",
+        "claim_s",
         "classes",
         "cross",
         "est_end_s",
@@ -55,6 +58,7 @@ class Seat:
         "run_class",
         "run_epoch",
         "run_start_s",
+        "saving_until",
         "tix",
         "waited",
     )
@@ -96,6 +100,13 @@ class Seat:
         self.reason: Waiting | None = None
         self.reason_s = 0.0
         self.waited: dict[str, float] | None = None
+        # Save-on-preempt (aifactory.scheduler.grace): while the job is a victim still
+        # saving, when its grace ends (-1: not saving); while it waits for the GPUs of
+        # victims still saving, when the last of them ends and in which class (-1: none).
+        self.saving_until = -1.0
+        self.claim_s = -1.0
+        self.claim_class = -1
+        self.claim_gpus = 0  # of its tenant's quota charged for the claim meanwhile
 
     def __repr__(self) -> str:
         return f"Seat({self.job.id!r}, index={self.index})"

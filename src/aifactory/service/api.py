@@ -5,6 +5,9 @@ Access rules, enforced here and nowhere else:
 - every endpoint but ``/healthz`` needs ``Authorization: Bearer <token>`` (401 otherwise);
 - members and tenant-admins act only on their own tenant: another tenant's job reads as
   404 (its existence is not revealed) and submitting as another tenant is 403;
+- a tenant-admin of a tenant with children (the tenant tree, issue #17 §2) also sees,
+  lists and cancels the jobs of every tenant below its own, sees their quotas and manages
+  their tokens (it submits as its own tenant only); a member sees its own tenant alone;
 - tenant-admins also manage their tenant's tokens; admins may do anything;
 - ``/metrics`` (all tenants' figures) is for admins.
 
@@ -44,12 +47,22 @@ from sqlalchemy.exc import SQLAlchemyError
 from aifactory.fleet import Fleet, compile_topology, load_fleet
 from aifactory.fleet.topology import Topology
 from aifactory.service import store
-from aifactory.service.auth import Authenticator, Principal, Role, create_token, list_tokens
+from aifactory.service.auth import (
+    Authenticator,
+    Principal,
+    Role,
+    create_token,
+    descendants_of,
+    list_tokens,
+)
 from aifactory.service.auth import revoke_token as revoke_token_row
 from aifactory.service.batcher import SubmitBatcher, SubmitRequest
 from aifactory.service.db import Database
 from aifactory.service.errors import AUTHENTICATED, FieldError, install_handlers, responses
 from aifactory.service.executors import Executor, make_executor
+from aifactory.service.forks import new_scheduler
+from aifactory.service.jobfit import check_hardware
+from aifactory.service.jobrows import to_job
 from aifactory.service.limits import (
     AuthFailures,
     BodySizeLimit,
@@ -109,6 +122,10 @@ class Service:
         self.fleet = fleet or load_fleet(settings.fleet)
         self.topo: Topology = compile_topology(self.fleet)
         self.tenants = {t.name for t, _, _ in self.fleet.iter_tenants()}
+        # tenant -> every tenant below it: the subtree its tenant-admins look after
+        self.descendants = descendants_of(
+            (t.name, None if p is None else p.name) for t, p, _ in self.fleet.iter_tenants()
+        )
         self.capacity = self.topo.class_capacity()
         self.auth = Authenticator(self.db, clock)
         self.stats = CycleStats()
@@ -121,6 +138,8 @@ class Service:
                 self.db, self.topo, self.executor, settings, clock=clock, stats=self.stats
             )
         self.batcher = SubmitBatcher(self.db, on_commit=self._submitted)
+        # Never given a job: asked at submit whether a job could ever run (check_fits).
+        self.judge = new_scheduler(self.topo, settings)
         self.submit_rate = SubmitRate(clock)
         self.pending = PendingCounts(self._pending_counts, clock)
         self.auth_failures = AuthFailures(
@@ -191,6 +210,16 @@ class Service:
                 "retry when some have started",
                 headers={"Retry-After": retry_after(PENDING_RETRY_AFTER_S)},
             )
+
+    def check_fits(self, tenant: str, body: JobSubmit) -> None:
+        """Refuse (422) a job the scheduler would fail at once: a gang bigger than its
+        tenant's quota ceiling (``gpus``, naming the limit), or a tenant that only groups
+        others (``tenant``). The fleet's quotas are fixed while the service runs."""
+        row = {**body.model_dump(), "id": 0, "tenant": tenant, "submitted_at": 0.0}
+        reason = self.judge.refusal(to_job(row))
+        if reason is not None:
+            field = "tenant" if reason.startswith("not a leaf") else "gpus"
+            raise FieldError(field, reason)
 
     def check_project(self, who: Principal, project_id: int, tenant: str) -> None:
         """Refuse (422 naming ``project``) a job charged to a project the caller may not
@@ -336,7 +365,7 @@ def create_app(service: Service) -> FastAPI:
     def visible_job(who: Principal, job_id: int) -> Any:
         with service.db.read() as conn:
             row = store.get_job(conn, job_id)
-            if row is None or not who.can_act_on(row["tenant"]):
+            if row is None or not who.can_act_on(row["tenant"], service.descendants):
                 raise HTTPException(404, f"job {job_id}: not found")
             return row
 
@@ -437,6 +466,7 @@ def create_app(service: Service) -> FastAPI:
         if body.gpus > limit:
             where = f"class {body.gpu_class}" if body.gpu_class else "any one class"
             raise FieldError("gpus", f"{body.gpus} is more than the {limit} GPUs of {where}")
+        check_hardware(body, service.topo, service.capacity)
         longest = service.settings.max_time_limit_s
         if body.time_limit_s > longest:
             raise FieldError(
@@ -446,6 +476,7 @@ def create_app(service: Service) -> FastAPI:
             if body.gpu_class is None:
                 raise FieldError("gpu_class", "required with project (charges are per GPU class)")
             await run_in_threadpool(service.check_project, who, body.project, tenant)
+        service.check_fits(tenant, body)
         await service.admit(tenant)
         item = SubmitRequest(body, tenant, who.token_id, service.clock(), idempotency_key)
         try:
@@ -473,6 +504,7 @@ def create_app(service: Service) -> FastAPI:
         state: Annotated[list[JobState] | None, Query(description="Only these states.")] = None,
         tenant: Annotated[str | None, Query(max_length=64, pattern=NO_NUL)] = None,
         name: Annotated[str | None, Query(max_length=128, pattern=NO_NUL)] = None,
+        mine: Annotated[bool, Query(description="Only jobs this token submitted.")] = False,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
         cursor: Annotated[
             int | None, Query(ge=1, le=INT64_MAX, description="next_cursor of the last page")
@@ -483,13 +515,12 @@ def create_app(service: Service) -> FastAPI:
         if tenant is not None:
             if tenant not in service.tenants:
                 raise FieldError("query.tenant", f"unknown tenant '{tenant}'")
-            if not who.can_act_on(tenant):
+            if not who.can_act_on(tenant, service.descendants):
                 raise HTTPException(403, f"tenant: this token may not see '{tenant}'")
             tenants = [tenant]
-        elif who.role is Role.ADMIN:
-            tenants = None
         else:
-            tenants = [who.tenant or ""]
+            reach = who.reach(service.descendants)
+            tenants = None if reach is None else sorted(reach)
         rows, nxt = store.list_jobs(
             service.db,
             tenants=tenants,
@@ -497,6 +528,7 @@ def create_app(service: Service) -> FastAPI:
             name=name,
             limit=limit,
             cursor=cursor,
+            token_id=who.token_id if mine else None,
         )
         return JobPage(items=[service.with_reason(store.to_view(r)) for r in rows], next_cursor=nxt)
 
@@ -590,11 +622,13 @@ def create_app(service: Service) -> FastAPI:
         tags=["tenants"],
     )
     def quotas(who: Caller) -> list[QuotaRow]:
-        """Nominal, borrowing and lending limits, and use, per tenant and GPU class."""
+        """Nominal, borrowing and lending limits, and use, per tenant and GPU class: the
+        caller's tenant (a tenant-admin's: and every tenant below it; an admin's: all)."""
         rows = [QuotaRow.model_validate(r) for r in service.quota_table()]
-        if who.role is Role.ADMIN:
+        reach = who.reach(service.descendants)
+        if reach is None:
             return rows
-        return [r for r in rows if r.tenant == who.tenant]
+        return [r for r in rows if r.tenant in reach]
 
     @app.get(
         "/v1/fleet",
@@ -605,7 +639,7 @@ def create_app(service: Service) -> FastAPI:
     def fleet(who: Caller) -> dict[str, Any]:
         """The fleet: GPU classes with capacity and use, sites, tenants."""
         del who
-        busy_by_class = _busy_by_class(service)
+        busy_by_class = store.busy_by_class(service.db, service.topo)
         topo = service.topo
         return {
             "name": service.fleet.name,
@@ -666,8 +700,12 @@ def create_app(service: Service) -> FastAPI:
         tenant = body.tenant if body.tenant is not None else who.tenant
         if who.role is Role.MEMBER:
             raise HTTPException(403, "tokens: members may not create tokens")
-        if who.role is Role.TENANT_ADMIN and (role is Role.ADMIN or tenant != who.tenant):
-            raise HTTPException(403, "tokens: tenant-admins create tokens of their own tenant")
+        if who.role is Role.TENANT_ADMIN and (
+            role is Role.ADMIN or tenant is None or not who.can_act_on(tenant, service.descendants)
+        ):
+            raise HTTPException(
+                403, "tokens: tenant-admins create tokens of their own tenant or one below it"
+            )
         if tenant is not None and tenant not in service.tenants:
             raise FieldError("tenant", f"unknown tenant '{tenant}'")
         if tenant is None and role is not Role.ADMIN:
@@ -688,10 +726,11 @@ def create_app(service: Service) -> FastAPI:
         tags=["tenants"],
     )
     def tokens(who: Caller) -> list[dict[str, object]]:
-        """Tokens of the caller's tenant (admins: all) with their expiry; never the secrets."""
+        """Tokens of the caller's tenant and the tenants below it (admins: all) with their
+        expiry; never the secrets."""
         if who.role is Role.MEMBER:
             raise HTTPException(403, "tokens: members may not list tokens")
-        return list_tokens(service.db, None if who.role is Role.ADMIN else who.tenant)
+        return list_tokens(service.db, within=who.reach(service.descendants))
 
     @app.delete(
         "/v1/tokens/{token_id}",
@@ -701,22 +740,23 @@ def create_app(service: Service) -> FastAPI:
         tags=["tenants"],
     )
     def revoke(token_id: TokenId, who: Caller) -> Response:
-        """Revoke a token of the caller's tenant (admins: any); every replica refuses it
-        within a second."""
+        """Revoke a token of the caller's tenant or a tenant below it (admins: any); every
+        replica refuses it within a second."""
         if who.role is Role.MEMBER:
             raise HTTPException(403, "tokens: members may not revoke tokens")
-        scope = None if who.role is Role.ADMIN else who.tenant
-        if not revoke_token_row(service.db, token_id, now=service.clock(), tenant=scope):
+        scope = who.reach(service.descendants)
+        if not revoke_token_row(service.db, token_id, now=service.clock(), within=scope):
             raise HTTPException(404, f"token {token_id}: not found")
         service.auth.invalidate()  # this replica at once; the others within CACHE_TTL_S
         return Response(status_code=204)
 
-    # Projects and allocations (issue #19): routers of their own, imported here because
-    # they depend on this module's ``Caller``.
-    from aifactory.service.routers import allocations, projects  # noqa: PLC0415
+    # Projects and allocations (issue #19), fleet status and share (#21): routers of their
+    # own, imported here because they depend on this module's ``Caller``.
+    from aifactory.service.routers import allocations, cluster, projects  # noqa: PLC0415
 
     app.include_router(projects.router)
     app.include_router(allocations.router)
+    app.include_router(cluster.router)
 
     def openapi() -> dict[str, Any]:
         """The generated schema, with this fleet's tenants and GPU classes as enums: the
@@ -736,6 +776,11 @@ def _name_the_values(schema: dict[str, Any], tenants: list[str], classes: list[s
     fields = [
         (models["JobSubmit"]["properties"]["tenant"], tenants),
         (models["JobSubmit"]["properties"]["gpu_class"], classes),
+        *(
+            (alt["items"], classes)
+            for alt in models["JobSubmit"]["properties"]["gpu_classes"]["anyOf"]
+            if alt.get("type") == "array"
+        ),
         (models["TokenCreate"]["properties"]["tenant"], tenants),
     ]
     params = schema["paths"]["/v1/jobs"]["get"]["parameters"]
@@ -744,20 +789,3 @@ def _name_the_values(schema: dict[str, Any], tenants: list[str], classes: list[s
         for alt in prop.get("anyOf", [prop]):
             if alt.get("type") == "string":
                 alt["enum"] = values
-
-
-def _busy_by_class(service: Service) -> dict[str, int]:
-    from sqlalchemy import func, select  # noqa: PLC0415 (only this view needs them)
-
-    from aifactory.service.tables import jobs  # noqa: PLC0415
-
-    # Running jobs' placements name nodes, not classes; the scheduler keeps the class a
-    # job was placed in, but a replica that does not lead has only the database, and a
-    # job with gpu_class null may run on any class. Count by the requested class.
-    with service.db.read() as conn:
-        rows = conn.execute(
-            select(jobs.c.gpu_class, func.coalesce(func.sum(jobs.c.gpus), 0))
-            .where(jobs.c.state == JobState.RUNNING.value)
-            .group_by(jobs.c.gpu_class)
-        )
-        return {str(r[0] or "any"): int(r[1]) for r in rows}

@@ -7,7 +7,11 @@ nothing to brute-force, and lookup must be one indexed equality per request.
 Roles (what each may do is decided in :mod:`aifactory.service.api`):
 
 - ``member``: submits to, sees and cancels jobs of its own tenant;
-- ``tenant-admin``: the same, and manages its tenant's tokens;
+- ``tenant-admin``: the same, and manages its tenant's tokens; where tenants form a tree
+  (organisation -> consortium -> project, issue #17 §2), it also sees and cancels the jobs
+  of every tenant below its own, sees their quotas and manages their tokens (as a Slurm
+  account coordinator's rights cover the sub-accounts): a consortium's admin looks after
+  its projects, a project's admin sees neither its parent nor its siblings;
 - ``admin``: everything, on every tenant.
 
 Projects (issue #19): a member token sees and charges only the projects that name it as a
@@ -25,7 +29,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import threading
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -64,9 +68,29 @@ class Principal:
     tenant: str | None
     role: Role
 
-    def can_act_on(self, tenant: str) -> bool:
-        """Whether this caller may see or change jobs of ``tenant``."""
-        return self.role is Role.ADMIN or self.tenant == tenant
+    def can_act_on(
+        self, tenant: str, descendants: Mapping[str, Collection[str]] | None = None
+    ) -> bool:
+        """Whether this caller may see or change jobs of ``tenant``: its own tenant; with
+        the tenant tree given (``descendants``: tenant -> every tenant below it), for a
+        tenant-admin also a tenant below its own (see :meth:`reach`)."""
+        if self.role is Role.ADMIN or self.tenant == tenant:
+            return True
+        if descendants is None or self.role is not Role.TENANT_ADMIN or self.tenant is None:
+            return False
+        return tenant in descendants.get(self.tenant, ())
+
+    def reach(self, descendants: Mapping[str, Collection[str]]) -> frozenset[str] | None:
+        """The tenants whose jobs and quotas this caller sees: None (every one) for an
+        admin; its tenant and every tenant below it for a tenant-admin; its tenant alone
+        for a member (a member of a consortium is not an admin of its projects)."""
+        if self.role is Role.ADMIN:
+            return None
+        if self.tenant is None:
+            return frozenset()
+        if self.role is Role.TENANT_ADMIN:
+            return frozenset((self.tenant, *descendants.get(self.tenant, ())))
+        return frozenset((self.tenant,))
 
     def can_see_project(self, tenant: str, members: Collection[int]) -> bool:
         """Whether this caller may see (and charge) a project of ``tenant``: an admin, the
@@ -76,6 +100,28 @@ class Principal:
         if self.tenant != tenant:
             return False
         return self.role is Role.TENANT_ADMIN or self.token_id in members
+
+
+def descendants_of(parents: Iterable[tuple[str, str | None]]) -> dict[str, frozenset[str]]:
+    """Every tenant below each tenant of a tree given as (tenant, its parent or None)
+    pairs: children, their children, and so on. A leaf maps to the empty set."""
+    children: dict[str, list[str]] = {}
+    for name, parent in parents:
+        children.setdefault(name, [])
+        if parent is not None:
+            children.setdefault(parent, []).append(name)
+
+    def below(name: str) -> frozenset[str]:
+        found: set[str] = set()
+        stack = list(children.get(name, ()))
+        while stack:
+            kid = stack.pop()
+            if kid not in found:  # (a spec's tree has no cycle; this only guards)
+                found.add(kid)
+                stack.extend(children.get(kid, ()))
+        return frozenset(found)
+
+    return {name: below(name) for name in children}
 
 
 def hash_token(token: str) -> str:
@@ -124,8 +170,16 @@ def create_token(
     return int(row.id), token
 
 
-def revoke_token(db: Database, token_id: int, *, now: float, tenant: str | None = None) -> bool:
-    """Revoke a token (only within ``tenant`` when given); False if there is no such token.
+def revoke_token(
+    db: Database,
+    token_id: int,
+    *,
+    now: float,
+    tenant: str | None = None,
+    within: Collection[str] | None = None,
+) -> bool:
+    """Revoke a token (only of ``tenant``, or of one of the tenants ``within``, when
+    given); False if there is no such token.
 
     The revocation counter moves in the same transaction, so no replica can see the
     counter's new value and still read the token as valid.
@@ -133,6 +187,8 @@ def revoke_token(db: Database, token_id: int, *, now: float, tenant: str | None 
     stmt = update(tokens).where(tokens.c.id == token_id, tokens.c.revoked_at.is_(None))
     if tenant is not None:
         stmt = stmt.where(tokens.c.tenant == tenant)
+    if within is not None:
+        stmt = stmt.where(tokens.c.tenant.in_(sorted(within)))
     with db.write() as conn:
         if conn.execute(stmt.values(revoked_at=now)).rowcount != 1:
             return False
@@ -154,8 +210,11 @@ def revocation_version(conn: Connection) -> int:
     return int(got or 0)
 
 
-def list_tokens(db: Database, tenant: str | None = None) -> list[dict[str, object]]:
-    """Every token's metadata (never the secret), optionally of one tenant."""
+def list_tokens(
+    db: Database, tenant: str | None = None, *, within: Collection[str] | None = None
+) -> list[dict[str, object]]:
+    """Every token's metadata (never the secret), optionally of one tenant, or of the
+    tenants ``within``."""
     stmt = select(
         tokens.c.id,
         tokens.c.tenant,
@@ -167,6 +226,8 @@ def list_tokens(db: Database, tenant: str | None = None) -> list[dict[str, objec
     ).order_by(tokens.c.id)
     if tenant is not None:
         stmt = stmt.where(tokens.c.tenant == tenant)
+    if within is not None:
+        stmt = stmt.where(tokens.c.tenant.in_(sorted(within)))
     with db.read() as conn:
         return [dict(r._mapping) for r in conn.execute(stmt)]
 

@@ -35,19 +35,21 @@ WITH src AS MATERIALIZED (
         CAST(:preemptible AS bool[]), CAST(:checkpoint_interval_s AS float8[]),
         CAST(:submitted_at AS float8[]), CAST(:idempotency_key AS text[]),
         CAST(:request_hash AS text[]), CAST(:token_id AS bigint[]),
-        CAST(:project_id AS bigint[])
+        CAST(:project_id AS bigint[]), CAST(:gpu_classes AS text[]),
+        CAST(:hbm_gb_per_gpu AS float8[])
     ) AS u(ord, tenant, name, gpus, gpu_class, command, time_limit_s, priority_class,
            preemptible, checkpoint_interval_s, submitted_at, idempotency_key,
-           request_hash, token_id, project_id)
+           request_hash, token_id, project_id, gpu_classes, hbm_gb_per_gpu)
 ),
 ins AS (
     INSERT INTO jobs (id, tenant, name, gpus, gpu_class, command, time_limit_s,
                       priority_class, preemptible, checkpoint_interval_s, state,
                       submitted_at, attempts, idempotency_key, request_hash, token_id,
-                      project_id)
+                      project_id, gpu_classes, hbm_gb_per_gpu)
     SELECT id, tenant, name, gpus, gpu_class, command, time_limit_s, priority_class,
            preemptible, checkpoint_interval_s, :pending, submitted_at, 0,
-           idempotency_key, request_hash, token_id, project_id
+           idempotency_key, request_hash, token_id, project_id,
+           CAST(gpu_classes AS json), hbm_gb_per_gpu
     FROM src ORDER BY ord
     ON CONFLICT (tenant, idempotency_key) DO NOTHING
     RETURNING id, submitted_at
@@ -76,7 +78,10 @@ _SUBMIT_COLUMNS = (
     "request_hash",
     "token_id",
     "project_id",
+    "gpu_classes",  # a list, sent as its JSON text (an array of arrays is not text[])
+    "hbm_gb_per_gpu",
 )
+_JSON_COLUMNS = frozenset({"gpu_classes"})
 
 
 def insert_submits(conn: Connection, rows: Sequence[dict[str, Any]]) -> set[int]:
@@ -85,7 +90,12 @@ def insert_submits(conn: Connection, rows: Sequence[dict[str, Any]]) -> set[int]
     ``rows`` are :func:`aifactory.service.store.job_values` dicts. A row whose key is
     already taken gets an id too (from the sequence, unused), but is not in the result.
     """
-    params: dict[str, Any] = {c: [row[c] for row in rows] for c in _SUBMIT_COLUMNS}
+    params: dict[str, Any] = {
+        c: [_json_or_none(row[c]) for row in rows]
+        if c in _JSON_COLUMNS
+        else [row[c] for row in rows]
+        for c in _SUBMIT_COLUMNS
+    }
     params["ord"] = list(range(len(rows)))
     params["pending"] = JobState.PENDING.value
     inserted: set[int] = set()
@@ -94,6 +104,11 @@ def insert_submits(conn: Connection, rows: Sequence[dict[str, Any]]) -> set[int]
         if went_in:
             inserted.add(int(job_id))
     return inserted
+
+
+def _json_or_none(value: Any) -> str | None:
+    """A JSON column's value as the text the statement casts (None stays SQL NULL)."""
+    return None if value is None else json.dumps(value)
 
 
 # The starts of one cycle: only jobs still pending move (a job the API cancelled since

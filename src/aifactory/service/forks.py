@@ -24,7 +24,12 @@ log = logging.getLogger(__name__)
 def new_scheduler(topo: Topology, settings: ServiceSettings) -> Scheduler:
     """A fresh scheduler configured as the service is."""
     return Scheduler(
-        topo, SchedulerConfig(policy=settings.policy, backfill=BackfillMode(settings.backfill))
+        topo,
+        SchedulerConfig(
+            policy=settings.policy,
+            backfill=BackfillMode(settings.backfill),
+            preempt_grace_s=settings.preempt_grace_s,
+        ),
     )
 
 

@@ -745,6 +745,7 @@ class SchedulerLoop:
                     attempt=tracked.attempts,
                     tenant=job.tenant,
                     nonce=job_nonce(job.submit_s),
+                    stop_grace_s=self._sched.preempt_grace(job) or None,
                 )
                 self.fault("launching", job.id)
                 handle = self.executor.start(launch)

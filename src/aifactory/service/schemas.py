@@ -22,9 +22,18 @@ from enum import StrEnum
 from typing import Annotated
 
 from annotated_types import Ge, Le
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_core import PydanticCustomError
 
+from aifactory.scheduler.config import MAX_CLASSES, MAX_HBM_GB
 from aifactory.service.auth import Role
 
 INT64_MAX = 2**63 - 1  # the largest id or cursor: the ids are BIGINT (int64) columns
@@ -89,7 +98,23 @@ class JobSubmit(BaseModel):
     name: Name = Field(default="job", description="Display name.")
     gpus: JsonInt = Field(ge=1, le=1_000_000, description="GPUs, all granted at once (a gang).")
     gpu_class: ShortName | None = Field(
-        default=None, description="GPU class (flavor); null: any class."
+        default=None, description="GPU class (flavor); null: any class (or those of gpu_classes)."
+    )
+    gpu_classes: Annotated[list[ShortName], Field(min_length=2, max_length=MAX_CLASSES)] | None = (
+        Field(
+            default=None,
+            description=f"Acceptable GPU classes, 2 to {MAX_CLASSES} different ones, instead of "
+            "one gpu_class: the job runs in one of them, chosen by the scheduler's class order. "
+            "null: gpu_class decides.",
+        )
+    )
+    hbm_gb_per_gpu: float | None = Field(
+        default=None,
+        strict=True,
+        gt=0.0,
+        le=MAX_HBM_GB,
+        description="GPU memory (GB) each of the job's GPUs must have: it runs only on classes "
+        "whose GPUs have at least this much. null: any.",
     )
     command: Annotated[str, bounded_text(16_384, min_length=1)] = Field(
         description="Shell command the executor runs."
@@ -122,6 +147,23 @@ class JobSubmit(BaseModel):
         description="Project (id) whose GPU-hour allocation the job is charged to; needs a "
         "gpu_class, and the token must be a member of the project. null: no project.",
     )
+
+    @field_validator("gpu_classes")
+    @classmethod
+    def _one_way_to_name_classes(
+        cls, value: list[str] | None, info: ValidationInfo
+    ) -> list[str] | None:
+        """Different classes, and not with ``gpu_class`` too: the scheduler refuses both
+        (see ``scheduler.config.job_problem``), so the edge says so, naming this field."""
+        if value is None:
+            return None
+        if len(set(value)) != len(value):
+            raise PydanticCustomError("gpu_classes", "the classes must all be different")
+        if info.data.get("gpu_class") is not None:
+            raise PydanticCustomError(
+                "gpu_classes", "give either one gpu_class or several gpu_classes, not both"
+            )
+        return value
 
 
 class PlacementPart(BaseModel):
@@ -162,6 +204,12 @@ class JobView(BaseModel):
     attempts: int
     project: int | None = None
     cancel_requested: bool = False
+    gpu_classes: list[str] | None = Field(
+        default=None, description="The acceptable classes it listed (null: gpu_class decides)."
+    )
+    hbm_gb_per_gpu: float | None = Field(
+        default=None, description="GPU memory per GPU it asked for, GB (null: any)."
+    )
 
 
 class JobDetail(JobView):

@@ -61,6 +61,9 @@ class ServiceSettings:
     ray_address: str | None = field(default_factory=default_ray_address)
     policy: str = "fifo"
     backfill: str = "easy"
+    # Seconds a preempted job keeps its GPUs to save, SIGTERM to SIGKILL (scheduler.grace);
+    # 0: stopped at once, as before.
+    preempt_grace_s: float = 0.0
     tick_s: float = 1.0  # periodic scheduling cycle, and executor polling
     lock_retry_s: float = 2.0  # how often a follower tries to become the scheduler
     lost_policy: LostPolicy = LostPolicy.REQUEUE

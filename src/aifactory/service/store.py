@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import Connection, RowMapping, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from aifactory.fleet.topology import Topology
 from aifactory.service.db import Database
 from aifactory.service.schemas import JobEvent, JobSubmit, JobView, PlacementPart
 from aifactory.service.tables import allocations, cancel_requests, job_events, jobs
@@ -35,6 +36,11 @@ class Submitted:
 def request_hash(req: JobSubmit, tenant: str) -> str:
     """Fingerprint of a request, to tell a retry from a reused key."""
     body = req.model_dump(mode="json") | {"tenant": tenant}
+    # Fields added after keys were first hashed count only when given, so a retry sent
+    # before they existed still matches its job (revision 0004).
+    for late in ("gpu_classes", "hbm_gb_per_gpu"):
+        if body[late] is None:
+            del body[late]
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
@@ -59,6 +65,8 @@ def job_values(
         "request_hash": request_hash(req, tenant),
         "token_id": token_id,
         "project_id": req.project,
+        "gpu_classes": req.gpu_classes,
+        "hbm_gb_per_gpu": req.hbm_gb_per_gpu,
     }
 
 
@@ -154,9 +162,13 @@ def list_jobs(
     name: str | None,
     limit: int,
     cursor: int | None,
+    token_id: int | None = None,
 ) -> tuple[list[RowMapping], int | None]:
-    """A page of jobs, newest first; the next cursor is None on the last page."""
+    """A page of jobs, newest first (only those ``token_id`` submitted, if given); the next
+    cursor is None on the last page."""
     stmt = select(jobs).order_by(jobs.c.id.desc()).limit(limit + 1)
+    if token_id is not None:
+        stmt = stmt.where(jobs.c.token_id == token_id)
     if tenants is not None:
         stmt = stmt.where(jobs.c.tenant.in_(tenants))
     if states:
@@ -227,6 +239,8 @@ def to_view(row: Mapping[Any, Any], *, cancel_requested: bool = False) -> JobVie
         attempts=row["attempts"],
         project=row.get("project_id"),
         cancel_requested=cancel_requested,
+        gpu_classes=row.get("gpu_classes"),
+        hbm_gb_per_gpu=row.get("hbm_gb_per_gpu"),
     )
 
 
@@ -306,3 +320,26 @@ def running_by_tenant(db: Database) -> dict[str, tuple[int, int]]:
             .group_by(jobs.c.tenant)
         )
         return {r[0]: (int(r[1]), int(r[2])) for r in rows}
+
+
+def busy_by_class(db: Database, topo: Topology) -> dict[str, int]:
+    """GPUs in use per fleet class, from the allocation rows (one per GPU in use).
+
+    Counted where the GPUs are, not by the class a job asked for: a job that accepts any
+    class, or several (issue #17 §3), runs in one the request does not name. A replica
+    that does not lead has only the database; a node's name ends in ``/n<index>``
+    (``Scheduler.placement_from``) and the topology knows that node's class. A row naming
+    no node of this fleet (written under another fleet spec) is not counted.
+    """
+    with db.read() as conn:
+        rows = list(
+            conn.execute(select(allocations.c.node, func.count()).group_by(allocations.c.node))
+        )
+    busy: dict[str, int] = {}
+    for node, count in rows:
+        _, _, index = str(node).rpartition("/n")
+        if not index.isdigit() or int(index) >= topo.n_nodes:
+            continue
+        cls = topo.classes[int(topo.domain_class[int(topo.node_domain[int(index)])])]
+        busy[cls] = busy.get(cls, 0) + int(count)
+    return busy

@@ -80,6 +80,11 @@ jobs = Table(
     Column("request_hash", String(64), nullable=True),
     Column("token_id", _ID, nullable=True),
     Column("project_id", _ID, nullable=True),  # charged to this project (revision 0003)
+    # What the job asks of the hardware beyond a class (revision 0004, issue #17 §3): the
+    # classes it accepts ([name, ...], null: gpu_class decides; SQL NULL, not JSON null,
+    # on both backends) and the GPU memory each GPU must have (null: any).
+    Column("gpu_classes", JSON(none_as_null=True), nullable=True),
+    Column("hbm_gb_per_gpu", Float, nullable=True),
     UniqueConstraint("tenant", "idempotency_key", name="uq_jobs_tenant_idempotency_key"),
 )
 Index("ix_jobs_state_id", jobs.c.state, jobs.c.id)

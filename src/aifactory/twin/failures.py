@@ -48,6 +48,10 @@ class FailureModel(Protocol):
         ...
 
 
+# States of a job that holds GPUs: running, or preempted and saving in its grace.
+_HOLDS = frozenset({JobState.RUNNING, JobState.PREEMPTED})
+
+
 class FailureInjector:
     """Schedules failures and repairs, and applies them to the scheduler's state."""
 
@@ -59,6 +63,7 @@ class FailureInjector:
         self._node_jobs: dict[int, list[Job]] = {}
         self._cum: np.ndarray | None = None
         self._rate_per_s = 0.0
+        self.interrupted: list[Job] = []  # the jobs the last failure stopped (their runs end)
 
     def start(self, kernel: Kernel, rng: np.random.Generator) -> None:
         """Schedule the first failure."""
@@ -96,6 +101,7 @@ class FailureInjector:
         keep_going: bool = True,
     ) -> None:
         """Apply a FAIL or REPAIR event."""
+        self.interrupted = []
         if kind == REPAIR:
             node = int(payload)
             sched.return_to_service(node, self.down.pop(node))
@@ -107,9 +113,13 @@ class FailureInjector:
         self.count += 1
         self.by_cause[cause.name] = self.by_cause.get(cause.name, 0) + 1
         jobs = self._node_jobs.pop(node, [])
+        hit: list[Job] = []
         for job in jobs:
-            if job.state == JobState.RUNNING and any(n == node for n, _ in job.placement):
+            # (PREEMPTED: a victim still saving on its GPUs, scheduler.grace)
+            if job.state in _HOLDS and any(n == node for n, _ in job.placement):
                 sched.interrupt(job, now, Interruption.FAILED)
+                hit.append(job)
+        self.interrupted = hit
         if cause.scope == "node" and node not in self.down:
             self.down[node] = sched.take_out_of_service(node)
             kernel.at(now + cause.sample_repair_s(self._rng), EventClass.END, REPAIR, node)

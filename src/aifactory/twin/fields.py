@@ -65,9 +65,11 @@ def make_jobs(
     kinds: list[str | None],
     known: set[str],
     fallback: str,
+    grace: list[float | None],
 ) -> tuple[list[Job], int, dict[str, int]]:
     """One job per row; a row without a tenant, or with one the fleet does not know, goes
-    to ``fallback``. Returns the jobs, the rows without a tenant and the remapped ones."""
+    to ``fallback``. Returns the jobs, the rows without a tenant and the remapped ones.
+    ``grace``: each job's preempt grace (None: the scheduler's default)."""
     jobs: list[Job] = []
     no_tenant = 0
     remapped: dict[str, int] = {}
@@ -100,6 +102,7 @@ def make_jobs(
                 preemptible=can_preempt if can_preempt is not None else True,
                 checkpoint_s=checkpoint[i],
                 kind=kinds[i] or "",
+                preempt_grace_s=grace[i],
             )
         )
     return jobs, no_tenant, remapped

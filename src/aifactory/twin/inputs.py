@@ -127,6 +127,9 @@ def jobs_from_table(
     hbm: list[Any] = (
         table.column("hbm_gb_per_gpu").to_pylist() if "hbm_gb_per_gpu" in cols else [None] * n
     )
+    grace: list[Any] = (
+        table.column("preempt_grace_s").to_pylist() if "preempt_grace_s" in cols else [None] * n
+    )
     if opts.checkpoint != CheckpointPolicy.TRACE:
         formula = young_interval_s if opts.checkpoint == CheckpointPolicy.YOUNG else daly_interval_s
         cache: dict[int, float] = {}
@@ -151,5 +154,6 @@ def jobs_from_table(
         kinds,
         known,
         report.default_tenant,
+        [None if g is None else float(g) for g in grace],
     )
     return jobs, report

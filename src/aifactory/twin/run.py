@@ -12,6 +12,7 @@ import pyarrow as pa
 
 from aifactory.fleet import Fleet, compile_topology, load_fleet
 from aifactory.scheduler.config import BackfillMode, SchedulerConfig
+from aifactory.twin.allocgate import TwinAllocations
 from aifactory.twin.failures import FailureInjector
 from aifactory.twin.inputs import CheckpointPolicy, InputOptions, InputReport, jobs_from_table
 from aifactory.twin.results import (
@@ -44,6 +45,9 @@ class TwinSpec:
     until_s: float | None = None
     preemption: bool = True
     backfill_interval_s: float = 0.0
+    preempt_grace_s: float = 0.0  # for jobs whose trace row says nothing
+    power_cap: bool = True  # sites under their power caps (scheduler/power.py)
+    allocations: str | None = None  # an allocations file (path or bundled name): issue #19
 
 
 @dataclass(slots=True)
@@ -65,12 +69,21 @@ class TwinRun:
         """Time series (timeseries.parquet)."""
         return timeseries_table(self.result)
 
+    def projects_table(self) -> pa.Table | None:
+        """Per-project allocation results (projects.parquet); None without allocations."""
+        gate = self.result.allocations
+        if gate is None:
+            return None
+        from aifactory.twin.allocreport import projects_table  # noqa: PLC0415
+
+        return projects_table(self.summary["projects"])
+
 
 def load_table(trace: str, fmt: str | None) -> tuple[pa.Table, dict[str, int]]:
     """Read a trace (any supported format or Parquet) into the normalised table."""
     from aifactory.workload.traces import read_trace  # noqa: PLC0415 (import cost only when used)
 
-    imported = read_trace(trace, fmt)
+    imported = read_trace(trace, fmt, require_jobs=True)  # no job: say why, do not simulate
     return imported.table, dict(imported.skipped)
 
 
@@ -119,13 +132,18 @@ def _run_twin(
         seed=spec.seed,
     )
     jobs, report = jobs_from_table(table, fleet, opts)
-    result = simulate_jobs(spec, fleet, jobs, failure_model, progress, ids_checked=True)
+    gate = allocation_gate(spec, fleet)
+    result = simulate_jobs(
+        spec, fleet, jobs, failure_model, progress, ids_checked=True, allocations=gate
+    )
     extra: dict[str, Any] = {
         "time_scale": spec.time_scale,
         "estimate_error": spec.estimate_error,
         "failures_model": spec.failures,
         "checkpoint": spec.checkpoint.value,
         "backfill_interval_s": spec.backfill_interval_s,
+        "preempt_grace_s": spec.preempt_grace_s,
+        "power_cap": spec.power_cap,
         "inputs": {
             "remapped_tenants": report.remapped,
             "remapped_jobs": sum(report.remapped.values()),
@@ -139,6 +157,10 @@ def _run_twin(
     if observed is not None:
         extra["observed"] = observed
     columns = job_columns(result)
+    if gate is not None:
+        from aifactory.twin.allocreport import summarize_allocations  # noqa: PLC0415
+
+        extra.update(summarize_allocations(gate, result.jobs, result.end_s, spec.allocations))
     summary = summarize(
         result,
         columns=columns,
@@ -160,8 +182,10 @@ def simulate_jobs(
     progress: Callable[[float], None] | None = None,
     *,
     ids_checked: bool = False,
+    allocations: TwinAllocations | None = None,
 ) -> SimResult:
-    """Run the simulator on ready-made jobs (``ids_checked``: see :class:`Simulation`)."""
+    """Run the simulator on ready-made jobs (``ids_checked``, ``allocations``: see
+    :class:`Simulation`)."""
     topo = compile_topology(fleet)
     sched_cfg = SchedulerConfig(
         policy=spec.policy,
@@ -170,6 +194,8 @@ def simulate_jobs(
         restart_overhead_s=spec.restart_overhead_s,
         checkpoint_write_s=spec.checkpoint_write_s,
         backfill_interval_s=spec.backfill_interval_s,
+        preempt_grace_s=spec.preempt_grace_s,
+        power_cap=spec.power_cap,
     )
     injector = FailureInjector(failure_model) if failure_model is not None else None
     sim = Simulation(
@@ -179,8 +205,29 @@ def simulate_jobs(
         TwinConfig(seed=spec.seed, until_s=spec.until_s),
         failures=injector,
         ids_checked=ids_checked,
+        allocations=allocations,
     )
     return sim.run(progress)
+
+
+def allocation_gate(spec: TwinSpec, fleet: Fleet) -> TwinAllocations | None:
+    """The allocation gate of a run with an allocations file (None without one): the
+    file validated against the fleet's tenants, rates from the GPU catalogue."""
+    if spec.allocations is None:
+        return None
+    from aifactory.allocations import b200_rates  # noqa: PLC0415
+    from aifactory.twin.allocfile import load_allocations  # noqa: PLC0415
+
+    allocs = load_allocations(spec.allocations)
+    classes: dict[str, list[str]] = {}
+    for tenant, _parent, _cohort in fleet.iter_tenants():
+        classes[tenant.name] = [q.gpu_class for q in tenant.quotas]
+    allocs.check_tenants(classes, spec.allocations)
+    topo = compile_topology(fleet)
+    rates = b200_rates(
+        {c: m.bf16_tflops for c, m in zip(topo.classes, topo.class_model, strict=True)}
+    )
+    return TwinAllocations(allocs, rates, classes, seed=spec.seed)
 
 
 def observed_error(table: pa.Table, jobs: list[Job], time_scale: float) -> dict[str, Any] | None:

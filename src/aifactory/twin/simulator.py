@@ -22,6 +22,7 @@ from aifactory.fleet.topology import Topology
 from aifactory.scheduler.cluster import Placement
 from aifactory.scheduler.config import SchedulerConfig, job_problem
 from aifactory.scheduler.scheduler import Scheduler
+from aifactory.twin.allocgate import TwinAllocations
 from aifactory.twin.failures import FailureInjector
 from aifactory.twin.kernel import EventClass, Kernel
 from aifactory.twin.observer import Observer
@@ -34,6 +35,7 @@ FINISH: Final = 0
 ARRIVE: Final = 3
 DECIDE: Final = 4
 SAMPLE: Final = 5
+GRANT: Final = 6  # a grant's period starts or a top-up lands (runs with allocations only)
 # Event classes as constants (an IntEnum member is an interpreted lookup when compiled).
 END_CLS: Final = EventClass.END
 DECIDE_CLS: Final = EventClass.DECIDE
@@ -62,6 +64,7 @@ class SimResult:
     end_s: float
     rejected: dict[str, int] = field(default_factory=dict)
     failures: int = 0
+    allocations: TwinAllocations | None = None  # the gate and ledger, with an allocations file
 
 
 @contextmanager
@@ -136,12 +139,18 @@ class Simulation:
         *,
         ids_checked: bool = False,
         resume: Resume | None = None,
+        allocations: TwinAllocations | None = None,
     ) -> None:
         """``ids_checked``: the caller has made sure no two jobs share an id (else it is
         checked here); the scheduler then keeps no index by id (see
         ``SchedulerConfig.index_ids``). ``resume``: start from a snapshot of a scheduler
         instead of an empty fleet (see :class:`Resume`); ``jobs`` are then its queue, in
-        queue order, all arriving at the snapshot's time."""
+        queue order, all arriving at the snapshot's time. ``allocations``: hold and charge
+        the jobs of projects (:mod:`aifactory.twin.allocgate`); not with ``resume``."""
+        if allocations is not None and resume is not None:
+            msg = "allocations: a run resumed from a snapshot cannot replay allocations"
+            raise ValueError(msg)
+        self.allocations = allocations
         self.topo = topo
         check_fields(jobs)
         self.resume = resume
@@ -168,6 +177,8 @@ class Simulation:
         wrapper and keeps its state in a heap-allocated environment.)"""
         sched = self.sched
         kernel = self.kernel
+        if self.allocations is not None:
+            self._release(now)
         res = sched.schedule(now)
         if res.started:
             write_s = sched.cfg.checkpoint_write_s
@@ -185,6 +196,23 @@ class Simulation:
             kernel.at(wake, DECIDE_CLS, DECIDE)
         if res.preempted:
             self.observer.preempted(res.preempted)
+            gate = self.allocations
+            if gate is not None:
+                for job in res.preempted:
+                    gate.ended(job, now, final=False)
+
+    def _submit(self, job: Job, now: float) -> None:
+        """Give a job to the scheduler (with allocations: one the gate let through)."""
+        if self.sched.submit(job, now) is not None and self.allocations is not None:
+            self.allocations.dropped(job)  # refused: it never runs, its reservation goes
+
+    def _release(self, now: float) -> None:
+        """Give the scheduler the held jobs whose project can cover them now (before the
+        pass of this instant, so that they are in it)."""
+        gate = self.allocations
+        if gate is not None and gate.pending_release:
+            for job in gate.released(now):
+                self._submit(job, now)
 
     def _run(self, progress: Progress | None) -> SimResult:
         t0 = time.perf_counter()
@@ -211,6 +239,11 @@ class Simulation:
             self.failures.start(kernel, self.rng)
             self.failures.bind(sched)
             self.failures.schedule_next(0.0)
+        gate = self.allocations
+        if gate is not None:
+            for when, index in gate.timeline():
+                if when >= start:
+                    kernel.at(when, END_CLS, GRANT, index)
         self._woken_at = -1.0
         arrived = 0
         next_report = 0.0
@@ -232,12 +265,17 @@ class Simulation:
                     sched.finish(job, now)
                     observer.ended(job, now)
                     due = True
+                    if gate is not None:
+                        gate.ended(job, now, final=True)
                 # else stale: the job moved on since (evicted, and maybe running again)
             elif kind == ARRIVE:
                 i = ev.tag  # the feed's position
                 job = jobs[i]
                 arrived = i + 1
-                sched.submit(job, now)
+                if gate is None:
+                    sched.submit(job, now)
+                elif gate.offer(job, now):
+                    self._submit(job, now)
                 due = True
                 if progress is not None and i >= next_report:
                     progress(i / n)
@@ -250,11 +288,18 @@ class Simulation:
                 if len(kernel):
                     kernel.at(now + interval, EventClass.OBSERVE, SAMPLE)
                 continue
+            elif kind == GRANT:
+                if gate is not None:
+                    gate.at(int(payload), now)
+                due = True
             elif failures is not None:
                 # Failures stop once there is no work left, so the run can drain.
                 busy = arrived < n or sched.running_count > 0 or sched.pending_count > 0
                 failures.handle(kind, payload, now, sched, kernel, keep_going=busy)
                 due = True
+                if gate is not None:
+                    for job in failures.interrupted:
+                        gate.ended(job, now, final=False)
             # The pass of this instant runs once every completion, failure and arrival of
             # the instant has been handled: the DECIDE event, handled at once instead of
             # going through the heap (same order, one heap push and pop fewer per pass).
@@ -264,6 +309,8 @@ class Simulation:
                 self._decide(now)
         if progress is not None:
             progress(1.0)
+        if gate is not None:
+            gate.close(kernel.now, sched.running_jobs())
         observer.close(kernel.now)
         return SimResult(
             jobs=jobs,
@@ -274,4 +321,5 @@ class Simulation:
             end_s=kernel.now,
             rejected=dict(sched.rejected),
             failures=self.failures.count if self.failures is not None else 0,
+            allocations=gate,
         )

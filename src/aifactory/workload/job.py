@@ -102,6 +102,7 @@ class Job:
         "overhead_s",
         "placed_class",
         "placement",
+        "preempt_grace_s",
         "preempted_for",
         "preemptible",
         "preemptions",
@@ -131,6 +132,7 @@ class Job:
         kind: str = "",
         gpu_classes: tuple[str, ...] = (),
         hbm_gb_per_gpu: float | None = None,
+        preempt_grace_s: float | None = None,
     ) -> None:
         if gpus <= 0:
             msg = f"job {id}: gpus: must be > 0"
@@ -152,6 +154,10 @@ class Job:
         self.priority = int(priority)
         self.preemptible = preemptible
         self.checkpoint_s = checkpoint_s
+        # Seconds it may keep its GPUs to save when preempted (SIGTERM, then the kill at
+        # the end of the grace: Slurm's GraceTime, Kubernetes' terminationGracePeriodSeconds);
+        # None: the scheduler's default (SchedulerConfig.preempt_grace_s).
+        self.preempt_grace_s = preempt_grace_s
         self.allow_cross_site = allow_cross_site
         self.kind = kind
         self.state = JobState.PENDING

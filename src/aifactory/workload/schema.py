@@ -18,7 +18,9 @@ Columns (Parquet, one row per GPU job):
 Optional extra columns a synthesiser may add (consumers ignore unknown columns):
 ``preemptible`` (bool), ``checkpoint_s`` (float64, nullable), ``kind`` (string),
 ``hbm_gb_per_gpu`` (float64, nullable: the GPU memory each GPU must have; the job runs
-only on classes whose model has at least that much).
+only on classes whose model has at least that much), ``preempt_grace_s`` (float64,
+nullable: seconds the job may keep its GPUs to save when preempted; null: the run's
+default, ``--preempt-grace``).
 """
 
 from __future__ import annotations
@@ -58,4 +60,5 @@ OPTIONAL_COLUMNS = {
     "checkpoint_s": pa.float64(),
     "kind": pa.string(),
     "hbm_gb_per_gpu": pa.float64(),
+    "preempt_grace_s": pa.float64(),
 }

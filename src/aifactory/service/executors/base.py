@@ -58,6 +58,10 @@ class Launch:
     attempt: int = 1
     tenant: str = ""
     nonce: str = ""
+    # Seconds the job gets between SIGTERM and SIGKILL when it is stopped (preempted or
+    # cancelled): its preempt grace, to save a checkpoint (scheduler.grace). None: the
+    # executor's own default.
+    stop_grace_s: float | None = None
 
     def __post_init__(self) -> None:
         if not self.nodes:
@@ -82,6 +86,14 @@ class Launch:
 # A name safe on every backend and as a file name (an attempt's, a handle, a log file).
 SAFE_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\Z")
 _ENV_KEY: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+MAX_STOP_GRACE_S: Final = 86400.0  # as the scheduler's MAX_GRACE_S
+
+
+def stop_grace(launch: Launch, default_s: float) -> float:
+    """Seconds from SIGTERM to SIGKILL for the launch's job: its own grace when it has
+    one (> 0), else the executor's default."""
+    grace = launch.stop_grace_s
+    return grace if grace is not None and grace > 0 else default_s
 
 
 def check_launch(launch: Launch) -> None:
@@ -90,6 +102,10 @@ def check_launch(launch: Launch) -> None:
     environment variable whose name is not a shell name or whose value holds a NUL."""
     if not SAFE_NAME.match(launch.name):
         msg = f"job {launch.job_id!r}: not a valid attempt name {launch.name!r}"
+        raise ExecutorError(msg)
+    grace = launch.stop_grace_s
+    if grace is not None and not 0.0 <= grace <= MAX_STOP_GRACE_S:
+        msg = f"job {launch.job_id}: stop_grace_s: must be from 0 to {MAX_STOP_GRACE_S:g} s"
         raise ExecutorError(msg)
     if "\0" in launch.command:
         msg = f"job {launch.job_id}: the command contains a NUL byte"

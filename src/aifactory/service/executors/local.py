@@ -78,6 +78,7 @@ from aifactory.service.executors.base import (
     Status,
     check_launch,
     rank_env,
+    stop_grace,
 )
 from aifactory.service.executors.supervise import CLAIM, EXIT, JOB, SPEC, SUPERVISOR_LOG, Spec
 
@@ -305,7 +306,7 @@ class LocalExecutor:
             groups=list(self.user.groups),
             switch_user=self.user.switch,
             rlimits=dict(self._rlimits),
-            grace_s=self._grace_s,
+            grace_s=stop_grace(launch, self._grace_s),
             cgroup_base=self._cgroup,
             landlock_abi=self._landlock,
             hidden=self._hidden,

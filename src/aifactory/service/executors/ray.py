@@ -75,6 +75,7 @@ from aifactory.service.executors.base import (
     Status,
     check_launch,
     rank_env,
+    stop_grace,
 )
 
 if TYPE_CHECKING:
@@ -248,7 +249,9 @@ class RayExecutor:
             "env": {**own, **base, **{k: v for k, v in shared.items() if k not in varying}},
             "ranks": ranks,
             "time_limit_s": launch.time_limit_s,
-            "grace_s": self.grace_s,
+            # (A grace above Ray's own wait for a stopped driver, RAY_JOB_STOP_WAIT_TIME_S,
+            # 3 s by default, needs that raised on the cluster: Ray kills the driver then.)
+            "grace_s": stop_grace(launch, self.grace_s),
             "place_timeout_s": self.place_timeout_s,
             "node_resource_prefix": NODE_RESOURCE_PREFIX,
         }

@@ -36,6 +36,7 @@ import os
 import re
 import shlex
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -529,8 +530,19 @@ class SlurmExecutor:
         self.submit_tries = submit_tries
         self._run = runner
         self._sleep = sleep
+        # Each started job's stop grace (Launch.stop_grace_s), by handle: cancel gives it
+        # that long from SIGTERM to the kill. (In memory: after a restart a stop is at once.)
+        self._graces: dict[str, float] = {}
 
     def start(self, launch: Launch) -> str:
+        """Submit with sbatch (see :meth:`_start_once`); remember the job's stop grace."""
+        handle = self._start_once(launch)
+        grace = launch.stop_grace_s
+        if grace is not None and grace > 0:
+            self._graces[handle] = grace
+        return handle
+
+    def _start_once(self, launch: Launch) -> str:
         """Submit with sbatch; the handle is the Slurm job id.
 
         A transient failure (controller unreachable or busy, sbatch timed out) is tried
@@ -628,14 +640,43 @@ class SlurmExecutor:
     def cancel(self, handle: str) -> None:
         """scancel; a job Slurm no longer knows or that already ended is fine.
 
+        A job started with a stop grace (its preempt grace, ``Launch.stop_grace_s``) gets
+        SIGTERM now (``scancel --signal=TERM``: its steps are signalled, the job goes on)
+        and is cancelled when the grace ends (a timer of this executor), so that it can
+        save first; one that exits sooner (saved) has ended by then, which scancel takes.
+
         scancel is idempotent, so a transient failure (controller unreachable) is simply
         tried again, up to ``submit_tries`` in all; then ExecutorError.
         """
         if not _JOB_ID.match(handle):
             return
+        grace = self._graces.pop(handle, 0.0)
+        if grace > 0:
+            try:
+                self._scancel(["scancel", "--signal=TERM", handle], handle)
+            except ExecutorError as exc:  # e.g. not started yet: nothing to save
+                log.info("job %s: no SIGTERM (%s); cancelling at once", handle, exc)
+                self._scancel(["scancel", handle], handle)
+                return
+            timer = threading.Timer(grace, self._cancel_after_grace, (handle,))
+            timer.daemon = True
+            timer.start()
+            return
+        self._scancel(["scancel", handle], handle)
+
+    def _cancel_after_grace(self, handle: str) -> None:
+        """The grace of a stopped job is over: cancel it (on the timer's thread: logged,
+        never raised)."""
+        try:
+            self._scancel(["scancel", handle], handle)
+        except Exception:
+            log.exception("scancel %s after its grace failed", handle)
+
+    def _scancel(self, argv: list[str], handle: str) -> None:
+        """Run one scancel command line, tried again after transient failures."""
         for attempt in range(1, self.submit_tries + 1):
             try:
-                proc = self._run(["scancel", handle], {}, self.timeout_s)
+                proc = self._run(argv, {}, self.timeout_s)
             except ExecutorError as exc:  # scancel timed out
                 if attempt == self.submit_tries:
                     raise

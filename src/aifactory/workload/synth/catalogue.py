@@ -178,6 +178,15 @@ class JobClass(_Frozen):
         gt=0,
         description="GPU memory each GPU of a job must have (from the model it trains); null: any.",
     )
+    preempt_grace_s: float | None = Field(
+        default=None,
+        ge=0,
+        le=86400,
+        description=(
+            "Seconds a preempted job keeps its GPUs to save (SIGTERM, then the kill); "
+            "null: the run's default (--preempt-grace)."
+        ),
+    )
     gpu_class: list[str] = Field(
         default_factory=list,
         description="Preferred GPU classes; the first the tenant holds quota in; else any.",

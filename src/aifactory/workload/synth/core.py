@@ -332,6 +332,13 @@ def _assemble(plans: list[ClassPlan], blocks: list[_Block]) -> pa.Table:
         [p.job_class.hbm_gb_per_gpu or math.nan for p in plans],
         np.float64,
     )
+    grace = per_job(
+        [
+            math.nan if p.job_class.preempt_grace_s is None else p.job_class.preempt_grace_s
+            for p in plans
+        ],
+        np.float64,
+    )
 
     def cat_blocks(name: str) -> npt.NDArray[Any]:
         return np.concatenate([getattr(b, name) for b in blocks]) if blocks else np.empty(0)
@@ -356,6 +363,7 @@ def _assemble(plans: list[ClassPlan], blocks: list[_Block]) -> pa.Table:
     cc = class_code[order]
     ck = ckpt[order]
     mem = hbm[order]
+    grace_s = grace[order]
     columns = {
         "job_id": job_id,
         "tenant": tenant_col,
@@ -371,6 +379,7 @@ def _assemble(plans: list[ClassPlan], blocks: list[_Block]) -> pa.Table:
         "checkpoint_s": pa.array(ck, pa.float64(), mask=np.isnan(ck)),
         "kind": pc.take(pa.array(kinds, pa.string()), pa.array(kind_code[order])),
         "hbm_gb_per_gpu": pa.array(mem, pa.float64(), mask=np.isnan(mem)),
+        "preempt_grace_s": pa.array(grace_s, pa.float64(), mask=np.isnan(grace_s)),
     }
     return pa.Table.from_arrays(list(columns.values()), schema=SYNTH_SCHEMA)
 

@@ -61,14 +61,35 @@ def read_trace(
     mapping: dict[str, str] | None = None,
     time_format: str | None = None,
     strict: bool = False,
+    require_jobs: bool = False,
 ) -> ImportResult:
     """Read a trace in any supported format into the normalised schema.
 
     ``fmt`` is one of ``philly|itp|sacct|csv|parquet``; ``None`` infers it (``.parquet``
     by name or magic bytes, the others by their header; with a ``mapping``, ``csv``).
     Bad rows are skipped and counted in ``skipped``; with ``strict`` the first one is
-    raised as a :class:`TraceError` naming its line and field.
+    raised as a :class:`TraceError` naming its line and field. With ``require_jobs`` a
+    trace that keeps no job is a :class:`TraceError` too: its first bad row and reason
+    (from a strict read), else what its rows were (CPU jobs, jobs that never started).
     """
+    result = _read(path, fmt, mapping=mapping, time_format=time_format, strict=strict)
+    if require_jobs and result.rows_kept == 0:
+        _read(path, fmt, mapping=mapping, time_format=time_format, strict=True)
+        parts = [f"{result.cpu_jobs:,} CPU jobs"] if result.cpu_jobs else []
+        parts += [f"{n:,} {why}" for why, n in sorted(result.skipped.items())]
+        rows = f"{result.rows_read:,} rows" + (f" ({', '.join(parts)})" if parts else "")
+        raise TraceError(f"no GPU jobs in {rows}", source=str(path))
+    return result
+
+
+def _read(
+    path: str | Path,
+    fmt: str | None,
+    *,
+    mapping: dict[str, str] | None,
+    time_format: str | None,
+    strict: bool,
+) -> ImportResult:
     p = Path(path)
     source = str(path)
     if fmt is None:
