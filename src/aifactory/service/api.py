@@ -73,6 +73,7 @@ from aifactory.service.limits import (
 )
 from aifactory.service.loop import SchedulerLoop, fork_state
 from aifactory.service.metrics import CycleStats, render_metrics
+from aifactory.service.samples import Sampler
 from aifactory.service.schemas import (
     INT64_MAX,
     KEY_PATTERN,
@@ -134,8 +135,15 @@ class Service:
         self.logs_dir = FsPath(settings.data_dir).absolute() / "logs"
         self.loop: SchedulerLoop | None = None
         if settings.run_scheduler:
+            sampler = Sampler(self.db, self.topo, self.fleet, settings.samples_retention_s)
             self.loop = SchedulerLoop(
-                self.db, self.topo, self.executor, settings, clock=clock, stats=self.stats
+                self.db,
+                self.topo,
+                self.executor,
+                settings,
+                clock=clock,
+                stats=self.stats,
+                sampler=sampler,
             )
         self.batcher = SubmitBatcher(self.db, on_commit=self._submitted)
         # Never given a job: asked at submit whether a job could ever run (check_fits).
@@ -753,11 +761,12 @@ def create_app(service: Service) -> FastAPI:
 
     # Projects and allocations (issue #19), fleet status and share (#21): routers of their
     # own, imported here because they depend on this module's ``Caller``.
-    from aifactory.service.routers import allocations, cluster, projects  # noqa: PLC0415
+    from aifactory.service.routers import allocations, cluster, history, projects  # noqa: PLC0415
 
     app.include_router(projects.router)
     app.include_router(allocations.router)
     app.include_router(cluster.router)
+    app.include_router(history.router)
 
     def openapi() -> dict[str, Any]:
         """The generated schema, with this fleet's tenants and GPU classes as enums: the
