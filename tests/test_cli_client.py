@@ -44,7 +44,7 @@ def test_db_upgrade_and_current(db_url: str) -> None:
     assert first.stdout.strip() == "none"
     up = runner.invoke(app, ["db", "upgrade", "--database-url", db_url])
     assert up.exit_code == 0
-    assert "0004" in up.stdout
+    assert "0005" in up.stdout
     assert runner.invoke(app, ["db", "upgrade", "--database-url", db_url]).exit_code == 0
     bad = runner.invoke(app, ["db", "upgrade", "--database-url", "mysql://x/y"])
     assert bad.exit_code == 2
