@@ -67,15 +67,17 @@ def make_fleet(
     *,
     name: str = "tiny",
     default_tenant: str | None = None,
+    power_mw: Sequence[float] | None = None,
 ) -> Fleet:
-    """``sites`` is site -> pod -> groups (see :func:`hgx`, :func:`nvl`)."""
+    """``sites`` is site -> pod -> groups (see :func:`hgx`, :func:`nvl`); ``power_mw``: each
+    site's power capacity (default 10 MW, which no tiny fleet's peak reaches)."""
     raw: dict[str, Any] = {
         "name": name,
         "sites": [
             {
                 "name": f"s{si}",
                 "region": f"region-{si}",
-                "power_mw": 10.0,
+                "power_mw": 10.0 if power_mw is None else power_mw[si],
                 "pue": 1.2,
                 "pods": [
                     {"name": f"p{pi}", "groups": list(groups)} for pi, groups in enumerate(pods)
@@ -197,6 +199,28 @@ def check_invariants(sched: Scheduler, down: dict[int, int] | None = None) -> No
     down_total = sum(m.bit_count() for m in down.values())
     assert sum(cs.class_free) + busy + down_total == topo.gpus_total, "free + used != capacity"
     check_quota(topo.fleet, view.classes, used)
+    if sched.cfg.power_cap:
+        check_power(sched, running)
+
+
+def check_power(sched: Scheduler, running: list[Job]) -> None:
+    """No site draws more IT power than its cap (power_mw / PUE), recomputed from the
+    catalogue's watts and the running jobs' placements (scheduler/power.py's rule)."""
+    cs = sched.cs
+    topo = sched.sclasses.topo
+    draw = [0.0] * len(topo.sites)
+    for d in range(topo.n_domains):
+        model = topo.class_model[int(topo.domain_class[d])]
+        draw[int(topo.pod_site[topo.domain_pod[d]])] += int(topo.domain_gpus[d]) * model.idle_watts
+    for job in running:
+        for node, mask in job.placement:
+            dom = cs.node_dom[node]
+            model = topo.class_model[cs.dom_class[dom]]
+            site = cs.pod_site[cs.dom_pod[dom]]
+            draw[site] += mask.bit_count() * (model.busy_watts - model.idle_watts)
+    for s, site in enumerate(topo.fleet.sites):
+        cap = site.power_mw * 1e6 / site.pue
+        assert draw[s] <= cap * (1 + 1e-9), f"site {site.name}: {draw[s]:.0f} W > {cap:.0f} W"
 
 
 def subtree_used(

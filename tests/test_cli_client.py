@@ -198,10 +198,11 @@ def test_client_round_trip(live: str, db_url: str, monkeypatch: pytest.MonkeyPat
 
 
 def test_submit_asks_for_memory_and_acceptable_classes(
-    live: str, db_url: str, monkeypatch: pytest.MonkeyPatch
+    live: str, db_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    """``--gpu-class a,b`` lists acceptable classes, ``--hbm-gb`` the memory per GPU; an
-    ask no GPU meets is refused with the reason (issue #17 §3)."""
+    """``--gpu-class a,b`` lists acceptable classes, ``--hbm-gb`` the memory per GPU (on
+    the command line or a script's #AIF lines); an ask no GPU meets is refused with the
+    reason (issue #17 §3)."""
     monkeypatch.setenv("AIFACTORY_URL", live)
     monkeypatch.setenv("AIFACTORY_TOKEN", make_token(db_url, "lab", "member"))
     args = ["job", "submit", "x", "--gpus", "8", "--gpu-class", "h100,gb200", "--hbm-gb", "80"]
@@ -224,6 +225,12 @@ def test_submit_asks_for_memory_and_acceptable_classes(
     empty = runner.invoke(app, ["job", "submit", "x", "--gpu-class", "h100,"])
     assert empty.exit_code == 2
     assert "--gpu-class" in empty.output
+    script = tmp_path / "train.sh"
+    script.write_text("#!/bin/sh\n#AIF --gpus 8 --gpu-class gb200,h100 --hbm-gb 90\ntrue\n")
+    from_script = json.loads(
+        runner.invoke(app, ["job", "submit", "--script", str(script), "--json"]).stdout
+    )
+    assert (from_script["gpu_classes"], from_script["hbm_gb_per_gpu"]) == (["gb200", "h100"], 90.0)
 
 
 def test_client_errors_are_clean(live: str, db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:

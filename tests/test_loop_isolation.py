@@ -366,3 +366,34 @@ def test_a_forked_view_leaves_out_a_row_the_core_refuses(db: Database, tmp_path:
         conn.execute(sa.update(jobs).where(jobs.c.id == bad).values(checkpoint_interval_s=5e-324))
     sched = loop_module.fork_state(db, TOPO, settings(tmp_path, db), time.time())
     assert {j.id for j in sched.running_jobs()} == {str(good)}
+
+
+@pytest.mark.parametrize(
+    ("ask", "says"),
+    [
+        pytest.param({"gpu_classes": "h100,gb200"}, "gpu_classes", id="classes-a-string"),
+        pytest.param({"gpu_classes": [1, 2]}, "gpu_classes", id="classes-not-names"),
+        pytest.param({"gpu_classes": ["h100", "tpu"]}, "tpu", id="class-unknown"),
+        pytest.param({"gpu_classes": ["h100", "h100"]}, "gpu_classes", id="classes-twice"),
+        pytest.param({"hbm_gb_per_gpu": 1e300}, "hbm_gb_per_gpu", id="memory-past-bound"),
+        pytest.param({"hbm_gb_per_gpu": 500.0}, "GPU memory", id="memory-no-gpu-has"),
+    ],
+)
+# (the test's own model_construct of a bad body makes pydantic warn when it hashes it)
+@pytest.mark.filterwarnings("ignore:Pydantic serializer warnings:UserWarning")
+def test_a_row_with_a_hostile_hardware_ask_fails_that_job_alone(
+    db: Database, tmp_path: Path, ask: dict[str, Any], says: str
+) -> None:
+    """Rows the API would refuse (issue #17 §3 fields), as an older or buggy replica might
+    have written them: the job fails with a reason naming what is wrong; the others run."""
+    executor = FakeExecutor()
+    loop = SchedulerLoop(db, TOPO, executor, settings(tmp_path, db))
+    loop.load()
+    before = submit(db, gpus=8)
+    bad = submit(db, gpus=8, validate=False, gpu_class=None, **ask)
+    after = submit(db, gpus=8)
+    for _ in range(2):
+        loop.cycle()
+    assert row(db, bad)["state"] == "failed"
+    assert says in (row(db, bad)["reason"] or ""), row(db, bad)["reason"]
+    assert row(db, before)["state"] == row(db, after)["state"] == "running"

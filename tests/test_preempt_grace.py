@@ -21,7 +21,7 @@ from aifactory.scheduler.config import MAX_GRACE_S, SchedulerConfig, job_problem
 from aifactory.scheduler.scheduler import Scheduler
 from aifactory.workload.job import Job, JobState
 from builders import check_invariants, hgx, hgx_topo, make_fleet, make_job, simulate, tenant
-from test_scheduler_properties import SETTINGS, JobSpec, cases, run
+from test_scheduler_properties import SETTINGS, JobSpec, cases, compare_with_reference, run
 
 
 def pair(**low: Any) -> list[Job]:
@@ -103,6 +103,9 @@ def test_the_preemptor_waits_for_the_grace_with_its_reason() -> None:
     assert sched.saving_jobs() == [(low, 130.0)]
     assert sched.running_jobs() == []
     assert sum(sched.cs.class_free) == 0  # L still holds all 8 GPUs
+    # H's claim charges nothing more to tenant a: its victim, a's own, is charged still.
+    assert [s.claim_gpus for s in sched.claims.values()] == [0]
+    assert sched.quota.cells[0][0].used == 8
     check_invariants(sched)
     assert sched.schedule(120.0).started == []
     res = sched.schedule(130.0)
@@ -260,3 +263,15 @@ def test_a_claim_holds_its_quota_so_the_jobs_behind_it_do_not_reclaim_again() ->
     assert sched.schedule(130.0).started == [a1]
     assert b1.preemptions + b2.preemptions == 1
     check_invariants(sched)
+
+
+@settings(SETTINGS, max_examples=80)
+@given(cases(most_jobs=40), st.sampled_from([1.0, 30.0]), st.booleans())
+def test_shortcuts_change_no_decision_with_graces(
+    case: tuple[Topology, list[JobSpec], SchedulerConfig, float], grace: float, las: bool
+) -> None:
+    """The scheduler's shortcuts on and off give the same decisions when victims save
+    (the differential test of test_scheduler_properties, with a default grace)."""
+    topo, specs, cfg, rate = case
+    cfg = replace(cfg, preemption=True, preempt_grace_s=grace, policy="las" if las else cfg.policy)
+    compare_with_reference(topo, specs, cfg, rate)

@@ -68,7 +68,7 @@ def _nullable(values: np.ndarray[Any, Any]) -> pa.Array:
 def queue_share(reason: str, queue: np.ndarray[Any, Any]) -> pa.Array:
     """A made-up split of each job's queueing time over the reasons (capacity most)."""
     shares = {"priority": 0.1, "quota": 0.2, "capacity": 0.6, "reservation": 0.1}
-    share = {**shares, "preempt_grace": 0.0}[reason]
+    share = {**shares, "preempt_grace": 0.0, "power_cap": 0.0}[reason]
     return pa.array(np.where(np.isnan(queue), 0.0, queue * share), pa.float64())
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
@@ -176,7 +177,7 @@ def test_a_parent_admin_submits_as_its_own_tenant_only(tree: Tree) -> None:
 
 
 @pytest.mark.parametrize("who", ["admin", "cons-a-admin", "cons-a-member"])
-def test_a_job_for_a_tenant_with_children_is_refused_naming_them(tree: Tree, who: str) -> None:
+def test_a_job_for_a_tenant_with_children_is_refused(tree: Tree, who: str) -> None:
     """Jobs run in leaves: a submit to a parent is a 422 at once, not a job that the
     scheduler fails a cycle later."""
     resp = tree.env.submit(who, tenant="cons-a")
@@ -184,7 +185,37 @@ def test_a_job_for_a_tenant_with_children_is_refused_naming_them(tree: Tree, who
     (problem,) = resp.json()["detail"]
     assert problem["field"] == "tenant"
     assert "not a leaf" in problem["reason"]
-    assert "proj-a1, proj-a2" in problem["reason"]
+
+
+def test_a_parent_admin_manages_the_tokens_of_its_subtree(tree: Tree) -> None:
+    """As a Slurm account coordinator's rights cover the sub-accounts: the consortium's
+    admin makes, lists and revokes tokens of its projects, never an admin token and never
+    one of a sibling consortium's project; a project's admin, only its own."""
+    env = tree.env
+
+    def create(who: str, **body: object) -> Any:
+        return env.client.post("/v1/tokens", json=body, headers=env.h(who))
+
+    made = create("cons-a-admin", role="member", tenant="proj-a2", note="a2")
+    assert made.status_code == 201, made.text
+    token = made.json()
+    mine = {"Authorization": f"Bearer {token['token']}"}
+    own = env.client.get("/v1/jobs", headers=mine).json()["items"]
+    assert {j["tenant"] for j in own} <= {"proj-a2"}
+    assert create("cons-a-admin", role="tenant-admin", tenant="proj-a1").status_code == 201
+    assert create("cons-a-admin", role="member", tenant="proj-b1").status_code == 403
+    assert create("cons-a-admin", role="member", tenant="gov").status_code == 403
+    assert create("cons-a-admin", role="admin").status_code == 403
+    assert create("proj-a1-admin", role="member", tenant="proj-a2").status_code == 403
+    listed = env.client.get("/v1/tokens", headers=env.h("cons-a-admin")).json()
+    assert {t["tenant"] for t in listed} == {"cons-a", "proj-a1", "proj-a2"}
+    listed = env.client.get("/v1/tokens", headers=env.h("proj-a1-admin")).json()
+    assert {t["tenant"] for t in listed} == {"proj-a1"}
+    url = f"/v1/tokens/{token['id']}"
+    assert env.client.delete(url, headers=env.h("proj-a1-admin")).status_code == 404  # sibling
+    assert env.client.delete(url, headers=env.h("lab-admin")).status_code == 404
+    assert env.client.delete(url, headers=env.h("cons-a-admin")).status_code == 204
+    assert env.client.get("/v1/jobs", headers=mine).status_code == 401
 
 
 def test_descendants_of_a_tree() -> None:

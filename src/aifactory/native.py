@@ -35,6 +35,7 @@ NATIVE = (
     "aifactory/scheduler/grace.py",
     "aifactory/scheduler/owners.py",
     "aifactory/scheduler/pending.py",
+    "aifactory/scheduler/power.py",
     "aifactory/scheduler/placement.py",
     "aifactory/scheduler/preemption.py",
     "aifactory/scheduler/queue.py",

@@ -102,6 +102,25 @@ def nodes_or_reason(job: dict[str, Any]) -> str:
     return ""
 
 
+def _classes(job: dict[str, Any]) -> str:
+    """The CLASS column: the one class, the acceptable ones, or any; and memory asked."""
+    named = job["gpu_class"] or ",".join(job.get("gpu_classes") or []) or "any"
+    hbm = job.get("hbm_gb_per_gpu")
+    return named if hbm is None else f"{named} (>= {hbm:g} GB)"
+
+
+def _class_fields(gpu_class: str | None) -> dict[str, Any]:
+    """``--gpu-class a`` is one class; ``--gpu-class a,b`` the acceptable ones."""
+    if gpu_class is None:
+        return {"gpu_class": None}
+    names = [n.strip() for n in gpu_class.split(",")]
+    if any(not n for n in names):
+        fail(f"--gpu-class: an empty class name in {gpu_class!r}")
+    if len(names) == 1:
+        return {"gpu_class": names[0]}
+    return {"gpu_class": None, "gpu_classes": names}
+
+
 def _jobs_table(items: list[dict[str, Any]]) -> Table:
     now = time.time()
     table = Table()
@@ -167,25 +186,6 @@ def _merge_directives(ctx: typer.Context, options: list[str], values: dict[str, 
     return taken
 
 
-def _classes(job: dict[str, Any]) -> str:
-    """The class column: the one class, the acceptable ones, or any; and memory asked."""
-    named = job["gpu_class"] or ",".join(job.get("gpu_classes") or []) or "any"
-    hbm = job.get("hbm_gb_per_gpu")
-    return named if hbm is None else f"{named} (>= {hbm:g} GB)"
-
-
-def _class_fields(gpu_class: str | None) -> dict[str, Any]:
-    """``--gpu-class a`` is one class; ``--gpu-class a,b`` the acceptable ones."""
-    if gpu_class is None:
-        return {"gpu_class": None}
-    names = [n.strip() for n in gpu_class.split(",")]
-    if any(not n for n in names):
-        fail(f"--gpu-class: an empty class name in {gpu_class!r}")
-    if len(names) == 1:
-        return {"gpu_class": names[0]}
-    return {"gpu_class": None, "gpu_classes": names}
-
-
 @app.command("submit")
 def submit(
     ctx: typer.Context,
@@ -243,6 +243,7 @@ def submit(
     values: dict[str, Any] = {
         "gpus": gpus,
         "gpu_class": gpu_class,
+        "hbm_gb": hbm_gb,
         "name": name,
         "time_limit": time_limit,
         "priority": priority,
@@ -265,7 +266,7 @@ def submit(
     body: dict[str, Any] = {
         "name": values["name"],
         "gpus": values["gpus"],
-        "gpu_class": values["gpu_class"],
+        **_class_fields(values["gpu_class"]),
         "command": command,
         "time_limit_s": limit_s,
         "priority_class": values["priority"],
@@ -274,9 +275,8 @@ def submit(
         "tenant": values["tenant"],
         "project": values["project"],
     }
-
-    if hbm_gb is not None:
-        body["hbm_gb_per_gpu"] = hbm_gb
+    if values["hbm_gb"] is not None:
+        body["hbm_gb_per_gpu"] = values["hbm_gb"]
     with client() as api:
         job = api.submit(body, idempotency_key)
     if as_json:

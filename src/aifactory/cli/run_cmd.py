@@ -16,7 +16,14 @@ from typing import Annotated, Any
 import typer
 
 from aifactory.cli.common import check_out_dir, err, fail, out, print_json, user_errors
-from aifactory.cli.simulate_cmd import GraceOpt, progress_bar, render_summary, write_outputs
+from aifactory.cli.simulate_cmd import (
+    GraceOpt,
+    PowerOpt,
+    power_switch,
+    progress_bar,
+    render_summary,
+    write_outputs,
+)
 from aifactory.scheduler.config import MAX_GRACE_S, BackfillMode
 from aifactory.scheduler.policies import PolicyName
 from aifactory.twin.inputs import CheckpointPolicy
@@ -33,6 +40,7 @@ def run_cmd(
     ),
     failures: Annotated[str, typer.Option("--failures", help="off | llama3 | FILE")] = "llama3",
     preempt_grace: GraceOpt = 0.0,
+    power_cap: PowerOpt = "on",
     out_dir: Annotated[Path, typer.Option("--out", help="Where to write the results.")] = Path(
         "out/korea-2025"
     ),
@@ -83,6 +91,7 @@ def run_cmd(
         until_s=days * 86400.0,
         backfill_interval_s=30.0,  # Slurm's bf_interval default: deep backfill scans every 30 s
         preempt_grace_s=preempt_grace,
+        power_cap=power_switch(power_cap),
         allocations=grants,
     )
     with user_errors(), progress_bar("twin") as update:
@@ -90,6 +99,7 @@ def run_cmd(
     if not as_json:
         render_summary(run.summary)
         _what_lending_buys(run.summary)
+        _what_caps_cost(run.summary)
     with user_errors():
         report = write_outputs(run, out_dir)
     if as_json:
@@ -116,3 +126,22 @@ def _what_lending_buys(summary: dict[str, Any]) -> None:
             f"  {tenant}: {borrowed:,.0f} "
             f"({borrowed / max(hours, 1e-9):.1%} of its GPU-hours: {named})"
         )
+
+
+def _what_caps_cost(summary: dict[str, Any]) -> None:
+    """What the sites' power caps cost the run (GPU-hours of jobs they held back)."""
+    power = summary.get("power_cap") or {}
+    if not power.get("on"):
+        out.print("power caps: off (capacities only reported)")
+        return
+    capped = power.get("capped_sites") or []
+    if not capped:
+        out.print(
+            "power caps: on; no site's peak draw (every GPU busy) exceeds its capacity, "
+            "so the caps cost nothing here"
+        )
+        return
+    out.print(
+        f"power caps: on at {', '.join(capped)}; they held jobs back for "
+        f"{power['gpu_hours_held']:,.0f} GPU-hours ({power['refused_starts']:,} starts refused)"
+    )

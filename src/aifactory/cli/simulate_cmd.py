@@ -60,6 +60,14 @@ GraceOpt = Annotated[
         "nothing); 0: it loses the work since its last checkpoint.",
     ),
 ]
+PowerOpt = Annotated[
+    str,
+    typer.Option(
+        "--power-cap",
+        help="on: a start that would take a site's power over its capacity waits "
+        "(reason power_cap); off: capacities are only reported.",
+    ),
+]
 UntilOpt = Annotated[
     float | None, typer.Option("--until", help="Stop at this simulated time (seconds).")
 ]
@@ -219,6 +227,13 @@ def _service_cells(v: dict[str, Any]) -> tuple[str, str]:
     )
 
 
+def power_switch(value: str) -> bool:
+    """``--power-cap on|off`` as a bool (one line of error otherwise)."""
+    if value not in ("on", "off"):
+        fail(f"--power-cap: must be on or off (got {value!r})")
+    return value == "on"
+
+
 def _borrowed(v: dict[str, Any]) -> str:
     """A tenant's GPU-hours on others' hardware, with its share of its GPU-hours."""
     borrowed = float(v.get("gpu_hours_borrowed") or 0.0)
@@ -308,6 +323,7 @@ def simulate(
     checkpoint_write: CkptWriteOpt = 0.0,
     restart_overhead: RestartOpt = 60.0,
     preempt_grace: GraceOpt = 0.0,
+    power_cap: PowerOpt = "on",
     until: UntilOpt = None,
     allocations: AllocOpt = None,
     out_dir: Annotated[Path | None, typer.Option("--out", help="Write results here.")] = None,
@@ -330,6 +346,7 @@ def simulate(
         checkpoint_write_s=checkpoint_write,
         restart_overhead_s=restart_overhead,
         preempt_grace_s=preempt_grace,
+        power_cap=power_switch(power_cap),
         until_s=until,
         allocations=allocations,
     )
@@ -358,6 +375,7 @@ def compare(
     estimate_error: ErrorOpt = 0.0,
     failures: FailuresOpt = "off",
     preempt_grace: GraceOpt = 0.0,
+    power_cap: PowerOpt = "on",
     out_dir: Annotated[
         Path | None, typer.Option("--out", help="Write compare.json/html here.")
     ] = None,
@@ -393,6 +411,7 @@ def compare(
             checkpoint_write_s=0.0,
             restart_overhead_s=60.0,
             preempt_grace_s=preempt_grace,
+            power_cap=power_switch(power_cap),
             until_s=None,
         )
         for p in policies

@@ -44,6 +44,8 @@ from aifactory.reports.results import (
     cdf_points,
     downsample_mean,
     float_column,
+    site_power_column,
+    sites_of_timeseries,
     size_class_index,
     tenants_of_timeseries,
     to_polars,
@@ -397,6 +399,21 @@ def _energy_section(summary: Mapping[str, Any], ts: pl.DataFrame) -> str:
             {"site capacity (all sites)": cap_total} if cap_total > 0 else None,
         )
         parts.append(figure(charts.render_svg(fig, "power")))
+        for site in sites_of_timeseries(ts.columns):
+            cap = _num(caps.get(site))
+            t, (site_mw,) = downsample_mean(
+                float_column(ts, "t_s"),
+                [float_column(ts, site_power_column(site))],
+                TIMESERIES_POINTS,
+            )
+            fig = charts.lines_over_time_figure(
+                t,
+                {f"{site} facility power": site_mw},
+                f"Power at {site} against its capacity",
+                "MW",
+                {f"{site} capacity": cap} if cap else None,
+            )
+            parts.append(figure(charts.render_svg(fig, f"power-{site}")))
     return section("Energy", *parts)
 
 

@@ -67,7 +67,7 @@ class PlacementLevel(StrEnum):
 
 # The scheduler's reasons a pending job waits (aifactory.scheduler.records.Waiting, named
 # here so that reading results imports no scheduler).
-WAIT_REASONS = ("priority", "quota", "capacity", "reservation", "preempt_grace")
+WAIT_REASONS = ("priority", "quota", "capacity", "reservation", "preempt_grace", "power_cap")
 
 JOBS_SCHEMA = pa.schema(
     [
@@ -146,13 +146,28 @@ def busy_column(tenant: str) -> str:
     return f"{TENANT_BUSY_PREFIX}{tenant}"
 
 
-def timeseries_schema(tenants: Iterable[str]) -> pa.Schema:
-    """The full ``timeseries.parquet`` schema for these tenants (order kept, duplicates dropped)."""
+SITE_POWER_PREFIX = "site_power_mw:"
+
+
+def site_power_column(site: str) -> str:
+    """Name of the wide time-series column holding ``site``'s facility power, MW."""
+    return f"{SITE_POWER_PREFIX}{site}"
+
+
+def timeseries_schema(tenants: Iterable[str], sites: Iterable[str] = ()) -> pa.Schema:
+    """The full ``timeseries.parquet`` schema for these tenants (order kept, duplicates
+    dropped), then a power column per site (optional: older files have none)."""
     seen: dict[str, None] = dict.fromkeys(tenants)
     fields = list(TIMESERIES_BASE_SCHEMA) + [
         pa.field(busy_column(t), pa.int64(), nullable=False) for t in seen
     ]
+    fields += [pa.field(site_power_column(s), pa.float64()) for s in dict.fromkeys(sites)]
     return pa.schema(fields)
+
+
+def sites_of_timeseries(columns: Sequence[str]) -> list[str]:
+    """Site names with a power column in a wide time series, in column order."""
+    return [c[len(SITE_POWER_PREFIX) :] for c in columns if c.startswith(SITE_POWER_PREFIX)]
 
 
 def tenants_of_timeseries(columns: Sequence[str]) -> list[str]:
@@ -207,7 +222,8 @@ def conform_jobs(jobs: Frame) -> pa.Table:
 def conform_timeseries(timeseries: Frame) -> pa.Table:
     """The time series in :func:`timeseries_schema` order, tenant columns kept."""
     table = _as_arrow(timeseries)
-    schema = timeseries_schema(tenants_of_timeseries(table.column_names))
+    names = table.column_names
+    schema = timeseries_schema(tenants_of_timeseries(names), sites_of_timeseries(names))
     return _conform(table, schema, TIMESERIES_FILE)
 
 

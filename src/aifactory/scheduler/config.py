@@ -85,6 +85,9 @@ class SchedulerConfig:
     # owners is scheduled as one class per owner (see aifactory/scheduler/owners.py).
     # Off: a tenant's quota is served from any owner's GPUs of the class.
     owner_hardware: bool = True
+    # Sites under their power caps: a start that would take a site's IT power over
+    # power_mw / PUE waits (reason "power cap"; see aifactory/scheduler/power.py).
+    power_cap: bool = True
     tuning: Tuning = Tuning()
 
     def __post_init__(self) -> None:

@@ -29,12 +29,12 @@ from aifactory.heap import pop as head_pop
 from aifactory.heap import push as head_push
 from aifactory.scheduler.grace import Grace
 from aifactory.scheduler.owners import fold_by_class, home_then_most_idle
-from aifactory.scheduler.placement import find_placement
 from aifactory.scheduler.policies import TenantUsage
 from aifactory.scheduler.queue import key_pair, row_first
 from aifactory.scheduler.records import (
     PREEMPTED_FOR,
     WAIT_CAPACITY,
+    WAIT_POWER,
     WAIT_QUOTA,
     WAIT_RESERVATION,
     CycleResult,
@@ -359,6 +359,7 @@ class Cycle(Grace):
         # Classes without enough free GPUs first (a plain loop, and the job's own tuple
         # kept when none is ruled out: this runs for every job tried).
         ruled_out = False
+        refused = self.power.refused  # (grows if a cap refuses it a placement)
         turned = False  # a reservation turned it away in some class
         short = False  # its quota fits in some class that lacks a placement for it
         for c in all_classes:
@@ -390,7 +391,7 @@ class Cycle(Grace):
                 self.shortcuts.no_fit += 1
                 found = None  # a smaller gang found no placement here in this pass
             else:
-                found = find_placement(self.cs, c, gpus, cross_site=seat.cross)
+                found = self.power.place(c, gpus, cross_site=seat.cross)
             if found is None:
                 if ctx.memo:
                     no_fit[fit_key] = min(gpus, no_fit.get(fit_key, INF))
@@ -437,22 +438,17 @@ class Cycle(Grace):
             # Blocked for GPUs, not by others' quota: as GPUs free up (the tenant's own
             # running jobs included) the job can start, so it holds the reservation.
             ctx.reservations[blocked] = self.backfill.reserve(seat, blocked, self.seats, now)
-        # Why it waits: short of GPUs where its quota fits (it starts once they free up),
-        # before turned away by a reservation, before its quota.
-        if short or (ruled_out and self._quota_fits_where_short(seat)):
+        # Why it waits: GPUs were there but a site's power cap refused them, before short
+        # of GPUs where its quota fits (it starts once they free up), before turned away
+        # by a reservation, before its quota.
+        if self.power.refused != refused:
+            self._waits(seat, WAIT_POWER, now)
+        elif short or (ruled_out and self._quota_fits_where_short(seat)):
             self._waits(seat, WAIT_CAPACITY, now)
         elif turned:
             self._waits(seat, WAIT_RESERVATION, now)
         else:
             self._waits(seat, WAIT_QUOTA, now)
-        return False
-
-    def _quota_fits_where_short(self, seat: Seat) -> bool:
-        """Whether the job's quota fits in a class that has too few free GPUs for it."""
-        class_free = self.cs.class_free
-        for c in self._classes(seat):
-            if seat.gpus > class_free[c] and self.quota.fits(seat.tix, c, seat.gpus):
-                return True
         return False
 
     # ================================================================ preemption

@@ -35,6 +35,8 @@ class Waiting(StrEnum):
     # It preempted jobs that keep their GPUs while they save (their preempt grace): it
     # starts on those GPUs when the last of them is given back.
     GRACE = "preempt_grace"
+    # GPUs were free for it, but starting there would take a site's power over its cap.
+    POWER = "power_cap"
 
 
 WAIT_PRIORITY: Final = Waiting.PRIORITY
@@ -42,6 +44,7 @@ WAIT_QUOTA: Final = Waiting.QUOTA
 WAIT_CAPACITY: Final = Waiting.CAPACITY
 WAIT_RESERVATION: Final = Waiting.RESERVATION
 WAIT_GRACE: Final = Waiting.GRACE
+WAIT_POWER: Final = Waiting.POWER
 
 PREEMPTED_FOR: Final = Interruption.PREEMPTED
 FAILED_RUN: Final = Interruption.FAILED

@@ -23,6 +23,7 @@ from __future__ import annotations
 from aifactory.heap import RowHeap
 from aifactory.scheduler.cluster import ClusterState, Placement
 from aifactory.scheduler.owners import MIXED, SchedClasses
+from aifactory.scheduler.power import Power
 from aifactory.scheduler.quota import QuotaBook
 from aifactory.scheduler.seat import Seat
 from aifactory.scheduler.shortcuts import Shortcuts
@@ -50,6 +51,7 @@ class Running:
         n_tenants: int,
         shortcuts: Shortcuts,
         sclasses: SchedClasses,
+        power: Power,
     ) -> None:
         n_classes = len(cs.class_free)
         # Per scheduling class: the fleet class a job placed there records, and the owner
@@ -58,6 +60,7 @@ class Running:
         self.class_owner = sclasses.owner
         self.domain_owner = [sclasses.topo.owners[o] for o in sclasses.topo.domain_owner.tolist()]
         self.shortcuts = shortcuts
+        self.power = power  # per-site draw under the caps (scheduler/power.py)
         self.cs = cs
         self.quota = quota
         self.usage = usage
@@ -95,6 +98,8 @@ class Running:
         gpus = seat.gpus
         self.quota.add(t, gpu_class, gpus)
         self.usage.change(t, gpu_class, gpus, now)
+        if self.power.active:
+            self.power.charge(gpu_class, placement, 1)
         self.count += 1
         bag = self.by_tc[t][gpu_class]
         seat.rpos = len(bag)
@@ -122,6 +127,8 @@ class Running:
         gpus = seat.gpus
         self.quota.add(t, gpu_class, -gpus)
         self.usage.change(t, gpu_class, -gpus, now)
+        if self.power.active:
+            self.power.charge(gpu_class, seat.job.placement, -1)
         self.count -= 1
         last = bag.pop()
         if last is not seat:

@@ -35,6 +35,7 @@ from aifactory.scheduler.pending import Pending
 from aifactory.scheduler.placement import Level
 from aifactory.scheduler.policies import Policy, make_policy
 from aifactory.scheduler.policies.las import LasPolicy
+from aifactory.scheduler.power import Power
 from aifactory.scheduler.preemption import PACK, Preemption
 from aifactory.scheduler.quota import QuotaBook
 from aifactory.scheduler.records import (
@@ -121,8 +122,9 @@ class SchedulerState:
         self.by_id: dict[str, Seat] = {}
         self.pending = Pending(self.seats, self.policy, n_tenants, self.shortcuts)
         # The running jobs, their charges and the index by estimated end.
+        self.power = Power(view, self.cs, enabled=self.cfg.power_cap)
         self.running = Running(
-            self.cs, self.quota, self.usage, n_tenants, self.shortcuts, self.sclasses
+            self.cs, self.quota, self.usage, n_tenants, self.shortcuts, self.sclasses, self.power
         )
         self.backfill = Backfill(self.running, self.cfg.checkpoint_write_s)
         self.preemption = Preemption(
@@ -251,6 +253,14 @@ class SchedulerState:
                 self._classes_cache[key] = got
         seat.classes = got
         return got
+
+    def _quota_fits_where_short(self, seat: Seat) -> bool:
+        """Whether the job's quota fits in a class that has too few free GPUs for it."""
+        class_free = self.cs.class_free
+        for c in self._classes(seat):
+            if seat.gpus > class_free[c] and self.quota.fits(seat.tix, c, seat.gpus):
+                return True
+        return False
 
     def _enqueue(self, seat: Seat, now: float, *, push: bool = True) -> None:
         """Make a job pending; the next pass is due. A new submit is not pushed on its

@@ -6,8 +6,8 @@ Access rules, enforced here and nowhere else:
 - members and tenant-admins act only on their own tenant: another tenant's job reads as
   404 (its existence is not revealed) and submitting as another tenant is 403;
 - a tenant-admin of a tenant with children (the tenant tree, issue #17 §2) also sees,
-  lists and cancels the jobs of every tenant below its own and sees their quotas (it
-  submits as its own tenant only); a member sees its own tenant alone;
+  lists and cancels the jobs of every tenant below its own, sees their quotas and manages
+  their tokens (it submits as its own tenant only); a member sees its own tenant alone;
 - tenant-admins also manage their tenant's tokens; admins may do anything;
 - ``/metrics`` (all tenants' figures) is for admins.
 
@@ -455,12 +455,6 @@ def create_app(service: Service) -> FastAPI:
             raise HTTPException(403, f"tenant: this token may not submit as '{tenant}'")
         if tenant not in service.tenants:
             raise FieldError("tenant", f"unknown tenant '{tenant}'")
-        if service.descendants.get(tenant):
-            raise FieldError(
-                "tenant",
-                f"not a leaf: '{tenant}' groups other tenants; jobs run in the tenants below "
-                f"it ({', '.join(sorted(service.descendants[tenant]))})",
-            )
         if body.gpu_class is not None and body.gpu_class not in service.capacity:
             known = ", ".join(service.capacity)
             raise FieldError(
@@ -645,7 +639,7 @@ def create_app(service: Service) -> FastAPI:
     def fleet(who: Caller) -> dict[str, Any]:
         """The fleet: GPU classes with capacity and use, sites, tenants."""
         del who
-        busy_by_class = _busy_by_class(service)
+        busy_by_class = store.busy_by_class(service.db, service.topo)
         topo = service.topo
         return {
             "name": service.fleet.name,
@@ -706,8 +700,12 @@ def create_app(service: Service) -> FastAPI:
         tenant = body.tenant if body.tenant is not None else who.tenant
         if who.role is Role.MEMBER:
             raise HTTPException(403, "tokens: members may not create tokens")
-        if who.role is Role.TENANT_ADMIN and (role is Role.ADMIN or tenant != who.tenant):
-            raise HTTPException(403, "tokens: tenant-admins create tokens of their own tenant")
+        if who.role is Role.TENANT_ADMIN and (
+            role is Role.ADMIN or tenant is None or not who.can_act_on(tenant, service.descendants)
+        ):
+            raise HTTPException(
+                403, "tokens: tenant-admins create tokens of their own tenant or one below it"
+            )
         if tenant is not None and tenant not in service.tenants:
             raise FieldError("tenant", f"unknown tenant '{tenant}'")
         if tenant is None and role is not Role.ADMIN:
@@ -728,10 +726,11 @@ def create_app(service: Service) -> FastAPI:
         tags=["tenants"],
     )
     def tokens(who: Caller) -> list[dict[str, object]]:
-        """Tokens of the caller's tenant (admins: all) with their expiry; never the secrets."""
+        """Tokens of the caller's tenant and the tenants below it (admins: all) with their
+        expiry; never the secrets."""
         if who.role is Role.MEMBER:
             raise HTTPException(403, "tokens: members may not list tokens")
-        return list_tokens(service.db, None if who.role is Role.ADMIN else who.tenant)
+        return list_tokens(service.db, within=who.reach(service.descendants))
 
     @app.delete(
         "/v1/tokens/{token_id}",
@@ -741,12 +740,12 @@ def create_app(service: Service) -> FastAPI:
         tags=["tenants"],
     )
     def revoke(token_id: TokenId, who: Caller) -> Response:
-        """Revoke a token of the caller's tenant (admins: any); every replica refuses it
-        within a second."""
+        """Revoke a token of the caller's tenant or a tenant below it (admins: any); every
+        replica refuses it within a second."""
         if who.role is Role.MEMBER:
             raise HTTPException(403, "tokens: members may not revoke tokens")
-        scope = None if who.role is Role.ADMIN else who.tenant
-        if not revoke_token_row(service.db, token_id, now=service.clock(), tenant=scope):
+        scope = who.reach(service.descendants)
+        if not revoke_token_row(service.db, token_id, now=service.clock(), within=scope):
             raise HTTPException(404, f"token {token_id}: not found")
         service.auth.invalidate()  # this replica at once; the others within CACHE_TTL_S
         return Response(status_code=204)
@@ -790,31 +789,3 @@ def _name_the_values(schema: dict[str, Any], tenants: list[str], classes: list[s
         for alt in prop.get("anyOf", [prop]):
             if alt.get("type") == "string":
                 alt["enum"] = values
-
-
-def _busy_by_class(service: Service) -> dict[str, int]:
-    """GPUs in use per fleet class, from the allocation rows (one per GPU in use).
-
-    Counted where the GPUs are, not by the class a job asked for: a job that accepts any
-    class, or several (issue #17 §3), runs in one the request does not name. A replica
-    that does not lead has only the database; a node's name ends in ``/n<index>``
-    (``Scheduler.placement_from``) and the topology knows that node's class. A row naming
-    no node of this fleet (written under another fleet spec) is not counted.
-    """
-    from sqlalchemy import func, select  # noqa: PLC0415 (only this view needs them)
-
-    from aifactory.service.tables import allocations  # noqa: PLC0415
-
-    with service.db.read() as conn:
-        rows = list(
-            conn.execute(select(allocations.c.node, func.count()).group_by(allocations.c.node))
-        )
-    topo = service.topo
-    busy: dict[str, int] = {}
-    for node, count in rows:
-        _, _, index = str(node).rpartition("/n")
-        if not index.isdigit() or int(index) >= topo.n_nodes:
-            continue
-        cls = topo.classes[int(topo.domain_class[int(topo.node_domain[int(index)])])]
-        busy[cls] = busy.get(cls, 0) + int(count)
-    return busy

@@ -9,7 +9,8 @@ Roles (what each may do is decided in :mod:`aifactory.service.api`):
 - ``member``: submits to, sees and cancels jobs of its own tenant;
 - ``tenant-admin``: the same, and manages its tenant's tokens; where tenants form a tree
   (organisation -> consortium -> project, issue #17 §2), it also sees and cancels the jobs
-  of every tenant below its own, and sees their quotas: a consortium's admin looks after
+  of every tenant below its own, sees their quotas and manages their tokens (as a Slurm
+  account coordinator's rights cover the sub-accounts): a consortium's admin looks after
   its projects, a project's admin sees neither its parent nor its siblings;
 - ``admin``: everything, on every tenant.
 
@@ -169,8 +170,16 @@ def create_token(
     return int(row.id), token
 
 
-def revoke_token(db: Database, token_id: int, *, now: float, tenant: str | None = None) -> bool:
-    """Revoke a token (only within ``tenant`` when given); False if there is no such token.
+def revoke_token(
+    db: Database,
+    token_id: int,
+    *,
+    now: float,
+    tenant: str | None = None,
+    within: Collection[str] | None = None,
+) -> bool:
+    """Revoke a token (only of ``tenant``, or of one of the tenants ``within``, when
+    given); False if there is no such token.
 
     The revocation counter moves in the same transaction, so no replica can see the
     counter's new value and still read the token as valid.
@@ -178,6 +187,8 @@ def revoke_token(db: Database, token_id: int, *, now: float, tenant: str | None 
     stmt = update(tokens).where(tokens.c.id == token_id, tokens.c.revoked_at.is_(None))
     if tenant is not None:
         stmt = stmt.where(tokens.c.tenant == tenant)
+    if within is not None:
+        stmt = stmt.where(tokens.c.tenant.in_(sorted(within)))
     with db.write() as conn:
         if conn.execute(stmt.values(revoked_at=now)).rowcount != 1:
             return False
@@ -199,8 +210,11 @@ def revocation_version(conn: Connection) -> int:
     return int(got or 0)
 
 
-def list_tokens(db: Database, tenant: str | None = None) -> list[dict[str, object]]:
-    """Every token's metadata (never the secret), optionally of one tenant."""
+def list_tokens(
+    db: Database, tenant: str | None = None, *, within: Collection[str] | None = None
+) -> list[dict[str, object]]:
+    """Every token's metadata (never the secret), optionally of one tenant, or of the
+    tenants ``within``."""
     stmt = select(
         tokens.c.id,
         tokens.c.tenant,
@@ -212,6 +226,8 @@ def list_tokens(db: Database, tenant: str | None = None) -> list[dict[str, objec
     ).order_by(tokens.c.id)
     if tenant is not None:
         stmt = stmt.where(tokens.c.tenant == tenant)
+    if within is not None:
+        stmt = stmt.where(tokens.c.tenant.in_(sorted(within)))
     with db.read() as conn:
         return [dict(r._mapping) for r in conn.execute(stmt)]
 

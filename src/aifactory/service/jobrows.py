@@ -125,9 +125,21 @@ def to_job(row: Mapping[Any, Any]) -> Job:
         priority=PRIORITY_VALUE[PriorityClass(row["priority_class"])],
         preemptible=bool(row["preemptible"]),
         checkpoint_s=row["checkpoint_interval_s"],
-        gpu_classes=tuple(row["gpu_classes"] or ()),
-        hbm_gb_per_gpu=row["hbm_gb_per_gpu"],
+        gpu_classes=_class_names(row["gpu_classes"]),
+        hbm_gb_per_gpu=None if row["hbm_gb_per_gpu"] is None else float(row["hbm_gb_per_gpu"]),
     )
+
+
+def _class_names(raw: Any) -> tuple[str, ...]:
+    """A row's ``gpu_classes`` (JSON) as the scheduler's tuple; a value that is not a list
+    of names (a row the API would refuse) raises, naming the field, so that job alone
+    fails (the loop isolates each row's admission)."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or not all(isinstance(name, str) for name in raw):
+        msg = f"gpu_classes: must be a list of GPU class names (got {str(raw)[:80]!r})"
+        raise ValueError(msg)
+    return tuple(raw)
 
 
 def placement_from_row(raw: Any) -> PlacementList:

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import Connection, RowMapping, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from aifactory.fleet.topology import Topology
 from aifactory.service.db import Database
 from aifactory.service.schemas import JobEvent, JobSubmit, JobView, PlacementPart
 from aifactory.service.tables import allocations, cancel_requests, job_events, jobs
@@ -319,3 +320,26 @@ def running_by_tenant(db: Database) -> dict[str, tuple[int, int]]:
             .group_by(jobs.c.tenant)
         )
         return {r[0]: (int(r[1]), int(r[2])) for r in rows}
+
+
+def busy_by_class(db: Database, topo: Topology) -> dict[str, int]:
+    """GPUs in use per fleet class, from the allocation rows (one per GPU in use).
+
+    Counted where the GPUs are, not by the class a job asked for: a job that accepts any
+    class, or several (issue #17 §3), runs in one the request does not name. A replica
+    that does not lead has only the database; a node's name ends in ``/n<index>``
+    (``Scheduler.placement_from``) and the topology knows that node's class. A row naming
+    no node of this fleet (written under another fleet spec) is not counted.
+    """
+    with db.read() as conn:
+        rows = list(
+            conn.execute(select(allocations.c.node, func.count()).group_by(allocations.c.node))
+        )
+    busy: dict[str, int] = {}
+    for node, count in rows:
+        _, _, index = str(node).rpartition("/n")
+        if not index.isdigit() or int(index) >= topo.n_nodes:
+            continue
+        cls = topo.classes[int(topo.domain_class[int(topo.node_domain[int(index)])])]
+        busy[cls] = busy.get(cls, 0) + int(count)
+    return busy

@@ -14,7 +14,12 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from aifactory.reports.results import JOBS_SCHEMA, WAIT_REASONS, busy_column
+from aifactory.reports.results import (
+    JOBS_SCHEMA,
+    WAIT_REASONS,
+    busy_column,
+    site_power_column,
+)
 from aifactory.twin.allocgate import REASON as ALLOCATION
 from aifactory.twin.fields import STATES, read_fields
 from aifactory.twin.simulator import SimResult
@@ -200,6 +205,17 @@ def useful_gpu_s(result: SimResult, cols: JobColumns) -> FloatArray:
     return useful
 
 
+def _hours_at_cap(t: list[float], site_mw: list[list[float]], topo: Any) -> dict[str, float]:
+    """Per site, the sampled hours its facility power was within 2% of its capacity."""
+    caps = np.array([s.power_mw for s in topo.fleet.sites])
+    if len(t) < 2 or not site_mw:
+        return dict.fromkeys(topo.sites, 0.0)
+    dt_h = np.diff(np.asarray(t)) / 3600.0
+    at = np.asarray(site_mw)[:-1] >= 0.98 * caps
+    hours = (at * dt_h[:, None]).sum(axis=0)
+    return {s: float(hours[i]) for i, s in enumerate(topo.sites)}
+
+
 def summarize(
     result: SimResult,
     *,
@@ -350,6 +366,17 @@ def summarize(
             "idle_mwh": obs.idle_energy_mwh,
             "peak_mw_by_site": {s: float(peak[i]) for i, s in enumerate(site_names)},
             "site_capacity_mw": {s.name: s.power_mw for s in topo.fleet.sites},
+            "mwh_by_site": {s: float(obs.energy_mwh_by_site[i]) for i, s in enumerate(site_names)},
+            # Hours (at the sample resolution) a site drew within 2% of its capacity.
+            "hours_at_cap_by_site": _hours_at_cap(obs.t, obs.site_power_mw, topo),
+        },
+        # What the caps cost: GPU-hours of jobs held back while GPUs were free for them
+        # but a site's power cap refused the start (reason power_cap), and such refusals.
+        "power_cap": {
+            "on": sched.cfg.power_cap,
+            "capped_sites": [s for i, s in enumerate(site_names) if sched.power.capped[i]],
+            "gpu_hours_held": float((waits["power_cap"] * cols.gpus).sum()) / 3600.0,
+            "refused_starts": sched.power.refused,
         },
     }
     if extra:
@@ -444,4 +471,8 @@ def timeseries_table(result: SimResult) -> pa.Table:
     by_tenant = np.array(obs.busy_by_tenant, dtype=np.int64).reshape(len(obs.t), len(obs.tenants))
     for k, t in enumerate(obs.tenants):
         data[busy_column(t)] = pa.array(by_tenant[:, k], pa.int64())
+    sites = result.scheduler.topo.sites
+    per_site = np.asarray(obs.site_power_mw, dtype=np.float64).reshape(len(obs.t), len(sites))
+    for k, site in enumerate(sites):
+        data[site_power_column(site)] = pa.array(per_site[:, k], pa.float64())
     return pa.table(data)

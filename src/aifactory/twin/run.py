@@ -46,6 +46,7 @@ class TwinSpec:
     preemption: bool = True
     backfill_interval_s: float = 0.0
     preempt_grace_s: float = 0.0  # for jobs whose trace row says nothing
+    power_cap: bool = True  # sites under their power caps (scheduler/power.py)
     allocations: str | None = None  # an allocations file (path or bundled name): issue #19
 
 
@@ -142,6 +143,7 @@ def _run_twin(
         "checkpoint": spec.checkpoint.value,
         "backfill_interval_s": spec.backfill_interval_s,
         "preempt_grace_s": spec.preempt_grace_s,
+        "power_cap": spec.power_cap,
         "inputs": {
             "remapped_tenants": report.remapped,
             "remapped_jobs": sum(report.remapped.values()),
@@ -193,6 +195,7 @@ def simulate_jobs(
         checkpoint_write_s=spec.checkpoint_write_s,
         backfill_interval_s=spec.backfill_interval_s,
         preempt_grace_s=spec.preempt_grace_s,
+        power_cap=spec.power_cap,
     )
     injector = FailureInjector(failure_model) if failure_model is not None else None
     sim = Simulation(
