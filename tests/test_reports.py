@@ -127,6 +127,8 @@ def make_run(
             "project": pa.nulls(n, pa.string()),  # (a run without an allocations file)
             "wait_allocation_s": pa.nulls(n, pa.float64()),
             "charged_gpu_hours": pa.nulls(n, pa.float64()),
+            "service": pa.array([False] * n, pa.bool_()),  # (batch jobs only)
+            "downtime_s": pa.nulls(n, pa.float64()),
         },
         schema=JOBS_SCHEMA,
     )

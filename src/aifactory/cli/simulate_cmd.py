@@ -216,6 +216,17 @@ def render_projects(s: dict[str, Any]) -> None:
     out.print(per)
 
 
+def _service_cells(v: dict[str, Any]) -> tuple[str, str]:
+    """A tenant's service availability and its services' downtime (minutes, restarts)."""
+    avail = v.get("service_availability")
+    if not v.get("services") or avail is None:
+        return "-", "-"
+    return (
+        f"{avail:.2%}",
+        f"{v.get('service_downtime_min', 0.0):,.0f}m/{v.get('service_restarts', 0):,}",
+    )
+
+
 def power_switch(value: str) -> bool:
     """``--power-cap on|off`` as a bool (one line of error otherwise)."""
     if value not in ("on", "off"):
@@ -260,9 +271,9 @@ def render_summary(s: dict[str, Any]) -> None:
     for k, v in rows:
         head.add_row(k, v)
     out.print(head)
-    per = Table(title="Per tenant")
+    per = Table(title="Per tenant (ETTR: training only; services: availability, downtime)")
     cols = ("tenant", "jobs", "GPU-hours", "borrowed", "of quota", "avg queue", "avg JCT", "ETTR")
-    for col in (*cols, "MWh"):
+    for col in (*cols, "svc avail", "down/restarts", "MWh"):
         per.add_column(col, justify="left" if col == "tenant" else "right")
     for t, v in s["per_tenant"].items():
         uq = v.get("utilization_of_quota")
@@ -276,6 +287,7 @@ def render_summary(s: dict[str, Any]) -> None:
             _fmt_s(v["avg_queue_s"]),
             _fmt_s(v["avg_jct_s"]),
             "-" if ettr is None else f"{ettr:.1%}",
+            *_service_cells(v),
             f"{v.get('energy_mwh', 0.0):,.1f}",
         )
     out.print(per)

@@ -326,7 +326,7 @@ def _tenant_section(
 def _fmt_extra(key: str, value: object) -> str:
     if key.endswith("_s"):
         return fmt_duration(value)
-    if key in {"ettr", "utilization_of_quota"} or key.endswith("_share"):
+    if key in {"ettr", "utilization_of_quota", "service_availability"} or key.endswith("_share"):
         return fmt_pct(value)
     return fmt_any(value)
 

@@ -101,6 +101,11 @@ JOBS_SCHEMA = pa.schema(
         pa.field("project", pa.string(), nullable=True),
         pa.field("wait_allocation_s", pa.float64(), nullable=True),
         pa.field("charged_gpu_hours", pa.float64(), nullable=True),
+        # Whether the job is a service (a lifetime, not work), and a service's seconds down
+        # (waiting to be placed, first or again, and restarting) while it was wanted (null
+        # for a batch job); both null in results written before these columns.
+        pa.field("service", pa.bool_(), nullable=True),
+        pa.field("downtime_s", pa.float64(), nullable=True),
     ]
 )
 

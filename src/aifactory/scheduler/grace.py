@@ -51,7 +51,10 @@ class Grace(SchedulerState):
     def grace_of(self, seat: Seat) -> float:
         """Seconds the seat's job keeps its GPUs when preempted (its own grace, else the
         scheduler's default)."""
-        grace = seat.job.preempt_grace_s
+        job = seat.job
+        if job.service:  # a service has nothing to save: it stops at once (state._evict)
+            return 0.0
+        grace = job.preempt_grace_s
         return self.cfg.preempt_grace_s if grace is None else grace
 
     def _begin_grace(self, seat: Seat, now: float, by: Job, grace: float) -> None:

@@ -372,6 +372,9 @@ class SchedulerState:
         )
         base = job.progress_s
         lost = (gained - saved) + min(now - job.run_start_s, job.overhead_s)
+        if job.service:  # it served until now: nothing to redo (its downtime is not work)
+            saved = gained
+            lost = 0.0
         job.progress_s = base + saved
         if reason is FAILED_RUN:
             job.failures += 1

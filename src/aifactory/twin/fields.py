@@ -66,10 +66,12 @@ def make_jobs(
     known: set[str],
     fallback: str,
     grace: list[float | None],
+    service: list[bool],
 ) -> tuple[list[Job], int, dict[str, int]]:
     """One job per row; a row without a tenant, or with one the fleet does not know, goes
     to ``fallback``. Returns the jobs, the rows without a tenant and the remapped ones.
-    ``grace``: each job's preempt grace (None: the scheduler's default)."""
+    ``grace``: each job's preempt grace (None: the scheduler's default); ``service``:
+    whether it is a service."""
     jobs: list[Job] = []
     no_tenant = 0
     remapped: dict[str, int] = {}
@@ -103,6 +105,7 @@ def make_jobs(
                 checkpoint_s=checkpoint[i],
                 kind=kinds[i] or "",
                 preempt_grace_s=grace[i],
+                service=service[i],
             )
         )
     return jobs, no_tenant, remapped
@@ -132,6 +135,7 @@ class JobFields:
         self.progress: list[float] = []
         self.lost_preempt: list[float] = []
         self.lost_failure: list[float] = []
+        self.service: list[bool] = []
 
 
 def read_fields(jobs: list[Job]) -> JobFields:
@@ -159,4 +163,5 @@ def read_fields(jobs: list[Job]) -> JobFields:
         f.progress.append(j.progress_s)
         f.lost_preempt.append(j.lost_preempt_gpu_s)
         f.lost_failure.append(j.lost_failure_gpu_s)
+        f.service.append(j.service)
     return f

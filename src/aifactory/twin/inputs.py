@@ -130,6 +130,7 @@ def jobs_from_table(
     grace: list[Any] = (
         table.column("preempt_grace_s").to_pylist() if "preempt_grace_s" in cols else [None] * n
     )
+    service: list[Any] = table.column("service").to_pylist() if "service" in cols else [None] * n
     if opts.checkpoint != CheckpointPolicy.TRACE:
         formula = young_interval_s if opts.checkpoint == CheckpointPolicy.YOUNG else daly_interval_s
         cache: dict[int, float] = {}
@@ -155,5 +156,6 @@ def jobs_from_table(
         known,
         report.default_tenant,
         [None if g is None else float(g) for g in grace],
+        [bool(v) for v in service],
     )
     return jobs, report

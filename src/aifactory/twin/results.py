@@ -71,6 +71,8 @@ class JobColumns:
     run_start: FloatArray
     lost_preempt: FloatArray
     lost_failure: FloatArray
+    service: np.ndarray[Any, np.dtype[np.bool_]]
+    """Which jobs are services (a lifetime, not work: ``Job.service``)."""
     codes: dict[JobState, np.ndarray[Any, np.dtype[np.bool_]]]
     """Per state, which jobs are in it."""
 
@@ -116,6 +118,7 @@ def job_columns(result: SimResult) -> JobColumns:
         run_start=run_start,
         lost_preempt=np.array(f.lost_preempt, dtype=np.float64),
         lost_failure=np.array(f.lost_failure, dtype=np.float64),
+        service=np.array(f.service, dtype=np.bool_),
         codes=codes,
     )
 
@@ -139,6 +142,67 @@ def _waits_by_reason(result: SimResult, cols: JobColumns) -> dict[str, FloatArra
                 if reason in out:
                     out[reason][i] = seconds
     return out
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class ServiceTimes:
+    """What each service (``Job.service``) was asked and given, in seconds per job: a
+    service is wanted from its submit until it ends (or the run's end); it is up while it
+    runs past its restart time, down otherwise (waiting to be placed, first or again, and
+    restarting). Zero for batch jobs and for a service refused or cancelled unstarted."""
+
+    counted: np.ndarray[Any, np.dtype[np.bool_]]
+    """The services counted: started, or still waiting at the end."""
+    wanted: FloatArray
+    up: FloatArray
+    down: FloatArray
+
+
+def service_times(cols: JobColumns, end_s: float, useful_gpu_s: FloatArray) -> ServiceTimes:
+    """Each service's wanted, up and down seconds (``useful_gpu_s``: the GPU-seconds each
+    job did useful work, which for a service is the GPU-seconds it served)."""
+    started = ~np.isnan(cols.start)
+    held = cols.codes[JobState.PENDING] | cols.codes[JobState.RUNNING]
+    counted = cols.service & (started | held)
+    end = np.where(np.isnan(cols.end), end_s, cols.end)
+    wanted = np.where(counted, np.maximum(0.0, end - cols.submit), 0.0)
+    up = np.where(counted, useful_gpu_s / np.maximum(cols.gpus, 1), 0.0)
+    return ServiceTimes(counted, wanted, up, np.maximum(0.0, wanted - up))
+
+
+def _service_figures(
+    times: ServiceTimes, cols: JobColumns, sel: np.ndarray[Any, np.dtype[np.bool_]]
+) -> dict[str, Any]:
+    """Availability (served over wanted service-GPU-seconds), downtime minutes (summed
+    over services) and restarts (failures and preemptions) of the services in ``sel``."""
+    mine = sel & times.counted
+    wanted = float((times.wanted * cols.gpus)[mine].sum())
+    return {
+        "services": int(np.count_nonzero(mine)),
+        "service_availability": (
+            float((times.up * cols.gpus)[mine].sum()) / wanted if wanted > 0 else None
+        ),
+        "service_downtime_min": float(times.down[mine].sum()) / 60.0,
+        "service_restarts": int((cols.failures + cols.preemptions)[mine].sum()),
+    }
+
+
+def useful_gpu_s(result: SimResult, cols: JobColumns) -> FloatArray:
+    """GPU-seconds of useful work each job did by its end or the run's (a service's: the
+    GPU-seconds it served)."""
+    started = ~np.isnan(cols.start)
+    done = cols.codes[JobState.COMPLETED]
+    useful = np.where(started, cols.progress * cols.gpus, 0.0)
+    useful[done] = (cols.duration * cols.gpus)[done]
+    write_s = result.scheduler.cfg.checkpoint_write_s
+    jobs = result.jobs
+    for i in np.flatnonzero(cols.codes[JobState.RUNNING] & started).tolist():
+        j = jobs[i]
+        gained, _ = run_progress(
+            result.end_s - j.run_start_s, j.overhead_s, j.checkpoint_s, write_s
+        )
+        useful[i] = (j.progress_s + gained) * j.gpus
+    return useful
 
 
 def _hours_at_cap(t: list[float], site_mw: list[list[float]], topo: Any) -> dict[str, float]:
@@ -205,16 +269,11 @@ def summarize(
     # Useful GPU-seconds (ETTR's numerator) and GPU-seconds between first start and end.
     end_or_now = np.where(ended, cols.end, result.end_s)
     wall_all = np.where(started, (end_or_now - cols.start) * cols.gpus, 0.0)
-    useful_all = np.where(started, cols.progress * cols.gpus, 0.0)
-    useful_all[done] = (cols.duration * cols.gpus)[done]
-    write_s = sched.cfg.checkpoint_write_s
+    useful_all = useful_gpu_s(result, cols)
     jobs = result.jobs
-    for i in np.flatnonzero(running & started).tolist():
-        j = jobs[i]
-        gained, _ = run_progress(
-            end_or_now[i] - j.run_start_s, j.overhead_s, j.checkpoint_s, write_s
-        )
-        useful_all[i] = (j.progress_s + gained) * j.gpus
+    # ETTR is of training (batch) work only: a service's time is a lifetime, not work.
+    training = ~cols.service
+    svc = service_times(cols, result.end_s, useful_all)
     waits = _waits_by_reason(result, cols)
     # Whose hardware each tenant's GPU-hours ran on: its own (its own or its nearest
     # ancestor's: a consortium's platform), or borrowed from each lender by name.
@@ -227,8 +286,8 @@ def summarize(
         t_jct = jct_all[sel & done & ended]
         t_q = queue_all[sel & started]
         gpu_hours = float(used[sel].sum()) / 3600.0
-        wall = float(wall_all[sel].sum())
-        useful = float(useful_all[sel].sum())
+        wall = float(wall_all[sel & training].sum())
+        useful = float(useful_all[sel & training].sum())
         quota_gpus = nominal.get(t, 0)
         home = sched.home_owner(t)
         borrowed_from = {
@@ -256,6 +315,7 @@ def summarize(
             "energy_mwh": float((used[sel] * job_w[sel]).sum()) / 3.6e9,
             "gpu_hours_lost_failure": float(cols.lost_failure[sel].sum()) / 3600.0,
             "gpu_hours_lost_preemption": float(cols.lost_preempt[sel].sum()) / 3600.0,
+            **_service_figures(svc, cols, sel),
             # Job-hours spent waiting, by the scheduler's reason (Slurm's REASON column).
             "wait_hours_by_reason": {r: float(waits[r][sel].sum()) / 3600.0 for r in WAIT_REASONS},
         }
@@ -292,6 +352,8 @@ def summarize(
         "events": result.events,
         "wall_s": result.wall_s,
         "per_tenant": per,
+        # Every tenant's services together (per tenant: per_tenant's service_* keys).
+        "service": _service_figures(svc, cols, np.ones(n, dtype=np.bool_)),
         "fleet_gpus": fleet_gpus,
         "rejected_reasons": dict(result.rejected),
         "failures": result.failures,
@@ -337,6 +399,7 @@ def jobs_table(result: SimResult, columns: JobColumns | None = None) -> pa.Table
     state = values[cols.state]
     state[rejected] = "rejected"
     waits = _waits_by_reason(result, cols)
+    svc = service_times(cols, result.end_s, useful_gpu_s(result, cols))
     # Only a job the scheduler still holds (pending, or running) can have a reason.
     held = np.flatnonzero(cols.codes[JobState.PENDING] | cols.codes[JobState.RUNNING])
     reasons: list[str | None] = [None] * len(cols.ids)
@@ -384,6 +447,8 @@ def jobs_table(result: SimResult, columns: JobColumns | None = None) -> pa.Table
         "project": project,
         "wait_allocation_s": waited_alloc,
         "charged_gpu_hours": charged,
+        "service": cols.service,
+        "downtime_s": _nullable(svc.down, ~svc.counted),
     }
     arrays = [
         v if isinstance(v, pa.Array) else pa.array(v, type=f.type)

@@ -109,6 +109,7 @@ class Job:
         "priority",
         "progress_s",
         "run_start_s",
+        "service",
         "state",
         "submit_s",
         "tenant",
@@ -133,6 +134,7 @@ class Job:
         gpu_classes: tuple[str, ...] = (),
         hbm_gb_per_gpu: float | None = None,
         preempt_grace_s: float | None = None,
+        service: bool = False,
     ) -> None:
         if gpus <= 0:
             msg = f"job {id}: gpus: must be > 0"
@@ -160,6 +162,11 @@ class Job:
         self.preempt_grace_s = preempt_grace_s
         self.allow_cross_site = allow_cross_site
         self.kind = kind
+        # A service (inference, AI-RAN) asks for its GPUs for a lifetime (``duration_s``),
+        # not for a quantity of work: interrupted, it is down until it runs again and pays
+        # its restart time, then serves the rest of its lifetime; it loses no work (its
+        # progress is the time it served) and has no checkpoint.
+        self.service = service
         self.state = JobState.PENDING
         # Opaque to the job: where the scheduler that holds it finds its own record of it
         # (aifactory.scheduler.shortcuts, HANDLE); nothing else reads or writes it. (Set

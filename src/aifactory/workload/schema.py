@@ -20,7 +20,9 @@ Optional extra columns a synthesiser may add (consumers ignore unknown columns):
 ``hbm_gb_per_gpu`` (float64, nullable: the GPU memory each GPU must have; the job runs
 only on classes whose model has at least that much), ``preempt_grace_s`` (float64,
 nullable: seconds the job may keep its GPUs to save when preempted; null: the run's
-default, ``--preempt-grace``).
+default, ``--preempt-grace``), ``service`` (bool, nullable: the job is a service
+(inference, AI-RAN) whose ``duration_s`` is a lifetime, not a quantity of work: an
+interruption takes it down until it runs again, and it loses no work; null: false).
 """
 
 from __future__ import annotations
@@ -61,4 +63,5 @@ OPTIONAL_COLUMNS = {
     "kind": pa.string(),
     "hbm_gb_per_gpu": pa.float64(),
     "preempt_grace_s": pa.float64(),
+    "service": pa.bool_(),
 }

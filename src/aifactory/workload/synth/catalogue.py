@@ -187,6 +187,13 @@ class JobClass(_Frozen):
             "null: the run's default (--preempt-grace)."
         ),
     )
+    service: bool = Field(
+        default=False,
+        description=(
+            "A service (inference, AI-RAN): its duration is a lifetime to serve, not work; "
+            "interrupted, it is down until placed again and loses no work."
+        ),
+    )
     gpu_class: list[str] = Field(
         default_factory=list,
         description="Preferred GPU classes; the first the tenant holds quota in; else any.",

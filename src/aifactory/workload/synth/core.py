@@ -332,6 +332,7 @@ def _assemble(plans: list[ClassPlan], blocks: list[_Block]) -> pa.Table:
         [p.job_class.hbm_gb_per_gpu or math.nan for p in plans],
         np.float64,
     )
+    service = per_job([p.job_class.service for p in plans], np.bool_)
     grace = per_job(
         [
             math.nan if p.job_class.preempt_grace_s is None else p.job_class.preempt_grace_s
@@ -380,6 +381,7 @@ def _assemble(plans: list[ClassPlan], blocks: list[_Block]) -> pa.Table:
         "kind": pc.take(pa.array(kinds, pa.string()), pa.array(kind_code[order])),
         "hbm_gb_per_gpu": pa.array(mem, pa.float64(), mask=np.isnan(mem)),
         "preempt_grace_s": pa.array(grace_s, pa.float64(), mask=np.isnan(grace_s)),
+        "service": pa.array(service[order], pa.bool_()),
     }
     return pa.Table.from_arrays(list(columns.values()), schema=SYNTH_SCHEMA)
 
