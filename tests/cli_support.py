@@ -44,6 +44,13 @@ def live_service(db_url: str, tmp_path: Path, **settings: Any) -> Iterator[tuple
         )
     )
     service = Service(config)
+    with serving(service) as url:
+        yield url, service
+
+
+@contextmanager
+def serving(service: Service) -> Iterator[str]:
+    """Serve ``service`` with Uvicorn on a free port in a thread; yields its URL."""
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(service), port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -53,7 +60,7 @@ def live_service(db_url: str, tmp_path: Path, **settings: Any) -> Iterator[tuple
         time.sleep(0.05)
     assert server.started
     try:
-        yield f"http://127.0.0.1:{port}", service
+        yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         thread.join(10)

@@ -5,31 +5,23 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from typer.testing import CliRunner
 
 from aifactory.cli import app
 from aifactory.service import client as client_module
-from aifactory.service.api import Service, create_app
+from aifactory.service.api import Service
 from aifactory.service.auth import hash_token
 from aifactory.service.client import ApiClient, ClientConfig, ClientError, load_config
 from aifactory.service.settings import ExecutorKind, ServiceSettings
+from cli_support import free_port, make_token, serving
 
 runner = CliRunner()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
@@ -42,28 +34,8 @@ def live(db_url: str, tmp_path: Path) -> Iterator[str]:
     settings = ServiceSettings(
         database_url=db_url, data_dir=tmp_path, executor=ExecutorKind.NOOP, tick_s=0.05
     )
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(Service(settings)), port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
-
-
-def make_token(db_url: str, tenant: str | None, role: str) -> str:
-    args = ["admin", "create-token", "--role", role, "--database-url", db_url, "--json"]
-    if tenant:
-        args += ["--tenant", tenant]
-    result = runner.invoke(app, args)
-    assert result.exit_code == 0, result.output
-    return str(json.loads(result.stdout)["token"])
+    with serving(Service(settings)) as url:
+        yield url
 
 
 def test_db_upgrade_and_current(db_url: str) -> None:
@@ -72,7 +44,7 @@ def test_db_upgrade_and_current(db_url: str) -> None:
     assert first.stdout.strip() == "none"
     up = runner.invoke(app, ["db", "upgrade", "--database-url", db_url])
     assert up.exit_code == 0
-    assert "0004" in up.stdout
+    assert "0005" in up.stdout
     assert runner.invoke(app, ["db", "upgrade", "--database-url", db_url]).exit_code == 0
     bad = runner.invoke(app, ["db", "upgrade", "--database-url", "mysql://x/y"])
     assert bad.exit_code == 2

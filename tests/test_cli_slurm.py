@@ -249,3 +249,24 @@ def test_json_on_run_and_db_current(tmp_path: Path) -> None:
     assert (tmp_path / "run" / "summary.json").is_file()
     db = f"sqlite:///{tmp_path}/x.db"
     assert ok_json("db", "current", "--database-url", db) == {"revision": None}
+
+
+def test_run_says_what_power_caps_and_lending_cost(tmp_path: Path) -> None:
+    """The main job's text output: the caps' cost line (on, and off), as run prints it."""
+    on = cli(
+        "run", "--fleet", "demo", "--days", "0.05", "--load", "0.5", "--failures", "off",
+        "--out", str(tmp_path / "on"),
+    )  # fmt: skip
+    assert on.exit_code == 0, on.output
+    assert "power caps: on; no site's peak draw" in on.stdout
+    off = cli(
+        "run", "--fleet", "demo", "--days", "0.05", "--load", "0.5", "--failures", "off",
+        "--power-cap", "off", "--out", str(tmp_path / "off"),
+    )  # fmt: skip
+    assert off.exit_code == 0, off.output
+    assert "power caps: off" in off.stdout
+    summary = json.loads((tmp_path / "off" / "summary.json").read_text())
+    assert summary["power_cap"]["on"] is False
+    bad = cli("run", "--fleet", "demo", "--power-cap", "maybe", "--out", str(tmp_path / "x"))
+    assert bad.exit_code == 2
+    assert "--power-cap" in bad.output

@@ -6,7 +6,6 @@ and a project's own admin sees only its project (issue #17 §2)."""
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -14,15 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 import yaml
 from typer.testing import CliRunner
 
 from aifactory.cli import app
-from aifactory.service.api import Service, create_app
+from aifactory.service.api import Service
 from aifactory.service.auth import Role, create_token
 from aifactory.service.settings import ExecutorKind, ServiceSettings
-from test_cli_client import free_port
+from cli_support import serving
 from test_service_subtree import tree_raw
 
 runner = CliRunner()
@@ -48,17 +46,8 @@ def live(tmp_path: Path) -> Iterator[Live]:
         tick_s=0.05,
     )
     service = Service(settings)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(service), port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started
-    yield Live(service, f"http://127.0.0.1:{port}")
-    server.should_exit = True
-    thread.join(10)
+    with serving(service) as url:
+        yield Live(service, url)
 
 
 def as_token(monkeypatch: pytest.MonkeyPatch, live: Live, tenant: str, role: Role) -> None:

@@ -50,7 +50,7 @@ class Rendered(HTMLParser):
             self.tables[self._table].append([])
         elif tag in {"td", "th"} and self._table is not None:
             self._cell = []
-        elif self._cell is not None and tag != "button":
+        elif self._cell is not None and tag not in {"button", "a"}:  # our own links, buttons
             self.tags_in_cells.append(tag)
         if attr.get("id") in {"status", "fleet-name"}:
             self._id = attr["id"]
@@ -127,7 +127,8 @@ def test_the_dashboard_shows_the_tokens_jobs_quotas_and_fleet(
         resp = httpx.post(f"{srv.base}/v1/jobs", json=body, headers=auth, timeout=10)
         assert resp.status_code == 201, resp.text
         ids.append(resp.json()["id"])
-    page = render(f"{srv.base}/dashboard#token={token}", tmp_path / "chromium")
+    # one page at a time (issue #21 §1): jobs, then queues and quotas, then the overview
+    page = render(f"{srv.base}/dashboard#token={token}&page=jobs", tmp_path / "chromium")
     assert page.ids["status"].startswith("updated"), page.ids
     assert page.ids["fleet-name"].startswith("demo: ")
     jobs = {row[0]: row for row in page.tables["jobs"][1:]}
@@ -136,8 +137,10 @@ def test_the_dashboard_shows_the_tokens_jobs_quotas_and_fleet(
     assert page.tags_in_cells == []  # ... and never interpreted as HTML
     assert all(jobs[str(i)][1] == "lab" for i in ids)
     assert {jobs[str(i)][4] for i in ids} <= {"pending", "running"}
+    page = render(f"{srv.base}/dashboard#token={token}&page=queues", tmp_path / "chromium")
     quota_tenants = {row[0] for row in page.tables["quotas"][1:]}
     assert quota_tenants == {"lab"}  # a member sees its own tenant's quota only
+    page = render(f"{srv.base}/dashboard#token={token}", tmp_path / "chromium")
     fleet_classes = [row[0] for row in page.tables["fleet"][1:]]
     fleet = httpx.get(f"{srv.base}/v1/fleet", headers=auth, timeout=10).json()
     assert fleet_classes == [c["gpu_class"] for c in fleet["classes"]]
@@ -166,6 +169,7 @@ def test_the_static_files_carry_no_data_and_a_strict_policy(
         ("/dashboard", "text/html"),
         ("/dashboard/app.js", "text/javascript"),
         ("/dashboard/app.css", "text/css"),
+        ("/dashboard/charts.js", "text/javascript"),
     ]:
         resp = httpx.get(f"{srv.base}{path}", timeout=10)
         assert resp.status_code == 200
@@ -174,3 +178,4 @@ def test_the_static_files_carry_no_data_and_a_strict_policy(
         name = "index.html" if path == "/dashboard" else path.rsplit("/", 1)[1]
         packaged = (importlib.resources.files("aifactory.service.dashboard") / name).read_text()
         assert resp.text == packaged  # the files as shipped: nothing of anyone's data in them
+    assert httpx.get(f"{srv.base}/dashboard/secret.py", timeout=10).status_code == 404

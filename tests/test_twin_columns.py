@@ -2,7 +2,8 @@
 
 aifactory.twin.results reads every job's fields once into arrays (JobColumns) and computes
 the summary and ``jobs.parquet`` from those (issue #21 §4: the loops cost 1.1 s of a Philly
-``simulate``). The reference below is the loop code as it was, kept here verbatim: on runs
+``simulate``). The reference below is the loop code as it was, kept here (with the fields
+added since, power caps, grace and allocations, written in the same per-job style): on runs
 that reach every state (completed, interrupted by the failure model, rejected as too big, cut
 at a horizon while pending and running, preempted), the tables are equal and the summaries
 equal up to float summation order (numpy's pairwise sums against Python's running sum).
@@ -23,7 +24,8 @@ import pytest
 
 from aifactory.fleet import load_fleet
 from aifactory.reports.results import JOBS_SCHEMA, WAIT_REASONS
-from aifactory.twin.results import jobs_table, summarize
+from aifactory.twin.allocgate import REASON as ALLOCATION
+from aifactory.twin.results import _hours_at_cap, jobs_table, summarize
 from aifactory.twin.run import TwinRun, TwinSpec, run_twin
 from aifactory.twin.simulator import SimResult
 from aifactory.workload.job import JobState
@@ -198,6 +200,9 @@ def ref_summarize(
         "makespan_s": makespan,
         "utilization": utilization,
         "preemptions": sched.preemptions,
+        "saved_preemptions": sched.saved_preemptions,
+        "gpu_hours_lost_preemption": sum(j.lost_preempt_gpu_s for j in jobs) / 3600.0,
+        "gpu_hours_lost_failure": sum(j.lost_failure_gpu_s for j in jobs) / 3600.0,
         "events": result.events,
         "wall_s": result.wall_s,
         "per_tenant": per,
@@ -213,6 +218,15 @@ def ref_summarize(
             "idle_mwh": obs.idle_energy_mwh,
             "peak_mw_by_site": {s: float(peak[i]) for i, s in enumerate(site_names)},
             "site_capacity_mw": {s.name: s.power_mw for s in topo.fleet.sites},
+            "mwh_by_site": {s: float(obs.energy_mwh_by_site[i]) for i, s in enumerate(site_names)},
+            "hours_at_cap_by_site": _hours_at_cap(obs.t, obs.site_power_mw, topo),
+        },
+        "power_cap": {
+            "on": sched.cfg.power_cap,
+            "capped_sites": [s for i, s in enumerate(site_names) if sched.power.capped[i]],
+            "gpu_hours_held": sum(waits.get(j.id, {}).get("power_cap", 0.0) * j.gpus for j in jobs)
+            / 3600.0,
+            "refused_starts": sched.power.refused,
         },
     }
     if extra:
@@ -254,7 +268,17 @@ def ref_jobs_table(result: SimResult) -> pa.Table:
         waited = waits.get(j.id, nothing)
         for reason in WAIT_REASONS:
             rows[f"wait_{reason}_s"].append(waited.get(reason, 0.0))
-        rows["pending_reason"].append(sched.pending_reason(j))
+        gate = result.allocations
+        held = gate is not None and gate.is_held(j)
+        rows["pending_reason"].append(ALLOCATION if held else sched.pending_reason(j))
+        project = gate.project.get(j.id) if gate is not None else None
+        rows["project"].append(project or None)
+        rows["wait_allocation_s"].append(
+            gate.waited.get(j.id, 0.0) if gate is not None and project else None
+        )
+        rows["charged_gpu_hours"].append(
+            gate.charged.get(j.id, 0.0) / 3600.0 if gate is not None and project else None
+        )
     return pa.table(rows, schema=JOBS_SCHEMA)
 
 

@@ -28,7 +28,6 @@ validated, then handed to the group-commit writer (:mod:`.batcher`) and awaited;
 
 from __future__ import annotations
 
-import importlib.resources
 import logging
 import threading
 import time
@@ -39,7 +38,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse
+from fastapi.responses import PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
@@ -73,6 +72,7 @@ from aifactory.service.limits import (
 )
 from aifactory.service.loop import SchedulerLoop, fork_state
 from aifactory.service.metrics import CycleStats, render_metrics
+from aifactory.service.samples import Sampler
 from aifactory.service.schemas import (
     INT64_MAX,
     KEY_PATTERN,
@@ -134,8 +134,15 @@ class Service:
         self.logs_dir = FsPath(settings.data_dir).absolute() / "logs"
         self.loop: SchedulerLoop | None = None
         if settings.run_scheduler:
+            sampler = Sampler(self.db, self.topo, self.fleet, settings.samples_retention_s)
             self.loop = SchedulerLoop(
-                self.db, self.topo, self.executor, settings, clock=clock, stats=self.stats
+                self.db,
+                self.topo,
+                self.executor,
+                settings,
+                clock=clock,
+                stats=self.stats,
+                sampler=sampler,
             )
         self.batcher = SubmitBatcher(self.db, on_commit=self._submitted)
         # Never given a job: asked at submit whether a job could ever run (check_fits).
@@ -368,39 +375,6 @@ def create_app(service: Service) -> FastAPI:
             if row is None or not who.can_act_on(row["tenant"], service.descendants):
                 raise HTTPException(404, f"job {job_id}: not found")
             return row
-
-    # The web dashboard: three static files with no data in them; the page's script asks
-    # the API for everything with the bearer token the user gives it, so it sees exactly
-    # what that token may see. Served with a CSP that allows only this origin's scripts.
-    pages = {
-        name: (importlib.resources.files("aifactory.service.dashboard") / name).read_text()
-        for name in ("index.html", "app.js", "app.css")
-    }
-    csp = {
-        "Content-Security-Policy": (
-            "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'"
-        ),
-        "X-Content-Type-Options": "nosniff",
-    }
-
-    @app.get("/", include_in_schema=False)
-    def root() -> RedirectResponse:
-        return RedirectResponse("/dashboard")
-
-    @app.get(
-        "/dashboard", response_class=HTMLResponse, responses=responses(422), tags=["dashboard"]
-    )
-    def dashboard() -> HTMLResponse:
-        """The web dashboard (fleet, quotas, jobs; cancel). Needs a token to show data."""
-        return HTMLResponse(pages["index.html"], headers=csp)
-
-    @app.get("/dashboard/app.js", include_in_schema=False)
-    def dashboard_js() -> Response:
-        return Response(pages["app.js"], media_type="text/javascript", headers=csp)
-
-    @app.get("/dashboard/app.css", include_in_schema=False)
-    def dashboard_css() -> Response:
-        return Response(pages["app.css"], media_type="text/css", headers=csp)
 
     @app.get("/healthz", response_model=Health, responses=responses(422, 503), tags=["service"])
     def healthz() -> Health:
@@ -752,11 +726,21 @@ def create_app(service: Service) -> FastAPI:
 
     # Projects and allocations (issue #19), fleet status and share (#21): routers of their
     # own, imported here because they depend on this module's ``Caller``.
-    from aifactory.service.routers import allocations, cluster, projects  # noqa: PLC0415
+    from aifactory.service.routers import (  # noqa: PLC0415
+        allocations,
+        cluster,
+        dashboard,
+        history,
+        projects,
+        queue,
+    )
 
     app.include_router(projects.router)
     app.include_router(allocations.router)
     app.include_router(cluster.router)
+    app.include_router(history.router)
+    app.include_router(queue.router)
+    app.include_router(dashboard.router)
 
     def openapi() -> dict[str, Any]:
         """The generated schema, with this fleet's tenants and GPU classes as enums: the

@@ -89,6 +89,7 @@ from aifactory.service.jobrows import (
 )
 from aifactory.service.lease import LeaderLock, leader_lock
 from aifactory.service.metrics import CycleStats
+from aifactory.service.samples import Sampler
 from aifactory.service.settings import LostPolicy, ServiceSettings
 from aifactory.service.tables import cancel_requests, jobs
 from aifactory.workload.job import Job, JobState
@@ -150,6 +151,7 @@ class SchedulerLoop:
         stats: CycleStats | None = None,
         lock: LeaderLock | None = None,
         fault: FaultHook = no_fault,
+        sampler: Sampler | None = None,
     ) -> None:
         self.db = db
         self.topo = topo
@@ -159,6 +161,7 @@ class SchedulerLoop:
         self.stats = stats or CycleStats()
         self.lock = lock or leader_lock(db)
         self.fault = fault
+        self.sampler = sampler  # the dashboard's metrics history, written while leading
         self.leading = False
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -429,6 +432,8 @@ class SchedulerLoop:
         self.stats.observe(elapsed, len(res.started), len(res.preempted))
         if res.started or res.preempted:
             self._apply(list(res.started), list(res.preempted), now)
+        if self.sampler is not None:
+            self.sampler.tick(now)
 
     def _decision_failed(self, exc: Exception, now: float) -> None:
         """``schedule()`` raised: fail the job that makes it raise, rebuild, go on.

@@ -210,6 +210,9 @@ class JobView(BaseModel):
     hbm_gb_per_gpu: float | None = Field(
         default=None, description="GPU memory per GPU it asked for, GB (null: any)."
     )
+    nodelist: str = Field(
+        default="", description="The placement's nodes, compressed: seoul/hgx/n[108-143]."
+    )
 
 
 class JobDetail(JobView):

@@ -78,3 +78,6 @@ class ServiceSettings:
     submit_burst: int = 20_000  # submits a tenant may make at once before the rate applies
     auth_failures_per_window: int = 100  # bad tokens per client address, then 429 ...
     auth_failure_window_s: float = 60.0  # ... until this window (from the first) ends
+    # The dashboard's metrics history (aifactory.service.samples): rows older than this
+    # many seconds are deleted; 0: kept for ever.
+    samples_retention_s: float = 14 * 86_400.0

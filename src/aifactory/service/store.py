@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import Connection, RowMapping, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from aifactory.fleet.hostlist import compress_nodes
 from aifactory.fleet.topology import Topology
 from aifactory.service.db import Database
 from aifactory.service.schemas import JobEvent, JobSubmit, JobView, PlacementPart
@@ -241,6 +242,7 @@ def to_view(row: Mapping[Any, Any], *, cancel_requested: bool = False) -> JobVie
         cancel_requested=cancel_requested,
         gpu_classes=row.get("gpu_classes"),
         hbm_gb_per_gpu=row.get("hbm_gb_per_gpu"),
+        nodelist=compress_nodes(p.node for p in placement),
     )
 
 

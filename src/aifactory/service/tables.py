@@ -207,3 +207,15 @@ charges = Table(
     UniqueConstraint("job_id", "attempt", name="uq_charges_job_attempt"),
 )
 Index("ix_charges_project_end", charges.c.project_id, charges.c.end_s)
+
+# -- metrics history (revision 0005, issue #21 §1) -----------------------------------------
+# One row per 5-minute slot, keyed by the slot's start: the leader writes it (a replica that
+# finds the slot written already leaves it), the dashboard's overview charts read it. The
+# payload is JSON (GPUs per site and class, pending GPUs per tenant, power per site with
+# its cap) because its keys are the fleet's names, which a restart with a new fleet changes.
+samples = Table(
+    "samples",
+    metadata,
+    Column("at", Float, primary_key=True),
+    Column("data", JSON, nullable=False),
+)

@@ -143,7 +143,6 @@ def _run_twin(
         "checkpoint": spec.checkpoint.value,
         "backfill_interval_s": spec.backfill_interval_s,
         "preempt_grace_s": spec.preempt_grace_s,
-        "power_cap": spec.power_cap,
         "inputs": {
             "remapped_tenants": report.remapped,
             "remapped_jobs": sum(report.remapped.values()),
