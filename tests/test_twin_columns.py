@@ -28,6 +28,7 @@ from aifactory.twin.allocgate import REASON as ALLOCATION
 from aifactory.twin.results import _hours_at_cap, jobs_table, summarize
 from aifactory.twin.run import TwinRun, TwinSpec, run_twin
 from aifactory.twin.simulator import SimResult
+from aifactory.twin.stability import stability
 from aifactory.workload.job import JobState
 from aifactory.workload.progress import run_progress
 
@@ -206,6 +207,8 @@ def ref_summarize(
         "events": result.events,
         "wall_s": result.wall_s,
         "per_tenant": per,
+        # from the observer's series, not per job: the same function (test_twin_stability)
+        "stability": stability(obs.t, list(obs.tenants), obs.backlog_by_tenant),
         "fleet_gpus": fleet_gpus,
         "rejected_reasons": dict(result.rejected),
         "failures": result.failures,

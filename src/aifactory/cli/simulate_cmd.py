@@ -271,6 +271,11 @@ def render_summary(s: dict[str, Any]) -> None:
     for k, v in rows:
         head.add_row(k, v)
     out.print(head)
+    stab = s.get("stability")
+    if stab:
+        out.print(f"stability: {stab['verdict']}")
+        for line in stab.get("sentences", []):
+            out.print(f"  {line}")
     per = Table(title="Per tenant (ETTR: training only; services: availability, downtime)")
     cols = ("tenant", "jobs", "GPU-hours", "borrowed", "of quota", "avg queue", "avg JCT", "ETTR")
     for col in (*cols, "svc avail", "down/restarts", "MWh"):

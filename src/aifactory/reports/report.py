@@ -269,6 +269,38 @@ def _summary_section(summary: Mapping[str, Any]) -> str:
     )
 
 
+def _stability_section(summary: Mapping[str, Any]) -> str:
+    """Whether the backlog settled (twin/stability.py): skipped for summaries without it."""
+    st = summary.get("stability")
+    if not isinstance(st, Mapping):
+        return ""
+    verdict = f"<p><strong>{esc(str(st.get('verdict', '')))}</strong></p>"
+    said = "".join(f"<li>{esc(str(line))}</li>" for line in st.get("sentences", []))
+    rows = [
+        (
+            name,
+            fmt_float(tr.get("slope_gpu_h_per_day")),
+            fmt_float(tr.get("mean_gpu_h")),
+            fmt_float(tr.get("end_gpu_h")),
+            "grows" if tr.get("growing") else "steady",
+        )
+        for name, tr in st.get("per_tenant", {}).items()
+    ]
+    return section(
+        "Stability",
+        verdict,
+        f"<ul>{said}</ul>" if said else "",
+        table(
+            ["tenant", "GPU-hours a day", "mean GPU-hours", "at end", "backlog"],
+            rows,
+            [False, True, True, True, False],
+        ),
+        note="Pending GPU-hours (GPUs x work left of waiting jobs), least-squares trend "
+        "over the last third of the horizon. A backlog that grows never reaches a steady "
+        "state: this load is beyond capacity once failures and preemptions are counted.",
+    )
+
+
 def _tenant_section(
     rows: list[TenantRow], makespan_s: float | None, colours: Mapping[str, str]
 ) -> str:
@@ -614,6 +646,7 @@ def build_report(
         [
             params,
             headline,
+            _stability_section(summary),
             _summary_section(summary),
             util,
             cdfs,

@@ -45,6 +45,7 @@ class Seat:
         "live",
         "overhead_s",
         "owner",
+        "pend_work",
         "pmask",
         "pnode",
         "preemptible",
@@ -79,6 +80,7 @@ class Seat:
         # preemption prices every candidate by them).
         self.run_start_s = 0.0
         self.overhead_s = 0.0
+        self.pend_work = 0.0  # GPU-seconds of work it added to its tenant's backlog (pending)
         self.qseq = -1  # sequence of the job's live queue row (stale rows are skipped)
         self.in_queue = False  # whether that row is in its tenant's queue heap yet
         self.run_class = -1  # index of the GPU class it runs in (while running)

@@ -23,6 +23,7 @@ from aifactory.reports.results import (
 from aifactory.twin.allocgate import REASON as ALLOCATION
 from aifactory.twin.fields import STATES, read_fields
 from aifactory.twin.simulator import SimResult
+from aifactory.twin.stability import stability
 from aifactory.workload.job import JobState
 from aifactory.workload.progress import run_progress
 
@@ -354,6 +355,8 @@ def summarize(
         "per_tenant": per,
         # Every tenant's services together (per tenant: per_tenant's service_* keys).
         "service": _service_figures(svc, cols, np.ones(n, dtype=np.bool_)),
+        # Whether the backlog settled: pending GPU-hours' trend over the last third.
+        "stability": stability(obs.t, list(obs.tenants), obs.backlog_by_tenant),
         "fleet_gpus": fleet_gpus,
         "rejected_reasons": dict(result.rejected),
         "failures": result.failures,
