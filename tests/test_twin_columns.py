@@ -25,7 +25,15 @@ import pytest
 from aifactory.fleet import load_fleet
 from aifactory.reports.results import JOBS_SCHEMA, WAIT_REASONS
 from aifactory.twin.allocgate import REASON as ALLOCATION
-from aifactory.twin.results import _hours_at_cap, jobs_table, summarize
+from aifactory.twin.results import (
+    _hours_at_cap,
+    _service_figures,
+    job_columns,
+    jobs_table,
+    service_times,
+    summarize,
+    useful_gpu_s,
+)
 from aifactory.twin.run import TwinRun, TwinSpec, run_twin
 from aifactory.twin.simulator import SimResult
 from aifactory.twin.stability import stability
@@ -100,6 +108,8 @@ def ref_summarize(
     busy_w = np.array([m.busy_watts for m in topo.class_model]) * class_pue
     class_index = {name: c for c, name in enumerate(topo.classes)}
 
+    cols = job_columns(result)
+    svc = service_times(cols, result.end_s, useful_gpu_s(result, cols))
     # Whose hardware each tenant's GPU-hours ran on: its own (its own or its nearest
     # ancestor's: a consortium's platform), or borrowed from each lender by name.
     by_owner = sched.served_by_owner(result.end_s)
@@ -124,7 +134,7 @@ def ref_summarize(
         useful = 0.0
         wall = 0.0
         for j in tj:
-            if j.first_start_s is None:
+            if j.first_start_s is None or j.service:  # (ETTR: training work only)
                 continue
             end = j.end_s if j.end_s is not None else result.end_s
             wall += (end - j.first_start_s) * j.gpus
@@ -168,6 +178,8 @@ def ref_summarize(
             "gpu_hours_borrowed": sum(borrowed_from.values()),
             "gpu_hours_borrowed_by_lender": borrowed_from,
             "energy_mwh": energy,
+            # services' figures: the same function (tests/test_services.py checks it)
+            **_service_figures(svc, cols, np.isin(np.arange(len(jobs)), idx)),
             "gpu_hours_lost_failure": sum(j.lost_failure_gpu_s for j in tj) / 3600.0,
             "gpu_hours_lost_preemption": sum(j.lost_preempt_gpu_s for j in tj) / 3600.0,
             # Job-hours spent waiting, by the scheduler's reason (Slurm's REASON column).
@@ -207,6 +219,7 @@ def ref_summarize(
         "events": result.events,
         "wall_s": result.wall_s,
         "per_tenant": per,
+        "service": _service_figures(svc, cols, np.ones(len(jobs), dtype=np.bool_)),
         # from the observer's series, not per job: the same function (test_twin_stability)
         "stability": stability(obs.t, list(obs.tenants), obs.backlog_by_tenant),
         "fleet_gpus": fleet_gpus,
@@ -245,6 +258,8 @@ def ref_jobs_table(result: SimResult) -> pa.Table:
     sched = result.scheduler
     waits = sched.wait_times(result.end_s)
     nothing: dict[str, float] = {}
+    cols = job_columns(result)  # (services' downtime: the same function as the summary's)
+    svc = service_times(cols, result.end_s, useful_gpu_s(result, cols))
     for i, j in enumerate(jobs):
         rejected = j.state == JobState.FAILED and j.first_start_s is None
         start = j.first_start_s
@@ -263,6 +278,8 @@ def ref_jobs_table(result: SimResult) -> pa.Table:
         rows["gpu_class"].append(j.gpu_class or j.placed_class or None)
         rows["placement"].append(j.level)
         rows["hardware_owner"].append(j.hardware_owner or None)
+        rows["service"].append(j.service)
+        rows["downtime_s"].append(float(svc.down[i]) if svc.counted[i] else None)
         rows["preemptions"].append(j.preemptions)
         rows["failures"].append(j.failures)
         rows["gpu_hours"].append(float(used[i]) / 3600.0)
