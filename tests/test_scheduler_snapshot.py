@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 import aifactory
-from aifactory.scheduler import preemption
+from aifactory.scheduler import power
 from aifactory.scheduler.scheduler import Scheduler
 from aifactory.scheduler.seat import Seat
 from aifactory.scheduler.snapshot import WhatIf
@@ -112,21 +112,21 @@ def test_a_preemption_search_that_raises_midway_changes_nothing(
 ) -> None:
     sched, high = _preempting_scheduler()
     before = state_of(sched)
-    real = preemption.find_placement
+    real = power.find_placement  # (preemption places through scheduler/power.py)
     running_at_fault: list[int] = []
 
     def failing(*args: Any, **kwargs: Any) -> Any:
         running_at_fault.append(sched.running.count)
         raise RuntimeError("planted fault in the placement search")
 
-    monkeypatch.setattr(preemption, "find_placement", failing)
+    monkeypatch.setattr(power, "find_placement", failing)
     with pytest.raises(RuntimeError, match="planted fault"):
         sched.preemption.search(high, 0, 10.0, {})
     assert running_at_fault
     assert running_at_fault[0] < 3  # it raised with victims removed
     assert state_of(sched) == before
     check_invariants(sched)
-    monkeypatch.setattr(preemption, "find_placement", real)
+    monkeypatch.setattr(power, "find_placement", real)
     # And the same search, unfaulted, succeeds with the victims left detached.
     chosen = sched.preemption.search(high, 0, 10.0, {})
     assert chosen is not None
