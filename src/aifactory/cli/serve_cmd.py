@@ -76,6 +76,14 @@ def serve(
     data_dir: Annotated[
         Path, typer.Option("--data-dir", help="Where job logs are written.")
     ] = Path("aifactory-data"),
+    reports_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--reports-dir",
+            help="Twin reports the dashboard lists, one folder per simulate/run/sweep --out "
+            "(default DATA_DIR/reports).",
+        ),
+    ] = None,
     run_as: Annotated[
         str | None,
         typer.Option(
@@ -170,6 +178,7 @@ def serve(
         fleet=fleet or default_fleet(),
         executor=kind,
         data_dir=data_dir,
+        reports_dir=reports_dir,
         run_as=run_as,
         ray_address=ray_address or default_ray_address(),
         policy=policy,

@@ -7,7 +7,7 @@ seconds within 0..1e11, GPU-hours within 0..1e10, names are short visible ASCII.
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
@@ -167,6 +167,26 @@ class ProjectDetail(ProjectView):
     exhausted_at: float | None = Field(
         description="When the active balance runs out at that rate (epoch s); null: never."
     )
+    balance_gpu_hours: float = Field(description="What is left of the active allocations.")
+    period_end_s: float | None = Field(
+        description="Latest end of the active allocations (epoch s); null: none is active."
+    )
+    outlook: Literal["runs out", "not before period end", "no usage", "no active balance"] = Field(
+        description="'runs out': exhausted_at falls before period_end_s."
+    )
+
+
+class ChargeView(BaseModel):
+    """One run interval charged to a project (GPUs times its recorded length)."""
+
+    job_id: int
+    name: str
+    attempt: int
+    gpu_class: str
+    gpus: int
+    start_s: float
+    end_s: float
+    gpu_hours: float
 
 
 class JobUse(BaseModel):

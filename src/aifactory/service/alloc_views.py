@@ -22,14 +22,15 @@ from aifactory.allocations.model import SECONDS_PER_HOUR
 from aifactory.service.alloc_schemas import (
     AllocationView,
     ChangeView,
+    ChargeView,
     DayUse,
     JobUse,
     ReportRow,
     Statement,
     Waited,
 )
-from aifactory.service.alloc_store import allocation_rows, ledger_for
-from aifactory.service.tables import job_events, jobs, projects
+from aifactory.service.alloc_store import allocation_rows, gpu_seconds, ledger_for
+from aifactory.service.tables import charges, job_events, jobs, projects
 
 BURN_WINDOW_S = 7 * 86_400.0  # the burn rate is the mean over this long
 DAY_S = 86_400.0
@@ -92,6 +93,51 @@ def burn_and_forecast(
     if per_day <= 0 or left <= 0:
         return per_day, None
     return per_day, now + left / per_day * DAY_S
+
+
+def outlook(
+    allocs: Sequence[AllocationView], burn_per_day: float, exhausted_at: float | None
+) -> tuple[float, float | None, str]:
+    """The active balance, the latest end of the active allocations, and what the forecast
+    says in words: ``runs out`` (before that end), ``not before period end``, ``no usage``
+    (nothing burnt in the window) or ``no active balance``.
+
+    The end matters because a balance outlives its period only on paper: an allocation
+    expires at its end whatever is left, so a run-out date past it is no run-out at all.
+    """
+    active = [a for a in allocs if a.state == "active"]
+    left = math.fsum(max(0.0, a.balance_gpu_hours) for a in active)
+    end = max((a.end_s for a in active), default=None)
+    if left <= 0 or end is None:
+        return left, end, "no active balance"
+    if burn_per_day <= 0 or exhausted_at is None:
+        return left, end, "no usage"
+    return left, end, "runs out" if exhausted_at < end else "not before period end"
+
+
+def recent(conn: Connection, project_id: int, limit: int) -> list[ChargeView]:
+    """A project's last ``limit`` charged run intervals, latest end first."""
+    c = charges.c
+    rows = conn.execute(
+        select(c.job_id, jobs.c.name, c.attempt, c.gpu_class, c.gpus, c.start_s, c.end_s)
+        .join(jobs, jobs.c.id == c.job_id)
+        .where(c.project_id == project_id)
+        .order_by(c.end_s.desc(), c.id.desc())
+        .limit(limit)
+    ).all()
+    return [
+        ChargeView(
+            job_id=int(r.job_id),
+            name=str(r.name),
+            attempt=int(r.attempt),
+            gpu_class=str(r.gpu_class),
+            gpus=int(r.gpus),
+            start_s=float(r.start_s),
+            end_s=float(r.end_s),
+            gpu_hours=gpu_seconds(r._mapping) / SECONDS_PER_HOUR,
+        )
+        for r in rows
+    ]
 
 
 def month_bounds(month: str) -> tuple[float, float]:

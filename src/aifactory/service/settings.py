@@ -81,3 +81,11 @@ class ServiceSettings:
     # The dashboard's metrics history (aifactory.service.samples): rows older than this
     # many seconds are deleted; 0: kept for ever.
     samples_retention_s: float = 14 * 86_400.0
+    # Twin reports the dashboard's Twin page lists: one folder per run, as written by
+    # ``aifactory simulate|run --out DIR`` or ``aifactory sweep --out DIR``. None: the
+    # "reports" folder of data_dir.
+    reports_dir: Path | None = None
+
+    def reports_path(self) -> Path:
+        """The folder of stored twin reports."""
+        return self.reports_dir if self.reports_dir is not None else self.data_dir / "reports"

@@ -1,7 +1,8 @@
 """The web dashboard's static files (issue #21 §1): pages with no data in them; their script
 asks the API for everything with the bearer token the user gives it, so it sees exactly
 what that token may see. Served with a CSP that allows only this origin's scripts and
-styles (no inline script, no CDN: the charts are SVG drawn by charts.js)."""
+styles (no inline script, no CDN: the charts are SVG drawn by charts.js), and frames only
+from this origin (the Twin page shows a stored report, itself sandboxed)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,11 @@ from fastapi import APIRouter, HTTPException
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from aifactory.service.errors import responses
+from aifactory.service.routers import twin
 
 router = APIRouter(tags=["dashboard"])
+# The Twin page's API comes with the dashboard (its reports are opened in the page's frame).
+router.include_router(twin.router)
 
 FILES = {  # name -> media type; nothing else is served from here
     "app.js": "text/javascript",
@@ -26,7 +30,7 @@ PAGES = {
 CSP = {
     "Content-Security-Policy": (
         "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
-        "img-src 'self'"
+        "img-src 'self'; frame-src 'self'"
     ),
     "X-Content-Type-Options": "nosniff",
 }

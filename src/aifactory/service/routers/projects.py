@@ -1,5 +1,5 @@
 """``/v1/projects``: create, list, show (balance, burn rate, forecast of exhaustion),
-members, and the monthly usage statement (issue #19).
+members, the recent charges and the monthly usage statement (issue #19).
 
 Tenant-admins create projects of their tenant and manage their members; admins, of any
 tenant. A member token sees only the projects that name it.
@@ -14,13 +14,21 @@ from fastapi.concurrency import run_in_threadpool
 
 from aifactory.service import alloc_store
 from aifactory.service.alloc_schemas import (
+    ChargeView,
     MembersChange,
     ProjectCreate,
     ProjectDetail,
     ProjectView,
     Statement,
 )
-from aifactory.service.alloc_views import burn_and_forecast, month_bounds, statement, views
+from aifactory.service.alloc_views import (
+    burn_and_forecast,
+    month_bounds,
+    outlook,
+    recent,
+    statement,
+    views,
+)
 from aifactory.service.api import Caller
 from aifactory.service.auth import Role
 from aifactory.service.errors import AUTHENTICATED, FieldError, responses
@@ -28,6 +36,7 @@ from aifactory.service.routers import ServiceDep, rates, visible_project
 from aifactory.service.schemas import INT64_MAX
 
 router = APIRouter(prefix="/v1/projects", tags=["projects"])
+MAX_CHARGES = 1000
 ProjectId = Annotated[int, Path(ge=1, le=INT64_MAX, description="Project id.")]
 
 
@@ -92,9 +101,35 @@ def show_project(project_id: ProjectId, who: Caller, service: ServiceDep) -> Pro
         row = visible_project(conn, who, project_id)
         allocs, _, charge_rows = views(conn, [project_id], rates(service), now)
     burn, out_at = burn_and_forecast(allocs, charge_rows, now)
+    left, end, words = outlook(allocs, burn, out_at)
     return ProjectDetail.model_validate(
-        row | {"allocations": allocs, "burn_gpu_hours_per_day": burn, "exhausted_at": out_at}
+        row
+        | {
+            "allocations": allocs,
+            "burn_gpu_hours_per_day": burn,
+            "exhausted_at": out_at,
+            "balance_gpu_hours": left,
+            "period_end_s": end,
+            "outlook": words,
+        }
     )
+
+
+@router.get(
+    "/{project_id}/charges",
+    response_model=list[ChargeView],
+    responses=responses(*AUTHENTICATED, 404, 422),
+)
+def recent_charges(
+    project_id: ProjectId,
+    who: Caller,
+    service: ServiceDep,
+    limit: Annotated[int, Query(ge=1, le=MAX_CHARGES, description="Most rows returned.")] = 50,
+) -> list[ChargeView]:
+    """The project's most recent charged run intervals, latest end first."""
+    with service.db.read() as conn:
+        visible_project(conn, who, project_id)
+        return recent(conn, project_id, limit)
 
 
 @router.post(

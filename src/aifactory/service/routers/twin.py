@@ -1,0 +1,243 @@
+"""``/v1/twin``: the dashboard's Twin page (issue #21 §1). Stored reports are listed and opened
+through short-lived tickets (:mod:`aifactory.service.twin_reports`); a what-if forecasts the
+live state with one scheduler setting changed (:mod:`aifactory.service.whatif_live`).
+
+Admins only: a report shows every tenant of its run, and a what-if costs two twin runs over
+the whole queue (one at a time per replica; a second while one runs gets 429).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Path, Query
+from fastapi.responses import HTMLResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from aifactory.scheduler.config import BackfillMode
+from aifactory.scheduler.policies.base import PolicyName
+from aifactory.service import twin_reports, whatif_live
+from aifactory.service.api import Caller
+from aifactory.service.auth import Principal, Role
+from aifactory.service.errors import AUTHENTICATED, responses
+from aifactory.service.routers import ServiceDep
+
+router = APIRouter(tags=["twin"])
+
+ReportName = Annotated[
+    str, Path(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+]
+ReportFile = Annotated[str, Path(min_length=1, max_length=16, pattern=r"^[a-z.]+$")]
+WHATIF_RETRY_S = 5.0
+MAX_HORIZON_DAYS = 365.0
+
+
+def _admin(who: Principal, what: str) -> None:
+    if who.role is not Role.ADMIN:
+        raise HTTPException(403, f"{what}: admin only")
+
+
+class ReportView(BaseModel):
+    """One stored report folder."""
+
+    name: str
+    kind: str = Field(description="'run' (report.html) or 'sweep' (sweep.html).")
+    files: list[str]
+    modified_at: float
+    bytes: int
+
+
+class Reports(BaseModel):
+    """The stored reports, newest first, and where they are looked for."""
+
+    folder: str
+    items: list[ReportView]
+
+
+class Ticket(BaseModel):
+    """Where to open one report file without a bearer token, until ``expires_at``."""
+
+    url: str
+    expires_at: float
+
+
+@router.get("/v1/twin/reports", response_model=Reports, responses=responses(*AUTHENTICATED, 403))
+def list_reports(who: Caller, service: ServiceDep) -> Reports:
+    """The twin reports stored in the service's reports folder (admins)."""
+    _admin(who, "twin reports")
+    root = service.settings.reports_path()
+    return Reports(
+        folder=str(root),
+        items=[
+            ReportView(
+                name=r.name,
+                kind=r.kind,
+                files=list(r.files),
+                modified_at=r.modified_at,
+                bytes=r.bytes,
+            )
+            for r in twin_reports.list_reports(root)
+        ],
+    )
+
+
+@router.post(
+    "/v1/twin/reports/{name}/{file}/ticket",
+    response_model=Ticket,
+    responses=responses(*AUTHENTICATED, 403, 404, 422),
+)
+def report_ticket(name: ReportName, file: ReportFile, who: Caller, service: ServiceDep) -> Ticket:
+    """A ticket to open one file of a stored report in a browser frame (admins)."""
+    _admin(who, "twin reports")
+    if twin_reports.report_file(service.settings.reports_path(), name, file) is None:
+        raise HTTPException(404, f"report {name}/{file}: not found")
+    try:
+        ticket, expires = twin_reports.issue_ticket(
+            service.db, who.token_id, name, file, service.clock()
+        )
+    except PermissionError:
+        raise HTTPException(401, "token no longer valid") from None
+    return Ticket(url=f"/twin/reports/{name}/{file}?ticket={ticket}", expires_at=expires)
+
+
+@router.get("/twin/reports/{name}/{file}", include_in_schema=False)
+def report_page(
+    name: ReportName,
+    file: ReportFile,
+    service: ServiceDep,
+    ticket: Annotated[str, Query(max_length=128)] = "",
+) -> HTMLResponse:
+    """One report file, opened with a ticket; served sandboxed, framed only by this origin."""
+    # The same 404 for a bad ticket and a missing file: neither tells what exists.
+    missing = HTTPException(404, f"report {name}/{file}: not found")
+    if not twin_reports.check_ticket(service.db, ticket, name, file, service.clock()):
+        raise missing
+    path = twin_reports.report_file(service.settings.reports_path(), name, file)
+    if path is None:
+        raise missing
+    return HTMLResponse(
+        path.read_text(encoding="utf-8", errors="replace"),
+        headers=dict(twin_reports.REPORT_HEADERS),
+    )
+
+
+class WhatIf(BaseModel):
+    """The knob to change; a knob left out keeps the service's setting."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    policy: PolicyName | None = Field(default=None, description="Ordering policy.")
+    backfill: BackfillMode | None = Field(default=None, description="Backfill mode.")
+    horizon_days: float = Field(
+        default=30.0,
+        strict=True,
+        gt=0,
+        le=MAX_HORIZON_DAYS,
+        description="Forecast this far ahead; a job starting later counts as not started.",
+    )
+
+
+class Settings(BaseModel):
+    """The scheduler settings a forecast ran with."""
+
+    policy: str
+    backfill: str
+
+
+class TenantChange(BaseModel):
+    """A tenant's pending jobs under both forecasts (means over jobs started in both)."""
+
+    tenant: str
+    pending: int
+    started_base: int
+    started_variant: int
+    compared: int
+    mean_wait_base_s: float | None
+    mean_wait_variant_s: float | None
+    mean_start_delta_s: float | None = Field(description="Negative: sooner in the variant.")
+    mean_end_delta_s: float | None
+
+
+class JobChange(BaseModel):
+    """One job's expected start and end in both forecasts (null: not within the horizon)."""
+
+    id: int
+    tenant: str
+    gpus: int
+    state: str
+    base_start: float | None
+    base_end: float | None
+    variant_start: float | None
+    variant_end: float | None
+    start_delta_s: float | None
+
+
+class WhatIfResult(BaseModel):
+    """The variant's forecast against the service's own, from the live state at ``now``."""
+
+    now: float
+    horizon_s: float
+    base: Settings
+    variant: Settings
+    seconds: float = Field(description="Time this what-if took to compute.")
+    tenants: list[TenantChange]
+    jobs: list[JobChange] = Field(description="The jobs whose start moved most (at most 200).")
+    jobs_total: int
+
+
+@router.post(
+    "/v1/twin/whatif",
+    response_model=WhatIfResult,
+    responses=responses(*AUTHENTICATED, 403, 413, 422),
+)
+def whatif(body: WhatIf, who: Caller, service: ServiceDep) -> WhatIfResult:
+    """Fork the live state now and forecast it with a knob changed (admins; one at a time)."""
+    _admin(who, "what-if")
+    if not whatif_live.BUSY.acquire(blocking=False):
+        raise HTTPException(
+            429,
+            "what-if: one is running on this replica; retry later",
+            headers={"Retry-After": str(int(WHATIF_RETRY_S))},
+        )
+    try:
+        t0 = time.perf_counter()
+        now = service.clock()
+        horizon = body.horizon_days * 86_400.0
+        varied, tenants, jobs = whatif_live.run_whatif(
+            service.db,
+            service.topo,
+            service.settings,
+            now,
+            policy=None if body.policy is None else body.policy.value,
+            backfill=None if body.backfill is None else body.backfill.value,
+            horizon_s=horizon,
+        )
+        seconds = time.perf_counter() - t0
+    finally:
+        whatif_live.BUSY.release()
+    base = service.settings
+    return WhatIfResult(
+        now=now,
+        horizon_s=horizon,
+        base=Settings(policy=base.policy, backfill=base.backfill),
+        variant=Settings(policy=varied.policy, backfill=varied.backfill),
+        seconds=seconds,
+        tenants=[TenantChange(**dataclasses.asdict(t)) for t in tenants],
+        jobs=[
+            JobChange(
+                id=int(d.job.id),
+                tenant=d.job.tenant,
+                gpus=d.job.gpus,
+                state="pending" if d.job.pending else "running",
+                base_start=None if d.base is None else d.base[0],
+                base_end=None if d.base is None else d.base[1],
+                variant_start=None if d.variant is None else d.variant[0],
+                variant_end=None if d.variant is None else d.variant[1],
+                start_delta_s=d.start_delta_s,
+            )
+            for d in jobs[: whatif_live.MAX_JOBS_SHOWN]
+        ],
+        jobs_total=len(jobs),
+    )
