@@ -170,6 +170,7 @@ def test_the_static_files_carry_no_data_and_a_strict_policy(
         ("/dashboard/app.js", "text/javascript"),
         ("/dashboard/app.css", "text/css"),
         ("/dashboard/charts.js", "text/javascript"),
+        ("/dashboard/pages.js", "text/javascript"),
     ]:
         resp = httpx.get(f"{srv.base}{path}", timeout=10)
         assert resp.status_code == 200

@@ -1,9 +1,10 @@
 // aifactory dashboard: overview (fleet now and its 5-minute history as charts), queues and
 // quotas (quota rows, fair share, every pending job with its reason and expected start),
 // jobs (filter, sort, compressed node lists), one job (history, placement, live log tail,
-// forecast, cancel) and a submit form. One page at a time, chosen by the address's hash
-// (#overview, #queues, #jobs, #job/ID, #submit); only the page shown is fetched, every 5 s
-// (a job's page every 2 s, for its log).
+// forecast, cancel), a submit form, and from pages.js the projects, one project and the
+// Twin page. One page at a time, chosen by the address's hash (#overview, #queues, #jobs,
+// #job/ID, #submit, #projects, #project/ID, #twin); only the page shown is fetched, every
+// 5 s (a job's page every 2 s, for its log).
 // Every value goes into the page as text (textContent), never as HTML: job names and
 // commands are user input. The submit form sends what was typed and shows the API's own
 // validation errors: one set of rules, the API's.
@@ -11,10 +12,11 @@
 
 const REFRESH_MS = 5000;
 const JOB_REFRESH_MS = 2000;
-const PAGES = ["overview", "queues", "jobs", "job", "submit"];
+const PAGES = ["overview", "queues", "jobs", "job", "submit", "projects", "project", "twin"];
 let token = sessionStorage.getItem("aifactory-token") || "";
 let page = "overview";
 let jobId = null;
+let projectId = null;
 let jobsCache = [];
 let sortKey = "id";
 let sortDesc = true;
@@ -285,10 +287,14 @@ async function submitJob(ev) {
 function route() {
   const h = location.hash.replace(/^#/, "");
   const m = /^job\/(\d+)$/.exec(h);
-  if (m) { page = "job"; jobId = Number(m[1]); } else { page = PAGES.includes(h) ? h : "overview"; }
+  const pm = /^project\/(\d+)$/.exec(h);
+  if (m) { page = "job"; jobId = Number(m[1]); }
+  else if (pm) { page = "project"; projectId = Number(pm[1]); }
+  else { page = PAGES.includes(h) && h !== "job" && h !== "project" ? h : "overview"; }
   for (const p of PAGES) document.getElementById("page-" + p).hidden = p !== page;
+  const tab = page === "project" ? "projects" : page;
   for (const a of document.querySelectorAll("nav a")) {
-    a.className = a.dataset.page === page ? "current" : "";
+    a.className = a.dataset.page === tab ? "current" : "";
   }
   refresh();
 }
@@ -306,6 +312,9 @@ async function refresh() {
     else if (page === "queues") await refreshQueues();
     else if (page === "jobs") await refreshJobs();
     else if (page === "job") await refreshJob();
+    else if (page === "projects") await refreshProjects();
+    else if (page === "project") await refreshProject();
+    else if (page === "twin") await refreshTwin();
     else await prepareSubmit();
     document.body.dataset.loadedMs = String(Math.round(performance.now() - t0));
     document.body.dataset.page = page;

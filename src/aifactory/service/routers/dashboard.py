@@ -21,6 +21,7 @@ router.include_router(twin.router)
 FILES = {  # name -> media type; nothing else is served from here
     "app.js": "text/javascript",
     "charts.js": "text/javascript",
+    "pages.js": "text/javascript",
     "app.css": "text/css",
 }
 PAGES = {
@@ -44,7 +45,8 @@ def root() -> RedirectResponse:
 
 @router.get("/dashboard", response_class=HTMLResponse, responses=responses(422))
 def dashboard() -> HTMLResponse:
-    """The web dashboard (overview, queues and quotas, jobs, submit). Needs a token."""
+    """The web dashboard (overview, queues and quotas, jobs, submit, projects, twin).
+    Needs a token."""
     return HTMLResponse(PAGES["index.html"], headers=CSP)
 
 
