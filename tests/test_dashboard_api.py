@@ -347,6 +347,7 @@ def test_whatif_is_admin_only_bounded_and_one_at_a_time(tmp_path: Path) -> None:
             ({"backfill": "deep"}, "backfill"),
             ({"horizon_days": 366}, "horizon_days"),
             ({"horizon_days": 0}, "horizon_days"),
+            ({"horizon_days": 1e-138}, "horizon_days"),  # the twin samples every horizon
             ({"gpus": 100}, "gpus"),
         ):
             resp = c.post("/v1/twin/whatif", json=bad, headers=env.h("admin"))

@@ -133,9 +133,9 @@ class WhatIf(BaseModel):
     horizon_days: float = Field(
         default=30.0,
         strict=True,
-        gt=0,
+        ge=1,
         le=MAX_HORIZON_DAYS,
-        description="Forecast this far ahead; a job starting later counts as not started.",
+        description="Forecast this far ahead (days); a job starting later counts as not started.",
     )
 
 
