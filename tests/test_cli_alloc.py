@@ -122,7 +122,9 @@ def test_the_cycle_through_the_cli(as_role: Any, tmp_path: Path) -> None:
     assert "endorsed" in shown
     assert "topup +50 h" in shown
     assert aid in ok(cli("alice", "alloc", "list", "--project", pid)).stdout
-    assert "B200" not in ok(cli("alice", "project", "show", pid)).stdout
+    project_out = ok(cli("alice", "project", "show", pid)).stdout
+    assert "B200" not in project_out
+    assert "runs out: never at this rate" in project_out  # nothing charged yet
 
     month = datetime.now(UTC).strftime("%Y-%m")
     st_json = json.loads(

@@ -124,10 +124,14 @@ def show(
         return
     out.print(_projects_table([got]))
     out.print(allocations_table(got["allocations"]))
-    when = got["exhausted_at"]
-    runs_out = (
-        "never at this rate" if when is None else time.strftime("%Y-%m-%d", time.gmtime(when))
-    )
+    when, end = got["exhausted_at"], got.get("period_end_s")
+    words = got.get("outlook", "runs out" if when is not None else "no usage")
+    runs_out = {
+        "runs out": time.strftime("%Y-%m-%d", time.gmtime(when or 0)),
+        "not before period end": "not before period end"
+        + (time.strftime(" (%Y-%m-%d)", time.gmtime(end)) if end is not None else ""),
+        "no usage": "never at this rate",
+    }.get(words, "no active allocation")
     out.print(
         f"burn: {got['burn_gpu_hours_per_day']:.2f} GPU-h/day (last 7 days); runs out: {runs_out}"
     )
