@@ -154,6 +154,12 @@ def test_project_pages_show_balance_burn_outlook_and_respect_roles(
     assert "GPU-h/day" in tab.inner_text(field.format("burn rate"))
     # a few GPU-seconds a week will not spend 100 GPU-hours within the 90-day period
     assert tab.inner_text(field.format("runs out")).startswith("not before period end")
+    # this month's use a day, one line for h100, and the burn rate dashed
+    chart = "#chart-project-use"
+    tab.wait_for_selector(f"{chart} polyline.series", state="attached")
+    assert tab.locator(f"{chart} polyline.series").get_attribute("data-series") == "h100"
+    assert tab.locator(f"{chart} line.limit").count() == 1
+    assert "GPU-h" in tab.inner_text(chart)
     tab.screenshot(path=str(shots(tmp_path) / "project.png"), full_page=True)
     assert tab.errors == []
 

@@ -26,7 +26,8 @@ function niceStep(span, ticks) {
 function fmtValue(v) {
   if (Math.abs(v) >= 1e6) return (v / 1e6).toFixed(1) + "M";
   if (Math.abs(v) >= 1e4) return (v / 1e3).toFixed(0) + "k";
-  return Number.isInteger(v) ? String(v) : v.toFixed(1);
+  if (Number.isInteger(v)) return String(v);
+  return Math.abs(v) < 1 ? String(Number(v.toPrecision(2))) : v.toFixed(1);
 }
 
 function fmtTime(t, span) {
@@ -34,9 +35,11 @@ function fmtTime(t, span) {
   return span > 2 * 86400 ? iso.slice(5, 10) + " " + iso.slice(11, 16) : iso.slice(11, 16);
 }
 
-// series: [{name, points: [[t, v], ...]}]; limits: [{name, value}] drawn dashed.
+// series: [{name, points: [[t, v], ...]}]; limits: [{name, value}] drawn dashed;
+// opts.daily: points are UTC days, the time axis is labelled by day (MM-DD).
 // Returns the number of series drawn (0: "no data" is shown instead).
-function lineChart(host, title, unit, series, limits) {
+function lineChart(host, title, unit, series, limits, opts) {
+  const daily = Boolean(opts && opts.daily);
   host.replaceChildren();
   const W = 640, H = 260, L = 64, R = 12, T = 28, B = 56;
   const svg = svgEl("svg", { viewBox: `0 0 ${W} ${H}`, width: W, height: H, role: "img",
@@ -55,7 +58,7 @@ function lineChart(host, title, unit, series, limits) {
     t0 = Math.min(t0, t); t1 = Math.max(t1, t); vmax = Math.max(vmax, v);
   }
   for (const l of limits || []) vmax = Math.max(vmax, l.value);
-  if (t1 === t0) { t0 -= 300; t1 += 300; }
+  if (t1 === t0) { const pad = daily ? 43200 : 300; t0 -= pad; t1 += pad; }
   const vstep = niceStep(vmax || 1, 5);
   const vtop = Math.max(vstep, Math.ceil((vmax || 1) / vstep) * vstep);
   const x = (t) => L + ((t - t0) / (t1 - t0)) * (W - L - R);
@@ -67,22 +70,28 @@ function lineChart(host, title, unit, series, limits) {
       .textContent = fmtValue(v);
   }
   // time axis: about six labels on round minutes
-  const tstep = niceStep((t1 - t0) / 60, 6) * 60;
+  const tstep = daily ? Math.max(1, Math.ceil((t1 - t0) / 86400 / 8)) * 86400
+    : niceStep((t1 - t0) / 60, 6) * 60;
   for (let t = Math.ceil(t0 / tstep) * tstep; t <= t1; t += tstep) {
     svgEl("line", { x1: x(t), x2: x(t), y1: H - B, y2: H - B + 4, class: "axis" }, svg);
     svgEl("text", { x: x(t), y: H - B + 16, "text-anchor": "middle", class: "tick" }, svg)
-      .textContent = fmtTime(t, t1 - t0);
+      .textContent = daily ? new Date(t * 1000).toISOString().slice(5, 10) : fmtTime(t, t1 - t0);
   }
   svgEl("line", { x1: L, x2: W - R, y1: H - B, y2: H - B, class: "axis" }, svg);
   svgEl("line", { x1: L, x2: L, y1: T, y2: H - B, class: "axis" }, svg);
   svgEl("text", { x: (L + W - R) / 2, y: H - B + 30, "text-anchor": "middle",
-    class: "axis-label" }, svg).textContent = "time (UTC)";
+    class: "axis-label" }, svg).textContent = daily ? "day (UTC)" : "time (UTC)";
   const legend = [];
   drawn.forEach((s, i) => {
     const colour = COLOURS[i % COLOURS.length];
     const pts = s.points.map(([t, v]) => x(t).toFixed(1) + "," + y(v).toFixed(1)).join(" ");
     svgEl("polyline", { points: pts, fill: "none", stroke: colour, "stroke-width": 2,
       class: "series", "data-series": s.name }, svg);
+    // a line through one point is invisible: mark it
+    if (s.points.length === 1) {
+      svgEl("circle", { cx: x(s.points[0][0]), cy: y(s.points[0][1]), r: 3, fill: colour,
+        class: "point" }, svg);
+    }
     legend.push([s.name, colour, false]);
   });
   (limits || []).forEach((l, i) => {

@@ -82,11 +82,27 @@ function runsOut(p) {
 }
 
 async function refreshProject() {
-  const [p, recent] = await Promise.all([
+  const month = new Date().toISOString().slice(0, 7);
+  const [p, recent, st] = await Promise.all([
     api("GET", "/v1/projects/" + projectId),
     api("GET", "/v1/projects/" + projectId + "/charges?limit=50"),
+    api("GET", "/v1/projects/" + projectId + "/statement?month=" + month),
     showFleet(),
   ]);
+  // GPU-hours a day this month, one line per class (0 on a day with no charge), against
+  // the 7-day burn rate
+  const days = [];
+  for (let t = st.from_s; t <= Date.now() / 1000 && t < st.to_s; t += 86400) days.push(t);
+  const perClass = new Map();
+  for (const d of st.by_day) {
+    if (!perClass.has(d.gpu_class)) perClass.set(d.gpu_class, new Map(days.map((t) => [t, 0])));
+    perClass.get(d.gpu_class).set(Date.parse(d.day + "T00:00:00Z") / 1000, d.gpu_hours);
+  }
+  lineChart(document.getElementById("chart-project-use"), "GPU-hours charged a day, " + month,
+    "GPU-h", [...perClass.entries()].sort().map(([name, byDay]) => ({
+      name, points: [...byDay.entries()].sort((a, b) => a[0] - b[0]),
+    })),
+    [{ name: "burn rate (7-day mean)", value: p.burn_gpu_hours_per_day }], { daily: true });
   document.getElementById("project-name").textContent = p.name;
   const fields = [
     ["tenant", p.tenant],
