@@ -421,8 +421,9 @@ def test_openapi_documents_every_error_body_the_api_sends(env: Env) -> None:
                 if str(code) in op["responses"]:
                     assert ref(op, code) == "ErrorBody", (method, path, code)
     # 11, the 14 operations of projects and allocations (#19), fleet status and share (#21),
-    # the metrics history and the queue (#21 §1)
-    assert checked == 29
+    # the metrics history and the queue (#21 §1), a project's recent charges (#19), the
+    # Twin page's reports, report tickets and what-if (#21 §1)
+    assert checked == 33
     bad = env.submit("lab", gpus=0)
     assert set(bad.json()) == {"detail"}
     assert set(bad.json()["detail"][0]) == {"field", "reason"}

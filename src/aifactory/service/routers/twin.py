@@ -26,10 +26,10 @@ from aifactory.service.routers import ServiceDep
 
 router = APIRouter(tags=["twin"])
 
-ReportName = Annotated[
-    str, Path(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-]
-ReportFile = Annotated[str, Path(min_length=1, max_length=16, pattern=r"^[a-z.]+$")]
+# Visible ASCII at the edge, as every name of the API; which names and files may be served
+# is twin_reports.report_file's decision (anything else: 404).
+ReportName = Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[!-~]+$")]
+ReportFile = Annotated[str, Path(min_length=1, max_length=16, pattern=r"^[!-~]+$")]
 WHATIF_RETRY_S = 5.0
 MAX_HORIZON_DAYS = 365.0
 
@@ -63,7 +63,9 @@ class Ticket(BaseModel):
     expires_at: float
 
 
-@router.get("/v1/twin/reports", response_model=Reports, responses=responses(*AUTHENTICATED, 403))
+@router.get(
+    "/v1/twin/reports", response_model=Reports, responses=responses(*AUTHENTICATED, 403, 422)
+)
 def list_reports(who: Caller, service: ServiceDep) -> Reports:
     """The twin reports stored in the service's reports folder (admins)."""
     _admin(who, "twin reports")
