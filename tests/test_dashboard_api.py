@@ -363,3 +363,16 @@ def test_whatif_is_admin_only_bounded_and_one_at_a_time(tmp_path: Path) -> None:
         t0 = time.perf_counter()
         assert c.post("/v1/twin/whatif", json={}, headers=env.h("admin")).status_code == 200
         assert time.perf_counter() - t0 < 30
+
+
+def test_whatif_refuses_a_queue_past_its_limit(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/aifactory.db"
+    with running_api(url, tmp_path, clock=Clock(), run_scheduler=False, whatif_max_jobs=2) as env:
+        for _ in range(2):
+            assert env.submit("lab").status_code == 201
+        ok = env.client.post("/v1/twin/whatif", json={}, headers=env.h("admin"))
+        assert ok.status_code == 200, ok.text
+        assert env.submit("lab").status_code == 201
+        refused = env.client.post("/v1/twin/whatif", json={}, headers=env.h("admin"))
+        assert refused.status_code == 409
+        assert "3 live jobs, more than the 2" in refused.json()["detail"]

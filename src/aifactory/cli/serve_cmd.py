@@ -144,6 +144,14 @@ def serve(
             help="Bad tokens per client address per minute, then 429 (100; 0: no limit).",
         ),
     ] = None,
+    whatif_max_jobs: Annotated[
+        int,
+        typer.Option(
+            "--whatif-max-jobs",
+            min=0,
+            help="Live jobs past which the dashboard's what-if is refused (2000; 0: no limit).",
+        ),
+    ] = 2000,
     log_level: Annotated[str, typer.Option("--log-level", help="Uvicorn log level.")] = "info",
 ) -> None:
     """Run the control plane: REST API under /v1 and the scheduler loop."""
@@ -179,6 +187,7 @@ def serve(
         executor=kind,
         data_dir=data_dir,
         reports_dir=reports_dir,
+        whatif_max_jobs=whatif_max_jobs,
         run_as=run_as,
         ray_address=ray_address or default_ray_address(),
         policy=policy,

@@ -85,6 +85,11 @@ class ServiceSettings:
     # ``aifactory simulate|run --out DIR`` or ``aifactory sweep --out DIR``. None: the
     # "reports" folder of data_dir.
     reports_dir: Path | None = None
+    # A what-if (POST /v1/twin/whatif) forecasts the live jobs twice and its cost grows
+    # faster than their number (about 2 s for 500 pending jobs, 29 s for 2,000 on a loaded
+    # machine, pure Python): past this many live jobs it is refused (409) rather than left
+    # to hold a core for minutes. 0: no limit.
+    whatif_max_jobs: int = 2000
 
     def reports_path(self) -> Path:
         """The folder of stored twin reports."""

@@ -137,6 +137,16 @@ def _refs(pending: Sequence[Job], running: Sequence[Job]) -> list[JobRef]:
     ]
 
 
+class TooManyJobsError(Exception):
+    """More live jobs than ``ServiceSettings.whatif_max_jobs``."""
+
+    def __init__(self, jobs: int, limit: int) -> None:
+        super().__init__(
+            f"what-if: {jobs:,} live jobs, more than the {limit:,} a what-if forecasts "
+            "(serve --whatif-max-jobs)"
+        )
+
+
 def run_whatif(
     db: Database,
     topo: Topology,
@@ -148,7 +158,8 @@ def run_whatif(
     horizon_s: float,
 ) -> tuple[ServiceSettings, list[TenantDelta], list[JobDelta]]:
     """The variant's settings, and the per tenant and per job differences of its forecast
-    from the service's own, both from forks taken at ``now``."""
+    from the service's own, both from forks taken at ``now``. :class:`TooManyJobsError`
+    past the settings' limit."""
     # The twin is imported on the first what-if, not when the API starts.
     from aifactory.twin.forecast import forecast  # noqa: PLC0415
 
@@ -160,6 +171,9 @@ def run_whatif(
     varied = dataclasses.replace(settings, **changes)  # type: ignore[arg-type]
     with db.read() as conn:  # one snapshot for both forks
         rows = live_jobs(conn)
+    limit = settings.whatif_max_jobs
+    if limit and len(rows) > limit:
+        raise TooManyJobsError(len(rows), limit)
     base_sched, _ = scheduler_from_rows(new_scheduler(topo, settings), rows, now, strict=False)
     variant_sched, _ = scheduler_from_rows(new_scheduler(topo, varied), rows, now, strict=False)
     refs = _refs(base_sched.waiting(), base_sched.running_jobs())

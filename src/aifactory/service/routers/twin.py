@@ -3,7 +3,8 @@ through short-lived tickets (:mod:`aifactory.service.twin_reports`); a what-if f
 live state with one scheduler setting changed (:mod:`aifactory.service.whatif_live`).
 
 Admins only: a report shows every tenant of its run, and a what-if costs two twin runs over
-the whole queue (one at a time per replica; a second while one runs gets 429).
+the whole queue (one at a time per replica, a second while one runs gets 429; past
+``ServiceSettings.whatif_max_jobs`` live jobs, 409).
 """
 
 from __future__ import annotations
@@ -192,7 +193,7 @@ class WhatIfResult(BaseModel):
 @router.post(
     "/v1/twin/whatif",
     response_model=WhatIfResult,
-    responses=responses(*AUTHENTICATED, 403, 413, 422),
+    responses=responses(*AUTHENTICATED, 403, 409, 413, 422),
 )
 def whatif(body: WhatIf, who: Caller, service: ServiceDep) -> WhatIfResult:
     """Fork the live state now and forecast it with a knob changed (admins; one at a time)."""
@@ -217,6 +218,8 @@ def whatif(body: WhatIf, who: Caller, service: ServiceDep) -> WhatIfResult:
             horizon_s=horizon,
         )
         seconds = time.perf_counter() - t0
+    except whatif_live.TooManyJobsError as exc:
+        raise HTTPException(409, str(exc)) from None
     finally:
         whatif_live.BUSY.release()
     base = service.settings
