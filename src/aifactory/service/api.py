@@ -238,7 +238,7 @@ class Service:
                 row = project_row(conn, project_id)
             except NotFoundError:
                 row = None
-        if row is None or not who.can_see_project(row["tenant"], row["members"]):
+        if row is None or not who.can_see_project(row["tenant"], row["members"], self.descendants):
             raise FieldError("project", f"no project {project_id} that this token may charge")
         if row["tenant"] != tenant:
             raise FieldError("project", f"project {project_id} is not of tenant '{tenant}'")
