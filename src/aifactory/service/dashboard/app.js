@@ -155,9 +155,11 @@ async function refreshQueues() {
     cell(row, s.usage_gpu_h.toFixed(1), "num"); cell(row, s.effective_usage.toFixed(3), "num");
     cell(row, s.fairshare.toFixed(3), "num"); cell(row, s.running_gpus, "num");
   });
-  document.getElementById("pending-count").textContent =
-    "(" + queue.total.toLocaleString("en") + " jobs, forecast at " + when(queue.forecast_at) + ")";
-  // Rows are built off the document and put in at once: 30,000 of them in well under a second.
+  const shown = queue.items.length < queue.total
+    ? "; the first " + queue.items.length.toLocaleString("en") + " shown" : "";
+  document.getElementById("pending-count").textContent = "(" + queue.total.toLocaleString("en") +
+    " jobs" + shown + ", forecast at " + when(queue.forecast_at) + ")";
+  // Rows are built off the document and put in at once (one page: 1,000 by default).
   const body = document.createElement("tbody");
   for (const j of queue.items) {
     const row = body.insertRow();
