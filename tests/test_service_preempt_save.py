@@ -6,21 +6,25 @@ PostgreSQL, with a fake backend whose jobs end when the test says."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
-from aifactory.fleet import compile_topology, load_fleet
+from aifactory.fleet import Fleet, compile_topology, load_fleet
+from aifactory.fleet.loader import parse_fleet
 from aifactory.service import store
 from aifactory.service.db import Database
+from aifactory.service.executors.local import LocalExecutor
 from aifactory.service.loop import SchedulerLoop
 from aifactory.service.preempt import KILL_MARGIN_S
 from aifactory.service.schemas import JobSubmit, PriorityClass
 from aifactory.service.settings import ServiceSettings
-from aifactory.service.tables import allocations, jobs
-from test_service_support import DB_PARAMS, FakeExecutor, migrated_database
+from aifactory.service.tables import allocations, job_events, jobs
+from local_sandbox_support import reachable_dir, require_job_user
+from test_service_support import DB_PARAMS, FakeExecutor, migrated_database, wait_for
 
 TOPO = compile_topology(load_fleet("demo"))
 H100_JOBS = 36  # the demo fleet's 288 h100, 8 GPUs a job
@@ -183,3 +187,73 @@ def test_cancelling_a_saving_victim_ends_it(db: Database, tmp_path: Path) -> Non
     w.at(w.now + 1)
     assert w.state(victim) == "cancelled"
     assert gpus.isdisjoint(w.holders())
+
+
+def one_node_fleet() -> Fleet:
+    """Eight h100 in one server, all lab's: one 8-GPU job fills the fleet."""
+    site = {"name": "s1", "region": "R1", "power_mw": 1.0, "pue": 1.2}
+    group = {"model": "h100", "domains": 1, "owner": "lab"}
+    return parse_fleet(
+        {
+            "name": "one",
+            "default_tenant": "lab",
+            "sites": [{**site, "pods": [{"name": "hgx", "groups": [group]}]}],
+            "tenants": [{"name": "lab", "quotas": [{"gpu_class": "h100", "nominal": 8}]}],
+        },
+        "one",
+    )
+
+
+def test_on_the_local_executor_the_preemptor_starts_after_the_victim_was_killed(
+    tmp_path: Path,
+) -> None:
+    """Real processes: a victim that ignores SIGTERM is SIGKILLed at the end of its 2 s
+    grace by its supervisor; the job that preempted it runs only after the loop saw the
+    victim's attempt end and freed its GPUs."""
+    require_job_user()
+    db = next(migrated_database("sqlite", tmp_path))
+    with reachable_dir() as base:
+        data = base / "data"
+        ex = LocalExecutor(data, grace_s=0.5)
+        config = ServiceSettings(database_url=db.url.render_as_string(), data_dir=data, tick_s=0.05)
+        loop = SchedulerLoop(db, compile_topology(one_node_fleet()), ex, config)
+        stubborn = "trap '' TERM; while :; do sleep 0.1; done"
+        low = JobSubmit(
+            gpus=8,
+            gpu_class="h100",
+            command=stubborn,
+            priority_class=PriorityClass.LOW,
+            preempt_grace_s=2.0,
+        )
+        high = JobSubmit(
+            gpus=8, gpu_class="h100", command="true", priority_class=PriorityClass.HIGH
+        )
+
+        def put(req: JobSubmit) -> int:
+            made = store.submit(
+                db, req, tenant="lab", token_id=1, now=time.time(), idempotency_key=None
+            )
+            return int(made.job["id"])
+
+        def events(job_id: int) -> list[tuple[float, str, str]]:
+            with db.read() as conn:
+                q = sa.select(job_events.c.at, job_events.c.state, job_events.c.detail)
+                return [tuple(r) for r in conn.execute(q.where(job_events.c.job_id == job_id))]
+
+        loop.start()
+        try:
+            victim = put(low)
+            wait_for(lambda: any(s == "running" for _, s, _ in events(victim)), timeout=20)
+            preemptor = put(high)
+            loop.wake()
+            wait_for(lambda: any(s == "running" for _, s, _ in events(preemptor)), timeout=30)
+        finally:
+            loop.stop()
+    requeued = [at for at, s, detail in events(victim) if s == "pending" and detail == "requeued"]
+    started = [at for at, s, _ in events(preemptor) if s == "running"]
+    assert len(requeued) == 1, events(victim)
+    assert started[0] >= requeued[0], (events(victim), events(preemptor))
+    # The victim held its GPUs for its whole grace (killed at its end, not before).
+    asked = events(preemptor)[0][0]  # submitted
+    assert requeued[0] - asked >= 2.0, (events(victim), events(preemptor))
+    db.dispose()
