@@ -88,6 +88,7 @@ from aifactory.service.jobrows import (
 from aifactory.service.lease import LeaderLock, leader_lock
 from aifactory.service.metrics import CycleStats
 from aifactory.service.preempt import Savers, saving_row
+from aifactory.service.reconcile import requeue_lost, requeue_unstarted
 from aifactory.service.samples import Sampler
 from aifactory.service.settings import LostPolicy, ServiceSettings
 from aifactory.service.tables import cancel_requests, jobs
@@ -273,7 +274,7 @@ class SchedulerLoop:
                 unresolved = True
             else:
                 if handle is None:
-                    return self._requeue_unstarted(row, now)
+                    return requeue_unstarted(self.db, self.settings, row, now)
                 with self.db.write() as conn:
                     conn.execute(SET_HANDLE, [{"b_id": job_id, "b_handle": handle}])
         status = (
@@ -298,49 +299,12 @@ class SchedulerLoop:
                 grace = self._sched.preempt_grace(job)
                 self._savers.restore(job, handle, placement_from_row(row["placement"]), now, grace)
             return None
-        if status.state is RunState.LOST and self._requeue_lost(row, status, now):
+        if status.state is RunState.LOST and requeue_lost(self.db, self.settings, row, status, now):
             return row
         with self.db.write() as conn:
             end_row(conn, job_id, terminal(status), now, status)
         log.info("job %s ended while no scheduler watched: %s", job_id, status.state)
         return None
-
-    def _requeue_unstarted(self, row: RowMapping, now: float) -> RowMapping | None:
-        """An attempt whose intent was committed and that the backend never started: it
-        never ran, so it waits again (failed once it has had ``max_attempts`` intents)."""
-        job_id, attempts = int(row["id"]), int(row["attempts"])
-        with self.db.write() as conn:
-            if attempts >= self.settings.max_attempts:
-                end_row(
-                    conn,
-                    job_id,
-                    JobState.FAILED,
-                    now,
-                    None,
-                    reason=f"attempt {attempts} was never started; no attempts left",
-                )
-                return None
-            requeue_row(conn, job_id, now, f"attempt {attempts} was not started before a restart")
-        log.warning("job %s: attempt %d was never started; requeued", job_id, attempts)
-        return row
-
-    def _requeue_lost(self, row: RowMapping, status: Status, now: float) -> bool:
-        """Apply the lost policy to a running job the executor no longer knows."""
-        job_id = int(row["id"])
-        attempts = int(row["attempts"])
-        requeue = (
-            self.settings.lost_policy is LostPolicy.REQUEUE
-            and attempts < self.settings.max_attempts
-        )
-        with self.db.write() as conn:
-            if requeue:
-                requeue_row(conn, job_id, now, f"lost: {status.detail}; requeued")
-            else:
-                end_row(conn, job_id, JobState.FAILED, now, status, reason=f"lost: {status.detail}")
-        log.warning(
-            "job %s lost (%s): %s", job_id, status.detail, "requeued" if requeue else "failed"
-        )
-        return requeue
 
     # -- one job's failure -----------------------------------------------------------
 
