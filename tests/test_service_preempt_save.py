@@ -189,6 +189,26 @@ def test_cancelling_a_saving_victim_ends_it(db: Database, tmp_path: Path) -> Non
     assert gpus.isdisjoint(w.holders())
 
 
+def test_a_held_start_cancelled_meanwhile_is_never_launched_and_frees_its_gpus(
+    db: Database, tmp_path: Path
+) -> None:
+    w = World(db, tmp_path)
+    t0 = w.now + 1
+    victim, high, gpus = w.preempt_one()
+    w.at(t0 + GRACE_S + 1)  # the preemptor's start is held: the victim still runs
+    store.request_cancel(db, high, now=w.now)
+    w.at(t0 + GRACE_S + 2)
+    w.ex.end(str(victim), 143)
+    w.at(t0 + GRACE_S + 3)
+    assert w.state(high) == "cancelled"
+    assert str(high) not in {ln.job_id for ln in w.ex.launches.values()}
+    # Its GPUs were not kept for it: the victim, pending again, gets them back.
+    w.at(t0 + GRACE_S + 4)
+    assert w.state(victim) == "running"
+    assert w.gpus_of(victim) == gpus
+    assert w.ex.violations == []
+
+
 def one_node_fleet() -> Fleet:
     """Eight h100 in one server, all lab's: one 8-GPU job fills the fleet."""
     site = {"name": "s1", "region": "R1", "power_mw": 1.0, "pue": 1.2}
