@@ -376,7 +376,10 @@ class SchedulerLoop:
             return
         elapsed = time.perf_counter() - t0
         self.stats.observe(elapsed, len(res.started), len(res.preempted))
-        held = self._savers.ready(self._known)  # starts held for a victim's GPUs
+        # Starts held for a victim's GPUs (one the core preempted since was never launched:
+        # Savers.split drops it).
+        gone = {j.id for j in res.preempted}
+        held = [j for j in self._savers.ready(self._known) if j.id not in gone]
         if res.started or res.preempted or held:
             self._apply([*held, *res.started], list(res.preempted), now)
         if self.sampler is not None:

@@ -225,7 +225,9 @@ async function refreshJob() {
     ["reason", job.reason || ""],
     ["tenant", job.tenant],
     ["GPUs", job.gpus + " x " + (job.gpu_class || (job.gpu_classes || []).join("|") || "any")],
-    ["priority", job.priority_class + (job.preemptible ? ", preemptible" : "")],
+    ["priority", job.priority_class + (job.preemptible ? ", preemptible" : "") +
+      (job.preempt_grace_s !== null && job.preempt_grace_s !== undefined
+        ? ", " + job.preempt_grace_s + " s to save" : "") + (job.service ? ", a service" : "")],
     ["time limit", job.time_limit_s + " s"],
     ["command", job.command],
     ["submitted", when(job.submitted_at)],
@@ -271,6 +273,9 @@ async function submitJob(ev) {
   };
   const cls = document.getElementById("submit-class").value;
   if (cls) body.gpu_class = cls;
+  const grace = document.getElementById("submit-grace").value;
+  if (grace !== "") body.preempt_grace_s = Number(grace);
+  if (document.getElementById("submit-service").checked) body.service = true;
   try {
     const job = await api("POST", "/v1/jobs", body);
     out.className = "";
