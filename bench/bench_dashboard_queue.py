@@ -1,16 +1,24 @@
 """The dashboard's queue page with 30,000 pending jobs (issue #21 §1: loads in under 1 s).
 
-Times ``GET /v1/queue`` (every pending job with its reason and expected start) over a
-SQLite database of 30,000 pending jobs of the demo fleet's three tenants: the first call
-(the forecast and the reasons computed, one pass each on a fork of the database), then
-calls within the service's fork cache (what a page refreshed by several people meets).
+Times ``GET /v1/queue`` (one page, 1,000 jobs by default, each with its reason and expected
+start) over a SQLite database of N pending jobs of the demo fleet's three tenants:
+
+- ``first_s``: the first call, which waits for the first outlook (one fork of the database,
+  the forecast of the first 1,000 jobs in queue order and one scheduling pass for every
+  job's reason; :mod:`aifactory.service.outlook`);
+- ``warm_median_s``: calls served from the outlook in memory;
+- ``recomputing_median_s``: calls made while the next outlook is computed on the service's
+  background thread (the state changed: the caller is answered from the last one);
+- ``last_page_s``: the last page (cursor at the end).
+
 Run: ``python -m bench.bench_dashboard_queue [N]`` (prints one JSON line).
 
-Measured (pure-Python build, 2 shared cores, 2026-12-02): 30,000 jobs did not answer
-within 500 s; 2,000 jobs: 7.6 s cold, 7.0 s warm (the 1 s fork cache has expired by the
-next call). So the target is NOT met: the forecast and the reasons are recomputed on a
-fork of the database for every cache miss; they need to be incremental (or kept by the
-leader) first. Where the time goes inside them is not profiled yet.
+Measured (pure-Python build, 2 cores shared by about six sessions, load average 1.9,
+2026-12-03), 30,000 pending: first call 2.69 s (the outlook costs 2.60 s), warm median
+0.024 s, while the next outlook is computed 0.024 s median / 0.054 s worst, last page
+0.032 s. So a page loads in under 1 s once the service has its first outlook; the very
+first call after a start waits for it. (Before, with the forecast recomputed in full on a
+fork per cache miss: 2,000 jobs 7.6 s, 30,000 did not answer within 500 s.)
 """
 
 from __future__ import annotations
@@ -68,14 +76,20 @@ def main(n_jobs: int = N_JOBS) -> None:
             auth = {"Authorization": f"Bearer {token}"}
             t0 = time.perf_counter()
             first = client.get("/v1/queue", headers=auth)
-            cold = time.perf_counter() - t0
+            first_s = time.perf_counter() - t0
             assert first.status_code == 200, first.text
             body = first.json()
-            warm = []
-            for _ in range(5):
-                t0 = time.perf_counter()
-                client.get("/v1/queue", headers=auth)
-                warm.append(time.perf_counter() - t0)
+            warm = [_timed(client, auth) for _ in range(5)]
+            # Every call now finds its outlook due: the first starts the background
+            # computation, and each is answered from the last outlook meanwhile.
+            service.outlook.max_age_s = 0.0
+            recomputing = [_timed(client, auth) for _ in range(5)]
+            cost = service.outlook.get().cost_s
+            service.outlook.max_age_s = 3600.0
+            t0 = time.perf_counter()
+            last = client.get("/v1/queue", params={"cursor": n_jobs - 10}, headers=auth)
+            last_s = time.perf_counter() - t0
+            assert last.status_code == 200, last.text
             started = sum(1 for j in body["items"] if j["estimated_start"] is not None)
             with_reason = sum(1 for j in body["items"] if j["reason"])
     print(
@@ -83,14 +97,27 @@ def main(n_jobs: int = N_JOBS) -> None:
             {
                 "bench": "dashboard_queue",
                 "pending": body["total"],
-                "with_expected_start": started,
-                "with_reason": with_reason,
-                "cold_s": round(cold, 3),
+                "page": len(body["items"]),
+                "page_with_expected_start": started,
+                "page_with_reason": with_reason,
+                "first_s": round(first_s, 3),
+                "outlook_cost_s": round(cost, 3),
                 "warm_median_s": round(statistics.median(warm), 3),
+                "recomputing_median_s": round(statistics.median(recomputing), 3),
+                "recomputing_max_s": round(max(recomputing), 3),
+                "last_page_s": round(last_s, 3),
                 "target_s": TARGET_S,
             }
         )
     )
+
+
+def _timed(client: TestClient, auth: dict[str, str]) -> float:
+    t0 = time.perf_counter()
+    got = client.get("/v1/queue", headers=auth)
+    took = time.perf_counter() - t0
+    assert got.status_code == 200, got.text
+    return took
 
 
 if __name__ == "__main__":

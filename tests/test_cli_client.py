@@ -13,8 +13,9 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from aifactory.cli import app
+from aifactory.cli import app, job_cmd
 from aifactory.service import client as client_module
+from aifactory.service import schemas
 from aifactory.service.api import Service
 from aifactory.service.auth import hash_token
 from aifactory.service.client import ApiClient, ClientConfig, ClientError, load_config
@@ -44,7 +45,7 @@ def test_db_upgrade_and_current(db_url: str) -> None:
     assert first.stdout.strip() == "none"
     up = runner.invoke(app, ["db", "upgrade", "--database-url", db_url])
     assert up.exit_code == 0
-    assert "0005" in up.stdout
+    assert "0006" in up.stdout
     assert runner.invoke(app, ["db", "upgrade", "--database-url", db_url]).exit_code == 0
     bad = runner.invoke(app, ["db", "upgrade", "--database-url", "mysql://x/y"])
     assert bad.exit_code == 2
@@ -262,3 +263,34 @@ def test_client_reads_a_config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert (got.url, got.token) == ("http://example:9000", "aif_x")
     monkeypatch.setenv("AIFACTORY_TOKEN", "aif_env")
     assert load_config().token == "aif_env"
+
+
+def test_submit_a_service_and_a_grace_and_list_them(
+    live: str, db_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """``--service`` and ``--preempt-grace`` (on the command line or a script's #AIF
+    lines) reach the job, and ``job list --json`` shows them (issue #18)."""
+    monkeypatch.setenv("AIFACTORY_URL", live)
+    monkeypatch.setenv("AIFACTORY_TOKEN", make_token(db_url, "lab", "member"))
+    sub = runner.invoke(app, ["job", "submit", "x", "--service", "--json"])
+    assert sub.exit_code == 0, sub.output
+    assert (json.loads(sub.stdout)["service"], json.loads(sub.stdout)["preempt_grace_s"]) == (
+        True,
+        None,
+    )
+    script = tmp_path / "train.sh"
+    script.write_text("#!/bin/sh\n#AIF --gpus 8 --preempt-grace 90\ntrue\n")
+    from_script = runner.invoke(app, ["job", "submit", "--script", str(script), "--json"])
+    assert json.loads(from_script.stdout)["preempt_grace_s"] == 90.0
+    listed = json.loads(runner.invoke(app, ["job", "list", "--json"]).stdout)["items"]
+    assert sorted((j["service"], j["preempt_grace_s"]) for j in listed) == [
+        (False, 90.0),
+        (True, None),
+    ]
+    too_long = runner.invoke(app, ["job", "submit", "x", "--preempt-grace", "3601"])
+    assert too_long.exit_code == 2
+    assert "--preempt-grace" in too_long.output
+
+
+def test_the_clients_grace_bound_is_the_apis() -> None:
+    assert job_cmd.MAX_JOB_GRACE_S == schemas.MAX_JOB_GRACE_S

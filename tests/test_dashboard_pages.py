@@ -151,6 +151,7 @@ def test_submit_see_pending_with_reason_and_start_then_cancel(
     tab.select_option("#submit-class", "h100")
     tab.fill("#submit-time", "900")
     tab.fill("#submit-command", "sleep 900")
+    tab.fill("#submit-grace", "120")  # its own preempt grace (issue #18)
     tab.screenshot(path=str(shots(tmp_path) / "submit.png"), full_page=True)
     tab.click("#submit-form button[type=submit]")
     tab.wait_for_url("**#job/*", timeout=15_000)
@@ -160,6 +161,7 @@ def test_submit_see_pending_with_reason_and_start_then_cancel(
     # (no wait_for_function: the page's CSP refuses the eval it needs, as it should)
     expect(tab.locator(field.format("reason"))).to_have_text(re.compile(r"\S"), timeout=15_000)
     assert tab.inner_text(field.format("state")) == "pending"
+    assert tab.inner_text(field.format("priority")).endswith(", 120 s to save")
     assert tab.inner_text(field.format("reason")) != ""
     expected = tab.inner_text(field.format("expected start"))
     assert expected != "unknown"

@@ -21,6 +21,7 @@ Skipped, saying so, only where Ray cannot be imported (``pip install 'aifactory[
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -56,7 +57,7 @@ from aifactory.service.executors.base import (
     describe_nodes,
     rank_env,
 )
-from aifactory.service.executors.ray import RayExecutor
+from aifactory.service.executors.ray import STOP_WAIT_MARGIN_S, RayExecutor
 from aifactory.service.loop import SchedulerLoop
 from aifactory.service.schemas import JobSubmit
 from aifactory.service.settings import ExecutorKind, ServiceSettings
@@ -387,6 +388,43 @@ def test_cancel_stops_every_rank(ray_head: str, data_dir: Path) -> None:
     assert_all_gone(pids)
     ex.cancel(handle)  # idempotent: an ended job is left as it is
     assert ex.poll(handle).state is RunState.CANCELLED
+
+
+def test_a_stopped_job_keeps_its_grace_past_rays_3_s_and_runs_until_its_ranks_saved(
+    ray_head: str, data_dir: Path
+) -> None:
+    """A job with an 8 s stop grace whose ranks take 5 s to save on SIGTERM (issue #18 §2):
+    Ray's supervisor, which kills a stopped driver after 3 s by default, waits for it, so
+    every rank's save is in the log and the job reads RUNNING until the ranks exited."""
+    ex = executor(ray_head, data_dir)
+    saving = "trap 'sleep 5; echo saved; exit 0' TERM; echo \"pid $$\"; while :; do sleep 0.2; done"
+    job = dataclasses.replace(launch(data_dir, saving), stop_grace_s=8.0)
+    assert ex.spec(job)["grace_s"] == 8.0
+    handle = ex.start(job)
+    wait_status(ex, handle, lambda s: ended(s) or len(rank_pids(_read(ex, handle))) == 2)
+    assert ex.poll(handle).state is RunState.RUNNING, _read(ex, handle)
+    asked = time.monotonic()
+    ex.cancel(handle)
+    status = wait_status(ex, handle, ended)
+    took = time.monotonic() - asked
+    log = job.log_path.read_text()
+    assert status.state is RunState.CANCELLED, log
+    assert "[rank 0] saved" in log, log
+    assert "[rank 1] saved" in log, log
+    assert took >= 5.0, (took, log)  # not cut at Ray's 3 s
+    assert_all_gone(rank_pids(log))
+
+
+def test_the_runtime_env_makes_ray_wait_for_the_jobs_grace(data_dir: Path) -> None:
+    (port,) = _free_ports(1)
+    ex = RayExecutor(f"http://127.0.0.1:{port}", data_dir=data_dir, grace_s=2.0)  # never contacted
+    plain = launch(data_dir, "train")
+    saving = dataclasses.replace(plain, stop_grace_s=600.5)
+    waits = [
+        int(ex.runtime_env(j, data_dir)["env_vars"]["RAY_JOB_STOP_WAIT_TIME_S"])
+        for j in (plain, saving)
+    ]
+    assert waits == [2 + STOP_WAIT_MARGIN_S, 601 + STOP_WAIT_MARGIN_S]
 
 
 def test_the_time_limit_stops_every_rank(ray_head: str, data_dir: Path) -> None:

@@ -33,6 +33,9 @@ if TYPE_CHECKING:
 app = typer.Typer(help="Submit and track jobs on a running control plane.", no_args_is_help=True)
 
 Json = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+# The API's bound (aifactory.service.schemas.MAX_JOB_GRACE_S), here so that the client
+# starts without importing pydantic.
+MAX_JOB_GRACE_S = 3600.0
 
 
 @contextmanager
@@ -227,6 +230,22 @@ def submit(
     checkpoint_interval: Annotated[
         float | None, typer.Option("--checkpoint-interval", help="Seconds between checkpoints.")
     ] = None,
+    service: Annotated[
+        bool,
+        typer.Option(
+            "--service/--no-service",
+            help="A long-running service: the time limit is its lifetime, nothing to save.",
+        ),
+    ] = False,
+    preempt_grace: Annotated[
+        float | None,
+        typer.Option(
+            "--preempt-grace",
+            min=0,
+            max=MAX_JOB_GRACE_S,
+            help="Seconds it keeps its GPUs to save when preempted (default: the service's).",
+        ),
+    ] = None,
     tenant: Annotated[
         str | None, typer.Option("--tenant", help="Tenant (admins); default the token's.")
     ] = None,
@@ -249,6 +268,8 @@ def submit(
         "priority": priority,
         "preemptible": preemptible,
         "checkpoint_interval": checkpoint_interval,
+        "service": service,
+        "preempt_grace": preempt_grace,
         "tenant": tenant,
         "project": project,
     }
@@ -277,6 +298,10 @@ def submit(
     }
     if values["hbm_gb"] is not None:
         body["hbm_gb_per_gpu"] = values["hbm_gb"]
+    if values["service"]:
+        body["service"] = True
+    if values["preempt_grace"] is not None:
+        body["preempt_grace_s"] = values["preempt_grace"]
     with client() as api:
         job = api.submit(body, idempotency_key)
     if as_json:

@@ -336,7 +336,10 @@ class Scheduler(Cycle):
 
     def preempt_grace(self, job: Job) -> float:
         """Seconds ``job`` keeps its GPUs to save when preempted (its own grace, else this
-        scheduler's default): what the service gives it from SIGTERM to SIGKILL."""
+        scheduler's default): what the service gives it from SIGTERM to SIGKILL. A
+        service has nothing to save (as ``Grace.grace_of``): none."""
+        if job.service:
+            return 0.0
         grace = job.preempt_grace_s
         return self.cfg.preempt_grace_s if grace is None else grace
 

@@ -10,7 +10,7 @@ order they ended), so a balance cannot drift from the charges it is made of.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, RowMapping, delete, insert, select, update
@@ -107,12 +107,12 @@ def project_row(conn: Connection, project_id: int) -> dict[str, Any]:
 
 
 def list_projects(
-    db: Database, *, tenant: str | None = None, member: int | None = None
+    db: Database, *, tenants: Collection[str] | None = None, member: int | None = None
 ) -> list[dict[str, Any]]:
-    """Projects, optionally of one tenant and/or with ``member`` among their tokens."""
+    """Projects, optionally of some tenants and/or with ``member`` among their tokens."""
     stmt = select(projects.c.id).order_by(projects.c.id)
-    if tenant is not None:
-        stmt = stmt.where(projects.c.tenant == tenant)
+    if tenants is not None:
+        stmt = stmt.where(projects.c.tenant.in_(sorted(tenants)))
     if member is not None:
         stmt = stmt.where(
             projects.c.id.in_(

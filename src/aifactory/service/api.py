@@ -72,6 +72,8 @@ from aifactory.service.limits import (
 )
 from aifactory.service.loop import SchedulerLoop, fork_state
 from aifactory.service.metrics import CycleStats, render_metrics
+from aifactory.service.outlook import OutlookCache, state_version
+from aifactory.service.outlook import compute as outlook_of
 from aifactory.service.samples import Sampler
 from aifactory.service.schemas import (
     INT64_MAX,
@@ -94,7 +96,7 @@ from aifactory.workload.job import JobState
 
 log = logging.getLogger(__name__)
 
-FORK_CACHE_S = 1.0  # forecasts and quotas are recomputed at most this often
+FORK_CACHE_S = 1.0  # quotas are recomputed at most this often (the outlook: .outlook)
 PENDING_RETRY_AFTER_S = 5.0  # a tenant at its pending limit waits for jobs to start
 
 __all__ = ["FieldError", "Service", "create_app"]
@@ -166,8 +168,11 @@ class Service:
                 )
         self._fork_lock = threading.Lock()
         self._quotas: tuple[float, list[dict[str, Any]]] | None = None
-        self._forecast: tuple[float, dict[str, tuple[float, float]]] | None = None
-        self._reasons: tuple[float, dict[str, str]] | None = None
+        self.outlook = OutlookCache(
+            lambda now: outlook_of(self.db, self.topo, settings, now),
+            lambda: state_version(self.db),
+            clock,
+        )
 
     def start(self) -> None:
         """Migrate (if asked), start the submit writer and the scheduler loop."""
@@ -238,7 +243,7 @@ class Service:
                 row = project_row(conn, project_id)
             except NotFoundError:
                 row = None
-        if row is None or not who.can_see_project(row["tenant"], row["members"]):
+        if row is None or not who.can_see_project(row["tenant"], row["members"], self.descendants):
             raise FieldError("project", f"no project {project_id} that this token may charge")
         if row["tenant"] != tenant:
             raise FieldError("project", f"project {project_id} is not of tenant '{tenant}'")
@@ -254,20 +259,9 @@ class Service:
 
     def pending_reasons(self) -> dict[str, str]:
         """Why each pending job waits (job id -> reason), from one scheduling pass on a
-        fork of the database's state: what the leader's next pass sees (cached briefly).
-        A job that pass would start has none."""
-        with self._fork_lock:
-            now = self.clock()
-            if self._reasons is None or now - self._reasons[0] > FORK_CACHE_S:
-                sched = fork_state(self.db, self.topo, self.settings, now)
-                sched.schedule(now)
-                reasons: dict[str, str] = {}
-                for job in sched.waiting():
-                    reason = sched.pending_reason(job)
-                    if reason is not None:
-                        reasons[job.id] = reason
-                self._reasons = (now, reasons)
-            return self._reasons[1]
+        fork of the database's state (:mod:`.outlook`). A job that pass would start has
+        none."""
+        return self.outlook.get().reasons
 
     def with_reason(self, view: JobView) -> JobView:
         """The view with the scheduler's reason for a pending job that has none of its own
@@ -278,16 +272,10 @@ class Service:
         return view if reason is None else view.model_copy(update={"reason": reason})
 
     def forecasts(self) -> tuple[float, dict[str, tuple[float, float]]]:
-        """(time, job id -> (start, end)) from the twin run forward on a fork (cached)."""
-        # The twin is imported on the first forecast, not when the API starts.
-        from aifactory.twin.forecast import forecast  # noqa: PLC0415
-
-        with self._fork_lock:
-            now = self.clock()
-            if self._forecast is None or now - self._forecast[0] > FORK_CACHE_S:
-                sched = fork_state(self.db, self.topo, self.settings, now)
-                self._forecast = (now, dict(forecast(sched, now)))
-            return self._forecast
+        """(time, job id -> (start, end)) from the twin run forward on a fork
+        (:mod:`.outlook`: the first ``FORECAST_JOBS`` pending jobs in queue order)."""
+        got = self.outlook.get()
+        return got.at, got.starts
 
 
 _bearer = HTTPBearer(auto_error=False)

@@ -92,14 +92,22 @@ class Principal:
             return frozenset((self.tenant, *descendants.get(self.tenant, ())))
         return frozenset((self.tenant,))
 
-    def can_see_project(self, tenant: str, members: Collection[int]) -> bool:
-        """Whether this caller may see (and charge) a project of ``tenant``: an admin, the
-        tenant's tenant-admins, and the member tokens named in ``members`` (issue #19)."""
+    def can_see_project(
+        self,
+        tenant: str,
+        members: Collection[int],
+        descendants: Mapping[str, Collection[str]] | None = None,
+    ) -> bool:
+        """Whether this caller may see (and manage, or charge) a project of ``tenant``: an
+        admin; the tenant-admins of the tenant and, with the tenant tree given, of a tenant
+        above it (the subtree rule of jobs and quotas, :meth:`can_act_on`); and the member
+        tokens named in ``members`` (issue #19). A member never sees a project that does
+        not name it, not even of its own tenant."""
         if self.role is Role.ADMIN:
             return True
-        if self.tenant != tenant:
-            return False
-        return self.role is Role.TENANT_ADMIN or self.token_id in members
+        if self.role is Role.TENANT_ADMIN:
+            return self.can_act_on(tenant, descendants)
+        return self.tenant == tenant and self.token_id in members
 
 
 def descendants_of(parents: Iterable[tuple[str, str | None]]) -> dict[str, frozenset[str]]:

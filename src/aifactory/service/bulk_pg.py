@@ -36,20 +36,22 @@ WITH src AS MATERIALIZED (
         CAST(:submitted_at AS float8[]), CAST(:idempotency_key AS text[]),
         CAST(:request_hash AS text[]), CAST(:token_id AS bigint[]),
         CAST(:project_id AS bigint[]), CAST(:gpu_classes AS text[]),
-        CAST(:hbm_gb_per_gpu AS float8[])
+        CAST(:hbm_gb_per_gpu AS float8[]), CAST(:service AS bool[]),
+        CAST(:preempt_grace_s AS float8[])
     ) AS u(ord, tenant, name, gpus, gpu_class, command, time_limit_s, priority_class,
            preemptible, checkpoint_interval_s, submitted_at, idempotency_key,
-           request_hash, token_id, project_id, gpu_classes, hbm_gb_per_gpu)
+           request_hash, token_id, project_id, gpu_classes, hbm_gb_per_gpu, service,
+           preempt_grace_s)
 ),
 ins AS (
     INSERT INTO jobs (id, tenant, name, gpus, gpu_class, command, time_limit_s,
                       priority_class, preemptible, checkpoint_interval_s, state,
                       submitted_at, attempts, idempotency_key, request_hash, token_id,
-                      project_id, gpu_classes, hbm_gb_per_gpu)
+                      project_id, gpu_classes, hbm_gb_per_gpu, service, preempt_grace_s)
     SELECT id, tenant, name, gpus, gpu_class, command, time_limit_s, priority_class,
            preemptible, checkpoint_interval_s, :pending, submitted_at, 0,
            idempotency_key, request_hash, token_id, project_id,
-           CAST(gpu_classes AS json), hbm_gb_per_gpu
+           CAST(gpu_classes AS json), hbm_gb_per_gpu, service, preempt_grace_s
     FROM src ORDER BY ord
     ON CONFLICT (tenant, idempotency_key) DO NOTHING
     RETURNING id, submitted_at
@@ -80,6 +82,8 @@ _SUBMIT_COLUMNS = (
     "project_id",
     "gpu_classes",  # a list, sent as its JSON text (an array of arrays is not text[])
     "hbm_gb_per_gpu",
+    "service",
+    "preempt_grace_s",
 )
 _JSON_COLUMNS = frozenset({"gpu_classes"})
 

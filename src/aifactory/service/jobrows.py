@@ -53,6 +53,8 @@ PENDING_ABOVE = (
         jobs.c.reason,
         jobs.c.gpu_classes,
         jobs.c.hbm_gb_per_gpu,
+        jobs.c.service,
+        jobs.c.preempt_grace_s,
     )
     .where(jobs.c.state == JobState.PENDING.value, jobs.c.id > bindparam("floor"))
     .order_by(jobs.c.id)
@@ -127,6 +129,8 @@ def to_job(row: Mapping[Any, Any]) -> Job:
         checkpoint_s=row["checkpoint_interval_s"],
         gpu_classes=_class_names(row["gpu_classes"]),
         hbm_gb_per_gpu=None if row["hbm_gb_per_gpu"] is None else float(row["hbm_gb_per_gpu"]),
+        service=bool(row["service"]),
+        preempt_grace_s=None if row["preempt_grace_s"] is None else float(row["preempt_grace_s"]),
     )
 
 

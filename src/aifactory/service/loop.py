@@ -34,13 +34,11 @@ is asked again on every poll.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -89,9 +87,12 @@ from aifactory.service.jobrows import (
 )
 from aifactory.service.lease import LeaderLock, leader_lock
 from aifactory.service.metrics import CycleStats
+from aifactory.service.preempt import Savers, saving_row
+from aifactory.service.reconcile import requeue_lost, requeue_unstarted
 from aifactory.service.samples import Sampler
 from aifactory.service.settings import LostPolicy, ServiceSettings
 from aifactory.service.tables import cancel_requests, jobs
+from aifactory.service.tracked import Tracked, job_nonce
 from aifactory.workload.job import Job, JobState
 
 __all__ = [
@@ -110,31 +111,6 @@ log = logging.getLogger(__name__)
 PG_RESCAN_S = 2.0
 TIME_LIMIT_GRACE_S = 1.0
 MIN_CYCLE_GAP_S = 0.01
-
-
-@dataclass(slots=True)
-class Tracked:
-    """What the leader keeps about a job it knows.
-
-    ``attempts`` counts the job's starts so far (the database's ``attempts``); the running
-    attempt, if any, is number ``attempts``. ``unresolved`` marks a running job whose launch
-    intent was committed but whose handle was not recorded, and whose backend could not be
-    asked yet whether that attempt started (see ``find``).
-    """
-
-    job: Job
-    command: str
-    time_limit_s: float
-    handle: str | None = None
-    started_at: float | None = None
-    attempts: int = 0
-    unresolved: bool = False
-
-
-def job_nonce(submitted_at: float) -> str:
-    """The per-job part of an attempt's name (see :func:`attempt_name`): a short digest of
-    the job's submit time, which never changes and differs between two databases' job 1."""
-    return hashlib.sha1(repr(float(submitted_at)).encode(), usedforsecurity=False).hexdigest()[:8]
 
 
 class SchedulerLoop:
@@ -172,6 +148,7 @@ class SchedulerLoop:
         self._max_id = 0
         self._last_poll = 0.0
         self._logs = Path(settings.data_dir) / "logs"
+        self._savers = Savers()  # preempted jobs that save, and starts held for their GPUs
         # Jobs of projects wait here until their allocation covers them (issue #19).
         self._gate = AllocationGate(
             db,
@@ -244,6 +221,7 @@ class SchedulerLoop:
         """The scheduler and the tracked jobs, from the database and the executor."""
         self._sched = new_scheduler(self.topo, self.settings)
         self._known = {}
+        self._savers.reset()
         self._gate.reset()
         self._marks.clear()
         with self.db.read() as conn:
@@ -296,7 +274,7 @@ class SchedulerLoop:
                 unresolved = True
             else:
                 if handle is None:
-                    return self._requeue_unstarted(row, now)
+                    return requeue_unstarted(self.db, self.settings, row, now)
                 with self.db.write() as conn:
                     conn.execute(SET_HANDLE, [{"b_id": job_id, "b_handle": handle}])
         status = (
@@ -317,50 +295,16 @@ class SchedulerLoop:
                 attempts=attempts,
                 unresolved=unresolved,
             )
+            if saving_row(row):  # preempted, and saving when the last leader stopped
+                grace = self._sched.preempt_grace(job)
+                self._savers.restore(job, handle, placement_from_row(row["placement"]), now, grace)
             return None
-        if status.state is RunState.LOST and self._requeue_lost(row, status, now):
+        if status.state is RunState.LOST and requeue_lost(self.db, self.settings, row, status, now):
             return row
         with self.db.write() as conn:
             end_row(conn, job_id, terminal(status), now, status)
         log.info("job %s ended while no scheduler watched: %s", job_id, status.state)
         return None
-
-    def _requeue_unstarted(self, row: RowMapping, now: float) -> RowMapping | None:
-        """An attempt whose intent was committed and that the backend never started: it
-        never ran, so it waits again (failed once it has had ``max_attempts`` intents)."""
-        job_id, attempts = int(row["id"]), int(row["attempts"])
-        with self.db.write() as conn:
-            if attempts >= self.settings.max_attempts:
-                end_row(
-                    conn,
-                    job_id,
-                    JobState.FAILED,
-                    now,
-                    None,
-                    reason=f"attempt {attempts} was never started; no attempts left",
-                )
-                return None
-            requeue_row(conn, job_id, now, f"attempt {attempts} was not started before a restart")
-        log.warning("job %s: attempt %d was never started; requeued", job_id, attempts)
-        return row
-
-    def _requeue_lost(self, row: RowMapping, status: Status, now: float) -> bool:
-        """Apply the lost policy to a running job the executor no longer knows."""
-        job_id = int(row["id"])
-        attempts = int(row["attempts"])
-        requeue = (
-            self.settings.lost_policy is LostPolicy.REQUEUE
-            and attempts < self.settings.max_attempts
-        )
-        with self.db.write() as conn:
-            if requeue:
-                requeue_row(conn, job_id, now, f"lost: {status.detail}; requeued")
-            else:
-                end_row(conn, job_id, JobState.FAILED, now, status, reason=f"lost: {status.detail}")
-        log.warning(
-            "job %s lost (%s): %s", job_id, status.detail, "requeued" if requeue else "failed"
-        )
-        return requeue
 
     # -- one job's failure -----------------------------------------------------------
 
@@ -369,6 +313,7 @@ class SchedulerLoop:
         its backend attempt, and forget it; the scheduler's copy is released too."""
         now = self.clock()
         tracked = self._known.pop(str(job_id), None)
+        self._savers.forget(str(job_id))
         with self.db.write() as conn:
             for expect in (JobState.RUNNING, JobState.PENDING):
                 end_row(conn, job_id, JobState.FAILED, now, None, reason=reason, expect=expect)
@@ -421,6 +366,7 @@ class SchedulerLoop:
         self._ingest(now)
         if now - self._last_poll >= self.settings.tick_s * 0.5:
             self._poll(now)
+            self._settle(now)
             self._last_poll = now
         t0 = time.perf_counter()
         try:
@@ -430,8 +376,12 @@ class SchedulerLoop:
             return
         elapsed = time.perf_counter() - t0
         self.stats.observe(elapsed, len(res.started), len(res.preempted))
-        if res.started or res.preempted:
-            self._apply(list(res.started), list(res.preempted), now)
+        # Starts held for a victim's GPUs (one the core preempted since was never launched:
+        # Savers.split drops it).
+        gone = {j.id for j in res.preempted}
+        held = [j for j in self._savers.ready(self._known) if j.id not in gone]
+        if res.started or res.preempted or held:
+            self._apply([*held, *res.started], list(res.preempted), now)
         if self.sampler is not None:
             self.sampler.tick(now)
 
@@ -535,8 +485,11 @@ class SchedulerLoop:
             for job_id in job_ids:
                 tracked = self._known.pop(str(job_id), None)
                 if tracked is not None:
-                    was_running = tracked.job.state is JobState.RUNNING
-                    if tracked.job.state in (JobState.RUNNING, JobState.PENDING):
+                    # A saving victim's row is still running, whatever the core says of it.
+                    saving = tracked.job.id in self._savers.saving
+                    self._savers.forget(tracked.job.id)
+                    was_running = tracked.job.state is JobState.RUNNING or saving
+                    if tracked.job.state in (JobState.RUNNING, JobState.PENDING) or saving:
                         self._release(tracked.job, now, JobState.CANCELLED)
                     if was_running:
                         end_row(conn, job_id, JobState.CANCELLED, now, None, reason="cancelled")
@@ -586,7 +539,7 @@ class SchedulerLoop:
         assert self._sched is not None
         ended: list[tuple[Tracked, JobState, Status, str | None]] = []
         for tracked in list(self._known.values()):
-            if tracked.job.state is not JobState.RUNNING:
+            if tracked.job.state is not JobState.RUNNING or tracked.job.id in self._savers.saving:
                 continue
             try:
                 if tracked.unresolved:
@@ -611,6 +564,20 @@ class SchedulerLoop:
         for tracked, state, _status, _reason in ended:
             self._known.pop(tracked.job.id, None)
             self._release(tracked.job, now, state)
+
+    def _settle(self, now: float) -> None:
+        """Free the GPUs of saving victims whose attempt has ended (see :mod:`.preempt`)."""
+        assert self._sched is not None
+        for saver in self._savers.settle(self.db, self._poll_one, self._stop_attempt, now):
+            tracked = self._known.get(saver.job.id)
+            if tracked is None:
+                continue
+            tracked.handle = None
+            tracked.started_at = None
+            # Running in the core, and not a start held for these GPUs: a victim restored
+            # at a rebuild, which the core took for running; it waits again.
+            if tracked.job.state is JobState.RUNNING and saver.job.id not in self._savers.held:
+                self._sched.interrupt(tracked.job, now, Interruption.NOT_STARTED)
 
     def _check(self, tracked: Tracked, now: float) -> tuple[JobState, Status, str | None] | None:
         """How a running job stands: None while it runs within its limit, else its end."""
@@ -645,6 +612,12 @@ class SchedulerLoop:
         for job, reason in bad:
             self.stats.job_error("decide")
             self._fail_job(int(job.id), reason)
+        started = self._savers.hold(started, placements)
+        preempted, saving = self._savers.split(self._sched, preempted)
+        if saving:  # their rows keep their GPUs (a write of its own: nothing else to fail)
+            with self.db.write() as conn:
+                handles = {j.id: t.handle for j in saving if (t := self._known.get(j.id))}
+                self._savers.begin(conn, self._sched, saving, handles, now)
         try:
             with self.db.write() as conn:
                 moved = self._commit(conn, started, preempted, placements, now)
@@ -653,7 +626,7 @@ class SchedulerLoop:
                 raise
             log.exception("committing the cycle failed; committing job by job")
             moved = self._commit_each(started, preempted, placements, now)
-        stop_handles: list[str] = []
+        stop_handles = [h for j in saving if (h := self._savers.saving[j.id].handle)]
         for job in preempted:
             tracked = self._known.get(job.id)
             if tracked is None:

@@ -40,6 +40,9 @@ INT64_MAX = 2**63 - 1  # the largest id or cursor: the ids are BIGINT (int64) co
 MIN_TIME_LIMIT_S = 1.0
 MAX_TIME_LIMIT_S = 30 * 86_400.0  # the ceiling; ServiceSettings.max_time_limit_s may lower it
 MIN_CHECKPOINT_INTERVAL_S = 60.0  # more often is no checkpoint plan, only a load on storage
+# A tenant's own preempt grace holds GPUs others wait for: an hour at most at the edge
+# (Slurm's GraceTime and Kubernetes' grace periods are seconds to minutes in practice).
+MAX_JOB_GRACE_S = 3600.0
 MAX_TOKEN_LIFETIME_S = 10 * 365 * 86_400.0
 NO_NUL = r"^[^\x00]*$"  # the pattern of every free-text string; schemathesis reads it too
 # Idempotency keys are visible ASCII (a UUID, a hash, a client's own id): no spaces, no
@@ -147,6 +150,20 @@ class JobSubmit(BaseModel):
         description="Project (id) whose GPU-hour allocation the job is charged to; needs a "
         "gpu_class, and the token must be a member of the project. null: no project.",
     )
+    service: bool = Field(
+        default=False,
+        strict=True,
+        description="A long-running service (inference, AI-RAN): time_limit_s is its "
+        "lifetime, it has no checkpoint to save and stops at once when preempted.",
+    )
+    preempt_grace_s: float | None = Field(
+        default=None,
+        strict=True,
+        ge=0.0,
+        le=MAX_JOB_GRACE_S,
+        description=f"Seconds the job keeps its GPUs to save when preempted, SIGTERM to "
+        f"SIGKILL (0 to {MAX_JOB_GRACE_S:g}; 0: none). null: the service's default.",
+    )
 
     @field_validator("gpu_classes")
     @classmethod
@@ -212,6 +229,10 @@ class JobView(BaseModel):
     )
     nodelist: str = Field(
         default="", description="The placement's nodes, compressed: seoul/hgx/n[108-143]."
+    )
+    service: bool = Field(default=False, description="A long-running service, not work.")
+    preempt_grace_s: float | None = Field(
+        default=None, description="Its own preempt grace, s (null: the service's default)."
     )
 
 

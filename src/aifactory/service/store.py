@@ -38,9 +38,14 @@ def request_hash(req: JobSubmit, tenant: str) -> str:
     """Fingerprint of a request, to tell a retry from a reused key."""
     body = req.model_dump(mode="json") | {"tenant": tenant}
     # Fields added after keys were first hashed count only when given, so a retry sent
-    # before they existed still matches its job (revision 0004).
-    for late in ("gpu_classes", "hbm_gb_per_gpu"):
-        if body[late] is None:
+    # before they existed still matches its job (revisions 0004, 0006).
+    for late, unset in (
+        ("gpu_classes", None),
+        ("hbm_gb_per_gpu", None),
+        ("preempt_grace_s", None),
+        ("service", False),
+    ):
+        if body[late] is unset:
             del body[late]
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
@@ -68,6 +73,8 @@ def job_values(
         "project_id": req.project,
         "gpu_classes": req.gpu_classes,
         "hbm_gb_per_gpu": req.hbm_gb_per_gpu,
+        "service": req.service,
+        "preempt_grace_s": req.preempt_grace_s,
     }
 
 
@@ -242,6 +249,8 @@ def to_view(row: Mapping[Any, Any], *, cancel_requested: bool = False) -> JobVie
         cancel_requested=cancel_requested,
         gpu_classes=row.get("gpu_classes"),
         hbm_gb_per_gpu=row.get("hbm_gb_per_gpu"),
+        service=bool(row.get("service") or False),
+        preempt_grace_s=row.get("preempt_grace_s"),
         nodelist=compress_nodes(p.node for p in placement),
     )
 

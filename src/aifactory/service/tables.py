@@ -22,6 +22,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
 )
 
 metadata = MetaData()
@@ -85,6 +86,10 @@ jobs = Table(
     # on both backends) and the GPU memory each GPU must have (null: any).
     Column("gpu_classes", JSON(none_as_null=True), nullable=True),
     Column("hbm_gb_per_gpu", Float, nullable=True),
+    # A service's lifetime instead of work, and its own preempt grace, s (null: the
+    # service's default) (revision 0006, issue #18 §2-§3).
+    Column("service", Boolean, nullable=False, default=False, server_default=false()),
+    Column("preempt_grace_s", Float, nullable=True),
     UniqueConstraint("tenant", "idempotency_key", name="uq_jobs_tenant_idempotency_key"),
 )
 Index("ix_jobs_state_id", jobs.c.state, jobs.c.id)

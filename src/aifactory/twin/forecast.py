@@ -35,6 +35,8 @@ def _clone(job: Job, now: float) -> Job:
         kind=job.kind,
         gpu_classes=job.gpu_classes,
         hbm_gb_per_gpu=job.hbm_gb_per_gpu,
+        preempt_grace_s=job.preempt_grace_s,
+        service=job.service,
     )
     twin.progress_s = job.progress_s
     twin.overhead_s = job.overhead_s
@@ -44,13 +46,22 @@ def _clone(job: Job, now: float) -> Job:
     return twin
 
 
-def forecast(sched: Scheduler, now: float, *, horizon_s: float = 365 * 86400.0) -> Forecast:
+def forecast(
+    sched: Scheduler,
+    now: float,
+    *,
+    horizon_s: float = 365 * 86400.0,
+    max_jobs: int | None = None,
+) -> Forecast:
     """Estimated (start, end) of every pending and running job of ``sched``.
 
     The twin's own simulator runs on a snapshot of ``sched`` (clones of its jobs, so the
     live scheduler is never touched): running jobs restored on their GPUs and ending at
     their estimated end (now, if overdue), pending jobs queued in their queue order.
-    Jobs that would not start within ``horizon_s`` are left out.
+    Jobs that would not start within ``horizon_s`` are left out, and so are the pending
+    jobs after the first ``max_jobs`` in queue order (None: none): each start in the run
+    is a pass over the queue, so its cost grows with the queue's length times the jobs
+    simulated, and the jobs far down a queue are the least certain anyway.
     """
     out: Forecast = {}
     running = []
@@ -59,7 +70,10 @@ def forecast(sched: Scheduler, now: float, *, horizon_s: float = 365 * 86400.0) 
         end = max(sched.expected_end(job), now)
         running.append((copy, list(job.placement), job.run_start_s, end))
         out[job.id] = (job.run_start_s, end)
-    queue = [_clone(job, now) for job in sched.waiting()]  # (in queue order)
+    waiting = sched.waiting()  # (in queue order)
+    if max_jobs is not None:
+        waiting = waiting[:max_jobs]
+    queue = [_clone(job, now) for job in waiting]
     limit = now + horizon_s
     run = Simulation(
         sched.topo,

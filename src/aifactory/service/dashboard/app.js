@@ -157,9 +157,11 @@ async function refreshQueues() {
     cell(row, s.usage_gpu_h.toFixed(1), "num"); cell(row, s.effective_usage.toFixed(3), "num");
     cell(row, s.fairshare.toFixed(3), "num"); cell(row, s.running_gpus, "num");
   });
-  document.getElementById("pending-count").textContent =
-    "(" + queue.total.toLocaleString("en") + " jobs, forecast at " + when(queue.forecast_at) + ")";
-  // Rows are built off the document and put in at once: 30,000 of them in well under a second.
+  const shown = queue.items.length < queue.total
+    ? "; the first " + queue.items.length.toLocaleString("en") + " shown" : "";
+  document.getElementById("pending-count").textContent = "(" + queue.total.toLocaleString("en") +
+    " jobs" + shown + ", forecast at " + when(queue.forecast_at) + ")";
+  // Rows are built off the document and put in at once (one page: 1,000 by default).
   const body = document.createElement("tbody");
   for (const j of queue.items) {
     const row = body.insertRow();
@@ -225,7 +227,9 @@ async function refreshJob() {
     ["reason", job.reason || ""],
     ["tenant", job.tenant],
     ["GPUs", job.gpus + " x " + (job.gpu_class || (job.gpu_classes || []).join("|") || "any")],
-    ["priority", job.priority_class + (job.preemptible ? ", preemptible" : "")],
+    ["priority", job.priority_class + (job.preemptible ? ", preemptible" : "") +
+      (job.preempt_grace_s !== null && job.preempt_grace_s !== undefined
+        ? ", " + job.preempt_grace_s + " s to save" : "") + (job.service ? ", a service" : "")],
     ["time limit", job.time_limit_s + " s"],
     ["command", job.command],
     ["submitted", when(job.submitted_at)],
@@ -271,6 +275,9 @@ async function submitJob(ev) {
   };
   const cls = document.getElementById("submit-class").value;
   if (cls) body.gpu_class = cls;
+  const grace = document.getElementById("submit-grace").value;
+  if (grace !== "") body.preempt_grace_s = Number(grace);
+  if (document.getElementById("submit-service").checked) body.service = true;
   try {
     const job = await api("POST", "/v1/jobs", body);
     out.className = "";

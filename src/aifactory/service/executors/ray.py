@@ -26,6 +26,12 @@ Mapping to the Executor protocol:
   an unknown id is LOST. When Ray cannot be asked it raises ExecutorError, so an outage
   never fails or requeues work that may be running.
 - ``cancel`` is ``stop_job``: the driver stops every rank (SIGTERM, SIGKILL after the grace).
+  Ray's supervisor SIGKILLs a stopped driver after ``RAY_JOB_STOP_WAIT_TIME_S`` (3 s by
+  default), which would cut a longer grace (and, since the ranks are the driver's actors,
+  end them with it and report the job stopped while they still save): each job is
+  submitted with that variable in its runtime_env, which is the supervisor's own
+  environment, set to its grace plus :data:`STOP_WAIT_MARGIN_S`. The job then reads
+  RUNNING until its ranks have actually exited.
 - The time limit is enforced in the driver, on Ray's side: it survives a service restart.
 - Logs: Ray keeps the job's log (the driver's stdout: every rank's lines as ``[rank R]
   ...`` and a last ``aifactory-ray: ...`` line saying how it ended). ``poll`` copies it to
@@ -53,6 +59,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import shutil
 import socket
@@ -87,7 +94,11 @@ DEFAULT_DATA_DIR = Path("aifactory-data")  # as aifactory.service.db.DEFAULT_DAT
 LOCAL_DASHBOARD = "http://127.0.0.1:8265"
 NODE_RESOURCE_PREFIX = "aifactory-node:"  # a Ray node advertising aifactory-node:<fleet node>
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
-GRACE_S = 2.0  # SIGTERM to SIGKILL; within Ray's 3 s for a stopped job's driver
+GRACE_S = 2.0  # SIGTERM to SIGKILL, for a job without a stop grace of its own
+# What Ray's job supervisor waits for a stopped driver beyond the ranks' grace before it
+# SIGKILLs it: the driver's own wait for its ranks (grace + 10 s, see ray_driver) and its
+# last log lines.
+STOP_WAIT_MARGIN_S = 15
 PLACE_TIMEOUT_S = 300.0
 LOG_SYNC_S = 10.0
 LOG_CAP = 64 << 20  # the tail of a Ray job's log kept in the log file
@@ -186,7 +197,7 @@ class RayExecutor:
             client.submit_job(
                 entrypoint=ENTRYPOINT,
                 submission_id=name,
-                runtime_env={"working_dir": str(staged)},
+                runtime_env=self.runtime_env(launch, staged),
                 metadata={"aifactory_job": launch.job_id, "aifactory_log": str(launch.log_path)},
             )
         except Exception as exc:  # the SDK's RuntimeError, requests' errors
@@ -216,6 +227,15 @@ class RayExecutor:
         except ExecutorError as exc:
             log.warning("ray executor: %s may run unrecorded: %s", name, exc)
         return False
+
+    def runtime_env(self, launch: Launch, staged: Path) -> dict[str, Any]:
+        """The Ray job's runtime_env: the staged directory, and how long Ray's supervisor
+        waits for the stopped driver (its ranks' grace and a margin; see the module)."""
+        wait = math.ceil(stop_grace(launch, self.grace_s)) + STOP_WAIT_MARGIN_S
+        return {
+            "working_dir": str(staged),
+            "env_vars": {"RAY_JOB_STOP_WAIT_TIME_S": str(wait)},
+        }
 
     def spec(self, launch: Launch) -> dict[str, Any]:
         """What the driver is given (JSON): the command, the variables every rank shares, and
@@ -249,8 +269,6 @@ class RayExecutor:
             "env": {**own, **base, **{k: v for k, v in shared.items() if k not in varying}},
             "ranks": ranks,
             "time_limit_s": launch.time_limit_s,
-            # (A grace above Ray's own wait for a stopped driver, RAY_JOB_STOP_WAIT_TIME_S,
-            # 3 s by default, needs that raised on the cluster: Ray kills the driver then.)
             "grace_s": stop_grace(launch, self.grace_s),
             "place_timeout_s": self.place_timeout_s,
             "node_resource_prefix": NODE_RESOURCE_PREFIX,

@@ -2,9 +2,10 @@
 the platform report (issue #19).
 
 Who may do what: a member of the project (or its tenant-admin) requests; the tenant-admin
-of the project's tenant endorses, or declines (rejects) before endorsement; a platform
-admin approves or rejects an endorsed request, tops up and extends. Each move is made on
-the pure model, whose transition table refuses what it does not have (a 409 here).
+of the project's tenant, or of a tenant above it, endorses, or declines (rejects) before
+endorsement; a platform admin approves or rejects an endorsed request, tops up and extends.
+Each move is made on the pure model, whose transition table refuses what it does not have
+(a 409 here).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from aifactory.service.alloc_views import report, views
 from aifactory.service.api import Caller
 from aifactory.service.auth import Principal, Role
 from aifactory.service.errors import AUTHENTICATED, FieldError, responses
-from aifactory.service.routers import ServiceDep, rates, visible_project
+from aifactory.service.routers import ServiceDep, rates, visible_project, visible_projects
 from aifactory.service.schemas import INT64_MAX
 
 router = APIRouter(prefix="/v1/allocations", tags=["allocations"])
@@ -60,7 +61,7 @@ def platform_report(who: Caller, service: ServiceDep) -> list[ReportRow]:
 def request_allocation(body: AllocationRequest, who: Caller, service: ServiceDep) -> AllocationView:
     """Ask for GPU-hours for a project the caller may see (state ``requested``)."""
     with service.db.read() as conn:
-        project = visible_project(conn, who, body.project)
+        project = visible_project(conn, who, body.project, service.descendants)
     if body.gpu_class is not None and body.gpu_class not in service.capacity:
         known = ", ".join(service.capacity)
         raise FieldError("gpu_class", f"unknown GPU class '{body.gpu_class}' (fleet has: {known})")
@@ -95,15 +96,10 @@ def list_allocations(
     """Allocations of the projects the caller may see."""
     if project is not None:
         with service.db.read() as conn:
-            visible_project(conn, who, project)
+            visible_project(conn, who, project, service.descendants)
         ids = [project]
     else:
-        if who.role is Role.ADMIN:
-            rows = alloc_store.list_projects(service.db)
-        elif who.role is Role.TENANT_ADMIN:
-            rows = alloc_store.list_projects(service.db, tenant=who.tenant)
-        else:
-            rows = alloc_store.list_projects(service.db, tenant=who.tenant, member=who.token_id)
+        rows = visible_projects(service, who)
         ids = [int(r["id"]) for r in rows]
     if not ids:
         return []
@@ -117,7 +113,7 @@ def _view(service: ServiceDep, who: Principal, alloc_id: int) -> AllocationView:
         if not found:
             raise HTTPException(404, f"allocation {alloc_id}: not found")
         pid = int(found[0][0]["project_id"])
-        visible_project(conn, who, pid)
+        visible_project(conn, who, pid, service.descendants)
         for view in views(conn, [pid], rates(service), service.clock())[0]:
             if view.id == alloc_id:
                 return view

@@ -32,7 +32,7 @@ from aifactory.service.alloc_views import (
 from aifactory.service.api import Caller
 from aifactory.service.auth import Role
 from aifactory.service.errors import AUTHENTICATED, FieldError, responses
-from aifactory.service.routers import ServiceDep, rates, visible_project
+from aifactory.service.routers import ServiceDep, rates, visible_project, visible_projects
 from aifactory.service.schemas import INT64_MAX
 
 router = APIRouter(prefix="/v1/projects", tags=["projects"])
@@ -47,13 +47,13 @@ ProjectId = Annotated[int, Path(ge=1, le=INT64_MAX, description="Project id.")]
     responses=responses(*AUTHENTICATED, 403, 413, 422),
 )
 def create_project(body: ProjectCreate, who: Caller, service: ServiceDep) -> ProjectView:
-    """Create a project (tenant-admins: of their tenant; admins: any, naming it)."""
+    """Create a project (tenant-admins: of their tenant or one below it; admins: any)."""
     if who.role is Role.MEMBER:
         raise HTTPException(403, "projects: members may not create projects")
     tenant = body.tenant or who.tenant
     if tenant is None:
         raise FieldError("tenant", "required: this admin token has no tenant")
-    if not who.can_act_on(tenant):
+    if not who.can_act_on(tenant, service.descendants):
         raise HTTPException(403, f"tenant: this token may not create projects of '{tenant}'")
     if tenant not in service.tenants:
         raise FieldError("tenant", f"unknown tenant '{tenant}'")
@@ -80,14 +80,9 @@ def create_project(body: ProjectCreate, who: Caller, service: ServiceDep) -> Pro
 
 @router.get("", response_model=list[ProjectView], responses=responses(*AUTHENTICATED, 422))
 def list_projects(who: Caller, service: ServiceDep) -> list[ProjectView]:
-    """Projects the caller may see (admins: all; tenant-admins: their tenant's; members:
-    those naming them)."""
-    if who.role is Role.ADMIN:
-        rows = alloc_store.list_projects(service.db)
-    elif who.role is Role.TENANT_ADMIN:
-        rows = alloc_store.list_projects(service.db, tenant=who.tenant)
-    else:
-        rows = alloc_store.list_projects(service.db, tenant=who.tenant, member=who.token_id)
+    """Projects the caller may see (admins: all; tenant-admins: their tenant's and those
+    of every tenant below it; members: those naming them)."""
+    rows = visible_projects(service, who)
     return [ProjectView.model_validate(r) for r in rows]
 
 
@@ -98,7 +93,7 @@ def show_project(project_id: ProjectId, who: Caller, service: ServiceDep) -> Pro
     """A project with its allocations' balances, its burn rate and when it runs out."""
     now = service.clock()
     with service.db.read() as conn:
-        row = visible_project(conn, who, project_id)
+        row = visible_project(conn, who, project_id, service.descendants)
         allocs, _, charge_rows = views(conn, [project_id], rates(service), now)
     burn, out_at = burn_and_forecast(allocs, charge_rows, now)
     left, end, words = outlook(allocs, burn, out_at)
@@ -142,7 +137,7 @@ def change_members(
 ) -> ProjectView:
     """Add or remove member tokens (tenant-admins of its tenant; admins)."""
     with service.db.read() as conn:
-        row = visible_project(conn, who, project_id)
+        row = visible_project(conn, who, project_id, service.descendants)
     if who.role is Role.MEMBER:
         raise HTTPException(403, "projects: members may not change members")
     try:
@@ -176,7 +171,7 @@ async def project_statement(
 
     def build() -> Statement:
         with service.db.read() as conn:
-            row = visible_project(conn, who, project_id)
+            row = visible_project(conn, who, project_id, service.descendants)
             return statement(conn, row, month, rates(service), service.clock())
 
     return await run_in_threadpool(build)
