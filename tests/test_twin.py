@@ -5,6 +5,7 @@ trace replayed on ``philly-2017``."""
 from __future__ import annotations
 
 import gc
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -329,6 +330,23 @@ def test_forecast_matches_the_twin_when_estimates_are_exact() -> None:
     for jid, (start, end) in predicted.items():
         assert start == pytest.approx(full[jid].first_start_s), jid
         assert end == pytest.approx(full[jid].end_s), jid
+
+
+@pytest.mark.parametrize("horizon_s", [0.0, -1.0, math.nan, math.inf])
+def test_a_forecast_refuses_a_horizon_that_is_not_a_positive_time(horizon_s: float) -> None:
+    part = Simulation(hgx_topo(1), [make_job("A", submit=0, gpus=8, run=100)])
+    part.run()
+    with pytest.raises(ValueError, match="horizon_s"):
+        forecast(part.sched, 0.0, horizon_s=horizon_s)
+
+
+def test_a_forecast_over_a_tiny_horizon_ends_and_forecasts_what_has_started() -> None:
+    """A horizon far below a second once hung the forecast (it sampled once per horizon)."""
+    jobs = [make_job("A", submit=0, gpus=8, run=100), make_job("B", submit=0, gpus=8, run=50)]
+    part = Simulation(hgx_topo(1), jobs, config=TwinConfig(until_s=10.0))
+    part.run()
+    predicted = forecast(part.sched, 10.0, horizon_s=1e-133)
+    assert predicted == {"A": (0.0, 100.0)}  # B cannot start within the horizon
 
 
 def test_forecast_leaves_the_live_scheduler_as_it_was() -> None:

@@ -10,6 +10,8 @@ jobs end at their estimated end (or now, if overdue).
 
 from __future__ import annotations
 
+import math
+
 from aifactory.scheduler.scheduler import Scheduler
 from aifactory.twin.simulator import Resume, Simulation, TwinConfig
 from aifactory.workload.job import Job, JobState
@@ -63,6 +65,9 @@ def forecast(
     is a pass over the queue, so its cost grows with the queue's length times the jobs
     simulated, and the jobs far down a queue are the least certain anyway.
     """
+    if not (math.isfinite(horizon_s) and horizon_s > 0):
+        msg = f"horizon_s: must be a positive number of seconds, got {horizon_s!r}"
+        raise ValueError(msg)
     out: Forecast = {}
     running = []
     for job in sched.running_jobs():
@@ -79,7 +84,7 @@ def forecast(
         sched.topo,
         queue,
         sched.cfg,
-        TwinConfig(until_s=limit, sample_interval_s=horizon_s),
+        TwinConfig(until_s=limit, sample_interval_s=max(horizon_s, 3600.0)),
         ids_checked=True,
         resume=Resume(now, running),
     ).run()

@@ -10,6 +10,7 @@ instant at which something changed, after all completions and arrivals of that i
 from __future__ import annotations
 
 import gc
+import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -50,6 +51,14 @@ class TwinConfig:
     sample_interval_s: float = 300.0  # timeseries resolution: 5 simulated minutes
     until_s: float | None = None  # stop at this simulated time (None: run until drained)
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        # The sampler advances its clock by the interval: one below a second is no
+        # resolution the twin's inputs have, and one below a float's step at the run's
+        # times would never advance it (a run that hangs).
+        if not (math.isfinite(self.sample_interval_s) and self.sample_interval_s >= 1.0):
+            msg = f"sample_interval_s: must be at least 1 s, got {self.sample_interval_s!r}"
+            raise ValueError(msg)
 
 
 @dataclass(slots=True)
