@@ -1,0 +1,127 @@
+"""Data staging in the twin: scenario tests whose times are computed by hand.
+
+The fleet: sites s0 (one 8-GPU H100 server) and s1 (``s1_nodes`` servers), joined by one
+10 Gbit/s link (1.25e9 bytes/s) without latency, so 1.25e12 bytes take 1,000 s alone on it.
+A blocker (8 GPUs, 5,000 s, no dataset) arrives first and takes s0 (the lowest node that
+fits); then jobs whose data sits at s0 arrive at t = 10.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.builders import hgx, make_fleet, tenant
+
+from aifactory.fleet import compile_topology, parse_fleet
+from aifactory.fleet.topology import Topology
+from aifactory.scheduler.config import SchedulerConfig
+from aifactory.scheduler.scheduler import Scheduler
+from aifactory.twin.simulator import SimResult, Simulation
+from aifactory.workload.job import Job
+
+TB125 = 1.25e12  # bytes: 1,000 s alone on the 10 Gbit/s link
+
+
+def two_sites(s1_nodes: int = 1, gbps: float = 10.0) -> Topology:
+    fleet = make_fleet([[[hgx(1)]], [[hgx(s1_nodes)]]], [tenant("a", {"h100": 8 + 8 * s1_nodes})])
+    raw: dict[str, Any] = fleet.model_dump(mode="json")
+    raw["links"] = [{"a": "s0", "b": "s1", "gbps": gbps, "latency_ms": 0.0}]
+    return compile_topology(parse_fleet(raw))
+
+
+def blocker() -> Job:
+    return Job("blocker", "a", 0.0, 8, 5000.0)
+
+
+def reader(name: str, dataset: str = "", size: float = TB125, **kw: Any) -> Job:
+    return Job(
+        name, "a", 10.0, 8, 1000.0, dataset=dataset, dataset_bytes=size, data_site="s0", **kw
+    )
+
+
+def run(topo: Topology, jobs: list[Job]) -> tuple[SimResult, dict[str, Job]]:
+    res = Simulation(topo, jobs, SchedulerConfig(backfill="none")).run()
+    return res, {j.id: j for j in res.jobs}
+
+
+def test_staged_first_then_placed_where_the_copy_went() -> None:
+    # At t=10 s0 is busy until 5,000 (finish 6,000 there); s1 is free and the copy takes
+    # 1,000 s (finish 10 + 1,000 + 1,000 = 2,010): s1. The job waits without GPUs.
+    res, by = run(two_sites(), [blocker(), reader("r", "corpus")])
+    r = by["r"]
+    assert r.site == "s1"
+    assert r.first_start_s == 1010.0
+    assert r.end_s == 2010.0
+    assert r.staging_s == 1000.0
+    assert res.staging is not None
+    assert res.staging.transfers.link_bytes == [TB125]
+
+
+def test_two_copies_on_one_link_share_it() -> None:
+    # Two datasets to s1 at once: 6.25e8 bytes/s each, 2,000 s -> both ready at 2,010.
+    _, by = run(two_sites(2), [blocker(), reader("r1", "c1"), reader("r2", "c2")])
+    for j in ("r1", "r2"):
+        assert by[j].site == "s1"
+        assert by[j].first_start_s == 2010.0
+        assert by[j].end_s == 3010.0
+        assert by[j].staging_s == 2000.0
+
+
+def test_one_copy_serves_every_job_that_needs_it() -> None:
+    res, by = run(two_sites(2), [blocker(), reader("r1", "corpus"), reader("r2", "corpus")])
+    assert [by[j].first_start_s for j in ("r1", "r2")] == [1010.0, 1010.0]
+    assert res.staging is not None
+    assert res.staging.copies_made == 1
+
+
+def test_holding_gpus_from_placement() -> None:
+    # stage_hold: placed at s1 at t=10, holds its GPUs while the copy runs (10..1,010),
+    # then runs 1,000 s: ends at 2,010, its GPUs busy from 10.
+    _, by = run(two_sites(), [blocker(), reader("r", "corpus", stage_hold=True)])
+    r = by["r"]
+    assert r.site == "s1"
+    assert r.first_start_s == 10.0
+    assert r.end_s == 2010.0
+    assert r.staging_s == 1000.0
+
+
+def test_waiting_at_home_beats_a_slow_copy() -> None:
+    # At 0.1 Gbit/s the copy takes 100,000 s: waiting for s0 (finish 6,000) wins.
+    _, by = run(two_sites(gbps=0.1), [blocker(), reader("r", "corpus")])
+    r = by["r"]
+    assert r.site == "s0"
+    assert r.first_start_s == 5000.0
+    assert r.staging_s == 0.0
+
+
+def test_data_home_free_no_copy() -> None:
+    res, by = run(two_sites(), [reader("r", "corpus")])
+    assert by["r"].site == "s0"
+    assert by["r"].first_start_s == 10.0
+    assert res.staging is not None
+    assert res.staging.copies_made == 0
+
+
+def test_inert_without_datasets() -> None:
+    res, by = run(two_sites(), [blocker(), Job("x", "a", 10.0, 8, 100.0)])
+    assert res.staging is None
+    assert by["x"].site is None
+    assert by["x"].first_start_s == 10.0  # unpinned: s1
+
+
+def test_a_pinned_job_runs_only_at_its_site() -> None:
+    # s0 is free, but the job is pinned to s1, busy with the blocker's twin until 5,000.
+    jobs = [Job("b1", "a", 0.0, 8, 5000.0, site="s1"), Job("p", "a", 10.0, 8, 100.0, site="s1")]
+    _, by = run(two_sites(), jobs)
+    assert by["p"].first_start_s == 5000.0
+    assert by["b1"].placement == by["p"].placement == [(1, 255)]  # node 1: s1's server
+
+
+def test_an_unknown_or_too_small_site_is_refused() -> None:
+    sched = Scheduler(two_sites())
+    assert sched.submit(Job("u", "a", 0.0, 8, 10.0, site="nowhere"), 0.0) == (
+        "unknown site: 'nowhere'"
+    )
+    reason = sched.submit(Job("big", "a", 0.0, 16, 10.0, site="s0"), 0.0)
+    assert reason is not None
+    assert reason.startswith("too big: 16 GPUs asked, at most 8")
