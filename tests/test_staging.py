@@ -10,12 +10,16 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from tests.builders import hgx, make_fleet, tenant
 
 from aifactory.fleet import compile_topology, parse_fleet
 from aifactory.fleet.topology import Topology
+from aifactory.reports.results import link_util_column
 from aifactory.scheduler.config import SchedulerConfig
 from aifactory.scheduler.scheduler import Scheduler
+from aifactory.twin.netreport import network_summary
+from aifactory.twin.results import jobs_table, timeseries_table, used_gpu_s
 from aifactory.twin.simulator import SimResult, Simulation
 from aifactory.workload.job import Job
 
@@ -125,3 +129,31 @@ def test_an_unknown_or_too_small_site_is_refused() -> None:
     reason = sched.submit(Job("big", "a", 0.0, 16, 10.0, site="s0"), 0.0)
     assert reason is not None
     assert reason.startswith("too big: 16 GPUs asked, at most 8")
+
+
+def test_network_results() -> None:
+    # The first scenario: 1.25 TB over s0-s1 from 10 to 1,010 (the link full meanwhile),
+    # one job staged for 1,000 s; samples every 300 s at 0, 300, 600, 900 see it busy.
+    res, by = run(two_sites(), [blocker(), reader("r", "corpus")])
+    net = network_summary(res, used_gpu_s(res))
+    link = net["links"]["s0-s1"]
+    assert link["gbps"] == 10.0
+    assert link["tb_moved"] == pytest.approx(1.25)
+    assert link["peak_utilization"] == 1.0
+    assert net["staging"] == {
+        "jobs_staged": 1,
+        "copies": 1,
+        "staging_hours": pytest.approx(1000 / 3600),
+        "staging_hours_by_tenant": {"a": pytest.approx(1000 / 3600)},
+    }
+    assert net["cross_site"]["jobs"] == 0
+    ts = timeseries_table(res)
+    util = ts.column(link_util_column("s0-s1")).to_pylist()
+    t = ts.column("t_s").to_pylist()
+    assert [u for u, s in zip(util, t, strict=True) if 10 < s < 1010] == [1.0, 1.0, 1.0]
+    assert util[0] == 0.0  # at t=0 nothing moved yet
+    jobs = jobs_table(res)
+    i = jobs.column("job_id").to_pylist().index("r")
+    assert jobs.column("staging_s")[i].as_py() == 1000.0
+    assert jobs.column("site")[i].as_py() == "s1"
+    assert by["r"].slowdown == 1.0

@@ -340,6 +340,8 @@ class Simulation:
                 continue
             elif kind == SAMPLE:
                 observer.sample(now)
+                if self.staging is not None:
+                    self.staging.sample()
                 if len(kernel):
                     kernel.at(now + interval, EventClass.OBSERVE, SAMPLE)
                 continue
@@ -371,6 +373,8 @@ class Simulation:
         if gate is not None:
             gate.close(kernel.now, sched.running_jobs())
         observer.close(kernel.now)
+        if self.staging is not None:
+            self.staging.transfers.advance(kernel.now)  # bytes moved up to the end
         return SimResult(
             jobs=jobs,
             scheduler=sched,

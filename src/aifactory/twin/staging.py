@@ -83,6 +83,8 @@ class Staging:
         self.scheduled_epoch = -1  # the transfers' epoch of the TRANSFER event scheduled
         self.staged_jobs = 0  # jobs that waited for a copy
         self.copies_made = 0
+        # Each link's bytes/s at each observer sample (the timeseries' link columns).
+        self.samples: list[list[float]] = []
 
     # ------------------------------------------------------------------ arrivals
     def arrive(self, job: Job, now: float) -> bool:
@@ -257,6 +259,10 @@ class Staging:
                     resume.append(job)
         return submit, resume
 
-    def link_busy(self) -> list[float]:
-        """Bytes/s each link carries now."""
-        return self.transfers.busy_bytes_per_s()
+    def sample(self) -> None:
+        """Record what each link carries now (at an observer sample)."""
+        self.samples.append(self.transfers.busy_bytes_per_s())
+
+    def link_names(self) -> list[str]:
+        """Each link as ``a-b`` (its ends' names, in the fleet file's order)."""
+        return [f"{self.sites[h.a]}-{self.sites[h.b]}" for h in self.net.hops]
