@@ -15,11 +15,12 @@ from tests.builders import hgx, make_fleet, tenant
 
 from aifactory.fleet import compile_topology, parse_fleet
 from aifactory.fleet.topology import Topology
+from aifactory.reports.report import build_report
 from aifactory.reports.results import link_util_column
 from aifactory.scheduler.config import SchedulerConfig
 from aifactory.scheduler.scheduler import Scheduler
 from aifactory.twin.netreport import network_summary
-from aifactory.twin.results import jobs_table, timeseries_table, used_gpu_s
+from aifactory.twin.results import jobs_table, summarize, timeseries_table, used_gpu_s
 from aifactory.twin.simulator import SimResult, Simulation
 from aifactory.workload.job import Job
 
@@ -157,3 +158,15 @@ def test_network_results() -> None:
     assert jobs.column("staging_s")[i].as_py() == 1000.0
     assert jobs.column("site")[i].as_py() == "s1"
     assert by["r"].slowdown == 1.0
+
+
+def test_report_draws_the_network() -> None:
+    res, _ = run(two_sites(), [blocker(), reader("r", "corpus")])
+    summary = summarize(res, fleet="tiny", trace="t", policy="fifo", backfill="none", seed=0)
+    page, _ = build_report(summary, jobs_table(res), timeseries_table(res))
+    assert "Links, data staging and cross-site gangs" in page
+    assert "10 Gb/s, 1 TB, peak 100%" in page  # the s0-s1 link's label on the map
+    quiet, _ = run(two_sites(), [Job("x", "a", 0.0, 8, 100.0)])
+    summary = summarize(quiet, fleet="tiny", trace="t", policy="fifo", backfill="none", seed=0)
+    page, _ = build_report(summary, jobs_table(quiet), timeseries_table(quiet))
+    assert "Links, data staging" not in page  # nothing moved, nothing spanned

@@ -17,6 +17,10 @@ site wait for the same copy; a copy stays where it was made (storage is assumed 
 The twin drives the transfers by events (``TRANSFER``, at the next completion under the
 current rates; an event made under older rates is stale, see ``Transfers.epoch``).
 
+A gang that no one site can ever hold (its quota's ceiling, or one owner's GPUs of a class
+at a site, is smaller than it) is not pinned and stages nothing: it is placed as any job,
+across sites if it may, and reads its data where it is.
+
 The two ways to wait (``Job.stage_hold``):
 
 * default: the job waits for its copy *before* it reaches the scheduler (it holds no GPUs
@@ -80,6 +84,7 @@ class Staging:
         self.copies: dict[str, set[int]] = {}  # dataset -> sites holding it
         self.size: dict[str, float] = {}  # dataset -> bytes (the first job's word)
         self.inflight: dict[tuple[str, int], Copy] = {}
+        self._may: dict[tuple[object, ...], bool] = {}
         self.scheduled_epoch = -1  # the transfers' epoch of the TRANSFER event scheduled
         self.staged_jobs = 0  # jobs that waited for a copy
         self.copies_made = 0
@@ -97,6 +102,8 @@ class Staging:
         self.size.setdefault(name, job.dataset_bytes)
         have = self.copies.setdefault(name, {home})
         site = self._choose(job, name, have, now)
+        if site < 0:
+            return True  # no one site can ever hold its gang: not pinned, nothing staged
         job.site = self.sites[site]
         if site in have or job.stage_hold:
             return True
@@ -127,7 +134,7 @@ class Staging:
         options: list[SiteOption] = []
         for s in range(len(self.sites)):
             fits = [c for c in classes if self.capacity[c][s] >= job.gpus]
-            if not fits:
+            if not fits or not self._may_run_at(job, s):
                 continue
             stage = self._stage_s(name, s, have, job.dataset_bytes)
             if stage is None:
@@ -148,8 +155,21 @@ class Staging:
                         break
             options.append(SiteOption(s, gpus_at, stage, job.estimate_s))
         if not options:
-            return min(have)
+            return -1
         return choose_site(options, now, hold=job.stage_hold)
+
+    def _may_run_at(self, job: Job, site: int) -> bool:
+        """Whether the scheduler would ever run the job pinned to ``site`` (its quota's
+        ceiling and the GPUs of one owner's class there hold its gang; cached per shape)."""
+        key = (job.tenant, job.gpu_class, job.gpu_classes, job.hbm_gb_per_gpu, job.gpus, site)
+        ok = self._may.get(key)
+        if ok is None:
+            was = job.site
+            job.site = self.sites[site]
+            ok = self.sched.refusal(job) is None
+            job.site = was
+            self._may[key] = ok
+        return ok
 
     def _ends(self) -> dict[tuple[int, int], list[tuple[float, int]]]:
         """Running jobs' estimated ends and GPUs per (fleet class, site), soonest first."""
