@@ -144,6 +144,7 @@ def test_network_results() -> None:
     assert net["staging"] == {
         "jobs_staged": 1,
         "copies": 1,
+        "tb_copied": 1.25,
         "staging_hours": pytest.approx(1000 / 3600),
         "staging_hours_by_tenant": {"a": pytest.approx(1000 / 3600)},
     }

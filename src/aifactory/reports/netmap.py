@@ -108,7 +108,7 @@ def network_section(summary: Mapping[str, Any], sites: list[str]) -> str:
     parts = [
         cards(
             [
-                ("data moved", f"{moved:,.1f} TB"),
+                ("data copied", f"{float(staging.get('tb_copied', 0.0)):,.1f} TB"),
                 ("jobs staged", f"{staging.get('jobs_staged', 0):,}"),
                 ("staging hours", f"{float(staging.get('staging_hours', 0.0)):,.1f}"),
                 ("cross-site jobs", f"{cross.get('jobs', 0):,}"),

@@ -3,7 +3,8 @@ timeseries' link columns.
 
 Per link (``a-b``, in the fleet file's order): its bandwidth, the terabytes copies moved
 over it, and its utilisation (bytes/s carried over bytes/s it has) on average over the
-observer's samples and at its peak. Staging: jobs that waited for a copy, the copies made,
+observer's samples and at its peak (a copy over several links counts on each). Staging:
+jobs that waited for a copy, the copies made and their terabytes,
 and the hours jobs waited for data, in all and per tenant (``Job.staging_s``). Cross-site
 gangs: jobs whose last run spanned sites, their GPU-hours, their mean slowdown (weighted
 by GPU-hours), and the GPU-hours the slowdown cost (``gpu_hours x (1 - 1 / slowdown)``:
@@ -61,6 +62,7 @@ def network_summary(result: SimResult, used_gpu_s: np.ndarray[Any, Any]) -> dict
         "staging": {
             "jobs_staged": staging.staged_jobs if staging is not None else 0,
             "copies": staging.copies_made if staging is not None else 0,
+            "tb_copied": staging.bytes_copied / 1e12 if staging is not None else 0.0,
             "staging_hours": staged_h,
             "staging_hours_by_tenant": dict(sorted(by_tenant.items())),
         },

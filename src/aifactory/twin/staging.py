@@ -88,6 +88,7 @@ class Staging:
         self.scheduled_epoch = -1  # the transfers' epoch of the TRANSFER event scheduled
         self.staged_jobs = 0  # jobs that waited for a copy
         self.copies_made = 0
+        self.bytes_copied = 0.0  # the sizes of the copies started (each link's share apart)
         # Each link's bytes/s at each observer sample (the timeseries' link columns).
         self.samples: list[list[float]] = []
 
@@ -227,6 +228,7 @@ class Staging:
         self.inflight[key] = copy
         self.transfers.start(key, size, best[2], now)
         self.copies_made += 1
+        self.bytes_copied += size
         return copy
 
     # ------------------------------------------------------------------ held runs
