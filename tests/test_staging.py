@@ -171,3 +171,13 @@ def test_report_draws_the_network() -> None:
     summary = summarize(quiet, fleet="tiny", trace="t", policy="fifo", backfill="none", seed=0)
     page, _ = build_report(summary, jobs_table(quiet), timeseries_table(quiet))
     assert "Links, data staging" not in page  # nothing moved, nothing spanned
+
+
+def test_data_fields_are_bounded() -> None:
+    sched = Scheduler(two_sites())
+    bad = Job("n", "a", 0.0, 8, 10.0, dataset_bytes=-1.0, data_site="s0")
+    assert (sched.submit(bad, 0.0) or "").startswith("invalid field: dataset_bytes:")
+    bad = Job("g", "a", 0.0, 8, 10.0, grad_bytes=float("nan"))
+    assert (sched.submit(bad, 0.0) or "").startswith("invalid field: grad_bytes:")
+    bad = Job("s", "a", 0.0, 8, 10.0, dataset_bytes=1.0)
+    assert (sched.submit(bad, 0.0) or "").startswith("invalid field: data_site:")
