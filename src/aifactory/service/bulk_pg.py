@@ -36,20 +36,20 @@ WITH src AS MATERIALIZED (
         CAST(:submitted_at AS float8[]), CAST(:idempotency_key AS text[]),
         CAST(:request_hash AS text[]), CAST(:token_id AS bigint[]),
         CAST(:project_id AS bigint[]), CAST(:gpu_classes AS text[]),
-        CAST(:hbm_gb_per_gpu AS float8[])
+        CAST(:hbm_gb_per_gpu AS float8[]), CAST(:data_ask AS text[])
     ) AS u(ord, tenant, name, gpus, gpu_class, command, time_limit_s, priority_class,
            preemptible, checkpoint_interval_s, submitted_at, idempotency_key,
-           request_hash, token_id, project_id, gpu_classes, hbm_gb_per_gpu)
+           request_hash, token_id, project_id, gpu_classes, hbm_gb_per_gpu, data_ask)
 ),
 ins AS (
     INSERT INTO jobs (id, tenant, name, gpus, gpu_class, command, time_limit_s,
                       priority_class, preemptible, checkpoint_interval_s, state,
                       submitted_at, attempts, idempotency_key, request_hash, token_id,
-                      project_id, gpu_classes, hbm_gb_per_gpu)
+                      project_id, gpu_classes, hbm_gb_per_gpu, data_ask)
     SELECT id, tenant, name, gpus, gpu_class, command, time_limit_s, priority_class,
            preemptible, checkpoint_interval_s, :pending, submitted_at, 0,
            idempotency_key, request_hash, token_id, project_id,
-           CAST(gpu_classes AS json), hbm_gb_per_gpu
+           CAST(gpu_classes AS json), hbm_gb_per_gpu, CAST(data_ask AS json)
     FROM src ORDER BY ord
     ON CONFLICT (tenant, idempotency_key) DO NOTHING
     RETURNING id, submitted_at
@@ -80,8 +80,9 @@ _SUBMIT_COLUMNS = (
     "project_id",
     "gpu_classes",  # a list, sent as its JSON text (an array of arrays is not text[])
     "hbm_gb_per_gpu",
+    "data_ask",  # an object, sent as its JSON text
 )
-_JSON_COLUMNS = frozenset({"gpu_classes"})
+_JSON_COLUMNS = frozenset({"gpu_classes", "data_ask"})
 
 
 def insert_submits(conn: Connection, rows: Sequence[dict[str, Any]]) -> set[int]:

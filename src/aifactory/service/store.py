@@ -39,8 +39,11 @@ def request_hash(req: JobSubmit, tenant: str) -> str:
     body = req.model_dump(mode="json") | {"tenant": tenant}
     # Fields added after keys were first hashed count only when given, so a retry sent
     # before they existed still matches its job (revision 0004).
-    for late in ("gpu_classes", "hbm_gb_per_gpu"):
+    for late in ("gpu_classes", "hbm_gb_per_gpu", *DATA_ASK_NULLS):
         if body[late] is None:
+            del body[late]
+    for late, default in DATA_ASK_FLAGS.items():  # (revision 0006: absent when default)
+        if body[late] is default:
             del body[late]
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
@@ -68,7 +71,27 @@ def job_values(
         "project_id": req.project,
         "gpu_classes": req.gpu_classes,
         "hbm_gb_per_gpu": req.hbm_gb_per_gpu,
+        "data_ask": data_ask(req),
     }
+
+
+# The data and site fields of a submit (issue #20 §1), stored together as ``data_ask``:
+# those that may be null, and the flags with their defaults.
+DATA_ASK_NULLS = ("site", "dataset", "dataset_bytes", "data_site", "grad_bytes", "step_s")
+DATA_ASK_FLAGS = {"allow_cross_site": False, "stage_hold": False}
+
+
+def data_ask(req: JobSubmit) -> dict[str, Any] | None:
+    """The fields of ``data_ask`` the request gives (not null, not default); None if none."""
+    out: dict[str, Any] = {}
+    for name in DATA_ASK_NULLS:
+        value = getattr(req, name)
+        if value is not None:
+            out[name] = value
+    for name, default in DATA_ASK_FLAGS.items():
+        if getattr(req, name) is not default:
+            out[name] = getattr(req, name)
+    return out or None
 
 
 def submit(
@@ -242,6 +265,7 @@ def to_view(row: Mapping[Any, Any], *, cancel_requested: bool = False) -> JobVie
         cancel_requested=cancel_requested,
         gpu_classes=row.get("gpu_classes"),
         hbm_gb_per_gpu=row.get("hbm_gb_per_gpu"),
+        data_ask=row.get("data_ask"),
         nodelist=compress_nodes(p.node for p in placement),
     )
 

@@ -85,6 +85,9 @@ jobs = Table(
     # on both backends) and the GPU memory each GPU must have (null: any).
     Column("gpu_classes", JSON(none_as_null=True), nullable=True),
     Column("hbm_gb_per_gpu", Float, nullable=True),
+    # Its data and site fields (revision 0006, issue #20 §1): {site, allow_cross_site,
+    # dataset, dataset_bytes, data_site, stage_hold, grad_bytes, step_s}, those given.
+    Column("data_ask", JSON(none_as_null=True), nullable=True),
     UniqueConstraint("tenant", "idempotency_key", name="uq_jobs_tenant_idempotency_key"),
 )
 Index("ix_jobs_state_id", jobs.c.state, jobs.c.id)
