@@ -181,3 +181,26 @@ def test_data_fields_are_bounded() -> None:
     assert (sched.submit(bad, 0.0) or "").startswith("invalid field: grad_bytes:")
     bad = Job("s", "a", 0.0, 8, 10.0, dataset_bytes=1.0)
     assert (sched.submit(bad, 0.0) or "").startswith("invalid field: data_site:")
+
+
+def test_a_held_run_evicted_while_staging_loses_no_work() -> None:
+    # r holds s1 from 10 while its copy runs (10..1,010). At 500 a priority-100 job pinned
+    # to s1 evicts it: r did no work (progress 0), lost 490 s x 8 GPUs of holding. h runs
+    # 500..600; r starts again at 600, waits for the same copy (done at 1,010), then pays
+    # its 60 s restart overhead and runs its 1,000 s: ends at 2,070.
+    jobs = [
+        blocker(),
+        reader("r", "corpus", stage_hold=True),
+        Job("h", "a", 500.0, 8, 100.0, priority=100, site="s1"),
+    ]
+    res = Simulation(two_sites(), jobs, SchedulerConfig(backfill="none")).run()
+    by = {j.id: j for j in res.jobs}
+    r = by["r"]
+    assert by["h"].first_start_s == 500.0
+    assert r.preemptions == 1
+    assert r.lost_preempt_gpu_s == pytest.approx(490.0 * 8)
+    assert r.run_start_s == 600.0
+    assert r.end_s == pytest.approx(2070.0)
+    assert r.staging_s == pytest.approx(490.0 + 410.0)  # both runs' holds for the copy
+    assert res.staging is not None
+    assert res.staging.copies_made == 1

@@ -214,6 +214,9 @@ class Simulation:
             kernel.at(wake, DECIDE_CLS, DECIDE)
         if res.preempted:
             self.observer.preempted(res.preempted)
+            if staging is not None:
+                for job in res.preempted:
+                    staging.interrupted(job, now)
             gate = self.allocations
             if gate is not None:
                 for job in res.preempted:
@@ -361,6 +364,9 @@ class Simulation:
                 if gate is not None:
                     for job in failures.interrupted:
                         gate.ended(job, now, final=False)
+                if self.staging is not None:
+                    for job in failures.interrupted:
+                        self.staging.interrupted(job, now)
             # The pass of this instant runs once every completion, failure and arrival of
             # the instant has been handled: the DECIDE event, handled at once instead of
             # going through the heap (same order, one heap push and pop fewer per pass).

@@ -31,6 +31,8 @@ The two ways to wait (``Job.stage_hold``):
   idle until the copy is complete (``Scheduler.hold_run`` tells the scheduler that the run
   does no work until then, so an eviction meanwhile loses no progress and the scheduler's
   preemption sees a run that is costly to interrupt). Its end is then scheduled.
+  ``Job.staging_s`` is the time its runs held GPUs waiting for data (an evicted run's
+  too; the copy goes on, and the next run waits only for what is left).
 
 Nothing here runs for a workload without datasets (the simulator makes no ``Staging``).
 """
@@ -85,6 +87,7 @@ class Staging:
         self.size: dict[str, float] = {}  # dataset -> bytes (the first job's word)
         self.inflight: dict[tuple[str, int], Copy] = {}
         self._may: dict[tuple[object, ...], bool] = {}
+        self.holding: dict[str, tuple[str, int]] = {}  # held runs waiting: job id -> copy
         self.scheduled_epoch = -1  # the transfers' epoch of the TRANSFER event scheduled
         self.staged_jobs = 0  # jobs that waited for a copy
         self.copies_made = 0
@@ -244,8 +247,20 @@ class Staging:
             return False
         copy = self._copy(name, site, have, now)
         copy.held.append((job, job.moves, job.overhead_s))
+        self.holding[job.id] = (name, site)
         self.sched.hold_run(job, job.overhead_s + HOLD_S)
         return True
+
+    def interrupted(self, job: Job, now: float) -> None:
+        """A job stopped before its end (preempted, failed): a held run waiting for its copy
+        counts the time it held its GPUs for it, and waits for it no more."""
+        key = self.holding.pop(job.id, None)
+        if key is None:
+            return
+        copy = self.inflight.get(key)
+        if copy is not None:
+            copy.held = [h for h in copy.held if h[0] is not job]
+        job.staging_s += now - job.run_start_s
 
     # ------------------------------------------------------------------ events
     def next_event(self) -> tuple[float, int] | None:
@@ -275,6 +290,7 @@ class Staging:
                 job.staging_s += now - since
                 submit.append(job)
             for job, moves, overhead in copy.held:
+                self.holding.pop(job.id, None)
                 if job.state is RUNNING and job.moves == moves:
                     job.staging_s += now - job.run_start_s
                     self.sched.hold_run(job, (now - job.run_start_s) + overhead)
