@@ -204,3 +204,13 @@ def test_a_held_run_evicted_while_staging_loses_no_work() -> None:
     assert r.staging_s == pytest.approx(490.0 + 410.0)  # both runs' holds for the copy
     assert res.staging is not None
     assert res.staging.copies_made == 1
+
+
+def test_a_job_pinned_by_its_owner_is_staged_to_that_site() -> None:
+    # s0 is free (its data's home), but the job says s1: the copy runs 0..1,000 first.
+    _, by = run(
+        two_sites(),
+        [Job("p", "a", 0.0, 8, 100.0, site="s1", dataset="c", dataset_bytes=TB125, data_site="s0")],
+    )
+    assert by["p"].first_start_s == 1000.0
+    assert by["p"].staging_s == 1000.0

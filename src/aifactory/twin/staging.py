@@ -8,7 +8,8 @@ running jobs there reach their estimated ends (queued jobs and quota are not cou
 lower bound, as a dispatcher's estimate is); its data is there now at the dataset's home
 or where a copy was made, else after the copy's time on the path's bottleneck link alone
 (:meth:`Network.alone_s`), or what is left of a copy already under way. The job is then
-pinned to that site (``Job.site``) for the scheduler, which places it only there.
+pinned to that site (``Job.site``) for the scheduler, which places it only there. A job
+that names its site itself is staged there.
 
 Copies move over the inter-site links as transfers sharing them max-min fairly
 (:class:`aifactory.physics.links.Transfers`), from the copy of the dataset with the
@@ -105,7 +106,10 @@ class Staging:
             return True  # nothing to stage (the API refuses an unknown data site)
         self.size.setdefault(name, job.dataset_bytes)
         have = self.copies.setdefault(name, {home})
-        site = self._choose(job, name, have, now)
+        pinned = self.site_index.get(job.site, -1) if job.site is not None else -1
+        if job.site is not None and (pinned < 0 or self._stage_s(name, pinned, have, 0.0) is None):
+            return True  # pinned where its data cannot go: the scheduler's to refuse or run
+        site = pinned if pinned >= 0 else self._choose(job, name, have, now)
         if site < 0:
             return True  # no one site can ever hold its gang: not pinned, nothing staged
         job.site = self.sites[site]
