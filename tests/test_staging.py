@@ -21,7 +21,7 @@ from aifactory.scheduler.config import SchedulerConfig
 from aifactory.scheduler.scheduler import Scheduler
 from aifactory.twin.netreport import network_summary
 from aifactory.twin.results import jobs_table, summarize, timeseries_table, used_gpu_s
-from aifactory.twin.simulator import SimResult, Simulation
+from aifactory.twin.simulator import SimResult, Simulation, TwinConfig
 from aifactory.workload.job import Job
 
 TB125 = 1.25e12  # bytes: 1,000 s alone on the 10 Gbit/s link
@@ -77,6 +77,24 @@ def test_one_copy_serves_every_job_that_needs_it() -> None:
     assert [by[j].first_start_s for j in ("r1", "r2")] == [1010.0, 1010.0]
     assert res.staging is not None
     assert res.staging.copies_made == 1
+
+
+def test_a_job_waiting_for_its_copy_says_staging() -> None:
+    jobs = [blocker(), reader("r", "corpus"), reader("h", "c2", stage_hold=True)]
+    jobs[2].gpus = 8
+    res = Simulation(
+        two_sites(2), jobs, SchedulerConfig(backfill="none"), TwinConfig(until_s=500.0)
+    ).run()
+    table = jobs_table(res)
+    reason = dict(
+        zip(
+            table.column("job_id").to_pylist(),
+            table.column("pending_reason").to_pylist(),
+            strict=True,
+        )
+    )
+    assert reason["r"] == "staging"  # waits for its copy without GPUs
+    assert reason["h"] == "staging"  # holds s1's second server for its own copy
 
 
 def test_holding_gpus_from_placement() -> None:

@@ -293,7 +293,8 @@ def ref_jobs_table(result: SimResult) -> pa.Table:
             rows[f"wait_{reason}_s"].append(waited.get(reason, 0.0))
         gate = result.allocations
         held = gate is not None and gate.is_held(j)
-        rows["pending_reason"].append(ALLOCATION if held else sched.pending_reason(j))
+        staged = result.staging.reason(j) if result.staging is not None else None
+        rows["pending_reason"].append(ALLOCATION if held else staged or sched.pending_reason(j))
         project = gate.project.get(j.id) if gate is not None else None
         rows["project"].append(project or None)
         rows["wait_allocation_s"].append(

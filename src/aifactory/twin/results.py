@@ -411,11 +411,14 @@ def jobs_table(result: SimResult, columns: JobColumns | None = None) -> pa.Table
     reasons: list[str | None] = [None] * len(cols.ids)
     jobs = result.jobs
     gate = result.allocations
+    staging = result.staging
     for i in held.tolist():
         job = jobs[i]
         reasons[i] = (
             ALLOCATION if gate is not None and gate.is_held(job) else sched.pending_reason(job)
         )
+        if staging is not None:  # (a job waiting for its data: twin.staging)
+            reasons[i] = staging.reason(job) or reasons[i]
     project: list[str | None] = [None] * len(cols.ids)
     waited_alloc: list[float | None] = [None] * len(cols.ids)
     charged: list[float | None] = [None] * len(cols.ids)

@@ -52,6 +52,7 @@ from aifactory.scheduler.sites import SiteOption, choose_site
 from aifactory.workload.job import RUNNING, Job
 
 INF: Final = float("inf")
+REASON: Final = "staging"  # why a job waits for its copy (jobs.parquet pending_reason)
 # The overhead a held run is given while its copy runs: longer than any run, so the run
 # does no work until the copy is complete and the real overhead is set.
 HOLD_S: Final = 1e12
@@ -89,6 +90,7 @@ class Staging:
         self.inflight: dict[tuple[str, int], Copy] = {}
         self._may: dict[tuple[object, ...], bool] = {}
         self.holding: dict[str, tuple[str, int]] = {}  # held runs waiting: job id -> copy
+        self.waiting_ids: set[str] = set()  # jobs waiting for a copy before the scheduler
         self.scheduled_epoch = -1  # the transfers' epoch of the TRANSFER event scheduled
         self.staged_jobs = 0  # jobs that waited for a copy
         self.copies_made = 0
@@ -117,6 +119,7 @@ class Staging:
             return True
         copy = self._copy(name, site, have, now)
         copy.waiting.append((job, now))
+        self.waiting_ids.add(job.id)
         self.staged_jobs += 1
         return False
 
@@ -291,6 +294,7 @@ class Staging:
             copy = self.inflight.pop(cast("tuple[str, int]", key))
             self.copies[copy.dataset].add(copy.site)
             for job, since in copy.waiting:
+                self.waiting_ids.discard(job.id)
                 job.staging_s += now - since
                 submit.append(job)
             for job, moves, overhead in copy.held:
@@ -300,6 +304,11 @@ class Staging:
                     self.sched.hold_run(job, (now - job.run_start_s) + overhead)
                     resume.append(job)
         return submit, resume
+
+    def reason(self, job: Job) -> str | None:
+        """``staging`` for a job waiting for its data (before the scheduler, or holding its
+        GPUs), else None."""
+        return REASON if job.id in self.waiting_ids or job.id in self.holding else None
 
     def sample(self) -> None:
         """Record what each link carries now (at an observer sample)."""
