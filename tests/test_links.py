@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from aifactory.fleet import load_fleet
 from aifactory.physics.links import BYTES_PER_GBIT, Network, Transfers, max_min_rates
 
 TB = 1e12
@@ -89,3 +90,16 @@ def test_epoch_marks_stale_predictions() -> None:
         tr.start(2, 1.0, (0,), 0.1)
     with pytest.raises(ValueError, match="at least one link"):
         tr.start(3, 1.0, (), 0.1)
+
+
+def test_korea_paths_take_the_widest_of_the_shortest() -> None:
+    # Pyeongtaek to Jeonnam: two 4-hop routes, via Gwangju (every link 3,200 Gbit/s) and
+    # via Ulsan (Ulsan-Jeonnam 1,600): the Gwangju route.
+    net = Network.of_fleet(load_fleet("korea-2025"))
+    idx = net.site_index
+    path = net.path(idx["pyeongtaek"], idx["jeonnam"])
+    assert path is not None
+    names = [f"{net.names[net.hops[k].a]}-{net.names[net.hops[k].b]}" for k in path]
+    assert names == ["pyeongtaek-sejong", "sejong-daejeon", "daejeon-gwangju", "gwangju-jeonnam"]
+    # 100 TB alone on it: 1e14 / 4e11 B/s = 250 s, plus 0.5 + 0.2 + 1.1 + 0.6 ms.
+    assert net.alone_s(1e14, path) == pytest.approx(250.0024)
