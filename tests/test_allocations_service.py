@@ -424,7 +424,7 @@ def test_revision_0003_downgrades_and_upgrades(db_url: str) -> None:
         conn.commit()
     assert db.current_revision() == "0002"
     db.upgrade()
-    assert db.current_revision() == "0006"
+    assert db.current_revision() == "0007"
     db.dispose()
 
 

@@ -45,7 +45,7 @@ def test_db_upgrade_and_current(db_url: str) -> None:
     assert first.stdout.strip() == "none"
     up = runner.invoke(app, ["db", "upgrade", "--database-url", db_url])
     assert up.exit_code == 0
-    assert "0006" in up.stdout
+    assert "0007" in up.stdout
     assert runner.invoke(app, ["db", "upgrade", "--database-url", db_url]).exit_code == 0
     bad = runner.invoke(app, ["db", "upgrade", "--database-url", "mysql://x/y"])
     assert bad.exit_code == 2
@@ -204,6 +204,30 @@ def test_submit_asks_for_memory_and_acceptable_classes(
         runner.invoke(app, ["job", "submit", "--script", str(script), "--json"]).stdout
     )
     assert (from_script["gpu_classes"], from_script["hbm_gb_per_gpu"]) == (["gb200", "h100"], 90.0)
+
+
+def test_submit_carries_data_and_site_fields(
+    live: str, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--site``, ``--cross-site``, ``--dataset``, ``--dataset-tb``, ``--data-site`` and
+    ``--stage-hold`` reach the API (issue #20 §1); an unknown site is refused naming it."""
+    monkeypatch.setenv("AIFACTORY_URL", live)
+    monkeypatch.setenv("AIFACTORY_TOKEN", make_token(db_url, "lab", "member"))
+    args = ["job", "submit", "x", "--gpus", "8", "--site", "seoul", "--dataset", "c"]
+    args += ["--dataset-tb", "2.5", "--data-site", "busan", "--stage-hold", "--cross-site"]
+    sub = runner.invoke(app, [*args, "--json"])
+    assert sub.exit_code == 0, sub.output
+    assert json.loads(sub.stdout)["data_ask"] == {
+        "site": "seoul",
+        "dataset": "c",
+        "dataset_bytes": 2.5e12,
+        "data_site": "busan",
+        "allow_cross_site": True,
+        "stage_hold": True,
+    }
+    bad = runner.invoke(app, ["job", "submit", "x", "--site", "jeju"])
+    assert bad.exit_code == 2
+    assert "unknown site 'jeju'" in bad.output
 
 
 def test_client_errors_are_clean(live: str, db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:

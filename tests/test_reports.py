@@ -129,6 +129,9 @@ def make_run(
             "charged_gpu_hours": pa.nulls(n, pa.float64()),
             "service": pa.array([False] * n, pa.bool_()),  # (batch jobs only)
             "downtime_s": pa.nulls(n, pa.float64()),
+            "site": pa.nulls(n, pa.string()),  # (no datasets, no spanning)
+            "staging_s": pa.array([0.0] * n, pa.float64()),
+            "slowdown": pa.array([1.0] * n, pa.float64()),
         },
         schema=JOBS_SCHEMA,
     )

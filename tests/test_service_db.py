@@ -36,7 +36,7 @@ def test_migrations_match_the_tables_and_are_idempotent(db: Database) -> None:
     assert db.current_revision() is None
     db.upgrade()
     db.upgrade()
-    assert db.current_revision() == "0006"
+    assert db.current_revision() == "0007"
     with db.engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), metadata)
     assert diff == []

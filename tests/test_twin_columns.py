@@ -25,6 +25,7 @@ import pytest
 from aifactory.fleet import load_fleet
 from aifactory.reports.results import JOBS_SCHEMA, WAIT_REASONS
 from aifactory.twin.allocgate import REASON as ALLOCATION
+from aifactory.twin.netreport import network_summary
 from aifactory.twin.results import (
     _hours_at_cap,
     _service_figures,
@@ -244,6 +245,8 @@ def ref_summarize(
             / 3600.0,
             "refused_starts": sched.power.refused,
         },
+        # links and spanning: the same function (tests/test_staging.py checks its figures)
+        "network": network_summary(result, np.asarray(ref_used_gpu_s(result))),
     }
     if extra:
         summary.update(extra)
@@ -290,7 +293,8 @@ def ref_jobs_table(result: SimResult) -> pa.Table:
             rows[f"wait_{reason}_s"].append(waited.get(reason, 0.0))
         gate = result.allocations
         held = gate is not None and gate.is_held(j)
-        rows["pending_reason"].append(ALLOCATION if held else sched.pending_reason(j))
+        staged = result.staging.reason(j) if result.staging is not None else None
+        rows["pending_reason"].append(ALLOCATION if held else staged or sched.pending_reason(j))
         project = gate.project.get(j.id) if gate is not None else None
         rows["project"].append(project or None)
         rows["wait_allocation_s"].append(
@@ -299,6 +303,9 @@ def ref_jobs_table(result: SimResult) -> pa.Table:
         rows["charged_gpu_hours"].append(
             gate.charged.get(j.id, 0.0) / 3600.0 if gate is not None and project else None
         )
+        rows["site"].append(j.site)
+        rows["staging_s"].append(j.staging_s)
+        rows["slowdown"].append(j.slowdown)
     return pa.table(rows, schema=JOBS_SCHEMA)
 
 

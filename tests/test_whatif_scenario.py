@@ -194,11 +194,10 @@ def test_lending_above_nominal_is_refused_by_the_fleet_check(tmp_path: Path) -> 
     assert found[0].startswith("variations[0] 'v': fleet after edits: tenants[2].quotas[0]")
 
 
-def test_link_bandwidth_is_applied_and_said_to_be_unmodelled(tmp_path: Path) -> None:
+def test_link_bandwidth_is_applied_and_modelled(tmp_path: Path) -> None:
     p = plan(tmp_path, {"edit": "link_bandwidth", "factor": 4})
     assert [ln.gbps for ln in p.fleet.links] == [1600.0]
-    assert p.unmodelled
-    assert "does not read links" in p.unmodelled[0]
+    assert p.unmodelled == ()  # the twin reads links (staging, cross-site gangs)
     p = plan(tmp_path, {"edit": "link_bandwidth", "between": [["busan", "seoul"]], "gbps": 10})
     assert [ln.gbps for ln in p.fleet.links] == [10.0]
 
@@ -338,7 +337,7 @@ def test_korea_2030_is_bundled_and_asks_the_four_questions() -> None:
     naver = next(t for t, _, _ in plans["naver-lends"].fleet.iter_tenants() if t.name == "naver")
     assert naver.cohort == "sovereign"
     assert plans["failures-2x"].failure_multiplier == 2.0
-    assert plans["highway-2030"].unmodelled
+    assert plans["highway-2030"].unmodelled == ()
 
 
 runner = CliRunner()
@@ -358,7 +357,7 @@ def test_cli_validate_and_show(tmp_path: Path) -> None:
         "busan-20k",
         "failures-2x",
     ]
-    assert doc["runs"][1]["not_modelled"]
+    assert doc["runs"][1]["not_modelled"] == []  # links are read (issue #20 §1)
     result = runner.invoke(app, ["scenario", "show", "korea-2030"])
     assert result.exit_code == 0
     assert "busan-20k" in result.output

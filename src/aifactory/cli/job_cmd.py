@@ -112,6 +112,21 @@ def _classes(job: dict[str, Any]) -> str:
     return named if hbm is None else f"{named} (>= {hbm:g} GB)"
 
 
+def _data_fields(values: dict[str, Any]) -> dict[str, Any]:
+    """The submit's data and site fields that were given (the API bounds them)."""
+    out: dict[str, Any] = {}
+    for key in ("site", "dataset", "data_site"):
+        if values[key] is not None:
+            out[key] = values[key]
+    if values["dataset_tb"] is not None:
+        out["dataset_bytes"] = float(values["dataset_tb"]) * 1e12
+    if values["cross_site"]:
+        out["allow_cross_site"] = True
+    if values["stage_hold"]:
+        out["stage_hold"] = True
+    return out
+
+
 def _class_fields(gpu_class: str | None) -> dict[str, Any]:
     """``--gpu-class a`` is one class; ``--gpu-class a,b`` the acceptable ones."""
     if gpu_class is None:
@@ -256,6 +271,25 @@ def submit(
         int | None,
         typer.Option("--project", min=1, help="Project id to charge (needs --gpu-class)."),
     ] = None,
+    site: Annotated[
+        str | None, typer.Option("--site", help="Run only at this site (default: any).")
+    ] = None,
+    cross_site: Annotated[
+        bool,
+        typer.Option("--cross-site/--one-site", help="The gang may span sites if that is sooner."),
+    ] = False,
+    dataset: Annotated[
+        str | None, typer.Option("--dataset", help="Name of the data the job reads.")
+    ] = None,
+    dataset_tb: Annotated[
+        float | None, typer.Option("--dataset-tb", help="Its size, TB (1e12 bytes).")
+    ] = None,
+    data_site: Annotated[
+        str | None, typer.Option("--data-site", help="The site that holds the data.")
+    ] = None,
+    stage_hold: Annotated[
+        bool, typer.Option("--stage-hold", help="Hold the GPUs while the data is copied.")
+    ] = False,
     as_json: Json = False,
 ) -> None:
     """Submit a job: a command, or a batch script (like sbatch)."""
@@ -272,6 +306,12 @@ def submit(
         "preempt_grace": preempt_grace,
         "tenant": tenant,
         "project": project,
+        "site": site,
+        "cross_site": cross_site,
+        "dataset": dataset,
+        "dataset_tb": dataset_tb,
+        "data_site": data_site,
+        "stage_hold": stage_hold,
     }
     if (command is None) == (script is None):
         fail("give a command or --script FILE (one of them)")
@@ -302,6 +342,7 @@ def submit(
         body["service"] = True
     if values["preempt_grace"] is not None:
         body["preempt_grace_s"] = values["preempt_grace"]
+    body.update(_data_fields(values))
     with client() as api:
         job = api.submit(body, idempotency_key)
     if as_json:

@@ -37,6 +37,7 @@ from aifactory.reports.html import (
     section,
     table,
 )
+from aifactory.reports.netmap import network_section
 from aifactory.reports.results import (
     SIZE_CLASSES,
     FrameLike,
@@ -654,6 +655,9 @@ def build_report(
             capacity,
             _jobs_breakdown(jdf),
             _energy_section(summary, ts),
+            network_section(
+                summary, list((summary.get("energy") or {}).get("site_capacity_mw") or {})
+            ),
             _reasons_section(summary),
             _projects_section(summary),
             _observed_section(summary),

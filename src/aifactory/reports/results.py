@@ -106,6 +106,13 @@ JOBS_SCHEMA = pa.schema(
         # for a batch job); both null in results written before these columns.
         pa.field("service", pa.bool_(), nullable=True),
         pa.field("downtime_s", pa.float64(), nullable=True),
+        # Data and spanning (issue #20 §1): the site the job was pinned to (the twin pins a
+        # job with a dataset where its data is or was copied; null: any), seconds it waited
+        # for its data, and how much slower its last run was for spanning sites (1: not).
+        # Null in results written before these columns.
+        pa.field("site", pa.string(), nullable=True),
+        pa.field("staging_s", pa.float64(), nullable=True),
+        pa.field("slowdown", pa.float64(), nullable=True),
     ]
 )
 
@@ -147,6 +154,7 @@ def busy_column(tenant: str) -> str:
 
 
 SITE_POWER_PREFIX = "site_power_mw:"
+LINK_UTIL_PREFIX = "link_util:"
 
 
 def site_power_column(site: str) -> str:
@@ -154,15 +162,30 @@ def site_power_column(site: str) -> str:
     return f"{SITE_POWER_PREFIX}{site}"
 
 
-def timeseries_schema(tenants: Iterable[str], sites: Iterable[str] = ()) -> pa.Schema:
+def timeseries_schema(
+    tenants: Iterable[str], sites: Iterable[str] = (), links: Iterable[str] = ()
+) -> pa.Schema:
     """The full ``timeseries.parquet`` schema for these tenants (order kept, duplicates
-    dropped), then a power column per site (optional: older files have none)."""
+    dropped), then a power column per site (optional: older files have none), then a
+    utilisation column per inter-site link (``a-b``; only runs that staged data have them)."""
     seen: dict[str, None] = dict.fromkeys(tenants)
     fields = list(TIMESERIES_BASE_SCHEMA) + [
         pa.field(busy_column(t), pa.int64(), nullable=False) for t in seen
     ]
     fields += [pa.field(site_power_column(s), pa.float64()) for s in dict.fromkeys(sites)]
+    fields += [pa.field(link_util_column(k), pa.float64()) for k in dict.fromkeys(links)]
     return pa.schema(fields)
+
+
+def link_util_column(link: str) -> str:
+    """Name of the wide time-series column holding a link's utilisation (0..1: bytes/s
+    that data copies carry over the bytes/s it has)."""
+    return f"{LINK_UTIL_PREFIX}{link}"
+
+
+def links_of_timeseries(columns: Sequence[str]) -> list[str]:
+    """Links (``a-b``) with a utilisation column in a wide time series, in column order."""
+    return [c[len(LINK_UTIL_PREFIX) :] for c in columns if c.startswith(LINK_UTIL_PREFIX)]
 
 
 def sites_of_timeseries(columns: Sequence[str]) -> list[str]:
@@ -223,7 +246,9 @@ def conform_timeseries(timeseries: Frame) -> pa.Table:
     """The time series in :func:`timeseries_schema` order, tenant columns kept."""
     table = _as_arrow(timeseries)
     names = table.column_names
-    schema = timeseries_schema(tenants_of_timeseries(names), sites_of_timeseries(names))
+    schema = timeseries_schema(
+        tenants_of_timeseries(names), sites_of_timeseries(names), links_of_timeseries(names)
+    )
     return _conform(table, schema, TIMESERIES_FILE)
 
 

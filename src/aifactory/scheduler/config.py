@@ -37,6 +37,10 @@ MAX_CLASSES: Final = 16  # acceptable GPU classes a job may list
 # trainer's save (Slurm's GraceTime and Kubernetes' termination grace are seconds to
 # minutes), and a bound keeps a tenant from holding GPUs for ever by asking for more.
 MAX_GRACE_S: Final = 86400.0
+# A dataset or a step's gradients: up to an exabyte (the largest corpora are petabytes).
+MAX_DATA_BYTES: Final = 1e18
+MAX_STEP_S: Final = 3600.0  # compute seconds of one training step
+MAX_NAME: Final = 256  # characters of a dataset or site name
 
 
 class BackfillMode(StrEnum):
@@ -158,4 +162,22 @@ def job_problem(job: Job) -> str | None:
             return "gpu_classes: give either one gpu_class or several gpu_classes, not both"
         if not 2 <= len(classes) <= MAX_CLASSES or len(set(classes)) != len(classes):
             return f"gpu_classes: must be 2 to {MAX_CLASSES} different classes (got {classes!r})"
+    if job.dataset_bytes != 0.0 or job.grad_bytes != 0.0 or job.step_s != 0.0:
+        return _data_problem(job)
+    return None
+
+
+def _data_problem(job: Job) -> str | None:
+    """The first of a job's data and spanning fields out of bounds (issue #20 §1)."""
+    for name, value, most in (
+        ("dataset_bytes", job.dataset_bytes, MAX_DATA_BYTES),
+        ("grad_bytes", job.grad_bytes, MAX_DATA_BYTES),
+        ("step_s", job.step_s, MAX_STEP_S),
+    ):
+        if not (type(value) is float and 0.0 <= value <= most):
+            return f"{name}: must be a number from 0 to {most:g} (got {value!r})"
+    if job.dataset_bytes > 0.0 and not 0 < len(job.data_site) <= MAX_NAME:
+        return f"data_site: a job with a dataset names its site (1 to {MAX_NAME} characters)"
+    if len(job.dataset) > MAX_NAME:
+        return f"dataset: at most {MAX_NAME} characters"
     return None

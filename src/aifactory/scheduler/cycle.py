@@ -29,6 +29,7 @@ from aifactory.heap import pop as head_pop
 from aifactory.heap import push as head_push
 from aifactory.scheduler.grace import Grace
 from aifactory.scheduler.owners import fold_by_class, home_then_most_idle
+from aifactory.scheduler.placement import CROSS_SITE
 from aifactory.scheduler.policies import TenantUsage
 from aifactory.scheduler.queue import key_pair, row_first
 from aifactory.scheduler.records import (
@@ -49,10 +50,9 @@ from aifactory.scheduler.state import INF
 class Head(Keyed):
     """A tenant queue's head in a pass, ordered by (tenant key, the row's order).
 
-    A :class:`~aifactory.heap.Keyed` item, so the merge of heads compares unboxed
-    fields when compiled. Policies
-    without tenant keys order heads by the row's own key; ``fair`` puts the tenant key
-    first and shifts the row's key one place along (the same lexicographic order).
+    A :class:`~aifactory.heap.Keyed` item, so the merge of heads compares unboxed fields
+    when compiled. Policies without tenant keys order heads by the row's own key; ``fair``
+    puts the tenant key first and shifts the row's key one place along (same order).
     """
 
     __slots__ = ("tix",)
@@ -101,11 +101,10 @@ class Cycle(Grace):
             reservations = self._reservations
         # Phase 1: heads. Between deep scans (no preemption), heads remembered as turned
         # away by reservations (seat.away_version) wait aside (``away``) instead of going
-        # through the merge: each would be popped only to stop its queue. If every head
-        # is turned away, the pass has nothing to do (on a busy fleet most passes end
-        # here). A reservation holder that starts in the pass bumps the turned-away
-        # version; the heads aside that come after it in the merge order join then, as
-        # they would have been tried after the bump.
+        # through the merge: each would be popped only to stop its queue. If every head is
+        # turned away, the pass has nothing to do (on a busy fleet most passes end here).
+        # A reservation holder that starts in the pass bumps the turned-away version; the
+        # heads aside after it in the merge order join then, as tried after the bump.
         away: list[Head] = []
         if not deep and self._periodic and self.shortcuts.on:
             heads = self._open_heads(now, reservations, away)
@@ -356,8 +355,7 @@ class Cycle(Grace):
         tenant = seat.tix
         class_free = self.cs.class_free
         no_fit = ctx.no_fit
-        # Classes without enough free GPUs first (a plain loop, and the job's own tuple
-        # kept when none is ruled out: this runs for every job tried).
+        # Classes without enough free GPUs first (a plain loop; the job's tuple kept if none is).
         ruled_out = False
         refused = self.power.refused  # (grows if a cap refuses it a placement)
         turned = False  # a reservation turned it away in some class
@@ -386,14 +384,16 @@ class Cycle(Grace):
                 self.shortcuts.close(seat, c)
                 turned = True
                 continue
-            fit_key = c << 1 | (1 if seat.cross else 0)
+            fit_key = (c << 1 | (1 if seat.cross else 0)) + seat.site_key
             if gpus >= no_fit.get(fit_key, INF):
                 self.shortcuts.no_fit += 1
                 found = None  # a smaller gang found no placement here in this pass
             else:
-                found = self.power.place(c, gpus, cross_site=seat.cross)
+                found = self.power.place(c, gpus, cross_site=seat.cross, site=seat.site)
+                if found is not None and found[0] is CROSS_SITE:  # (spanning.py: or wait)
+                    found = found if self.spanning.pays(seat, c, found[1], now) else None
             if found is None:
-                if ctx.memo:
+                if ctx.memo and not seat.cross:
                     no_fit[fit_key] = min(gpus, no_fit.get(fit_key, INF))
                 if blocked is None or c < blocked:
                     blocked = c  # the first class short of GPUs, whatever order they were tried in
@@ -419,7 +419,7 @@ class Cycle(Grace):
             remember = ctx.memo and not seat.job.preempted_for
             cross = 1 if seat.cross else 0
             for c in all_classes:
-                failed = (tenant, c, seat.priority, rank, cross)
+                failed = (tenant, c, seat.priority, rank, cross + seat.site_key)
                 if remember and gpus >= ctx.preempt_failed.get(failed, INF):
                     self.shortcuts.preempt_failed += 1
                     continue

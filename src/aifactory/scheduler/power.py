@@ -79,10 +79,18 @@ class Power:
         left = self.cap_w[site] - self.draw_w[site]
         return max(0, int(left // w)) if w > 0 else 1 << 60
 
-    def place(self, gpu_class: int, gpus: int, *, cross_site: bool) -> tuple[Level, Plan] | None:
+    def place(
+        self, gpu_class: int, gpus: int, *, cross_site: bool, site: int = -1
+    ) -> tuple[Level, Plan] | None:
         """The best placement within the caps: the plain best fit if it keeps them, else
         the best fit among the sites with room for the gang; None if there is none (a
-        refusal for power is counted in :attr:`refused` when GPUs were there)."""
+        refusal for power is counted in :attr:`refused` when GPUs were there). ``site``
+        >= 0: only in that site (a pinned job: the restricted search, which walks the
+        class's pods; few jobs are pinned)."""
+        if site >= 0:
+            if self.cs.csite_free[gpu_class].get(site, 0) < gpus:
+                return None
+            return self._within_caps(gpu_class, gpus, cross_site=False, only=site)
         found = find_placement(self.cs, gpu_class, gpus, cross_site=cross_site)
         if found is None or not self.active or self.fits(gpu_class, found[1]):
             return found
@@ -92,7 +100,7 @@ class Power:
         return within
 
     def _within_caps(
-        self, gpu_class: int, gpus: int, *, cross_site: bool
+        self, gpu_class: int, gpus: int, *, cross_site: bool, only: int = -1
     ) -> tuple[Level, Plan] | None:
         """Best fit among the sites with room: a node, then a domain, then a pod, then a
         site (as find_placement, restricted); a cross-site gang takes from each site no
@@ -100,8 +108,10 @@ class Power:
         binds."""
         cs = self.cs
         ok = {
-            s for s in cs.csite_free[gpu_class] if self.room(s, gpu_class) >= gpus
-        }  # sites with room for the whole gang
+            s
+            for s in cs.csite_free[gpu_class]
+            if self.room(s, gpu_class) >= gpus and (only < 0 or s == only)
+        }  # sites with room for the whole gang (only ``only`` when given)
         pods = [p for p in cs.class_pods[gpu_class] if cs.pod_site[p] in ok]
         best_node: tuple[int, int] | None = None
         best_dom: tuple[int, int] | None = None

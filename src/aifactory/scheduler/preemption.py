@@ -254,7 +254,7 @@ class Preemption:
         """A placement for ``job`` in the class now, if its quota allows one."""
         if not self.quota.fits(seat.tix, gpu_class, seat.gpus):
             return None
-        return self.running.power.place(gpu_class, seat.gpus, cross_site=seat.cross)
+        return self.running.power.place(gpu_class, seat.gpus, cross_site=seat.cross, site=seat.site)
 
     def search(
         self, seat: Seat, gpu_class: int, now: float, this_pass: StartedThisPass
@@ -307,7 +307,7 @@ class Preemption:
             chosen = list(prefix)
             for v in chosen:
                 what_if.remove(v.seat)
-            found = self.running.power.place(gpu_class, gpus, cross_site=seat.cross)
+            found = self.running.power.place(gpu_class, gpus, cross_site=seat.cross, site=seat.site)
             chosen_ids = {v.seq for v in chosen}
             i = 0
             extra = 0
@@ -319,7 +319,9 @@ class Preemption:
                 extra += 1
                 what_if.remove(v.seat)
                 chosen.append(v)
-                found = self.running.power.place(gpu_class, gpus, cross_site=seat.cross)
+                found = self.running.power.place(
+                    gpu_class, gpus, cross_site=seat.cross, site=seat.site
+                )
             if found is None:
                 return None  # (every removal undone as the block ends)
             # Drop victims that turned out unnecessary, most work lost first (for small

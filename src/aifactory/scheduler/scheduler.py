@@ -73,7 +73,12 @@ class Scheduler(Cycle):
                 msg = f"job {job.id}: id already submitted"
                 raise ValueError(msg)
         problem = job_problem(job)
-        reason = f"invalid field: {problem}" if problem is not None else self._never_runs(seat)
+        if problem is not None:
+            reason: str | None = f"invalid field: {problem}"
+        elif job.site is not None:
+            reason = self.pin(seat) or self._never_runs(seat)
+        else:
+            reason = self._never_runs(seat)
         if reason is None:
             self._take(seat)
         self.seats.append(seat)
@@ -93,7 +98,8 @@ class Scheduler(Cycle):
         problem = job_problem(job)
         if problem is not None:
             return f"invalid field: {problem}"
-        return self._never_runs(Seat(job, -1, self.tenant_index.get(job.tenant, -1), self))
+        seat = Seat(job, -1, self.tenant_index.get(job.tenant, -1), self)
+        return self.pin(seat) or self._never_runs(seat)
 
     def _never_runs(self, seat: Seat) -> str | None:
         """Why the seat's job can never run on this fleet (unknown tenant or GPU class, a
@@ -121,10 +127,7 @@ class Scheduler(Cycle):
         if not self._classes(seat):
             biggest = max(
                 (
-                    min(
-                        self.quota.ceiling(seat.tix, c),
-                        self.capacity[c] if job.allow_cross_site else self.site_capacity[c],
-                    )
+                    min(self.quota.ceiling(seat.tix, c), self._room_for(seat, c))
                     for c in self._allowed_classes(job)
                 ),
                 default=0,
@@ -257,6 +260,15 @@ class Scheduler(Cycle):
             self._enqueue(seat, now)
             return
         self._evict(seat, now, by, reason=reason, push=True)
+
+    def hold_run(self, job: Job, overhead_s: float) -> None:
+        """The current run of a running job does no work for its first ``overhead_s``
+        seconds (from its start): the twin learnt that its data is still being staged
+        (aifactory.twin.staging). Its progress, if evicted, and what evicting it would
+        lose are counted from there."""
+        seat = self._seat(job)
+        job.overhead_s = overhead_s
+        seat.overhead_s = overhead_s
 
     def restore_running(self, job: Job, placement: Placement, start_s: float) -> None:
         """Re-attach a job that was running before a restart to exactly its GPUs. Raises

@@ -60,6 +60,8 @@ class Seat:
         "run_epoch",
         "run_start_s",
         "saving_until",
+        "site",
+        "site_key",
         "tix",
         "waited",
     )
@@ -76,6 +78,11 @@ class Seat:
         self.preemptible = job.preemptible
         self.cross = job.allow_cross_site
         self.checkpoint_s = job.checkpoint_s
+        # The site it is pinned to (-1: any), set by the scheduler at submit, and that
+        # index shifted past the bits of (class, may cross) in the per-pass placement memo
+        # keys, so a pinned job's memos are its site's alone (0 when not pinned).
+        self.site = -1
+        self.site_key = 0
         # The current run's start and restart overhead (copied from the job at each start:
         # preemption prices every candidate by them).
         self.run_start_s = 0.0

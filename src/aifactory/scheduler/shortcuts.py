@@ -187,7 +187,7 @@ class Shortcuts:
         closed = seat.resv_mask if seat.resv_epoch == self.resv_epoch else 0
         class_free = self.cs.class_free
         for_good = remember and not no_fit
-        cross = 1 if seat.cross else 0
+        cross = (1 if seat.cross else 0) + seat.site_key  # (the no_fit key's low bits)
         for c in classes:
             if closed >> c & 1:
                 self.closed += 1
@@ -195,12 +195,12 @@ class Shortcuts:
             if c in reservations:
                 if (
                     class_free[c] >= gpus
-                    and gpus < no_fit.get(c << 1 | cross, INF)
+                    and gpus < no_fit.get((c << 1) + cross, INF)
                     and self.quota.fits(seat.tix, c, gpus)
                 ):
                     return False
                 continue
-            if class_free[c] < gpus or gpus >= no_fit.get(c << 1 | cross, INF):
+            if class_free[c] < gpus or gpus >= no_fit.get((c << 1) + cross, INF):
                 return False
             if self.quota.fits(seat.tix, c, gpus):
                 return False

@@ -51,6 +51,7 @@ from aifactory.scheduler.records import (
 from aifactory.scheduler.running import Running
 from aifactory.scheduler.seat import Seat
 from aifactory.scheduler.shortcuts import Shortcuts
+from aifactory.scheduler.spanning import Spanning
 from aifactory.scheduler.usage import DecayedUsage
 from aifactory.workload.job import (
     PENDING,
@@ -100,6 +101,9 @@ class SchedulerState:
         self.site_capacity = [
             max(self.cs.csite_free[c].values(), default=0) for c in range(n_classes)
         ]
+        # GPUs of each class at each site (site index -> GPUs): what a pinned gang may get.
+        self.site_caps = [dict(sites) for sites in self.cs.csite_free]
+        self.site_names = {name: i for i, name in enumerate(topo.sites)}
         self.pod_capacity = [
             max(self.cs.cpod_free[c].values(), default=0) for c in range(n_classes)
         ]
@@ -127,6 +131,7 @@ class SchedulerState:
             self.cs, self.quota, self.usage, n_tenants, self.shortcuts, self.sclasses, self.power
         )
         self.backfill = Backfill(self.running, self.cfg.checkpoint_write_s)
+        self.spanning = Spanning(topo, self.cs, self.running, self.backfill)
         self.preemption = Preemption(
             self.running,
             self.policy,
@@ -238,7 +243,7 @@ class SchedulerState:
         gpu_class = -1 if job.gpu_class is None else self._flavor_index[job.gpu_class]
         shape = (seat.gpus * 257 + gpu_class + 1) * len(self.tenants) + seat.tix
         key = 2 * shape + (1 if seat.cross else 0)
-        plain = not job.gpu_classes and job.hbm_gb_per_gpu is None
+        plain = not job.gpu_classes and job.hbm_gb_per_gpu is None and seat.site < 0
         got = self._classes_cache.get(key) if self.shortcuts.on and plain else None
         if got is not None:
             self.shortcuts.classes += 1
@@ -247,12 +252,19 @@ class SchedulerState:
                 c
                 for c in self._allowed_classes(job)
                 if seat.gpus <= self.quota.ceiling(seat.tix, c)
-                and seat.gpus <= (self.capacity[c] if seat.cross else self.site_capacity[c])
+                and seat.gpus <= self._room_for(seat, c)
             )
             if plain:
                 self._classes_cache[key] = got
         seat.classes = got
         return got
+
+    def _room_for(self, seat: Seat, c: int) -> int:
+        """The most GPUs of class ``c`` a gang like the seat's can ever get: its site's
+        when pinned, the fleet's when it may span sites, else the largest site's."""
+        if seat.site >= 0:
+            return self.site_caps[c].get(seat.site, 0)
+        return self.capacity[c] if seat.cross else self.site_capacity[c]
 
     def _quota_fits_where_short(self, seat: Seat) -> bool:
         """Whether the job's quota fits in a class that has too few free GPUs for it."""
@@ -370,6 +382,8 @@ class SchedulerState:
         gained, saved = run_progress(
             now - job.run_start_s, job.overhead_s, job.checkpoint_s, self.cfg.checkpoint_write_s
         )
+        if job.slowdown != 1.0 and job.level == "cross-site":  # its work ran slower
+            gained, saved = gained / job.slowdown, saved / job.slowdown
         base = job.progress_s
         lost = (gained - saved) + min(now - job.run_start_s, job.overhead_s)
         if job.service:  # it served until now: nothing to redo (its downtime is not work)
@@ -427,6 +441,20 @@ class SchedulerState:
         # Not pushed on its queue: this pass took its list of fresh jobs when it began,
         # so the job is tried by the next pass only.
         self._enqueue(seat, now, push=False)
+
+    def pin(self, seat: Seat) -> str | None:
+        """Pin the seat to its job's site (``Job.site``); returns why it cannot be (an
+        unknown site), or None."""
+        site = seat.job.site
+        if site is None:
+            return None
+        index = self.site_names.get(site, -1)
+        if index < 0:
+            return f"unknown site: '{site}'"
+        seat.site = index
+        seat.site_key = (index + 1) << 10  # past (class << 1 | cross): classes < 257
+        seat.cross = False  # one site: a pinned gang never spans sites
+        return None
 
     def capacity_changed(self) -> None:
         """Capacity came back outside the scheduler's own decisions (e.g. a repaired node)."""

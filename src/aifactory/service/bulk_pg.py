@@ -37,21 +37,23 @@ WITH src AS MATERIALIZED (
         CAST(:request_hash AS text[]), CAST(:token_id AS bigint[]),
         CAST(:project_id AS bigint[]), CAST(:gpu_classes AS text[]),
         CAST(:hbm_gb_per_gpu AS float8[]), CAST(:service AS bool[]),
-        CAST(:preempt_grace_s AS float8[])
+        CAST(:preempt_grace_s AS float8[]), CAST(:data_ask AS text[])
     ) AS u(ord, tenant, name, gpus, gpu_class, command, time_limit_s, priority_class,
            preemptible, checkpoint_interval_s, submitted_at, idempotency_key,
            request_hash, token_id, project_id, gpu_classes, hbm_gb_per_gpu, service,
-           preempt_grace_s)
+           preempt_grace_s, data_ask)
 ),
 ins AS (
     INSERT INTO jobs (id, tenant, name, gpus, gpu_class, command, time_limit_s,
                       priority_class, preemptible, checkpoint_interval_s, state,
                       submitted_at, attempts, idempotency_key, request_hash, token_id,
-                      project_id, gpu_classes, hbm_gb_per_gpu, service, preempt_grace_s)
+                      project_id, gpu_classes, hbm_gb_per_gpu, service, preempt_grace_s,
+                      data_ask)
     SELECT id, tenant, name, gpus, gpu_class, command, time_limit_s, priority_class,
            preemptible, checkpoint_interval_s, :pending, submitted_at, 0,
            idempotency_key, request_hash, token_id, project_id,
-           CAST(gpu_classes AS json), hbm_gb_per_gpu, service, preempt_grace_s
+           CAST(gpu_classes AS json), hbm_gb_per_gpu, service, preempt_grace_s,
+           CAST(data_ask AS json)
     FROM src ORDER BY ord
     ON CONFLICT (tenant, idempotency_key) DO NOTHING
     RETURNING id, submitted_at
@@ -84,8 +86,9 @@ _SUBMIT_COLUMNS = (
     "hbm_gb_per_gpu",
     "service",
     "preempt_grace_s",
+    "data_ask",  # an object, sent as its JSON text
 )
-_JSON_COLUMNS = frozenset({"gpu_classes"})
+_JSON_COLUMNS = frozenset({"gpu_classes", "data_ask"})
 
 
 def insert_submits(conn: Connection, rows: Sequence[dict[str, Any]]) -> set[int]:

@@ -19,7 +19,13 @@ from aifactory.service.schemas import JobSubmit
 
 def check_hardware(body: JobSubmit, topo: Topology, capacity: Mapping[str, int]) -> None:
     """Raise :class:`FieldError` if no class the job accepts has the memory and GPUs it
-    asks for. ``body.gpu_class`` is known already (the API checks it first)."""
+    asks for, or it names a site the fleet lacks. ``body.gpu_class`` is known already (the
+    API checks it first)."""
+    for field in ("site", "data_site"):
+        site = getattr(body, field)
+        if site is not None and site not in topo.sites:
+            known = ", ".join(topo.sites)
+            raise FieldError(field, f"unknown site '{site}' (fleet has: {known})")
     for name in body.gpu_classes or ():
         if name not in capacity:
             known = ", ".join(capacity)

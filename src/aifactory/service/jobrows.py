@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     Connection,
@@ -55,6 +55,7 @@ PENDING_ABOVE = (
         jobs.c.hbm_gb_per_gpu,
         jobs.c.service,
         jobs.c.preempt_grace_s,
+        jobs.c.data_ask,
     )
     .where(jobs.c.state == JobState.PENDING.value, jobs.c.id > bindparam("floor"))
     .order_by(jobs.c.id)
@@ -131,7 +132,41 @@ def to_job(row: Mapping[Any, Any]) -> Job:
         hbm_gb_per_gpu=None if row["hbm_gb_per_gpu"] is None else float(row["hbm_gb_per_gpu"]),
         service=bool(row["service"]),
         preempt_grace_s=None if row["preempt_grace_s"] is None else float(row["preempt_grace_s"]),
+        **_data_fields(row.get("data_ask")),
     )
+
+
+def _data_fields(raw: Any) -> dict[str, Any]:
+    """A row's ``data_ask`` (JSON) as the Job's keyword arguments; a value of the wrong
+    shape (a row the API would refuse) raises, naming the field, so that job alone fails."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        msg = f"data_ask: must be an object (got {str(raw)[:80]!r})"
+        raise ValueError(msg)
+    out: dict[str, Any] = {}
+    for name, kind in _DATA_KINDS.items():
+        if name not in raw:
+            continue
+        value = raw[name]
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if not (number if kind is float else isinstance(value, kind)):
+            msg = f"data_ask.{name}: must be a {kind.__name__} (got {str(value)[:80]!r})"
+            raise ValueError(msg)
+        out[name] = float(cast("float", value)) if kind is float else value
+    return out
+
+
+_DATA_KINDS: dict[str, type] = {
+    "site": str,
+    "allow_cross_site": bool,
+    "dataset": str,
+    "dataset_bytes": float,
+    "data_site": str,
+    "stage_hold": bool,
+    "grad_bytes": float,
+    "step_s": float,
+}
 
 
 def _class_names(raw: Any) -> tuple[str, ...]:

@@ -33,7 +33,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from aifactory.scheduler.config import MAX_CLASSES, MAX_HBM_GB
+from aifactory.scheduler.config import MAX_CLASSES, MAX_DATA_BYTES, MAX_HBM_GB, MAX_STEP_S
 from aifactory.service.auth import Role
 
 INT64_MAX = 2**63 - 1  # the largest id or cursor: the ids are BIGINT (int64) columns
@@ -164,6 +164,50 @@ class JobSubmit(BaseModel):
         description=f"Seconds the job keeps its GPUs to save when preempted, SIGTERM to "
         f"SIGKILL (0 to {MAX_JOB_GRACE_S:g}; 0: none). null: the service's default.",
     )
+    # Data and sites (issue #20 §1; stored together as the row's data_ask, revision 0007).
+    site: ShortName | None = Field(
+        default=None, description="Run only at this site (null: any site the scheduler picks)."
+    )
+    allow_cross_site: bool = Field(
+        default=False,
+        strict=True,
+        description="The gang may span sites when that finishes it sooner than waiting for "
+        "one (priced by grad_bytes and step_s: scheduler/spanning.py).",
+    )
+    dataset: Name | None = Field(default=None, description="Name of the data the job reads.")
+    dataset_bytes: float | None = Field(
+        default=None, strict=True, gt=0.0, le=MAX_DATA_BYTES, description="Its size, bytes."
+    )
+    data_site: ShortName | None = Field(
+        default=None,
+        validate_default=True,
+        description="The site that holds the data (needed with dataset_bytes).",
+    )
+    stage_hold: bool = Field(
+        default=False,
+        strict=True,
+        description="Hold the GPUs from placement while the data is copied (the twin models "
+        "copies; the service records the ask).",
+    )
+    grad_bytes: float | None = Field(
+        default=None,
+        strict=True,
+        gt=0.0,
+        le=MAX_DATA_BYTES,
+        description="Gradient bytes all-reduced per training step (what spanning sites costs).",
+    )
+    step_s: float | None = Field(
+        default=None, strict=True, gt=0.0, le=MAX_STEP_S, description="Compute seconds a step."
+    )
+
+    @field_validator("data_site")
+    @classmethod
+    def _data_has_a_site(cls, value: str | None, info: ValidationInfo) -> str | None:
+        """A dataset's size without its site cannot be staged: the scheduler refuses it
+        (``job_problem``), so the edge says so here."""
+        if value is None and info.data.get("dataset_bytes") is not None:
+            raise PydanticCustomError("data_site", "a job with dataset_bytes names its data_site")
+        return value
 
     @field_validator("gpu_classes")
     @classmethod
@@ -226,6 +270,11 @@ class JobView(BaseModel):
     )
     hbm_gb_per_gpu: float | None = Field(
         default=None, description="GPU memory per GPU it asked for, GB (null: any)."
+    )
+    data_ask: dict[str, object] | None = Field(
+        default=None,
+        description="Its data and site fields as submitted (site, allow_cross_site, dataset, "
+        "dataset_bytes, data_site, stage_hold, grad_bytes, step_s), those given; null: none.",
     )
     nodelist: str = Field(
         default="", description="The placement's nodes, compressed: seoul/hgx/n[108-143]."

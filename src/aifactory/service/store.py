@@ -38,14 +38,18 @@ def request_hash(req: JobSubmit, tenant: str) -> str:
     """Fingerprint of a request, to tell a retry from a reused key."""
     body = req.model_dump(mode="json") | {"tenant": tenant}
     # Fields added after keys were first hashed count only when given, so a retry sent
-    # before they existed still matches its job (revisions 0004, 0006).
+    # before they existed still matches its job (revisions 0004, 0006, 0007).
     for late, unset in (
         ("gpu_classes", None),
         ("hbm_gb_per_gpu", None),
         ("preempt_grace_s", None),
         ("service", False),
+        *((name, None) for name in DATA_ASK_NULLS),
     ):
         if body[late] is unset:
+            del body[late]
+    for late, default in DATA_ASK_FLAGS.items():  # (revision 0007: absent when default)
+        if body[late] is default:
             del body[late]
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
@@ -75,7 +79,27 @@ def job_values(
         "hbm_gb_per_gpu": req.hbm_gb_per_gpu,
         "service": req.service,
         "preempt_grace_s": req.preempt_grace_s,
+        "data_ask": data_ask(req),
     }
+
+
+# The data and site fields of a submit (issue #20 §1), stored together as ``data_ask``:
+# those that may be null, and the flags with their defaults.
+DATA_ASK_NULLS = ("site", "dataset", "dataset_bytes", "data_site", "grad_bytes", "step_s")
+DATA_ASK_FLAGS = {"allow_cross_site": False, "stage_hold": False}
+
+
+def data_ask(req: JobSubmit) -> dict[str, Any] | None:
+    """The fields of ``data_ask`` the request gives (not null, not default); None if none."""
+    out: dict[str, Any] = {}
+    for name in DATA_ASK_NULLS:
+        value = getattr(req, name)
+        if value is not None:
+            out[name] = value
+    for name, default in DATA_ASK_FLAGS.items():
+        if getattr(req, name) is not default:
+            out[name] = getattr(req, name)
+    return out or None
 
 
 def submit(
@@ -251,6 +275,7 @@ def to_view(row: Mapping[Any, Any], *, cancel_requested: bool = False) -> JobVie
         hbm_gb_per_gpu=row.get("hbm_gb_per_gpu"),
         service=bool(row.get("service") or False),
         preempt_grace_s=row.get("preempt_grace_s"),
+        data_ask=row.get("data_ask"),
         nodelist=compress_nodes(p.node for p in placement),
     )
 

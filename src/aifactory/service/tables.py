@@ -90,6 +90,9 @@ jobs = Table(
     # service's default) (revision 0006, issue #18 §2-§3).
     Column("service", Boolean, nullable=False, default=False, server_default=false()),
     Column("preempt_grace_s", Float, nullable=True),
+    # Its data and site fields (revision 0007, issue #20 §1): {site, allow_cross_site,
+    # dataset, dataset_bytes, data_site, stage_hold, grad_bytes, step_s}, those given.
+    Column("data_ask", JSON(none_as_null=True), nullable=True),
     UniqueConstraint("tenant", "idempotency_key", name="uq_jobs_tenant_idempotency_key"),
 )
 Index("ix_jobs_state_id", jobs.c.state, jobs.c.id)

@@ -158,4 +158,38 @@ def jobs_from_table(
         [None if g is None else float(g) for g in grace],
         [bool(v) for v in service],
     )
+    if "dataset_bytes" in cols or "allow_cross_site" in cols:
+        _data_fields(jobs, table)
     return jobs, report
+
+
+def _data_fields(jobs: list[Job], table: pa.Table) -> None:
+    """Datasets and spanning from the trace's optional columns (schema.py), where given."""
+    cols = table.column_names
+    n = table.num_rows
+
+    def col(name: str) -> list[Any]:
+        return table.column(name).to_pylist() if name in cols else [None] * n
+
+    for job, name, size, site, hold, cross, grad, step in zip(
+        jobs,
+        col("dataset"),
+        col("dataset_bytes"),
+        col("data_site"),
+        col("stage_hold"),
+        col("allow_cross_site"),
+        col("grad_bytes"),
+        col("step_s"),
+        strict=True,
+    ):
+        if size is not None and size > 0 and site:
+            job.dataset = name or ""
+            job.dataset_bytes = float(size)
+            job.data_site = str(site)
+            job.stage_hold = bool(hold)
+        if cross:
+            job.allow_cross_site = True
+        if grad is not None:
+            job.grad_bytes = float(grad)
+        if step is not None:
+            job.step_s = float(step)

@@ -22,6 +22,7 @@ from aifactory.reports.results import (
 )
 from aifactory.twin.allocgate import REASON as ALLOCATION
 from aifactory.twin.fields import STATES, read_fields
+from aifactory.twin.netreport import link_columns, network_summary
 from aifactory.twin.simulator import SimResult
 from aifactory.twin.stability import stability
 from aifactory.workload.job import JobState
@@ -381,6 +382,8 @@ def summarize(
             "gpu_hours_held": float((waits["power_cap"] * cols.gpus).sum()) / 3600.0,
             "refused_starts": sched.power.refused,
         },
+        # Links, data staging and cross-site gangs (twin/netreport.py; zeros without them).
+        "network": network_summary(result, used),
     }
     if extra:
         summary.update(extra)
@@ -408,11 +411,14 @@ def jobs_table(result: SimResult, columns: JobColumns | None = None) -> pa.Table
     reasons: list[str | None] = [None] * len(cols.ids)
     jobs = result.jobs
     gate = result.allocations
+    staging = result.staging
     for i in held.tolist():
         job = jobs[i]
         reasons[i] = (
             ALLOCATION if gate is not None and gate.is_held(job) else sched.pending_reason(job)
         )
+        if staging is not None:  # (a job waiting for its data: twin.staging)
+            reasons[i] = staging.reason(job) or reasons[i]
     project: list[str | None] = [None] * len(cols.ids)
     waited_alloc: list[float | None] = [None] * len(cols.ids)
     charged: list[float | None] = [None] * len(cols.ids)
@@ -452,6 +458,9 @@ def jobs_table(result: SimResult, columns: JobColumns | None = None) -> pa.Table
         "charged_gpu_hours": charged,
         "service": cols.service,
         "downtime_s": _nullable(svc.down, ~svc.counted),
+        "site": [j.site for j in jobs],
+        "staging_s": [j.staging_s for j in jobs],
+        "slowdown": [j.slowdown for j in jobs],
     }
     arrays = [
         v if isinstance(v, pa.Array) else pa.array(v, type=f.type)
@@ -478,4 +487,6 @@ def timeseries_table(result: SimResult) -> pa.Table:
     per_site = np.asarray(obs.site_power_mw, dtype=np.float64).reshape(len(obs.t), len(sites))
     for k, site in enumerate(sites):
         data[site_power_column(site)] = pa.array(per_site[:, k], pa.float64())
+    for name, values in link_columns(result, len(obs.t)).items():
+        data[name] = pa.array(values, pa.float64())
     return pa.table(data)

@@ -27,6 +27,7 @@ from aifactory.twin.allocgate import TwinAllocations
 from aifactory.twin.failures import FailureInjector
 from aifactory.twin.kernel import EventClass, Kernel
 from aifactory.twin.observer import Observer
+from aifactory.twin.staging import Staging
 from aifactory.workload.job import RUNNING, Job
 from aifactory.workload.progress import wall_for
 
@@ -37,6 +38,7 @@ ARRIVE: Final = 3
 DECIDE: Final = 4
 SAMPLE: Final = 5
 GRANT: Final = 6  # a grant's period starts or a top-up lands (runs with allocations only)
+TRANSFER: Final = 7  # data copies complete (runs with datasets only: twin.staging)
 # Event classes as constants (an IntEnum member is an interpreted lookup when compiled).
 END_CLS: Final = EventClass.END
 DECIDE_CLS: Final = EventClass.DECIDE
@@ -74,6 +76,7 @@ class SimResult:
     rejected: dict[str, int] = field(default_factory=dict)
     failures: int = 0
     allocations: TwinAllocations | None = None  # the gate and ledger, with an allocations file
+    staging: Staging | None = None  # data copies and links, with jobs that read datasets
 
 
 @contextmanager
@@ -173,6 +176,10 @@ class Simulation:
         self.failures = failures
         self.rng = np.random.default_rng(self.cfg.seed)
         self._woken_at = -1.0  # the wake-up time already scheduled (one DECIDE each)
+        # Data staging, only for a workload where some job reads a dataset (inert else).
+        self.staging: Staging | None = None
+        if any(j.dataset_bytes > 0.0 for j in self.jobs):
+            self.staging = Staging(topo, self.sched)
 
     def run(self, progress: Progress | None = None) -> SimResult:
         """Simulate until every job has ended (or ``until_s``); returns the result."""
@@ -189,26 +196,72 @@ class Simulation:
         if self.allocations is not None:
             self._release(now)
         res = sched.schedule(now)
+        staging = self.staging
         if res.started:
             write_s = sched.cfg.checkpoint_write_s
             failures = self.failures
             for job in res.started:
-                run = wall_for(
-                    job.duration_s - job.progress_s, job.overhead_s, job.checkpoint_s, write_s
-                )
+                if staging is not None and staging.started(job, now):
+                    # It holds its GPUs for its copy: its end is scheduled when that ends.
+                    if failures is not None:
+                        failures.started(job)
+                    continue
+                work = job.duration_s - job.progress_s
+                if job.allow_cross_site and job.level == "cross-site":
+                    # Spanning sites: its work runs slower (physics.comm, scheduler.spanning).
+                    job.slowdown = sched.spanning.slowdown(job, job.placement)
+                    work *= job.slowdown
+                run = wall_for(work, job.overhead_s, job.checkpoint_s, write_s)
                 kernel.at(now + run, END_CLS, FINISH, job, job.moves)
                 if failures is not None:
                     failures.started(job)
+            if staging is not None:
+                self._next_transfer()
         wake = res.wakeup_s
         if wake is not None and wake > now and wake != self._woken_at:
             self._woken_at = wake
             kernel.at(wake, DECIDE_CLS, DECIDE)
         if res.preempted:
             self.observer.preempted(res.preempted)
+            if staging is not None:
+                for job in res.preempted:
+                    staging.interrupted(job, now)
             gate = self.allocations
             if gate is not None:
                 for job in res.preempted:
                     gate.ended(job, now, final=False)
+
+    def _next_transfer(self) -> None:
+        """Schedule the event of the next copy to complete, if the rates changed."""
+        staging = self.staging
+        if staging is not None:
+            nxt = staging.next_event()
+            if nxt is not None:
+                self.kernel.at(nxt[0], END_CLS, TRANSFER, None, nxt[1])
+
+    def _admit(self, job: Job, now: float) -> None:
+        """An arrived job goes on to the scheduler (through the allocations gate, if any)."""
+        gate = self.allocations
+        if gate is None:
+            self.sched.submit(job, now)
+        elif gate.offer(job, now):
+            self._submit(job, now)
+
+    def _transfers_done(self, now: float, epoch: int) -> None:
+        """Copies complete: the jobs that waited for them go on; held runs start work."""
+        staging = self.staging
+        if staging is None:
+            return
+        submit, resume = staging.completed(now, epoch)
+        for job in submit:
+            self._admit(job, now)
+        write_s = self.sched.cfg.checkpoint_write_s
+        for job in resume:
+            run = wall_for(
+                job.duration_s - job.progress_s, job.overhead_s, job.checkpoint_s, write_s
+            )
+            self.kernel.at(job.run_start_s + run, END_CLS, FINISH, job, job.moves)
+        self._next_transfer()
 
     def _submit(self, job: Job, now: float) -> None:
         """Give a job to the scheduler (with allocations: one the gate let through)."""
@@ -281,7 +334,12 @@ class Simulation:
                 i = ev.tag  # the feed's position
                 job = jobs[i]
                 arrived = i + 1
-                if gate is None:
+                if self.staging is not None and job.dataset_bytes > 0.0:
+                    if self.staging.arrive(job, now):
+                        self._admit(job, now)
+                    else:
+                        self._next_transfer()
+                elif gate is None:
                     sched.submit(job, now)
                 elif gate.offer(job, now):
                     self._submit(job, now)
@@ -294,9 +352,14 @@ class Simulation:
                 continue
             elif kind == SAMPLE:
                 observer.sample(now)
+                if self.staging is not None:
+                    self.staging.sample()
                 if len(kernel):
                     kernel.at(now + interval, EventClass.OBSERVE, SAMPLE)
                 continue
+            elif kind == TRANSFER:
+                self._transfers_done(now, ev.tag)
+                due = True
             elif kind == GRANT:
                 if gate is not None:
                     gate.at(int(payload), now)
@@ -304,11 +367,15 @@ class Simulation:
             elif failures is not None:
                 # Failures stop once there is no work left, so the run can drain.
                 busy = arrived < n or sched.running_count > 0 or sched.pending_count > 0
+                busy = busy or (self.staging is not None and len(self.staging.transfers) > 0)
                 failures.handle(kind, payload, now, sched, kernel, keep_going=busy)
                 due = True
                 if gate is not None:
                     for job in failures.interrupted:
                         gate.ended(job, now, final=False)
+                if self.staging is not None:
+                    for job in failures.interrupted:
+                        self.staging.interrupted(job, now)
             # The pass of this instant runs once every completion, failure and arrival of
             # the instant has been handled: the DECIDE event, handled at once instead of
             # going through the heap (same order, one heap push and pop fewer per pass).
@@ -321,6 +388,8 @@ class Simulation:
         if gate is not None:
             gate.close(kernel.now, sched.running_jobs())
         observer.close(kernel.now)
+        if self.staging is not None:
+            self.staging.transfers.advance(kernel.now)  # bytes moved up to the end
         return SimResult(
             jobs=jobs,
             scheduler=sched,
@@ -331,4 +400,5 @@ class Simulation:
             rejected=dict(sched.rejected),
             failures=self.failures.count if self.failures is not None else 0,
             allocations=gate,
+            staging=self.staging,
         )

@@ -7,9 +7,10 @@ growth per tenant, policy and backfill). Edits are applied to a copy of the base
 order, and the result is validated again as a fleet (:mod:`aifactory.whatif.apply`), so a
 variation that makes an invalid fleet is refused naming the variation and the field.
 
-Some knobs are applied to the spec but read by nothing in the twin yet (inter-site link
-bandwidth before issue #20 §1, site power caps before issue #18): their edit classes say so
-in ``MODELLED`` and every output that shows them says it plainly.
+Some knobs are applied to the spec but read by nothing in the twin yet (site power caps
+before issue #18): their edit classes say so in ``MODELLED`` and every output that shows
+them says it plainly. (Link bandwidths are read since issue #20 §1: data staging and
+cross-site gangs.)
 """
 
 from __future__ import annotations
@@ -198,13 +199,8 @@ class SetCohort(Edit):
 
 
 class LinkBandwidth(Edit):
-    """Scale or set the bandwidth of inter-site links."""
-
-    MODELLED: ClassVar[bool] = False
-    NOT_MODELLED_WHY: ClassVar[str] = (
-        "link bandwidth: applied to the fleet spec, but the twin does not read links yet "
-        "(data staging and cross-site gangs are issue #20 §1), so it changes no result"
-    )
+    """Scale or set the bandwidth of inter-site links: the twin's data copies share them
+    (aifactory.twin.staging) and cross-site gangs all-reduce over them (physics.comm)."""
 
     edit: Literal[EditKind.LINK_BANDWIDTH]
     between: list[tuple[Name, Name]] | None = Field(

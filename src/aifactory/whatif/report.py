@@ -31,6 +31,10 @@ HEADLINE = (
     ("preemptions", "preemptions", 1.0, ""),
     ("failures", "failures", 1.0, ""),
     ("energy_total_mwh", "energy", 1.0, "MWh"),
+    ("staging_hours", "hours waiting for data", 1.0, "h"),
+    ("tb_copied", "data copied", 1.0, "TB"),
+    ("cross_site_gpu_hours", "cross-site GPU-hours", 1.0, "GPU-h"),
+    ("cross_site_slowdown", "cross-site slowdown", 1.0, "x"),
 )
 _TENANT_SHOWN = (
     ("gpu_hours", "GPU-hours", 1.0),
@@ -209,8 +213,8 @@ def _variation_section(rows: Sequence[Row], var: Variation, seeds: int, *, paire
         per_s.extend([s, *r] for r in _compare_rows(rows, var.name, cols, seeds, paired=paired))
     parts.append("<h3>Per site</h3>")
     parts.append(
-        '<p class="note">The twin reports energy and peak power per site; per-site GPU-hours '
-        "and link load come with issue #20 §1.</p>"
+        '<p class="note">The twin reports energy and peak power per site; link load, data '
+        "staging and cross-site gangs are in each run's summary (network).</p>"
     )
     parts.append(table(["site", *heads], per_s, [False, *num]))
     title = f"{var.name}: {var.question}" if var.question else var.name

@@ -204,6 +204,33 @@ def flatten(summary: dict[str, Any], site_energy_mwh: list[float]) -> dict[str, 
         )
         row[f"site.{site}.peak_mw"] = _num(peak.get(site))
         row[f"site.{site}.capacity_mw"] = _num(cap[site])
+    row.update(network_row(summary))
+    return row
+
+
+def network_row(summary: dict[str, Any]) -> dict[str, float]:
+    """The links, staging and spanning figures (twin.netreport) as flat columns: totals
+    (``tb_copied``: the copies' sizes, each once however many links it crossed),
+    ``tenant.<t>.staging_hours`` and ``link.<a-b>.tb_moved`` / ``.avg_utilization``."""
+    net = summary.get("network") or {}
+    links = net.get("links") or {}
+    staging = net.get("staging") or {}
+    cross = net.get("cross_site") or {}
+    row = {
+        "tb_copied": _num(staging.get("tb_copied", 0.0)),
+        "jobs_staged": _num(staging.get("jobs_staged", 0)),
+        "staging_hours": _num(staging.get("staging_hours", 0.0)),
+        "cross_site_jobs": _num(cross.get("jobs", 0)),
+        "cross_site_gpu_hours": _num(cross.get("gpu_hours", 0.0)),
+        "cross_site_slowdown": _num(cross.get("avg_slowdown", 1.0)),
+        "cross_site_gpu_hours_slowdown": _num(cross.get("gpu_hours_slowdown", 0.0)),
+    }
+    hours = staging.get("staging_hours_by_tenant") or {}
+    for tenant in summary.get("per_tenant") or {}:
+        row[f"tenant.{tenant}.staging_hours"] = _num(hours.get(tenant, 0.0))
+    for name, v in links.items():
+        row[f"link.{name}.tb_moved"] = _num(v.get("tb_moved"))
+        row[f"link.{name}.avg_utilization"] = _num(v.get("avg_utilization"))
     return row
 
 

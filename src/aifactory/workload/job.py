@@ -83,6 +83,9 @@ class Job:
         "allow_cross_site",
         "attained",
         "checkpoint_s",
+        "data_site",
+        "dataset",
+        "dataset_bytes",
         "duration_s",
         "end_s",
         "estimate_s",
@@ -91,6 +94,7 @@ class Job:
         "gpu_class",
         "gpu_classes",
         "gpus",
+        "grad_bytes",
         "hardware_owner",
         "hbm_gb_per_gpu",
         "id",
@@ -110,7 +114,12 @@ class Job:
         "progress_s",
         "run_start_s",
         "service",
+        "site",
+        "slowdown",
+        "stage_hold",
+        "staging_s",
         "state",
+        "step_s",
         "submit_s",
         "tenant",
         "ticket",
@@ -135,6 +144,13 @@ class Job:
         hbm_gb_per_gpu: float | None = None,
         preempt_grace_s: float | None = None,
         service: bool = False,
+        site: str | None = None,
+        dataset: str = "",
+        dataset_bytes: float = 0.0,
+        data_site: str = "",
+        stage_hold: bool = False,
+        grad_bytes: float = 0.0,
+        step_s: float = 0.0,
     ) -> None:
         if gpus <= 0:
             msg = f"job {id}: gpus: must be > 0"
@@ -167,6 +183,27 @@ class Job:
         # its restart time, then serves the rest of its lifetime; it loses no work (its
         # progress is the time it served) and has no checkpoint.
         self.service = service
+        # The site it must run at (None: any; one site, so a gang so pinned never spans
+        # sites). The twin pins a job with a dataset to where its data is or is staged.
+        self.site = site
+        # The data it reads (issue #20 §1): a dataset's name ("" none), its size and the
+        # site that holds it. Placed at another site, the job first has it copied there
+        # over the inter-site links; ``stage_hold``: it takes its GPUs at placement and
+        # holds them while the copy runs, else (the default) it waits for the copy without
+        # GPUs and is placed once the data is there (aifactory.twin.staging).
+        self.dataset = dataset
+        self.dataset_bytes = dataset_bytes
+        self.data_site = data_site
+        self.stage_hold = stage_hold
+        # What spanning sites costs it (aifactory.physics.comm): gradient bytes all-reduced
+        # per training step and compute seconds per step (0: unknown; such a job may span
+        # sites at no modelled cost only if it says nothing, see comm.span_slowdown).
+        self.grad_bytes = grad_bytes
+        self.step_s = step_s
+        # What the twin measured: seconds it waited for its data (both modes) and how much
+        # slower its run is for spanning sites (1.0: not at all; aifactory.physics.comm).
+        self.staging_s = 0.0
+        self.slowdown = 1.0
         self.state = JobState.PENDING
         # Opaque to the job: where the scheduler that holds it finds its own record of it
         # (aifactory.scheduler.shortcuts, HANDLE); nothing else reads or writes it. (Set

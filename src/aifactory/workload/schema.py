@@ -23,6 +23,13 @@ nullable: seconds the job may keep its GPUs to save when preempted; null: the ru
 default, ``--preempt-grace``), ``service`` (bool, nullable: the job is a service
 (inference, AI-RAN) whose ``duration_s`` is a lifetime, not a quantity of work: an
 interruption takes it down until it runs again, and it loses no work; null: false).
+Data and spanning (issue #20 §1, null: none): ``dataset`` (string: the name of the data the
+job reads; jobs naming the same dataset share its copies), ``dataset_bytes`` (float64, its
+size), ``data_site`` (string, the site that holds it), ``stage_hold`` (bool: the job holds
+its GPUs while its data is copied, else it waits for the copy without them; see
+``aifactory.twin.staging``), ``allow_cross_site`` (bool: its gang may span sites),
+``grad_bytes`` and ``step_s`` (float64: gradient bytes all-reduced per training step and
+compute seconds per step, which price spanning: ``aifactory.physics.comm``).
 """
 
 from __future__ import annotations
@@ -64,4 +71,11 @@ OPTIONAL_COLUMNS = {
     "hbm_gb_per_gpu": pa.float64(),
     "preempt_grace_s": pa.float64(),
     "service": pa.bool_(),
+    "dataset": pa.string(),
+    "dataset_bytes": pa.float64(),
+    "data_site": pa.string(),
+    "stage_hold": pa.bool_(),
+    "allow_cross_site": pa.bool_(),
+    "grad_bytes": pa.float64(),
+    "step_s": pa.float64(),
 }

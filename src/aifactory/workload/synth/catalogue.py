@@ -198,6 +198,27 @@ class JobClass(_Frozen):
         default_factory=list,
         description="Preferred GPU classes; the first the tenant holds quota in; else any.",
     )
+    dataset_tb: float | None = Field(
+        default=None,
+        gt=0,
+        le=10000,
+        description=(
+            "Size of the corpus the class's jobs read (TB, 1e12 bytes), one per tenant, kept "
+            "at the site where the tenant's own GPUs are most; null: no dataset."
+        ),
+    )
+    allow_cross_site: bool = Field(
+        default=False, description="Whether its gangs may span sites (slower, see physics.comm)."
+    )
+    grad_gb: float | None = Field(
+        default=None,
+        gt=0,
+        le=100000,
+        description="Gradient bytes all-reduced per training step (GB): what spanning costs.",
+    )
+    step_s: float | None = Field(
+        default=None, gt=0, le=3600, description="Compute seconds per training step."
+    )
     size: SizeSpec
     duration: DurationSpec
     arrival: Arrival = Field(default_factory=Arrival)

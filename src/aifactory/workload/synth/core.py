@@ -172,6 +172,35 @@ def gang_limits(fleet: Fleet) -> dict[str, dict[str, int]]:
     return out
 
 
+def home_sites(fleet: Fleet) -> dict[str, str]:
+    """The site where each tenant's own hardware is largest: its own GPUs, else its
+    nearest ancestor's that owns GPUs (a consortium's are its platform's); ties go to the
+    first site in the file. Where a tenant's corpus is kept (assumption: an organisation
+    keeps its data where most of its GPUs are). Tenants with no owner above them: none."""
+    from aifactory.fleet.topology import compile_topology  # noqa: PLC0415
+
+    topo = compile_topology(fleet)
+    gpus: dict[str, dict[str, int]] = {}
+    dom_site = topo.pod_site[topo.domain_pod]
+    for owner, site, n in zip(
+        topo.domain_owner.tolist(), dom_site.tolist(), topo.domain_gpus.tolist(), strict=True
+    ):
+        per = gpus.setdefault(topo.owners[owner], {})
+        name = topo.sites[site]
+        per[name] = per.get(name, 0) + n
+    order = [s.name for s in fleet.sites]
+    out: dict[str, str] = {}
+    for tenant, parent, _cohort in fleet.iter_tenants():
+        owner = tenant.name if tenant.name in gpus else None
+        if owner is None and parent is not None and parent.name in out:
+            out[tenant.name] = out[parent.name]
+            continue
+        if owner is not None:
+            per = gpus[owner]
+            out[tenant.name] = max(order, key=lambda s: (per.get(s, 0), -order.index(s)))
+    return out
+
+
 def plan(fleet: Fleet, days: float, load: float, catalogue: Catalogue) -> list[ClassPlan]:
     """The budget of every (tenant, class) for this fleet, horizon and load."""
     horizon = days * DAY_S
@@ -304,10 +333,12 @@ def synthesize(
         block = fill(p, horizon, _rng(seed, p.tenant, p.kind), drawn)
         drawn += len(block.gpus)
         blocks.append(block)
-    return _assemble(plans, blocks)
+    return _assemble(plans, blocks, home_sites(fleet))
 
 
-def _assemble(plans: list[ClassPlan], blocks: list[_Block]) -> pa.Table:
+def _assemble(
+    plans: list[ClassPlan], blocks: list[_Block], homes: dict[str, str] | None = None
+) -> pa.Table:
     """One table from the per-class blocks: sorted by submit time, ids numbered per tenant."""
     tenants = sorted({p.tenant for p in plans})
     kinds = sorted({p.kind for p in plans})
@@ -339,6 +370,45 @@ def _assemble(plans: list[ClassPlan], blocks: list[_Block]) -> pa.Table:
             for p in plans
         ],
         np.float64,
+    )
+
+    # Data and spanning: a class with a corpus reads its tenant's one corpus, at its home.
+    homes = homes or {}
+    has_data = [p.job_class.dataset_tb is not None and p.tenant in homes for p in plans]
+    data_names = [
+        "",
+        *sorted({f"{p.tenant}/{p.kind}" for p, d in zip(plans, has_data, strict=True) if d}),
+    ]
+    data_code = per_job(
+        [
+            data_names.index(f"{p.tenant}/{p.kind}") if d else 0
+            for p, d in zip(plans, has_data, strict=True)
+        ],
+        np.int64,
+    )
+    data_bytes = per_job(
+        [
+            (p.job_class.dataset_tb or 0.0) * 1e12 if d else math.nan
+            for p, d in zip(plans, has_data, strict=True)
+        ],
+        np.float64,
+    )
+    cross = per_job([p.job_class.allow_cross_site for p in plans], np.bool_)
+    grad = per_job(
+        [math.nan if p.job_class.grad_gb is None else p.job_class.grad_gb * 1e9 for p in plans],
+        np.float64,
+    )
+    step = per_job(
+        [math.nan if p.job_class.step_s is None else p.job_class.step_s for p in plans],
+        np.float64,
+    )
+    site_names = ["", *sorted(set(homes.values()))]
+    site_code = per_job(
+        [
+            site_names.index(homes[p.tenant]) if d else 0
+            for p, d in zip(plans, has_data, strict=True)
+        ],
+        np.int64,
     )
 
     def cat_blocks(name: str) -> npt.NDArray[Any]:
@@ -382,8 +452,22 @@ def _assemble(plans: list[ClassPlan], blocks: list[_Block]) -> pa.Table:
         "hbm_gb_per_gpu": pa.array(mem, pa.float64(), mask=np.isnan(mem)),
         "preempt_grace_s": pa.array(grace_s, pa.float64(), mask=np.isnan(grace_s)),
         "service": pa.array(service[order], pa.bool_()),
+        "dataset": _coded(data_names, data_code[order]),
+        "dataset_bytes": pa.array(
+            data_bytes[order], pa.float64(), mask=np.isnan(data_bytes[order])
+        ),
+        "data_site": _coded(site_names, site_code[order]),
+        "stage_hold": pa.nulls(n, pa.bool_()),
+        "allow_cross_site": pa.array(cross[order], pa.bool_()),
+        "grad_bytes": pa.array(grad[order], pa.float64(), mask=np.isnan(grad[order])),
+        "step_s": pa.array(step[order], pa.float64(), mask=np.isnan(step[order])),
     }
     return pa.Table.from_arrays(list(columns.values()), schema=SYNTH_SCHEMA)
+
+
+def _coded(names: list[str], codes: npt.NDArray[Any]) -> pa.Array:
+    """Strings from ``names`` by code, code 0 (the name "") null."""
+    return pc.take(pa.array(names, pa.string()), pa.array(codes, mask=codes == 0))
 
 
 def synth_report(table: pa.Table, fleet: Fleet, days: float, load: float, seed: int) -> SynthReport:
