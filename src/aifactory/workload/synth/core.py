@@ -33,6 +33,7 @@ import pyarrow.compute as pc
 from aifactory.fleet.errors import SpecError
 from aifactory.fleet.spec import Fleet
 from aifactory.workload.schema import OPTIONAL_COLUMNS, TRACE_SCHEMA
+from aifactory.workload.synth import exact
 from aifactory.workload.synth.catalogue import DAY_S, Catalogue, JobClass, load_catalogue
 from aifactory.workload.synth.sampling import (
     ARRIVAL_SAMPLERS,
@@ -63,6 +64,7 @@ class ClassPlan:
     gpu_class: str | None
     max_gpus: int
     budget_gpu_s: float
+    hbm_cap_gb: float = math.inf  # the most memory any GPU the job may run on has
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,10 +174,19 @@ def gang_limits(fleet: Fleet) -> dict[str, dict[str, int]]:
     return out
 
 
+def class_memory(fleet: Fleet) -> dict[str, float]:
+    """HBM per GPU, GB, of each GPU class of the fleet (its GPU model's)."""
+    from aifactory.fleet.topology import compile_topology  # noqa: PLC0415
+
+    topo = compile_topology(fleet)
+    return {name: m.hbm_gb for name, m in zip(topo.classes, topo.class_model, strict=True)}
+
+
 def plan(fleet: Fleet, days: float, load: float, catalogue: Catalogue) -> list[ClassPlan]:
     """The budget of every (tenant, class) for this fleet, horizon and load."""
     horizon = days * DAY_S
     limits = gang_limits(fleet)
+    memory = class_memory(fleet)
     plans: list[ClassPlan] = []
     for tenant, nominal in tenant_nominals(fleet).items():
         held = {c: g for c, g in limits[tenant].items() if g > 0}
@@ -183,6 +194,7 @@ def plan(fleet: Fleet, days: float, load: float, catalogue: Catalogue) -> list[C
             cls = catalogue.classes[entry.job_class]
             gpu_class = next((c for c in cls.gpu_class if c in held), None)
             max_gpus = held[gpu_class] if gpu_class is not None else max(held.values())
+            may_run = [gpu_class] if gpu_class is not None else list(held)
             plans.append(
                 ClassPlan(
                     tenant=tenant,
@@ -191,6 +203,7 @@ def plan(fleet: Fleet, days: float, load: float, catalogue: Catalogue) -> list[C
                     gpu_class=gpu_class,
                     max_gpus=max_gpus,
                     budget_gpu_s=entry.share * load * nominal * horizon,
+                    hbm_cap_gb=max(memory.get(c, math.inf) for c in may_run),
                 )
             )
     return plans
@@ -299,15 +312,36 @@ def synthesize(
     horizon = days * DAY_S
     plans = plan(fleet, days, load, cat)
     blocks: list[_Block] = []
+    memory: list[FloatArray] = []
     drawn = 0
     for p in plans:
         block = fill(p, horizon, _rng(seed, p.tenant, p.kind), drawn)
         drawn += len(block.gpus)
         blocks.append(block)
-    return _assemble(plans, blocks)
+        memory.append(job_memory(p, block.gpus, seed))
+    return _assemble(plans, blocks, memory)
 
 
-def _assemble(plans: list[ClassPlan], blocks: list[_Block]) -> pa.Table:
+def job_memory(p: ClassPlan, gpus: IntArray, seed: int) -> FloatArray:
+    """GB per GPU each job of one (tenant, class) asks (NaN: any GPU): its class's
+    ``hbm_gb_per_gpu``, or from a model size drawn log-uniform in the class's range
+    (:class:`~aifactory.workload.synth.catalogue.ModelMemory`), at most what the GPUs it
+    may run on have (:attr:`ClassPlan.hbm_cap_gb`: like the class's own cap, the layout is
+    chosen to fit the hardware the tenant holds). Model sizes come from a generator of
+    their own, so giving a class a model leaves its jobs' other draws as they were."""
+    cls = p.job_class
+    if cls.model is None:
+        return np.full(len(gpus), cls.hbm_gb_per_gpu or math.nan)
+    m = cls.model
+    rng = _rng(seed, p.tenant, f"{p.kind}/model")
+    lo, hi = math.log(m.params_min), math.log(m.params_max)
+    params = (
+        exact.exp(rng.uniform(lo, hi, len(gpus))) if hi > lo else np.full(len(gpus), m.params_min)
+    )
+    return np.minimum(m.per_gpu_gb(params, gpus), p.hbm_cap_gb)
+
+
+def _assemble(plans: list[ClassPlan], blocks: list[_Block], memory: list[FloatArray]) -> pa.Table:
     """One table from the per-class blocks: sorted by submit time, ids numbered per tenant."""
     tenants = sorted({p.tenant for p in plans})
     kinds = sorted({p.kind for p in plans})
@@ -328,10 +362,7 @@ def _assemble(plans: list[ClassPlan], blocks: list[_Block]) -> pa.Table:
         [p.job_class.checkpoint_s if p.job_class.checkpoint_s else math.nan for p in plans],
         np.float64,
     )
-    hbm = per_job(
-        [p.job_class.hbm_gb_per_gpu or math.nan for p in plans],
-        np.float64,
-    )
+    hbm = np.concatenate(memory) if memory else np.empty(0)
     service = per_job([p.job_class.service for p in plans], np.bool_)
     grace = per_job(
         [
