@@ -1,6 +1,7 @@
 """Synthesis: plan per-(tenant, class) GPU-hour budgets, fill them with drawn jobs, assemble.
 
-Offered load is measured *within the horizon*: a job submitted at ``s`` offers
+Work is drawn for the leaves of the tenant tree (jobs run in leaves), each on its own
+nominal quota. Offered load is measured *within the horizon*: a job submitted at ``s`` offers
 ``gpus x min(duration, horizon - s)`` GPU-seconds, so a four-week campaign submitted on
 the last day counts for one day. Each (tenant, class) gets the budget
 ``share x load x nominal GPUs x horizon``; jobs are drawn i.i.d. (in vectorised batches)
@@ -130,9 +131,12 @@ class SynthReport:
 
 
 def tenant_nominals(fleet: Fleet) -> dict[str, int]:
-    """Nominal GPUs (all classes) of every tenant holding quota, in tree order."""
+    """Nominal GPUs (all classes) of every leaf tenant holding quota, in tree order: jobs
+    are submitted to leaves (a parent's quota caps its subtree, where they run)."""
     out: dict[str, int] = {}
     for tenant, _parent, _cohort in fleet.iter_tenants():
+        if tenant.children:
+            continue
         total = sum(q.nominal for q in tenant.quotas)
         if total > 0:
             out[tenant.name] = total
