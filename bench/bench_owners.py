@@ -64,7 +64,14 @@ def run() -> list[dict[str, Any]]:
                 "ok": share >= TARGET,
             }
         )
-    consortia = [t for t in lend["per_tenant"] if t.startswith("sovereign-")]
+    # The consortia's leaves (a consortium with projects runs its jobs in them).
+    from aifactory.fleet import load_fleet  # noqa: PLC0415
+
+    platform = {"government"}
+    for t, parent, _cohort in load_fleet("korea-2025").iter_tenants():
+        if parent is not None and parent.name in platform:
+            platform.add(t.name)
+    consortia = [t for t in lend["per_tenant"] if t in platform]
     borrowed = sum(lend["per_tenant"][t]["gpu_hours_borrowed"] for t in consortia)
     rows.append(
         {"name": "consortia: GPU-hours borrowed from lenders", "value": borrowed, "unit": "GPU-h"}

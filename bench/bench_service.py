@@ -204,7 +204,7 @@ def _cycle_bench() -> list[dict[str, Any]]:
         ("naver", "gb200"),
         ("hyundai", "b200"),
         ("research", "h100"),
-        ("sovereign-lg", "gb200"),
+        ("lg-foundation", "gb200"),
     ]
     sizes = np.array([1, 2, 4, 8, 16, 32, 64, 72, 144, 256, 512])
     probs = np.array([10, 8, 8, 20, 10, 10, 8, 8, 8, 6, 4], dtype=float)

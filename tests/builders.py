@@ -124,7 +124,9 @@ def check_invariants(sched: Scheduler, down: dict[int, int] | None = None) -> No
     - quota, recomputed from the running jobs and the fleet spec (not the quota book):
       a tenant never uses more than nominal + borrowing limit (nominal alone without a
       cohort), and in each cohort what members borrow above nominal never exceeds what
-      lenders leave idle of their *lendable* part (nobody lends beyond its limit).
+      lenders leave idle of their *lendable* part (nobody lends beyond its limit); what a
+    node borrows of a class split by owner, summed over the lenders' hardware, stays
+    within its borrowing limit.
     """
     cs = sched.cs
     topo = sched.topo
@@ -282,8 +284,12 @@ def check_quota(fleet: Fleet, classes: tuple[str, ...], used: dict[tuple[str, st
     :func:`check_invariants` and scheduler/quota.py): a leaf within its nominal plus
     borrowing limit; a parent's children's claims (usage, or the never-lent guaranteed
     part if larger) within its nominal plus borrowing limit (0 for a top without a
-    cohort); a cohort's trees drawing no more than their tops lend."""
+    cohort); a cohort's trees drawing no more than their tops lend; a node's borrowing of
+    a class split by owner (``<class>@<owner>``), what it holds above nominal summed over
+    the owners' scheduling classes, within its borrowing limit."""
     owners = owners_by_class(fleet)
+    # (tenant, fleet class) -> [GPUs held above nominal over the split classes, limit]
+    borrowed: dict[tuple[str, str], list[int]] = {}
 
     def claim(t: Any, cls: str, top_alone: bool, path: tuple[str, ...]) -> int:
         nominal, lend, limit = _effective(t, cls, path, owners)
@@ -291,14 +297,18 @@ def check_quota(fleet: Fleet, classes: tuple[str, ...], used: dict[tuple[str, st
             limit = 0
         guaranteed = nominal - lend
         if not t.children:
-            u = used.get((t.name, cls), 0)
-            assert u <= nominal + limit, f"{t.name}/{cls}: uses {u} > nominal + borrowing"
-            return max(u, guaranteed)
-        total = sum(claim(c, cls, False, (t.name, *path)) for c in t.children)
-        assert total <= nominal + limit, (
-            f"{t.name}/{cls}: its children claim {total} > nominal {nominal} + borrowing"
-        )
-        return max(total, guaranteed)
+            held = used.get((t.name, cls), 0)
+            assert held <= nominal + limit, f"{t.name}/{cls}: uses {held} > nominal + borrowing"
+        else:
+            held = sum(claim(c, cls, False, (t.name, *path)) for c in t.children)
+            assert held <= nominal + limit, (
+                f"{t.name}/{cls}: its children claim {held} > nominal {nominal} + borrowing"
+            )
+        flavor, at, _ = cls.partition("@")
+        if at:
+            row = borrowed.setdefault((t.name, flavor), [0, limit])
+            row[0] += max(0, held - nominal)
+        return max(held, guaranteed)
 
     for cls in classes:
         draw: dict[str, int] = {}
@@ -313,6 +323,10 @@ def check_quota(fleet: Fleet, classes: tuple[str, ...], used: dict[tuple[str, st
             assert d <= pool[cohort], (
                 f"cohort {cohort}/{cls}: its trees draw {d} but their tops lend {pool[cohort]}"
             )
+    for (name, flavor), (total, limit) in borrowed.items():
+        assert total <= limit, (
+            f"{name}/{flavor}: borrows {total} over its lenders' hardware > limit {limit}"
+        )
 
 
 class CheckingKernel(Kernel):

@@ -17,6 +17,8 @@ import pytest
 from typer.testing import CliRunner
 
 from aifactory.cli import app
+from aifactory.cli.simulate_cmd import tenant_rows
+from aifactory.fleet import load_fleet
 from aifactory.workload.schema import TRACE_SCHEMA
 from aifactory.workload.traces import write_trace
 
@@ -282,3 +284,62 @@ def test_compare_with_preempt_grace_reports_gpu_hours_lost_per_policy(
     summary = json.loads(result.stdout)
     assert summary["preempt_grace_s"] == 30.0
     assert summary["saved_preemptions"] == summary["preemptions"]  # no checkpoint writes
+
+
+def test_compare_with_allocations_holds_the_same_projects_in_every_policy(
+    runner: CliRunner, parquet_trace: Path, tmp_path: Path
+) -> None:
+    """issue #19: compare takes --allocations as simulate does. lab's project is granted 2
+    H100-hours, far less than its jobs ask, so in every policy's run some of them wait on
+    the allocation; the per-project table compares the policies' use of the grant; a bad
+    file is refused before any run, naming the field."""
+    grants = tmp_path / "grants.yaml"
+    grants.write_text(
+        "projects: [{name: lab-p, tenant: lab}]\n"
+        "grants: [{id: g1, project: lab-p, gpu_class: h100, gpu_hours: 2, end_h: 100}]\n",
+        encoding="utf-8",
+    )
+    out = tmp_path / "cmp"
+    args = ["compare", "--fleet", "demo", "--trace", str(parquet_trace), "--policy", "fifo,sjf"]
+    result = runner.invoke(app, [*args, "--allocations", str(grants), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "Per project (allocations: allocations)" in result.stdout
+    assert "lab-p" in result.stdout
+    doc = json.loads((out / "compare.json").read_text(encoding="utf-8"))
+    for s in doc["summaries"]:
+        p = s["projects"]["lab-p"]
+        assert p["used_b200h"] > 0
+        assert p["jobs_held"] > 0  # 2 GPU-hours cannot cover lab's jobs
+    plain = runner.invoke(app, args)
+    assert plain.exit_code == 0, plain.output
+    assert "Per project" not in plain.stdout
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "projects: [{name: p, tenant: lab}]\n"
+        "grants: [{id: g, project: p, gpu_hours: 1, start_h: 5, end_h: 1}]\n",
+        encoding="utf-8",
+    )
+    result = runner.invoke(app, [*args, "--allocations", str(bad)])
+    assert result.exit_code == 2
+    assert "grants[0].end_h" in result.output
+
+
+def test_the_per_tenant_table_shows_the_tenant_tree() -> None:
+    """korea-2025's projects appear under their consortium, each parent a subtotal of the
+    leaves below it (jobs run in leaves), in the fleet's tree order."""
+    fleet = load_fleet("korea-2025")
+    leaves = [t.name for t, _p, _c in fleet.iter_tenants() if not t.children]
+    per_tenant = {
+        name: {"jobs": i + 1, "gpu_hours": 10.0 * (i + 1), "energy_mwh": 1.0}
+        for i, name in enumerate(sorted(leaves))
+    }
+    rows = tenant_rows(per_tenant, fleet)
+    labels = [label for label, _v, _sub in rows]
+    at = labels.index("  sovereign-lg")
+    assert labels[at + 1 : at + 3] == ["    lg-foundation", "    lg-applied"]
+    subtotals = {label.strip(): v for label, v, sub in rows if sub}
+    assert set(subtotals) == {"government", "sovereign-lg", "sovereign-skt", "national-pool"}
+    lg = subtotals["sovereign-lg"]
+    assert lg["jobs"] == per_tenant["lg-foundation"]["jobs"] + per_tenant["lg-applied"]["jobs"]
+    assert sorted(label.strip() for label, _v, sub in rows if not sub) == sorted(leaves)
+    assert [label for label, _v, _sub in tenant_rows(per_tenant, None)] == list(per_tenant)

@@ -48,13 +48,28 @@ def owned_by_class(fleet: Fleet) -> dict[tuple[str, str], int]:
     return dict(out)
 
 
+def outer_quotas(fleet: Fleet) -> list[tuple[str, str, int]]:
+    """(tenant, GPU class, nominal) of every declared quota that no ancestor of the tenant
+    also declares (a parent's quota of a class already holds its children's)."""
+    above: dict[str, set[str]] = {}
+    out: list[tuple[str, str, int]] = []
+    for tenant, parent, _cohort in fleet.iter_tenants():
+        covered = above[parent.name] if parent is not None else set()
+        out.extend(
+            (tenant.name, q.gpu_class, q.nominal)
+            for q in tenant.quotas
+            if q.gpu_class not in covered
+        )
+        above[tenant.name] = covered | {q.gpu_class for q in tenant.quotas}
+    return out
+
+
 def nominal_by_class(fleet: Fleet) -> dict[tuple[str, str], int]:
     """Nominal quota per (top-level tenant, GPU class), summed over the subtree."""
     roots = root_owner_map(fleet)
     out: dict[tuple[str, str], int] = defaultdict(int)
-    for tenant, _parent, _cohort in fleet.iter_tenants():
-        for q in tenant.quotas:
-            out[(roots[tenant.name], q.gpu_class)] += q.nominal
+    for name, cls, nominal in outer_quotas(fleet):
+        out[(roots[name], cls)] += nominal
     return {k: v for k, v in out.items() if v}
 
 
@@ -115,9 +130,8 @@ def test_quotas_fit_capacity_and_power_fits_sites(name: str) -> None:
     fleet = load_fleet(name)
     capacity = compile_topology(fleet).class_capacity()
     nominal: dict[str, int] = defaultdict(int)
-    for tenant, _parent, _cohort in fleet.iter_tenants():
-        for q in tenant.quotas:
-            nominal[q.gpu_class] += q.nominal
+    for _name, cls, n in outer_quotas(fleet):
+        nominal[cls] += n
     for cls, n in nominal.items():
         assert n <= capacity[cls], cls
     summary = fleet_summary(fleet)
@@ -224,6 +238,25 @@ def test_korea_consortia_share_the_government_gpus(korea: Fleet) -> None:
     totals = [sum(q.nominal for q in tree[c].quotas) for c in sorted(CONSORTIA)]
     assert sum(totals) == KOREA_GOVERNMENT
     assert len(set(totals)) == 1, "equal split (assumption noted in the file)"
+
+
+def test_korea_has_projects_under_two_consortia(korea: Fleet) -> None:
+    """LG's and SK Telecom's quotas are split among two projects each (the leaves where
+    their jobs run), within the consortium's nominal of every class; the others are leaves."""
+    tree = {t.name: t for t, _p, _c in korea.iter_tenants()}
+    with_projects = {c for c in CONSORTIA if tree[c].children}
+    assert with_projects == {"sovereign-lg", "sovereign-skt"}
+    for c in with_projects:
+        assert len(tree[c].children) == 2
+        assert all(not k.children for k in tree[c].children)
+        for q in tree[c].quotas:
+            below = sum(
+                kq.nominal
+                for k in tree[c].children
+                for kq in k.quotas
+                if kq.gpu_class == q.gpu_class
+            )
+            assert 0 < below <= q.nominal, (c, q.gpu_class)
 
 
 def test_korea_sites_are_joined_by_links(korea: Fleet) -> None:

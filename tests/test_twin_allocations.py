@@ -167,13 +167,43 @@ def test_jobs_go_to_projects_by_share_deterministically() -> None:
 
 
 def test_the_bundled_korea_allocations_load_and_fit_the_fleet() -> None:
+    """Every consortium's projects are leaves of its tree, and each month they are granted
+    the consortium's share together: 11,000 B200-eq (9,000 GB200 at 2500/2250, 1,000
+    B200) x 720 h."""
     spec = load_allocations("korea-2025")
-    tenants = [t.name for t, _p, _c in load_fleet("korea-2025").iter_tenants()]
-    spec.check_tenants(tenants)
-    assert sorted(p.tenant for p in spec.projects) == sorted(
-        t for t in tenants if t.startswith("sovereign-")
+    fleet = load_fleet("korea-2025")
+    rows = list(fleet.iter_tenants())
+    tenants = [t.name for t, _p, _c in rows]
+    parents = [t.name for t, _p, _c in rows if t.children]
+    spec.check_tenants(tenants, parents=parents)
+    consortium = {}
+    for t, p, _c in rows:
+        if t.name.startswith("sovereign-"):
+            consortium[t.name] = t.name
+        elif p is not None and p.name in consortium:
+            consortium[t.name] = p.name
+    leaves = {t.name for t, _p, _c in rows if not t.children}
+    assert sorted(p.tenant for p in spec.projects) == sorted(set(consortium) & leaves)
+    project_tenant = {p.name: p.tenant for p in spec.projects}
+    monthly: dict[tuple[str, float], float] = {}
+    for g in spec.grants:
+        key = (consortium[project_tenant[g.project]], g.start_h)
+        monthly[key] = monthly.get(key, 0.0) + g.gpu_hours
+    assert len(monthly) == 5 * 12
+    assert all(v == 9000 * 2500 / 2250 * 720 + 1000 * 720 for v in monthly.values())
+
+
+def test_a_project_of_a_tenant_with_children_is_refused() -> None:
+    """Its jobs would never come: jobs run in leaves (the LG consortium has two)."""
+    rows = list(load_fleet("korea-2025").iter_tenants())
+    spec = parse_allocations(
+        {"projects": [{"name": "lg-all", "tenant": "sovereign-lg"}], "grants": []}
     )
-    assert all(g.gpu_hours == 9000 * 2500 / 2250 * 720 + 1000 * 720 for g in spec.grants)
+    with pytest.raises(SpecError) as info:
+        spec.check_tenants(
+            [t.name for t, _p, _c in rows], parents=[t.name for t, _p, _c in rows if t.children]
+        )
+    assert "projects[0].tenant: 'sovereign-lg' has children" in str(info.value)
 
 
 # ------------------------------------------------------------------ hand cases
@@ -434,10 +464,12 @@ def test_the_main_jobs_consortia_are_charged_exactly_through_preemptions(
 ) -> None:
     assert check_exact_charges(consortia_run) > 0
     projects = consortia_run.summary["projects"]
-    assert len(projects) == 5
-    for p in projects.values():
-        assert p["granted_b200h"] == pytest.approx(7_920_000)  # the first month's grant only
-        assert p["future_b200h"] == pytest.approx(11 * 7_920_000)
+    assert len(projects) == 7  # five consortia, two of them with two projects
+    spec = load_allocations("korea-2025")
+    first = {g.project: g.gpu_hours for g in spec.grants if g.start_h == 0}
+    for name, p in projects.items():
+        assert p["granted_b200h"] == pytest.approx(first[name])  # the first month's grant only
+        assert p["future_b200h"] == pytest.approx(11 * first[name])
         assert p["used_b200h"] > 0
 
 

@@ -112,13 +112,16 @@ def render_fleet(spec: Fleet, summary: dict[str, object]) -> None:
             justify="right" if col in {"nominal", "borrow", "lend"} else "left",
             no_wrap=True,  # a truncated name ('sovereign-…') would hide which tenant a row is
         )
-    for tenant, _parent, cohort in spec.iter_tenants():
+    depth: dict[str, int] = {}
+    for tenant, parent, cohort in spec.iter_tenants():
+        # A tenant is indented under its parent (a parent's quota holds its children's).
+        depth[tenant.name] = depth[parent.name] + 1 if parent is not None else 0
         for q in tenant.quotas:
             # Without a cohort there is no one to borrow from or lend to: show '-', not 'any'.
             borrow = "any" if q.borrowing_limit is None else f"{q.borrowing_limit:,}"
             lend = "all" if q.lending_limit is None else f"{q.lending_limit:,}"
             quotas.add_row(
-                tenant.name,
+                "  " * depth[tenant.name] + tenant.name,
                 roots[tenant.name],
                 cohort or "-",
                 q.gpu_class,

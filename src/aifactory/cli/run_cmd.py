@@ -97,7 +97,7 @@ def run_cmd(
     with user_errors(), progress_bar("twin") as update:
         run = run_twin(spec, table=table, fleet=spec_fleet, progress=update)
     if not as_json:
-        render_summary(run.summary)
+        render_summary(run.summary, spec_fleet)
         _what_lending_buys(run.summary)
         _what_caps_cost(run.summary)
     with user_errors():

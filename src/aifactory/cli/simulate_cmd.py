@@ -10,10 +10,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from aifactory.cli.common import check_out_dir, err, fail, out, print_json, user_errors
+from aifactory.fleet.spec import Fleet
 from aifactory.scheduler.config import MAX_GRACE_S, BackfillMode
 from aifactory.scheduler.policies import PolicyName
 from aifactory.twin.inputs import CheckpointPolicy
@@ -242,8 +244,46 @@ def _borrowed(v: dict[str, Any]) -> str:
     return f"{borrowed:,.0f} ({borrowed / max(float(v['gpu_hours']), 1e-9):.1%})"
 
 
-def render_summary(s: dict[str, Any]) -> None:
-    """The Rich summary of one run."""
+def tenant_rows(
+    per_tenant: dict[str, dict[str, Any]], fleet: Fleet | None
+) -> list[tuple[str, dict[str, Any], bool]]:
+    """The per-tenant table's rows as (label, values, is a subtotal): with the fleet, its
+    tenant tree in tree order, a leaf indented under each parent above it and each parent
+    a subtotal of its leaves' jobs, GPU-hours, borrowed GPU-hours and energy (jobs run
+    in leaves); without it, the leaves as the summary lists them."""
+    if fleet is None:
+        return [(t, v, False) for t, v in per_tenant.items()]
+    depth: dict[str, int] = {}
+    below: dict[str, list[str]] = {}
+    order: list[str] = []
+    path: dict[str, list[str]] = {}
+    for tenant, parent, _cohort in fleet.iter_tenants():
+        up = path[parent.name] if parent is not None else []
+        path[tenant.name] = [*up, tenant.name]
+        depth[tenant.name] = len(up)
+        order.append(tenant.name)
+        if tenant.name in per_tenant:
+            for a in up:
+                below.setdefault(a, []).append(tenant.name)
+    rows: list[tuple[str, dict[str, Any], bool]] = []
+    for name in order:
+        label = "  " * depth[name] + name
+        if name in per_tenant:
+            rows.append((label, per_tenant[name], False))
+        elif name in below:
+            leaves = [per_tenant[x] for x in below[name]]
+            total = {
+                k: sum(float(v.get(k) or 0.0) for v in leaves)
+                for k in ("jobs", "gpu_hours", "gpu_hours_borrowed", "energy_mwh")
+            }
+            rows.append((label, total, True))
+    rows.extend((t, v, False) for t, v in per_tenant.items() if t not in depth)
+    return rows
+
+
+def render_summary(s: dict[str, Any], fleet: Fleet | None = None) -> None:
+    """The Rich summary of one run (with the fleet, tenants as its tree: leaves under
+    their parents, see :func:`tenant_rows`)."""
     head = Table(title=f"{s['fleet']} / {s['trace']} / {s['policy']} (backfill {s['backfill']})")
     head.add_column("metric")
     head.add_column("value", justify="right")
@@ -276,24 +316,43 @@ def render_summary(s: dict[str, Any]) -> None:
         out.print(f"stability: {stab['verdict']}")
         for line in stab.get("sentences", []):
             out.print(f"  {line}")
-    per = Table(title="Per tenant (ETTR: training only; services: availability, downtime)")
+    per = Table(
+        title="Per tenant (ETTR: training only; services: availability, downtime)",
+        box=box.SIMPLE_HEAD,  # borderless: eleven columns and a tenant tree fit 120 columns
+        padding=(0, 1, 0, 0),
+    )
     cols = ("tenant", "jobs", "GPU-hours", "borrowed", "of quota", "avg queue", "avg JCT", "ETTR")
-    for col in (*cols, "svc avail", "down/restarts", "MWh"):
-        per.add_column(col, justify="left" if col == "tenant" else "right")
-    for t, v in s["per_tenant"].items():
-        uq = v.get("utilization_of_quota")
-        ettr = v.get("ettr")
+    for col in (*cols, "svc avail", "down, restarts", "MWh"):
+        # (never wrapped: a cut name, 'sovereign-…', would hide which tenant a row is)
+        per.add_column(
+            col,
+            justify="left" if col == "tenant" else "right",
+            no_wrap=col in {"tenant", "jobs", "GPU-hours", "borrowed", "MWh"},
+        )
+    for t, tv, subtotal in tenant_rows(s["per_tenant"], fleet):
+        if subtotal:
+            per.add_row(
+                f"[bold]{t}[/]",
+                f"{tv['jobs']:,.0f}",
+                f"{tv['gpu_hours']:,.0f}",
+                _borrowed(tv),
+                *([""] * 6),
+                f"{tv['energy_mwh']:,.1f}",
+            )
+            continue
+        uq = tv.get("utilization_of_quota")
+        ettr = tv.get("ettr")
         per.add_row(
             t,
-            f"{v['jobs']:,}",
-            f"{v['gpu_hours']:,.0f}",
-            _borrowed(v),
+            f"{tv['jobs']:,}",
+            f"{tv['gpu_hours']:,.0f}",
+            _borrowed(tv),
             "-" if uq is None else f"{uq:.0%}",
-            _fmt_s(v["avg_queue_s"]),
-            _fmt_s(v["avg_jct_s"]),
+            _fmt_s(tv["avg_queue_s"]),
+            _fmt_s(tv["avg_jct_s"]),
             "-" if ettr is None else f"{ettr:.1%}",
-            *_service_cells(v),
-            f"{v.get('energy_mwh', 0.0):,.1f}",
+            *_service_cells(tv),
+            f"{tv.get('energy_mwh', 0.0):,.1f}",
         )
     out.print(per)
     lent = s.get("gpu_hours_lent_by_owner") or {}
@@ -362,7 +421,7 @@ def simulate(
     if as_json:
         print_json(run.summary)
     else:
-        render_summary(run.summary)
+        render_summary(run.summary, run.result.scheduler.topo.fleet)
         if out_dir is not None:
             out.print(f"results in {out_dir}/ (summary.json, jobs.parquet, report.html)")
 
@@ -381,12 +440,15 @@ def compare(
     failures: FailuresOpt = "off",
     preempt_grace: GraceOpt = 0.0,
     power_cap: PowerOpt = "on",
+    allocations: AllocOpt = None,
     out_dir: Annotated[
         Path | None, typer.Option("--out", help="Write compare.json/html here.")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the rows as JSON.")] = False,
 ) -> None:
-    """Run several policies on the same input and compare them side by side."""
+    """Run several policies on the same input and compare them side by side (with
+    ``--allocations``, every run holds and charges the projects' jobs alike, and the
+    projects' use of their grants is compared too)."""
     if out_dir is not None:
         check_out_dir(out_dir)
     from aifactory.reports.compare import (  # noqa: PLC0415
@@ -418,6 +480,7 @@ def compare(
             preempt_grace_s=preempt_grace,
             power_cap=power_switch(power_cap),
             until_s=None,
+            allocations=allocations,
         )
         for p in policies
     ]
@@ -451,5 +514,33 @@ def compare(
             cells.append(f"{value} ({format_ratio(row.get(key + '_ratio'))})")
         table_out.add_row(*cells)
     out.print(table_out)
+    render_projects_compared(summaries)
     if out_dir is not None:
         out.print(f"wrote {out_dir}/compare.json and compare.html")
+
+
+def render_projects_compared(summaries: list[dict[str, Any]]) -> None:
+    """Per project, what each policy's run used of its grants and how long its jobs
+    waited (runs with allocations only; B200-equivalent hours)."""
+    if not summaries or not summaries[0].get("projects"):
+        return
+    first = summaries[0]
+    per = Table(
+        title=f"Per project (allocations: {first['allocations']['name']}): used B200-eq hours, "
+        "jobs held, avg queue"
+    )
+    per.add_column("project")
+    per.add_column("granted", justify="right")
+    for s in summaries:
+        per.add_column(str(s["policy"]), justify="right")
+    for name, v in first["projects"].items():
+        cells = [name, f"{v['granted_b200h']:,.0f}"]
+        for s in summaries:
+            p = s["projects"].get(name)
+            cells.append(
+                "-"
+                if p is None
+                else f"{p['used_b200h']:,.0f} / {p['jobs_held']:,} / {_fmt_s(p['avg_queue_s'])}"
+            )
+        per.add_row(*cells)
+    out.print(per)

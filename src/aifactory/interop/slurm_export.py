@@ -154,7 +154,19 @@ def _nominal(t: Tenant, model_of: dict[str, str]) -> dict[str, int]:
 
 
 def _subtree_gpus(t: Tenant) -> int:
-    return sum(q.nominal for q in t.quotas) + sum(_subtree_gpus(c) for c in t.children)
+    """Nominal GPUs of a tenant's subtree: its own quota of a class it declares (which
+    holds its children's), else its children's."""
+    return sum(_subtree_by_class(t).values())
+
+
+def _subtree_by_class(t: Tenant) -> dict[str, int]:
+    out: dict[str, int] = defaultdict(int)
+    for child in t.children:
+        for cls, n in _subtree_by_class(child).items():
+            out[cls] += n
+    for q in t.quotas:
+        out[q.gpu_class] = q.nominal
+    return dict(out)
 
 
 # slurmdbd refuses a typed TRES (gres/gpu:gb200) it has not learnt from a slurmctld whose

@@ -13,8 +13,9 @@ ResourceFlavor per owner; so does this module. A GPU class owned by two or more 
   rules and the owner's lending limit, and placed on the owner's domains;
 - reclaim works per scheduling class, so a lender that takes back its nominal quota evicts
   borrowers from exactly its own hardware;
-- a tenant's ``borrowing_limit`` applies to each lender's hardware separately (a class
-  with three lenders may lend it up to three times the limit in all).
+- a tenant's ``borrowing_limit`` caps what it borrows of the class in all, summed over
+  the lenders' hardware (as Kueue's ``borrowingLimit`` caps a ClusterQueue's borrowing
+  of a resource): :class:`~aifactory.scheduler.quota.QuotaBook` keeps the sum.
 
 A class is split only when every tenant with a nominal quota of it has a home: a quota
 that no owner on the tenant's path backs is guaranteed nowhere in particular, and stays

@@ -24,6 +24,15 @@ parent's quota is what its subtree may use before it borrows):
   members, which for one level is Kueue's flat cohort rule
   ``sum(max(0, used - guaranteed)) <= pool``.
 
+With owner classes (:mod:`~aifactory.scheduler.owners`), a GPU class that several owners
+paid for is several scheduling classes, one per owner's hardware, and a tenant borrows
+from each lender's separately. Its ``borrowing_limit`` is nevertheless one figure for the
+class it declared, as Kueue's ``borrowingLimit`` caps what a ClusterQueue borrows of a
+resource in all: what a node *borrows* of a fleet class is the sum, over that class's
+scheduling classes, of what it holds above its nominal there (a leaf: its usage; a
+parent: its children's claims), and that sum stays within the limit. On a class that is
+not split this is the per-class rule above; the per-class bound is implied by the sum.
+
 Borrowed capacity is reclaimable: if a tenant within its nominal quota cannot be
 admitted because others drew the shared capacity dry, the scheduler preempts borrowers
 among the leaves it shares capacity with (:attr:`QuotaBook.reclaim_group`).
@@ -102,6 +111,7 @@ class QuotaBook:
     """
 
     __slots__ = (
+        "borrowing",
         "cells",
         "children",
         "cohort_draw",
@@ -109,11 +119,13 @@ class QuotaBook:
         "cohort_names",
         "cohort_of",
         "cohort_pool",
+        "flavor",
         "floors",
         "grouped",
         "index",
         "parent_of",
         "reclaim_group",
+        "split",
         "tenants",
         "top_of",
     )
@@ -132,6 +144,18 @@ class QuotaBook:
         self.cohort_pool: list[list[int]] = []
         self.cohort_draw: list[list[int]] = []
         self.cohort_members: list[list[int]] = []  # the tops of the trees in each cohort
+        # Per scheduling class: its fleet class, and whether that class is split by owner
+        # (only then does the sum over lenders differ from the per-class rule).
+        self.flavor: list[int] = list(range(len(classes)))
+        self.split: list[bool] = [False] * len(classes)
+        n_flavors = len(classes)
+        if sched is not None and sched.split:
+            self.flavor = list(sched.flavor)
+            self.split = [len(sched.of_flavor[f]) > 1 for f in sched.flavor]
+            n_flavors = len(sched.fleet_classes)
+        # Per tenant and fleet class: GPUs held above nominal, summed over the class's
+        # split scheduling classes (kept for split classes only; see the module docstring).
+        self.borrowing: list[list[int]] = []
         groupings: list[bool] = []  # a parent that declares no quota: its children's sums
         for tenant, parent, cohort in fleet.iter_tenants():
             t = len(self.tenants)
@@ -143,6 +167,7 @@ class QuotaBook:
                 for n, lend, limit, keep in _effective(tenant, classes, sched)
             ]
             self.cells.append(row)
+            self.borrowing.append([0] * n_flavors)
             groupings.append(bool(tenant.children) and not tenant.quotas)
             if parent is not None:
                 p = self.index[parent.name]
@@ -177,6 +202,14 @@ class QuotaBook:
             if kids:
                 for c, cell in enumerate(self.cells[t]):
                     cell.claims = sum(self._claim(k, c) for k in kids)
+        # A parent whose children's home hardware is not its own holds claims above its
+        # nominal there from the start (their guaranteed parts): borrowing already.
+        for t in range(len(self.tenants)):
+            for c, cell in enumerate(self.cells[t]):
+                if self.split[c]:
+                    held = cell.claims if self.children[t] else cell.used
+                    if held > cell.nominal:
+                        self.borrowing[t][self.flavor[c]] += held - cell.nominal
         # What each tenant claims while its subtree holds nothing: the guaranteed parts
         # below it, which no sibling may take (ceilings read them).
         self.floors = [
@@ -256,6 +289,10 @@ class QuotaBook:
         used = cell.used + gpus
         if used > cell.nominal + cell.borrow_limit:
             return False
+        if self.split[gpu_class] and not self._borrowing(
+            t, gpu_class, gpus, apply=False, leaf=True
+        ):
+            return False
         if self.parent_of[t] < 0:  # a tree's top (most tenants): one cell, one pool
             cohort = self.cohort_of[t]
             if cohort < 0:
@@ -281,6 +318,39 @@ class QuotaBook:
                 self.cohort_draw[cohort][gpu_class] + extra <= self.cohort_pool[cohort][gpu_class]
             )
         return self._excess(t, gpu_class, used, stop_unchanged=True) <= 0
+
+    def _borrowing(self, t: int, gpu_class: int, gpus: int, *, apply: bool, leaf: bool) -> bool:
+        """Whether ``gpus`` more of a split class for leaf ``t`` keep what every node on its
+        path borrows of the fleet class, summed over the owners' scheduling classes, within
+        its borrowing limit (the module's docstring; without ``leaf``, the levels above the
+        leaf only). With ``apply``, record the change instead (before the claims change)."""
+        f = self.flavor[gpu_class]
+        n = t
+        cell = self.cells[t][gpu_class]
+        before = cell.used
+        after = before + gpus
+        while True:
+            grow = (after - cell.nominal if after > cell.nominal else 0) - (
+                before - cell.nominal if before > cell.nominal else 0
+            )
+            if apply:
+                self.borrowing[n][f] += grow
+            elif (
+                (leaf or n != t)
+                and grow > 0
+                and cell.borrow_limit < UNLIMITED
+                and self.borrowing[n][f] + grow > cell.borrow_limit
+            ):
+                return False
+            g = cell.nominal - cell.lendable
+            old_claim = before if before > g else g
+            new_claim = after if after > g else g
+            n = self.parent_of[n]
+            if n < 0 or old_claim == new_claim:
+                return True
+            cell = self.cells[n][gpu_class]
+            before = cell.claims
+            after = before + new_claim - old_claim
 
     def _excess(self, t: int, gpu_class: int, used: int, *, stop_unchanged: bool) -> int:
         """The largest amount by which a rule above the leaf ``t`` would be broken if its
@@ -315,6 +385,11 @@ class QuotaBook:
         is blocked only by the tenant's own running jobs (or by GPUs), not by others'."""
         cell = self.cells[t][gpu_class]
         if gpus > cell.nominal + cell.borrow_limit:
+            return False
+        # (the leaf's own sum over lenders is its own jobs' doing: only the levels above)
+        if self.split[gpu_class] and not self._borrowing(
+            t, gpu_class, gpus - cell.used, apply=False, leaf=False
+        ):
             return False
         if self.parent_of[t] < 0:
             cohort = self.cohort_of[t]
@@ -353,6 +428,8 @@ class QuotaBook:
         """Charge (positive) or refund (negative) usage of leaf ``t`` (and its ancestors)."""
         cell = self.cells[t][gpu_class]
         old = cell.used
+        if self.split[gpu_class]:
+            self._borrowing(t, gpu_class, gpus, apply=True, leaf=True)
         new = cell.used = old + gpus
         guaranteed = cell.nominal - cell.lendable
         p = self.parent_of[t]

@@ -203,14 +203,22 @@ class AllocationsFile(BaseModel):
             for p in self.projects
         ]
 
-    def check_tenants(self, tenants: Iterable[str], source: str | None = None) -> None:
-        """Refuse projects of tenants the fleet does not have (their jobs would never come)."""
+    def check_tenants(
+        self, tenants: Iterable[str], source: str | None = None, parents: Iterable[str] = ()
+    ) -> None:
+        """Refuse projects of tenants the fleet does not have, or of tenants with children
+        (``parents``): jobs run in leaves, so their jobs would never come."""
         known = set(tenants)
-        problems = [
-            f"projects[{i}].tenant: no tenant '{p.tenant}' in the fleet"
-            for i, p in enumerate(self.projects)
-            if p.tenant not in known
-        ]
+        inner = set(parents)
+        problems: list[str] = []
+        for i, p in enumerate(self.projects):
+            if p.tenant not in known:
+                problems.append(f"projects[{i}].tenant: no tenant '{p.tenant}' in the fleet")
+            elif p.tenant in inner:
+                problems.append(
+                    f"projects[{i}].tenant: '{p.tenant}' has children and jobs run in leaves; "
+                    "give the project to one of them"
+                )
         if problems:
             raise SpecError(problems, source)
 

@@ -219,9 +219,12 @@ def allocation_gate(spec: TwinSpec, fleet: Fleet) -> TwinAllocations | None:
 
     allocs = load_allocations(spec.allocations)
     classes: dict[str, list[str]] = {}
+    parents: list[str] = []
     for tenant, _parent, _cohort in fleet.iter_tenants():
         classes[tenant.name] = [q.gpu_class for q in tenant.quotas]
-    allocs.check_tenants(classes, spec.allocations)
+        if tenant.children:
+            parents.append(tenant.name)
+    allocs.check_tenants(classes, spec.allocations, parents)
     topo = compile_topology(fleet)
     rates = b200_rates(
         {c: m.bf16_tflops for c, m in zip(topo.classes, topo.class_model, strict=True)}

@@ -25,6 +25,11 @@ Where each figure comes from
   1-8 weeks, anchored on Llama 3 405B's 54 days on 16,384 H100 (arXiv 2407.21783);
   checkpoint every 30 min, from Young's formula with a 60 s write and the ~8 h job mean
   time to failure at 1,024 GPUs of Kokolis et al. (HPCA'25). Preemptible, priority 100.
+  GPU memory per GPU from the model each campaign trains (10-500 billion parameters,
+  log-uniform, an assumption): 16 bytes per parameter for mixed-precision Adam
+  (Rajbhandari et al., ZeRO, SC'20), sharded over up to 128 GPUs, plus 60 GB of
+  activations, capped at what the GPUs it may run on have
+  (:class:`~aifactory.workload.synth.catalogue.ModelMemory`).
 - **Fine-tuning, evaluation bursts, digital twin (Samsung), driving and robotics training
   (Hyundai), inference services (Naver, SK) and AI-RAN inference**: the uses are from the
   2025-10-31 announcement (``facts.md`` §1); sizes, durations and shares are assumptions,

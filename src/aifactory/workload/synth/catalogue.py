@@ -166,6 +166,64 @@ class Estimate(_Frozen):
         return self
 
 
+MAX_PARAMS = 1e14  # parameters of one model: far beyond any trained (GPT-4 class: ~1e12)
+MAX_MEMORY_GB = 1024.0  # GB per GPU a class may ask: above any GPU (B300: 288 GB)
+
+
+class ModelMemory(_Frozen):
+    """GPU memory per GPU from the size of the model a job trains.
+
+    Mixed-precision training with Adam keeps 16 bytes per parameter: fp16 weights and
+    gradients (2 + 2) and fp32 master weights, momentum and variance (4 + 4 + 4); ZeRO
+    stage 3 / FSDP shards all of it over the data-parallel GPUs (Rajbhandari et al.,
+    "ZeRO: Memory Optimizations Toward Training Trillion Parameter Models", SC'20, §3.1
+    and §5: 16 bytes/parameter, partitioned N ways over N GPUs). A job of ``gpus`` GPUs
+    training a model of ``params`` parameters therefore needs
+
+        params x bytes_per_param / min(gpus, shard_gpus) / 1e9 + activation_gb   [GB]
+
+    per GPU: the model state sharded over at most ``shard_gpus`` GPUs (state is sharded
+    inside a group and replicated across groups, as hybrid-sharded FSDP does, since
+    sharding over every GPU of a 10,000-GPU job costs more in communication than it
+    saves), plus the activations of the micro-batch each GPU runs. The ask is capped at
+    ``max_gb``: a model too big for it is laid out over more GPUs (a larger group) until
+    it fits, so it asks the cap, never more.
+    """
+
+    params_min: float = Field(gt=0, le=MAX_PARAMS, description="Smallest model, parameters.")
+    params_max: float = Field(gt=0, le=MAX_PARAMS, description="Largest model, parameters.")
+    bytes_per_param: float = Field(
+        default=16.0,
+        ge=2.0,
+        le=64.0,
+        description="Model state per parameter (mixed-precision Adam: 16, ZeRO §3.1).",
+    )
+    shard_gpus: int = Field(
+        gt=0, le=1_000_000, description="Most GPUs the model state is sharded over."
+    )
+    activation_gb: float = Field(ge=0, le=MAX_MEMORY_GB, description="Activations per GPU, GB.")
+    max_gb: float = Field(gt=0, le=MAX_MEMORY_GB, description="Largest ask, GB per GPU.")
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if self.params_max < self.params_min:
+            msg = "params_max: must be >= params_min"
+            raise ValueError(msg)
+        if self.activation_gb >= self.max_gb:
+            msg = "max_gb: must be above activation_gb (no room left for the model state)"
+            raise ValueError(msg)
+        return self
+
+    def per_gpu_gb(
+        self, params: npt.NDArray[np.float64], gpus: npt.NDArray[np.int64]
+    ) -> npt.NDArray[np.float64]:
+        """GB each GPU needs, per job (see the class docstring)."""
+        shard = np.minimum(gpus, self.shard_gpus).astype(np.float64)
+        state = params * self.bytes_per_param / np.maximum(shard, 1.0) / 1e9
+        out: npt.NDArray[np.float64] = np.minimum(state + self.activation_gb, self.max_gb)
+        return out
+
+
 class JobClass(_Frozen):
     """A kind of job: sizes, durations, arrivals, priority and checkpointing, with sources."""
 
@@ -177,6 +235,10 @@ class JobClass(_Frozen):
         default=None,
         gt=0,
         description="GPU memory each GPU of a job must have (from the model it trains); null: any.",
+    )
+    model: ModelMemory | None = Field(
+        default=None,
+        description="Each job's memory from its model's size (excludes hbm_gb_per_gpu).",
     )
     preempt_grace_s: float | None = Field(
         default=None,
@@ -227,9 +289,13 @@ class JobClass(_Frozen):
 
     @model_validator(mode="after")
     def _check(self) -> Self:
-        missing = [k for k in REQUIRED_SOURCES if k not in self.sources]
+        required = [*REQUIRED_SOURCES, *(("model",) if self.model is not None else ())]
+        missing = [k for k in required if k not in self.sources]
         if missing:
             msg = f"sources: no source for {', '.join(missing)}"
+            raise ValueError(msg)
+        if self.model is not None and self.hbm_gb_per_gpu is not None:
+            msg = "model: a class asks memory from its model or as hbm_gb_per_gpu, not both"
             raise ValueError(msg)
         return self
 

@@ -1,6 +1,7 @@
 """Synthesis: plan per-(tenant, class) GPU-hour budgets, fill them with drawn jobs, assemble.
 
-Offered load is measured *within the horizon*: a job submitted at ``s`` offers
+Work is drawn for the leaves of the tenant tree (jobs run in leaves), each on its own
+nominal quota. Offered load is measured *within the horizon*: a job submitted at ``s`` offers
 ``gpus x min(duration, horizon - s)`` GPU-seconds, so a four-week campaign submitted on
 the last day counts for one day. Each (tenant, class) gets the budget
 ``share x load x nominal GPUs x horizon``; jobs are drawn i.i.d. (in vectorised batches)
@@ -33,6 +34,7 @@ import pyarrow.compute as pc
 from aifactory.fleet.errors import SpecError
 from aifactory.fleet.spec import Fleet
 from aifactory.workload.schema import OPTIONAL_COLUMNS, TRACE_SCHEMA
+from aifactory.workload.synth import exact
 from aifactory.workload.synth.catalogue import DAY_S, Catalogue, JobClass, load_catalogue
 from aifactory.workload.synth.sampling import (
     ARRIVAL_SAMPLERS,
@@ -63,6 +65,7 @@ class ClassPlan:
     gpu_class: str | None
     max_gpus: int
     budget_gpu_s: float
+    hbm_cap_gb: float = math.inf  # the most memory any GPU the job may run on has
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,9 +131,12 @@ class SynthReport:
 
 
 def tenant_nominals(fleet: Fleet) -> dict[str, int]:
-    """Nominal GPUs (all classes) of every tenant holding quota, in tree order."""
+    """Nominal GPUs (all classes) of every leaf tenant holding quota, in tree order: jobs
+    are submitted to leaves (a parent's quota caps its subtree, where they run)."""
     out: dict[str, int] = {}
     for tenant, _parent, _cohort in fleet.iter_tenants():
+        if tenant.children:
+            continue
         total = sum(q.nominal for q in tenant.quotas)
         if total > 0:
             out[tenant.name] = total
@@ -201,10 +207,19 @@ def home_sites(fleet: Fleet) -> dict[str, str]:
     return out
 
 
+def class_memory(fleet: Fleet) -> dict[str, float]:
+    """HBM per GPU, GB, of each GPU class of the fleet (its GPU model's)."""
+    from aifactory.fleet.topology import compile_topology  # noqa: PLC0415
+
+    topo = compile_topology(fleet)
+    return {name: m.hbm_gb for name, m in zip(topo.classes, topo.class_model, strict=True)}
+
+
 def plan(fleet: Fleet, days: float, load: float, catalogue: Catalogue) -> list[ClassPlan]:
     """The budget of every (tenant, class) for this fleet, horizon and load."""
     horizon = days * DAY_S
     limits = gang_limits(fleet)
+    memory = class_memory(fleet)
     plans: list[ClassPlan] = []
     for tenant, nominal in tenant_nominals(fleet).items():
         held = {c: g for c, g in limits[tenant].items() if g > 0}
@@ -212,6 +227,7 @@ def plan(fleet: Fleet, days: float, load: float, catalogue: Catalogue) -> list[C
             cls = catalogue.classes[entry.job_class]
             gpu_class = next((c for c in cls.gpu_class if c in held), None)
             max_gpus = held[gpu_class] if gpu_class is not None else max(held.values())
+            may_run = [gpu_class] if gpu_class is not None else list(held)
             plans.append(
                 ClassPlan(
                     tenant=tenant,
@@ -220,6 +236,7 @@ def plan(fleet: Fleet, days: float, load: float, catalogue: Catalogue) -> list[C
                     gpu_class=gpu_class,
                     max_gpus=max_gpus,
                     budget_gpu_s=entry.share * load * nominal * horizon,
+                    hbm_cap_gb=max(memory.get(c, math.inf) for c in may_run),
                 )
             )
     return plans
@@ -328,16 +345,40 @@ def synthesize(
     horizon = days * DAY_S
     plans = plan(fleet, days, load, cat)
     blocks: list[_Block] = []
+    memory: list[FloatArray] = []
     drawn = 0
     for p in plans:
         block = fill(p, horizon, _rng(seed, p.tenant, p.kind), drawn)
         drawn += len(block.gpus)
         blocks.append(block)
-    return _assemble(plans, blocks, home_sites(fleet))
+        memory.append(job_memory(p, block.gpus, seed))
+    return _assemble(plans, blocks, memory, home_sites(fleet))
+
+
+def job_memory(p: ClassPlan, gpus: IntArray, seed: int) -> FloatArray:
+    """GB per GPU each job of one (tenant, class) asks (NaN: any GPU): its class's
+    ``hbm_gb_per_gpu``, or from a model size drawn log-uniform in the class's range
+    (:class:`~aifactory.workload.synth.catalogue.ModelMemory`), at most what the GPUs it
+    may run on have (:attr:`ClassPlan.hbm_cap_gb`: like the class's own cap, the layout is
+    chosen to fit the hardware the tenant holds). Model sizes come from a generator of
+    their own, so giving a class a model leaves its jobs' other draws as they were."""
+    cls = p.job_class
+    if cls.model is None:
+        return np.full(len(gpus), cls.hbm_gb_per_gpu or math.nan)
+    m = cls.model
+    rng = _rng(seed, p.tenant, f"{p.kind}/model")
+    lo, hi = math.log(m.params_min), math.log(m.params_max)
+    params = (
+        exact.exp(rng.uniform(lo, hi, len(gpus))) if hi > lo else np.full(len(gpus), m.params_min)
+    )
+    return np.minimum(m.per_gpu_gb(params, gpus), p.hbm_cap_gb)
 
 
 def _assemble(
-    plans: list[ClassPlan], blocks: list[_Block], homes: dict[str, str] | None = None
+    plans: list[ClassPlan],
+    blocks: list[_Block],
+    memory: list[FloatArray],
+    homes: dict[str, str] | None = None,
 ) -> pa.Table:
     """One table from the per-class blocks: sorted by submit time, ids numbered per tenant."""
     tenants = sorted({p.tenant for p in plans})
@@ -359,10 +400,7 @@ def _assemble(
         [p.job_class.checkpoint_s if p.job_class.checkpoint_s else math.nan for p in plans],
         np.float64,
     )
-    hbm = per_job(
-        [p.job_class.hbm_gb_per_gpu or math.nan for p in plans],
-        np.float64,
-    )
+    hbm = np.concatenate(memory) if memory else np.empty(0)
     service = per_job([p.job_class.service for p in plans], np.bool_)
     grace = per_job(
         [
