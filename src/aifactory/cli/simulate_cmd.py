@@ -13,6 +13,7 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from aifactory.cli import skip_teardown
 from aifactory.cli.common import check_out_dir, err, fail, out, print_json, user_errors
 from aifactory.scheduler.config import MAX_GRACE_S, BackfillMode
 from aifactory.scheduler.policies import PolicyName
@@ -365,6 +366,7 @@ def simulate(
         render_summary(run.summary)
         if out_dir is not None:
             out.print(f"results in {out_dir}/ (summary.json, jobs.parquet, report.html)")
+    skip_teardown()  # every file is written and closed, the writer thread joined
 
 
 def compare(
