@@ -67,10 +67,10 @@ except ImportError:  # the reference, before scheduler/core.py was split
     from aifactory.scheduler.core import BackfillMode
 from aifactory.twin import run as twin_run
 from aifactory.twin.run import TwinSpec, run_twin
-if os.environ.get("AIF_AB_FEATURES_OFF") == "1":
-    import functools
-    twin_run.SchedulerConfig = functools.partial(
-        twin_run.SchedulerConfig, owner_hardware=False, power_cap=False)
+features_off = os.environ.get("AIF_AB_FEATURES_OFF") == "1"
+if features_off:  # owner hardware off (no TwinSpec field for it), power caps off below
+    import dataclasses, functools
+    twin_run.SchedulerConfig = functools.partial(twin_run.SchedulerConfig, owner_hardware=False)
 kind, arg, policy, load = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
 table = fleet = None
 if kind in ("trace", "trace-load"):
@@ -100,6 +100,8 @@ else:
     spec = TwinSpec(fleet="korea-2025", trace="synth-research-mix", policy=policy,
                     backfill=BackfillMode.EASY, seed=2025, backfill_interval_s=30.0,
                     until_s=days * 86400.0)
+if features_off:
+    spec = dataclasses.replace(spec, power_cap=False)
 t0 = time.perf_counter()
 run = run_twin(spec, table=table, fleet=fleet)
 total = time.perf_counter() - t0
