@@ -119,13 +119,16 @@ def _git(*args: str, cwd: Path = REPO) -> str:
 
 
 def prepare(ref: str, *, build: bool = True) -> Path:
-    """A worktree of ``ref`` under /tmp, compiled natively there; its path."""
+    """A worktree of ``ref`` under /tmp, compiled natively there; its path. Named by the
+    git tree of ``src``, so a commit that changes no source reuses the built worktree of
+    an earlier one."""
     sha = _git("rev-parse", "--verify", f"{ref}^{{commit}}")
-    tree = Path(tempfile.gettempdir()) / f"aif-ab-{sha[:10]}"
+    src = _git("rev-parse", f"{sha}:src")
+    tree = Path(tempfile.gettempdir()) / f"aif-ab-src-{src[:10]}"
     if not (tree / "src").is_dir():
         _git("worktree", "add", "--detach", str(tree), sha)
-    elif _git("rev-parse", "HEAD", cwd=tree) != sha:
-        msg = f"{tree} exists at another commit; remove it (git worktree remove)"
+    elif _git("rev-parse", "HEAD:src", cwd=tree) != src:
+        msg = f"{tree} holds other sources; remove it (git worktree remove --force)"
         raise RuntimeError(msg)
     if build and _build_state(tree) != "compiled":
         print(f"building {ref} ({sha[:10]}) natively in {tree} ...", flush=True)
