@@ -191,17 +191,26 @@ def instructions(tree: Path, case: tuple[str, str, str, float]) -> int:
     return int(found.group(1).replace(",", ""))
 
 
-def cases(jobs: int, national_days: float) -> dict[str, tuple[str, str, str, float]]:
-    """The four cases of bench_twin.py (the 1M horizon for ``jobs`` jobs, bisected there)."""
+def cases(
+    jobs: int, national_days: float, only: str = ""
+) -> dict[str, tuple[str, str, str, float]]:
+    """The four cases of bench_twin.py, or those whose name has a word of ``only``
+    (comma-separated); the 1M horizon for ``jobs`` jobs is bisected as bench_twin does."""
     sys.path.insert(0, str(REPO))
     from bench.bench_twin import LOAD, NATIONAL_LOAD, _days_for  # noqa: PLC0415
 
+    words = [w for w in only.split(",") if w]
+    korea = f"korea {jobs / 1e6:g}M jobs"
+    names = ["philly fifo", "philly las", korea, f"national {national_days:g} d"]
+    wanted = [n for n in names if not words or any(w in n for w in words)]
     out: dict[str, tuple[str, str, str, float]] = {}
-    if PHILLY.is_file():
-        out["philly fifo"] = ("trace", str(PHILLY), "fifo", LOAD)
-        out["philly las"] = ("trace", str(PHILLY), "las", LOAD)
-    out[f"korea {jobs / 1e6:g}M jobs"] = ("synth", f"{_days_for(jobs):.4f}", "fifo", LOAD)
-    out[f"national {national_days:g} d"] = ("national", str(national_days), "fifo", NATIONAL_LOAD)
+    for name in wanted:
+        if name.startswith("philly") and PHILLY.is_file():
+            out[name] = ("trace", str(PHILLY), name.split()[1], LOAD)
+        elif name == korea:
+            out[name] = ("synth", f"{_days_for(jobs):.4f}", "fifo", LOAD)
+        elif name.startswith("national"):
+            out[name] = ("national", str(national_days), "fifo", NATIONAL_LOAD)
     return out
 
 
@@ -268,10 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "ab.json")
     args = parser.parse_args(argv)
     ref, head = prepare(args.ref), prepare(args.head)
-    chosen = cases(args.jobs, args.national_days)
-    if args.only:
-        words = args.only.split(",")
-        chosen = {k: v for k, v in chosen.items() if any(w in k for w in words)}
+    chosen = cases(args.jobs, args.national_days, args.only)
     rows = compare(ref, head, chosen, args.rounds)
     if args.features_off:
         rows += compare(ref, head, chosen, args.rounds, features_off=True)
