@@ -196,7 +196,8 @@ def cases(
 ) -> dict[str, tuple[str, str, str, float]]:
     """The four cases of bench_twin.py, or those whose name has a word of ``only``
     (comma-separated); the 1M horizon for ``jobs`` jobs is bisected as bench_twin does."""
-    sys.path.insert(0, str(REPO))
+    # This checkout's sources (not an installed copy's) synthesise the horizon's jobs.
+    sys.path[:0] = [str(REPO), str(REPO / "src")]
     from bench.bench_twin import LOAD, NATIONAL_LOAD, _days_for  # noqa: PLC0415
 
     words = [w for w in only.split(",") if w]
