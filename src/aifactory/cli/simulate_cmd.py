@@ -14,6 +14,7 @@ from rich import box
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from aifactory.cli import skip_teardown
 from aifactory.cli.common import check_out_dir, err, fail, out, print_json, user_errors
 from aifactory.fleet.spec import Fleet
 from aifactory.scheduler.config import MAX_GRACE_S, BackfillMode
@@ -424,6 +425,7 @@ def simulate(
         render_summary(run.summary, run.result.scheduler.topo.fleet)
         if out_dir is not None:
             out.print(f"results in {out_dir}/ (summary.json, jobs.parquet, report.html)")
+    skip_teardown()  # every file is written and closed, the writer thread joined
 
 
 def compare(

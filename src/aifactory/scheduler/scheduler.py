@@ -117,6 +117,10 @@ class Scheduler(Cycle):
         for name in job.gpu_classes:
             if name not in self._class_index:
                 return f"unknown GPU class: '{name}'"
+        # The classes it could ever run in are among those it accepts: only a job with
+        # none of the former is asked which check it fails (most jobs have some).
+        if self._classes(seat):
+            return None
         if not self._allowed_classes(job):
             most = max(m.hbm_gb for m in self.topo.class_model)
             asked = "the classes it accepts" if job.gpu_class or job.gpu_classes else "this fleet"
@@ -124,19 +128,17 @@ class Scheduler(Cycle):
                 f"not enough GPU memory: {job.hbm_gb_per_gpu:g} GB per GPU asked, no GPU of "
                 f"{asked} has that much (the most here: {most:g} GB)"
             )
-        if not self._classes(seat):
-            biggest = max(
-                (
-                    min(self.quota.ceiling(seat.tix, c), self._room_for(seat, c))
-                    for c in self._allowed_classes(job)
-                ),
-                default=0,
-            )
-            return (
-                f"too big: {job.gpus} GPUs asked, at most {biggest} can ever be "
-                f"given to tenant '{job.tenant}'"
-            )
-        return None
+        biggest = max(
+            (
+                min(self.quota.ceiling(seat.tix, c), self._room_for(seat, c))
+                for c in self._allowed_classes(job)
+            ),
+            default=0,
+        )
+        return (
+            f"too big: {job.gpus} GPUs asked, at most {biggest} can ever be "
+            f"given to tenant '{job.tenant}'"
+        )
 
     # ================================================================ the pass
     def schedule(self, now: float) -> CycleResult:
