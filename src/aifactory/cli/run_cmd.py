@@ -24,10 +24,9 @@ from aifactory.cli.simulate_cmd import (
     render_summary,
     write_outputs,
 )
-from aifactory.scheduler.config import MAX_GRACE_S, BackfillMode
+from aifactory.scheduler.config import MAX_GRACE_S
 from aifactory.scheduler.policies import PolicyName
-from aifactory.twin.inputs import CheckpointPolicy
-from aifactory.twin.run import TwinSpec, run_twin
+from aifactory.twin.run import national_spec, run_twin
 
 
 def run_cmd(
@@ -79,17 +78,13 @@ def run_cmd(
         say(f"[bold]aifactory[/]: {days:g} days of {fleet} at load {load:g}, seed {seed}")
         table = synthesize(spec_fleet, days, load, seed)
     say(f"synthesised {table.num_rows:,} jobs in {time.perf_counter() - t0:.1f} s")
-    spec = TwinSpec(
-        fleet=fleet,
-        trace=f"synth-{fleet}-{days:g}d-load{load:g}",
+    spec = national_spec(
+        fleet,
+        days,
+        load,
+        seed,
         policy=policy.value,
-        backfill=BackfillMode.EASY,
-        seed=seed,
         failures=failures,
-        checkpoint=CheckpointPolicy.TRACE,
-        checkpoint_write_s=60.0,
-        until_s=days * 86400.0,
-        backfill_interval_s=30.0,  # Slurm's bf_interval default: deep backfill scans every 30 s
         preempt_grace_s=preempt_grace,
         power_cap=power_switch(power_cap),
         allocations=grants,
