@@ -6,7 +6,9 @@ child process so that its peak RSS is its own. It runs what ``aifactory run --da
 --load 0.9`` runs (synthesis, the twin with Llama 3's failures, checkpoints, the bundled
 allocations and 30 s deep backfill scans, the summary and jobs.parquet) and reports wall
 time, peak RSS, and events per second around day 10 and in the last day, from the same
-run: the cost of an event must not grow with the backlog.
+run: the cost of an event must not grow with the backlog. The target is judged on events
+per CPU second of the process (the wall clock of a shared machine counts others' work);
+events per wall second are reported beside them.
 
 Targets: < 15 minutes, < 4 GB peak RSS, events/s of the last day within 20% of day 10's.
 
@@ -35,8 +37,8 @@ DAY_S = 86_400.0
 
 
 def _rate_at(marks: list[tuple[float, float, int]], day: float) -> float:
-    """Events per wall second over the progress marks around simulated ``day`` (a day's
-    span centred on it, clipped to the run): marks are (wall s, simulated s, events)."""
+    """Events per second over the progress marks around simulated ``day`` (a day's span
+    centred on it, clipped to the run): marks are (clock s, simulated s, events)."""
     lo_t, hi_t = (day - 0.5) * DAY_S, (day + 0.5) * DAY_S
     inside = [m for m in marks if lo_t <= m[1] <= hi_t]
     if len(inside) < 2:  # marks sparser than a day: the two around the day
@@ -58,12 +60,14 @@ def case(days: float) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     fleet = load_fleet("korea-2025")
-    marks: list[tuple[float, float, int]] = []
+    marks: list[tuple[float, float, int]] = []  # by wall clock
+    cpu_marks: list[tuple[float, float, int]] = []  # by this process's CPU time
     watched: list[Simulation] = []
 
     def progress(_fraction: float) -> None:
         kernel = watched[0].kernel
         marks.append((time.perf_counter(), kernel.now, kernel.processed))
+        cpu_marks.append((time.process_time(), kernel.now, kernel.processed))
 
     with no_gc():
         table = synthesize(fleet, days, LOAD, SEED)
@@ -83,6 +87,9 @@ def case(days: float) -> dict[str, Any]:
     early = min(10.0, days / 2)
     early_rate = _rate_at(marks, early)
     late_rate = _rate_at(marks, last)
+    # On a shared machine the wall clock counts others' work too; CPU time does not.
+    early_cpu = _rate_at(cpu_marks, early)
+    late_cpu = _rate_at(cpu_marks, last)
     pending = summary["stability"]["total"]["end_gpu_h"]
     return {
         "build": aifactory.BUILD,
@@ -97,6 +104,9 @@ def case(days: float) -> dict[str, Any]:
         "early_day": early,
         "events_per_s_late": late_rate,
         "late_day": last,
+        "events_per_cpu_s_early": early_cpu,
+        "events_per_cpu_s_late": late_cpu,
+        "load_avg_1m_at_end": os.getloadavg()[0],
         "pending_jobs_at_end": int(summary["unfinished"]),
         "pending_gpu_h_at_end": pending,
         "stability": summary["stability"]["verdict"],
@@ -126,7 +136,7 @@ def run() -> list[dict[str, Any]]:
     )
     got = json.loads(done.stdout.strip().splitlines()[-1])
     label = f"korea-2025 {days:g} d @ {LOAD:g} ({got['build']})"
-    early, late = got["events_per_s_early"], got["events_per_s_late"]
+    early, late = got["events_per_cpu_s_early"], got["events_per_cpu_s_late"]
     drift = abs(late - early) / early if early > 0 else float("inf")
     return [
         {"name": f"{label}: jobs", "value": got["jobs"], "unit": "jobs"},
@@ -145,12 +155,22 @@ def run() -> list[dict[str, Any]]:
             "ok": got["peak_rss_gb"] < TARGET_RSS_GB,
         },
         {
-            "name": f"{label}: events/s at day {got['early_day']:g}",
+            "name": f"{label}: events/s (wall) at day {got['early_day']:g}",
+            "value": got["events_per_s_early"],
+            "unit": "events/s",
+        },
+        {
+            "name": f"{label}: events/s (wall) at day {got['late_day']:g}",
+            "value": got["events_per_s_late"],
+            "unit": "events/s",
+        },
+        {
+            "name": f"{label}: events per CPU s at day {got['early_day']:g}",
             "value": early,
             "unit": "events/s",
         },
         {
-            "name": f"{label}: events/s at day {got['late_day']:g}",
+            "name": f"{label}: events per CPU s at day {got['late_day']:g}",
             "value": late,
             "unit": "events/s",
             "target": f"within {TARGET_DRIFT:.0%} of day {got['early_day']:g}",
