@@ -91,3 +91,31 @@ def test_zero_is_no_limit_and_the_default() -> None:
     assert cfg.queue_depth == 0
     assert cfg.max_job_test == 0
     assert SchedulerConfig(queue_depth=MAX_SCAN, max_job_test=1).problem() is None
+
+
+@pytest.mark.parametrize("command", ["run", "simulate"])
+@pytest.mark.parametrize("flag", ["--queue-depth", "--max-job-test"])
+def test_the_cli_refuses_a_negative_limit_before_any_work(command: str, flag: str) -> None:
+    from typer.testing import CliRunner  # noqa: PLC0415
+
+    from aifactory.cli import app  # noqa: PLC0415
+
+    args = [command, flag, "-1"]
+    if command == "simulate":
+        args += ["--fleet", "demo", "--trace", "no-such-trace.csv"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert f"{flag}: must be from 0 (no limit)" in result.output
+
+
+def test_aifactory_run_uses_the_national_limits() -> None:
+    from aifactory.twin.run import (  # noqa: PLC0415
+        NATIONAL_MAX_JOB_TEST,
+        NATIONAL_QUEUE_DEPTH,
+        TwinSpec,
+        national_spec,
+    )
+
+    spec = national_spec("korea-2025", 1.0, 0.9, 0)
+    assert (spec.queue_depth, spec.max_job_test) == (NATIONAL_QUEUE_DEPTH, NATIONAL_MAX_JOB_TEST)
+    assert TwinSpec(fleet="demo", trace="t").queue_depth == 0  # a replay: no limit
