@@ -111,6 +111,8 @@ def test_who_sees_which_projects_allocations_and_statements(
             f"/v1/projects/{pid}/statement", params={"month": "2026-12"}, headers=h
         )
         assert month.status_code == code, (tenant, month.text)
+        charges = env.client.get(f"/v1/projects/{pid}/charges", headers=h)
+        assert charges.status_code == code, (tenant, charges.text)
 
 
 @pytest.mark.parametrize(

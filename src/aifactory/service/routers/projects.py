@@ -123,7 +123,7 @@ def recent_charges(
 ) -> list[ChargeView]:
     """The project's most recent charged run intervals, latest end first."""
     with service.db.read() as conn:
-        visible_project(conn, who, project_id)
+        visible_project(conn, who, project_id, service.descendants)
         return recent(conn, project_id, limit)
 
 
