@@ -165,6 +165,18 @@ class JobSubmit(BaseModel):
         f"SIGKILL (0 to {MAX_JOB_GRACE_S:g}; 0: none). null: the service's default.",
     )
 
+    @field_validator("preempt_grace_s")
+    @classmethod
+    def _no_grace_for_a_service(cls, value: float | None, info: ValidationInfo) -> float | None:
+        """A service stops at once when preempted (``scheduler.grace``): a grace asked for
+        one would be dropped without a word, so the edge refuses it, naming this field."""
+        if value and info.data.get("service") is True:
+            raise PydanticCustomError(
+                "preempt_grace_s",
+                "a service stops at once when preempted: leave preempt_grace_s out (or 0)",
+            )
+        return value
+
     @field_validator("gpu_classes")
     @classmethod
     def _one_way_to_name_classes(
