@@ -13,7 +13,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from tests.builders import hgx, make_fleet, tenant
 
 from aifactory.fleet import compile_topology, parse_fleet
 from aifactory.fleet.topology import Topology
@@ -22,6 +21,7 @@ from aifactory.physics.links import Network
 from aifactory.scheduler.config import SchedulerConfig
 from aifactory.twin.simulator import Simulation
 from aifactory.workload.job import Job
+from builders import hgx, make_fleet, tenant
 
 
 def topo() -> Topology:
