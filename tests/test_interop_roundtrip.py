@@ -126,8 +126,19 @@ def test_fleets_agree(target: str, name: str, tmp_path: Path) -> None:
     assert any("assumption" in s.source for s in back.sites), "site figures are marked"
 
 
+def without_links(fleet: Fleet) -> Fleet:
+    """The fleet as Kueue and Slurm can carry it: the links between sites are neither's
+    objects (both exports say so), and since issue #20 the twin reads them (staging,
+    spanning), so the original is compared without them."""
+    raw = fleet.model_dump(exclude_none=True)
+    raw.pop("links", None)
+    return parse_fleet(raw)
+
+
 def same_run(a: Fleet, b: Fleet, load: float) -> dict[str, Any]:
     """Run the twin one day on both fleets with one workload; per-job results must match."""
+    assert not b.links, "an import has no links to compare"
+    a = without_links(a)
     table = synthesize(a, 1.0, load, seed=11)
     spec = TwinSpec(fleet=a.name, trace="", until_s=DAY_S)
     ra, rb = run_twin(spec, table=table, fleet=a), run_twin(spec, table=table, fleet=b)

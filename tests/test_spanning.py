@@ -18,7 +18,7 @@ from aifactory.fleet import compile_topology, parse_fleet
 from aifactory.fleet.topology import Topology
 from aifactory.physics.comm import ring_allreduce_s, span_slowdown
 from aifactory.physics.links import Network
-from aifactory.scheduler.config import SchedulerConfig
+from aifactory.scheduler.config import BackfillMode, SchedulerConfig
 from aifactory.twin.simulator import Simulation
 from aifactory.workload.job import Job
 from builders import hgx, make_fleet, tenant
@@ -36,7 +36,7 @@ def spanner(submit: float = 1.0) -> Job:
 
 
 def run(jobs: list[Job]) -> dict[str, Job]:
-    res = Simulation(topo(), jobs, SchedulerConfig(backfill="none")).run()
+    res = Simulation(topo(), jobs, SchedulerConfig(backfill=BackfillMode.NONE)).run()
     return {j.id: j for j in res.jobs}
 
 

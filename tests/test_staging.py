@@ -17,7 +17,7 @@ from aifactory.fleet import compile_topology, parse_fleet
 from aifactory.fleet.topology import Topology
 from aifactory.reports.report import build_report
 from aifactory.reports.results import link_util_column
-from aifactory.scheduler.config import SchedulerConfig
+from aifactory.scheduler.config import BackfillMode, SchedulerConfig
 from aifactory.scheduler.scheduler import Scheduler
 from aifactory.twin.netreport import network_summary
 from aifactory.twin.results import jobs_table, summarize, timeseries_table, used_gpu_s
@@ -46,7 +46,7 @@ def reader(name: str, dataset: str = "", size: float = TB125, **kw: Any) -> Job:
 
 
 def run(topo: Topology, jobs: list[Job]) -> tuple[SimResult, dict[str, Job]]:
-    res = Simulation(topo, jobs, SchedulerConfig(backfill="none")).run()
+    res = Simulation(topo, jobs, SchedulerConfig(backfill=BackfillMode.NONE)).run()
     return res, {j.id: j for j in res.jobs}
 
 
@@ -84,7 +84,7 @@ def test_a_job_waiting_for_its_copy_says_staging() -> None:
     jobs = [blocker(), reader("r", "corpus"), reader("h", "c2", stage_hold=True)]
     jobs[2].gpus = 8
     res = Simulation(
-        two_sites(2), jobs, SchedulerConfig(backfill="none"), TwinConfig(until_s=500.0)
+        two_sites(2), jobs, SchedulerConfig(backfill=BackfillMode.NONE), TwinConfig(until_s=500.0)
     ).run()
     table = jobs_table(res)
     reason = dict(
@@ -212,7 +212,7 @@ def test_a_held_run_evicted_while_staging_loses_no_work() -> None:
         reader("r", "corpus", stage_hold=True),
         Job("h", "a", 500.0, 8, 100.0, priority=100, site="s1"),
     ]
-    res = Simulation(two_sites(), jobs, SchedulerConfig(backfill="none")).run()
+    res = Simulation(two_sites(), jobs, SchedulerConfig(backfill=BackfillMode.NONE)).run()
     by = {j.id: j for j in res.jobs}
     r = by["r"]
     assert by["h"].first_start_s == 500.0

@@ -37,6 +37,7 @@ from pathlib import Path as FsPath
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Path, Query, Request, Response
+from fastapi._compat import field_annotation_is_sequence
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -329,10 +330,17 @@ async def _declared_query_only(request: Request) -> None:
         return
     route = request.scope.get("route")
     dependant = getattr(route, "dependant", None)
-    declared = {f.alias for f in dependant.query_params} if dependant is not None else set()
+    fields = dependant.query_params if dependant is not None else []
+    declared = {f.alias for f in fields}
     unknown = sorted(set(request.query_params) - declared)
     if unknown:
         raise FieldError(f"query.{unknown[0]}", "unknown query parameter")
+    # A parameter of one value given twice would be read as its last (start=1&start=2):
+    # refused rather than guessed at, unless the parameter takes a list (job states).
+    lists = {f.alias for f in fields if field_annotation_is_sequence(f.field_info.annotation)}
+    for name in sorted(declared - lists):
+        if len(request.query_params.getlist(name)) > 1:
+            raise FieldError(f"query.{name}", "given more than once; it takes one value")
 
 
 def create_app(service: Service) -> FastAPI:

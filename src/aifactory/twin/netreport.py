@@ -33,7 +33,12 @@ def network_summary(result: SimResult, used_gpu_s: np.ndarray[Any, Any]) -> dict
     staged_h = 0.0
     if staging is not None:
         caps = [h.bytes_per_s for h in staging.net.hops]
-        util = np.asarray(staging.samples, dtype=np.float64).reshape(-1, len(caps))
+        # (a fleet without links samples nothing: no columns to shape the samples into)
+        util = (
+            np.asarray(staging.samples, dtype=np.float64).reshape(-1, len(caps))
+            if caps
+            else np.zeros((0, 0))
+        )
         for k, name in enumerate(staging.link_names()):
             col = util[:, k] / caps[k] if len(util) else np.zeros(0)
             links[name] = {
