@@ -20,6 +20,7 @@ from aifactory.fleet.topology import Topology
 from aifactory.physics.comm import ring_allreduce_s, span_slowdown
 from aifactory.physics.links import Network
 from aifactory.scheduler.config import SchedulerConfig
+from aifactory.scheduler.sites import SiteOption, choose
 from aifactory.twin.simulator import Simulation
 from aifactory.workload.job import Job
 
@@ -83,3 +84,73 @@ def test_waits_when_one_site_frees_sooner() -> None:
     assert j.first_start_s == 500.0
     assert j.end_s == 1500.0
     assert j.slowdown == 1.0
+
+
+# ------------------------------------------------------------------ spanning from the data
+# The spanning job now reads a 1.25e13-byte corpus kept at s0: alone on the link a copy
+# to s1 takes 1.25e13 / 1.25e10 + 0.001 = 1,000.001 s (the chooser's estimate) and
+# 1,000 s in flight (a copy streams: no latency). Spanning from s0 (its 8 free GPUs and
+# 8 at s1) finishes at 1 + 2,002 = 2,003 and reads the corpus from s0 (nothing copied).
+
+
+def data_spanner() -> Job:
+    job = spanner()
+    job.dataset, job.dataset_bytes, job.data_site = "corpus", 1.25e13, "s0"
+    return job
+
+
+def run_sim(jobs: list[Job]) -> tuple[Any, dict[str, Job]]:
+    res = Simulation(topo(), jobs, SchedulerConfig(backfill="none")).run()
+    return res, {j.id: j for j in res.jobs}
+
+
+def test_pinned_job_spans_from_its_data_when_that_finishes_first() -> None:
+    # s0 frees at 10,000 (finish 11,000); s1 frees at 1,500 and the copy is there at
+    # 1,001, so s1 finishes at 2,500; spanning finishes at 2,003: it spans from s0.
+    res, by = run_sim(
+        [
+            Job("b0", "a", 0.0, 8, 10000.0, site="s0"),
+            Job("b1", "a", 0.0, 8, 1500.0, site="s1"),
+            data_spanner(),
+        ]
+    )
+    j = by["j"]
+    assert j.site == "s0"
+    assert j.span_from_site
+    assert j.level == "cross-site"
+    assert j.first_start_s == 1.0
+    assert j.end_s == pytest.approx(2003.0)
+    assert j.staging_s == 0.0
+    assert res.staging.copies_made == 0
+    assert res.staging.spanned_jobs == 1
+
+
+def test_pinned_job_waits_for_a_copy_when_that_finishes_first() -> None:
+    # s1 frees at 900: the copy (there at 1,001) is the later, so s1 finishes at
+    # 1,001.001 + 1,000 = 2,001.001 by the chooser's estimate, before spanning's 2,003:
+    # it is copied to s1 and runs there, 1,001 -> 2,001.
+    res, by = run_sim(
+        [
+            Job("b0", "a", 0.0, 8, 10000.0, site="s0"),
+            Job("b1", "a", 0.0, 8, 900.0, site="s1"),
+            data_spanner(),
+        ]
+    )
+    j = by["j"]
+    assert j.site == "s1"
+    assert not j.span_from_site
+    assert j.level != "cross-site"
+    assert j.first_start_s == pytest.approx(1001.0)
+    assert j.end_s == pytest.approx(2001.0)
+    assert res.staging.copies_made == 1
+
+
+def test_a_tie_goes_to_one_site() -> None:
+    # Both finish at 2,000 from now = 0: the single site wins; a second sooner, the span.
+    one = SiteOption(1, 500.0, 1000.0, 1000.0)
+    span = SiteOption(0, 0.0, 0.0, 2000.0, spans=True)
+    assert choose([span, one], 0.0) is one
+    sooner = SiteOption(0, 0.0, 0.0, 1999.0, spans=True)
+    assert choose([one, sooner], 0.0) is sooner
+    # Holding GPUs from placement, the copy starts only at 500: s1 finishes at 2,500.
+    assert choose([span, one], 0.0, hold=True) is span

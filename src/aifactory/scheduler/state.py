@@ -261,8 +261,9 @@ class SchedulerState:
 
     def _room_for(self, seat: Seat, c: int) -> int:
         """The most GPUs of class ``c`` a gang like the seat's can ever get: its site's
-        when pinned, the fleet's when it may span sites, else the largest site's."""
-        if seat.site >= 0:
+        when pinned to one site, the fleet's when it may span sites (pinned or not),
+        else the largest site's."""
+        if seat.site >= 0 and not seat.cross:
             return self.site_caps[c].get(seat.site, 0)
         return self.capacity[c] if seat.cross else self.site_capacity[c]
 
@@ -453,7 +454,9 @@ class SchedulerState:
             return f"unknown site: '{site}'"
         seat.site = index
         seat.site_key = (index + 1) << 10  # past (class << 1 | cross): classes < 257
-        seat.cross = False  # one site: a pinned gang never spans sites
+        # One site, unless the twin pinned it to its data's site as the home of a gang
+        # that may span others (Job.span_from_site): then it spans from there.
+        seat.cross = seat.job.allow_cross_site and seat.job.span_from_site
         return None
 
     def capacity_changed(self) -> None:
