@@ -21,6 +21,7 @@ from aifactory.physics.comm import ring_allreduce_s, span_slowdown
 from aifactory.physics.links import Network
 from aifactory.scheduler.config import SchedulerConfig
 from aifactory.scheduler.sites import SiteOption, choose
+from aifactory.twin.netreport import network_summary
 from aifactory.twin.simulator import Simulation
 from aifactory.workload.job import Job
 
@@ -154,3 +155,54 @@ def test_a_tie_goes_to_one_site() -> None:
     assert choose([one, sooner], 0.0) is sooner
     # Holding GPUs from placement, the copy starts only at 500: s1 finishes at 2,500.
     assert choose([span, one], 0.0, hold=True) is span
+
+
+# ------------------------------------------------------------------ links and GPU-hours
+# The ring on two sites sends 2 (2-1)/2 x 1.25e10 = 1.25e10 bytes each way per step over
+# the one link: 2.5e10 bytes a step, a step of 2.002 s, 1,000 steps in the 2,002 s run.
+
+
+def test_spanning_traffic_counts_on_the_link() -> None:
+    jobs = [
+        Job("b0", "a", 0.0, 8, 5000.0, site="s0"),
+        Job("b1", "a", 0.0, 8, 10000.0, site="s1"),
+        spanner(),
+    ]
+    res = Simulation(topo(), jobs, SchedulerConfig(backfill="none")).run()
+    spans = res.spans
+    assert spans is not None
+    assert spans.link_bytes == [pytest.approx(1000 * 2.5e10)]
+    net = network_summary(res)
+    link = net["links"]["s0-s1"]
+    assert link["tb_moved"] == pytest.approx(25.0)
+    # Samples every 300 s, 0 ... 10,200 (35: the last one comes after b1's end at
+    # 10,000): the gang's 2.5e10 / 2.002 bytes/s of the link's 1.25e10 at the 6 samples
+    # 300 ... 1,800 (0 and 2,100 on: idle).
+    assert len(spans.samples) == 35
+    assert link["peak_utilization"] == pytest.approx(2.0 / 2.002)
+    assert link["avg_utilization"] == pytest.approx(6 * (2.0 / 2.002) / 35)
+    cross = net["cross_site"]
+    assert cross["jobs"] == 1
+    assert cross["gpu_hours"] == pytest.approx(16 * 2002.0 / 3600.0)
+    assert cross["avg_slowdown"] == pytest.approx(2.002)
+    assert cross["gpu_hours_slowdown"] == pytest.approx(16 * 2002.0 / 3600.0 * (1 - 1 / 2.002))
+
+
+def test_every_cross_site_run_counts() -> None:
+    # j spans from 1; h (priority 10, 8 GPUs at s1, 100 s) evicts it at 1,000 (b1 may
+    # not be evicted). b0 ends at 1,050, when s0 alone holds j: its second run is in one
+    # site. Its cross-site GPU-hours are its first run's, 16 x 999 GPU-seconds.
+    jobs = [
+        Job("b0", "a", 0.0, 8, 1050.0, site="s0", preemptible=False),
+        Job("b1", "a", 0.0, 8, 10000.0, site="s1", preemptible=False),
+        spanner(),
+        Job("h", "a", 1000.0, 8, 100.0, site="s1", priority=10, preemptible=False),
+    ]
+    res = Simulation(topo(), jobs, SchedulerConfig(backfill="none")).run()
+    by = {j.id: j for j in res.jobs}
+    j = by["j"]
+    assert j.preemptions == 1
+    assert j.level != "cross-site"
+    cross = network_summary(res)["cross_site"]
+    assert cross["jobs"] == 1
+    assert cross["gpu_hours"] == pytest.approx(16 * 999.0 / 3600.0)
