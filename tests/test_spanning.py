@@ -20,7 +20,9 @@ from aifactory.fleet.topology import Topology
 from aifactory.physics.comm import ring_allreduce_s, span_slowdown
 from aifactory.physics.links import Network
 from aifactory.scheduler.config import SchedulerConfig
+from aifactory.scheduler.scheduler import Scheduler
 from aifactory.scheduler.sites import SiteOption, choose
+from aifactory.twin.forecast import forecast
 from aifactory.twin.netreport import network_summary
 from aifactory.twin.simulator import Simulation
 from aifactory.workload.job import Job
@@ -206,3 +208,29 @@ def test_every_cross_site_run_counts() -> None:
     cross = network_summary(res)["cross_site"]
     assert cross["jobs"] == 1
     assert cross["gpu_hours"] == pytest.approx(16 * 999.0 / 3600.0)
+
+
+# ------------------------------------------------------------------ estimates
+def test_expected_end_and_forecast_use_the_slowed_run() -> None:
+    # j spans at 1: its estimate is 1,000 s of work, 2,002 s slowed, so its expected end
+    # is 2,003 (not 1,001). w (8 GPUs at s0, 100 s) waits for it: s0's GPUs are b0's
+    # until 5,000 and j's until 2,003, so w is forecast to run 2,003 -> 2,103.
+    sched = Scheduler(topo(), SchedulerConfig(backfill="none"))
+    for job in (
+        Job("b0", "a", 0.0, 8, 5000.0, site="s0"),
+        Job("b1", "a", 0.0, 8, 10000.0, site="s1"),
+    ):
+        sched.submit(job, 0.0)
+    sched.schedule(0.0)
+    j = spanner()
+    sched.submit(j, 1.0)
+    sched.schedule(1.0)
+    assert j.level == "cross-site"
+    assert j.slowdown == pytest.approx(2.002)
+    assert sched.expected_end(j) == pytest.approx(2003.0)
+    w = Job("w", "a", 2.0, 8, 100.0, site="s0")
+    sched.submit(w, 2.0)
+    sched.schedule(2.0)
+    out = forecast(sched, 2.0)
+    assert out["j"] == (1.0, pytest.approx(2003.0))
+    assert out["w"] == (pytest.approx(2003.0), pytest.approx(2103.0))

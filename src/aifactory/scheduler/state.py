@@ -32,7 +32,7 @@ from aifactory.scheduler.cluster import ClusterState
 from aifactory.scheduler.config import BackfillMode, SchedulerConfig
 from aifactory.scheduler.owners import sched_classes
 from aifactory.scheduler.pending import Pending
-from aifactory.scheduler.placement import Level
+from aifactory.scheduler.placement import CROSS_SITE, Level
 from aifactory.scheduler.policies import Policy, make_policy
 from aifactory.scheduler.policies.las import LasPolicy
 from aifactory.scheduler.power import Power
@@ -345,7 +345,13 @@ class SchedulerState:
         seat.run_start_s = now
         seat.overhead_s = job.overhead_s
         seat.run_epoch += 1
-        seat.est_end_s = now + self.backfill.expected_run(job)
+        factor = 1.0
+        if level is CROSS_SITE and job.allow_cross_site:
+            # Spanning sites, its work runs slower (scheduler.spanning): its expected end,
+            # which reservations and the forecast read, is the slowed run's.
+            factor = self.spanning.slowdown(job, plan)
+            job.slowdown = factor
+        seat.est_end_s = now + self.backfill.expected_run(job, factor)
         self.running.index_end(seat)
         self.pending.remove(seat)
         self._stop_waiting(seat, now)
