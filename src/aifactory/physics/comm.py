@@ -19,7 +19,8 @@ any hop and ``alpha`` the longest hop's latency.
 
 Assumed: the inter-site all-reduce does not overlap the step's compute (an upper bound on
 the cost: real trainers overlap part of it), and gangs' all-reduce traffic is not counted
-against the links' share for data copies (links are provisioned per purpose). The
+against the links' share for data copies (links are provisioned per purpose; the twin
+counts it in each link's bytes and utilisation, :mod:`aifactory.twin.spans`). The
 slowdown is (step + t_comm) / step. A job that gives no gradient size or step time has no
 modelled cost (1.0).
 """
