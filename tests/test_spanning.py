@@ -234,3 +234,32 @@ def test_expected_end_and_forecast_use_the_slowed_run() -> None:
     out = forecast(sched, 2.0)
     assert out["j"] == (1.0, pytest.approx(2003.0))
     assert out["w"] == (pytest.approx(2003.0), pytest.approx(2103.0))
+
+
+def test_a_gang_spanning_from_a_site_takes_that_site_first() -> None:
+    # Three sites of 16 GPUs; s0 has 4 free, s1 and s2 8 each. An unpinned 16-GPU gang
+    # takes the sites with the most free (s1 and s2); one spanning from s0 takes s0's 4,
+    # then s1's 8 (most free, then the lower index), then 4 of s2's.
+    fleet = make_fleet([[[hgx(2)]], [[hgx(2)]], [[hgx(2)]]], [tenant("a", {"h100": 48})])
+    topo3 = compile_topology(parse_fleet(fleet.model_dump(mode="json")))
+    for anchored in (False, True):
+        sched = Scheduler(topo3, SchedulerConfig(backfill="none"))
+        for name, gpus, site in (
+            ("x0", 8, "s0"),
+            ("y0", 4, "s0"),
+            ("x1", 8, "s1"),
+            ("x2", 8, "s2"),
+        ):
+            sched.submit(Job(name, "a", 0.0, gpus, 1000.0, site=site), 0.0)
+        sched.schedule(0.0)
+        g = Job("g", "a", 1.0, 16, 100.0, allow_cross_site=True)
+        if anchored:
+            g.site, g.span_from_site = "s0", True
+        sched.submit(g, 1.0)
+        sched.schedule(1.0)
+        assert g.level == "cross-site"
+        by_site: dict[str, int] = {}
+        for node, local in sched.placement_of(g):
+            site = node.split("/")[0]
+            by_site[site] = by_site.get(site, 0) + len(local)
+        assert by_site == ({"s0": 4, "s1": 8, "s2": 4} if anchored else {"s1": 8, "s2": 8})
