@@ -346,10 +346,12 @@ class SchedulerState:
         seat.overhead_s = job.overhead_s
         seat.run_epoch += 1
         factor = 1.0
-        if level is CROSS_SITE and job.allow_cross_site:
+        if job.allow_cross_site:
             # Spanning sites, its work runs slower (scheduler.spanning): its expected end,
-            # which reservations and the forecast read, is the slowed run's.
-            factor = self.spanning.slowdown(job, plan)
+            # which reservations and the forecast read, is the slowed run's. (Job.slowdown
+            # is this run's: 1.0 within one site.)
+            if level is CROSS_SITE:
+                factor = self.spanning.slowdown(job, plan)
             job.slowdown = factor
         seat.est_end_s = now + self.backfill.expected_run(job, factor)
         self.running.index_end(seat)
