@@ -46,7 +46,13 @@ import pytest
 import aifactory
 from aifactory.fleet import load_fleet
 from aifactory.twin.inputs import CheckpointPolicy
-from aifactory.twin.run import TwinRun, TwinSpec, run_twin
+from aifactory.twin.run import (
+    NATIONAL_MAX_JOB_TEST,
+    NATIONAL_QUEUE_DEPTH,
+    TwinRun,
+    TwinSpec,
+    run_twin,
+)
 from aifactory.workload.job import Job
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
@@ -137,6 +143,8 @@ def run_case(case: Case, request: pytest.FixtureRequest) -> TwinRun:
         checkpoint_write_s=60.0,
         until_s=days * DAY,
         backfill_interval_s=30.0,
+        queue_depth=NATIONAL_QUEUE_DEPTH,
+        max_job_test=NATIONAL_MAX_JOB_TEST,
     )
     return run_twin(spec, table=table, fleet=fleet)
 

@@ -77,6 +77,8 @@ def test_a_service_and_a_grace_are_stored_shown_and_scheduled(env: Env) -> None:
         ({"preempt_grace_s": 1e308 * 10}, "preempt_grace_s"),
         ({"service": "yes"}, "service"),
         ({"service": 1}, "service"),
+        # a service stops at once when preempted: a grace asked for it would be dropped
+        ({"service": True, "preempt_grace_s": 60.0}, "preempt_grace_s"),
     ],
 )
 def test_bad_kinds_and_graces_are_a_422_naming_the_field(
@@ -101,4 +103,4 @@ def test_a_retry_with_another_grace_is_a_conflict(env: Env) -> None:
     assert env.submit("lab", key, gpus=8, preempt_grace_s=60.0).status_code == 201
     assert env.submit("lab", key, gpus=8, preempt_grace_s=60.0).status_code == 200
     assert env.submit("lab", key, gpus=8, preempt_grace_s=90.0).status_code == 409
-    assert env.submit("lab", key, gpus=8, preempt_grace_s=60.0, service=True).status_code == 409
+    assert env.submit("lab", key, gpus=8, service=True).status_code == 409

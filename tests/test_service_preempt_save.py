@@ -120,6 +120,34 @@ def test_the_preemptor_starts_only_once_the_victim_has_exited(db: Database, tmp_
     assert w.ex.violations == []
 
 
+def test_a_launched_preemptor_stays_tracked_and_keeps_its_gpus(
+    db: Database, tmp_path: Path
+) -> None:
+    """After the held start is launched, later cycles must neither offer it again (the
+    loop took the second offer for a start cancelled meanwhile, stopped tracking the
+    running job and let the core give its GPUs away) nor start anything on its GPUs."""
+    w = World(db, tmp_path)
+    t0 = w.now + 1
+    victim, high, gpus = w.preempt_one()
+    w.at(t0 + GRACE_S + 1)
+    w.ex.end(str(victim), 143)
+    w.at(t0 + GRACE_S + 2)
+    assert w.state(high) == "running"
+    other = next(j for j in sorted(w.ex.running()) if j != str(high))
+    w.ex.end(other, 0)  # another job ends: room for one more start
+    for k in range(3, 8):
+        w.at(t0 + GRACE_S + k)
+    assert w.state(high) == "running"
+    assert w.gpus_of(high) == gpus
+    assert w.state(victim) != "failed"
+    assert str(high) in w.ex.running()
+    assert w.ex.violations == []
+    w.ex.end(str(high), 0)  # still polled: its end is seen and its GPUs freed
+    w.at(t0 + GRACE_S + 9)
+    assert w.state(high) == "completed"
+    assert gpus.isdisjoint({k for k, v in w.holders().items() if v == high})
+
+
 def test_a_victim_that_exits_early_frees_its_rows_then(db: Database, tmp_path: Path) -> None:
     w = World(db, tmp_path)
     t0 = w.now + 1

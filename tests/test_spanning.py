@@ -13,7 +13,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from tests.builders import hgx, make_fleet, tenant
 
 from aifactory.fleet import compile_topology, parse_fleet
 from aifactory.fleet.topology import Topology
@@ -26,6 +25,7 @@ from aifactory.twin.forecast import forecast
 from aifactory.twin.netreport import network_summary
 from aifactory.twin.simulator import Simulation
 from aifactory.workload.job import Job
+from builders import hgx, make_fleet, tenant
 
 
 def topo() -> Topology:

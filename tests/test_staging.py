@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from tests.builders import checked_simulation, hgx, make_fleet, tenant
 
 from aifactory.fleet import compile_topology, parse_fleet
 from aifactory.fleet.topology import Topology
@@ -24,6 +23,7 @@ from aifactory.twin.netreport import network_summary
 from aifactory.twin.results import jobs_table, summarize, timeseries_table
 from aifactory.twin.simulator import SimResult, Simulation, TwinConfig
 from aifactory.workload.job import Job
+from builders import checked_simulation, hgx, make_fleet, tenant
 
 TB125 = 1.25e12  # bytes: 1,000 s alone on the 10 Gbit/s link
 

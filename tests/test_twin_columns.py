@@ -222,7 +222,9 @@ def ref_summarize(
         "per_tenant": per,
         "service": _service_figures(svc, cols, np.ones(len(jobs), dtype=np.bool_)),
         # from the observer's series, not per job: the same function (test_twin_stability)
-        "stability": stability(obs.t, list(obs.tenants), obs.backlog_by_tenant),
+        "stability": stability(
+            obs.t, list(obs.tenants), obs.backlog_by_tenant, dict(nominal), fleet_gpus
+        ),
         "fleet_gpus": fleet_gpus,
         "rejected_reasons": dict(result.rejected),
         "failures": result.failures,

@@ -71,3 +71,27 @@ def test_short_korea_run_reports_a_verdict(tmp_path: Path) -> None:
     assert all(tr["mean_gpu_h"] >= 0.0 for tr in st["per_tenant"].values())
     report = next(out.glob("*.html")).read_text()
     assert "Stability" in report
+
+
+def test_slow_growth_of_a_large_tenant_is_under_its_capacity_floor() -> None:
+    # upstage holds 2,000 GPUs (48,000 GPU-hours a day): a backlog rising from 0 to 9
+    # GPU-hours over nine days (1 GPU-hour a day) rises by more than a quarter of its
+    # small mean, but by 0.002% of its capacity a day, under the 1% floor (480 a day).
+    t = [i * HOUR for i in range(24 * 9 + 1)]
+    slow = [(i / 24.0) * HOUR for i in range(len(t))]
+    without = stability(t, ["upstage"], _rows([slow]))
+    assert not without["stable"]  # the relative bounds alone call it growing
+    st = stability(t, ["upstage"], _rows([slow]), {"upstage": 2000.0}, 2000.0)
+    assert st["stable"], st["per_tenant"]["upstage"]
+    assert st["per_tenant"]["upstage"]["floor_gpu_h_per_day"] == pytest.approx(480.0)
+    assert st["per_tenant"]["upstage"]["slope_gpu_h_per_day"] == pytest.approx(1.0)
+
+
+def test_growth_beyond_the_capacity_floor_is_still_named() -> None:
+    # The same tenant, its backlog rising by 1,200 GPU-hours a day (2.5% of its capacity).
+    t = [i * HOUR for i in range(24 * 9 + 1)]
+    fast = [50.0 * i * HOUR for i in range(len(t))]
+    st = stability(t, ["upstage"], _rows([fast]), {"upstage": 2000.0}, 2000.0)
+    assert not st["stable"]
+    assert st["per_tenant"]["upstage"]["growing"]
+    assert st["total"]["growing"]

@@ -18,16 +18,22 @@ import typer
 from aifactory.cli.common import check_out_dir, err, fail, out, print_json, user_errors
 from aifactory.cli.simulate_cmd import (
     GraceOpt,
+    MaxJobTestOpt,
     PowerOpt,
+    QueueDepthOpt,
     power_switch,
     progress_bar,
     render_summary,
     write_outputs,
 )
-from aifactory.scheduler.config import MAX_GRACE_S, BackfillMode
+from aifactory.scheduler.config import MAX_GRACE_S, MAX_SCAN
 from aifactory.scheduler.policies import PolicyName
-from aifactory.twin.inputs import CheckpointPolicy
-from aifactory.twin.run import TwinSpec, run_twin
+from aifactory.twin.run import (
+    NATIONAL_MAX_JOB_TEST,
+    NATIONAL_QUEUE_DEPTH,
+    national_spec,
+    run_twin,
+)
 
 
 def run_cmd(
@@ -47,6 +53,8 @@ def run_cmd(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the summary as JSON (progress on stderr).")
     ] = False,
+    queue_depth: QueueDepthOpt = NATIONAL_QUEUE_DEPTH,
+    max_job_test: MaxJobTestOpt = NATIONAL_MAX_JOB_TEST,
     allocations: Annotated[
         str,
         typer.Option(
@@ -62,6 +70,9 @@ def run_cmd(
 
     if days <= 0 or load <= 0:
         fail("--days and --load: must be > 0")
+    for flag, limit in (("--queue-depth", queue_depth), ("--max-job-test", max_job_test)):
+        if not 0 <= limit <= MAX_SCAN:
+            fail(f"{flag}: must be from 0 (no limit) to {MAX_SCAN} (got {limit})")
     if not 0 <= preempt_grace <= MAX_GRACE_S:
         fail(f"--preempt-grace: must be from 0 to {MAX_GRACE_S:g} s (got {preempt_grace})")
     check_out_dir(out_dir)
@@ -79,20 +90,18 @@ def run_cmd(
         say(f"[bold]aifactory[/]: {days:g} days of {fleet} at load {load:g}, seed {seed}")
         table = synthesize(spec_fleet, days, load, seed)
     say(f"synthesised {table.num_rows:,} jobs in {time.perf_counter() - t0:.1f} s")
-    spec = TwinSpec(
-        fleet=fleet,
-        trace=f"synth-{fleet}-{days:g}d-load{load:g}",
+    spec = national_spec(
+        fleet,
+        days,
+        load,
+        seed,
         policy=policy.value,
-        backfill=BackfillMode.EASY,
-        seed=seed,
         failures=failures,
-        checkpoint=CheckpointPolicy.TRACE,
-        checkpoint_write_s=60.0,
-        until_s=days * 86400.0,
-        backfill_interval_s=30.0,  # Slurm's bf_interval default: deep backfill scans every 30 s
         preempt_grace_s=preempt_grace,
         power_cap=power_switch(power_cap),
         allocations=grants,
+        queue_depth=queue_depth,
+        max_job_test=max_job_test,
     )
     with user_errors(), progress_bar("twin") as update:
         run = run_twin(spec, table=table, fleet=spec_fleet, progress=update)

@@ -17,7 +17,7 @@ from rich.table import Table
 from aifactory.cli import skip_teardown
 from aifactory.cli.common import check_out_dir, err, fail, out, print_json, user_errors
 from aifactory.fleet.spec import Fleet
-from aifactory.scheduler.config import MAX_GRACE_S, BackfillMode
+from aifactory.scheduler.config import MAX_GRACE_S, MAX_SCAN, BackfillMode
 from aifactory.scheduler.policies import PolicyName
 from aifactory.twin.inputs import CheckpointPolicy
 from aifactory.twin.run import TwinRun, TwinSpec, run_twin
@@ -69,6 +69,22 @@ PowerOpt = Annotated[
         "--power-cap",
         help="on: a start that would take a site's power over its capacity waits "
         "(reason power_cap); off: capacities are only reported.",
+    ),
+]
+QueueDepthOpt = Annotated[
+    int,
+    typer.Option(
+        "--queue-depth",
+        help="Most jobs a scheduling pass between deep backfill scans (and a pass after "
+        "arrivals) tries, as Slurm's default_queue_depth; 0: no limit.",
+    ),
+]
+MaxJobTestOpt = Annotated[
+    int,
+    typer.Option(
+        "--max-job-test",
+        help="Most jobs (started or not) a deep backfill scan tries, as Slurm's "
+        "bf_max_job_test; 0: no limit.",
     ),
 ]
 UntilOpt = Annotated[
@@ -127,6 +143,10 @@ def _spec(**kwargs: Any) -> TwinSpec:
     grace = kwargs["preempt_grace_s"]
     if not 0 <= grace <= MAX_GRACE_S:
         fail(f"--preempt-grace: must be from 0 to {MAX_GRACE_S:g} s (got {grace})")
+    for name, flag in (("queue_depth", "--queue-depth"), ("max_job_test", "--max-job-test")):
+        limit = kwargs.get(name, 0)
+        if not 0 <= limit <= MAX_SCAN:
+            fail(f"{flag}: must be from 0 (no limit) to {MAX_SCAN} (got {limit})")
     if kwargs["policy"] not in {p.value for p in PolicyName}:
         known = ", ".join(p.value for p in PolicyName)
         fail(f"--policy: unknown '{kwargs['policy']}' (known: {known})")
@@ -391,6 +411,8 @@ def simulate(
     power_cap: PowerOpt = "on",
     until: UntilOpt = None,
     allocations: AllocOpt = None,
+    queue_depth: QueueDepthOpt = 0,
+    max_job_test: MaxJobTestOpt = 0,
     out_dir: Annotated[Path | None, typer.Option("--out", help="Write results here.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
@@ -414,6 +436,8 @@ def simulate(
         power_cap=power_switch(power_cap),
         until_s=until,
         allocations=allocations,
+        queue_depth=queue_depth,
+        max_job_test=max_job_test,
     )
     run = _run(spec)
     if out_dir is not None:

@@ -51,6 +51,7 @@ from aifactory.reports.results import (
     tenants_of_timeseries,
     to_polars,
 )
+from aifactory.twin.stability import CAPACITY_SHARE
 
 REPORT_FILE = "report.html"
 PNG_FILE = "summary.png"
@@ -298,7 +299,9 @@ def _stability_section(summary: Mapping[str, Any]) -> str:
         ),
         note="Pending GPU-hours (GPUs x work left of waiting jobs), least-squares trend "
         "over the last third of the horizon. A backlog that grows never reaches a steady "
-        "state: this load is beyond capacity once failures and preemptions are counted.",
+        "state: this load is beyond capacity once failures and preemptions are counted. "
+        f"A rise under {CAPACITY_SHARE:.0%} of the tenant's quota GPU-hours a day counts "
+        "as steady.",
     )
 
 

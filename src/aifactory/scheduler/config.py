@@ -41,6 +41,8 @@ MAX_GRACE_S: Final = 86400.0
 MAX_DATA_BYTES: Final = 1e18
 MAX_STEP_S: Final = 3600.0  # compute seconds of one training step
 MAX_NAME: Final = 256  # characters of a dataset or site name
+# A scan limit (SchedulerConfig.queue_depth, max_job_test): an int32 count; 0 is no limit.
+MAX_SCAN: Final = 2**31 - 1
 
 
 class BackfillMode(StrEnum):
@@ -85,6 +87,15 @@ class SchedulerConfig:
     # Seconds between deep backfill scans (Slurm's bf_interval, default 30 s there); 0 scans
     # on every pass. Between scans a pass tries queue heads only, as Slurm's main loop does.
     backfill_interval_s: float = 0.0
+    # Scan limits: what one pass may cost, whatever the backlog (0: no limit, the default,
+    # so that a trace replays as it always did). ``queue_depth`` bounds the jobs tried in a
+    # pass between deep scans and in a pass after arrivals, as Slurm's default_queue_depth
+    # bounds its main scheduling loop (100 there); ``max_job_test`` bounds the jobs tried,
+    # started or not, in a deep backfill scan, as Slurm's bf_max_job_test does (500
+    # there). Jobs beyond a limit keep their place in their queues for the next pass; a
+    # limit at least the number of pending jobs changes no decision.
+    queue_depth: int = 0
+    max_job_test: int = 0
     # Owners run on their own hardware and lend it by name: each GPU class of several
     # owners is scheduled as one class per owner (see aifactory/scheduler/owners.py).
     # Off: a tenant's quota is served from any owner's GPUs of the class.
@@ -120,6 +131,9 @@ class SchedulerConfig:
                 return params
         if self.backfill_depth < 1:
             return f"backfill_depth: must be at least 1 (got {self.backfill_depth!r})"
+        for name, limit in (("queue_depth", self.queue_depth), ("max_job_test", self.max_job_test)):
+            if type(limit) is not int or not 0 <= limit <= MAX_SCAN:
+                return f"{name}: must be an integer from 0 (no limit) to {MAX_SCAN} (got {limit!r})"
         return None
 
 

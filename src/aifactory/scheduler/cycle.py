@@ -16,22 +16,22 @@ Two kinds of pass run these phases: a full pass over every tenant queue
 jobs only (:meth:`Cycle._arrivals_pass`: nothing else changed). Every job tried goes
 through :meth:`Cycle._try_start` (phases 2-4). The pass decides; the moves it decides are
 carried out by :class:`~aifactory.scheduler.state.SchedulerState`'s methods, and the skips
-that change no decision are those of :mod:`~aifactory.scheduler.shortcuts`.
+that change no decision are those of :mod:`~aifactory.scheduler.shortcuts`. The scan limits
+(``queue_depth``, ``max_job_test``) bound the jobs a pass tries, whatever the backlog.
 """
 
 from __future__ import annotations
 
 import heapq
-from typing import final
 
-from aifactory.heap import Keyed, RowHeap, before
+from aifactory.heap import RowHeap, before
 from aifactory.heap import pop as head_pop
 from aifactory.heap import push as head_push
 from aifactory.scheduler.grace import Grace
 from aifactory.scheduler.owners import fold_by_class, home_then_most_idle
 from aifactory.scheduler.placement import CROSS_SITE
 from aifactory.scheduler.policies import TenantUsage
-from aifactory.scheduler.queue import key_pair, row_first
+from aifactory.scheduler.queue import Head, key_pair, row_first
 from aifactory.scheduler.records import (
     PREEMPTED_FOR,
     WAIT_CAPACITY,
@@ -44,25 +44,6 @@ from aifactory.scheduler.records import (
 )
 from aifactory.scheduler.seat import Seat
 from aifactory.scheduler.state import INF
-
-
-@final
-class Head(Keyed):
-    """A tenant queue's head in a pass, ordered by (tenant key, the row's order).
-
-    A :class:`~aifactory.heap.Keyed` item, so the merge of heads compares unboxed fields
-    when compiled. Policies without tenant keys order heads by the row's own key; ``fair``
-    puts the tenant key first and shifts the row's key one place along (same order).
-    """
-
-    __slots__ = ("tix",)
-
-    def __init__(self, k0: float, k1: float, seq: int, tix: int, tenant_key: float | None) -> None:
-        if tenant_key is None:
-            super().__init__(k0, k1, (), seq)
-        else:
-            super().__init__(tenant_key, k0, (k1,), seq)
-        self.tix = tix
 
 
 class Cycle(Grace):
@@ -120,7 +101,8 @@ class Cycle(Grace):
         preempt = deep or not self._periodic
         ctx = self._ctx.reset(reservations, preempt=preempt, track=preempt and self.cfg.preemption)
         held: RowHeap | None = None  # rows a deep scan took off their queues (as a list)
-        tested = 0
+        tested = tried = 0  # jobs that could not start; jobs tried (the scan limit's count)
+        limit = self.cfg.max_job_test if deep else self.cfg.queue_depth
         pending = self.pending
         queues = pending.queues
         while heads:
@@ -144,6 +126,9 @@ class Cycle(Grace):
                 )
             ):
                 continue  # strict pass: this tenant's queue stops here
+            if limit and tried >= limit:
+                break  # the rest keep their places (rows still queued) for a later pass
+            tried += 1
             # Phases 2-4.
             if self._try_start(seat, now, ctx, res, head=head):
                 if away and self.shortcuts.away_version != version:
@@ -253,6 +238,8 @@ class Cycle(Grace):
         key = self.policy.job_key
         if len(fresh) > 1:
             fresh.sort(key=lambda s: (key(s.job), s.qseq))
+        limit = self.cfg.queue_depth
+        tried = 0  # beyond ``limit`` new jobs join their queues untried
         if self._keyed and len({s.tix for s in fresh}) > 1:
             # Merge the tenants' new jobs by tenant key (re-keyed after each start), as
             # the full pass merges queue heads: same-instant arrivals get the fair order.
@@ -267,14 +254,16 @@ class Cycle(Grace):
             while heads:
                 t = heapq.heappop(heads)[3]
                 ss = by_tenant[t]
-                self._arrival(ss.pop(), now, ctx, res, easy=easy)
+                tried = self._arrival(ss.pop(), now, ctx, res, easy=easy, tried=tried)
                 if ss:
                     heapq.heappush(
                         heads, (self._tenant_key(t, now), key(ss[-1].job), ss[-1].qseq, t)
                     )
         else:
             for seat in fresh:
-                self._arrival(seat, now, ctx, res, easy=easy)
+                tried = self._arrival(seat, now, ctx, res, easy=easy, tried=tried)
+        if limit and tried >= limit and self.pending.count:
+            self._freed = self._dirty = True  # a full pass tries the jobs left untried
         if self.cfg.preemption and self._periodic and self.pending.count:
             # Preemption for the new jobs waits for the next deep scan; make sure one comes.
             self._freed = True
@@ -282,19 +271,26 @@ class Cycle(Grace):
             res.wakeup_s = max(now, self._last_deep + self.cfg.backfill_interval_s)
 
     def _arrival(
-        self, seat: Seat, now: float, ctx: PassContext, res: CycleResult, *, easy: bool
-    ) -> None:
+        self, seat: Seat, now: float, ctx: PassContext, res: CycleResult, *, easy: bool, tried: int
+    ) -> int:
         """Try one new job: it may start if it heads its tenant's queue, or (EASY) around
-        earlier jobs of its tenant; else it waits in its queue."""
+        earlier jobs of its tenant; else it waits in its queue. ``tried``: jobs tried in
+        this pass so far; at the queue depth the job joins its queue untried. Returns the
+        new count."""
         if seat.qseq < 0:  # pending no more (qseq >= 0 while pending)
-            return
+            return tried
         pending = self.pending
+        if self.cfg.queue_depth and tried >= self.cfg.queue_depth:
+            if not seat.in_queue:
+                pending.push(seat)
+            return tried
+        tried += 1
         q = pending.queues[seat.tix]
         if seat.in_queue:
             head = pending.clean(q) and q.ref[0] == seat.index
             if (head or easy) and self._try_start(seat, now, ctx, res, head=head):
                 seat.qseq = -1  # its queue row is now stale
-            return
+            return tried
         # Not pushed yet: at the head unless a waiting job of its tenant goes first (its
         # key is only needed then, or when it waits).
         k0 = k1 = 0.0
@@ -308,6 +304,7 @@ class Cycle(Grace):
             if not keyed:
                 k0, k1 = key_pair(self.policy.job_key(seat.job))
             pending.push_row(seat, k0, k1)  # it waits (strict order: behind an earlier job)
+        return tried
 
     def _tenant_key(self, t: int, now: float) -> float:
         """The policy's key of tenant ``t`` now (fair share: its decayed usage by weight)."""

@@ -6,14 +6,17 @@ FIFO among equal keys, and the row's identity: a job whose ``qseq`` no longer ma
 left the queue, and its row is skipped when it reaches the top) and the job's index
 (``ref``). Late in a busy korea-2025 run the queues hold 100,000 jobs and more: a heap of
 entry objects read each compared entry where it lay in memory, while a level of this heap
-reads neighbouring floats of one array.
+reads neighbouring floats of one array. A pass merges the queues by their heads
+(:class:`Head`).
 """
 
 from __future__ import annotations
 
-from aifactory.heap import RowHeap
+from typing import final
 
-__all__ = ["KEY_ITEMS", "RowHeap", "key_pair", "row_first"]
+from aifactory.heap import Keyed, RowHeap
+
+__all__ = ["KEY_ITEMS", "Head", "RowHeap", "key_pair", "row_first"]
 
 KEY_ITEMS = 2  # a policy's job key holds at most this many floats
 
@@ -37,3 +40,23 @@ def row_first(k0: float, k1: float, seq: int, q: RowHeap) -> bool:
     if k1 != t1:
         return k1 < t1
     return seq < q.seq[0]
+
+
+@final
+class Head(Keyed):
+    """A tenant queue's head in a pass, ordered by (tenant key, the row's order).
+
+    A :class:`~aifactory.heap.Keyed` item, so the merge of heads compares unboxed
+    fields when compiled. Policies
+    without tenant keys order heads by the row's own key; ``fair`` puts the tenant key
+    first and shifts the row's key one place along (the same lexicographic order).
+    """
+
+    __slots__ = ("tix",)
+
+    def __init__(self, k0: float, k1: float, seq: int, tix: int, tenant_key: float | None) -> None:
+        if tenant_key is None:
+            super().__init__(k0, k1, (), seq)
+        else:
+            super().__init__(tenant_key, k0, (k1,), seq)
+        self.tix = tix

@@ -39,8 +39,9 @@ from __future__ import annotations
 
 from aifactory.scheduler.cluster import Placement
 from aifactory.scheduler.config import job_problem
-from aifactory.scheduler.cycle import Cycle, Head
+from aifactory.scheduler.cycle import Cycle
 from aifactory.scheduler.owners import MIXED
+from aifactory.scheduler.queue import Head
 from aifactory.scheduler.records import NOTHING, CycleResult, Interruption
 from aifactory.scheduler.seat import Seat
 from aifactory.workload.job import (

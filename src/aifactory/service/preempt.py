@@ -118,8 +118,12 @@ class Savers:
         self.saving[job.id] = Saver(job, handle, gpus, now, now + grace)
 
     def hold(self, started: list[Job], placements: Mapping[str, PlacementList]) -> list[Job]:
-        """The starts that may go now; the others are held until their GPUs are free."""
+        """The starts that may go now; the others are held until their GPUs are free.
+        A start that goes is no longer held: offered again, the loop would take it for a
+        start cancelled meanwhile and stop tracking the running job."""
         if not self.saving:
+            for job in started:
+                self.held.pop(job.id, None)
             return started
         busy: set[tuple[str, int]] = set()
         for saver in self.saving.values():

@@ -209,6 +209,18 @@ class JobSubmit(BaseModel):
             raise PydanticCustomError("data_site", "a job with dataset_bytes names its data_site")
         return value
 
+    @field_validator("preempt_grace_s")
+    @classmethod
+    def _no_grace_for_a_service(cls, value: float | None, info: ValidationInfo) -> float | None:
+        """A service stops at once when preempted (``scheduler.grace``): a grace asked for
+        one would be dropped without a word, so the edge refuses it, naming this field."""
+        if value and info.data.get("service") is True:
+            raise PydanticCustomError(
+                "preempt_grace_s",
+                "a service stops at once when preempted: leave preempt_grace_s out (or 0)",
+            )
+        return value
+
     @field_validator("gpu_classes")
     @classmethod
     def _one_way_to_name_classes(

@@ -357,7 +357,9 @@ def summarize(
         # Every tenant's services together (per tenant: per_tenant's service_* keys).
         "service": _service_figures(svc, cols, np.ones(n, dtype=np.bool_)),
         # Whether the backlog settled: pending GPU-hours' trend over the last third.
-        "stability": stability(obs.t, list(obs.tenants), obs.backlog_by_tenant),
+        "stability": stability(
+            obs.t, list(obs.tenants), obs.backlog_by_tenant, dict(nominal), fleet_gpus
+        ),
         "fleet_gpus": fleet_gpus,
         "rejected_reasons": dict(result.rejected),
         "failures": result.failures,

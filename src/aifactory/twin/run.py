@@ -48,6 +48,10 @@ class TwinSpec:
     preempt_grace_s: float = 0.0  # for jobs whose trace row says nothing
     power_cap: bool = True  # sites under their power caps (scheduler/power.py)
     allocations: str | None = None  # an allocations file (path or bundled name): issue #19
+    # Scan limits (SchedulerConfig.queue_depth, max_job_test); 0: none, as a trace replay
+    # has always run.
+    queue_depth: int = 0
+    max_job_test: int = 0
 
 
 @dataclass(slots=True)
@@ -79,6 +83,52 @@ class TwinRun:
         return projects_table(self.summary["projects"])
 
 
+# The scan limits of the national run. Its backlog grows past tens of thousands of jobs at
+# a load beyond capacity, and a deep scan tried ever more of them (about 120 jobs a scan at
+# day 10, 350 at day 20 and on towards backfill_depth) so that the cost of an event grew
+# with the horizon. 100 is Slurm's default_queue_depth; with the same bound on a deep scan
+# (tighter than Slurm's bf_max_job_test of 500) a scan costs about what it did at day 10.
+NATIONAL_QUEUE_DEPTH = 100
+NATIONAL_MAX_JOB_TEST = 100
+
+
+def national_spec(
+    fleet: str,
+    days: float,
+    load: float,
+    seed: int,
+    *,
+    policy: str = "fifo",
+    failures: str = "llama3",
+    preempt_grace_s: float = 0.0,
+    power_cap: bool = True,
+    allocations: str | None = None,
+    queue_depth: int = NATIONAL_QUEUE_DEPTH,
+    max_job_test: int = NATIONAL_MAX_JOB_TEST,
+) -> TwinSpec:
+    """The run of ``aifactory run`` (and of the long benchmark): a synthesised national
+    workload of ``days`` at ``load``, EASY backfill with Slurm's 30 s deep scans and the
+    national scan limits, trace checkpoints written in 60 s, until the workload's
+    horizon."""
+    return TwinSpec(
+        fleet=fleet,
+        trace=f"synth-{fleet}-{days:g}d-load{load:g}",
+        policy=policy,
+        backfill=BackfillMode.EASY,
+        seed=seed,
+        failures=failures,
+        checkpoint=CheckpointPolicy.TRACE,
+        checkpoint_write_s=60.0,
+        until_s=days * 86400.0,
+        backfill_interval_s=30.0,  # Slurm's bf_interval default: deep backfill scans every 30 s
+        preempt_grace_s=preempt_grace_s,
+        power_cap=power_cap,
+        allocations=allocations,
+        queue_depth=queue_depth,
+        max_job_test=max_job_test,
+    )
+
+
 def load_table(trace: str, fmt: str | None) -> tuple[pa.Table, dict[str, int]]:
     """Read a trace (any supported format or Parquet) into the normalised table."""
     from aifactory.workload.traces import read_trace  # noqa: PLC0415 (import cost only when used)
@@ -93,8 +143,10 @@ def run_twin(
     table: pa.Table | None = None,
     fleet: Fleet | None = None,
     progress: Callable[[float], None] | None = None,
+    watch: Callable[[Simulation], None] | None = None,
 ) -> TwinRun:
-    """Load, adapt, simulate and summarise. ``table``/``fleet`` skip loading when given.
+    """Load, adapt, simulate and summarise. ``table``/``fleet`` skip loading when given;
+    ``watch`` is handed the simulation before it runs (to read its kernel as it goes).
 
     The cyclic collector is paused for the whole run, not only the simulation: making the
     jobs and reading them back allocates a few objects per job that all live on, and the
@@ -103,7 +155,7 @@ def run_twin(
     (:func:`~aifactory.twin.simulator.no_gc` says why that holds for the simulation).
     """
     with no_gc():
-        return _run_twin(spec, table, fleet, progress)
+        return _run_twin(spec, table, fleet, progress, watch)
 
 
 def _run_twin(
@@ -111,6 +163,7 @@ def _run_twin(
     table: pa.Table | None,
     fleet: Fleet | None,
     progress: Callable[[float], None] | None,
+    watch: Callable[[Simulation], None] | None,
 ) -> TwinRun:
     fleet = fleet or load_fleet(spec.fleet)
     skipped: dict[str, int] = {}
@@ -133,15 +186,17 @@ def _run_twin(
     )
     jobs, report = jobs_from_table(table, fleet, opts)
     gate = allocation_gate(spec, fleet)
-    result = simulate_jobs(
-        spec, fleet, jobs, failure_model, progress, ids_checked=True, allocations=gate
-    )
+    sim = simulation(spec, fleet, jobs, failure_model, ids_checked=True, allocations=gate)
+    if watch is not None:
+        watch(sim)
+    result = sim.run(progress)
     extra: dict[str, Any] = {
         "time_scale": spec.time_scale,
         "estimate_error": spec.estimate_error,
         "failures_model": spec.failures,
         "checkpoint": spec.checkpoint.value,
         "backfill_interval_s": spec.backfill_interval_s,
+        "scan_limits": {"queue_depth": spec.queue_depth, "max_job_test": spec.max_job_test},
         "preempt_grace_s": spec.preempt_grace_s,
         "inputs": {
             "remapped_tenants": report.remapped,
@@ -185,6 +240,23 @@ def simulate_jobs(
 ) -> SimResult:
     """Run the simulator on ready-made jobs (``ids_checked``, ``allocations``: see
     :class:`Simulation`)."""
+    sim = simulation(
+        spec, fleet, jobs, failure_model, ids_checked=ids_checked, allocations=allocations
+    )
+    return sim.run(progress)
+
+
+def simulation(
+    spec: TwinSpec,
+    fleet: Fleet,
+    jobs: list[Job],
+    failure_model: Any = None,
+    *,
+    ids_checked: bool = False,
+    allocations: TwinAllocations | None = None,
+) -> Simulation:
+    """The simulator of ``spec`` on ready-made jobs, not yet run (a caller that watches
+    the run, as the long benchmark does, reads its kernel while it goes)."""
     topo = compile_topology(fleet)
     sched_cfg = SchedulerConfig(
         policy=spec.policy,
@@ -195,9 +267,11 @@ def simulate_jobs(
         backfill_interval_s=spec.backfill_interval_s,
         preempt_grace_s=spec.preempt_grace_s,
         power_cap=spec.power_cap,
+        queue_depth=spec.queue_depth,
+        max_job_test=spec.max_job_test,
     )
     injector = FailureInjector(failure_model) if failure_model is not None else None
-    sim = Simulation(
+    return Simulation(
         topo,
         jobs,
         sched_cfg,
@@ -206,7 +280,6 @@ def simulate_jobs(
         ids_checked=ids_checked,
         allocations=allocations,
     )
-    return sim.run(progress)
 
 
 def allocation_gate(spec: TwinSpec, fleet: Fleet) -> TwinAllocations | None:

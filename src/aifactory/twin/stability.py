@@ -7,11 +7,18 @@ tenant, the GPU-hours of work left in its pending jobs; here a least-squares lin
 fitted to the last third of the horizon, per tenant and for the whole fleet.
 
 A backlog *grows* when the line rises over the window by more than
-``GROWTH_SHARE`` of the window's mean backlog and by at least ``MIN_GROWTH_GPU_H``:
-a queue in a steady state wanders about its mean (its fitted growth is a small share of
-it), one that grows without bound rises by about its mean or more over any window
-(a backlog rising linearly from zero rises by twice its mean). Both bounds are rules of
-thumb stated here, not fitted to any run.
+``GROWTH_SHARE`` of the window's mean backlog, by at least ``MIN_GROWTH_GPU_H``, and
+faster than ``CAPACITY_SHARE`` of the tenant's own capacity a day (its nominal quota in
+GPUs times 24 GPU-hours; the whole fleet's GPUs for the fleet's trend). A queue in a
+steady state wanders about its mean (its fitted growth is a small share of it), one that
+grows without bound rises by about its mean or more over any window (a backlog rising
+linearly from zero rises by twice its mean). The capacity floor keeps a tenant with
+thousands of GPUs from being called beyond capacity for a few GPU-hours a day: a backlog
+rising by 1% of a tenant's daily GPU-hours adds a day of waiting work per hundred days,
+which a planner cannot tell from a queue's wandering over a finite window, while a load
+beyond capacity (offered minus served) raises it by a few percent or more. A tenant
+without quota (a cohort, or one that only borrows) gets the absolute floor alone. All
+three bounds are rules of thumb stated here, not fitted to any run.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import numpy as np
 
 GROWTH_SHARE = 0.25  # fitted rise over the window, as a share of its mean backlog
 MIN_GROWTH_GPU_H = 1.0  # a rise under one GPU-hour is noise, whatever the mean
+CAPACITY_SHARE = 0.01  # growth a day under this share of its capacity's GPU-hours a day
 DAY_S = 86_400.0
 
 
@@ -35,24 +43,36 @@ def _slope(t_s: np.ndarray[Any, np.dtype[np.float64]], y: np.ndarray[Any, Any]) 
 
 
 def _trend(
-    t_s: np.ndarray[Any, np.dtype[np.float64]], y_gpu_h: np.ndarray[Any, Any]
+    t_s: np.ndarray[Any, np.dtype[np.float64]], y_gpu_h: np.ndarray[Any, Any], capacity: float
 ) -> dict[str, Any]:
-    """The fitted trend of one backlog (GPU-hours) over the window ``t_s``."""
+    """The fitted trend of one backlog (GPU-hours) over the window ``t_s``, against the
+    floor from ``capacity`` GPUs (0: the absolute floor alone)."""
     per_day = _slope(t_s, y_gpu_h) * DAY_S
     span_days = float(t_s[-1] - t_s[0]) / DAY_S if len(t_s) else 0.0
     mean = float(y_gpu_h.mean()) if len(y_gpu_h) else 0.0
     rise = per_day * span_days
+    floor = CAPACITY_SHARE * max(capacity, 0.0) * 24.0
     return {
         "slope_gpu_h_per_day": per_day,
         "mean_gpu_h": mean,
         "end_gpu_h": float(y_gpu_h[-1]) if len(y_gpu_h) else 0.0,
-        "growing": rise >= MIN_GROWTH_GPU_H and rise > GROWTH_SHARE * mean,
+        "floor_gpu_h_per_day": floor,
+        "growing": rise >= MIN_GROWTH_GPU_H and rise > GROWTH_SHARE * mean and per_day > floor,
     }
 
 
-def stability(t_s: list[float], tenants: list[str], backlog_gpu_s: list[float]) -> dict[str, Any]:
+def stability(
+    t_s: list[float],
+    tenants: list[str],
+    backlog_gpu_s: list[float],
+    capacity_gpus: dict[str, float] | None = None,
+    fleet_gpus: float = 0.0,
+) -> dict[str, Any]:
     """The stability verdict from sample times, tenant names and the observer's pending
-    GPU-seconds per tenant (row after row, in ``tenants`` order)."""
+    GPU-seconds per tenant (row after row, in ``tenants`` order). ``capacity_gpus``: each
+    tenant's nominal quota in GPUs and ``fleet_gpus`` the fleet's, for the capacity floor
+    (a tenant missing or at 0 gets the absolute floor alone)."""
+    caps = capacity_gpus or {}
     t = np.asarray(t_s, dtype=np.float64)
     n_t = len(tenants)
     rows = np.asarray(backlog_gpu_s, dtype=np.float64).reshape(len(t), n_t) / 3600.0
@@ -64,7 +84,7 @@ def stability(t_s: list[float], tenants: list[str], backlog_gpu_s: list[float]) 
     per: dict[str, dict[str, Any]] = {}
     sentences: list[str] = []
     for k, name in enumerate(tenants):
-        tr = _trend(win_t, win[:, k])
+        tr = _trend(win_t, win[:, k], float(caps.get(name, 0.0)))
         if tr["growing"]:
             tr["sentence"] = (
                 f"{name}'s backlog grew by {tr['slope_gpu_h_per_day']:,.0f} GPU-hours a day"
@@ -72,7 +92,7 @@ def stability(t_s: list[float], tenants: list[str], backlog_gpu_s: list[float]) 
             )
             sentences.append(tr["sentence"])
         per[name] = tr
-    total = _trend(win_t, win.sum(axis=1) if n_t else np.zeros(len(win_t)))
+    total = _trend(win_t, win.sum(axis=1) if n_t else np.zeros(len(win_t)), fleet_gpus)
     growing = [name for name, tr in per.items() if tr["growing"]]
     if growing:
         verdict = (
