@@ -263,3 +263,30 @@ def test_a_gang_spanning_from_a_site_takes_that_site_first() -> None:
             site = node.split("/")[0]
             by_site[site] = by_site.get(site, 0) + len(local)
         assert by_site == ({"s0": 4, "s1": 8, "s2": 4} if anchored else {"s1": 8, "s2": 8})
+
+
+def test_a_copy_shares_the_link_with_a_gang() -> None:
+    # No latency; the gang all-reduces 2.5e9 bytes per 1 s step: 2.5e9 / 1.25e10 = 0.2 s
+    # more a step (slowdown 1.2), so it runs 1 -> 1,201 and each of its two ring hops
+    # wants 2.5e9 / 1.2 bytes/s, 1/3 of the link together. A copy of 8.3e12 bytes to s1
+    # (r, pinned there) from t = 2 gets the other 2/3, 1.25e10 x 2/3 bytes/s: 1,000 s.
+    fleet = make_fleet([[[hgx(2)]], [[hgx(2)]]], [tenant("a", {"h100": 32})])
+    raw: dict[str, Any] = fleet.model_dump(mode="json")
+    raw["links"] = [{"a": "s0", "b": "s1", "gbps": 100.0, "latency_ms": 0.0}]
+    size = 1.25e10 * 2 / 3 * 1000.0
+    jobs = [
+        Job("b0", "a", 0.0, 8, 10000.0, site="s0"),
+        Job("b1", "a", 0.0, 8, 10000.0, site="s1"),
+        Job("j", "a", 1.0, 16, 1000.0, allow_cross_site=True, grad_bytes=2.5e9, step_s=1.0),
+        Job("r", "a", 2.0, 8, 100.0, site="s1", dataset="c", dataset_bytes=size, data_site="s0"),
+    ]
+    res = Simulation(
+        compile_topology(parse_fleet(raw)), jobs, SchedulerConfig(backfill="none")
+    ).run()
+    by = {j.id: j for j in res.jobs}
+    assert by["j"].end_s == pytest.approx(1201.0)
+    assert by["r"].staging_s == pytest.approx(1000.0)
+    assert by["r"].first_start_s == pytest.approx(1201.0)  # j's GPUs at s1
+    # The link carried the copy and 1,000 steps x 2 hops x 2.5e9 bytes of all-reduce.
+    assert res.staging is not None
+    assert res.staging.transfers.link_bytes == [pytest.approx(size + 5e12)]

@@ -23,33 +23,25 @@ import numpy as np
 
 from aifactory.reports.results import link_util_column
 from aifactory.twin.simulator import SimResult
-from aifactory.twin.staging import Staging
 
 
 def _links(result: SimResult) -> tuple[list[str], np.ndarray[Any, Any], list[float], Any]:
     """(names, bytes/s each link has, bytes each carried, bytes/s per sample and link):
-    the staging copies' and the cross-site gangs' together (twin/spans.py)."""
+    the staging copies' and the cross-site gangs' flows together (one Transfers where
+    there are datasets, else the gangs' own: twin/spans.py)."""
     staging, spans = result.staging, result.spans
-    net = staging.net if staging is not None else spans.net if spans is not None else None
-    if net is None or not net.hops:
+    if staging is not None:
+        net, moved, samples = staging.net, staging.transfers.link_bytes, staging.samples
+    elif spans is not None:
+        net, moved, samples = spans.net, spans.link_bytes, spans.samples
+    else:
         return [], np.zeros(0), [], np.zeros((0, 0))
-    sites = net.names
-    names = [f"{sites[h.a]}-{sites[h.b]}" for h in net.hops]
+    if not net.hops:
+        return [], np.zeros(0), [], np.zeros((0, 0))
+    names = [f"{net.names[h.a]}-{net.names[h.b]}" for h in net.hops]
     caps = np.asarray([h.bytes_per_s for h in net.hops], dtype=np.float64)
-    moved = [0.0] * len(caps)
-    rows: np.ndarray[Any, Any] | None = None
-    for part in (staging, spans):
-        if part is None:
-            continue
-        link_bytes = part.transfers.link_bytes if isinstance(part, Staging) else part.link_bytes
-        moved = [a + b for a, b in zip(moved, link_bytes, strict=True)]
-        got = np.asarray(part.samples, dtype=np.float64).reshape(-1, len(caps))
-        if rows is None:
-            rows = got
-        else:  # (both sample at every observer sample: same rows)
-            n = min(len(rows), len(got))
-            rows = rows[:n] + got[:n]
-    return names, caps, moved, rows if rows is not None else np.zeros((0, len(caps)))
+    rows = np.asarray(samples, dtype=np.float64).reshape(-1, len(caps))
+    return names, caps, list(moved), rows
 
 
 def network_summary(result: SimResult) -> dict[str, Any]:

@@ -187,7 +187,9 @@ class Simulation:
         self.spans: Spans | None = None
         if any(j.allow_cross_site for j in self.jobs):
             dom_site = topo.pod_site[topo.domain_pod]
-            self.spans = Spans(Network.of_fleet(topo.fleet), dom_site[topo.node_domain].tolist())
+            net = self.staging.net if self.staging is not None else Network.of_fleet(topo.fleet)
+            shared = self.staging.transfers if self.staging is not None else None
+            self.spans = Spans(net, dom_site[topo.node_domain].tolist(), shared)
 
     def run(self, progress: Progress | None = None) -> SimResult:
         """Simulate until every job has ended (or ``until_s``); returns the result."""
@@ -240,6 +242,7 @@ class Simulation:
             if spans is not None:
                 for job in res.preempted:
                     spans.stopped(job, now)
+                self._next_transfer()  # (the gangs' flows changed the copies' rates)
             gate = self.allocations
             if gate is not None:
                 for job in res.preempted:
@@ -342,6 +345,7 @@ class Simulation:
                     observer.ended(job, now)
                     if self.spans is not None:
                         self.spans.stopped(job, now)
+                        self._next_transfer()
                     due = True
                     if gate is not None:
                         gate.ended(job, now, final=True)
@@ -397,6 +401,7 @@ class Simulation:
                 if self.spans is not None:
                     for job in failures.interrupted:
                         self.spans.stopped(job, now)
+                    self._next_transfer()
             # The pass of this instant runs once every completion, failure and arrival of
             # the instant has been handled: the DECIDE event, handled at once instead of
             # going through the heap (same order, one heap push and pop fewer per pass).
