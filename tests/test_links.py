@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from aifactory.fleet import load_fleet
-from aifactory.physics.links import BYTES_PER_GBIT, Network, Transfers, max_min_rates
+from aifactory.physics.links import BYTES_PER_GBIT, INF, Network, Transfers, max_min_rates
 
 TB = 1e12
 
@@ -103,3 +103,14 @@ def test_korea_paths_take_the_widest_of_the_shortest() -> None:
     assert names == ["pyeongtaek-sejong", "sejong-daejeon", "daejeon-gwangju", "gwangju-jeonnam"]
     # 100 TB alone on it: 1e14 / 4e11 B/s = 250 s, plus 0.5 + 0.2 + 1.1 + 0.6 ms.
     assert net.alone_s(1e14, path) == pytest.approx(250.0024)
+
+
+def test_steady_flows_stop_at_their_demand() -> None:
+    # One link of 10: a flow wanting 2 and two transfers. The level reaches 2 first
+    # (10 / 3 > 2): the flow is frozen at 2, the transfers share the 8 left, 4 each.
+    assert max_min_rates([[0], [0], [0]], [10.0], [INF, INF, 2.0]) == [4.0, 4.0, 2.0]
+    # Wanting 5, more than the fair share of 10 / 3: it gets the share.
+    rates = max_min_rates([[0], [0], [0]], [10.0], [INF, INF, 5.0])
+    assert rates == pytest.approx([10 / 3] * 3)
+    # Without demands, as before.
+    assert max_min_rates([[0], [0]], [10.0]) == [5.0, 5.0]

@@ -20,7 +20,7 @@ from aifactory.reports.results import link_util_column
 from aifactory.scheduler.config import BackfillMode, SchedulerConfig
 from aifactory.scheduler.scheduler import Scheduler
 from aifactory.twin.netreport import network_summary
-from aifactory.twin.results import jobs_table, summarize, timeseries_table, used_gpu_s
+from aifactory.twin.results import jobs_table, summarize, timeseries_table
 from aifactory.twin.simulator import SimResult, Simulation, TwinConfig
 from aifactory.workload.job import Job
 from builders import checked_simulation, hgx, make_fleet, tenant
@@ -155,7 +155,7 @@ def test_network_results() -> None:
     # The first scenario: 1.25 TB over s0-s1 from 10 to 1,010 (the link full meanwhile),
     # one job staged for 1,000 s; samples every 300 s at 0, 300, 600, 900 see it busy.
     res, by = run(two_sites(), [blocker(), reader("r", "corpus")])
-    net = network_summary(res, used_gpu_s(res))
+    net = network_summary(res)
     link = net["links"]["s0-s1"]
     assert link["gbps"] == 10.0
     assert link["tb_moved"] == pytest.approx(1.25)

@@ -248,7 +248,7 @@ def ref_summarize(
             "refused_starts": sched.power.refused,
         },
         # links and spanning: the same function (tests/test_staging.py checks its figures)
-        "network": network_summary(result, np.asarray(ref_used_gpu_s(result))),
+        "network": network_summary(result),
     }
     if extra:
         summary.update(extra)

@@ -18,8 +18,9 @@ visits the sites in the fleet file's order, each hop over the path between neigh
 any hop and ``alpha`` the longest hop's latency.
 
 Assumed: the inter-site all-reduce does not overlap the step's compute (an upper bound on
-the cost: real trainers overlap part of it), and gangs' all-reduce traffic is not counted
-against the links' share for data copies (links are provisioned per purpose). The
+the cost: real trainers overlap part of it), and a gang is priced as if alone on the
+links (the twin puts its all-reduce on them as a steady flow that copies share,
+:mod:`aifactory.twin.spans`, but does not stretch the gang when copies crowd it). The
 slowdown is (step + t_comm) / step. A job that gives no gradient size or step time has no
 modelled cost (1.0).
 """

@@ -20,7 +20,11 @@ Decides two things, purely (no clock of its own, no I/O):
 
 :class:`Transfers` keeps the transfers in flight: bytes left, their rates (recomputed
 whenever one starts or ends, the only times the allocation changes), the bytes each link
-has carried, and when the next transfer completes. The twin turns that time into an event
+has carried, and when the next transfer completes. It also keeps *steady flows* (a
+cross-site gang's all-reduce, :mod:`aifactory.twin.spans`): no size, a demand in bytes/s;
+in the fair share a flow stops growing at its demand (progressive filling with demands,
+the same reference), so copies get what the flows leave, and a flow gets less than its
+demand only where its fair share is less. The twin turns that time into an event
 (``Transfers.epoch`` tells a stale one from a live one).
 
 Units: bytes, seconds, and link bandwidths in Gbit/s as the fleet file gives them
@@ -126,11 +130,18 @@ class Network:
         return size_bytes / self.bottleneck(path) + self.latency_s(path)
 
 
-def max_min_rates(paths: Sequence[Sequence[int]], capacity: Sequence[float]) -> list[float]:
+def max_min_rates(
+    paths: Sequence[Sequence[int]],
+    capacity: Sequence[float],
+    demands: Sequence[float] | None = None,
+) -> list[float]:
     """Max-min fair rates of transfers over ``paths`` (link indices) on links of
     ``capacity`` (bytes/s), by progressive filling. A transfer with an empty path gets
-    inf (nothing limits it)."""
+    inf (nothing limits it). ``demands`` (bytes/s, inf: none) caps what a transfer wants:
+    it stops growing at its demand, leaving the rest to the others (a steady flow)."""
     n = len(paths)
+    capped = sorted((d, i) for i, d in enumerate(demands or ()) if d < INF and paths[i])
+    next_cap = 0
     rates = [INF] * n
     left = list(capacity)
     users: dict[int, list[int]] = {}
@@ -144,23 +155,53 @@ def max_min_rates(paths: Sequence[Sequence[int]], capacity: Sequence[float]) -> 
         # (ties: the lowest link index, so the result does not depend on dict order).
         link = min(active, key=lambda k: (left[k] / active[k], k))
         share = left[link] / active[link]
+        while next_cap < len(capped) and frozen[capped[next_cap][1]]:
+            next_cap += 1
+        if next_cap < len(capped) and capped[next_cap][0] <= share:
+            # A flow reaches its demand before any link fills: it is frozen there.
+            demand, i = capped[next_cap]
+            _freeze(i, demand, paths, rates, frozen, left, active)
+            continue
         for i in users[link]:
-            if frozen[i]:
-                continue
-            frozen[i] = True
-            rates[i] = share
-            for k in paths[i]:
-                left[k] = max(0.0, left[k] - share)
-                active[k] -= 1
-                if active[k] == 0:
-                    del active[k]
+            if not frozen[i]:
+                _freeze(i, share, paths, rates, frozen, left, active)
     return rates
+
+
+def _freeze(
+    i: int,
+    rate: float,
+    paths: Sequence[Sequence[int]],
+    rates: list[float],
+    frozen: list[bool],
+    left: list[float],
+    active: dict[int, int],
+) -> None:
+    """Fix transfer ``i`` at ``rate``: its links lose that much, and one grower each."""
+    frozen[i] = True
+    rates[i] = rate
+    for k in paths[i]:
+        left[k] = max(0.0, left[k] - rate)
+        active[k] -= 1
+        if active[k] == 0:
+            del active[k]
 
 
 class Transfers:
     """Transfers in flight over a :class:`Network`, each known by the caller's key."""
 
-    __slots__ = ("_capacity", "_left", "_now", "_path", "_rate", "epoch", "link_bytes", "net")
+    __slots__ = (
+        "_capacity",
+        "_flows",
+        "_frate",
+        "_left",
+        "_now",
+        "_path",
+        "_rate",
+        "epoch",
+        "link_bytes",
+        "net",
+    )
 
     def __init__(self, net: Network, now: float = 0.0) -> None:
         self.net = net
@@ -169,6 +210,9 @@ class Transfers:
         self._left: dict[object, float] = {}  # bytes still to move, by key
         self._path: dict[object, tuple[int, ...]] = {}
         self._rate: dict[object, float] = {}
+        # Steady flows (no size, no end of their own): path and the bytes/s they want.
+        self._flows: dict[object, tuple[tuple[int, ...], float]] = {}
+        self._frate: dict[object, float] = {}
         self.link_bytes = [0.0] * len(net.hops)  # bytes each link has carried so far
         # Bumps whenever the rates change: a completion predicted under an older epoch is
         # stale (the caller's event for it should be ignored).
@@ -192,6 +236,9 @@ class Transfers:
                 self._left[key] = left - moved
                 for k in self._path[key]:
                     self.link_bytes[k] += moved
+            for key, (path, _) in self._flows.items():
+                for k in path:
+                    self.link_bytes[k] += self._frate[key] * dt
         self._now = now
 
     def start(self, key: object, size_bytes: float, path: tuple[int, ...], now: float) -> None:
@@ -232,10 +279,36 @@ class Transfers:
         del self._path[key]
         del self._rate[key]
 
+    def add_flow(self, key: object, path: tuple[int, ...], bytes_per_s: float, now: float) -> None:
+        """A steady flow over ``path`` (non-empty) wanting ``bytes_per_s`` starts at
+        ``now``: it shares the links max-min fairly with the transfers, getting its demand
+        or its fair share if that is less, until :meth:`drop_flow`."""
+        if not path or key in self._flows:
+            msg = f"transfers: flow {key!r} has no link or is already on"
+            raise ValueError(msg)
+        self.advance(now)
+        self._flows[key] = (path, bytes_per_s)
+        self._share()
+
+    def drop_flow(self, key: object, now: float) -> None:
+        """The steady flow ends at ``now`` (nothing if it is not on)."""
+        self.advance(now)
+        if self._flows.pop(key, None) is not None:
+            del self._frate[key]
+            self._share()
+
+    def flow_rate(self, key: object) -> float:
+        """Bytes/s the steady flow gets now."""
+        return self._frate[key]
+
     def _share(self) -> None:
         keys = list(self._left)
-        rates = max_min_rates([self._path[k] for k in keys], self._capacity)
-        self._rate = dict(zip(keys, rates, strict=True))
+        flows = list(self._flows)
+        paths = [self._path[k] for k in keys] + [self._flows[f][0] for f in flows]
+        demands = [INF] * len(keys) + [self._flows[f][1] for f in flows]
+        rates = max_min_rates(paths, self._capacity, demands if flows else None)
+        self._rate = dict(zip(keys, rates[: len(keys)], strict=True))
+        self._frate = dict(zip(flows, rates[len(keys) :], strict=True))
         self.epoch += 1
 
     def rate(self, key: object) -> float:
@@ -263,4 +336,7 @@ class Transfers:
         for key, path in self._path.items():
             for k in path:
                 out[k] += self._rate[key]
+        for key, (path, _) in self._flows.items():
+            for k in path:
+                out[k] += self._frate[key]
         return out

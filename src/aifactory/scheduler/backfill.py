@@ -25,10 +25,14 @@ from aifactory.workload.job import Job
 INF: Final = float("inf")
 
 
-def expected_run(job: Job, checkpoint_write_s: float) -> float:
+def expected_run(job: Job, checkpoint_write_s: float, slowdown: float = 1.0) -> float:
     """Seconds a run of ``job`` started now is expected to take: the restart overhead,
-    the estimated work left and the checkpoint writes on the way."""
+    the estimated work left (``slowdown`` times longer on a gang that spans sites, as the
+    twin runs it: :mod:`aifactory.scheduler.spanning`) and the checkpoint writes on the
+    way (as many as the twin writes over the stretched work)."""
     remaining = max(job.estimate_s - job.progress_s, 0.0)
+    if slowdown != 1.0 and remaining > 0.0:
+        remaining *= slowdown
     writes = 0.0
     if job.checkpoint_s and checkpoint_write_s:
         writes = (remaining // job.checkpoint_s) * checkpoint_write_s
@@ -42,9 +46,9 @@ class Backfill:
         self.running = running
         self.checkpoint_write_s = checkpoint_write_s
 
-    def expected_run(self, job: Job) -> float:
+    def expected_run(self, job: Job, slowdown: float = 1.0) -> float:
         """:func:`expected_run` with this scheduler's checkpoint write time."""
-        return expected_run(job, self.checkpoint_write_s)
+        return expected_run(job, self.checkpoint_write_s, slowdown)
 
     def reserve(self, seat: Seat, gpu_class: int, seats: list[Seat], now: float) -> Reservation:
         """The reservation for the blocked head (``seat``) in the class (``seats``: the
@@ -89,7 +93,9 @@ class Backfill:
         """Whether starting the seat's job now leaves the reservation intact (EASY's test: it ends
         before the shadow time, or uses only GPUs spare then; with ``commit`` those spare
         GPUs are taken); the job it is held for always may (between deep scans it keeps
-        its reservation, and must not wait for the next scan once its GPUs are free)."""
+        its reservation, and must not wait for the next scan once its GPUs are free).
+        The run is priced unslowed: its placement, and so whether it spans sites, is not
+        known yet (a spanning run ends later than tested here)."""
         if seat.index == resv.holder or now + self.expected_run(seat.job) <= resv.shadow:
             return True
         if seat.gpus <= resv.spare:

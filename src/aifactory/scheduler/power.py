@@ -86,11 +86,18 @@ class Power:
         the best fit among the sites with room for the gang; None if there is none (a
         refusal for power is counted in :attr:`refused` when GPUs were there). ``site``
         >= 0: only in that site (a pinned job: the restricted search, which walks the
-        class's pods; few jobs are pinned)."""
+        class's pods; few jobs are pinned), or, with ``cross_site``, from that site: in
+        it if it has room, else all its free GPUs and the rest from other sites
+        (:meth:`_span_from`)."""
         if site >= 0:
-            if self.cs.csite_free[gpu_class].get(site, 0) < gpus:
+            here = self.cs.csite_free[gpu_class].get(site, 0)
+            if here >= gpus:
+                found = self._within_caps(gpu_class, gpus, cross_site=False, only=site)
+                if found is not None or not cross_site:
+                    return found
+            if not cross_site or here <= 0:
                 return None
-            return self._within_caps(gpu_class, gpus, cross_site=False, only=site)
+            return self._span_from(gpu_class, gpus, site)
         found = find_placement(self.cs, gpu_class, gpus, cross_site=cross_site)
         if found is None or not self.active or self.fits(gpu_class, found[1]):
             return found
@@ -160,6 +167,31 @@ class Power:
             need -= take
             if need == 0:
                 return CROSS_SITE, plan
+        return None
+
+    def _span_from(self, gpu_class: int, gpus: int, home: int) -> tuple[Level, Plan] | None:
+        """A gang over ``home`` and other sites: as many GPUs at ``home`` as it has free
+        (within its cap), then the rest from the other sites, the most free first (as
+        the unpinned spanning search); None if they are too few."""
+        cs = self.cs
+        free = cs.csite_free[gpu_class]
+        order = [home, *sorted((s for s in free if s != home), key=lambda s: (-free[s], s))]
+        plan: Plan = []
+        need = gpus
+        sites = 0
+        for site in order:
+            take = min(free.get(site, 0), need, self.room(site, gpu_class))
+            if take <= 0:
+                continue
+            in_site = sorted(
+                (p for p in cs.class_pods[gpu_class] if cs.pod_site[p] == site),
+                key=lambda p: (-cs.cpod_free[gpu_class][p], p),
+            )
+            plan.extend(_take_pods(cs, gpu_class, in_site, take))
+            need -= take
+            sites += 1
+            if need == 0:
+                return (CROSS_SITE if sites > 1 else Level.SITE), plan
         return None
 
 

@@ -303,7 +303,9 @@ class Scheduler(Cycle):
         job.run_start_s = start_s
         seat.run_start_s = start_s
         seat.overhead_s = job.overhead_s
-        seat.est_end_s = start_s + self.backfill.expected_run(job)
+        # A gang that spanned sites keeps its slowdown (Job.level, Job.slowdown: the run's).
+        factor = job.slowdown if job.level == "cross-site" else 1.0
+        seat.est_end_s = start_s + self.backfill.expected_run(job, factor)
         self.running.index_end(seat)
 
     # ================================================================ out of service

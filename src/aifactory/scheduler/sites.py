@@ -14,6 +14,14 @@ without GPUs and is placed when the data is there, so a site is ready at
 they are free and then waits for a copy that starts only then, so it is ready at
 ``gpus free + staging time``. Ties go to the site that already has the data (no bytes to
 move), then to the lowest site index (the fleet file's order).
+
+A job that may span sites has one more option when its data's site has some free GPUs
+of a class but too few: *span from the data's site*, a gang over the data site's free
+GPUs and the rest at other sites, ready now, whose run is stretched by the inter-site
+all-reduce (:func:`aifactory.physics.comm.span_slowdown`; the caller prices it). It reads
+its data from the data's site over the links (its part away from the data streams its
+shards; nothing is copied first). Spanning must beat waiting: it is taken only when it
+finishes strictly sooner than every single-site option (ties go to a single site).
 """
 
 from __future__ import annotations
@@ -32,6 +40,12 @@ class SiteOption:
     gpus_at_s: float
     stage_s: float
     run_s: float
+    spans: bool = False  # a gang spanning from ``site`` (the data's) to others
+
+
+def finish_at(option: SiteOption, now: float, *, hold: bool) -> float:
+    """When the job would finish on the option."""
+    return ready_at(option, now, hold=hold) + option.run_s
 
 
 def ready_at(option: SiteOption, now: float, *, hold: bool) -> float:
@@ -41,13 +55,18 @@ def ready_at(option: SiteOption, now: float, *, hold: bool) -> float:
     return max(option.gpus_at_s, now + option.stage_s)
 
 
-def choose_site(options: Sequence[SiteOption], now: float, *, hold: bool = False) -> int:
-    """The site of the option with the earliest expected finish; raises on no option."""
+def choose(options: Sequence[SiteOption], now: float, *, hold: bool = False) -> SiteOption:
+    """The option with the earliest expected finish (ties: a single site, then one with
+    the data, then the lowest index); raises on no option."""
     if not options:
         msg = "choose_site: no candidate site"
         raise ValueError(msg)
-    best = min(
+    return min(
         options,
-        key=lambda o: (ready_at(o, now, hold=hold) + o.run_s, o.stage_s > 0.0, o.site),
+        key=lambda o: (finish_at(o, now, hold=hold), o.spans, o.stage_s > 0.0, o.site),
     )
-    return best.site
+
+
+def choose_site(options: Sequence[SiteOption], now: float, *, hold: bool = False) -> int:
+    """The site of :func:`choose`'s option."""
+    return choose(options, now, hold=hold).site

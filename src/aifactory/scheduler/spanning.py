@@ -4,8 +4,9 @@ Decides, for a job that may span sites (``Job.allow_cross_site``) and has just b
 offered a placement across sites, whether to take it: spanning runs the job slower by the
 inter-site all-reduce model of :mod:`aifactory.physics.comm`, so it is taken only when
 ``now + overhead + work x slowdown`` is earlier than the finish of waiting for one site:
-the earliest time enough GPUs of the class are free at one site if running jobs end at
-their estimates (pending jobs are not counted: an optimistic estimate of waiting, so the
+the earliest time enough GPUs of the class are free at one site (at its data's site, for
+a gang pinned to span from there: ``Job.span_from_site``) if running jobs end at their
+estimates (pending jobs are not counted: an optimistic estimate of waiting, so the
 rule errs towards waiting), plus the work at full speed. A job that gives no gradient
 size or step time has no modelled cost and always spans when it must (as before this
 rule). Placements found by preemption are not priced (victims are chosen first).
@@ -59,16 +60,17 @@ class Spanning:
         if factor == 1.0:
             return True
         work = self.backfill.expected_run(job) - job.overhead_s
-        wait = self.one_site_at(seat.gpus, gpu_class, now)
+        wait = self.one_site_at(seat.gpus, gpu_class, now, only=seat.site)
         if now + work * factor < wait + work:
             return True
         self.refused += 1
         return False
 
-    def one_site_at(self, gpus: int, gpu_class: int, now: float) -> float:
-        """The earliest time ``gpus`` GPUs of the class are free at one site, if running
+    def one_site_at(self, gpus: int, gpu_class: int, now: float, only: int = -1) -> float:
+        """The earliest time ``gpus`` GPUs of the class are free at one site (``only``,
+        when >= 0: at that one, a gang pinned to span from its data's site), if running
         jobs end at their estimates (inf: no site ever has that many)."""
-        free = dict(self.cs.csite_free[gpu_class])
+        free = {s: f for s, f in self.cs.csite_free[gpu_class].items() if only < 0 or s == only}
         if any(f >= gpus for f in free.values()):
             return now
         ends: list[tuple[float, int, int]] = []  # (estimated end, site, GPUs)
@@ -80,7 +82,8 @@ class Spanning:
                 s = self.node_site[node]
                 by[s] = by.get(s, 0) + mask.bit_count()
             for s, n in by.items():
-                ends.append((seat.est_end_s, s, n))
+                if only < 0 or s == only:
+                    ends.append((seat.est_end_s, s, n))
         ends.sort()
         for end, s, n in ends:
             free[s] = free.get(s, 0) + n

@@ -32,7 +32,7 @@ from aifactory.scheduler.cluster import ClusterState
 from aifactory.scheduler.config import BackfillMode, SchedulerConfig
 from aifactory.scheduler.owners import sched_classes
 from aifactory.scheduler.pending import Pending
-from aifactory.scheduler.placement import Level
+from aifactory.scheduler.placement import CROSS_SITE, Level
 from aifactory.scheduler.policies import Policy, make_policy
 from aifactory.scheduler.policies.las import LasPolicy
 from aifactory.scheduler.power import Power
@@ -261,8 +261,9 @@ class SchedulerState:
 
     def _room_for(self, seat: Seat, c: int) -> int:
         """The most GPUs of class ``c`` a gang like the seat's can ever get: its site's
-        when pinned, the fleet's when it may span sites, else the largest site's."""
-        if seat.site >= 0:
+        when pinned to one site, the fleet's when it may span sites (pinned or not),
+        else the largest site's."""
+        if seat.site >= 0 and not seat.cross:
             return self.site_caps[c].get(seat.site, 0)
         return self.capacity[c] if seat.cross else self.site_capacity[c]
 
@@ -344,7 +345,15 @@ class SchedulerState:
         seat.run_start_s = now
         seat.overhead_s = job.overhead_s
         seat.run_epoch += 1
-        seat.est_end_s = now + self.backfill.expected_run(job)
+        factor = 1.0
+        if job.allow_cross_site:
+            # Spanning sites, its work runs slower (scheduler.spanning): its expected end,
+            # which reservations and the forecast read, is the slowed run's. (Job.slowdown
+            # is this run's: 1.0 within one site.)
+            if level is CROSS_SITE:
+                factor = self.spanning.slowdown(job, plan)
+            job.slowdown = factor
+        seat.est_end_s = now + self.backfill.expected_run(job, factor)
         self.running.index_end(seat)
         self.pending.remove(seat)
         self._stop_waiting(seat, now)
@@ -453,7 +462,9 @@ class SchedulerState:
             return f"unknown site: '{site}'"
         seat.site = index
         seat.site_key = (index + 1) << 10  # past (class << 1 | cross): classes < 257
-        seat.cross = False  # one site: a pinned gang never spans sites
+        # One site, unless the twin pinned it to its data's site as the home of a gang
+        # that may span others (Job.span_from_site): then it spans from there.
+        seat.cross = seat.job.allow_cross_site and seat.job.span_from_site
         return None
 
     def capacity_changed(self) -> None:

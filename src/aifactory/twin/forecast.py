@@ -34,6 +34,9 @@ def _clone(job: Job, now: float) -> Job:
         preemptible=job.preemptible,
         checkpoint_s=job.checkpoint_s,
         allow_cross_site=job.allow_cross_site,
+        site=job.site,
+        grad_bytes=job.grad_bytes,
+        step_s=job.step_s,
         kind=job.kind,
         gpu_classes=job.gpu_classes,
         hbm_gb_per_gpu=job.hbm_gb_per_gpu,
@@ -41,6 +44,11 @@ def _clone(job: Job, now: float) -> Job:
         service=job.service,
     )
     twin.progress_s = job.progress_s
+    # Where it runs and how fast: a pinned job stays pinned (and spans from its data's
+    # site if it was to), a running gang's run keeps its slowdown.
+    twin.span_from_site = job.span_from_site
+    twin.level = job.level
+    twin.slowdown = job.slowdown
     twin.overhead_s = job.overhead_s
     twin.attained = job.attained
     twin.preempted_for = job.preempted_for

@@ -385,7 +385,7 @@ def summarize(
             "refused_starts": sched.power.refused,
         },
         # Links, data staging and cross-site gangs (twin/netreport.py; zeros without them).
-        "network": network_summary(result, used),
+        "network": network_summary(result),
     }
     if extra:
         summary.update(extra)

@@ -20,6 +20,7 @@ from typing import Final
 import numpy as np
 
 from aifactory.fleet.topology import Topology
+from aifactory.physics.links import Network
 from aifactory.scheduler.cluster import Placement
 from aifactory.scheduler.config import SchedulerConfig, job_problem
 from aifactory.scheduler.scheduler import Scheduler
@@ -27,6 +28,7 @@ from aifactory.twin.allocgate import TwinAllocations
 from aifactory.twin.failures import FailureInjector
 from aifactory.twin.kernel import EventClass, Kernel
 from aifactory.twin.observer import Observer
+from aifactory.twin.spans import Spans
 from aifactory.twin.staging import Staging
 from aifactory.workload.job import RUNNING, Job
 from aifactory.workload.progress import wall_for
@@ -77,6 +79,7 @@ class SimResult:
     failures: int = 0
     allocations: TwinAllocations | None = None  # the gate and ledger, with an allocations file
     staging: Staging | None = None  # data copies and links, with jobs that read datasets
+    spans: Spans | None = None  # cross-site runs' link traffic and GPU-hours, where any may
 
 
 @contextmanager
@@ -180,6 +183,13 @@ class Simulation:
         self.staging: Staging | None = None
         if any(j.dataset_bytes > 0.0 for j in self.jobs):
             self.staging = Staging(topo, self.sched)
+        # Cross-site runs, only for a workload where some job may span sites (inert else).
+        self.spans: Spans | None = None
+        if any(j.allow_cross_site for j in self.jobs):
+            dom_site = topo.pod_site[topo.domain_pod]
+            net = self.staging.net if self.staging is not None else Network.of_fleet(topo.fleet)
+            shared = self.staging.transfers if self.staging is not None else None
+            self.spans = Spans(net, dom_site[topo.node_domain].tolist(), shared)
 
     def run(self, progress: Progress | None = None) -> SimResult:
         """Simulate until every job has ended (or ``until_s``); returns the result."""
@@ -197,6 +207,7 @@ class Simulation:
             self._release(now)
         res = sched.schedule(now)
         staging = self.staging
+        spans = self.spans
         if res.started:
             write_s = sched.cfg.checkpoint_write_s
             failures = self.failures
@@ -211,6 +222,8 @@ class Simulation:
                     # Spanning sites: its work runs slower (physics.comm, scheduler.spanning).
                     job.slowdown = sched.spanning.slowdown(job, job.placement)
                     work *= job.slowdown
+                if spans is not None:
+                    spans.started(job, now)
                 run = wall_for(work, job.overhead_s, job.checkpoint_s, write_s)
                 kernel.at(now + run, END_CLS, FINISH, job, job.moves)
                 if failures is not None:
@@ -226,6 +239,10 @@ class Simulation:
             if staging is not None:
                 for job in res.preempted:
                     staging.interrupted(job, now)
+            if spans is not None:
+                for job in res.preempted:
+                    spans.stopped(job, now)
+                self._next_transfer()  # (the gangs' flows changed the copies' rates)
             gate = self.allocations
             if gate is not None:
                 for job in res.preempted:
@@ -326,6 +343,9 @@ class Simulation:
                 if job.moves == ev.tag and job.state is RUNNING:
                     sched.finish(job, now)
                     observer.ended(job, now)
+                    if self.spans is not None:
+                        self.spans.stopped(job, now)
+                        self._next_transfer()
                     due = True
                     if gate is not None:
                         gate.ended(job, now, final=True)
@@ -354,6 +374,8 @@ class Simulation:
                 observer.sample(now)
                 if self.staging is not None:
                     self.staging.sample()
+                if self.spans is not None:
+                    self.spans.sample()
                 if len(kernel):
                     kernel.at(now + interval, EventClass.OBSERVE, SAMPLE)
                 continue
@@ -376,6 +398,10 @@ class Simulation:
                 if self.staging is not None:
                     for job in failures.interrupted:
                         self.staging.interrupted(job, now)
+                if self.spans is not None:
+                    for job in failures.interrupted:
+                        self.spans.stopped(job, now)
+                    self._next_transfer()
             # The pass of this instant runs once every completion, failure and arrival of
             # the instant has been handled: the DECIDE event, handled at once instead of
             # going through the heap (same order, one heap push and pop fewer per pass).
@@ -390,6 +416,8 @@ class Simulation:
         observer.close(kernel.now)
         if self.staging is not None:
             self.staging.transfers.advance(kernel.now)  # bytes moved up to the end
+        if self.spans is not None:
+            self.spans.close(kernel.now)
         return SimResult(
             jobs=jobs,
             scheduler=sched,
@@ -401,4 +429,5 @@ class Simulation:
             failures=self.failures.count if self.failures is not None else 0,
             allocations=gate,
             staging=self.staging,
+            spans=self.spans,
         )

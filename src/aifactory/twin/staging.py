@@ -11,6 +11,15 @@ or where a copy was made, else after the copy's time on the path's bottleneck li
 pinned to that site (``Job.site``) for the scheduler, which places it only there. A job
 that names its site itself is staged there.
 
+A job that may span sites also weighs *spanning from its data's site* (the chooser's
+``spans`` option, priced by :func:`aifactory.physics.comm.span_slowdown` over the sites a
+gang from there would take now): chosen only when it finishes strictly sooner than every
+single site, it is pinned to the data's site with ``Job.span_from_site``, and the
+scheduler places it there, or, when the site has too few free GPUs, over all of the
+site's free GPUs and the rest at other sites (``Power.place``), where it spans only if
+that still beats waiting for the data's site (``Spanning.pays``). Its gang reads the data
+from the data's site over the links: nothing is copied first.
+
 Copies move over the inter-site links as transfers sharing them max-min fairly
 (:class:`aifactory.physics.links.Transfers`), from the copy of the dataset with the
 quickest path. One transfer per (dataset, site): jobs that need the same data at the same
@@ -46,9 +55,10 @@ from typing import Final, cast
 import numpy as np
 
 from aifactory.fleet.topology import Topology
+from aifactory.physics.comm import span_slowdown
 from aifactory.physics.links import Network, Transfers
 from aifactory.scheduler.scheduler import Scheduler
-from aifactory.scheduler.sites import SiteOption, choose_site
+from aifactory.scheduler.sites import SiteOption, choose
 from aifactory.workload.job import RUNNING, Job
 
 INF: Final = float("inf")
@@ -93,6 +103,7 @@ class Staging:
         self.waiting_ids: set[str] = set()  # jobs waiting for a copy before the scheduler
         self.scheduled_epoch = -1  # the transfers' epoch of the TRANSFER event scheduled
         self.staged_jobs = 0  # jobs that waited for a copy
+        self.spanned_jobs = 0  # jobs pinned to span from their data's site
         self.copies_made = 0
         self.bytes_copied = 0.0  # the sizes of the copies started (each link's share apart)
         # Each link's bytes/s at each observer sample (the timeseries' link columns).
@@ -111,9 +122,18 @@ class Staging:
         pinned = self.site_index.get(job.site, -1) if job.site is not None else -1
         if job.site is not None and (pinned < 0 or self._stage_s(name, pinned, have, 0.0) is None):
             return True  # pinned where its data cannot go: the scheduler's to refuse or run
-        site = pinned if pinned >= 0 else self._choose(job, name, have, now)
-        if site < 0:
-            return True  # no one site can ever hold its gang: not pinned, nothing staged
+        if pinned >= 0:
+            site = pinned
+        else:
+            option = self._choose(job, name, have, now)
+            if option is None:
+                return True  # no one site can ever hold its gang: not pinned, nothing staged
+            site = option.site
+            if option.spans:  # a gang from the data's site, reading it from there
+                job.site = self.sites[site]
+                job.span_from_site = True
+                self.spanned_jobs += 1
+                return True
         job.site = self.sites[site]
         if site in have or job.stage_hold:
             return True
@@ -137,8 +157,9 @@ class Staging:
             out = [c for c in out if self.topo.class_model[c].hbm_gb >= hbm]
         return out
 
-    def _choose(self, job: Job, name: str, have: set[int], now: float) -> int:
-        """The site of earliest expected finish (see the module's doc)."""
+    def _choose(self, job: Job, name: str, have: set[int], now: float) -> SiteOption | None:
+        """The option of earliest expected finish (see the module's doc); None when no
+        one site can ever hold the gang."""
         classes = self._classes(job)
         free = self.sched.free_by_class_site()
         ends: dict[tuple[int, int], list[tuple[float, int]]] | None = None
@@ -166,19 +187,67 @@ class Staging:
                         break
             options.append(SiteOption(s, gpus_at, stage, job.estimate_s))
         if not options:
-            return -1
-        return choose_site(options, now, hold=job.stage_hold)
+            return None
+        span = self._span_option(job, classes, free, now)
+        if span is not None:
+            options.append(span)
+        return choose(options, now, hold=job.stage_hold)
 
-    def _may_run_at(self, job: Job, site: int) -> bool:
+    def _span_option(
+        self, job: Job, classes: list[int], free: list[dict[int, int]], now: float
+    ) -> SiteOption | None:
+        """Spanning from the data's home site, for a job that may span: in the class
+        where its gang runs least slowed, the home's free GPUs (some, too few for the
+        gang) and then the other sites', the most free first (as the scheduler's
+        :meth:`~aifactory.scheduler.power.Power.place` takes them from a home); None when
+        no class has that many free now or no path joins the sites."""
+        home = self.site_index.get(job.data_site, -1)
+        if not job.allow_cross_site or home < 0 or not self._may_run_at(job, home, span=True):
+            return None
+        best: SiteOption | None = None
+        for c in classes:
+            here = free[c].get(home, 0)
+            if here <= 0 or here >= job.gpus:
+                continue  # none to span from, or the home alone holds it (no slowdown)
+            others = sorted((s for s in free[c] if s != home), key=lambda s: (-free[c][s], s))
+            sites = [home]
+            got = here
+            for s in others:
+                if got >= job.gpus:
+                    break
+                if free[c][s] > 0:
+                    sites.append(s)
+                    got += free[c][s]
+            if got < job.gpus:
+                continue
+            factor = span_slowdown(self.net, sites, job.grad_bytes, job.step_s)
+            if factor == INF:
+                continue
+            option = SiteOption(home, now, 0.0, job.estimate_s * factor, spans=True)
+            if best is None or option.run_s < best.run_s:
+                best = option
+        return best
+
+    def _may_run_at(self, job: Job, site: int, *, span: bool = False) -> bool:
         """Whether the scheduler would ever run the job pinned to ``site`` (its quota's
-        ceiling and the GPUs of one owner's class there hold its gang; cached per shape)."""
-        key = (job.tenant, job.gpu_class, job.gpu_classes, job.hbm_gb_per_gpu, job.gpus, site)
+        ceiling and the GPUs of one owner's class there hold its gang; with ``span``, as
+        a gang spanning from there: the fleet's; cached per shape)."""
+        key = (
+            job.tenant,
+            job.gpu_class,
+            job.gpu_classes,
+            job.hbm_gb_per_gpu,
+            job.gpus,
+            site,
+            span,
+        )
         ok = self._may.get(key)
         if ok is None:
-            was = job.site
+            was, was_span = job.site, job.span_from_site
             job.site = self.sites[site]
+            job.span_from_site = span
             ok = self.sched.refusal(job) is None
-            job.site = was
+            job.site, job.span_from_site = was, was_span
             self._may[key] = ok
         return ok
 

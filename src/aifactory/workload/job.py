@@ -116,6 +116,7 @@ class Job:
         "service",
         "site",
         "slowdown",
+        "span_from_site",
         "stage_hold",
         "staging_s",
         "state",
@@ -204,6 +205,10 @@ class Job:
         # slower its run is for spanning sites (1.0: not at all; aifactory.physics.comm).
         self.staging_s = 0.0
         self.slowdown = 1.0
+        # Pinned to ``site`` (its data's) as the home of a gang that may also take GPUs at
+        # other sites: the twin's staging chose to span from the data rather than wait
+        # there or copy it (aifactory.twin.staging; needs ``allow_cross_site``).
+        self.span_from_site = False
         self.state = JobState.PENDING
         # Opaque to the job: where the scheduler that holds it finds its own record of it
         # (aifactory.scheduler.shortcuts, HANDLE); nothing else reads or writes it. (Set
