@@ -12,11 +12,9 @@ events per wall second are reported beside them.
 
 Targets: < 15 minutes, < 4 GB peak RSS, events/s of the last day within 20% of day 10's.
 
-``AIFACTORY_BENCH_LONG_ALLOCATIONS=none`` runs it without the bundled allocations: their
-gate re-tries every held job of a project whenever its room may have grown
-(twin/allocgate.py ``released``), which late in a long run at this load costs more than
-the scheduler. Also ``python -m bench.bench_long [DAYS [none]]`` prints the figures as
-JSON.
+``AIFACTORY_BENCH_LONG_ALLOCATIONS=none`` runs it without the bundled allocations, to
+tell the allocation gate's cost (twin/allocgate.py ``released``) from the scheduler's.
+Also ``python -m bench.bench_long [DAYS [none]]`` prints the figures as JSON.
 """
 
 from __future__ import annotations

@@ -135,14 +135,14 @@ def check_invariants(sched: Scheduler, down: dict[int, int] | None = None) -> No
     down = down or {}
     cs.check()
     used_mask = [0] * topo.n_nodes
-    jobs = [seat.job for seat in sched.seats]
+    jobs = [seat.job for seat in sched.seats if seat.index >= 0]  # (< 0: ended, freed)
     running = [j for j in jobs if j.state == JobState.RUNNING]
     assert running == sched.running_jobs(), "running index drifted"
     # Preempted jobs still saving in their grace hold their GPUs too (scheduler.grace).
     saving = [j for j, _ in sched.saving_jobs()]
     assert all(j.state == JobState.PREEMPTED for j in saving), "a saving job is not preempted"
     holding = running + saving
-    tix = {seat.job.id: seat.tix for seat in sched.seats}
+    tix = {seat.job.id: seat.tix for seat in sched.seats if seat.index >= 0}
     assert sched.running_count == len(holding), "running count drifted"
     used: dict[tuple[str, str], int] = {}
     for job in holding:

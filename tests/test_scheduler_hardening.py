@@ -229,6 +229,7 @@ def test_no_pass_starts_a_job_it_preempts(case: Case) -> None:
     sched = Scheduler(case.topo, case.cfg)
     now = 0.0
     preempted = 0
+    submitted: list[Job] = []
     for kind, arg in case.steps:
         if kind == "submit":
             job = Job(
@@ -237,6 +238,7 @@ def test_no_pass_starts_a_job_it_preempts(case: Case) -> None:
                 preemptible=arg["preemptible"], checkpoint_s=arg["checkpoint_s"],
                 allow_cross_site=arg["allow_cross_site"],
             )  # fmt: skip
+            submitted.append(job)
             sched.submit(job, now)
         elif kind == "finish":
             running = sched.running_jobs()
@@ -248,7 +250,7 @@ def test_no_pass_starts_a_job_it_preempts(case: Case) -> None:
             check_cycle(sched, res)
             preempted += len(res.preempted)
         check_invariants(sched)
-    for j in (seat.job for seat in sched.seats):
+    for j in submitted:
         if j.first_start_s is None:
             assert all(state is not JobState.RUNNING for _, state in j.history), j
     event(f"preempted {'>0' if preempted else '0'}")

@@ -90,6 +90,28 @@ def test_cancelling_a_pending_job_closes_its_wait() -> None:
     assert sched.wait_times(500.0)["waiter"] == {"quota": 30.0}
 
 
+def test_an_ended_jobs_seat_is_freed_and_its_waits_still_count() -> None:
+    """A job's seat is freed when it ends (cancelled, or finished); the queue row a
+    cancelled job leaves names the dead seat and is skipped, and what each waited is still
+    reported, in the order the scheduler took them."""
+    sched = Scheduler(hgx_topo(1))
+    hog = make_job("hog", "a", 0.0, 8, 100.0)
+    waiter = make_job("waiter", "a", 0.0, 8, 10.0)
+    later = make_job("later", "a", 0.0, 8, 10.0)
+    for job in (hog, waiter, later):
+        sched.submit(job, 0.0)
+    assert sched.schedule(0.0).started == [hog]
+    sched.cancel(waiter, 30.0)  # its row stays queued, stale
+    sched.finish(hog, 100.0)
+    assert sched.schedule(100.0).started == [later]
+    sched.finish(later, 110.0)
+    assert [seat.index for seat in sched.seats] == [-1, -1, -1]
+    waits = sched.wait_times(500.0)
+    assert list(waits) == ["waiter", "later"]
+    assert waits["waiter"] == {"quota": 30.0}
+    assert sum(waits["later"].values()) == 100.0
+
+
 def test_the_twin_reports_time_per_reason_per_job_and_tenant() -> None:
     """Four 8-GPU jobs of 100 s on one server, all at 0: each waits in turn (0, 100, 200,
     300 s), for a's quota (its nominal is the server), and the jobs table and summary

@@ -228,8 +228,9 @@ def test_a_simulation_refuses_a_repeated_id_unless_its_caller_checked() -> None:
     result = sim.run()
     assert [j.state for j in result.jobs] == [JobState.COMPLETED] * 2
     assert sim.sched.by_id == {}
-    assert [seat.job for seat in sim.sched.seats] == jobs[:2]
-    assert all(sim.sched.seat_of(j) is None for j in jobs[:2])  # (ended: held no more)
+    # ended: held no more, and their seats freed (each index names the dead seat)
+    assert [seat.index for seat in sim.sched.seats] == [-1, -1]
+    assert all(sim.sched.seat_of(j) is None for j in jobs[:2])
 
 
 def test_restoring_a_job_works_with_or_without_the_id_index() -> None:

@@ -224,6 +224,44 @@ def test_policy_edit_changes_only_what_it_names(tmp_path: Path) -> None:
     assert (p.policy, p.backfill.value, p.preemption) == ("sjf", "easy", False)
 
 
+def test_scan_limits_come_from_the_base_and_a_policy_edit_changes_what_it_names(
+    tmp_path: Path,
+) -> None:
+    plain = plan(tmp_path, {"edit": "policy"})
+    assert (plain.queue_depth, plain.max_job_test) == (0, 0)  # no limit, as before
+    p = plan(tmp_path, {"edit": "policy", "queue_depth": 50}, queue_depth=100, max_job_test=200)
+    assert (p.queue_depth, p.max_job_test) == (50, 200)
+    spec, where = load_scenario(
+        write(tmp_path, scenario({"edit": "policy"}, queue_depth=100, max_job_test=200))
+    )
+    base = plan_run(spec, "base", where)
+    assert (base.queue_depth, base.max_job_test) == (100, 200)
+
+
+def test_a_sweep_run_hands_the_scan_limits_to_the_twin(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import aifactory.twin.run as twin_run  # noqa: PLC0415
+    from aifactory.whatif import runner  # noqa: PLC0415
+
+    seen: list[Any] = []
+
+    class StopError(Exception):
+        pass
+
+    def fake_run_twin(spec: Any, **_kw: Any) -> Any:
+        seen.append(spec)
+        raise StopError
+
+    monkeypatch.setattr(runner, "workload_table", lambda plan, seed: None)
+    monkeypatch.setattr(twin_run, "run_twin", fake_run_twin)
+    p = plan(tmp_path, {"edit": "policy", "max_job_test": 7}, queue_depth=100)
+    task = runner.RunTask(scenario={}, where=str(tmp_path), variation="v", seed_index=0, seed=1)
+    with pytest.raises(StopError):
+        runner._run(p, task)
+    assert (seen[0].queue_depth, seen[0].max_job_test) == (100, 7)
+
+
 def test_workload_growth_grows_one_tenant_and_leaves_the_others_alone(tmp_path: Path) -> None:
     base_plan = plan_run(
         *_loaded(tmp_path, {"edit": "workload_growth", "tenant": "startup", "factor": 2}),
@@ -285,6 +323,16 @@ def test_growth_needs_the_national_workload(tmp_path: Path) -> None:
         ),
         (scenario({"edit": "link_bandwidth"}), "variations[0].edits[0].link_bandwidth.factor"),
         (scenario({"edit": "policy"}, days=0), "base.days"),
+        (scenario({"edit": "policy"}, queue_depth=-1), "base.queue_depth"),
+        (scenario({"edit": "policy"}, max_job_test=2**31), "base.max_job_test"),
+        (
+            scenario({"edit": "policy", "queue_depth": 1.5}),
+            "variations[0].edits[0].policy.queue_depth",
+        ),
+        (
+            scenario({"edit": "policy", "max_job_test": 2**31}),
+            "variations[0].edits[0].policy.max_job_test",
+        ),
         (scenario({"edit": "policy"}, colour="red"), "base.colour"),
         ({**scenario(), "variations": [{"name": "v", "edits": []}]}, "variations[0].edits"),
     ],

@@ -37,6 +37,8 @@ usage and cluster), :mod:`~aifactory.scheduler.backfill` (EASY reservations),
 
 from __future__ import annotations
 
+from operator import itemgetter
+
 from aifactory.scheduler.cluster import Placement
 from aifactory.scheduler.config import job_problem
 from aifactory.scheduler.cycle import Cycle
@@ -378,13 +380,14 @@ class Scheduler(Cycle):
         """Seconds each job waited for each reason, by job id (jobs that never waited are
         left out; a job pending now counts its current reason up to ``now``)."""
         out: dict[str, dict[str, float]] = {}
-        for seat in self.seats:
-            waited = dict(seat.waited) if seat.waited is not None else {}
-            reason = seat.reason
-            if reason is not None and now > seat.reason_s:
-                waited[reason.value] = waited.get(reason.value, 0.0) + (now - seat.reason_s)
+        rows = [(s.index, s.job.id, s.waited, s.reason, s.reason_s) for s in self.seats]
+        rows = sorted([r for r in rows if r[0] >= 0] + self.retired, key=itemgetter(0))
+        for _index, job_id, was, reason, since in rows:
+            waited = dict(was) if was is not None else {}
+            if reason is not None and now > since:
+                waited[reason.value] = waited.get(reason.value, 0.0) + (now - since)
             if waited:
-                out[seat.job.id] = {str(k): v for k, v in waited.items()}
+                out[job_id] = {str(k): v for k, v in waited.items()}
         return out
 
     def expected_end(self, job: Job) -> float:

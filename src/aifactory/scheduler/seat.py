@@ -119,3 +119,10 @@ class Seat:
 
     def __repr__(self) -> str:
         return f"Seat({self.job.id!r}, index={self.index})"
+
+
+def dead_seat() -> Seat:
+    """The seat a finished job's index names once its own seat is freed (a scheduler's
+    ``_retire``): its queue sequence and running-list place are -1, so every queue row and
+    end-index row the job left behind reads as stale, as the freed seat's would have."""
+    return Seat(Job("(ended)", "", 0.0, 1, 1.0), -1, 0)

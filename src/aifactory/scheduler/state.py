@@ -49,7 +49,7 @@ from aifactory.scheduler.records import (
     Waiting,
 )
 from aifactory.scheduler.running import Running
-from aifactory.scheduler.seat import Seat
+from aifactory.scheduler.seat import Seat, dead_seat
 from aifactory.scheduler.shortcuts import Shortcuts
 from aifactory.scheduler.spanning import Spanning
 from aifactory.scheduler.usage import DecayedUsage
@@ -122,6 +122,10 @@ class SchedulerState:
         # not find through their tickets (see _take), by job id; and with ``index_ids``,
         # every job id it ever took (a second submit of one is refused).
         self.seats: list[Seat] = []
+        self._dead = dead_seat()  # at the index of each job that ended (_retire)
+        # What wait_times reports of each ended job that waited: (index, id, waited,
+        # reason, since), in the order they ended.
+        self.retired: list[tuple[int, str, dict[str, float] | None, Waiting | None, float]] = []
         self.held: dict[str, Seat] = {}
         self.by_id: dict[str, Seat] = {}
         self.pending = Pending(self.seats, self.policy, n_tenants, self.shortcuts)
@@ -193,6 +197,15 @@ class SchedulerState:
             job.ticket = None
         else:
             self.held.pop(job.id, None)
+        self._retire(seat)
+
+    def _retire(self, seat: Seat) -> None:
+        """Free the seat of a job that ended, so a long run's memory follows the jobs held
+        rather than every job taken: its index names the dead seat from now on (the rows it
+        left read as stale through it) and only what ``wait_times`` reports of it stays."""
+        if seat.waited is not None or seat.reason is not None:
+            self.retired.append((seat.index, seat.job.id, seat.waited, seat.reason, seat.reason_s))
+        self.seats[seat.index] = self._dead
 
     def _find(self, job: Job) -> Seat | None:
         """The seat of a job this scheduler holds (pending or running), or None."""

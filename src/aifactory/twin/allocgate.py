@@ -35,6 +35,7 @@ time series' pending jobs and GPUs (what the scheduler holds) leave them out.
 
 from __future__ import annotations
 
+from bisect import bisect_left, insort
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -57,6 +58,9 @@ class ProjectBook:
     reserving: dict[str, int] = field(default_factory=dict)  # class -> jobs reserving it
     given: dict[str, tuple[str, float]] = field(default_factory=dict)  # job -> (class, GPU-s)
     held: dict[str, tuple[Job, float]] = field(default_factory=dict)  # job -> (job, since)
+    # the held jobs by the class they are covered for, each list sorted by (ask, arrival);
+    # ask: GPUs x estimate in GPU-seconds, arrival: the gate's hold counter
+    asks: dict[str, list[tuple[float, int, str]]] = field(default_factory=dict)
     jobs: int = 0
     overdraft_jobs: int = 0
 
@@ -94,6 +98,7 @@ class TwinAllocations:
         self.charged: dict[str, float] = {}  # job id -> GPU-seconds charged
         self._runs: dict[str, int] = {}  # job id -> run intervals charged
         self._dirty: set[str] = set()  # projects whose room may have grown
+        self._holds = 0  # jobs held so far: the arrival order among held jobs
         self.topups_applied = 0
 
     # -- the timeline of grants ------------------------------------------------------
@@ -149,6 +154,11 @@ class TwinAllocations:
         """The project's allocations as the ledger holds them now."""
         return [self.ledger.allocation(g) for g in self._grant_ids[project]]
 
+    def _covers(self, book: ProjectBook, gpu_class: str, gpu_s: float, now: float) -> bool:
+        """Whether the ledger would let a request of ``gpu_s`` in ``gpu_class`` go now."""
+        need = self._need(book, gpu_class, gpu_s)
+        return self.ledger.explain(book.name, gpu_class, need, now)[0] is not Cover.DENIED
+
     def _try(self, book: ProjectBook, job: Job, now: float) -> bool:
         """Give ``job`` to the scheduler if covered (reserving its request); else False."""
         gpu_class = self.cover_class(job)
@@ -178,22 +188,79 @@ class TwinAllocations:
         if self._try(book, job, now):
             return True
         book.held[job.id] = (job, now)
+        key = (job.gpus * job.estimate_s, self._holds, job.id)
+        insort(book.asks.setdefault(self.cover_class(job), []), key)
+        self._holds += 1
         return False
 
     def released(self, now: float) -> list[Job]:
         """The held jobs of every project whose room may have grown that are covered now
-        (in arrival order within a project, projects by name)."""
+        (in arrival order within a project, projects by name).
+
+        The rule is: offer each held job again in arrival order, each release reserving
+        its request before the next is asked about. The ledger's answer is monotone in
+        the request, and within one pass requests only grow (reservations are added,
+        nothing is charged or freed), so a job whose ask is at least one already refused
+        in its class is refused too. That lets the pass ask the ledger only about the
+        jobs that can go: per class, the held jobs whose ask fits the room at the start
+        (found by bisection on the asks), then, in arrival order, those still below the
+        smallest ask refused so far. The cost follows what can be released, not what is
+        held.
+        """
         out: list[Job] = []
         for name in sorted(self._dirty):
             book = self.books[name]
             if not book.held or not self._any_active(name, now):
                 continue
-            for job_id, (job, since) in list(book.held.items()):
-                if self._try(book, job, now):
-                    del book.held[job_id]
-                    self.waited[job_id] = self.waited.get(job_id, 0.0) + (now - since)
-                    out.append(job)
+            for job_id in self._release_book(book, now):
+                job, since = book.held.pop(job_id)
+                self.waited[job_id] = self.waited.get(job_id, 0.0) + (now - since)
+                out.append(job)
         self._dirty.clear()
+        return out
+
+    def _fitting(self, book: ProjectBook, gpu_class: str, now: float) -> int:
+        """How many of the class's held jobs, smallest ask first, the room fits one at a
+        time at the start of a pass (those beyond are refused for the whole pass)."""
+        asks = book.asks[gpu_class]
+        if not self._covers(book, gpu_class, asks[0][0], now):
+            return 0
+        lo, hi = 1, len(asks)  # asks[:lo] fit; asks[hi:] are not known to
+        if self._covers(book, gpu_class, asks[-1][0], now):
+            return hi
+        hi -= 1  # the largest is refused
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if self._covers(book, gpu_class, asks[mid - 1][0], now):
+                lo = mid
+            else:
+                hi = mid - 1
+        return lo
+
+    def _release_book(self, book: ProjectBook, now: float) -> list[str]:
+        """The held jobs of ``book`` covered now under the arrival-order rule (see
+        :meth:`released`), reserved and taken out of ``book.asks``."""
+        candidates: list[tuple[int, float, str, str]] = []
+        for gpu_class, asks in book.asks.items():
+            k = self._fitting(book, gpu_class, now)
+            candidates += [(seq, ask, job_id, gpu_class) for ask, seq, job_id in asks[:k]]
+        if not candidates:
+            return []
+        candidates.sort()
+        refused: dict[str, float] = {}  # class -> the smallest ask refused in this pass
+        out: list[str] = []
+        for seq, ask, job_id, gpu_class in candidates:
+            if ask >= refused.get(gpu_class, float("inf")):
+                continue
+            job = book.held[job_id][0]
+            if self._try(book, job, now):
+                asks = book.asks[gpu_class]
+                del asks[bisect_left(asks, (ask, seq, job_id))]
+                if not asks:
+                    del book.asks[gpu_class]
+                out.append(job_id)
+            else:
+                refused[gpu_class] = ask
         return out
 
     def _any_active(self, project: str, now: float) -> bool:

@@ -58,6 +58,8 @@ class RunPlan:
     backfill: BackfillMode
     backfill_interval_s: float
     preemption: bool
+    queue_depth: int
+    max_job_test: int
     failures: str
     failure_multiplier: float
     checkpoint_write_s: float
@@ -137,6 +139,8 @@ def plan_run(scenario: Scenario, variation: str, where: Path) -> RunPlan:
         "backfill": b.backfill,
         "backfill_interval_s": b.backfill_interval_s,
         "preemption": b.preemption,
+        "queue_depth": b.queue_depth,
+        "max_job_test": b.max_job_test,
     }
     if variation == BASE:
         return RunPlan(
@@ -173,7 +177,7 @@ def plan_run(scenario: Scenario, variation: str, where: Path) -> RunPlan:
                 for t in _descendants(doc, edit.tenant):
                     growth[t] = growth.get(t, 1.0) * edit.factor
             elif isinstance(edit, SetPolicy):
-                for k in ("policy", "backfill", "backfill_interval_s", "preemption"):
+                for k in SetPolicy.SETTINGS:
                     value = getattr(edit, k)
                     if value is not None:
                         settings[k] = value.value if k == "policy" else value

@@ -21,7 +21,7 @@ from typing import Annotated, Any, ClassVar, Literal, Self
 from pydantic import Field, field_validator, model_validator
 
 from aifactory.fleet.spec import Frozen, Name
-from aifactory.scheduler.config import BackfillMode
+from aifactory.scheduler.config import MAX_SCAN, BackfillMode
 from aifactory.scheduler.policies import PolicyName
 
 #: The synthetic national workload (``aifactory workload synth``) rather than a trace file.
@@ -70,6 +70,21 @@ class Base(Frozen):
         "bf_interval default.",
     )
     preemption: bool = Field(default=True, description="Whether higher priority may preempt.")
+    queue_depth: int = Field(
+        default=0,
+        ge=0,
+        le=MAX_SCAN,
+        description="Jobs tried in a pass between deep scans and after arrivals (0: no "
+        "limit, as a trace replay); Slurm's default_queue_depth is 100, which `aifactory run` "
+        "uses. Bounds the cost of a pass when the backlog grows over a long horizon.",
+    )
+    max_job_test: int = Field(
+        default=0,
+        ge=0,
+        le=MAX_SCAN,
+        description="Jobs tried in a deep backfill scan (0: no limit); Slurm's "
+        "bf_max_job_test is 500, `aifactory run` uses 100.",
+    )
     failures: Annotated[str, Field(min_length=1, max_length=4096)] = Field(
         default="llama3",
         description="'off', 'llama3' (Llama 3's rate and causes) or a failure-model YAML path.",
@@ -249,6 +264,16 @@ class WorkloadGrowth(Edit):
 class SetPolicy(Edit):
     """Scheduler settings of the run."""
 
+    #: The run's settings this edit may change, each a field here (null: unchanged).
+    SETTINGS: ClassVar[tuple[str, ...]] = (
+        "policy",
+        "backfill",
+        "backfill_interval_s",
+        "preemption",
+        "queue_depth",
+        "max_job_test",
+    )
+
     edit: Literal[EditKind.POLICY]
     policy: PolicyName | None = Field(default=None, description="Ordering policy.")
     backfill: BackfillMode | None = Field(default=None, description="Backfill mode.")
@@ -256,6 +281,18 @@ class SetPolicy(Edit):
         default=None, ge=0, le=86400, description="Seconds between deep backfill scans."
     )
     preemption: bool | None = Field(default=None, description="Whether preemption is on.")
+    queue_depth: int | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_SCAN,
+        description="Jobs tried in a pass between deep scans (0: no limit); null: unchanged.",
+    )
+    max_job_test: int | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_SCAN,
+        description="Jobs tried in a deep backfill scan (0: no limit); null: unchanged.",
+    )
 
 
 AnyEdit = Annotated[

@@ -178,6 +178,8 @@ def _run(plan: RunPlan, task: RunTask) -> dict[str, Any]:
             until_s=plan.days * 86400.0,
             preemption=plan.preemption,
             backfill_interval_s=plan.backfill_interval_s,
+            queue_depth=plan.queue_depth,
+            max_job_test=plan.max_job_test,
         )
         run = run_twin(spec, table=table, fleet=plan.fleet)
     if task.keep_dir is not None:
