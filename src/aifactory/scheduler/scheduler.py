@@ -46,15 +46,7 @@ from aifactory.scheduler.owners import MIXED
 from aifactory.scheduler.queue import Head
 from aifactory.scheduler.records import NOTHING, CycleResult, Interruption
 from aifactory.scheduler.seat import Seat
-from aifactory.workload.job import (
-    CANCELLED,
-    COMPLETED,
-    FAILED,
-    PENDING,
-    RUNNING,
-    Job,
-    JobState,
-)
+from aifactory.workload.job import CANCELLED, COMPLETED, FAILED, PENDING, RUNNING, Job, JobState
 
 __all__ = ["CycleResult", "Head", "Scheduler"]
 
