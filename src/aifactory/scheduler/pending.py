@@ -62,10 +62,12 @@ class Pending:
             self.queues[t].push(k0, k1, self.seq, seat.index)
         self.count += 1
         self.gpus += gpus
-        self.gpus_by_tenant[t] += gpus
+        # (x[i] = x[i] + d, not x[i] += d: compiled, an augmented item assignment is a generic
+        # PyNumber_InPlaceAdd on boxed objects; spelled out, the add is typed)
+        self.gpus_by_tenant[t] = self.gpus_by_tenant[t] + gpus
         work = gpus * seat.job.remaining_s
         seat.pend_work = work
-        self.work_by_tenant[t] += work
+        self.work_by_tenant[t] = self.work_by_tenant[t] + work
         sizes = self.sizes[t]
         sizes[gpus] = sizes.get(gpus, 0) + 1
         smallest = self.smallest[t]
@@ -82,8 +84,8 @@ class Pending:
         t = seat.tix
         self.count -= 1
         self.gpus -= gpus
-        self.gpus_by_tenant[t] -= gpus
-        self.work_by_tenant[t] -= seat.pend_work
+        self.gpus_by_tenant[t] = self.gpus_by_tenant[t] - gpus
+        self.work_by_tenant[t] = self.work_by_tenant[t] - seat.pend_work
         sizes = self.sizes[t]
         left = sizes[gpus] - 1
         if left:
