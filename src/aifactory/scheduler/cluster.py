@@ -253,9 +253,14 @@ class ClusterState:
         elif dnew == cap:
             self.cpod_full[c][p].add(d)
         self.stranded += (dnew if 0 < dnew < cap else 0) - (dold if 0 < dold < cap else 0)
-        self.cpod_free[c][p] += delta
-        self.csite_free[c][self.pod_site[p]] += delta
-        self.class_free[c] += delta
+        # (x[i] = x[i] + d, not x[i] += d: compiled, an augmented item assignment is a generic
+        # PyNumber_InPlaceAdd on boxed objects; spelled out, the add is typed)
+        pods = self.cpod_free[c]
+        pods[p] = pods[p] + delta
+        sites = self.csite_free[c]
+        s = self.pod_site[p]
+        sites[s] = sites[s] + delta
+        self.class_free[c] = self.class_free[c] + delta
 
     # ------------------------------------------------------------------ queries
     def buckets(self) -> tuple[list[list[list[int]]], list[list[list[int]]]]:

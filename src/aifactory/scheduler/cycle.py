@@ -232,9 +232,9 @@ class Cycle(Grace):
         job's chance to preempt comes at the next deep scan, whose time goes in ``res``."""
         easy = self._easy
         preempt = not self._periodic
-        ctx = self._ctx.reset(
-            self._reservations, preempt=preempt, track=preempt and self.cfg.preemption
-        )
+        # (starts are kept to withdraw only if a later job may preempt: one new job has none)
+        track = preempt and self.cfg.preemption and len(fresh) > 1
+        ctx = self._ctx.reset(self._reservations, preempt=preempt, track=track)
         key = self.policy.job_key
         if len(fresh) > 1:
             fresh.sort(key=lambda s: (key(s.job), s.qseq))

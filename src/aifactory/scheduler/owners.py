@@ -169,13 +169,20 @@ def home_then_most_idle(
 ) -> tuple[int, ...]:
     """The order in which a job tries its scheduling classes: those where its tenant has
     nominal quota (its home hardware) first, the most unused nominal first; then other
-    owners' hardware (where it would borrow), the most idle GPUs first; ties by index."""
+    owners' hardware (where it would borrow), the most idle GPUs first; ties by index.
 
-    def key(c: int) -> tuple[int, int, int]:
+    Each class's key is (0 at home else 1, unused nominal or idle GPUs negated, index): a
+    list of key tuples sorted, no key function (compiled, a closure and a call per class),
+    and for two classes one comparison of the two keys (the order ``sorted`` gives)."""
+    keyed: list[tuple[int, int, int]] = []
+    for c in classes:
         cell = cells[c]
-        return (0, cell.used - cell.nominal, c) if cell.nominal > 0 else (1, -free[c], c)
-
-    return tuple(sorted(classes, key=key))
+        keyed.append((0, cell.used - cell.nominal, c) if cell.nominal > 0 else (1, -free[c], c))
+    if len(keyed) == 2:
+        a, b = keyed
+        return classes if a < b else (classes[1], classes[0])
+    keyed.sort()
+    return tuple([k[2] for k in keyed])
 
 
 def fold_by_class(

@@ -37,9 +37,8 @@ class Pending:
         self.seq = 0  # the last queue sequence number given out
         self.count = 0  # pending jobs
         self.gpus = 0  # GPUs they ask for
-        # Per tenant, GPUs asked and GPU-seconds of work left in its pending jobs (the
-        # backlog an observer samples for the stability verdict; read by nothing here).
-        self.gpus_by_tenant = [0] * n_tenants
+        # Per tenant, GPU-seconds of work left in its pending jobs (the backlog an observer
+        # samples for the stability verdict; read by nothing here).
         self.work_by_tenant = [0.0] * n_tenants
         # Per tenant, pending jobs by gang size (a size whose count reaches 0 is dropped).
         self.sizes: list[dict[int, int]] = [{} for _ in range(n_tenants)]
@@ -62,10 +61,11 @@ class Pending:
             self.queues[t].push(k0, k1, self.seq, seat.index)
         self.count += 1
         self.gpus += gpus
-        self.gpus_by_tenant[t] += gpus
         work = gpus * seat.job.remaining_s
         seat.pend_work = work
-        self.work_by_tenant[t] += work
+        # (x[i] = x[i] + d, not x[i] += d: compiled, an augmented item assignment is a generic
+        # PyNumber_InPlaceAdd on boxed objects; spelled out, the add is typed)
+        self.work_by_tenant[t] = self.work_by_tenant[t] + work
         sizes = self.sizes[t]
         sizes[gpus] = sizes.get(gpus, 0) + 1
         smallest = self.smallest[t]
@@ -82,8 +82,7 @@ class Pending:
         t = seat.tix
         self.count -= 1
         self.gpus -= gpus
-        self.gpus_by_tenant[t] -= gpus
-        self.work_by_tenant[t] -= seat.pend_work
+        self.work_by_tenant[t] = self.work_by_tenant[t] - seat.pend_work
         sizes = self.sizes[t]
         left = sizes[gpus] - 1
         if left:

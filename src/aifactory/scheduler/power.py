@@ -59,7 +59,9 @@ class Power:
         w = self.watts[gpu_class] * sign
         node_site = self.node_site
         for node, mask in placement:
-            self.draw_w[node_site[node]] += w * mask.bit_count()
+            # (spelled out, not +=: compiled, an augmented item assignment is a generic add)
+            s = node_site[node]
+            self.draw_w[s] = self.draw_w[s] + w * mask.bit_count()
 
     def fits(self, gpu_class: int, plan: Plan) -> bool:
         """Whether starting ``plan`` keeps every capped site it touches within its cap."""

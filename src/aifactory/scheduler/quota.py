@@ -334,7 +334,8 @@ class QuotaBook:
                 before - cell.nominal if before > cell.nominal else 0
             )
             if apply:
-                self.borrowing[n][f] += grow
+                borrowing = self.borrowing[n]  # (spelled out: a typed add, see add())
+                borrowing[f] = borrowing[f] + grow
             elif (
                 (leaf or n != t)
                 and grow > 0
@@ -441,7 +442,10 @@ class QuotaBook:
                 after = new - guaranteed if new > guaranteed else 0
                 before = old - guaranteed if old > guaranteed else 0
                 if after != before:
-                    self.cohort_draw[cohort][gpu_class] += after - before
+                    # (x[i] = x[i] + d, not x[i] += d: compiled, an augmented item
+                    # assignment is a generic PyNumber_InPlaceAdd; spelled out, a typed add)
+                    draw = self.cohort_draw[cohort]
+                    draw[gpu_class] = draw[gpu_class] + (after - before)
             return
         # A leaf in a tree: usage up the path, and each level's claim on the next.
         old_claim = old if old > guaranteed else guaranteed
@@ -459,7 +463,8 @@ class QuotaBook:
             p = self.parent_of[n]
         cohort = self.cohort_of[n]
         if cohort >= 0 and new_claim != old_claim:
-            self.cohort_draw[cohort][gpu_class] += new_claim - old_claim
+            draw = self.cohort_draw[cohort]
+            draw[gpu_class] = draw[gpu_class] + (new_claim - old_claim)
 
     def lent(self, t: int, gpu_class: int) -> int:
         """GPUs of this tenant's nominal quota currently used by its peers (siblings, or

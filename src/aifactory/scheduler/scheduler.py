@@ -412,10 +412,10 @@ class Scheduler(Cycle):
         """GPUs asked for by pending jobs."""
         return self.pending.gpus
 
-    def pending_by_tenant(self) -> tuple[list[int], list[float]]:
-        """GPUs asked and GPU-seconds of work left in each tenant's pending jobs, in the
-        order of :attr:`tenants` (read-only live counts, as :meth:`gpus_by_tenant`)."""
-        return self.pending.gpus_by_tenant, self.pending.work_by_tenant
+    def pending_work_by_tenant(self) -> list[float]:
+        """GPU-seconds of work left in each tenant's pending jobs, in the order of
+        :attr:`tenants` (read-only live counts, as :meth:`gpus_by_tenant`)."""
+        return self.pending.work_by_tenant
 
     @property
     def running_count(self) -> int:

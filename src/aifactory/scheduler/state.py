@@ -378,7 +378,9 @@ class SchedulerState:
         self.running.ended_run(seat)
         served = seat.gpus * max(0.0, now - seat.run_start_s)
         seat.job.attained += served
-        self.running.served[seat.tix][seat.run_class] += served
+        # (spelled out, not +=: compiled, an augmented item assignment is a generic add)
+        row = self.running.served[seat.tix]
+        row[seat.run_class] = row[seat.run_class] + served
         self._dirty = True
         self._freed = True
         self.shortcuts.gave_back()  # GPUs and quota came back

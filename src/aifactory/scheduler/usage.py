@@ -47,8 +47,11 @@ class DecayedUsage:
         """Record that tenant ``t``'s holding of a class changed by ``gpus`` at ``now``."""
         if self.decay:
             self.advance(t, now)
-        self.running[t][gpu_class] += gpus
-        self.total[t] += gpus
+        # (x[i] = x[i] + d, not x[i] += d: compiled, an augmented item assignment is a generic
+        # PyNumber_InPlaceAdd on boxed objects; spelled out, the add is typed)
+        row = self.running[t]
+        row[gpu_class] = row[gpu_class] + gpus
+        self.total[t] = self.total[t] + gpus
 
     def average_gpus(self, t: int) -> tuple[float, ...]:
         """Decayed average GPUs in use per class (call :meth:`advance` first)."""

@@ -1,7 +1,7 @@
 """Metrics as an observer: fed by the simulator's events, never computed inside policies.
 
 Samples every ``sample_interval_s``: busy GPUs per tenant, pending jobs and GPUs (and
-per tenant: GPUs asked and GPU-seconds of work waiting, for the stability verdict),
+per tenant the GPU-seconds of work waiting, for the stability verdict),
 stranded GPUs (free GPUs in partly used NVLink domains) and free GPUs per class and site.
 Power and energy are derived from those in one vectorised step at the end, from the
 catalogue's busy/idle watts and each site's PUE; energy is integrated piecewise-constant
@@ -30,7 +30,6 @@ class Observer:
         self.stranded: list[int] = []
         self.power_mw: list[float] = []
         self.busy_by_tenant: list[int] = []  # GPUs held per tenant, row after row
-        self.pending_by_tenant: list[int] = []  # GPUs asked per tenant, row after row
         self.backlog_by_tenant: list[float] = []  # pending GPU-seconds per tenant, rows
         self.site_power_mw: list[list[float]] = []
         self.preemptions = 0
@@ -75,9 +74,7 @@ class Observer:
         busy = self.busy_by_tenant
         for held in sched.gpus_by_tenant():
             busy.append(held)
-        asked, work = sched.pending_by_tenant()
-        self.pending_by_tenant.extend(asked)
-        self.backlog_by_tenant.extend(work)
+        self.backlog_by_tenant.extend(sched.pending_work_by_tenant())
 
     def _derive(self) -> None:
         """Busy GPUs, power per site and energy from the raw samples, vectorised."""
