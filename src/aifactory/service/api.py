@@ -188,6 +188,9 @@ class Service:
         self.batcher.stop()
         if self.loop is not None:
             self.loop.stop()
+            if self.loop.sampler is not None:
+                self.loop.sampler.join()  # a sample in flight writes before the close
+        self.outlook.close()
         self.db.dispose()
 
     def _submitted(self) -> None:

@@ -108,6 +108,7 @@ class OutlookCache:
         self._seen = 0  # the version last read
         self._seen_at = -1e18
         self._busy = False
+        self._closed = False
 
     def get(self) -> Outlook:
         """The outlook to answer with now (see the module for when it is recomputed)."""
@@ -145,9 +146,17 @@ class OutlookCache:
                 self._seen, self._seen_at = made.version, made.at
             return made
 
+    def close(self, timeout: float = 10.0) -> None:
+        """Start no more background computations and wait for the one in flight, so a
+        stopped service has no thread left reading its database."""
+        with self._lock:
+            self._closed = True
+        if self._compute_lock.acquire(timeout=timeout):
+            self._compute_lock.release()
+
     def _start_background(self) -> None:
         """A thread of its own computes the next outlook (the caller holds the lock)."""
-        if self._busy:
+        if self._busy or self._closed:
             return
         self._busy = True
         threading.Thread(target=self._background, name="outlook", daemon=True).start()
