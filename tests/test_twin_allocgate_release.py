@@ -84,7 +84,7 @@ def random_job(rng: random.Random, n: int, now: float) -> tuple[str, dict[str, A
     if pick < 0.4:
         kw["gpu_class"] = rng.choice(CLASSES)
     elif pick < 0.55:
-        kw["gpu_classes"] = frozenset(CLASSES)
+        kw["gpu_classes"] = CLASSES  # a tuple, as Job.gpu_classes is
     return f"j{n}", kw
 
 
