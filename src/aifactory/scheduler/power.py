@@ -155,29 +155,28 @@ class Power:
                 return Level.SITE, _take_pods(cs, gpu_class, in_site, gpus)
         if not cross_site:
             return None
-        plan: Plan = []
-        need = gpus
-        for site, free in sorted(cs.csite_free[gpu_class].items(), key=lambda kv: (-kv[1], kv[0])):
-            take = min(free, need, self.room(site, gpu_class))
-            if take <= 0:
-                continue
-            in_site = sorted(
-                (p for p in cs.class_pods[gpu_class] if cs.pod_site[p] == site),
-                key=lambda p: (-cs.cpod_free[gpu_class][p], p),
-            )
-            plan.extend(_take_pods(cs, gpu_class, in_site, take))
-            need -= take
-            if need == 0:
-                return CROSS_SITE, plan
-        return None
+        site_free = cs.csite_free[gpu_class]
+        got = self._gather(gpu_class, gpus, sorted(site_free, key=lambda s: (-site_free[s], s)))
+        return None if got is None else (CROSS_SITE, got[0])
 
     def _span_from(self, gpu_class: int, gpus: int, home: int) -> tuple[Level, Plan] | None:
         """A gang over ``home`` and other sites: as many GPUs at ``home`` as it has free
         (within its cap), then the rest from the other sites, the most free first (as
         the unpinned spanning search); None if they are too few."""
+        free = self.cs.csite_free[gpu_class]
+        order = [home, *sorted((s for s in free if s != home), key=lambda s: (-free[s], s))]
+        got = self._gather(gpu_class, gpus, order)
+        if got is None:
+            return None
+        plan, sites = got
+        return (CROSS_SITE if sites > 1 else Level.SITE), plan
+
+    def _gather(self, gpu_class: int, gpus: int, order: list[int]) -> tuple[Plan, int] | None:
+        """``gpus`` GPUs taken site by site in ``order``, each site's free GPUs within its
+        power room, its fullest pods first: the plan and how many sites it uses, or None
+        if the sites have too few."""
         cs = self.cs
         free = cs.csite_free[gpu_class]
-        order = [home, *sorted((s for s in free if s != home), key=lambda s: (-free[s], s))]
         plan: Plan = []
         need = gpus
         sites = 0
@@ -193,7 +192,7 @@ class Power:
             need -= take
             sites += 1
             if need == 0:
-                return (CROSS_SITE if sites > 1 else Level.SITE), plan
+                return plan, sites
         return None
 
 
