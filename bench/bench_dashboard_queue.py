@@ -44,9 +44,28 @@ N_JOBS = 30_000
 TARGET_S = 1.0
 
 
+def fill_pending(service: Service, n_jobs: int, now: float) -> None:
+    """Insert ``n_jobs`` pending jobs of three tenants (seeded), as submits would store them."""
+    rng = np.random.default_rng(21)
+    tenants = ["lab", "startup", "public"]
+    classes = {"lab": "h100", "startup": "b200", "public": "gb200"}
+    rows = []
+    for i in range(n_jobs):
+        tenant = tenants[int(rng.integers(3))]
+        req = JobSubmit(
+            name=f"j{i}",
+            gpus=int(rng.choice([1, 2, 4, 8, 16])),
+            gpu_class=classes[tenant],
+            command="true",
+            time_limit_s=float(rng.integers(600, 86_400)),
+        )
+        rows.append(job_values(req, tenant=tenant, token_id=1, now=now, idempotency_key=None))
+    with service.db.write() as conn:
+        conn.execute(jobs.insert(), rows)
+
+
 def main(n_jobs: int = N_JOBS) -> None:
     """Fill a database, then time the queue endpoint cold and warm."""
-    rng = np.random.default_rng(21)
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{Path(tmp)}/q.db"
         settings = ServiceSettings(
@@ -56,23 +75,7 @@ def main(n_jobs: int = N_JOBS) -> None:
         with TestClient(create_app(service)) as client:
             now = time.time()
             _, token = create_token(service.db, tenant=None, role=Role.ADMIN, now=now)
-            tenants = ["lab", "startup", "public"]
-            classes = {"lab": "h100", "startup": "b200", "public": "gb200"}
-            rows = []
-            for i in range(n_jobs):
-                tenant = tenants[int(rng.integers(3))]
-                req = JobSubmit(
-                    name=f"j{i}",
-                    gpus=int(rng.choice([1, 2, 4, 8, 16])),
-                    gpu_class=classes[tenant],
-                    command="true",
-                    time_limit_s=float(rng.integers(600, 86_400)),
-                )
-                rows.append(
-                    job_values(req, tenant=tenant, token_id=1, now=now, idempotency_key=None)
-                )
-            with service.db.write() as conn:
-                conn.execute(jobs.insert(), rows)
+            fill_pending(service, n_jobs, now)
             auth = {"Authorization": f"Bearer {token}"}
             t0 = time.perf_counter()
             first = client.get("/v1/queue", headers=auth)

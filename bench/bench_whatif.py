@@ -13,22 +13,18 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 from fastapi.testclient import TestClient
 
 from aifactory.service.api import Service, create_app
 from aifactory.service.auth import Role, create_token
-from aifactory.service.schemas import JobSubmit
 from aifactory.service.settings import ExecutorKind, ServiceSettings
-from aifactory.service.store import job_values
-from aifactory.service.tables import jobs
+from bench.bench_dashboard_queue import fill_pending
 
 N_JOBS = 1000
 
 
 def main(n_jobs: int = N_JOBS) -> None:
     """Fill a database, then time one what-if (fifo against sjf)."""
-    rng = np.random.default_rng(21)
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{Path(tmp)}/q.db"
         settings = ServiceSettings(
@@ -38,23 +34,7 @@ def main(n_jobs: int = N_JOBS) -> None:
         with TestClient(create_app(service)) as client:
             now = time.time()
             _, token = create_token(service.db, tenant=None, role=Role.ADMIN, now=now)
-            tenants = ["lab", "startup", "public"]
-            classes = {"lab": "h100", "startup": "b200", "public": "gb200"}
-            rows = []
-            for i in range(n_jobs):
-                tenant = tenants[int(rng.integers(3))]
-                req = JobSubmit(
-                    name=f"j{i}",
-                    gpus=int(rng.choice([1, 2, 4, 8, 16])),
-                    gpu_class=classes[tenant],
-                    command="true",
-                    time_limit_s=float(rng.integers(600, 86_400)),
-                )
-                rows.append(
-                    job_values(req, tenant=tenant, token_id=1, now=now, idempotency_key=None)
-                )
-            with service.db.write() as conn:
-                conn.execute(jobs.insert(), rows)
+            fill_pending(service, n_jobs, now)
             auth = {"Authorization": f"Bearer {token}"}
             t0 = time.perf_counter()
             resp = client.post("/v1/twin/whatif", json={"policy": "sjf"}, headers=auth)
