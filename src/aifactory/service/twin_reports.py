@@ -83,7 +83,10 @@ def list_reports(root: Path) -> list[StoredReport]:
         files = tuple(f for f in REPORT_FILES if report_file(root, entry.name, f) is not None)
         if not files:
             continue
-        stats = [(entry / f).stat() for f in files]
+        try:
+            stats = [(entry / f).stat() for f in files]
+        except OSError:  # removed between the listing and the stat: not a report now
+            continue
         found.append(
             StoredReport(
                 name=entry.name,
