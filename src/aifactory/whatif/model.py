@@ -7,10 +7,10 @@ growth per tenant, policy and backfill). Edits are applied to a copy of the base
 order, and the result is validated again as a fleet (:mod:`aifactory.whatif.apply`), so a
 variation that makes an invalid fleet is refused naming the variation and the field.
 
-Some knobs are applied to the spec but read by nothing in the twin yet (site power caps
-before issue #18): their edit classes say so in ``MODELLED`` and every output that shows
-them says it plainly. (Link bandwidths are read since issue #20 §1: data staging and
-cross-site gangs.)
+A knob applied to the spec but read by nothing in the twin would say so in its edit class's
+``MODELLED``, and every output that shows it would say it plainly. Every knob is read
+today: site power caps by the scheduler's power rule (``scheduler/power.py``, on in every
+scenario run), link bandwidths by data staging and cross-site gangs.
 """
 
 from __future__ import annotations
@@ -241,12 +241,6 @@ class FailureRate(Edit):
 
 class PowerCap(Edit):
     """A site's facility power capacity."""
-
-    MODELLED: ClassVar[bool] = False
-    NOT_MODELLED_WHY: ClassVar[str] = (
-        "power cap: applied to the site's power_mw, which the twin reports against its peak "
-        "draw but does not enforce yet (power-capped scheduling is issue #18)"
-    )
 
     edit: Literal[EditKind.POWER_CAP]
     site: Name = Field(description="Site to cap.")
