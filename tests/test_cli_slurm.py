@@ -140,6 +140,10 @@ def test_submit_a_script_with_directives(live: dict[str, str], tmp_path: Path) -
     bad = cli("job", "submit", "--script", str(script))
     assert bad.exit_code == 2
     assert bad.stderr.startswith("error: --script: #AIF")
+    script.write_text("#AIF --gpus 2 run-me\ntrue\n")  # a word, not an option
+    bad = cli("job", "submit", "--script", str(script))
+    assert bad.exit_code == 2
+    assert bad.stderr == "error: --script: #AIF lines take options only, not the word 'run-me'\n"
     both = cli("job", "submit", "true", "--script", str(script))
     assert both.exit_code == 2
 

@@ -198,6 +198,12 @@ def _merge_directives(ctx: typer.Context, options: list[str], values: dict[str, 
         parsed = ctx.command.make_context(ctx.info_name, [*options], parent=ctx.parent)
     except ClickException as exc:
         fail(f"--script: #AIF {exc.format_message()}")
+    # A word that is no option would be read as the command and then dropped (the
+    # script is the command): refuse it, as sbatch refuses a directive it cannot read.
+    for param in ctx.command.params:
+        if param.param_type_name == "argument" and param.name and _given(parsed, param.name):
+            word = parsed.params[param.name]
+            fail(f"--script: #AIF lines take options only, not the word {str(word)!r}")
     taken = {k for k in values if not _given(ctx, k) and _given(parsed, k)}
     for key in taken:
         values[key] = parsed.params[key]
