@@ -505,19 +505,31 @@ def quota(*, as_json: Json = False) -> None:
     if as_json:
         print_json(rows)
         return
+    # A class several owners own has a row per owner's hardware (class@owner); the
+    # borrowing limit caps the class's borrowing summed over lenders ("borrowed, all").
     table = Table("tenant", "class")
-    for col in ("nominal", "borrow limit", "lend limit", "used", "borrowed", "lent"):
+    for col in (
+        "nominal",
+        "borrow limit",
+        "lend limit",
+        "used",
+        "borrowed",
+        "borrowed, all",
+        "lent",
+    ):
         table.add_column(col, justify="right")
     for r in rows:
+        owner = r.get("hardware_owner")
         table.add_row(
             r["tenant"],
-            r["gpu_class"],
-            str(r["nominal"]),
-            "-" if r["borrowing_limit"] is None else str(r["borrowing_limit"]),
-            "-" if r["lending_limit"] is None else str(r["lending_limit"]),
-            str(r["used"]),
-            str(r["borrowed"]),
-            str(r["lent"]),
+            r["gpu_class"] if owner is None else f"{r['gpu_class']}@{owner}",
+            f"{r['nominal']:,}",
+            "-" if r["borrowing_limit"] is None else f"{r['borrowing_limit']:,}",
+            "-" if r["lending_limit"] is None else f"{r['lending_limit']:,}",
+            f"{r['used']:,}",
+            f"{r['borrowed']:,}",
+            f"{r.get('borrowed_total', r['borrowed']):,}",
+            f"{r['lent']:,}",
         )
     out.print(table)
 

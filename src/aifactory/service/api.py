@@ -597,7 +597,15 @@ def create_app(service: Service) -> FastAPI:
     def quotas(who: Caller) -> list[QuotaRow]:
         """Nominal, borrowing and lending limits, and use, per tenant and GPU class: the
         caller's tenant (a tenant-admin's: and every tenant below it; an admin's: all)."""
-        rows = [QuotaRow.model_validate(r) for r in service.quota_table()]
+        table = service.quota_table()
+        total: dict[tuple[str, str], int] = {}
+        for r in table:
+            key = (r["tenant"], r["gpu_class"])
+            total[key] = total.get(key, 0) + int(r["borrowed"])
+        rows = [
+            QuotaRow.model_validate({**r, "borrowed_total": total[r["tenant"], r["gpu_class"]]})
+            for r in table
+        ]
         reach = who.reach(service.descendants)
         if reach is None:
             return rows

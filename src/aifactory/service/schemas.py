@@ -323,16 +323,27 @@ class Forecast(BaseModel):
 
 
 class QuotaRow(BaseModel):
-    """A tenant's quota and use for one GPU class, in GPUs."""
+    """A tenant's quota and use for one GPU class on one owner's hardware, in GPUs.
+
+    A class that several owners own is scheduled per owner (``scheduler/owners.py``), so a
+    tenant has a row per owner's hardware of it: ``borrowed`` is what it borrows on this
+    row's hardware, ``borrowed_total`` what it borrows of the class on every lender's,
+    which is what ``borrowing_limit`` caps."""
 
     tenant: str
     gpu_class: str
+    hardware_owner: str | None = Field(
+        default=None, description="Whose hardware of the class this row is (None: several's)."
+    )
     cohort: str | None = None
     nominal: int
     borrowing_limit: int | None
     lending_limit: int | None
     used: int
     borrowed: int
+    borrowed_total: int = Field(
+        default=0, description="Borrowed of this class over every lender's hardware."
+    )
     lent: int
 
 
