@@ -53,6 +53,8 @@ def test_memory_from_model_size_worked_by_hand() -> None:
         (lambda c: c["model"].update(max_gb=1e6), "max_gb"),
         (lambda c: c["model"].update(bytes_per_param=0), "bytes_per_param"),
         (lambda c: c["sources"].pop("model"), "no source for model"),
+        (lambda c: c.update(grad_gb=140), "grad_gb: a class's gradients come from its model"),
+        (lambda c: c["model"].update(grad_bytes_per_param=0), "grad_bytes_per_param"),
     ],
 )
 def test_a_bad_model_is_refused_naming_the_field(edit: Any, needle: str) -> None:
@@ -74,10 +76,13 @@ def test_pretrain_asks_memory_from_its_model_and_nothing_else_changes() -> None:
     del pre["model"]
     del pre["sources"]["model"]
     pre["hbm_gb_per_gpu"] = 120.0
+    pre["grad_gb"] = 140.0
     other = synthesize(
         fleet, 2.0, 0.85, seed=7, catalogue=parse_catalogue(yaml.safe_dump(fixed), "c")
     )
-    assert table.drop_columns(["hbm_gb_per_gpu"]).equals(other.drop_columns(["hbm_gb_per_gpu"]))
+    model_made = ["hbm_gb_per_gpu", "grad_bytes"]
+    assert table.drop_columns(model_made).equals(other.drop_columns(model_made))
+    assert set(other["grad_bytes"].drop_null().to_pylist()) == {140e9}
     kind = table["kind"].to_pylist()
     hbm = table["hbm_gb_per_gpu"].to_pylist()
     asks = [h for k, h in zip(kind, hbm, strict=True) if k == "pretrain"]
@@ -85,6 +90,31 @@ def test_pretrain_asks_memory_from_its_model_and_nothing_else_changes() -> None:
     assert all(60.0 < h <= 60.0 + 5e11 * 16 / 128 / 1e9 for h in asks)
     assert len(set(asks)) == len(asks)  # one model per campaign
     assert all(h is None for k, h in zip(kind, hbm, strict=True) if k != "pretrain")
+
+
+def test_pretrain_sends_its_models_gradients_per_step() -> None:
+    """A campaign all-reduces 2 bytes (bf16) per parameter of the model whose size also set
+    its memory: where the memory ask is uncapped and the job fills a 128-GPU group, the
+    ask is params x 16 / 128 / 1e9 + 60 GB, so its gradients are (ask - 60) x 16e9 bytes."""
+    table = synthesize(load_fleet("korea-2025"), 2.0, 0.85, seed=7)
+    rows = [
+        r
+        for r in table.select(["kind", "gpus", "hbm_gb_per_gpu", "grad_bytes"]).to_pylist()
+        if r["kind"] == "pretrain"
+    ]
+    assert len(rows) >= 5
+    assert all(2e10 <= r["grad_bytes"] <= 1e12 for r in rows)
+    assert len({r["grad_bytes"] for r in rows}) == len(rows)  # one model per campaign
+    uncapped = [r for r in rows if r["gpus"] >= 128 and r["hbm_gb_per_gpu"] < 179.0]
+    assert uncapped
+    for r in uncapped:
+        assert r["grad_bytes"] == pytest.approx((r["hbm_gb_per_gpu"] - 60.0) * 16e9, rel=1e-9)
+    kinds = table["kind"].to_pylist()
+    assert all(
+        g is None
+        for k, g in zip(kinds, table["grad_bytes"].to_pylist(), strict=True)
+        if k != "pretrain"
+    )
 
 
 def _two_class_fleet(h100: int, b200: int) -> Fleet:

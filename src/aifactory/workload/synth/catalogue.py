@@ -203,6 +203,15 @@ class ModelMemory(_Frozen):
     )
     activation_gb: float = Field(ge=0, le=MAX_MEMORY_GB, description="Activations per GPU, GB.")
     max_gb: float = Field(gt=0, le=MAX_MEMORY_GB, description="Largest ask, GB per GPU.")
+    grad_bytes_per_param: float | None = Field(
+        default=None,
+        gt=0,
+        le=16.0,
+        description=(
+            "Gradient bytes all-reduced per parameter per step (bf16: 2), so that what a "
+            "gang spanning sites sends grows with its model; null: the class's grad_gb."
+        ),
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Self:
@@ -296,6 +305,9 @@ class JobClass(_Frozen):
             raise ValueError(msg)
         if self.model is not None and self.hbm_gb_per_gpu is not None:
             msg = "model: a class asks memory from its model or as hbm_gb_per_gpu, not both"
+            raise ValueError(msg)
+        if self.model is not None and self.model.grad_bytes_per_param and self.grad_gb:
+            msg = "grad_gb: a class's gradients come from its model or as grad_gb, not both"
             raise ValueError(msg)
         return self
 

@@ -346,38 +346,51 @@ def synthesize(
     plans = plan(fleet, days, load, cat)
     blocks: list[_Block] = []
     memory: list[FloatArray] = []
+    grads: list[FloatArray] = []
     drawn = 0
     for p in plans:
         block = fill(p, horizon, _rng(seed, p.tenant, p.kind), drawn)
         drawn += len(block.gpus)
         blocks.append(block)
-        memory.append(job_memory(p, block.gpus, seed))
-    return _assemble(plans, blocks, memory, home_sites(fleet))
+        hbm, grad = job_model(p, block.gpus, seed)
+        memory.append(hbm)
+        grads.append(grad)
+    return _assemble(plans, blocks, memory, grads, home_sites(fleet))
 
 
-def job_memory(p: ClassPlan, gpus: IntArray, seed: int) -> FloatArray:
-    """GB per GPU each job of one (tenant, class) asks (NaN: any GPU): its class's
-    ``hbm_gb_per_gpu``, or from a model size drawn log-uniform in the class's range
-    (:class:`~aifactory.workload.synth.catalogue.ModelMemory`), at most what the GPUs it
-    may run on have (:attr:`ClassPlan.hbm_cap_gb`: like the class's own cap, the layout is
-    chosen to fit the hardware the tenant holds). Model sizes come from a generator of
-    their own, so giving a class a model leaves its jobs' other draws as they were."""
+def job_model(p: ClassPlan, gpus: IntArray, seed: int) -> tuple[FloatArray, FloatArray]:
+    """What each job of one (tenant, class) asks of memory and sends per step, from the
+    model it trains: GB per GPU (NaN: any GPU) and gradient bytes all-reduced per step
+    (NaN: none).
+
+    Memory is the class's ``hbm_gb_per_gpu``, or comes from a model size drawn log-uniform
+    in the class's range (:class:`~aifactory.workload.synth.catalogue.ModelMemory`), at
+    most what the GPUs it may run on have (:attr:`ClassPlan.hbm_cap_gb`: like the class's
+    own cap, the layout is chosen to fit the hardware the tenant holds). Gradients are the
+    model's parameters times its ``grad_bytes_per_param`` where it gives one, else the
+    class's fixed ``grad_gb``. Model sizes come from a generator of their own, so giving
+    a class a model leaves its jobs' other draws as they were."""
     cls = p.job_class
+    fixed_grad = math.nan if cls.grad_gb is None else cls.grad_gb * 1e9
     if cls.model is None:
-        return np.full(len(gpus), cls.hbm_gb_per_gpu or math.nan)
+        return np.full(len(gpus), cls.hbm_gb_per_gpu or math.nan), np.full(len(gpus), fixed_grad)
     m = cls.model
     rng = _rng(seed, p.tenant, f"{p.kind}/model")
     lo, hi = math.log(m.params_min), math.log(m.params_max)
     params = (
         exact.exp(rng.uniform(lo, hi, len(gpus))) if hi > lo else np.full(len(gpus), m.params_min)
     )
-    return np.minimum(m.per_gpu_gb(params, gpus), p.hbm_cap_gb)
+    hbm = np.minimum(m.per_gpu_gb(params, gpus), p.hbm_cap_gb)
+    if m.grad_bytes_per_param is None:
+        return hbm, np.full(len(gpus), fixed_grad)
+    return hbm, params * m.grad_bytes_per_param
 
 
 def _assemble(
     plans: list[ClassPlan],
     blocks: list[_Block],
     memory: list[FloatArray],
+    grads: list[FloatArray],
     homes: dict[str, str] | None = None,
 ) -> pa.Table:
     """One table from the per-class blocks: sorted by submit time, ids numbered per tenant."""
@@ -432,10 +445,7 @@ def _assemble(
         np.float64,
     )
     cross = per_job([p.job_class.allow_cross_site for p in plans], np.bool_)
-    grad = per_job(
-        [math.nan if p.job_class.grad_gb is None else p.job_class.grad_gb * 1e9 for p in plans],
-        np.float64,
-    )
+    grad = np.concatenate(grads) if grads else np.empty(0)
     step = per_job(
         [math.nan if p.job_class.step_s is None else p.job_class.step_s for p in plans],
         np.float64,
