@@ -148,9 +148,11 @@ async function refreshQueues() {
     api("GET", "/v1/quotas"), api("GET", "/v1/share"), api("GET", "/v1/queue"), showFleet(),
   ]);
   fill("quotas", quotas, (row, q) => {
-    cell(row, q.tenant); cell(row, q.gpu_class); cell(row, q.cohort || "");
-    cell(row, q.nominal, "num"); cell(row, q.used, "num");
-    cell(row, q.borrowed, "num"); cell(row, q.lent, "num");
+    // A class several owners own has a row per owner's hardware: class@owner.
+    cell(row, q.tenant);
+    cell(row, q.hardware_owner ? q.gpu_class + "@" + q.hardware_owner : q.gpu_class);
+    cell(row, q.cohort || ""); cell(row, q.nominal, "num"); cell(row, q.used, "num");
+    cell(row, q.borrowed, "num"); cell(row, q.borrowed_total, "num"); cell(row, q.lent, "num");
   });
   fill("share", share, (row, s) => {
     cell(row, s.tenant); cell(row, s.shares, "num"); cell(row, s.norm_shares.toFixed(3), "num");
