@@ -3,7 +3,8 @@ queues whose answers are worked out by hand, on SQLite and PostgreSQL:
 
 - more GPUs: one more h100 server lets the job waiting for one start now, while a running
   job on a node the new pod renumbers stays where it is (a 288-GPU job still waits for it);
-- a quota raise lets a quota-blocked job start now; lending off keeps a borrower waiting;
+- a quota raise lets a quota-blocked job start now; lending off, or the lender out of the
+  cohort, keeps a borrower waiting;
 - fewer GPUs: the running job on the removed server is requeued and starts again from
   scratch, the one on a kept server is untouched;
 - a site's power cap lowered makes a start wait, and the caps off let it start;
@@ -132,6 +133,9 @@ def test_quota_raise_starts_a_blocked_job_and_lending_off_holds_a_borrower(
         got = starts(whatif(env, {"edits": [no_lending | {"lending_limit": 0}]}))
         assert got[borrower] == (0, None, 1, None)
         assert got[second] == (2, 2, 3, 3)
+        # lab out of the cohort: it lends to no one either
+        alone = {"edit": "set_cohort", "tenant": "lab", "cohort": None}
+        assert starts(whatif(env, {"edits": [alone]}))[borrower] == (0, None, 1, None)
 
 
 def test_removed_server_requeues_its_job(db_url: str, tmp_path: Path) -> None:

@@ -12,7 +12,8 @@ is the knobs' alone (rows the core refuses are left out of both, as
 - fleet edits, the scenario files' own validated types (:data:`LiveEdit`, applied by
   :func:`aifactory.whatif.apply.edit_fleet`): a tenant's quota (nominal, borrowing and
   lending limits), a tenant's cohort (lending and borrowing on or off), more GPUs of a model
-  at a site, fewer GPUs at a site (whole NVLink domains), a site's power capacity.
+  at a site, fewer GPUs at a site (whole NVLink domains), a site's power capacity. The
+  variant's scheduler reads them all: GPUs added to a site also draw power under its cap.
 
 Running jobs are restored on the nodes they hold, and a node's index is in its name: an
 edit that adds or removes GPUs renumbers the nodes after it, so each running job's nodes
