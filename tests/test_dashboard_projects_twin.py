@@ -218,3 +218,52 @@ def test_twin_page_opens_a_stored_report_and_runs_a_whatif(
     assert rows(member, "reports") == []
     member.screenshot(path=str(shots(tmp_path) / "twin-member.png"), full_page=True)
     assert member_errors == []
+
+
+def test_twin_page_whatif_with_one_more_server(
+    server: tuple[Server, dict[str, tuple[int, str]]], browser: Any, tmp_path: Path
+) -> None:
+    """Every h100 busy and an 8-GPU job waiting: the form's 'add GPUs' change (one h100
+    server in Seoul) forecasts it starting now; an unknown site is refused naming the
+    field; a change added to the list is sent too."""
+    srv, toks = server
+    secret = {k: v[1] for k, v in toks.items()}
+    big = submit(srv, secret["alice"], name="all-h100", gpus=288, gpu_class="h100")
+    assert wait_state(srv, secret["alice"], big, "running")["state"] == "running"
+    waits = submit(srv, secret["alice"], name="waits", gpus=8, gpu_class="h100")
+
+    tab = open_page(browser, srv, secret["admin"], "twin")
+    tab.wait_for_selector("#whatif-sites option[value='seoul']", state="attached")
+    tab.select_option("#whatif-edit", "add_gpus")
+    fields = "#whatif-fleet fieldset[data-edit='add_gpus']"
+    assert tab.locator(fields).is_visible()
+    assert not tab.locator("#whatif-fleet fieldset[data-edit='set_quota']").is_visible()
+    for name, value in (("site", "daegu"), ("model", "h100"), ("owner", "lab"), ("gpus", "8")):
+        tab.fill(f"{fields} input[name='{name}']", value)
+    tab.click("#whatif-form button[type=submit]")
+    tab.wait_for_selector("body[data-whatif='failed']", timeout=60_000)
+    assert "edits[0].site: unknown site 'daegu'" in tab.inner_text("#whatif-result")
+
+    tab.fill(f"{fields} input[name='site']", "seoul")
+    tab.click("#whatif-form button[type=submit]")
+    tab.wait_for_selector("body[data-whatif='done']", timeout=60_000)
+    result = tab.inner_text("#whatif-result")
+    assert "1 fleet change: h100 288 \u2192 296 GPUs" in result
+    moved = {r[0]: r for r in rows(tab, "whatif-jobs")}
+    # it waited for the 600-second job's end; with the new server it starts now
+    assert moved[str(waits)][6].startswith("-")
+    assert moved[str(big)][6] == "0"
+    tab.screenshot(path=str(shots(tmp_path) / "twin-add-gpus.png"), full_page=True)
+
+    # the change moved to the list (its fields cleared) is still what the what-if runs
+    tab.click("#whatif-add-edit")
+    assert tab.locator("#whatif-edits li").all_inner_texts() == [
+        "add_gpus site=seoul model=h100 owner=lab gpus=8 remove"
+    ]
+    assert not tab.locator(fields).is_visible()
+    tab.select_option("#whatif-power-cap", "off")
+    tab.click("#whatif-form button[type=submit]")
+    tab.wait_for_selector("body[data-whatif='done']", timeout=60_000)
+    result = tab.inner_text("#whatif-result")
+    assert "power caps off; 1 fleet change: h100 288 \u2192 296 GPUs" in result
+    assert tab.errors == []

@@ -21,14 +21,18 @@ from aifactory.service.settings import ServiceSettings
 log = logging.getLogger(__name__)
 
 
-def new_scheduler(topo: Topology, settings: ServiceSettings) -> Scheduler:
-    """A fresh scheduler configured as the service is."""
+def new_scheduler(
+    topo: Topology, settings: ServiceSettings, *, power_cap: bool = True
+) -> Scheduler:
+    """A fresh scheduler configured as the service is (``power_cap``: whether sites are held
+    under their power caps; the service's own scheduler always is, a what-if may not)."""
     return Scheduler(
         topo,
         SchedulerConfig(
             policy=settings.policy,
             backfill=BackfillMode(settings.backfill),
             preempt_grace_s=settings.preempt_grace_s,
+            power_cap=power_cap,
         ),
     )
 

@@ -271,7 +271,7 @@ def requeue_row(
 
 
 def scheduler_from_rows(
-    sched: Scheduler, rows: Sequence[RowMapping], now: float, *, strict: bool = True
+    sched: Scheduler, rows: Sequence[Mapping[Any, Any]], now: float, *, strict: bool = True
 ) -> tuple[Scheduler, list[tuple[int, Exception]]]:
     """``sched`` given the live ``rows``: running ones restored on their GPUs, then pending
     ones submitted in row order. ``strict``: a row the core refuses raises; otherwise it is

@@ -10,6 +10,7 @@ field. Problems are ``variations[i] 'name'.edits[j].field: problem``.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -222,6 +223,46 @@ def check_scenario(scenario: Scenario, where: Path) -> list[RunPlan]:
     if problems:
         raise SpecError(problems)
     return plans
+
+
+def edit_fleet(
+    fleet: Fleet, edits: Sequence[AnyEdit], where: str = "edits"
+) -> tuple[Fleet, tuple[int | None, ...]]:
+    """``fleet`` with the fleet edits applied in order and validated again as a fleet, and
+    where each of its groups went: for every group of ``fleet`` (sites, pods and groups in
+    file order) its index among the edited fleet's groups, None where it was removed.
+
+    A group keeps its place in its pod (``add_gpus`` appends, ``remove_gpus`` takes a
+    group's last domains first), so the first domains of a kept group are its old ones:
+    that lets a caller map nodes of the old fleet onto the new one (the service's live
+    what-if restores running jobs that way). Run edits (failure rate, workload growth,
+    policy) are refused: they change no fleet. Raises SpecError with
+    ``<where>[j].field: problem``.
+    """
+    doc = fleet.model_dump(mode="json")
+    # The group dicts before any edit, held so their ids stay unique while compared below.
+    before = _groups(doc)
+    problems: list[str] = []
+    for j, edit in enumerate(edits):
+        try:
+            if isinstance(edit, FailureRate | WorkloadGrowth | SetPolicy):
+                raise _EditError("edit", f"'{edit.edit}' changes the run, not the fleet")
+            _edit_fleet(doc, edit, fleet)
+        except _EditError as exc:
+            problems.append(f"{where}[{j}].{exc.field}: {exc.problem}")
+    if problems:
+        raise SpecError(problems)
+    after = {id(g): i for i, g in enumerate(_groups(doc))}
+    kept = tuple(after.get(id(g)) for g in before)
+    try:
+        edited = parse_fleet(doc)
+    except SpecError as exc:
+        raise SpecError([f"{where}: fleet after edits: {p}" for p in exc.problems]) from None
+    return edited, kept
+
+
+def _groups(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    return [g for site in doc["sites"] for pod in site["pods"] for g in pod["groups"]]
 
 
 class _EditError(Exception):

@@ -178,6 +178,8 @@ class RemoveGpus(Edit):
 
 
 Unlimited = Literal["unlimited"]
+# A limit in GPUs, bounded in the schema itself (the service's what-if takes these edits).
+Limit = Annotated[int, Field(ge=0, le=10_000_000)]
 
 
 class SetQuota(Edit):
@@ -189,20 +191,12 @@ class SetQuota(Edit):
     nominal: int | None = Field(
         default=None, ge=0, le=10_000_000, description="Guaranteed GPUs; null: unchanged."
     )
-    borrowing_limit: int | Unlimited | None = Field(
+    borrowing_limit: Limit | Unlimited | None = Field(
         default=None, description="GPUs borrowed above nominal; 'unlimited'; null: unchanged."
     )
-    lending_limit: int | Unlimited | None = Field(
+    lending_limit: Limit | Unlimited | None = Field(
         default=None, description="GPUs of nominal lent; 'unlimited' (all); null: unchanged."
     )
-
-    @field_validator("borrowing_limit", "lending_limit")
-    @classmethod
-    def _non_negative(cls, v: int | str | None) -> int | str | None:
-        if isinstance(v, int) and not 0 <= v <= 10_000_000:
-            msg = "must be between 0 and 10000000"
-            raise ValueError(msg)
-        return v
 
 
 class SetCohort(Edit):

@@ -1,7 +1,7 @@
 // aifactory dashboard: the projects pages (issue #19: every project the token may see with
 // its grants; one project's balance, burn rate, forecast of exhaustion, allocations and
 // recent charges) and the Twin page (issue #21 §1: stored simulate/run/sweep reports, and a
-// what-if from the live state). Loaded before app.js, which routes to these functions and
+// what-if from the live state: policy, backfill, power caps and fleet changes). Loaded before app.js, which routes to these functions and
 // lends them its helpers (api, cell, fill, when, jobLink). Every value goes in as text.
 // A report opens in a frame through a short-lived ticket: a frame cannot send the token,
 // and the report is served sandboxed, so it can neither run script nor read this page.
@@ -139,7 +139,11 @@ async function refreshProject() {
 // -- twin ---------------------------------------------------------------------------------
 
 async function refreshTwin() {
-  const [got] = await Promise.all([api("GET", "/v1/twin/reports"), showFleet()]);
+  const [got, fleet] = await Promise.all([api("GET", "/v1/twin/reports"), showFleet()]);
+  options("whatif-sites", fleet.sites);
+  options("whatif-tenant-names", fleet.tenants);
+  options("whatif-classes", fleet.classes.map((c) => c.gpu_class));
+  options("whatif-models", fleet.classes.map((c) => c.model));
   document.getElementById("reports-folder").textContent = got.folder;
   fill("reports", got.items, (row, r) => {
     row.dataset.report = r.name;
@@ -170,16 +174,97 @@ async function openReport(name, file) {
   }
 }
 
+function options(id, values) {
+  const list = document.getElementById(id);
+  list.replaceChildren(...[...new Set(values)].map((v) => {
+    const o = document.createElement("option");
+    o.value = v;
+    return o;
+  }));
+}
+
+// Fleet changes of the what-if: the ones added to the list, then the one being edited.
+const whatifEdits = [];
+
+function editFields() {
+  const kind = document.getElementById("whatif-edit").value;
+  for (const f of document.querySelectorAll("#whatif-fleet fieldset")) {
+    const on = f.dataset.edit === kind;
+    f.hidden = !on;
+    f.disabled = !on;
+  }
+  document.getElementById("whatif-add-edit").hidden = !kind;
+}
+
+// The edit the shown fields describe (the scenario files' keys), or null when none is chosen.
+function currentEdit() {
+  const kind = document.getElementById("whatif-edit").value;
+  if (!kind) return null;
+  const edit = { edit: kind };
+  for (const input of document.querySelectorAll(`#whatif-fleet fieldset[data-edit='${kind}'] [name]`)) {
+    const v = input.value.trim();
+    if (v === "") {
+      if ("nullable" in input.dataset) edit[input.name] = null;
+      continue;
+    }
+    if (input.type === "number") edit[input.name] = Number(v);
+    else if ("limit" in input.dataset) edit[input.name] = v === "unlimited" ? v : Number(v);
+    else edit[input.name] = v;
+  }
+  return edit;
+}
+
+function describeEdit(e) {
+  return Object.entries(e).map(([k, v]) => (k === "edit" ? v : k + "=" + v)).join(" ");
+}
+
+function showEdits() {
+  const list = document.getElementById("whatif-edits");
+  list.replaceChildren(...whatifEdits.map((e, i) => {
+    const li = document.createElement("li");
+    li.textContent = describeEdit(e) + " ";
+    const b = document.createElement("button");
+    b.type = "button";
+    b.textContent = "remove";
+    b.addEventListener("click", () => { whatifEdits.splice(i, 1); showEdits(); });
+    li.appendChild(b);
+    return li;
+  }));
+}
+
+function addEdit() {
+  const kind = document.getElementById("whatif-edit").value;
+  const inputs = document.querySelectorAll(`#whatif-fleet fieldset[data-edit='${kind}'] [name]`);
+  for (const input of inputs) if (!input.reportValidity()) return;
+  whatifEdits.push(currentEdit());
+  for (const input of inputs) input.value = "";
+  document.getElementById("whatif-edit").value = "";
+  editFields();
+  showEdits();
+}
+
+function capacityChanges(base, variant) {
+  const classes = [...new Set([...Object.keys(base), ...Object.keys(variant)])].sort();
+  return classes.filter((c) => (base[c] || 0) !== (variant[c] || 0))
+    .map((c) => c + " " + (base[c] || 0) + " \u2192 " + (variant[c] || 0) + " GPUs");
+}
+
 async function runWhatIf(ev) {
   ev.preventDefault();
   const out = document.getElementById("whatif-result");
   const body = { horizon_days: Number(document.getElementById("whatif-horizon").value) };
   const policy = document.getElementById("whatif-policy").value;
   const backfill = document.getElementById("whatif-backfill").value;
+  const cap = document.getElementById("whatif-power-cap").value;
   if (policy) body.policy = policy;
   if (backfill) body.backfill = backfill;
+  if (cap) body.power_cap = cap === "on";
+  const current = currentEdit();
+  const edits = current ? [...whatifEdits, current] : [...whatifEdits];
+  if (edits.length) body.edits = edits;
   const button = document.querySelector("#whatif-form button[type=submit]");
   button.disabled = true;
+  document.body.dataset.whatif = "running";
   out.className = "";
   out.textContent = "forking the live state and forecasting both ...";
   try {
@@ -187,7 +272,12 @@ async function runWhatIf(ev) {
     out.textContent = "now " + when(r.now) + " UTC: " + r.base.policy + "/" + r.base.backfill +
       " (the service) against " + r.variant.policy + "/" + r.variant.backfill + ", " +
       (r.horizon_s / 86400) + " days ahead; " + r.jobs_total + " jobs, computed in " +
-      r.seconds.toFixed(2) + " s";
+      r.seconds.toFixed(2) + " s" +
+      (r.base.power_cap === r.variant.power_cap ? "" :
+        "; power caps " + (r.variant.power_cap ? "on" : "off")) +
+      (r.edits ? "; " + r.edits + " fleet change" + (r.edits > 1 ? "s" : "") + ": " +
+        (capacityChanges(r.base.gpus, r.variant.gpus).join(", ") || "same GPUs") : "") +
+      (r.requeued.length ? "; requeued (nodes removed): " + r.requeued.join(", ") : "");
     document.body.dataset.whatif = "done";
     fill("whatif-tenants", r.tenants, (row, t) => {
       cell(row, t.tenant); cell(row, t.pending, "num");
@@ -213,3 +303,5 @@ async function runWhatIf(ev) {
 }
 
 document.getElementById("whatif-form").addEventListener("submit", runWhatIf);
+document.getElementById("whatif-edit").addEventListener("change", editFields);
+document.getElementById("whatif-add-edit").addEventListener("click", addEdit);

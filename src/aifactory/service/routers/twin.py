@@ -1,10 +1,14 @@
 """``/v1/twin``: the dashboard's Twin page (issue #21 §1). Stored reports are listed and opened
 through short-lived tickets (:mod:`aifactory.service.twin_reports`); a what-if forecasts the
-live state with one scheduler setting changed (:mod:`aifactory.service.whatif_live`).
+live state with scheduler settings or the fleet changed (:mod:`aifactory.service.whatif_live`).
 
 Admins only: a report shows every tenant of its run, and a what-if costs two twin runs over
 the whole queue (one at a time per replica, a second while one runs gets 429; past
-``ServiceSettings.whatif_max_jobs`` live jobs, 409).
+``ServiceSettings.whatif_max_jobs`` live jobs, 409). Its fleet edits are the scenario
+files' types with their bounds, and two of the API's own: at most :data:`MAX_EDITS` edits
+and :data:`MAX_ADDED_GPUS` GPUs added in all (the variant's topology and its scheduler
+grow with the nodes); an edit that does not apply to the fleet (an unknown site, tenant,
+class or model, a quota above the capacity left) is a 422 naming ``edits[j].field``.
 """
 
 from __future__ import annotations
@@ -17,13 +21,15 @@ from fastapi import APIRouter, HTTPException, Path, Query
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from aifactory.fleet import SpecError
 from aifactory.scheduler.config import BackfillMode
 from aifactory.scheduler.policies.base import PolicyName
 from aifactory.service import twin_reports, whatif_live
 from aifactory.service.api import Caller
 from aifactory.service.auth import Principal, Role
-from aifactory.service.errors import AUTHENTICATED, responses
+from aifactory.service.errors import AUTHENTICATED, FieldError, responses
 from aifactory.service.routers import ServiceDep
+from aifactory.whatif.model import AddGpus
 
 router = APIRouter(tags=["twin"])
 
@@ -33,6 +39,8 @@ ReportName = Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[!-~]+
 ReportFile = Annotated[str, Path(min_length=1, max_length=16, pattern=r"^[!-~]+$")]
 WHATIF_RETRY_S = 5.0
 MAX_HORIZON_DAYS = 365.0
+MAX_EDITS = 32
+MAX_ADDED_GPUS = 100_000
 
 
 def _admin(who: Principal, what: str) -> None:
@@ -127,12 +135,26 @@ def report_page(
 
 
 class WhatIf(BaseModel):
-    """The knob to change; a knob left out keeps the service's setting."""
+    """The knobs to change; a knob left out keeps the service's setting or fleet."""
 
     model_config = ConfigDict(extra="forbid")
 
     policy: PolicyName | None = Field(default=None, description="Ordering policy.")
     backfill: BackfillMode | None = Field(default=None, description="Backfill mode.")
+    power_cap: bool | None = Field(
+        default=None,
+        strict=True,
+        description="Whether starts wait to keep each site under its power cap (the "
+        "service's scheduler: true).",
+    )
+    edits: list[whatif_live.LiveEdit] = Field(
+        default_factory=list,
+        max_length=MAX_EDITS,
+        description="Fleet edits, in order, as in a scenario file's variation: add_gpus, "
+        "remove_gpus (running jobs on removed nodes are requeued), set_quota (nominal, "
+        "borrowing and lending limits), set_cohort, power_cap (a site's MW). At most "
+        f"{MAX_ADDED_GPUS:,} GPUs added in all.",
+    )
     horizon_days: float = Field(
         default=30.0,
         strict=True,
@@ -143,10 +165,12 @@ class WhatIf(BaseModel):
 
 
 class Settings(BaseModel):
-    """The scheduler settings a forecast ran with."""
+    """The scheduler settings and GPUs a forecast ran with."""
 
     policy: str
     backfill: str
+    power_cap: bool
+    gpus: dict[str, int] = Field(description="GPUs per class of the fleet it ran on.")
 
 
 class TenantChange(BaseModel):
@@ -188,6 +212,22 @@ class WhatIfResult(BaseModel):
     tenants: list[TenantChange]
     jobs: list[JobChange] = Field(description="The jobs whose start moved most (at most 200).")
     jobs_total: int
+    edits: int = Field(description="Fleet edits applied to the variant.")
+    requeued: list[int] = Field(
+        description="Running jobs the variant requeued: their nodes were removed."
+    )
+
+
+def _check_edits(edits: list[whatif_live.LiveEdit]) -> None:
+    added = 0
+    for j, edit in enumerate(edits):
+        if isinstance(edit, AddGpus):
+            added += edit.gpus
+            if added > MAX_ADDED_GPUS:
+                raise FieldError(
+                    f"edits[{j}].gpus",
+                    f"a what-if adds at most {MAX_ADDED_GPUS:,} GPUs in all (got {added:,})",
+                )
 
 
 @router.post(
@@ -196,8 +236,9 @@ class WhatIfResult(BaseModel):
     responses=responses(*AUTHENTICATED, 403, 409, 413, 422),
 )
 def whatif(body: WhatIf, who: Caller, service: ServiceDep) -> WhatIfResult:
-    """Fork the live state now and forecast it with a knob changed (admins; one at a time)."""
+    """Fork the live state now and forecast it with knobs changed (admins; one at a time)."""
     _admin(who, "what-if")
+    _check_edits(body.edits)
     if not whatif_live.BUSY.acquire(blocking=False):
         raise HTTPException(
             429,
@@ -208,7 +249,7 @@ def whatif(body: WhatIf, who: Caller, service: ServiceDep) -> WhatIfResult:
         t0 = time.perf_counter()
         now = service.clock()
         horizon = body.horizon_days * 86_400.0
-        varied, tenants, jobs = whatif_live.run_whatif(
+        variant, tenants, jobs = whatif_live.run_whatif(
             service.db,
             service.topo,
             service.settings,
@@ -216,18 +257,33 @@ def whatif(body: WhatIf, who: Caller, service: ServiceDep) -> WhatIfResult:
             policy=None if body.policy is None else body.policy.value,
             backfill=None if body.backfill is None else body.backfill.value,
             horizon_s=horizon,
+            power_cap=body.power_cap,
+            edits=body.edits,
         )
         seconds = time.perf_counter() - t0
     except whatif_live.TooManyJobsError as exc:
         raise HTTPException(409, str(exc)) from None
+    except SpecError as exc:
+        raise HTTPException(422, [_problem(p) for p in exc.problems]) from None
     finally:
         whatif_live.BUSY.release()
     base = service.settings
+    varied = variant.settings
     return WhatIfResult(
         now=now,
         horizon_s=horizon,
-        base=Settings(policy=base.policy, backfill=base.backfill),
-        variant=Settings(policy=varied.policy, backfill=varied.backfill),
+        base=Settings(
+            policy=base.policy,
+            backfill=base.backfill,
+            power_cap=True,
+            gpus=service.topo.class_capacity(),
+        ),
+        variant=Settings(
+            policy=varied.policy,
+            backfill=varied.backfill,
+            power_cap=variant.power_cap,
+            gpus=variant.capacity,
+        ),
         seconds=seconds,
         tenants=[TenantChange(**dataclasses.asdict(t)) for t in tenants],
         jobs=[
@@ -245,4 +301,12 @@ def whatif(body: WhatIf, who: Caller, service: ServiceDep) -> WhatIfResult:
             for d in jobs[: whatif_live.MAX_JOBS_SHOWN]
         ],
         jobs_total=len(jobs),
+        edits=len(body.edits),
+        requeued=[int(i) for i in variant.requeued],
     )
+
+
+def _problem(problem: str) -> dict[str, str]:
+    """A fleet edit's problem (``edits[j].field: reason``) as a 422 item."""
+    field, sep, reason = problem.partition(": ")
+    return {"field": field, "reason": reason} if sep else {"field": "edits", "reason": problem}
