@@ -395,11 +395,15 @@ class Scheduler(Cycle):
         ]
 
     def placement_from(self, nodes: list[tuple[str, tuple[int, ...]]]) -> Placement:
-        """Inverse of :meth:`placement_of` (node names end in ``/n<index>``)."""
+        """Inverse of :meth:`placement_of` (node names end in ``/n<index>``); ValueError
+        names a node that does not."""
         out: Placement = []
         for name, gpus in nodes:
-            node = int(name.rsplit("/n", 1)[1])
-            out.append((node, sum(1 << i for i in gpus)))
+            head, sep, index = name.rpartition("/n")
+            if not (sep and head and index.isdigit()):
+                msg = f"placement: node {name!r} is not a node of this fleet"
+                raise ValueError(msg)
+            out.append((int(index), sum(1 << i for i in gpus)))
         return out
 
     @property
