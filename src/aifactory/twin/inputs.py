@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from aifactory.fleet.spec import Fleet
 from aifactory.physics.checkpoint import daly_interval_s, young_interval_s
@@ -79,6 +78,8 @@ def _check_unique_ids(ids: pa.ChunkedArray, as_list: list[str]) -> None:
     test (pyarrow's count_distinct over 82,247 strings took 0.09 s, a set 0.005 s)."""
     if len(set(as_list)) == len(as_list):
         return
+    import pyarrow.compute as pc  # noqa: PLC0415 (its import costs more than the whole check)
+
     counts = pc.value_counts(ids)
     repeated = counts.filter(pc.greater(counts.field("counts"), 1))
     first = repeated[0]["values"].as_py()
