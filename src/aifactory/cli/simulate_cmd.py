@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from aifactory.arrowkit import use_system_pool
 from aifactory.cli import skip_teardown
 from aifactory.cli.common import check_out_dir, err, fail, out, print_json, user_errors
 from aifactory.fleet.spec import Fleet
@@ -439,6 +440,7 @@ def simulate(
     """Replay a trace on a fleet under one policy; print the summary, write results."""
     if out_dir is not None:
         check_out_dir(out_dir)
+    use_system_pool()  # a one-shot command (aifactory/arrowkit.py says why)
     spec = _spec(
         fleet=fleet,
         trace=trace,
@@ -497,6 +499,7 @@ def compare(
     projects' use of their grants is compared too)."""
     if out_dir is not None:
         check_out_dir(out_dir)
+    use_system_pool()
     from aifactory.reports.compare import (  # noqa: PLC0415
         COMPARE_METRICS,
         comparison_rows,

@@ -30,7 +30,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from aifactory.arrowcast import cast
+from aifactory.arrowkit import cast
 from aifactory.fleet.errors import SpecError
 
 JOBS_FILE = "jobs.parquet"

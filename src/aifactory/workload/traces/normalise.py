@@ -17,7 +17,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from aifactory.arrowcast import cast
+from aifactory.arrowkit import cast
 from aifactory.workload.schema import OPTIONAL_COLUMNS, TRACE_COLUMNS, TRACE_SCHEMA
 from aifactory.workload.traces.common import (
     BENIGN_REASONS,

@@ -1,4 +1,4 @@
-"""aifactory.arrowcast.cast gives what pyarrow's public cast gives, and fails as it does."""
+"""aifactory.arrowkit.cast gives what pyarrow's public cast gives, and fails as it does."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from aifactory.arrowcast import cast
+from aifactory.arrowkit import cast
 
 
 @pytest.mark.parametrize(
@@ -45,3 +45,16 @@ def test_unsafe_casts_raise_as_the_public_cast_does() -> None:
         cast(pa.array([1.5]), pa.int64())
     with pytest.raises(pa.ArrowNotImplementedError):
         cast(pa.array([[1]]), pa.float64())
+
+
+def test_the_system_pool_is_used_unless_the_user_chose_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    from aifactory import arrowkit  # noqa: PLC0415
+
+    chosen: list[pa.MemoryPool] = []
+    monkeypatch.setattr(pa, "set_memory_pool", chosen.append)
+    monkeypatch.setenv(arrowkit.POOL_ENV, "mimalloc")
+    arrowkit.use_system_pool()
+    assert chosen == []  # the user's choice stands
+    monkeypatch.delenv(arrowkit.POOL_ENV)
+    arrowkit.use_system_pool()
+    assert [p.backend_name for p in chosen] == ["system"]
