@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from aifactory.arrowkit import cast
 from aifactory.reports.results import (
     JOBS_SCHEMA,
     WAIT_REASONS,
@@ -130,8 +131,10 @@ def used_gpu_s(result: SimResult) -> FloatArray:
     return job_columns(result).used
 
 
-def _waits_by_reason(result: SimResult, cols: JobColumns) -> dict[str, FloatArray]:
-    """Seconds each job waited for each reason (Slurm's REASON), one array per reason."""
+def waits_by_reason(result: SimResult, cols: JobColumns) -> dict[str, FloatArray]:
+    """Seconds each job waited for each reason (Slurm's REASON), one array per reason
+    (computed once per run and handed to :func:`summarize` and :func:`jobs_table`: the
+    scheduler's query walks every seat)."""
     out = {r: np.zeros(len(cols.ids)) for r in WAIT_REASONS}
     waits = result.scheduler.wait_times(result.end_s)
     if waits:
@@ -228,8 +231,10 @@ def summarize(
     seed: int,
     extra: dict[str, Any] | None = None,
     columns: JobColumns | None = None,
+    waits: dict[str, FloatArray] | None = None,
 ) -> dict[str, Any]:
-    """The summary contract (plus extras) for one run (``columns``: already read)."""
+    """The summary contract (plus extras) for one run (``columns``, ``waits``: already
+    read, see :func:`waits_by_reason`)."""
     cols = columns if columns is not None else job_columns(result)
     sched = result.scheduler
     topo = sched.topo
@@ -276,7 +281,7 @@ def summarize(
     # ETTR is of training (batch) work only: a service's time is a lifetime, not work.
     training = ~cols.service
     svc = service_times(cols, result.end_s, useful_all)
-    waits = _waits_by_reason(result, cols)
+    waits = waits if waits is not None else waits_by_reason(result, cols)
     # Whose hardware each tenant's GPU-hours ran on: its own (its own or its nearest
     # ancestor's: a consortium's platform), or borrowed from each lender by name.
     by_owner = sched.served_by_owner(result.end_s)
@@ -392,21 +397,36 @@ def summarize(
     return summary
 
 
+def _decoded(codes: np.ndarray[Any, np.dtype[np.int32]], names: list[str]) -> pa.Array:
+    """The strings ``names[codes]`` as a plain string array."""
+    dictionary = pa.DictionaryArray.from_arrays(pa.array(codes), pa.array(names, pa.string()))
+    return cast(dictionary, pa.string())
+
+
 def _nullable(values: FloatArray, missing: np.ndarray[Any, np.dtype[np.bool_]]) -> pa.Array:
     return pa.array(values, pa.float64(), mask=missing)
 
 
-def jobs_table(result: SimResult, columns: JobColumns | None = None) -> pa.Table:
-    """Per-job results in the ``jobs.parquet`` schema (``columns``: already read)."""
+def jobs_table(
+    result: SimResult,
+    columns: JobColumns | None = None,
+    waits: dict[str, FloatArray] | None = None,
+) -> pa.Table:
+    """Per-job results in the ``jobs.parquet`` schema (``columns``, ``waits``: already
+    read)."""
     cols = columns if columns is not None else job_columns(result)
     sched = result.scheduler
     no_start = np.isnan(cols.start)
     no_end = np.isnan(cols.end)
     rejected = cols.codes[JobState.FAILED] & no_start
-    values = np.array([str(s) for s in STATES], dtype=object)
-    state = values[cols.state]
-    state[rejected] = "rejected"
-    waits = _waits_by_reason(result, cols)
+    # State and tenant from their codes through a dictionary array, cast to plain strings:
+    # the same column as converting 82,247 Python strings, without the per-row conversion.
+    names = [str(s) for s in STATES]
+    codes = cols.state.astype(np.int32)
+    codes[rejected] = len(names)
+    state = _decoded(codes, [*names, "rejected"])
+    tenant = _decoded(cols.tenant_code.astype(np.int32), cols.tenant_names)
+    waits = waits if waits is not None else waits_by_reason(result, cols)
     svc = service_times(cols, result.end_s, useful_gpu_s(result, cols))
     # Only a job the scheduler still holds (pending, or running) can have a reason.
     held = np.flatnonzero(cols.codes[JobState.PENDING] | cols.codes[JobState.RUNNING])
@@ -433,7 +453,7 @@ def jobs_table(result: SimResult, columns: JobColumns | None = None) -> pa.Table
                 charged[i] = gate.charged.get(job.id, 0.0) / 3600.0
     data: dict[str, Any] = {
         "job_id": cols.ids,
-        "tenant": cols.tenant,
+        "tenant": tenant,
         "kind": cols.kind,
         "state": state,
         "submit_s": cols.submit,
