@@ -120,18 +120,30 @@ def jobs_from_table(
     if n:
         first = float(submit.min())
         submit = first + (submit - first) * opts.time_scale - first
-    preemptible = table.column("preemptible").to_pylist() if "preemptible" in cols else [True] * n
+    # An optional column the trace lacks is its default for every job, as a list made at
+    # once (not a per-row conversion of a list of defaults: 82,247 rows each).
+    preemptible: list[bool | None] = (
+        [None if p is None else bool(p) for p in table.column("preemptible").to_pylist()]
+        if "preemptible" in cols
+        else [True] * n
+    )
     ckpt: list[Any] = (
         table.column("checkpoint_s").to_pylist() if "checkpoint_s" in cols else [None] * n
     )
     kinds = table.column("kind").to_pylist() if "kind" in cols else [""] * n
-    hbm: list[Any] = (
-        table.column("hbm_gb_per_gpu").to_pylist() if "hbm_gb_per_gpu" in cols else [None] * n
+    hbm: list[float | None] = (
+        [None if h is None else float(h) for h in table.column("hbm_gb_per_gpu").to_pylist()]
+        if "hbm_gb_per_gpu" in cols
+        else [None] * n
     )
-    grace: list[Any] = (
-        table.column("preempt_grace_s").to_pylist() if "preempt_grace_s" in cols else [None] * n
+    grace: list[float | None] = (
+        [None if g is None else float(g) for g in table.column("preempt_grace_s").to_pylist()]
+        if "preempt_grace_s" in cols
+        else [None] * n
     )
-    service: list[Any] = table.column("service").to_pylist() if "service" in cols else [None] * n
+    service: list[bool] = (
+        [bool(v) for v in table.column("service").to_pylist()] if "service" in cols else [False] * n
+    )
     if opts.checkpoint != CheckpointPolicy.TRACE:
         formula = young_interval_s if opts.checkpoint == CheckpointPolicy.YOUNG else daly_interval_s
         cache: dict[int, float] = {}
@@ -139,7 +151,11 @@ def jobs_from_table(
             if g not in cache:
                 cache[g] = float(formula(opts.checkpoint_write_s, job_mttf_s(g, opts.failure_rate)))
             ckpt[i] = cache[g]
-    intervals = [float(c) if c is not None and c > 0 else None for c in ckpt]
+    intervals: list[float | None] = (
+        [float(c) if c is not None and c > 0 else None for c in ckpt]
+        if "checkpoint_s" in cols or opts.checkpoint != CheckpointPolicy.TRACE
+        else ckpt
+    )
     # Python lists of exactly the types make_jobs declares (tolist and to_pylist are C).
     jobs, report.no_tenant, report.remapped = make_jobs(
         ids,
@@ -149,15 +165,15 @@ def jobs_from_table(
         duration.tolist(),
         est.astype(np.float64).tolist(),
         classes,
-        [None if h is None else float(h) for h in hbm],
+        hbm,
         prio.astype(np.int64).tolist(),
-        [None if p is None else bool(p) for p in preemptible],
+        preemptible,
         intervals,
         kinds,
         known,
         report.default_tenant,
-        [None if g is None else float(g) for g in grace],
-        [bool(v) for v in service],
+        grace,
+        service,
     )
     if "dataset_bytes" in cols or "allow_cross_site" in cols:
         _data_fields(jobs, table)
