@@ -371,3 +371,19 @@ def test_philly_vc_isolation(shared_dir: Path) -> None:
     assert all(q.nominal == 0 for q in other.quotas)
     assert sum(q.borrowing_limit or 0 for q in other.quotas) == 8
     assert all(q.borrowing_limit is not None for q in other.quotas)
+
+
+@pytest.mark.parametrize("name", [*ALL, "gpus"])
+def test_bundled_yaml_reads_the_same_with_libyaml(name: str) -> None:
+    """Bundled documents are parsed with libyaml's loader (fleet.loader.bundled_yaml): it
+    must give exactly what PyYAML's pure-Python SafeLoader gives, types included."""
+    import yaml  # noqa: PLC0415
+
+    from aifactory.fleet.loader import bundled_yaml  # noqa: PLC0415
+
+    path = Path(__file__).resolve().parents[1] / "src/aifactory/fleet/data" / f"{name}.yaml"
+    text = path.read_text(encoding="utf-8")
+    pure = yaml.load(text, Loader=yaml.SafeLoader)
+    fast = bundled_yaml(text)
+    assert fast == pure
+    assert repr(fast) == repr(pure)  # same types too (1 and 1.0 compare equal)

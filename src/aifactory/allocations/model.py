@@ -77,7 +77,7 @@ class ChangeKind(StrEnum):
 class Change(BaseModel):
     """One entry of an allocation's history."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     at: float = Field(description="When (seconds on the caller's clock).")
     who: Who = Field(description="Who made it (a token, a user, or 'clock').")
@@ -92,7 +92,7 @@ class Change(BaseModel):
 class Project(BaseModel):
     """A body of work that applies for GPU-hours: owned by a tenant, led by a PI."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False, defer_build=True)
 
     name: Slug = Field(description="Short unique name (letters, digits, . _ -).")
     tenant: Slug = Field(description="The consortium or applicant organisation.")
@@ -120,7 +120,7 @@ class Allocation(BaseModel):
     job of any class with a known rate draws on (see :mod:`.rates`).
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False, defer_build=True)
 
     id: Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=NO_NUL)]
     project: Slug

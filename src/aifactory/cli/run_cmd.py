@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
+from aifactory.arrowkit import use_system_pool
 from aifactory.cli.common import check_out_dir, err, fail, out, print_json, user_errors
 from aifactory.cli.simulate_cmd import (
     GraceOpt,
@@ -76,6 +77,7 @@ def run_cmd(
     if not 0 <= preempt_grace <= MAX_GRACE_S:
         fail(f"--preempt-grace: must be from 0 to {MAX_GRACE_S:g} s (got {preempt_grace})")
     check_out_dir(out_dir)
+    use_system_pool()  # a one-shot command (aifactory/arrowkit.py says why)
     t0 = time.perf_counter()
     say = err.print if as_json else out.print  # stdout is the JSON alone with --json
     grants: str | None = allocations

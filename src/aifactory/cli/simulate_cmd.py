@@ -7,13 +7,11 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich import box
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
+from aifactory.arrowkit import use_system_pool
 from aifactory.cli import skip_teardown
 from aifactory.cli.common import check_out_dir, err, fail, out, print_json, user_errors
 from aifactory.fleet.spec import Fleet
@@ -21,6 +19,13 @@ from aifactory.scheduler.config import MAX_GRACE_S, MAX_SCAN, BackfillMode
 from aifactory.scheduler.policies import PolicyName
 from aifactory.twin.inputs import CheckpointPolicy
 from aifactory.twin.run import TwinRun, TwinSpec, run_twin
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+# Rich's progress bar and tables are imported where they are drawn, not with this module:
+# `simulate --json` on a run shorter than a second draws neither, and the two imports were
+# a measurable part of its start (issue #21 §4).
 
 FleetOpt = Annotated[str, typer.Option("--fleet", help="Bundled fleet name or YAML path.")]
 TraceOpt = Annotated[
@@ -110,6 +115,13 @@ def progress_bar(label: str) -> Iterator[Callable[[float], None]]:
         if "bar" not in state:
             if time.perf_counter() - started < 1.0:
                 return
+            from rich.progress import (  # noqa: PLC0415 (only a run past a second shows it)
+                BarColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+            )
+
             bar = Progress(
                 TextColumn("[bold]{task.description}"),
                 BarColumn(),
@@ -168,6 +180,13 @@ def _run(spec: TwinSpec) -> TwinRun:
             fail(str(exc).strip("'\""))
 
 
+def _table(*args: Any, **kwargs: Any) -> Table:
+    """A Rich table (rich.table imported on first use)."""
+    from rich.table import Table  # noqa: PLC0415
+
+    return Table(*args, **kwargs)
+
+
 def _fmt_s(value: object) -> str:
     if not isinstance(value, int | float):
         return "-"
@@ -210,7 +229,7 @@ def render_projects(s: dict[str, Any]) -> None:
     projects = s.get("projects")
     if not projects:
         return
-    per = Table(title=f"Per project (allocations: {s['allocations']['name']}; B200-eq hours)")
+    per = _table(title=f"Per project (allocations: {s['allocations']['name']}; B200-eq hours)")
     cols = (
         "project",
         "tenant",
@@ -305,7 +324,7 @@ def tenant_rows(
 def render_summary(s: dict[str, Any], fleet: Fleet | None = None) -> None:
     """The Rich summary of one run (with the fleet, tenants as its tree: leaves under
     their parents, see :func:`tenant_rows`)."""
-    head = Table(title=f"{s['fleet']} / {s['trace']} / {s['policy']} (backfill {s['backfill']})")
+    head = _table(title=f"{s['fleet']} / {s['trace']} / {s['policy']} (backfill {s['backfill']})")
     head.add_column("metric")
     head.add_column("value", justify="right")
     rows = [
@@ -337,7 +356,9 @@ def render_summary(s: dict[str, Any], fleet: Fleet | None = None) -> None:
         out.print(f"stability: {stab['verdict']}")
         for line in stab.get("sentences", []):
             out.print(f"  {line}")
-    per = Table(
+    from rich import box  # noqa: PLC0415
+
+    per = _table(
         title="Per tenant (ETTR: training only; services: availability, downtime)",
         box=box.SIMPLE_HEAD,  # borderless: eleven columns and a tenant tree fit 120 columns
         padding=(0, 1, 0, 0),
@@ -419,6 +440,7 @@ def simulate(
     """Replay a trace on a fleet under one policy; print the summary, write results."""
     if out_dir is not None:
         check_out_dir(out_dir)
+    use_system_pool()  # a one-shot command (aifactory/arrowkit.py says why)
     spec = _spec(
         fleet=fleet,
         trace=trace,
@@ -477,6 +499,7 @@ def compare(
     projects' use of their grants is compared too)."""
     if out_dir is not None:
         check_out_dir(out_dir)
+    use_system_pool()
     from aifactory.reports.compare import (  # noqa: PLC0415
         COMPARE_METRICS,
         comparison_rows,
@@ -527,7 +550,7 @@ def compare(
     if as_json:
         print_json(rows)
         return
-    table_out = Table(
+    table_out = _table(
         title=f"{fleet} / {Path(trace).name}: policies compared (ratio to {policies[0]})"
     )
     table_out.add_column("policy")
@@ -551,7 +574,7 @@ def render_projects_compared(summaries: list[dict[str, Any]]) -> None:
     if not summaries or not summaries[0].get("projects"):
         return
     first = summaries[0]
-    per = Table(
+    per = _table(
         title=f"Per project (allocations: {first['allocations']['name']}): used B200-eq hours, "
         "jobs held, avg queue"
     )

@@ -30,6 +30,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from aifactory.arrowkit import cast
 from aifactory.fleet.errors import SpecError
 
 JOBS_FILE = "jobs.parquet"
@@ -224,12 +225,12 @@ def _conform(table: pa.Table, schema: pa.Schema, what: str) -> pa.Table:
             continue
         col = table.column(field.name)
         if pa.types.is_dictionary(col.type):
-            col = col.cast(col.type.value_type)
+            col = cast(col, col.type.value_type)
         if not field.nullable and col.null_count:
             problem = f"{field.name}: {col.null_count} null(s) in a required column"
             raise ResultSchemaError(what, problem)
         try:
-            columns.append(col.cast(field.type))
+            columns.append(cast(col, field.type))
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
             raise ResultSchemaError(
                 what, f"{field.name}: type {col.type} can't be cast to {field.type} ({exc})"

@@ -60,7 +60,7 @@ GpuHours = Annotated[float, Field(ge=0, le=MAX_GPU_HOURS, allow_inf_nan=False)]
 class ProjectSpec(BaseModel):
     """A project of a tenant, and the share of the tenant's twin jobs charged to it."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     name: Slug = Field(description="Unique project name (letters, digits, . _ -).")
     tenant: Slug = Field(description="The fleet tenant whose jobs this project runs.")
@@ -89,7 +89,7 @@ class ProjectSpec(BaseModel):
 class GrantSpec(BaseModel):
     """One allocation of a project: GPU-hours of one class, or B200-equivalent hours."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     id: Slug = Field(description="Unique grant id.")
     project: Slug = Field(description="The project it belongs to.")
@@ -118,7 +118,7 @@ class GrantSpec(BaseModel):
 class TopupSpec(BaseModel):
     """More GPU-hours on a grant at a simulated time."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     grant: Slug = Field(description="The grant topped up.")
     at_h: Hours = Field(description="When (hours).")
@@ -130,7 +130,7 @@ class TopupSpec(BaseModel):
 class AllocationsFile(BaseModel):
     """Every project, grant and top-up of one twin run (validated, then frozen)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     name: Slug = Field(default="allocations", description="Name of this set of grants.")
     notes: tuple[Line, ...] = Field(default=(), max_length=1000, description="Provenance.")

@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from aifactory.fleet.spec import Fleet
 from aifactory.physics.checkpoint import daly_interval_s, young_interval_s
@@ -79,6 +78,8 @@ def _check_unique_ids(ids: pa.ChunkedArray, as_list: list[str]) -> None:
     test (pyarrow's count_distinct over 82,247 strings took 0.09 s, a set 0.005 s)."""
     if len(set(as_list)) == len(as_list):
         return
+    import pyarrow.compute as pc  # noqa: PLC0415 (its import costs more than the whole check)
+
     counts = pc.value_counts(ids)
     repeated = counts.filter(pc.greater(counts.field("counts"), 1))
     first = repeated[0]["values"].as_py()
@@ -119,18 +120,30 @@ def jobs_from_table(
     if n:
         first = float(submit.min())
         submit = first + (submit - first) * opts.time_scale - first
-    preemptible = table.column("preemptible").to_pylist() if "preemptible" in cols else [True] * n
+    # An optional column the trace lacks is its default for every job, as a list made at
+    # once (not a per-row conversion of a list of defaults: 82,247 rows each).
+    preemptible: list[bool | None] = (
+        [None if p is None else bool(p) for p in table.column("preemptible").to_pylist()]
+        if "preemptible" in cols
+        else [True] * n
+    )
     ckpt: list[Any] = (
         table.column("checkpoint_s").to_pylist() if "checkpoint_s" in cols else [None] * n
     )
     kinds = table.column("kind").to_pylist() if "kind" in cols else [""] * n
-    hbm: list[Any] = (
-        table.column("hbm_gb_per_gpu").to_pylist() if "hbm_gb_per_gpu" in cols else [None] * n
+    hbm: list[float | None] = (
+        [None if h is None else float(h) for h in table.column("hbm_gb_per_gpu").to_pylist()]
+        if "hbm_gb_per_gpu" in cols
+        else [None] * n
     )
-    grace: list[Any] = (
-        table.column("preempt_grace_s").to_pylist() if "preempt_grace_s" in cols else [None] * n
+    grace: list[float | None] = (
+        [None if g is None else float(g) for g in table.column("preempt_grace_s").to_pylist()]
+        if "preempt_grace_s" in cols
+        else [None] * n
     )
-    service: list[Any] = table.column("service").to_pylist() if "service" in cols else [None] * n
+    service: list[bool] = (
+        [bool(v) for v in table.column("service").to_pylist()] if "service" in cols else [False] * n
+    )
     if opts.checkpoint != CheckpointPolicy.TRACE:
         formula = young_interval_s if opts.checkpoint == CheckpointPolicy.YOUNG else daly_interval_s
         cache: dict[int, float] = {}
@@ -138,7 +151,11 @@ def jobs_from_table(
             if g not in cache:
                 cache[g] = float(formula(opts.checkpoint_write_s, job_mttf_s(g, opts.failure_rate)))
             ckpt[i] = cache[g]
-    intervals = [float(c) if c is not None and c > 0 else None for c in ckpt]
+    intervals: list[float | None] = (
+        [float(c) if c is not None and c > 0 else None for c in ckpt]
+        if "checkpoint_s" in cols or opts.checkpoint != CheckpointPolicy.TRACE
+        else ckpt
+    )
     # Python lists of exactly the types make_jobs declares (tolist and to_pylist are C).
     jobs, report.no_tenant, report.remapped = make_jobs(
         ids,
@@ -148,15 +165,15 @@ def jobs_from_table(
         duration.tolist(),
         est.astype(np.float64).tolist(),
         classes,
-        [None if h is None else float(h) for h in hbm],
+        hbm,
         prio.astype(np.int64).tolist(),
-        [None if p is None else bool(p) for p in preemptible],
+        preemptible,
         intervals,
         kinds,
         known,
         report.default_tenant,
-        [None if g is None else float(g) for g in grace],
-        [bool(v) for v in service],
+        grace,
+        service,
     )
     if "dataset_bytes" in cols or "allow_cross_site" in cols:
         _data_fields(jobs, table)

@@ -21,6 +21,7 @@ from aifactory.twin.results import (
     jobs_table,
     summarize,
     timeseries_table,
+    waits_by_reason,
 )
 from aifactory.twin.simulator import SimResult, Simulation, TwinConfig, no_gc
 from aifactory.workload.job import Job
@@ -64,10 +65,12 @@ class TwinRun:
     inputs: InputReport
     columns: JobColumns | None = None
     """The jobs' fields as read for the summary, reused by :meth:`jobs_table`."""
+    waits: dict[str, np.ndarray] | None = None
+    """Seconds each job waited per reason, as read for the summary (same reuse)."""
 
     def jobs_table(self) -> pa.Table:
         """Per-job results (jobs.parquet)."""
-        return jobs_table(self.result, self.columns)
+        return jobs_table(self.result, self.columns, self.waits)
 
     def timeseries_table(self) -> pa.Table:
         """Time series (timeseries.parquet)."""
@@ -211,6 +214,7 @@ def _run_twin(
     if observed is not None:
         extra["observed"] = observed
     columns = job_columns(result)
+    waits = waits_by_reason(result, columns)
     if gate is not None:
         from aifactory.twin.allocreport import summarize_allocations  # noqa: PLC0415
 
@@ -224,8 +228,11 @@ def _run_twin(
         backfill=spec.backfill.value,
         seed=spec.seed,
         extra=extra,
+        waits=waits,
     )
-    return TwinRun(spec=spec, result=result, summary=summary, inputs=report, columns=columns)
+    return TwinRun(
+        spec=spec, result=result, summary=summary, inputs=report, columns=columns, waits=waits
+    )
 
 
 def simulate_jobs(

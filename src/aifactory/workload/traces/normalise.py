@@ -17,6 +17,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from aifactory.arrowkit import cast
 from aifactory.workload.schema import OPTIONAL_COLUMNS, TRACE_COLUMNS, TRACE_SCHEMA
 from aifactory.workload.traces.common import (
     BENIGN_REASONS,
@@ -90,8 +91,12 @@ def blank(raw: pl.Series) -> pl.Series:
 
 
 def null_where(values: pl.Series, mask: pl.Series) -> pl.Series:
-    """``values`` with nulls where ``mask`` is true."""
-    return choose(mask, pl.Series([None] * len(values), dtype=values.dtype), values)
+    """``values`` with nulls where ``mask`` is true (a typed null literal: a column of
+    Python Nones was built and scanned for its first non-null value, row by row)."""
+    pick = pl.lit(mask.fill_null(value=False))
+    nulls = pl.lit(None, dtype=values.dtype)
+    out = pl.select(pl.when(pick).then(nulls).otherwise(pl.lit(values)))
+    return out.to_series().alias(values.name)
 
 
 def choose(mask: pl.Series, then: pl.Series, otherwise: pl.Series) -> pl.Series:
@@ -321,9 +326,11 @@ def _shown(values: pl.Series, row: int) -> str:
 def _build(cols: Columns, keep: pl.Series, *, rebase: bool) -> pa.Table:
     n_keep = int(keep.sum())
 
-    def opt(series: pl.Series | None, dtype: pl.DataType, default: object = None) -> pl.Series:
+    def opt(
+        series: pl.Series | None, dtype: pl.DataType, default: str | int | None = None
+    ) -> pl.Series:
         if series is None:
-            return pl.Series([default] * n_keep, dtype=dtype)
+            return pl.repeat(default, n_keep, dtype=dtype, eager=True)
         return series.filter(keep).cast(dtype)
 
     submit = cols.submit.filter(keep)
@@ -351,10 +358,10 @@ def _build(cols: Columns, keep: pl.Series, *, rebase: bool) -> pa.Table:
     # lists by job id as a number; sorting ids as strings would put "10" before "9").
     frame = frame.sort("submit_s", maintain_order=True)
     arrow = frame.to_arrow()
-    arrays = [arrow.column(c).cast(TRACE_SCHEMA.field(c).type) for c in TRACE_COLUMNS]
+    arrays = [cast(arrow.column(c), TRACE_SCHEMA.field(c).type) for c in TRACE_COLUMNS]
     fields = list(TRACE_SCHEMA)
     for extra_name in extras:
-        arrays.append(arrow.column(extra_name).cast(OPTIONAL_COLUMNS[extra_name]))
+        arrays.append(cast(arrow.column(extra_name), OPTIONAL_COLUMNS[extra_name]))
         fields.append(pa.field(extra_name, OPTIONAL_COLUMNS[extra_name]))
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
 
