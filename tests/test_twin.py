@@ -294,6 +294,32 @@ def test_failures_interrupt_jobs_which_still_finish(scope: str) -> None:
     assert result.scheduler.preemptions == sum(j.preemptions for j in result.jobs)
 
 
+def test_failure_index_drops_ended_jobs_and_changes_no_interruption(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A node's list of started jobs is compacted as it grows (its ended jobs dropped): it
+    stays short over hundreds of starts between failures, and every failure interrupts the
+    same jobs as with a list that keeps every job (compaction off)."""
+    from aifactory.twin import failures  # noqa: PLC0415
+
+    def once() -> tuple[list[tuple[str, float | None, int]], int, int]:
+        jobs = [make_job(f"j{i}", submit=i * 25.0, gpus=4, run=100.0) for i in range(400)]
+        injector = FailureInjector(_Model(0.1, "node"))
+        sim = Simulation(hgx_topo(2), jobs, None, TwinConfig(seed=4), injector)
+        result = sim.run()
+        longest = max((len(v) for v in injector._node_jobs.values()), default=0)
+        return [(j.id, j.end_s, j.failures) for j in result.jobs], result.failures, longest
+
+    compacted, failed, longest = once()
+    bound = 2 * failures.COMPACT_MIN
+    monkeypatch.setattr(failures, "COMPACT_MIN", 1 << 40)
+    kept, failed_kept, longest_kept = once()
+    assert failed == failed_kept > 0
+    assert sum(f for _, _, f in compacted) > 0  # some failure hit a running job
+    assert compacted == kept
+    assert longest < bound < longest_kept
+
+
 def test_failures_are_seeded() -> None:
     def once(seed: int) -> list[tuple[str, float | None]]:
         jobs = [make_job(f"j{i}", submit=i * 50.0, gpus=4, run=2000.0) for i in range(6)]

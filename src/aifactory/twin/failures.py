@@ -18,7 +18,7 @@ import numpy as np
 from aifactory.scheduler.records import Interruption
 from aifactory.scheduler.scheduler import Scheduler
 from aifactory.twin.kernel import EventClass, Kernel
-from aifactory.workload.job import Job, JobState
+from aifactory.workload.job import TERMINAL, Job, JobState
 
 FAIL: Final = 1  # event kinds shared with the simulator
 REPAIR: Final = 2
@@ -50,6 +50,9 @@ class FailureModel(Protocol):
 
 # States of a job that holds GPUs: running, or preempted and saving in its grace.
 _HOLDS = frozenset({JobState.RUNNING, JobState.PREEMPTED})
+# A node's list of started jobs is compacted (its ended jobs dropped) when it reaches this
+# length, or twice its length after the last compaction: see FailureInjector.started.
+COMPACT_MIN: Final = 16
 
 
 class FailureInjector:
@@ -61,6 +64,7 @@ class FailureInjector:
         self.by_cause: dict[str, int] = {}
         self.down: dict[int, int] = {}  # node -> mask of GPUs taken out of service
         self._node_jobs: dict[int, list[Job]] = {}
+        self._compact_at: dict[int, int] = {}  # node -> list length that compacts it next
         self._cum: np.ndarray | None = None
         self._rate_per_s = 0.0
         self.interrupted: list[Job] = []  # the jobs the last failure stopped (their runs end)
@@ -86,9 +90,28 @@ class FailureInjector:
         self._kernel.at(now + gap, EventClass.END, FAIL)
 
     def started(self, job: Job) -> None:
-        """Index a started job by its nodes, so a node failure finds its jobs."""
+        """Index a started job by its nodes, so a node failure finds its jobs.
+
+        A node's list is emptied only when the node fails, about once a year at Llama 3's
+        rate, so left alone it would hold every job ever started there: on korea-2025 at
+        load 0.9, 9 million entries after 60 days, each failure walking its node's
+        hundreds, and every finished job kept alive by it. So when a list reaches twice
+        its length after the last compaction (at least :data:`COMPACT_MIN`) its jobs in a
+        terminal state are dropped: the list stays O(the jobs that can still hold the
+        node's GPUs) at amortised O(1) per start. Exact: :meth:`handle` skips such jobs (a
+        terminal state is never left), and the others keep their order, so a failure
+        interrupts the same jobs in the same order.
+        """
+        node_jobs = self._node_jobs
         for node, _ in job.placement:
-            self._node_jobs.setdefault(node, []).append(job)
+            jobs = node_jobs.get(node)
+            if jobs is None:
+                node_jobs[node] = [job]
+                continue
+            jobs.append(job)
+            if len(jobs) >= self._compact_at.get(node, COMPACT_MIN):
+                jobs[:] = [j for j in jobs if j.state not in TERMINAL]
+                self._compact_at[node] = max(COMPACT_MIN, 2 * len(jobs))
 
     def handle(
         self,
@@ -113,6 +136,7 @@ class FailureInjector:
         self.count += 1
         self.by_cause[cause.name] = self.by_cause.get(cause.name, 0) + 1
         jobs = self._node_jobs.pop(node, [])
+        self._compact_at.pop(node, None)
         hit: list[Job] = []
         for job in jobs:
             # (PREEMPTED: a victim still saving on its GPUs, scheduler.grace)
