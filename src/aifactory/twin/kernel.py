@@ -209,7 +209,7 @@ class Kernel:
 
     def _next_window(self) -> None:
         """The heap is empty: make the earliest waiting window's events the heap."""
-        window = self._windows.ref[0]
+        window = int(self._windows.ref[0])
         self._windows.pop()
         heap = self._later[window]
         del self._later[window]
