@@ -196,7 +196,10 @@ def check_invariants(sched: Scheduler, down: dict[int, int] | None = None) -> No
         if job.preemptible:
             t = tix[job.id]
             prios[t][job.priority] = prios[t].get(job.priority, 0) + 1
-    assert sched.running.prio_t == prios, "per-tenant priority counts drifted"
+    if sched.running.prio_counted:  # (else not kept yet: PRIORITIES)
+        assert sched.running.prio_t == prios, "per-tenant priority counts drifted"
+    else:
+        assert not any(sched.running.prio_t), "priority counts kept before their first read"
     busy = sum(used.values())
     down_total = sum(m.bit_count() for m in down.values())
     assert sum(cs.class_free) + busy + down_total == topo.gpus_total, "free + used != capacity"

@@ -224,3 +224,21 @@ def test_an_event_at_the_clock_after_a_feed_event_beyond_the_window() -> None:
     assert k.next_is_later(700.0, EventClass.DECIDE)
     k.at(4000.0, EventClass.END, 3)
     assert [e.kind for e in iter(k.pop, None)] == [3, 1]
+
+
+def test_far_future_times_share_the_last_window_in_order() -> None:
+    """Finite times past the last numbered window (and infinity) wait in one window whose
+    horizon is infinite; they still pop in time order, after every nearer event, and an
+    event scheduled meanwhile between them keeps its place."""
+    k = Kernel()
+    k.at(1e22, EventClass.END, 1)
+    k.at(float("inf"), EventClass.END, 2)
+    k.at(5e21, EventClass.END, 3)
+    k.at(7200.0, EventClass.END, 4)
+    k.at(90.0, EventClass.END, 5)
+    order = []
+    while (ev := k.pop()) is not None:
+        order.append(ev.kind)
+        if ev.kind == 3:
+            k.at(6e21, EventClass.END, 6)
+    assert order == [5, 4, 3, 6, 1, 2]

@@ -30,7 +30,11 @@ def state_of(sched: Scheduler) -> dict[str, Any]:
         "by_tc": [[sorted(s.job.id for s in bag) for bag in row] for row in running.by_tc],
         "rpos_ok": all(bag[s.rpos] is s for row in running.by_tc for bag in row for s in bag),
         "placement": {j.id: list(j.placement) for j in sched.running_jobs()},
-        "prio": [[dict(d) for d in row] for row in running.prio_tc],
+        # (read through the accessor: the counts are built on a first read, PRIORITIES)
+        "prio": [
+            [dict(running.prios_tc(t, c)) for c in range(len(row))]
+            for t, row in enumerate(running.prio_tc)
+        ],
     }
 
 

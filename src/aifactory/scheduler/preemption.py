@@ -76,7 +76,7 @@ class PriorityRule(CandidateRule):
         self, p: Preemption, seat: Seat, gpu_class: int, _now: float, _rank: int, out: list[Seat]
     ) -> None:
         """Append the candidates this rule allows."""
-        prios = p.running.prio_tc[seat.tix][gpu_class]
+        prios = p.running.prios_tc(seat.tix, gpu_class)
         if not prios or min(prios) >= seat.priority:
             return
         barred = seat.job.preempted_for
@@ -223,7 +223,7 @@ class Preemption:
         not be overtaken by a same-priority job taking GPUs back from others."""
         if self.preemptive:
             return True
-        prios = self.running.prio_t[seat.tix]
+        prios = self.running.prios_t(seat.tix)
         return bool(prios) and min(prios) < seat.priority
 
     def candidates(self, seat: Seat, gpu_class: int, now: float) -> list[Seat]:

@@ -10,7 +10,11 @@ decayed usage, a job's ``placement`` and ``placed_class``, its seat's placement 
   keeps its place in ``seat.rpos``, so a start and an end hash nothing, and preemption lists
   candidates without walking a set's emptied slots);
 - per tenant and class, and per tenant over all classes, counts of running preemptible
-  jobs by priority (``min()`` of the keys is the lowest priority a job could evict);
+  jobs by priority (``min()`` of the keys is the lowest priority a job could evict), read
+  through :meth:`Running.prios_tc` and :meth:`Running.prios_t`. Only preemption reads
+  them, so with the shortcuts on they are counted from the running lists the first time
+  it asks, and kept from then on (PRIORITIES, see :mod:`~aifactory.scheduler.shortcuts`):
+  a fleet that never preempts pays no count per start and end;
 - per class, the running jobs by estimated end (EASY's reservations read it): a
   :class:`~aifactory.heap.RowHeap` of (estimated end, seat index, run epoch) rows, built
   the first time a class needs a reservation, with lazy deletion. Invariant: a row is
@@ -72,6 +76,8 @@ class Running:
             [{} for _ in range(n_classes)] for _ in range(n_tenants)
         ]
         self.prio_t: list[dict[int, int]] = [{} for _ in range(n_tenants)]
+        # Whether prio_tc and prio_t are kept (PRIORITIES: from the first read on).
+        self.prio_counted = not shortcuts.on
         self.ends: list[RowHeap | None] = [None] * n_classes
         self.ends_stale = [0] * n_classes
         # GPU-seconds served per tenant and scheduling class by runs that ended (the
@@ -104,7 +110,7 @@ class Running:
         bag = self.by_tc[t][gpu_class]
         seat.rpos = len(bag)
         bag.append(seat)
-        if seat.preemptible:
+        if seat.preemptible and self.prio_counted:
             _count(self.prio_tc[t][gpu_class], seat.priority, 1)
             _count(self.prio_t[t], seat.priority, 1)
 
@@ -135,7 +141,7 @@ class Running:
             bag[pos] = last
             last.rpos = pos
         seat.rpos = -1
-        if seat.preemptible:
+        if seat.preemptible and self.prio_counted:
             _count(self.prio_tc[t][gpu_class], seat.priority, -1)
             _count(self.prio_t[t], seat.priority, -1)
 
@@ -151,10 +157,36 @@ class Running:
         preemptible, and out of the counts by priority) until :meth:`detach`, after which
         the caller restores ``seat.preemptible``."""
         if seat.preemptible:
-            t = seat.tix
-            _count(self.prio_tc[t][seat.run_class], seat.priority, -1)
-            _count(self.prio_t[t], seat.priority, -1)
+            if self.prio_counted:
+                t = seat.tix
+                _count(self.prio_tc[t][seat.run_class], seat.priority, -1)
+                _count(self.prio_t[t], seat.priority, -1)
             seat.preemptible = False
+
+    # ------------------------------------------------------------ the counts by priority
+    def prios_tc(self, tix: int, gpu_class: int) -> dict[int, int]:
+        """The tenant's running preemptible jobs of the class, counted by priority."""
+        if not self.prio_counted:
+            self._count_priorities()
+        return self.prio_tc[tix][gpu_class]
+
+    def prios_t(self, tix: int) -> dict[int, int]:
+        """The tenant's running preemptible jobs of every class, counted by priority."""
+        if not self.prio_counted:
+            self._count_priorities()
+        return self.prio_t[tix]
+
+    def _count_priorities(self) -> None:
+        """Count the running preemptible jobs by priority (PRIORITIES' first read: the
+        counts were empty and not kept until now)."""
+        self.shortcuts.priorities += 1
+        for t, by_class in enumerate(self.by_tc):
+            for c, bag in enumerate(by_class):
+                for s in bag:
+                    if s.preemptible:
+                        _count(self.prio_tc[t][c], s.priority, 1)
+                        _count(self.prio_t[t], s.priority, 1)
+        self.prio_counted = True
 
     def reattach(self, seat: Seat, now: float) -> None:
         """Give a detached job exactly its GPUs back, and charge it again."""

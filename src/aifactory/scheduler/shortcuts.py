@@ -42,6 +42,12 @@ The shortcuts, where they live, and why each is exact:
     can only shrink (a new job) and recomputed when a job of that size leaves.
 ``ONE_NODE`` (``seat.pnode``/``seat.pmask``) - a one-node placement is kept unboxed, so its
     release reads no list; it is the list's only entry.
+``PRIORITIES`` (:meth:`Running.prios_tc <aifactory.scheduler.running.Running.prios_tc>`,
+    ``prios_t``) - the running preemptible jobs' counts by priority are read by preemption
+    alone: they are counted from the running lists on the first read and kept from then
+    on, so a run that never preempts counts nothing per start and end. The first read
+    finds the same counts as counting from the start would have, as a start, an end and
+    a hold change the running lists and ``seat.preemptible`` as they change the counts.
 ``HANDLE`` (``job.ticket``, :meth:`SchedulerState._take
     <aifactory.scheduler.state.SchedulerState._take>`) - the scheduler finds the seat of a job
     it holds through the job's ticket instead of a dict by id (a big dict's lookups miss the
@@ -84,6 +90,7 @@ NAMES: Final = (
     "smallest",
     "one_node",
     "handle",
+    "priorities",
 )
 
 
@@ -101,6 +108,7 @@ class Shortcuts:
         "on",
         "one_node",
         "preempt_failed",
+        "priorities",
         "quota",
         "quota_fail",
         "remembered_n",
@@ -122,6 +130,7 @@ class Shortcuts:
         self.turned_away_n = self.remembered_n = self.all_away = self.closed = 0
         self.no_fit = self.quota_fail = self.preempt_failed = 0
         self.classes = self.smallest = self.one_node = self.handle = 0
+        self.priorities = 0  # (counted once per scheduler, at the first read)
 
     def taken(self) -> dict[str, int]:
         """How often each shortcut was taken, by name (see :data:`NAMES`)."""
@@ -137,6 +146,7 @@ class Shortcuts:
             self.smallest,
             self.one_node,
             self.handle,
+            self.priorities,
         )
         return dict(zip(NAMES, counts, strict=True))
 

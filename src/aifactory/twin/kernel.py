@@ -26,7 +26,12 @@ later ones wait as unordered rows, one set per window, and a window's rows becom
 event per running job, 150,000 and more, mostly of long jobs; a heap that size misses
 the CPU's cache at every level of every pop, while the events of the next minutes make
 a small one. Every event of an earlier window precedes every event of a later one, so
-the order is the same total order.
+the order is the same total order. The waiting windows' numbers are a RowHeap too (rows
+ordered by the number alone): on a sparse trace most end events open a window of their
+own, and ``heapq`` over boxed ints was a generic call and comparisons per window.
+
+A class is taken as an ``int`` (an :class:`EventClass` is one): compiled, converting
+the enum object to the heap's float key was a generic ``float()`` call per event.
 
 A *feed* is a sorted sequence of times known up front (a trace's arrivals): its events
 are merged with the heap on the way out instead of being pushed, so a million-job trace
@@ -37,7 +42,6 @@ reused :class:`Event` object (a million arrivals made and freed a million object
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Sequence
 from enum import IntEnum
 from typing import Any, Final, final
@@ -52,6 +56,8 @@ WINDOW_S: Final = 60.0  # simulated seconds per window of the event heap (tuned 
 # at 600 s the heap's share of a busy run fell from 10% to 8%, at 60 s to 5%)
 INF: Final = float("inf")
 _NEVER: Final = 1 << 62  # the window of events at infinity (none expected; kept correct)
+_NEVER_S: Final = _NEVER * WINDOW_S  # later finite times share that window (a window
+# number stays an i64; its horizon is infinite, so the order is kept)
 
 
 def _window(time: float) -> int:
@@ -132,7 +138,7 @@ class Kernel:
         self._horizon = (_window(start) + 1) * WINDOW_S if start < INF else INF
         self._later: dict[int, RowHeap] = {}
         self._later_n = 0
-        self._windows: list[int] = []
+        self._windows = RowHeap()  # rows (0, 0, window, window): the waiting windows' numbers
         self._seq = 0
         self.processed = 0
         # Each scheduled event's kind, tag and payload, by slot; freed slots wait in _free.
@@ -147,30 +153,31 @@ class Kernel:
         self._feed_kind = 0
         self._feed_event = Event(INF, 0, -1, 0, None)
 
-    def feed(self, times: Sequence[float], cls: EventClass, kind: int) -> None:
+    def feed(self, times: Sequence[float], cls: int, kind: int) -> None:
         """Deliver an event of ``kind`` at each of ``times`` (ascending, not in the past);
         its tag is the position in ``times`` (an unboxed int; the payload is None). One
         feed per kernel."""
         if self._feed:
             msg = "the kernel already has a feed"
             raise ValueError(msg)
-        if len(times) and times[0] < self.now:
-            msg = f"feed starts at {times[0]}, in the past (now {self.now})"
+        # (checked on the unboxed copy: indexing a NumPy array is a generic call per item)
+        got = vec[float]([float(t) for t in times])
+        if len(got) and got[0] < self.now:
+            msg = f"feed starts at {got[0]}, in the past (now {self.now})"
             raise ValueError(msg)
-        for i in range(1, len(times)):
-            if times[i] < times[i - 1]:
-                msg = f"feed times must not decrease: {times[i]} after {times[i - 1]} at {i}"
+        for i in range(1, len(got)):
+            if got[i] < got[i - 1]:
+                msg = f"feed times must not decrease: {got[i]} after {got[i - 1]} at {i}"
                 raise ValueError(msg)
-        self._feed = vec[float]([float(t) for t in times])
+        self._feed = got
         self._feed_i = 0
         self._feed_cls = int(cls)
         self._feed_kind = kind
         self._feed_event = Event(INF, int(cls), -1, kind, None)
 
-    def at(
-        self, time: float, cls: EventClass, kind: int, payload: Any = None, tag: int = 0
-    ) -> None:
-        """Schedule an event of ``kind`` (the caller's own code) at ``time``."""
+    def at(self, time: float, cls: int, kind: int, payload: Any = None, tag: int = 0) -> None:
+        """Schedule an event of ``kind`` (the caller's own code) and :class:`EventClass`
+        ``cls`` at ``time``."""
         if time < self.now:
             msg = f"event at {time} is in the past (now {self.now})"
             raise ValueError(msg)
@@ -179,11 +186,11 @@ class Kernel:
         if time < self._horizon:
             self._heap.push(time, float(cls), self._seq, slot)
             return
-        window = _window(time) if time < INF else _NEVER
+        window = _window(time) if time < _NEVER_S else _NEVER
         waiting = self._later.get(window)
         if waiting is None:
             waiting = self._later[window] = RowHeap()
-            heapq.heappush(self._windows, window)
+            self._windows.push(0.0, 0.0, window, window)
         waiting.extend(time, float(cls), self._seq, slot)
         self._later_n += 1
 
@@ -202,8 +209,10 @@ class Kernel:
 
     def _next_window(self) -> None:
         """The heap is empty: make the earliest waiting window's events the heap."""
-        window = heapq.heappop(self._windows)
-        heap = self._later.pop(window)
+        window = int(self._windows.ref[0])
+        self._windows.pop()
+        heap = self._later[window]
+        del self._later[window]
         self._later_n -= len(heap)
         heap.heapify()
         self._heap = heap
@@ -212,7 +221,7 @@ class Kernel:
     def pop(self) -> Event | None:
         """Next event, advancing the clock; None when the heap and the feed are empty. The
         event is valid until the next pop (one object is handed out, updated each time)."""
-        if not len(self._heap) and self._windows:
+        if not len(self._heap) and len(self._windows):
             self._next_window()
         heap = self._heap
         i = self._feed_i
@@ -254,7 +263,7 @@ class Kernel:
         event.tag = i
         return event
 
-    def next_is_later(self, now: float, cls: EventClass) -> bool:
+    def next_is_later(self, now: float, cls: int) -> bool:
         """Whether nothing is due before an event of class ``cls`` at ``now``: the
         heap is empty, or its next event is later, or of the same or a later class. A
         caller may then handle such an event at once instead of scheduling it."""
@@ -271,8 +280,8 @@ class Kernel:
     def peek_time(self) -> float | None:
         """Time of the next event without taking it."""
         times = [self._heap.k0[0]] if len(self._heap) else []
-        if not times and self._windows:
-            times.append(min(self._later[self._windows[0]].k0))
+        if not times and len(self._windows):
+            times.append(min(self._later[self._windows.ref[0]].k0))
         if self._feed_i < len(self._feed):
             times.append(self._feed[self._feed_i])
         return min(times, default=None)
