@@ -50,6 +50,8 @@ class FailureModel(Protocol):
 
 # States of a job that holds GPUs: running, or preempted and saving in its grace.
 _HOLDS = frozenset({JobState.RUNNING, JobState.PREEMPTED})
+_ENDED = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED})
+_PRUNE_MIN = 64  # a node's job list is first pruned at this length
 
 
 class FailureInjector:
@@ -61,6 +63,7 @@ class FailureInjector:
         self.by_cause: dict[str, int] = {}
         self.down: dict[int, int] = {}  # node -> mask of GPUs taken out of service
         self._node_jobs: dict[int, list[Job]] = {}
+        self._prune_at: dict[int, int] = {}  # node -> length at which its list is pruned
         self._cum: np.ndarray | None = None
         self._rate_per_s = 0.0
         self.interrupted: list[Job] = []  # the jobs the last failure stopped (their runs end)
@@ -86,9 +89,20 @@ class FailureInjector:
         self._kernel.at(now + gap, EventClass.END, FAIL)
 
     def started(self, job: Job) -> None:
-        """Index a started job by its nodes, so a node failure finds its jobs."""
+        """Index a started job by its nodes, so a node failure finds its jobs. A node's
+        list is kept until the node fails; jobs that ended for good (which a failure skips)
+        are dropped from it whenever it has doubled since it was last pruned, so that a
+        long run does not keep every job that ever ran on a node that has not failed."""
+        lists = self._node_jobs
         for node, _ in job.placement:
-            self._node_jobs.setdefault(node, []).append(job)
+            jobs = lists.get(node)
+            if jobs is None:
+                lists[node] = [job]
+                continue
+            jobs.append(job)
+            if len(jobs) >= self._prune_at.get(node, _PRUNE_MIN):
+                jobs[:] = [j for j in jobs if j.state not in _ENDED]
+                self._prune_at[node] = max(_PRUNE_MIN, 2 * len(jobs))
 
     def handle(
         self,
@@ -113,6 +127,7 @@ class FailureInjector:
         self.count += 1
         self.by_cause[cause.name] = self.by_cause.get(cause.name, 0) + 1
         jobs = self._node_jobs.pop(node, [])
+        self._prune_at.pop(node, None)
         hit: list[Job] = []
         for job in jobs:
             # (PREEMPTED: a victim still saving on its GPUs, scheduler.grace)

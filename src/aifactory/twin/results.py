@@ -21,11 +21,12 @@ from aifactory.reports.results import (
     site_power_column,
 )
 from aifactory.twin.allocgate import REASON as ALLOCATION
-from aifactory.twin.fields import STATES, read_fields
+from aifactory.twin.fields import STATES
+from aifactory.twin.finished import FinishedJobs
 from aifactory.twin.netreport import link_columns, network_summary
 from aifactory.twin.simulator import SimResult
 from aifactory.twin.stability import stability
-from aifactory.workload.job import JobState
+from aifactory.workload.job import Job, JobState
 from aifactory.workload.progress import run_progress
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
@@ -77,51 +78,73 @@ class JobColumns:
     """Which jobs are services (a lifetime, not work: ``Job.service``)."""
     codes: dict[JobState, np.ndarray[Any, np.dtype[np.bool_]]]
     """Per state, which jobs are in it."""
+    site: tuple[str | None, ...]
+    """The site each job is pinned to (None: any)."""
+    staging_s: FloatArray
+    slowdown: FloatArray
+
+
+def jobs_by_row(result: SimResult) -> list[Job] | dict[int, Job]:
+    """The run's job objects by row (place in submit order): every job of a run over a
+    list; the jobs still in flight at the end of a streamed run (the only rows that read a
+    job's live state: the scheduler's reason, a running job's progress)."""
+    if result.finished is None:
+        return result.jobs
+    return dict(zip(result.rows, result.jobs, strict=True))
 
 
 def job_columns(result: SimResult) -> JobColumns:
-    """The run's jobs as :class:`JobColumns` (one pass over the jobs, compiled)."""
-    f = read_fields(result.jobs)
-    state = np.array(f.state, dtype=np.int8)
+    """The run's jobs as :class:`JobColumns`: one pass over the jobs (compiled), or, for a
+    streamed run, its finished rows with the jobs still in flight read into theirs (the
+    same reader either way: :class:`~aifactory.twin.finished.FinishedJobs`)."""
+    rows = result.finished
+    if rows is None:
+        rows = FinishedJobs(len(result.jobs))
+        rows.put(result.jobs, list(range(len(result.jobs))))
+    elif result.jobs:
+        rows.put(result.jobs, result.rows)
+    state = rows.state
     codes = {s: state == k for k, s in enumerate(STATES)}
-    # Tenants by first appearance, then renumbered in sorted order (a dict, not a sort of
-    # 82,247 strings).
-    seen: dict[str, int] = {}
-    first = np.array([seen.setdefault(t, len(seen)) for t in f.tenant], dtype=np.intp)
-    names = sorted(seen)
-    rank = np.empty(len(seen), dtype=np.intp)
+    # Tenants renumbered in sorted order (a dict of the few names, not a sort of every row).
+    seen = rows.values["tenant"]
+    names = sorted(t for t in seen if t is not None)
+    rank = np.empty(max(len(seen), 1), dtype=np.intp)
     rank[[seen[t] for t in names]] = np.arange(len(names))
-    gpus = np.array(f.gpus, dtype=np.int64)
-    run_start = np.array(f.run_start, dtype=np.float64)
-    used = np.array(f.attained, dtype=np.float64)
+    fl = rows.floats
+    gpus = rows.ints["gpus"]
+    run_start = fl["run_start"]
+    used = fl["attained"].copy()
     running = codes[JobState.RUNNING]
     if running.any():
         used[running] += gpus[running] * np.maximum(0.0, result.end_s - run_start[running])
     return JobColumns(
-        ids=tuple(f.ids),
-        tenant=tuple(f.tenant),
-        kind=tuple(f.kind),
+        ids=tuple(rows.ids.tolist()),
+        tenant=rows.strings("tenant"),
+        kind=rows.strings("kind"),
         state=state,
         tenant_names=names,
-        tenant_code=rank[first],
-        submit=np.array(f.submit, dtype=np.float64),
-        start=np.array(f.start, dtype=np.float64),
-        end=np.array(f.end, dtype=np.float64),
-        duration=np.array(f.duration, dtype=np.float64),
+        tenant_code=rank[rows.codes["tenant"]],
+        submit=fl["submit"],
+        start=fl["start"],
+        end=fl["end"],
+        duration=fl["duration"],
         gpus=gpus,
-        gpu_class=tuple(f.gpu_class),
-        placed_class=tuple(f.placed_class),
-        level=tuple(f.level),
-        hardware_owner=tuple(f.hardware_owner),
-        preemptions=np.array(f.preemptions, dtype=np.int64),
-        failures=np.array(f.failures, dtype=np.int64),
+        gpu_class=rows.strings("gpu_class"),
+        placed_class=rows.strings("placed_class"),
+        level=rows.strings("level"),
+        hardware_owner=rows.strings("hardware_owner"),
+        preemptions=rows.ints["preemptions"],
+        failures=rows.ints["failures"],
         used=used,
-        progress=np.array(f.progress, dtype=np.float64),
+        progress=fl["progress"],
         run_start=run_start,
-        lost_preempt=np.array(f.lost_preempt, dtype=np.float64),
-        lost_failure=np.array(f.lost_failure, dtype=np.float64),
-        service=np.array(f.service, dtype=np.bool_),
+        lost_preempt=fl["lost_preempt"],
+        lost_failure=fl["lost_failure"],
+        service=rows.service,
         codes=codes,
+        site=rows.strings("site"),
+        staging_s=fl["staging_s"],
+        slowdown=fl["slowdown"],
     )
 
 
@@ -131,11 +154,21 @@ def used_gpu_s(result: SimResult) -> FloatArray:
 
 
 def _waits_by_reason(result: SimResult, cols: JobColumns) -> dict[str, FloatArray]:
-    """Seconds each job waited for each reason (Slurm's REASON), one array per reason."""
-    out = {r: np.zeros(len(cols.ids)) for r in WAIT_REASONS}
+    """Seconds each job waited for each reason (Slurm's REASON), one array per reason (a
+    streamed run's: its finished rows' arrays, with the jobs in flight written in)."""
+    finished = result.finished
+    if finished is None:
+        out = {r: np.zeros(len(cols.ids)) for r in WAIT_REASONS}
+    else:
+        finished.close_waits(result.end_s)
+        out = finished.waits
     waits = result.scheduler.wait_times(result.end_s)
     if waits:
-        row = {jid: i for i, jid in enumerate(cols.ids)}
+        row = (
+            {jid: i for i, jid in enumerate(cols.ids)}
+            if finished is None
+            else {j.id: i for j, i in zip(result.jobs, result.rows, strict=True)}
+        )
         for jid, waited in waits.items():
             i = row.get(jid)
             if i is None:
@@ -197,7 +230,7 @@ def useful_gpu_s(result: SimResult, cols: JobColumns) -> FloatArray:
     useful = np.where(started, cols.progress * cols.gpus, 0.0)
     useful[done] = (cols.duration * cols.gpus)[done]
     write_s = result.scheduler.cfg.checkpoint_write_s
-    jobs = result.jobs
+    jobs = jobs_by_row(result)
     for i in np.flatnonzero(cols.codes[JobState.RUNNING] & started).tolist():
         j = jobs[i]
         gained, _ = run_progress(
@@ -272,7 +305,6 @@ def summarize(
     end_or_now = np.where(ended, cols.end, result.end_s)
     wall_all = np.where(started, (end_or_now - cols.start) * cols.gpus, 0.0)
     useful_all = useful_gpu_s(result, cols)
-    jobs = result.jobs
     # ETTR is of training (batch) work only: a service's time is a lifetime, not work.
     training = ~cols.service
     svc = service_times(cols, result.end_s, useful_all)
@@ -349,8 +381,9 @@ def summarize(
         "preemptions": sched.preemptions,
         # Preemptions whose victim saved all its work in its grace (scheduler.grace).
         "saved_preemptions": sched.saved_preemptions,
-        "gpu_hours_lost_preemption": sum(j.lost_preempt_gpu_s for j in jobs) / 3600.0,
-        "gpu_hours_lost_failure": sum(j.lost_failure_gpu_s for j in jobs) / 3600.0,
+        # (Python's sum in job order, as over the jobs: numpy's sum would round otherwise)
+        "gpu_hours_lost_preemption": sum(cols.lost_preempt.tolist()) / 3600.0,
+        "gpu_hours_lost_failure": sum(cols.lost_failure.tolist()) / 3600.0,
         "events": result.events,
         "wall_s": result.wall_s,
         "per_tenant": per,
@@ -385,7 +418,7 @@ def summarize(
             "refused_starts": sched.power.refused,
         },
         # Links, data staging and cross-site gangs (twin/netreport.py; zeros without them).
-        "network": network_summary(result),
+        "network": network_summary(result, cols.tenant, cols.staging_s),
     }
     if extra:
         summary.update(extra)
@@ -411,7 +444,7 @@ def jobs_table(result: SimResult, columns: JobColumns | None = None) -> pa.Table
     # Only a job the scheduler still holds (pending, or running) can have a reason.
     held = np.flatnonzero(cols.codes[JobState.PENDING] | cols.codes[JobState.RUNNING])
     reasons: list[str | None] = [None] * len(cols.ids)
-    jobs = result.jobs
+    jobs = jobs_by_row(result)
     gate = result.allocations
     staging = result.staging
     for i in held.tolist():
@@ -425,12 +458,12 @@ def jobs_table(result: SimResult, columns: JobColumns | None = None) -> pa.Table
     waited_alloc: list[float | None] = [None] * len(cols.ids)
     charged: list[float | None] = [None] * len(cols.ids)
     if gate is not None:
-        for i, job in enumerate(jobs):
-            name = gate.project.get(job.id)
+        for i, job_id in enumerate(cols.ids):
+            name = gate.project.get(job_id)
             if name:
                 project[i] = name
-                waited_alloc[i] = gate.waited.get(job.id, 0.0)
-                charged[i] = gate.charged.get(job.id, 0.0) / 3600.0
+                waited_alloc[i] = gate.waited.get(job_id, 0.0)
+                charged[i] = gate.charged.get(job_id, 0.0) / 3600.0
     data: dict[str, Any] = {
         "job_id": cols.ids,
         "tenant": cols.tenant,
@@ -460,9 +493,9 @@ def jobs_table(result: SimResult, columns: JobColumns | None = None) -> pa.Table
         "charged_gpu_hours": charged,
         "service": cols.service,
         "downtime_s": _nullable(svc.down, ~svc.counted),
-        "site": [j.site for j in jobs],
-        "staging_s": [j.staging_s for j in jobs],
-        "slowdown": [j.slowdown for j in jobs],
+        "site": cols.site,
+        "staging_s": cols.staging_s,
+        "slowdown": cols.slowdown,
     }
     arrays = [
         v if isinstance(v, pa.Array) else pa.array(v, type=f.type)
