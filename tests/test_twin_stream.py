@@ -39,7 +39,8 @@ def test_streamed_run_matches_kept(monkeypatch: pytest.MonkeyPatch, until_h: flo
     streamed = run_twin(spec, table=table, fleet=load_fleet("korea-2025"))
     assert len(kept.result.jobs) == table.num_rows
     assert 0 < len(streamed.result.jobs) < table.num_rows  # it let the ended jobs go
-    assert kept.summary["preemptions"] > 0
+    if until_h is None:
+        assert kept.summary["preemptions"] > 0  # (none yet in the first 45 minutes)
     assert _summary(streamed) == _summary(kept)
     assert streamed.jobs_table().equals(kept.jobs_table())
     assert streamed.timeseries_table().equals(kept.timeseries_table())

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from aifactory.reports.results import (
     JOBS_SCHEMA,
@@ -429,79 +431,108 @@ def _nullable(values: FloatArray, missing: np.ndarray[Any, np.dtype[np.bool_]]) 
     return pa.array(values, pa.float64(), mask=missing)
 
 
-def jobs_table(result: SimResult, columns: JobColumns | None = None) -> pa.Table:
-    """Per-job results in the ``jobs.parquet`` schema (``columns``: already read)."""
+def jobs_table(
+    result: SimResult, columns: JobColumns | None = None, rows: slice | None = None
+) -> pa.Table:
+    """Per-job results in the ``jobs.parquet`` schema (``columns``: already read; ``rows``:
+    only these rows, a slice of the jobs in submit order, so that a caller writing a
+    national run's millions of rows can make them a part at a time)."""
     cols = columns if columns is not None else job_columns(result)
+    lo, hi, _ = (rows or slice(None)).indices(len(cols.ids))
+    hi = max(lo, hi)
+    part = slice(lo, hi)
+    m = hi - lo
     sched = result.scheduler
-    no_start = np.isnan(cols.start)
-    no_end = np.isnan(cols.end)
-    rejected = cols.codes[JobState.FAILED] & no_start
+    no_start = np.isnan(cols.start[part])
+    no_end = np.isnan(cols.end[part])
+    rejected = cols.codes[JobState.FAILED][part] & no_start
     values = np.array([str(s) for s in STATES], dtype=object)
-    state = values[cols.state]
+    state = values[cols.state[part]]
     state[rejected] = "rejected"
     waits = _waits_by_reason(result, cols)
     svc = service_times(cols, result.end_s, useful_gpu_s(result, cols))
     # Only a job the scheduler still holds (pending, or running) can have a reason.
-    held = np.flatnonzero(cols.codes[JobState.PENDING] | cols.codes[JobState.RUNNING])
-    reasons: list[str | None] = [None] * len(cols.ids)
+    held = np.flatnonzero(cols.codes[JobState.PENDING][part] | cols.codes[JobState.RUNNING][part])
+    reasons: list[str | None] = [None] * m
     jobs = jobs_by_row(result)
     gate = result.allocations
     staging = result.staging
     for i in held.tolist():
-        job = jobs[i]
+        job = jobs[lo + i]
         reasons[i] = (
             ALLOCATION if gate is not None and gate.is_held(job) else sched.pending_reason(job)
         )
         if staging is not None:  # (a job waiting for its data: twin.staging)
             reasons[i] = staging.reason(job) or reasons[i]
-    project: list[str | None] = [None] * len(cols.ids)
-    waited_alloc: list[float | None] = [None] * len(cols.ids)
-    charged: list[float | None] = [None] * len(cols.ids)
+    project: list[str | None] = [None] * m
+    waited_alloc: list[float | None] = [None] * m
+    charged: list[float | None] = [None] * m
+    ids = cols.ids[part]
     if gate is not None:
-        for i, job_id in enumerate(cols.ids):
+        for i, job_id in enumerate(ids):
             name = gate.project.get(job_id)
             if name:
                 project[i] = name
                 waited_alloc[i] = gate.waited.get(job_id, 0.0)
                 charged[i] = gate.charged.get(job_id, 0.0) / 3600.0
+    start, end, submit = cols.start[part], cols.end[part], cols.submit[part]
     data: dict[str, Any] = {
-        "job_id": cols.ids,
-        "tenant": cols.tenant,
-        "kind": cols.kind,
+        "job_id": ids,
+        "tenant": cols.tenant[part],
+        "kind": cols.kind[part],
         "state": state,
-        "submit_s": cols.submit,
-        "start_s": _nullable(cols.start, no_start),
-        "end_s": _nullable(cols.end, no_end),
-        "queue_s": _nullable(cols.start - cols.submit, no_start),
-        "jct_s": _nullable(cols.end - cols.submit, no_end | rejected),
-        "run_s": cols.duration,
-        "gpus": cols.gpus,
+        "submit_s": submit,
+        "start_s": _nullable(start, no_start),
+        "end_s": _nullable(end, no_end),
+        "queue_s": _nullable(start - submit, no_start),
+        "jct_s": _nullable(end - submit, no_end | rejected),
+        "run_s": cols.duration[part],
+        "gpus": cols.gpus[part],
         "gpu_class": [
-            g or p or None for g, p in zip(cols.gpu_class, cols.placed_class, strict=True)
+            g or p or None
+            for g, p in zip(cols.gpu_class[part], cols.placed_class[part], strict=True)
         ],
-        "placement": cols.level,
-        "hardware_owner": [h or None for h in cols.hardware_owner],
-        "preemptions": cols.preemptions,
-        "failures": cols.failures,
-        "gpu_hours": cols.used / 3600.0,
-        "gpu_hours_lost_preemption": cols.lost_preempt / 3600.0,
-        "gpu_hours_lost_failure": cols.lost_failure / 3600.0,
-        **{f"wait_{r}_s": waits[r] for r in WAIT_REASONS},
+        "placement": cols.level[part],
+        "hardware_owner": [h or None for h in cols.hardware_owner[part]],
+        "preemptions": cols.preemptions[part],
+        "failures": cols.failures[part],
+        "gpu_hours": cols.used[part] / 3600.0,
+        "gpu_hours_lost_preemption": cols.lost_preempt[part] / 3600.0,
+        "gpu_hours_lost_failure": cols.lost_failure[part] / 3600.0,
+        **{f"wait_{r}_s": waits[r][part] for r in WAIT_REASONS},
         "pending_reason": reasons,
         "project": project,
         "wait_allocation_s": waited_alloc,
         "charged_gpu_hours": charged,
-        "service": cols.service,
-        "downtime_s": _nullable(svc.down, ~svc.counted),
-        "site": cols.site,
-        "staging_s": cols.staging_s,
-        "slowdown": cols.slowdown,
+        "service": cols.service[part],
+        "downtime_s": _nullable(svc.down[part], ~svc.counted[part]),
+        "site": cols.site[part],
+        "staging_s": cols.staging_s[part],
+        "slowdown": cols.slowdown[part],
     }
     arrays = [
         v if isinstance(v, pa.Array) else pa.array(v, type=f.type)
         for f, v in ((JOBS_SCHEMA.field(name), data[name]) for name in JOBS_SCHEMA.names)
     ]
     return pa.Table.from_arrays(arrays, schema=JOBS_SCHEMA)
+
+
+PART_ROWS = 1 << 20
+"""Rows of ``jobs.parquet`` made and written at a time by :func:`write_jobs_parquet`:
+pyarrow's default row group, so the file is the one a whole table written at once makes."""
+
+
+def write_jobs_parquet(
+    result: SimResult, path: Path, columns: JobColumns | None = None, **options: Any
+) -> Path:
+    """Write the per-job results to ``path`` (``options``: pyarrow's writer's), a part of
+    :data:`PART_ROWS` rows at a time: a national run's jobs table whole is gigabytes."""
+    cols = columns if columns is not None else job_columns(result)
+    n = len(cols.ids)
+    with pq.ParquetWriter(path, JOBS_SCHEMA, **options) as writer:
+        for lo in range(0, max(n, 1), PART_ROWS):
+            writer.write_table(jobs_table(result, cols, slice(lo, lo + PART_ROWS)))
+    return path
 
 
 def timeseries_table(result: SimResult) -> pa.Table:

@@ -28,6 +28,7 @@ from aifactory.twin.results import (
     jobs_table,
     summarize,
     timeseries_table,
+    write_jobs_parquet,
 )
 from aifactory.twin.simulator import SimResult, Simulation, TwinConfig, no_gc
 from aifactory.workload.job import Job
@@ -78,6 +79,11 @@ class TwinRun:
     def jobs_table(self) -> pa.Table:
         """Per-job results (jobs.parquet)."""
         return jobs_table(self.result, self.columns)
+
+    def write_jobs(self, path: Path, **options: Any) -> Path:
+        """Write jobs.parquet a part at a time (the same file as :meth:`jobs_table` written
+        whole, in less memory; ``options``: pyarrow's Parquet writer's)."""
+        return write_jobs_parquet(self.result, path, self.columns, **options)
 
     def timeseries_table(self) -> pa.Table:
         """Time series (timeseries.parquet)."""
