@@ -137,7 +137,6 @@ class JobSource:
         self._order: np.ndarray[Any, np.dtype[np.intp]] | None = (
             None if bool(np.all(order == np.arange(self.n))) else order
         )
-        self._times: list[float] = (submit if self._order is None else submit[order]).tolist()
         cols = table.column_names
         self.has_datasets = "dataset_bytes" in cols and _any_dataset(table)
         self.may_span = "allow_cross_site" in cols and bool(
@@ -155,8 +154,11 @@ class JobSource:
         return int(-(-self.n // self.chunk_rows))
 
     def submit_times(self) -> list[float]:
-        """Every job's submit time, in the run's order (ascending)."""
-        return self._times
+        """Every job's submit time, in the run's order (ascending); made at each call (a
+        list of millions of floats, which the kernel's feed copies into a vector)."""
+        submit = self._prep.submit
+        times: list[float] = (submit if self._order is None else submit[self._order]).tolist()
+        return times
 
     def chunk(self, k: int) -> list[Job]:
         """The jobs of chunk ``k``: rows ``k * chunk_rows`` onwards in the run's order."""
