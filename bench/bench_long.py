@@ -81,9 +81,7 @@ def case(days: float, allocations: str | None = "korea-2025") -> dict[str, Any]:
         del table
         t2 = time.perf_counter()
         with tempfile.TemporaryDirectory() as tmp:
-            import pyarrow.parquet as pq  # noqa: PLC0415
-
-            pq.write_table(run.jobs_table(), Path(tmp) / "jobs.parquet")
+            run.write_jobs(Path(tmp) / "jobs.parquet")
     t3 = time.perf_counter()
     summary = run.summary
     last = days - 0.5 if days > 1 else days / 2

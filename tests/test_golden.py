@@ -127,7 +127,7 @@ def run_case(case: Case, request: pytest.FixtureRequest) -> TwinRun:
             time_scale=p["time_scale"],
             seed=p["seed"],
         )
-        return run_twin(spec, table=table, fleet=fleet)
+        return run_twin(spec, table=table, fleet=fleet, keep_jobs=True)
     from aifactory.workload.synth import synthesize  # noqa: PLC0415
 
     days = p["hours"] / 24.0
@@ -146,7 +146,7 @@ def run_case(case: Case, request: pytest.FixtureRequest) -> TwinRun:
         queue_depth=NATIONAL_QUEUE_DEPTH,
         max_job_test=NATIONAL_MAX_JOB_TEST,
     )
-    return run_twin(spec, table=table, fleet=fleet)
+    return run_twin(spec, table=table, fleet=fleet, keep_jobs=True)
 
 
 # ------------------------------------------------------------------ digests

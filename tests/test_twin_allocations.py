@@ -418,7 +418,7 @@ def korea_run(hours: float, allocations: str) -> Any:
         backfill_interval_s=30.0,
         allocations=allocations,
     )
-    return run_twin(spec, table=table, fleet=fleet)
+    return run_twin(spec, table=table, fleet=fleet, keep_jobs=True)  # (reads every job)
 
 
 @pytest.fixture(scope="module")

@@ -365,7 +365,7 @@ def test_philly_cut_at_a_horizon_with_failures(policy: str, philly_slice: pa.Tab
         failures="llama3",
         until_s=2.5 * DAY,  # submits are rebased to 0 and compressed to 3 days
     )
-    run = run_twin(spec, table=philly_slice, fleet=load_fleet("philly-2017"))
+    run = run_twin(spec, table=philly_slice, fleet=load_fleet("philly-2017"), keep_jobs=True)
     states = set(run.jobs_table().column("state").to_pylist())
     assert {"completed", "running", "pending"} <= states, states
     assert run.summary["preemptions"] > 0
@@ -393,7 +393,7 @@ def test_national_hour_with_rejections_and_failures() -> None:
     )
     gc.collect()
     assert gc.isenabled()
-    run = run_twin(spec, table=table, fleet=fleet)
+    run = run_twin(spec, table=table, fleet=fleet, keep_jobs=True)
     assert gc.isenabled()  # run_twin pauses the collector only while it runs
     assert gc.collect() == 0  # and the run made no reference cycles for it to find
     assert run.summary["rejected"] >= 2

@@ -14,14 +14,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 import pyarrow as pa
 
 from aifactory.allocations.model import SECONDS_PER_HOUR
 from aifactory.twin.allocgate import TwinAllocations
-from aifactory.workload.job import Job
 
 PROJECTS_FILE = "projects.parquet"
 
@@ -92,12 +91,34 @@ def _queue(values: list[float], q: float) -> float | None:
     return float(np.percentile(np.asarray(values), q)) if values else None
 
 
+class ProjectJob(Protocol):
+    """What the project rows read of a job (a :class:`Job`, or a results row of one)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def first_start_s(self) -> float | None: ...
+    @property
+    def submit_s(self) -> float: ...
+    @property
+    def gpus(self) -> int: ...
+
+
+class JobRow(NamedTuple):
+    """A job's results row, as the project rows read it (a streamed run keeps no jobs)."""
+
+    id: str
+    first_start_s: float | None
+    submit_s: float
+    gpus: int
+
+
 def project_rows(
-    gate: TwinAllocations, jobs: Iterable[Job], end_s: float
+    gate: TwinAllocations, jobs: Iterable[ProjectJob], end_s: float
 ) -> dict[str, dict[str, Any]]:
     """One row per project (see the module docstring), by project name in file order."""
     grants = grant_rows(gate, end_s)
-    by_project: dict[str, list[Job]] = {}
+    by_project: dict[str, list[ProjectJob]] = {}
     for job in jobs:
         name = gate.project.get(job.id)
         if name is not None:
@@ -152,7 +173,7 @@ def project_rows(
 
 
 def summarize_allocations(
-    gate: TwinAllocations, jobs: Iterable[Job], end_s: float, source: str | None
+    gate: TwinAllocations, jobs: Iterable[ProjectJob], end_s: float, source: str | None
 ) -> dict[str, Any]:
     """The summary's ``projects`` and ``allocations`` keys."""
     grants = grant_rows(gate, end_s)

@@ -17,6 +17,7 @@ block and no link columns.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -44,12 +45,20 @@ def _links(result: SimResult) -> tuple[list[str], np.ndarray[Any, Any], list[flo
     return names, caps, list(moved), rows
 
 
-def network_summary(result: SimResult) -> dict[str, Any]:
-    """The summary's ``network`` block."""
+def network_summary(
+    result: SimResult,
+    tenants: Sequence[str] | None = None,
+    staging_s: np.ndarray[Any, Any] | None = None,
+) -> dict[str, Any]:
+    """The summary's ``network`` block (``tenants``, ``staging_s``: each job's tenant and
+    seconds spent staging its data, in job order, as results.JobColumns has them; read
+    from ``result.jobs`` where not given, which only a run over a job list holds all of)."""
     staging = result.staging
+    if tenants is None or staging_s is None:
+        tenants = [j.tenant for j in result.jobs]
+        staging_s = np.array([j.staging_s for j in result.jobs], dtype=np.float64)
     links: dict[str, dict[str, float]] = {}
     by_tenant: dict[str, float] = {}
-    jobs = result.jobs
     staged_h = 0.0
     names, caps, moved, util = _links(result)
     for k, name in enumerate(names):
@@ -61,9 +70,9 @@ def network_summary(result: SimResult) -> dict[str, Any]:
             "peak_utilization": float(col.max()) if len(col) else 0.0,
         }
     if staging is not None:
-        for job in jobs:
-            if job.staging_s > 0.0:
-                by_tenant[job.tenant] = by_tenant.get(job.tenant, 0.0) + job.staging_s / 3600.0
+        for tenant, staged in zip(tenants, staging_s.tolist(), strict=True):
+            if staged > 0.0:
+                by_tenant[tenant] = by_tenant.get(tenant, 0.0) + staged / 3600.0
         staged_h = sum(by_tenant.values())
     spans = result.spans
     cross_jobs = len(spans.job_ids) if spans is not None else 0

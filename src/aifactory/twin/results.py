@@ -7,13 +7,14 @@ queue = first start - submit; utilisation = busy GPU-seconds / (fleet GPUs x mak
 
 from __future__ import annotations
 
-from array import array
 from collections import defaultdict
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from aifactory.arrowkit import cast
 from aifactory.reports.results import (
@@ -23,11 +24,12 @@ from aifactory.reports.results import (
     site_power_column,
 )
 from aifactory.twin.allocgate import REASON as ALLOCATION
-from aifactory.twin.fields import STATES, read_fields
+from aifactory.twin.fields import STATES
+from aifactory.twin.finished import FinishedJobs
 from aifactory.twin.netreport import link_columns, network_summary
 from aifactory.twin.simulator import SimResult
 from aifactory.twin.stability import stability
-from aifactory.workload.job import JobState
+from aifactory.workload.job import Job, JobState
 from aifactory.workload.progress import run_progress
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
@@ -79,62 +81,73 @@ class JobColumns:
     """Which jobs are services (a lifetime, not work: ``Job.service``)."""
     codes: dict[JobState, np.ndarray[Any, np.dtype[np.bool_]]]
     """Per state, which jobs are in it."""
+    site: tuple[str | None, ...]
+    """The site each job is pinned to (None: any)."""
+    staging_s: FloatArray
+    slowdown: FloatArray
 
 
-def _floats(values: list[float]) -> FloatArray:
-    """``np.array(values, dtype=np.float64)``: the same array, made through ``array('d')``
-    (C doubles from the Python floats, a third faster for a run's 82,247 jobs)."""
-    return np.frombuffer(array("d", values), dtype=np.float64)
-
-
-def _ints(values: list[int]) -> np.ndarray[Any, np.dtype[np.int64]]:
-    """``np.array(values, dtype=np.int64)``, read with ``np.fromiter`` (twice as fast)."""
-    return np.fromiter(values, np.int64, len(values))
+def jobs_by_row(result: SimResult) -> list[Job] | dict[int, Job]:
+    """The run's job objects by row (place in submit order): every job of a run over a
+    list; the jobs still in flight at the end of a streamed run (the only rows that read a
+    job's live state: the scheduler's reason, a running job's progress)."""
+    if result.finished is None:
+        return result.jobs
+    return dict(zip(result.rows, result.jobs, strict=True))
 
 
 def job_columns(result: SimResult) -> JobColumns:
-    """The run's jobs as :class:`JobColumns` (one pass over the jobs, compiled)."""
-    f = read_fields(result.jobs)
-    state = np.fromiter(f.state, np.int8, len(f.state))
+    """The run's jobs as :class:`JobColumns`: one pass over the jobs (compiled), or, for a
+    streamed run, its finished rows with the jobs still in flight read into theirs (the
+    same reader either way: :class:`~aifactory.twin.finished.FinishedJobs`)."""
+    rows = result.finished
+    if rows is None:
+        rows = FinishedJobs(len(result.jobs))
+        rows.put(result.jobs, list(range(len(result.jobs))))
+    elif result.jobs:
+        rows.put(result.jobs, result.rows)
+    state = rows.state
     codes = {s: state == k for k, s in enumerate(STATES)}
-    # Tenants by first appearance, then renumbered in sorted order (a dict, not a sort of
-    # 82,247 strings).
-    seen: dict[str, int] = {}
-    first = np.array([seen.setdefault(t, len(seen)) for t in f.tenant], dtype=np.intp)
-    names = sorted(seen)
-    rank = np.empty(len(seen), dtype=np.intp)
+    # Tenants renumbered in sorted order (a dict of the few names, not a sort of every row).
+    seen = rows.values["tenant"]
+    names = sorted(t for t in seen if t is not None)
+    rank = np.empty(max(len(seen), 1), dtype=np.intp)
     rank[[seen[t] for t in names]] = np.arange(len(names))
-    gpus = _ints(f.gpus)
-    run_start = _floats(f.run_start)
-    used = _floats(f.attained)
+    fl = rows.floats
+    gpus = rows.ints["gpus"]
+    run_start = fl["run_start"]
+    used = fl["attained"].copy()
     running = codes[JobState.RUNNING]
     if running.any():
         used[running] += gpus[running] * np.maximum(0.0, result.end_s - run_start[running])
     return JobColumns(
-        ids=tuple(f.ids),
-        tenant=tuple(f.tenant),
-        kind=tuple(f.kind),
+        ids=tuple(rows.ids.tolist()),
+        tenant=rows.strings("tenant"),
+        kind=rows.strings("kind"),
         state=state,
         tenant_names=names,
-        tenant_code=rank[first],
-        submit=_floats(f.submit),
-        start=_floats(f.start),
-        end=_floats(f.end),
-        duration=_floats(f.duration),
+        tenant_code=rank[rows.codes["tenant"]],
+        submit=fl["submit"],
+        start=fl["start"],
+        end=fl["end"],
+        duration=fl["duration"],
         gpus=gpus,
-        gpu_class=tuple(f.gpu_class),
-        placed_class=tuple(f.placed_class),
-        level=tuple(f.level),
-        hardware_owner=tuple(f.hardware_owner),
-        preemptions=_ints(f.preemptions),
-        failures=_ints(f.failures),
+        gpu_class=rows.strings("gpu_class"),
+        placed_class=rows.strings("placed_class"),
+        level=rows.strings("level"),
+        hardware_owner=rows.strings("hardware_owner"),
+        preemptions=rows.ints["preemptions"],
+        failures=rows.ints["failures"],
         used=used,
-        progress=_floats(f.progress),
+        progress=fl["progress"],
         run_start=run_start,
-        lost_preempt=_floats(f.lost_preempt),
-        lost_failure=_floats(f.lost_failure),
-        service=np.array(f.service, dtype=np.bool_),
+        lost_preempt=fl["lost_preempt"],
+        lost_failure=fl["lost_failure"],
+        service=rows.service,
         codes=codes,
+        site=rows.strings("site"),
+        staging_s=fl["staging_s"],
+        slowdown=fl["slowdown"],
     )
 
 
@@ -144,13 +157,23 @@ def used_gpu_s(result: SimResult) -> FloatArray:
 
 
 def waits_by_reason(result: SimResult, cols: JobColumns) -> dict[str, FloatArray]:
-    """Seconds each job waited for each reason (Slurm's REASON), one array per reason
-    (computed once per run and handed to :func:`summarize` and :func:`jobs_table`: the
-    scheduler's query walks every seat)."""
-    out = {r: np.zeros(len(cols.ids)) for r in WAIT_REASONS}
+    """Seconds each job waited for each reason (Slurm's REASON), one array per reason (a
+    streamed run's: its finished rows' arrays, with the jobs in flight written in),
+    computed once per run and handed to :func:`summarize` and :func:`jobs_table`: the
+    scheduler's query walks every seat."""
+    finished = result.finished
+    if finished is None:
+        out = {r: np.zeros(len(cols.ids)) for r in WAIT_REASONS}
+    else:
+        finished.close_waits(result.end_s)
+        out = finished.waits
     waits = result.scheduler.wait_times(result.end_s)
     if waits:
-        row = {jid: i for i, jid in enumerate(cols.ids)}
+        row = (
+            {jid: i for i, jid in enumerate(cols.ids)}
+            if finished is None
+            else {j.id: i for j, i in zip(result.jobs, result.rows, strict=True)}
+        )
         for jid, waited in waits.items():
             i = row.get(jid)
             if i is None:
@@ -212,7 +235,7 @@ def useful_gpu_s(result: SimResult, cols: JobColumns) -> FloatArray:
     useful = np.where(started, cols.progress * cols.gpus, 0.0)
     useful[done] = (cols.duration * cols.gpus)[done]
     write_s = result.scheduler.cfg.checkpoint_write_s
-    jobs = result.jobs
+    jobs = jobs_by_row(result)
     for i in np.flatnonzero(cols.codes[JobState.RUNNING] & started).tolist():
         j = jobs[i]
         gained, _ = run_progress(
@@ -289,7 +312,6 @@ def summarize(
     end_or_now = np.where(ended, cols.end, result.end_s)
     wall_all = np.where(started, (end_or_now - cols.start) * cols.gpus, 0.0)
     useful_all = useful_gpu_s(result, cols)
-    jobs = result.jobs
     # ETTR is of training (batch) work only: a service's time is a lifetime, not work.
     training = ~cols.service
     svc = service_times(cols, result.end_s, useful_all)
@@ -366,8 +388,9 @@ def summarize(
         "preemptions": sched.preemptions,
         # Preemptions whose victim saved all its work in its grace (scheduler.grace).
         "saved_preemptions": sched.saved_preemptions,
-        "gpu_hours_lost_preemption": sum(j.lost_preempt_gpu_s for j in jobs) / 3600.0,
-        "gpu_hours_lost_failure": sum(j.lost_failure_gpu_s for j in jobs) / 3600.0,
+        # (Python's sum in job order, as over the jobs: numpy's sum would round otherwise)
+        "gpu_hours_lost_preemption": sum(cols.lost_preempt.tolist()) / 3600.0,
+        "gpu_hours_lost_failure": sum(cols.lost_failure.tolist()) / 3600.0,
         "events": result.events,
         "wall_s": result.wall_s,
         "per_tenant": per,
@@ -402,7 +425,7 @@ def summarize(
             "refused_starts": sched.power.refused,
         },
         # Links, data staging and cross-site gangs (twin/netreport.py; zeros without them).
-        "network": network_summary(result),
+        "network": network_summary(result, cols.tenant, cols.staging_s),
     }
     if extra:
         summary.update(extra)
@@ -423,84 +446,116 @@ def jobs_table(
     result: SimResult,
     columns: JobColumns | None = None,
     waits: dict[str, FloatArray] | None = None,
+    rows: slice | None = None,
 ) -> pa.Table:
     """Per-job results in the ``jobs.parquet`` schema (``columns``, ``waits``: already
-    read)."""
+    read; ``rows``: only these rows, a slice of the jobs in submit order, so that a caller
+    writing a national run's millions of rows can make them a part at a time)."""
     cols = columns if columns is not None else job_columns(result)
+    lo, hi, _ = (rows or slice(None)).indices(len(cols.ids))
+    hi = max(lo, hi)
+    part = slice(lo, hi)
+    m = hi - lo
     sched = result.scheduler
-    no_start = np.isnan(cols.start)
-    no_end = np.isnan(cols.end)
-    rejected = cols.codes[JobState.FAILED] & no_start
+    no_start = np.isnan(cols.start[part])
+    no_end = np.isnan(cols.end[part])
+    rejected = cols.codes[JobState.FAILED][part] & no_start
     # State and tenant from their codes through a dictionary array, cast to plain strings:
-    # the same column as converting 82,247 Python strings, without the per-row conversion.
+    # the same column as converting every row's Python string, without the per-row work.
     names = [str(s) for s in STATES]
-    codes = cols.state.astype(np.int32)
+    codes = cols.state[part].astype(np.int32)
     codes[rejected] = len(names)
     state = _decoded(codes, [*names, "rejected"])
-    tenant = _decoded(cols.tenant_code.astype(np.int32), cols.tenant_names)
+    tenant = _decoded(cols.tenant_code[part].astype(np.int32), cols.tenant_names)
     waits = waits if waits is not None else waits_by_reason(result, cols)
     svc = service_times(cols, result.end_s, useful_gpu_s(result, cols))
     # Only a job the scheduler still holds (pending, or running) can have a reason.
-    held = np.flatnonzero(cols.codes[JobState.PENDING] | cols.codes[JobState.RUNNING])
-    reasons: list[str | None] = [None] * len(cols.ids)
-    jobs = result.jobs
+    held = np.flatnonzero(cols.codes[JobState.PENDING][part] | cols.codes[JobState.RUNNING][part])
+    reasons: list[str | None] = [None] * m
+    jobs = jobs_by_row(result)
     gate = result.allocations
     staging = result.staging
     for i in held.tolist():
-        job = jobs[i]
+        job = jobs[lo + i]
         reasons[i] = (
             ALLOCATION if gate is not None and gate.is_held(job) else sched.pending_reason(job)
         )
         if staging is not None:  # (a job waiting for its data: twin.staging)
             reasons[i] = staging.reason(job) or reasons[i]
-    project: list[str | None] = [None] * len(cols.ids)
-    waited_alloc: list[float | None] = [None] * len(cols.ids)
-    charged: list[float | None] = [None] * len(cols.ids)
+    project: list[str | None] = [None] * m
+    waited_alloc: list[float | None] = [None] * m
+    charged: list[float | None] = [None] * m
+    ids = cols.ids[part]
     if gate is not None:
-        for i, job in enumerate(jobs):
-            name = gate.project.get(job.id)
+        for i, job_id in enumerate(ids):
+            name = gate.project.get(job_id)
             if name:
                 project[i] = name
-                waited_alloc[i] = gate.waited.get(job.id, 0.0)
-                charged[i] = gate.charged.get(job.id, 0.0) / 3600.0
+                waited_alloc[i] = gate.waited.get(job_id, 0.0)
+                charged[i] = gate.charged.get(job_id, 0.0) / 3600.0
+    start, end, submit = cols.start[part], cols.end[part], cols.submit[part]
     data: dict[str, Any] = {
-        "job_id": cols.ids,
+        "job_id": ids,
         "tenant": tenant,
-        "kind": cols.kind,
+        "kind": cols.kind[part],
         "state": state,
-        "submit_s": cols.submit,
-        "start_s": _nullable(cols.start, no_start),
-        "end_s": _nullable(cols.end, no_end),
-        "queue_s": _nullable(cols.start - cols.submit, no_start),
-        "jct_s": _nullable(cols.end - cols.submit, no_end | rejected),
-        "run_s": cols.duration,
-        "gpus": cols.gpus,
+        "submit_s": submit,
+        "start_s": _nullable(start, no_start),
+        "end_s": _nullable(end, no_end),
+        "queue_s": _nullable(start - submit, no_start),
+        "jct_s": _nullable(end - submit, no_end | rejected),
+        "run_s": cols.duration[part],
+        "gpus": cols.gpus[part],
         "gpu_class": [
-            g or p or None for g, p in zip(cols.gpu_class, cols.placed_class, strict=True)
+            g or p or None
+            for g, p in zip(cols.gpu_class[part], cols.placed_class[part], strict=True)
         ],
-        "placement": cols.level,
-        "hardware_owner": [h or None for h in cols.hardware_owner],
-        "preemptions": cols.preemptions,
-        "failures": cols.failures,
-        "gpu_hours": cols.used / 3600.0,
-        "gpu_hours_lost_preemption": cols.lost_preempt / 3600.0,
-        "gpu_hours_lost_failure": cols.lost_failure / 3600.0,
-        **{f"wait_{r}_s": waits[r] for r in WAIT_REASONS},
+        "placement": cols.level[part],
+        "hardware_owner": [h or None for h in cols.hardware_owner[part]],
+        "preemptions": cols.preemptions[part],
+        "failures": cols.failures[part],
+        "gpu_hours": cols.used[part] / 3600.0,
+        "gpu_hours_lost_preemption": cols.lost_preempt[part] / 3600.0,
+        "gpu_hours_lost_failure": cols.lost_failure[part] / 3600.0,
+        **{f"wait_{r}_s": waits[r][part] for r in WAIT_REASONS},
         "pending_reason": reasons,
         "project": project,
         "wait_allocation_s": waited_alloc,
         "charged_gpu_hours": charged,
-        "service": cols.service,
-        "downtime_s": _nullable(svc.down, ~svc.counted),
-        "site": [j.site for j in jobs],
-        "staging_s": [j.staging_s for j in jobs],
-        "slowdown": [j.slowdown for j in jobs],
+        "service": cols.service[part],
+        "downtime_s": _nullable(svc.down[part], ~svc.counted[part]),
+        "site": cols.site[part],
+        "staging_s": cols.staging_s[part],
+        "slowdown": cols.slowdown[part],
     }
     arrays = [
         v if isinstance(v, pa.Array) else pa.array(v, type=f.type)
         for f, v in ((JOBS_SCHEMA.field(name), data[name]) for name in JOBS_SCHEMA.names)
     ]
     return pa.Table.from_arrays(arrays, schema=JOBS_SCHEMA)
+
+
+PART_ROWS = 1 << 20
+"""Rows of ``jobs.parquet`` made and written at a time by :func:`write_jobs_parquet`:
+pyarrow's default row group, so the file is the one a whole table written at once makes."""
+
+
+def write_jobs_parquet(
+    result: SimResult,
+    path: Path,
+    columns: JobColumns | None = None,
+    waits: dict[str, FloatArray] | None = None,
+    **options: Any,
+) -> Path:
+    """Write the per-job results to ``path`` (``options``: pyarrow's writer's), a part of
+    :data:`PART_ROWS` rows at a time: a national run's jobs table whole is gigabytes."""
+    cols = columns if columns is not None else job_columns(result)
+    waits = waits if waits is not None else waits_by_reason(result, cols)
+    n = len(cols.ids)
+    with pq.ParquetWriter(path, JOBS_SCHEMA, **options) as writer:
+        for lo in range(0, max(n, 1), PART_ROWS):
+            writer.write_table(jobs_table(result, cols, waits, slice(lo, lo + PART_ROWS)))
+    return path
 
 
 def timeseries_table(result: SimResult) -> pa.Table:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -14,7 +15,13 @@ from aifactory.fleet import Fleet, compile_topology, load_fleet
 from aifactory.scheduler.config import BackfillMode, SchedulerConfig
 from aifactory.twin.allocgate import TwinAllocations
 from aifactory.twin.failures import FailureInjector
-from aifactory.twin.inputs import CheckpointPolicy, InputOptions, InputReport, jobs_from_table
+from aifactory.twin.inputs import (
+    CheckpointPolicy,
+    InputOptions,
+    InputReport,
+    JobSource,
+    jobs_from_table,
+)
 from aifactory.twin.results import (
     JobColumns,
     job_columns,
@@ -22,9 +29,13 @@ from aifactory.twin.results import (
     summarize,
     timeseries_table,
     waits_by_reason,
+    write_jobs_parquet,
 )
 from aifactory.twin.simulator import SimResult, Simulation, TwinConfig, no_gc
 from aifactory.workload.job import Job
+
+if TYPE_CHECKING:
+    from aifactory.twin.allocreport import JobRow
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +82,11 @@ class TwinRun:
     def jobs_table(self) -> pa.Table:
         """Per-job results (jobs.parquet)."""
         return jobs_table(self.result, self.columns, self.waits)
+
+    def write_jobs(self, path: Path, **options: Any) -> Path:
+        """Write jobs.parquet a part at a time (the same file as :meth:`jobs_table` written
+        whole, in less memory; ``options``: pyarrow's Parquet writer's)."""
+        return write_jobs_parquet(self.result, path, self.columns, self.waits, **options)
 
     def timeseries_table(self) -> pa.Table:
         """Time series (timeseries.parquet)."""
@@ -147,9 +163,17 @@ def run_twin(
     fleet: Fleet | None = None,
     progress: Callable[[float], None] | None = None,
     watch: Callable[[Simulation], None] | None = None,
+    keep_jobs: bool = False,
 ) -> TwinRun:
     """Load, adapt, simulate and summarise. ``table``/``fleet`` skip loading when given;
     ``watch`` is handed the simulation before it runs (to read its kernel as it goes).
+
+    The jobs are streamed (:class:`~aifactory.twin.inputs.JobSource`): made as arrivals
+    reach them and let go when they end, their results kept as columns, so that a run's
+    memory follows its jobs in flight (a national run of months has millions of jobs).
+    ``keep_jobs``: make every job up front and keep it, so that ``result.jobs`` lists
+    them all in submit order (for a caller that reads jobs' objects, such as the golden
+    tests' backfill count); the summary and tables are the same either way.
 
     The cyclic collector is paused for the whole run, not only the simulation: making the
     jobs and reading them back allocates a few objects per job that all live on, and the
@@ -158,7 +182,7 @@ def run_twin(
     (:func:`~aifactory.twin.simulator.no_gc` says why that holds for the simulation).
     """
     with no_gc():
-        return _run_twin(spec, table, fleet, progress, watch)
+        return _run_twin(spec, table, fleet, progress, watch, keep_jobs=keep_jobs)
 
 
 def _run_twin(
@@ -167,6 +191,8 @@ def _run_twin(
     fleet: Fleet | None,
     progress: Callable[[float], None] | None,
     watch: Callable[[Simulation], None] | None,
+    *,
+    keep_jobs: bool,
 ) -> TwinRun:
     fleet = fleet or load_fleet(spec.fleet)
     skipped: dict[str, int] = {}
@@ -187,9 +213,14 @@ def _run_twin(
         failure_rate=rate,
         seed=spec.seed,
     )
-    jobs, report = jobs_from_table(table, fleet, opts)
     gate = allocation_gate(spec, fleet)
-    sim = simulation(spec, fleet, jobs, failure_model, ids_checked=True, allocations=gate)
+    if keep_jobs:
+        jobs, report = jobs_from_table(table, fleet, opts)
+        sim = simulation(spec, fleet, jobs, failure_model, ids_checked=True, allocations=gate)
+    else:
+        source = JobSource(table, fleet, opts)
+        report = source.report
+        sim = simulation(spec, fleet, [], failure_model, allocations=gate, source=source)
     if watch is not None:
         watch(sim)
     result = sim.run(progress)
@@ -210,15 +241,16 @@ def _run_twin(
             "skipped_rows": skipped,
         },
     }
-    observed = observed_error(table, result.jobs, spec.time_scale)
+    columns = job_columns(result)
+    observed = observed_error(table, columns, spec.time_scale)
     if observed is not None:
         extra["observed"] = observed
-    columns = job_columns(result)
     waits = waits_by_reason(result, columns)
     if gate is not None:
         from aifactory.twin.allocreport import summarize_allocations  # noqa: PLC0415
 
-        extra.update(summarize_allocations(gate, result.jobs, result.end_s, spec.allocations))
+        rows = _project_jobs(gate, columns)
+        extra.update(summarize_allocations(gate, rows, result.end_s, spec.allocations))
     summary = summarize(
         result,
         columns=columns,
@@ -261,6 +293,7 @@ def simulation(
     *,
     ids_checked: bool = False,
     allocations: TwinAllocations | None = None,
+    source: JobSource | None = None,
 ) -> Simulation:
     """The simulator of ``spec`` on ready-made jobs, not yet run (a caller that watches
     the run, as the long benchmark does, reads its kernel while it goes)."""
@@ -286,6 +319,7 @@ def simulation(
         failures=injector,
         ids_checked=ids_checked,
         allocations=allocations,
+        source=source,
     )
 
 
@@ -312,24 +346,42 @@ def allocation_gate(spec: TwinSpec, fleet: Fleet) -> TwinAllocations | None:
     return TwinAllocations(allocs, rates, classes, seed=spec.seed)
 
 
-def observed_error(table: pa.Table, jobs: list[Job], time_scale: float) -> dict[str, Any] | None:
-    """Twin vs reality: queue delays against the observed ones (when the trace has them)."""
+def _project_jobs(gate: TwinAllocations, cols: JobColumns) -> list[JobRow]:
+    """The results rows of the jobs of projects, in job order (for the project rows)."""
+    from aifactory.twin.allocreport import JobRow  # noqa: PLC0415
+
+    project = gate.project
+    at = [i for i, job_id in enumerate(cols.ids) if job_id in project]
+    start = cols.start[at].tolist()
+    return [
+        JobRow(cols.ids[i], None if math.isnan(s) else s, sub, g)
+        for i, s, sub, g in zip(
+            at, start, cols.submit[at].tolist(), cols.gpus[at].tolist(), strict=True
+        )
+    ]
+
+
+def observed_error(table: pa.Table, cols: JobColumns, time_scale: float) -> dict[str, Any] | None:
+    """Twin vs reality: queue delays against the observed ones (when the trace has them;
+    ``cols``: the run's results, results.JobColumns)."""
     if "observed_start_s" not in table.column_names or time_scale != 1.0:
         return None
     observed = table.column("observed_start_s").to_numpy(zero_copy_only=False).astype(np.float64)
     if np.all(np.isnan(observed)):
         return None
     submit_raw = table.column("submit_s").to_numpy(zero_copy_only=False).astype(np.float64)
-    by_id = {j.id: j for j in jobs}
+    by_id = {jid: i for i, jid in enumerate(cols.ids)}
     ids = table.column("job_id").to_pylist()
+    start = cols.start.tolist()
+    submit = cols.submit.tolist()
     real: list[float] = []
     twin: list[float] = []
     for i, jid in enumerate(ids):
-        job = by_id.get(jid)
-        if job is None or job.first_start_s is None or np.isnan(observed[i]):
+        row = by_id.get(jid)
+        if row is None or math.isnan(start[row]) or np.isnan(observed[i]):
             continue
         real.append(observed[i] - submit_raw[i])
-        twin.append(job.first_start_s - job.submit_s)
+        twin.append(start[row] - submit[row])
     if len(real) < 2:
         return None
     r = np.array(real)

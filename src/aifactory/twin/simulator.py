@@ -26,6 +26,8 @@ from aifactory.scheduler.config import SchedulerConfig, job_problem
 from aifactory.scheduler.scheduler import Scheduler
 from aifactory.twin.allocgate import TwinAllocations
 from aifactory.twin.failures import FailureInjector
+from aifactory.twin.finished import FinishedJobs
+from aifactory.twin.inputs import JobSource
 from aifactory.twin.kernel import EventClass, Kernel
 from aifactory.twin.observer import Observer
 from aifactory.twin.spans import Spans
@@ -67,7 +69,14 @@ class TwinConfig:
 
 @dataclass(slots=True)
 class SimResult:
-    """Everything a run produced: final jobs, the observer's series, and counters."""
+    """Everything a run produced: final jobs, the observer's series, and counters.
+
+    ``jobs``: every job, in submit order, for a run over a ready-made list. A run that
+    streamed its jobs from a :class:`~aifactory.twin.inputs.JobSource` keeps only the
+    jobs still in flight at its end here (pending, running, or held by the allocations
+    gate or for their data), at ``rows`` (their places in submit order); every other
+    job's results row is in ``finished`` (:mod:`aifactory.twin.finished`), and
+    :func:`aifactory.twin.results.job_columns` reads the two together."""
 
     jobs: list[Job]
     scheduler: Scheduler
@@ -80,6 +89,8 @@ class SimResult:
     allocations: TwinAllocations | None = None  # the gate and ledger, with an allocations file
     staging: Staging | None = None  # data copies and links, with jobs that read datasets
     spans: Spans | None = None  # cross-site runs' link traffic and GPU-hours, where any may
+    finished: FinishedJobs | None = None  # a streamed run's rows of the jobs that ended
+    rows: list[int] = field(default_factory=list)  # (streamed) the row of each of ``jobs``
 
 
 @contextmanager
@@ -131,6 +142,16 @@ def _without_id_index(cfg: SchedulerConfig) -> SchedulerConfig:
     return replace(cfg, tuning=replace(cfg.tuning, index_ids=False))
 
 
+def _reads_data(jobs: list[Job]) -> bool:
+    """Whether some job reads a dataset."""
+    return any(j.dataset_bytes > 0.0 for j in jobs)
+
+
+def _may_span(jobs: list[Job]) -> bool:
+    """Whether some job may span sites."""
+    return any(j.allow_cross_site for j in jobs)
+
+
 @dataclass(frozen=True, slots=True)
 class Resume:
     """Where a run starts when it goes on from a snapshot (a forecast): the time, and the
@@ -142,7 +163,9 @@ class Resume:
 
 class Simulation:
     """One run of the twin over a fixed list of jobs (sorted by submit time), from an empty
-    fleet or from a snapshot of a scheduler (``resume``)."""
+    fleet or from a snapshot of a scheduler (``resume``), or over the jobs of a
+    :class:`~aifactory.twin.inputs.JobSource` (``source``), made as arrivals reach them
+    and let go when they end (see :class:`SimResult` for what the result then holds)."""
 
     def __init__(
         self,
@@ -155,23 +178,43 @@ class Simulation:
         ids_checked: bool = False,
         resume: Resume | None = None,
         allocations: TwinAllocations | None = None,
+        source: JobSource | None = None,
     ) -> None:
         """``ids_checked``: the caller has made sure no two jobs share an id (else it is
         checked here); the scheduler then keeps no index by id (see
         ``SchedulerConfig.index_ids``). ``resume``: start from a snapshot of a scheduler
         instead of an empty fleet (see :class:`Resume`); ``jobs`` are then its queue, in
         queue order, all arriving at the snapshot's time. ``allocations``: hold and charge
-        the jobs of projects (:mod:`aifactory.twin.allocgate`); not with ``resume``."""
+        the jobs of projects (:mod:`aifactory.twin.allocgate`); not with ``resume``.
+        ``source``: stream the jobs from it instead (``jobs`` empty; the source has checked
+        its rows and ids; not with ``resume``)."""
         if allocations is not None and resume is not None:
             msg = "allocations: a run resumed from a snapshot cannot replay allocations"
             raise ValueError(msg)
+        if source is not None and (resume is not None or len(jobs)):
+            msg = "source: a streamed run takes no job list and no snapshot"
+            raise ValueError(msg)
         self.allocations = allocations
         self.topo = topo
-        check_fields(jobs)
+        self.source = source
+        # A streamed run's jobs made and not yet arrived, the row of the first, and the
+        # chunk to make next; the row of each arrived job not yet ended, by id; the rows of
+        # the jobs that ended.
+        self._ahead: list[Job] = []
+        self._ahead_row = 0
+        self._next_chunk = 0
+        self._row: dict[str, int] = {}
+        self._live: dict[int, Job] = {}
+        self.finished: FinishedJobs | None = None
         self.resume = resume
-        self.jobs = list(jobs) if resume is not None else sorted(jobs, key=lambda j: j.submit_s)
-        if not ids_checked:
-            check_unique_ids(j.id for j in self.jobs)
+        if source is not None:
+            self.jobs: list[Job] = []
+            self.finished = FinishedJobs(source.n)
+        else:
+            check_fields(jobs)
+            self.jobs = list(jobs) if resume is not None else sorted(jobs, key=lambda j: j.submit_s)
+            if not ids_checked:
+                check_unique_ids(j.id for j in self.jobs)
         self.cfg = config or TwinConfig()
         self.sched = Scheduler(topo, _without_id_index(scheduler_config or SchedulerConfig()))
         self.kernel = Kernel(resume.now if resume is not None else 0.0)
@@ -181,11 +224,11 @@ class Simulation:
         self._woken_at = -1.0  # the wake-up time already scheduled (one DECIDE each)
         # Data staging, only for a workload where some job reads a dataset (inert else).
         self.staging: Staging | None = None
-        if any(j.dataset_bytes > 0.0 for j in self.jobs):
+        if source.has_datasets if source is not None else _reads_data(self.jobs):
             self.staging = Staging(topo, self.sched)
         # Cross-site runs, only for a workload where some job may span sites (inert else).
         self.spans: Spans | None = None
-        if any(j.allow_cross_site for j in self.jobs):
+        if source.may_span if source is not None else _may_span(self.jobs):
             dom_site = topo.pod_site[topo.domain_pod]
             net = self.staging.net if self.staging is not None else Network.of_fleet(topo.fleet)
             shared = self.staging.transfers if self.staging is not None else None
@@ -260,7 +303,8 @@ class Simulation:
         """An arrived job goes on to the scheduler (through the allocations gate, if any)."""
         gate = self.allocations
         if gate is None:
-            self.sched.submit(job, now)
+            if self.sched.submit(job, now) is not None:
+                self._ended(job)
         elif gate.offer(job, now):
             self._submit(job, now)
 
@@ -282,8 +326,10 @@ class Simulation:
 
     def _submit(self, job: Job, now: float) -> None:
         """Give a job to the scheduler (with allocations: one the gate let through)."""
-        if self.sched.submit(job, now) is not None and self.allocations is not None:
-            self.allocations.dropped(job)  # refused: it never runs, its reservation goes
+        if self.sched.submit(job, now) is not None:
+            if self.allocations is not None:
+                self.allocations.dropped(job)  # refused: it never runs, its reservation goes
+            self._ended(job)
 
     def _release(self, now: float) -> None:
         """Give the scheduler the held jobs whose project can cover them now (before the
@@ -293,12 +339,51 @@ class Simulation:
             for job in gate.released(now):
                 self._submit(job, now)
 
+    def _arrival(self, i: int) -> Job:
+        """A streamed run's job at row ``i`` (the next to arrive), made with its chunk."""
+        if not self._ahead:
+            source = self.source
+            assert source is not None
+            self._ahead = source.chunk(self._next_chunk)
+            self._next_chunk += 1
+            self._ahead.reverse()  # (taken from the end, in row order)
+        job = self._ahead.pop()
+        self._row[job.id] = i
+        self._live[i] = job
+        return job
+
+    def _ended(self, job: Job) -> None:
+        """A job reached its final state: a streamed run stores its row and lets it go,
+        with the scheduler's wait record of it."""
+        finished = self.finished
+        if finished is None:
+            return
+        sched = self.sched
+        if sched.retired:
+            sched.retired = finished.take_waits(sched.retired, self._row)
+        row = self._row.pop(job.id)
+        del self._live[row]
+        finished.add(job, row)
+
+    def _in_flight(self, arrived: int) -> tuple[list[Job], list[int]]:
+        """A streamed run's jobs not ended at its end, arrived or not (a run cut at its
+        horizon), and their rows, in row order (``arrived``: how many arrived)."""
+        source = self.source
+        assert source is not None
+        rows = sorted(self._live)
+        jobs = [self._live[i] for i in rows]
+        ahead = self._ahead[::-1]
+        for c in range(self._next_chunk, source.chunks):
+            ahead.extend(source.chunk(c))
+        return jobs + ahead, rows + list(range(arrived, arrived + len(ahead)))
+
     def _run(self, progress: Progress | None) -> SimResult:
         t0 = time.perf_counter()
         kernel = self.kernel
         sched = self.sched
         jobs = self.jobs
-        n = len(jobs)
+        source = self.source
+        n = source.n if source is not None else len(jobs)
         until = self.cfg.until_s if self.cfg.until_s is not None else float("inf")
         interval = self.cfg.sample_interval_s
         observer = self.observer
@@ -310,7 +395,12 @@ class Simulation:
                 sched.restore_running(job, placement, run_start_s)
                 kernel.at(max(end_s, start), END_CLS, FINISH, job, job.moves)
         if n:
-            arrivals = [start] * n if resume is not None else [j.submit_s for j in jobs]
+            if source is not None:
+                arrivals = source.submit_times()
+            elif resume is not None:
+                arrivals = [start] * n
+            else:
+                arrivals = [j.submit_s for j in jobs]
             kernel.feed(arrivals, EventClass.ARRIVAL, ARRIVE)
         if n or resume is not None:
             kernel.at(start, EventClass.OBSERVE, SAMPLE)
@@ -349,10 +439,11 @@ class Simulation:
                     due = True
                     if gate is not None:
                         gate.ended(job, now, final=True)
+                    self._ended(job)
                 # else stale: the job moved on since (evicted, and maybe running again)
             elif kind == ARRIVE:
                 i = ev.tag  # the feed's position
-                job = jobs[i]
+                job = jobs[i] if source is None else self._arrival(i)
                 arrived = i + 1
                 if self.staging is not None and job.dataset_bytes > 0.0:
                     if self.staging.arrive(job, now):
@@ -360,7 +451,8 @@ class Simulation:
                     else:
                         self._next_transfer()
                 elif gate is None:
-                    sched.submit(job, now)
+                    if sched.submit(job, now) is not None:
+                        self._ended(job)  # refused
                 elif gate.offer(job, now):
                     self._submit(job, now)
                 due = True
@@ -418,8 +510,17 @@ class Simulation:
             self.staging.transfers.advance(kernel.now)  # bytes moved up to the end
         if self.spans is not None:
             self.spans.close(kernel.now)
+        rows: list[int] = []
+        finished = self.finished
+        if finished is not None:
+            finished.flush()
+            jobs, rows = self._in_flight(arrived)
+            self._live = {}
+            self._row = {}
         return SimResult(
             jobs=jobs,
+            rows=rows,
+            finished=finished,
             scheduler=sched,
             observer=observer,
             events=kernel.processed,
