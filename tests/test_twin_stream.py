@@ -36,7 +36,7 @@ def test_streamed_run_matches_kept(monkeypatch: pytest.MonkeyPatch, until_h: flo
     if until_h is not None:
         spec = replace(spec, until_s=until_h * 3600.0)
     kept = run_twin(spec, table=table, fleet=load_fleet("korea-2025"), keep_jobs=True)
-    streamed = run_twin(spec, table=table, fleet=load_fleet("korea-2025"))
+    streamed = run_twin(spec, table=table, fleet=load_fleet("korea-2025"), keep_jobs=False)
     assert len(kept.result.jobs) == table.num_rows
     assert 0 < len(streamed.result.jobs) < table.num_rows  # it let the ended jobs go
     if until_h is None:
