@@ -28,10 +28,10 @@ the CPU's cache at every level of every pop, while the events of the next minute
 a small one. Every event of an earlier window precedes every event of a later one, so
 the order is the same total order. The waiting windows' numbers are a RowHeap too (rows
 ordered by the number alone): on a sparse trace most end events open a window of their
-own, and ``heapq`` over boxed ints was a generic call and comparisons per window.
+own, and ``heapq`` over boxed ints would cost a generic call and comparisons per window.
 
 A class is taken as an ``int`` (an :class:`EventClass` is one): compiled, converting
-the enum object to the heap's float key was a generic ``float()`` call per event.
+an enum object to the heap's float key would be a generic ``float()`` call per event.
 
 A *feed* is a sorted sequence of times known up front (a trace's arrivals): its events
 are merged with the heap on the way out instead of being pushed, so a million-job trace

@@ -450,11 +450,8 @@ class Simulation:
                         self._admit(job, now)
                     else:
                         self._next_transfer()
-                elif gate is None:
-                    if sched.submit(job, now) is not None:
-                        self._ended(job)  # refused
-                elif gate.offer(job, now):
-                    self._submit(job, now)
+                else:
+                    self._admit(job, now)
                 due = True
                 if progress is not None and i >= next_report:
                     progress(i / n)

@@ -92,7 +92,7 @@ def blank(raw: pl.Series) -> pl.Series:
 
 def null_where(values: pl.Series, mask: pl.Series) -> pl.Series:
     """``values`` with nulls where ``mask`` is true (a typed null literal: a column of
-    Python Nones was built and scanned for its first non-null value, row by row)."""
+    Python Nones would be built and scanned for its first non-null value, row by row)."""
     pick = pl.lit(mask.fill_null(value=False))
     nulls = pl.lit(None, dtype=values.dtype)
     out = pl.select(pl.when(pick).then(nulls).otherwise(pl.lit(values)))
