@@ -54,3 +54,42 @@ def test_a_failing_simulate_still_exits_with_its_status(tmp_path: Path) -> None:
     )  # fmt: skip
     assert got.returncode != 0
     assert "exit handler ran" in got.stderr
+
+
+# The console entry point, reporting from an exit handler whether the collector was on.
+ENTRY_GC = """
+import atexit, gc, sys
+atexit.register(lambda: sys.stderr.write(f"collector enabled: {gc.isenabled()}\\n"))
+from aifactory.cli import main
+sys.argv = ["aifactory", *sys.argv[1:]]
+main()
+"""
+
+
+def test_simulate_under_main_leaves_the_collector_off(tmp_path: Path) -> None:
+    """A one-shot simulate run by the console entry point turns the cyclic collector off
+    for the rest of its process (cli.pause_collector): its run is never walked again."""
+    got = subprocess.run(
+        [sys.executable, "-c", ENTRY_GC, "simulate", "--fleet", "demo", "--trace",
+         str(_trace(tmp_path)), "--json"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert got.returncode == 0, got.stderr
+    assert got.stderr.splitlines()[-1] == "collector enabled: False"
+
+
+def test_simulate_in_process_leaves_the_collector_as_it_was(tmp_path: Path) -> None:
+    """Run in-process (the Typer app, as tests and notebooks do), simulate must not turn
+    the caller's collector off."""
+    import gc  # noqa: PLC0415
+
+    from typer.testing import CliRunner  # noqa: PLC0415
+
+    from aifactory.cli import app  # noqa: PLC0415
+
+    assert gc.isenabled()
+    got = CliRunner().invoke(
+        app, ["simulate", "--fleet", "demo", "--trace", str(_trace(tmp_path)), "--json"]
+    )
+    assert got.exit_code == 0, got.output
+    assert gc.isenabled()

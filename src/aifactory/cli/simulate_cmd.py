@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from aifactory.arrowkit import use_system_pool
-from aifactory.cli import skip_teardown
+from aifactory.cli import pause_collector, skip_teardown
 from aifactory.cli.common import check_out_dir, err, fail, out, print_json, user_errors
 from aifactory.fleet.spec import Fleet
 from aifactory.scheduler.config import MAX_GRACE_S, MAX_SCAN, BackfillMode
@@ -441,6 +441,7 @@ def simulate(
     if out_dir is not None:
         check_out_dir(out_dir)
     use_system_pool()  # a one-shot command (aifactory/arrowkit.py says why)
+    pause_collector()  # the process ends with the command (cli.pause_collector says why)
     spec = _spec(
         fleet=fleet,
         trace=trace,

@@ -136,6 +136,9 @@ class JobFields:
         self.lost_preempt: list[float] = []
         self.lost_failure: list[float] = []
         self.service: list[bool] = []
+        self.site: list[str | None] = []
+        self.staging_s: list[float] = []
+        self.slowdown: list[float] = []
 
 
 def read_fields(jobs: list[Job]) -> JobFields:
@@ -164,4 +167,20 @@ def read_fields(jobs: list[Job]) -> JobFields:
         f.lost_preempt.append(j.lost_preempt_gpu_s)
         f.lost_failure.append(j.lost_failure_gpu_s)
         f.service.append(j.service)
+        f.site.append(j.site)
+        f.staging_s.append(j.staging_s)
+        f.slowdown.append(j.slowdown)
     return f
+
+
+def encode(values: list[str | None], seen: dict[str | None, int]) -> list[int]:
+    """Each value's code in ``seen``, a value not in it yet getting the next code (a
+    string column has a few distinct values: the codes are what a run keeps per job)."""
+    codes: list[int] = []
+    for value in values:
+        code = seen.get(value)
+        if code is None:
+            code = len(seen)
+            seen[value] = code
+        codes.append(code)
+    return codes

@@ -23,7 +23,7 @@ import numpy as np
 
 from aifactory.reports.results import WAIT_REASONS
 from aifactory.scheduler.records import Waiting
-from aifactory.twin.fields import read_fields
+from aifactory.twin.fields import encode, read_fields
 from aifactory.workload.job import Job
 
 BATCH: Final = 4096  # finished jobs read at a time (their objects live until then)
@@ -102,8 +102,8 @@ class FinishedJobs:
         fl["attained"][at] = _floats(f.attained)
         fl["lost_preempt"][at] = _floats(f.lost_preempt)
         fl["lost_failure"][at] = _floats(f.lost_failure)
-        fl["staging_s"][at] = np.array([j.staging_s for j in jobs], dtype=np.float64)
-        fl["slowdown"][at] = np.array([j.slowdown for j in jobs], dtype=np.float64)
+        fl["staging_s"][at] = _floats(f.staging_s)
+        fl["slowdown"][at] = _floats(f.slowdown)
         for name in _INTS:
             self.ints[name][at] = _ints(getattr(f, name))
         self.state[at] = np.fromiter(f.state, np.int8, len(f.state))
@@ -116,11 +116,10 @@ class FinishedJobs:
             "placed_class": f.placed_class,
             "level": f.level,
             "hardware_owner": f.hardware_owner,
-            "site": [j.site for j in jobs],
+            "site": f.site,
         }
         for name, values in strings.items():
-            seen = self.values[name]
-            self.codes[name][at] = [seen.setdefault(v, len(seen)) for v in values]
+            self.codes[name][at] = encode(values, self.values[name])
 
     def strings(self, name: str) -> tuple[Any, ...]:
         """The column ``name`` as a tuple of its values, in row order."""
