@@ -49,14 +49,12 @@ def gpus_by(fleet: Fleet) -> dict[str, Counter[Any]]:
 
 
 def quotas(fleet: Fleet, target: str) -> dict[str, Any]:
-    """Every quota ``target`` can express, per tenant (the Slurm import leaves out a parent
-    account's GrpTRES: slurm_import.py)."""
+    """Every quota ``target`` can express, per tenant (a parent's GrpTRES caps its
+    subtree in Slurm, as a parent's nominal quota does here)."""
     out = {}
     for tenant, parent, cohort in fleet.iter_tenants():
         per_class: dict[str, Any] = {}
         for q in tenant.quotas:
-            if target == "slurm" and tenant.children:
-                continue
             if target == "slurm":
                 per_class[q.gpu_class] = q.nominal
             elif cohort is None:  # without a cohort the limits mean nothing, in both

@@ -5,10 +5,9 @@
 - ``gres.conf`` (optional) gives the type where slurm.conf does not;
 - ``topology.conf`` (optional): a ``BlockName`` is an NVLink domain; a leaf ``SwitchName``
   is a pod, its parent switch the site when that has a parent itself (the root is the fleet);
-- ``sacctmgr show assoc -P`` output (optional): accounts are tenants (Slurm's ``root``
-  account is the tree's root, not a tenant, unless it is the only one), ``GrpTRES``
-  ``gres/gpu[:type]=N`` their nominal quota. Slurm has no cohorts: imported tenants borrow
-  nothing and are held to their nominal quota, as GrpTRES holds them.
+- ``sacctmgr show assoc -P`` output (optional): accounts are tenants and ``GrpTRES``
+  ``gres/gpu[:type]=N`` their nominal quota, a parent's capping its subtree as in Slurm
+  (:mod:`aifactory.interop.slurm_accounts` says how).
 
 The node features ``class_<c>``, ``site_<s>``, ``pod_<s>.<p>`` and ``owner_<t>`` that
 ``export slurm`` writes are read first, so an exported fleet comes back as it was. Whatever
@@ -18,13 +17,13 @@ Slurm does not say (site power and PUE, owners) is an assumption, marked so.
 from __future__ import annotations
 
 import shlex
-from collections import defaultdict
 from pathlib import Path
 
 from aifactory.fleet.errors import SpecError
-from aifactory.fleet.spec import ASSUMPTION, Fleet
-from aifactory.interop.build import NodeRec, QuotaRec, TenantRec, build_fleet, model_id
+from aifactory.fleet.spec import Fleet
+from aifactory.interop.build import NodeRec, build_fleet, model_id
 from aifactory.interop.hostlist import HostlistError, expand
+from aifactory.interop.slurm_accounts import read_accounts
 
 MAX_BYTES = 64 << 20
 
@@ -176,7 +175,7 @@ def import_slurm(
     )
     if gpu_model and any(n.model == model_id(gpu_model) for n in nodes):
         notes.append(f"assumption: GPUs without a GRES type are {gpu_model} (--gpu-model)")
-    tenants = _accounts(assoc, nodes, notes) if assoc is not None else []
+    tenants = read_accounts(_read(assoc), str(assoc), nodes, notes) if assoc is not None else []
     return build_fleet(
         name or cluster or "slurm",
         nodes,
@@ -215,127 +214,3 @@ def _topology(path: Path) -> tuple[dict[str, str], dict[str, str], dict[str, str
         if s and leaf.startswith(f"{s}-"):
             pod[n] = leaf[len(s) + 1 :]
     return domain, pod, site
-
-
-def _accounts(path: Path, nodes: list[NodeRec], notes: list[str]) -> list[TenantRec]:
-    """Tenants from ``sacctmgr show assoc -P`` (account rows: those without a user)."""
-    src = str(path)
-    rows = [r.split("|") for r in _read(path).splitlines() if r.strip()]
-    if not rows:
-        return []
-    header = [h.strip().lower().replace(" ", "") for h in rows[0]]
-    if "account" not in header:
-        raise SpecError(["line 1: no 'Account' column (want `sacctmgr show assoc -P`)"], src)
-    col = {h: i for i, h in enumerate(header)}
-    parent_col = col.get("parentname", col.get("parname"))
-    accounts: dict[str, tuple[str | None, str]] = {}
-    for no, r in enumerate(rows[1:], 2):
-        if len(r) != len(header):
-            raise SpecError([f"line {no}: {len(r)} fields, the header has {len(header)}"], src)
-        if "user" in col and r[col["user"]].strip():
-            continue
-        acct = r[col["account"]].strip()
-        par = r[parent_col].strip() if parent_col is not None else ""
-        tres = r[col["grptres"]].strip() if "grptres" in col else ""
-        accounts.setdefault(acct, (par or None, tres))
-    if len(accounts) > 1:
-        accounts.pop("root", None)  # Slurm's root is the tree's root, not a tenant
-    capacity: dict[str, int] = defaultdict(int)
-    classes_of: dict[str, list[str]] = defaultdict(list)
-    for n in nodes:
-        capacity[n.gpu_class] += n.gpus
-        if n.gpu_class not in classes_of[n.model]:
-            classes_of[n.model].append(n.gpu_class)
-    free = dict(capacity)
-    has_children = {p for p, _ in accounts.values() if p}
-    tenants = []
-    clamped = False
-    for acct, (up, grp) in accounts.items():
-        tres = grp
-        quotas: dict[str, int] = defaultdict(int)
-        if acct in has_children and tres:
-            notes.append(
-                f"left out: GrpTRES of parent account {acct} (the twin's quotas do not nest)"
-            )
-            tres = ""
-        for item in filter(None, tres.split(",")):
-            key, _, value = item.partition("=")
-            if not key.startswith("gres/gpu") or not value.isdigit():
-                continue
-            typed = key.partition(":")[2]
-            if not typed and any(i.startswith("gres/gpu:") for i in tres.split(",")):
-                continue  # the typed entries say more
-            want = int(value)
-            pool = classes_of.get(model_id(typed) or "", []) if typed else list(free)
-            if want == 0 and typed and pool:
-                quotas.setdefault(pool[0], 0)  # a class the account is allowed none of
-            for cls in pool:
-                take = min(want, free[cls])
-                if take:
-                    quotas[cls] += take
-                    free[cls] -= take
-                    want -= take
-            clamped |= want > 0
-        tenants.append(
-            TenantRec(
-                acct,
-                parent=up if up in accounts else None,
-                quotas=[QuotaRec(c, g, source="slurm: GrpTRES") for c, g in quotas.items()],
-            )
-        )
-    _share_unlimited(tenants, accounts, has_children, free, notes)
-    if clamped:
-        notes.append(
-            "approximation: GrpTRES beyond the GPUs not yet given to other accounts is left out"
-        )
-    if any(len(c) > 1 for c in classes_of.values()):
-        notes.append(
-            f"{ASSUMPTION}: a GrpTRES of a GPU type with several classes fills the classes in "
-            "fleet order"
-        )
-    return tenants
-
-
-UNLIMITED_COHORT = "slurm-unlimited"
-
-
-def _share_unlimited(
-    tenants: list[TenantRec],
-    accounts: dict[str, tuple[str | None, str]],
-    parents: set[str],
-    free: dict[str, int],
-    notes: list[str],
-) -> None:
-    """Leaf accounts without a GPU GrpTRES may use every GPU in Slurm. In the twin they
-    split the GPUs no GrpTRES took, as nominal quotas, and share them in one cohort
-    without a borrowing limit, so that each can still use all of them when the others
-    are idle (an assumption, stated in the notes)."""
-    open_ = [
-        t
-        for t in tenants
-        if not t.quotas and t.name not in parents and "gres/gpu" not in accounts[t.name][1]
-    ]
-    if not open_ or not any(free.values()):
-        return
-    for cls, gpus in free.items():
-        share, extra = divmod(gpus, len(open_))
-        for i, t in enumerate(open_):
-            t.quotas.append(
-                QuotaRec(
-                    cls,
-                    share + (1 if i < extra else 0),
-                    source="assumption: no GrpTRES in Slurm; an equal share of the free GPUs",
-                )
-            )
-    for t in open_:
-        t.cohort = UNLIMITED_COHORT if len(open_) > 1 else None
-    names = ", ".join(t.name for t in open_)
-    notes.append(
-        f"assumption: accounts without a GPU GrpTRES ({names}) split the GPUs no GrpTRES "
-        f"holds as nominal quotas"
-        + (
-            f", in cohort '{UNLIMITED_COHORT}' to use each other's idle GPUs"
-            if len(open_) > 1
-            else ""
-        )
-    )
