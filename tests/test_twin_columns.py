@@ -220,6 +220,8 @@ def ref_summarize(
         "events": result.events,
         "wall_s": result.wall_s,
         "per_tenant": per,
+        "tenant_parents": {t.name: p.name for t, p, _ in topo.fleet.iter_tenants() if p},
+        "per_subtree": _subtrees(topo.fleet, jobs, per, nominal, makespan),
         "service": _service_figures(svc, cols, np.ones(len(jobs), dtype=np.bool_)),
         # from the observer's series, not per job: the same function (test_twin_stability)
         "stability": stability(
@@ -309,6 +311,45 @@ def ref_jobs_table(result: SimResult) -> pa.Table:
         rows["staging_s"].append(j.staging_s)
         rows["slowdown"].append(j.slowdown)
     return pa.table(rows, schema=JOBS_SCHEMA)
+
+
+def _subtrees(
+    fleet: Any, jobs: list[Any], per: dict[str, Any], nominal: dict[str, int], makespan: float
+) -> dict[str, Any]:
+    """Each parent's subtree figures, job by job (the reference of twin/subtrees.py)."""
+    out: dict[str, Any] = {}
+
+    def below(t: Any) -> list[str]:
+        return [n for c in t.children for n in (c.name, *below(c))]
+
+    for t, _, _ in fleet.iter_tenants():
+        if not t.children:
+            continue
+        leaves = [n for n in below(t) if n in per]
+        mine = [j for j in jobs if j.tenant in leaves]
+        jct = [
+            j.end_s - j.submit_s
+            for j in mine
+            if j.state == JobState.COMPLETED and j.end_s is not None
+        ]
+        queue = [j.first_start_s - j.submit_s for j in mine if j.first_start_s is not None]
+        hours = sum(per[n]["gpu_hours"] for n in leaves)
+        quota = nominal.get(t.name, 0)
+        out[t.name] = {
+            "children": [c.name for c in t.children],
+            "tenants": leaves,
+            "jobs": len(mine),
+            "avg_jct_s": _mean(np.array(jct)),
+            "avg_queue_s": _mean(np.array(queue)),
+            "gpu_hours": hours,
+            "quota_gpus": quota,
+            "utilization_of_quota": (
+                hours * 3600.0 / (quota * makespan) if quota and makespan > 0 else None
+            ),
+            "gpu_hours_lost_failure": sum(per[n]["gpu_hours_lost_failure"] for n in leaves),
+            "gpu_hours_lost_preemption": sum(per[n]["gpu_hours_lost_preemption"] for n in leaves),
+        }
+    return out
 
 
 # ------------------------------------------------------------------ comparing

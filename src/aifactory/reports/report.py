@@ -95,6 +95,8 @@ class TenantRow:
     lost_failure: float | None = None
     quota_gpus: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    depth: int = 0  # in the fleet's tenant tree (0: a top-level tenant)
+    subtotal: bool = False  # a parent: its figures are its subtree's (jobs run in leaves)
 
 
 def _num(value: object) -> float | None:
@@ -195,7 +197,47 @@ def tenant_rows(summary: Mapping[str, Any], jobs: pl.DataFrame) -> list[TenantRo
                     row.extra[k] = v
     for name, q in quota_of(summary).items():
         rows.setdefault(name, TenantRow(name=name)).quota_gpus = q
-    return sorted(rows.values(), key=lambda r: (-(r.gpu_hours or 0.0), r.name))
+    by_hours = sorted(rows.values(), key=lambda r: (-(r.gpu_hours or 0.0), r.name))
+    parents = summary.get("tenant_parents")
+    if not isinstance(parents, Mapping) or not parents:
+        return by_hours
+    return _as_tree(by_hours, {str(k): str(v) for k, v in parents.items()}, summary)
+
+
+def _as_tree(
+    rows: list[TenantRow], parents: Mapping[str, str], summary: Mapping[str, Any]
+) -> list[TenantRow]:
+    """``rows`` in the fleet's tenant tree: each parent (its figures its subtree's, from
+    the summary's ``per_subtree``) followed by its children, siblings by GPU-hours."""
+    subtrees = summary.get("per_subtree")
+    subtrees = subtrees if isinstance(subtrees, Mapping) else {}
+    by_name = {r.name: r for r in rows}
+    for name, rec in subtrees.items():
+        if not isinstance(rec, Mapping):
+            continue
+        row = by_name.setdefault(str(name), TenantRow(name=str(name)))
+        row.subtotal = True
+        for key in ("jobs", "avg_jct_s", "avg_queue_s", "gpu_hours"):
+            setattr(row, key, _num(rec.get(key)))
+        row.lost_preemption = _num(rec.get("gpu_hours_lost_preemption"))
+        row.lost_failure = _num(rec.get("gpu_hours_lost_failure"))
+    for name in set(parents.values()) - set(by_name):  # a parent with no row at all
+        by_name[name] = TenantRow(name=name, subtotal=True)
+    children: dict[str | None, list[TenantRow]] = {}
+    for row in sorted(by_name.values(), key=lambda r: (-(r.gpu_hours or 0.0), r.name)):
+        up = parents.get(row.name)
+        children.setdefault(up if up in by_name else None, []).append(row)
+    out: list[TenantRow] = []
+
+    def walk(row: TenantRow, depth: int) -> None:
+        row.depth = depth
+        out.append(row)
+        for child in children.get(row.name, []):
+            walk(child, depth + 1)
+
+    for top in children.get(None, []):
+        walk(top, 0)
+    return out
 
 
 def _stack_series(
@@ -313,16 +355,30 @@ def _tenant_section(
     hours = makespan_s / 3600.0 if makespan_s else None
     quota_h = [r.quota_gpus * hours if r.quota_gpus is not None and hours else None for r in rows]
     has_lost = any(r.lost_preemption or r.lost_failure for r in rows)
+    # The chart has a bar per leaf: a parent's bar would count its children's hours again.
+    drawn = [(r, q) for r, q in zip(rows, quota_h, strict=True) if not r.subtotal]
     lost = (
-        [(r.lost_preemption or 0.0) + (r.lost_failure or 0.0) for r in rows] if has_lost else None
+        [(r.lost_preemption or 0.0) + (r.lost_failure or 0.0) for r, _ in drawn]
+        if has_lost
+        else None
     )
     fig = charts.gpu_hours_figure(
-        [r.name for r in rows], [r.gpu_hours or 0.0 for r in rows], lost, quota_h, colours
+        [r.name for r, _ in drawn],
+        [r.gpu_hours or 0.0 for r, _ in drawn],
+        lost,
+        [q for _, q in drawn],
+        colours,
+    )
+    tree_note = (
+        " In the table, a parent tenant's row (marked subtree, its children indented under it) "
+        "gives its whole subtree's jobs and hours against its own quota, which caps the subtree."
+        if any(r.subtotal for r in rows)
+        else ""
     )
     chart = figure(
         charts.render_svg(fig, "gpuh"),
         "Bars: GPU-hours used (hatched: lost to preemption and failure). Black tick: the "
-        "tenant's nominal quota held for the whole makespan.",
+        "tenant's nominal quota held for the whole makespan." + tree_note,
     )
     extra_keys = sorted({k for r in rows for k in r.extra})
     headers = [
@@ -342,7 +398,7 @@ def _tenant_section(
     for r, qh in zip(rows, quota_h, strict=True):
         share = r.gpu_hours / qh if r.gpu_hours is not None and qh else None
         cells: list[str | None] = [
-            r.name,
+            "\u2003" * r.depth + (f"{r.name} (subtree)" if r.subtotal else r.name),
             fmt_int(r.jobs),
             fmt_duration(r.avg_jct_s),
             fmt_duration(r.avg_queue_s),
@@ -542,7 +598,7 @@ def build_report(
     if ts.height and "t_s" in ts.columns:
         ts = ts.sort("t_s")
     tenants = tenant_rows(summary, jdf)
-    order = [r.name for r in tenants]
+    order = [r.name for r in tenants if not r.subtotal]  # leaves: where jobs run
     colours = charts.colour_map(order)
     fleet = fleet_name(summary)
     policy = summary.get("policy", DASH)

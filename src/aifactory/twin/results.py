@@ -29,6 +29,7 @@ from aifactory.twin.finished import FinishedJobs
 from aifactory.twin.netreport import link_columns, network_summary
 from aifactory.twin.simulator import SimResult
 from aifactory.twin.stability import stability
+from aifactory.twin.subtrees import subtree_figures, tenant_parents
 from aifactory.workload.job import Job, JobState
 from aifactory.workload.progress import run_progress
 
@@ -394,6 +395,18 @@ def summarize(
         "events": result.events,
         "wall_s": result.wall_s,
         "per_tenant": per,
+        # Each parent tenant's subtree (leaves hold the jobs; per_tenant is leaves only).
+        "tenant_parents": tenant_parents(topo.fleet),
+        "per_subtree": subtree_figures(
+            topo.fleet,
+            list(cols.tenant_names),
+            cols.tenant_code,
+            jct=np.where(done & ended, jct_all, np.nan),
+            queue=queue_all,
+            per_tenant=per,
+            nominal=nominal,
+            makespan_s=makespan,
+        ),
         # Every tenant's services together (per tenant: per_tenant's service_* keys).
         "service": _service_figures(svc, cols, np.ones(n, dtype=np.bool_)),
         # Whether the backlog settled: pending GPU-hours' trend over the last third.
