@@ -116,6 +116,43 @@ def test_the_preemptor_waits_for_the_grace_with_its_reason() -> None:
     check_invariants(sched)
 
 
+def test_a_rebuilt_scheduler_holds_a_saving_victim_for_its_claimant() -> None:
+    """A scheduler rebuilt during a grace (the service's restart): the victim is restored
+    running on its GPUs, then as saving until 130 for ``H``; ``H`` waits for it (reason
+    ``preempt_grace``, no second preemption) and starts on its GPUs at 130, as in the
+    scheduler that made the claim. ``claimant_of`` names what the service writes down."""
+    first = Scheduler(hgx_topo(1), SchedulerConfig(preempt_grace_s=30.0))
+    low, high = pair()
+    first.submit(low, 0.0)
+    first.schedule(0.0)
+    first.submit(high, 100.0)
+    first.schedule(100.0)
+    assert first.claimant_of(low) is high
+    assert first.claimant_of(high) is None
+    placement = first.placement_of(low)
+
+    sched = Scheduler(hgx_topo(1), SchedulerConfig(preempt_grace_s=30.0))
+    low2, high2 = pair()
+    sched.restore_running(low2, sched.placement_from(placement), 0.0)
+    sched.submit(high2, 110.0)
+    sched.restore_saving(low2, 130.0, high2, 110.0)
+    assert low2.state is JobState.PREEMPTED
+    assert sched.saving_jobs() == [(low2, 130.0)]
+    check_invariants(sched)
+    res = sched.schedule(110.0)
+    assert res.preempted == []
+    assert res.started == []
+    assert res.wakeup_s == 130.0
+    assert sched.pending_reason(high2) == "preempt_grace"
+    res = sched.schedule(130.0)
+    assert res.started == [high2]
+    assert sched.placement_of(high2) == placement
+    check_invariants(sched)
+    with pytest.raises(ValueError, match="not a running job"):
+        sched.restore_saving(low2, 200.0, None, 130.0)  # pending again, not running
+    assert low2.state is JobState.PENDING
+
+
 def test_cancelling_the_victim_or_the_preemptor_during_the_grace() -> None:
     """The victim cancelled while it saves gives its GPUs back at once (and the preemptor
     still starts when its claim is due); the preemptor cancelled leaves the victim to end

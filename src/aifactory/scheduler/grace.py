@@ -34,7 +34,7 @@ from aifactory.scheduler.config import SchedulerConfig
 from aifactory.scheduler.records import WAIT_GRACE, CycleResult
 from aifactory.scheduler.seat import Seat
 from aifactory.scheduler.state import INF, SchedulerState
-from aifactory.workload.job import PENDING, PREEMPTED, Job
+from aifactory.workload.job import PENDING, PREEMPTED, RUNNING, Job
 from aifactory.workload.progress import run_progress
 
 
@@ -171,3 +171,49 @@ class Grace(SchedulerState):
             return False
         self._waits(seat, WAIT_GRACE, now)
         return True
+
+    # -- a restart: the service rebuilds its scheduler from the database ---------------
+    def claimant_of(self, victim: Job) -> Job | None:
+        """The waiting job that a saving ``victim``'s GPUs are promised to (None: none, or
+        the victim does not save here): what a service writes down so that a scheduler
+        rebuilt after a restart can promise them again (:meth:`restore_saving`)."""
+        seat = self._find(victim)
+        if seat is None or seat.index not in self.saving:
+            return None
+        for claim in self.claims.values():
+            if claim.job.id in victim.preempted_for:
+                return claim.job
+        return None
+
+    def restore_saving(self, victim: Job, until: float, claimant: Job | None, now: float) -> None:
+        """A job re-attached running (``restore_running``) that was saving when the service
+        stopped: it keeps its GPUs until ``until`` and is no preemption candidate meanwhile,
+        as :meth:`_begin_grace` left it (its preemption was counted before the restart);
+        and ``claimant``, if it waits here, waits for those GPUs again as its claim did.
+        Without this a rebuilt scheduler took the victim for a running job like any other,
+        and the claimant preempted a second victim. Raises ValueError, changing nothing,
+        for a victim that does not run here."""
+        seat = self._find(victim)
+        if seat is None or victim.state is not RUNNING or seat.index in self.saving:
+            msg = f"job {victim.id}: not a running job of this scheduler"
+            raise ValueError(msg)
+        victim.move(PREEMPTED, now)
+        self.running.hold(seat)
+        seat.saving_until = until
+        # Its GPUs come back at ``until``: what EASY's reservations read.
+        self.running.ended_run(seat)
+        seat.run_epoch += 1
+        seat.est_end_s = until
+        self.running.index_end(seat)
+        self.saving[seat.index] = seat
+        self.grace_due = min(self.grace_due, until)
+        wants = self._find(claimant) if claimant is not None else None
+        if wants is None or wants.job.state is not PENDING:
+            return
+        victim.preempted_for = victim.preempted_for | {wants.job.id}
+        own = seat.gpus if seat.tix == wants.tix else 0
+        if wants.index in self.claims:  # another victim of the same claimant, restored
+            own += wants.gpus - wants.claim_gpus
+            until = max(until, wants.claim_s)
+            self._drop_claim(wants)
+        self._claim(wants, seat.run_class, until, now, own)

@@ -251,6 +251,8 @@ class SchedulerLoop:
         self._gate.reserve(r for r in rows if str(r["id"]) in self._known)
         pending = [r for r in rows if r["state"] == JobState.PENDING.value]
         self._admit_rows(sorted([*pending, *requeued], key=lambda r: int(r["id"])), now)
+        # Victims that were saving keep their GPUs for the jobs they were promised to.
+        self._savers.promise_again(self._sched, {k: t.job for k, t in self._known.items()}, now)
         # A submit still in flight at load time may commit later with an id below the
         # mark: re-read every pending id for one rescan window before trusting it.
         self._marks.append((now, 0))
@@ -297,7 +299,9 @@ class SchedulerLoop:
             )
             if saving_row(row):  # preempted, and saving when the last leader stopped
                 grace = self._sched.preempt_grace(job)
-                self._savers.restore(job, handle, placement_from_row(row["placement"]), now, grace)
+                self._savers.restore(
+                    job, handle, placement_from_row(row["placement"]), now, grace, row["reason"]
+                )
             return None
         if status.state is RunState.LOST and requeue_lost(self.db, self.settings, row, status, now):
             return row

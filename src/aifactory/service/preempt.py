@@ -8,7 +8,10 @@ to reap a killed job (Slurm's epilogue, Ray's supervisor). So here:
 
 - the victim's row stays ``running`` with its ``allocations`` rows (what ``/v1/fleet`` and
   the dashboard count, and what a restarted leader rebuilds from), its reason saying it
-  saves, and the loop keeps polling its attempt;
+  saves and which job its GPUs go to, and the loop keeps polling its attempt; a leader
+  that rebuilds the scheduler then restores the victim as saving for that job
+  (``Scheduler.restore_saving``), so the job waits for those GPUs rather than preempting
+  a second victim;
 - when the attempt has ended (or, if the backend never says so, ``KILL_MARGIN_S`` after its
   grace), the row goes back to pending and its GPUs are freed, charged up to then (time
   spent saving is charged, as Slurm charges a job's ``GraceTime``);
@@ -25,6 +28,7 @@ key enforces; a held start never reaches the backend while a victim holds one of
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +45,10 @@ from aifactory.workload.job import Job, JobState
 log = logging.getLogger(__name__)
 
 SAVING = "preempted: saving"  # the reason of a victim's row while it saves
+# How the row's reason names the job its GPUs are promised to, so that a restarted leader
+# promises them again (Scheduler.restore_saving) rather than letting that job preempt anew.
+PROMISED = "its GPUs go to job"
+_PROMISED_RE = re.compile(rf"{PROMISED} (\d+)$")
 # How long after its grace a victim whose backend still says running keeps its GPUs: the
 # executor killed it at the grace's end; past this its GPUs are freed anyway (never leaked).
 KILL_MARGIN_S = 30.0
@@ -56,6 +64,7 @@ class Saver:
     gpus: frozenset[tuple[str, int]]
     since: float
     until: float
+    claimant: str | None = None  # restored from the row: the job its GPUs go to
 
 
 class Savers:
@@ -102,20 +111,43 @@ class Savers:
         for job in victims:
             end = until[job.id]
             gpus = frozenset((n, g) for n, part in sched.placement_of(job) for g in part)
+            claimant = sched.claimant_of(job)
+            promised = f"; {PROMISED} {claimant.id}" if claimant is not None else ""
             conn.execute(
                 update(jobs)
                 .where(jobs.c.id == int(job.id), jobs.c.state == JobState.RUNNING.value)
-                .values(reason=f"{SAVING} for {end - now:g} s")
+                .values(reason=f"{SAVING} for {end - now:g} s{promised}")
             )
             self.saving[job.id] = Saver(job, handles.get(job.id), gpus, now, end)
 
     def restore(
-        self, job: Job, handle: str | None, placement: PlacementList, now: float, grace: float
+        self,
+        job: Job,
+        handle: str | None,
+        placement: PlacementList,
+        now: float,
+        grace: float,
+        reason: str,
     ) -> None:
         """A running row found saving at a rebuild (the grace it had left is not stored:
-        it gets a whole grace again from ``now``, the conservative bound)."""
+        it gets a whole grace again from ``now``, the conservative bound); ``reason`` is
+        the row's, which names the job its GPUs were promised to."""
         gpus = frozenset((n, g) for n, part in placement for g in part)
-        self.saving[job.id] = Saver(job, handle, gpus, now, now + grace)
+        found = _PROMISED_RE.search(reason)
+        claimant = found.group(1) if found else None
+        self.saving[job.id] = Saver(job, handle, gpus, now, now + grace, claimant)
+
+    def promise_again(self, sched: Scheduler, waiting: Mapping[str, Job], now: float) -> None:
+        """After a rebuild, tell the scheduler which restored jobs save and whose their
+        GPUs are (``waiting``: the rebuilt scheduler's jobs by id), so that it holds them
+        for their claimant instead of letting it preempt again. A victim the scheduler
+        cannot take as saving stays as restored (running), as before this existed."""
+        for saver in self.saving.values():
+            claimant = waiting.get(saver.claimant) if saver.claimant is not None else None
+            try:
+                sched.restore_saving(saver.job, saver.until, claimant, now)
+            except ValueError as exc:
+                log.warning("job %s: not restored as saving: %s", saver.job.id, exc)
 
     def hold(self, started: list[Job], placements: Mapping[str, PlacementList]) -> list[Job]:
         """The starts that may go now; the others are held until their GPUs are free.
