@@ -36,23 +36,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from bench.shared import PHILLY
+
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
 
 
-def _shared() -> Path:
-    """../shared beside the checkout; from a linked worktree, beside its main checkout."""
-    here = REPO.parent / "shared"
-    if here.is_dir():
-        return here
-    common = subprocess.run(
-        ["git", "rev-parse", "--path-format=absolute", "--git-common-dir"],
-        cwd=REPO, capture_output=True, text=True, check=False,
-    ).stdout.strip()  # fmt: skip
-    return Path(common).parent.parent / "shared" if common else here
-
-
-PHILLY = _shared() / "traces" / "philly" / "philly.csv"
 TOLERANCE = 0.05  # issue #15 §4: each case within 5% of the reference
 
 # One run of a case in the tree on PYTHONPATH; the figures as JSON on the last line. The

@@ -8,13 +8,11 @@ reader and polars' first use. Skipped (no rows) when ../shared/traces is absent.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
 from aifactory.workload.traces import read_trace
+from bench.shared import PHILLY, TRACES
 
-TRACES = Path(__file__).resolve().parent.parent.parent / "shared" / "traces"
-PHILLY = TRACES / "philly" / "philly.csv"
 REPEATS = 5
 TARGET_S = 2.0
 

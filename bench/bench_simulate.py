@@ -23,8 +23,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.shared import PHILLY
+
 REPO = Path(__file__).resolve().parents[1]
-PHILLY = REPO.parent / "shared" / "traces" / "philly" / "philly.csv"
 REPEATS = 5
 TARGET_S = 1.5
 

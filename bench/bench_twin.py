@@ -36,8 +36,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.shared import PHILLY
+
 REPO = Path(__file__).resolve().parents[1]
-PHILLY = REPO.parent / "shared" / "traces" / "philly" / "philly.csv"
 MILLION = int(os.environ.get("AIF_BENCH_JOBS", "1000000"))
 LOAD = 0.85
 PHILLY_TARGET_S = 2.0
