@@ -56,7 +56,7 @@ test: $(STAMP) $(RAY_STAMP) $(NATIVE) ## Set up .venv and run lint, format check
 	@# The whole suite in the build on disk; test_golden.py fails if the session imports
 	@# another (a compiled module older than its source makes every module load as source).
 	build=absent; if ls src/aifactory/heap.*.so >/dev/null 2>&1; then build=compiled; fi; \
-	  echo "pytest, $$build build"; AIFACTORY_EXPECT_BUILD=$$build $(BIN)/pytest -q
+	  echo "pytest, $$build build"; AIFACTORY_EXPECT_BUILD=$$build $(BIN)/pytest -q --durations=25
 	@# Then the compiled modules' tests as pure Python (about 80 s on 2 cores), where a
 	@# compiled build ran first.
 	if ls src/aifactory/heap.*.so >/dev/null 2>&1; then \
