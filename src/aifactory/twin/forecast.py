@@ -6,13 +6,22 @@ on their GPUs, pending jobs in their queues, quota usage) is copied into a
 :class:`~aifactory.twin.simulator.Simulation` with the same configuration, and simulated
 forward on the jobs' *estimates* (the only durations the control plane knows). Running
 jobs end at their estimated end (or now, if overdue).
+
+:func:`forecast_run` is the same run with what a what-if may add (the service's live
+what-if, :mod:`aifactory.service.whatif_live`): the jobs' data staged over the links as
+the twin stages it (the service itself moves no data, so the queue page's forecast
+leaves it out), failures from a failure model, seeded, and future arrivals.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 from aifactory.scheduler.scheduler import Scheduler
+from aifactory.twin.failures import FailureInjector
 from aifactory.twin.simulator import Resume, Simulation, TwinConfig
 from aifactory.workload.job import Job, JobState
 from aifactory.workload.progress import wall_for
@@ -20,7 +29,17 @@ from aifactory.workload.progress import wall_for
 Forecast = dict[str, tuple[float, float]]
 
 
-def _clone(job: Job, now: float) -> Job:
+@dataclass(frozen=True, slots=True)
+class ForecastRun:
+    """A forecast and what happened in it: failures drawn, and the jobs they interrupted."""
+
+    starts: Forecast
+    failures: int = 0
+    interrupted: tuple[str, ...] = ()  # ids of the jobs a failure stopped at least once
+    by_cause: dict[str, int] = field(default_factory=dict)
+
+
+def _clone(job: Job, now: float, *, data: bool = False) -> Job:
     remaining = max(job.estimate_s - job.progress_s, 1.0)
     twin = Job(
         job.id,
@@ -43,6 +62,11 @@ def _clone(job: Job, now: float) -> Job:
         preempt_grace_s=job.preempt_grace_s,
         service=job.service,
     )
+    if data:
+        twin.dataset = job.dataset
+        twin.dataset_bytes = job.dataset_bytes
+        twin.data_site = job.data_site
+        twin.stage_hold = job.stage_hold
     twin.progress_s = job.progress_s
     # Where it runs and how fast: a pinned job stays pinned (and spans from its data's
     # site if it was to), a running gang's run keeps its slowdown.
@@ -73,6 +97,27 @@ def forecast(
     is a pass over the queue, so its cost grows with the queue's length times the jobs
     simulated, and the jobs far down a queue are the least certain anyway.
     """
+    return forecast_run(sched, now, horizon_s=horizon_s, max_jobs=max_jobs).starts
+
+
+def forecast_run(
+    sched: Scheduler,
+    now: float,
+    *,
+    horizon_s: float = 365 * 86400.0,
+    max_jobs: int | None = None,
+    stage_data: bool = False,
+    failures: Any = None,
+    seed: int = 0,
+    arrivals: Sequence[Job] = (),
+) -> ForecastRun:
+    """:func:`forecast`, and optionally: ``stage_data``, pending jobs that read a dataset
+    are staged (:mod:`aifactory.twin.staging`: pinned by earliest expected finish, their
+    data copied over the links first); ``failures``, a failure model
+    (:class:`aifactory.physics.failures.FailureModel`) whose interruptions are drawn
+    from ``seed`` over the horizon, on the restored running jobs too; ``arrivals``, jobs
+    submitted after ``now`` (sorted by ``submit_s``, made for this run: the run changes
+    them), forecast like the queue's. Without them it is exactly :func:`forecast`."""
     if not (math.isfinite(horizon_s) and horizon_s > 0):
         msg = f"horizon_s: must be a positive number of seconds, got {horizon_s!r}"
         raise ValueError(msg)
@@ -86,15 +131,17 @@ def forecast(
     waiting = sched.waiting()  # (in queue order)
     if max_jobs is not None:
         waiting = waiting[:max_jobs]
-    queue = [_clone(job, now) for job in waiting]
+    queue = [_clone(job, now, data=stage_data) for job in waiting]
     limit = now + horizon_s
+    injector = FailureInjector(failures) if failures is not None else None
     run = Simulation(
         sched.topo,
         queue,
         sched.cfg,
-        TwinConfig(until_s=limit, sample_interval_s=max(horizon_s, 3600.0)),
+        TwinConfig(until_s=limit, sample_interval_s=max(horizon_s, 3600.0), seed=seed),
+        injector,
         ids_checked=True,
-        resume=Resume(now, running),
+        resume=Resume(now, running, tuple(arrivals)),
     ).run()
     write_s = sched.cfg.checkpoint_write_s
     restored = [r[0] for r in running]
@@ -108,4 +155,7 @@ def forecast(
         else:  # still running at the horizon: its end as planned at its start
             left = job.duration_s - job.progress_s
             out[job.id] = (start, start + wall_for(left, job.overhead_s, job.checkpoint_s, write_s))
-    return out
+    if injector is None:
+        return ForecastRun(out)
+    hit = tuple(job.id for job in [*restored, *run.jobs] if job.failures > 0)
+    return ForecastRun(out, injector.count, hit, dict(injector.by_cause))
