@@ -1,0 +1,220 @@
+"""The live what-if's scenario knobs that change more than the fleet's GPUs (issue #21 §1 with
+#20 §2): link bandwidth, failure rate and workload growth, on SQLite and PostgreSQL.
+
+- faster links: a job whose 50 TB are in Seoul and whose GPUs (b200) are all in Busan
+  waits for its copy, 50e12 B / 50e9 B/s = 1,000 s over the 400 Gbit/s link; at 4x the
+  bandwidth 250 s, at 800 Gbit/s 500 s: its start and end move by exactly the copy time
+  saved, and a job without data does not move;
+- a failure rate: the forecast is sampled from a seed, the base at the Llama 3 rate and the
+  variant at the rate times the multiplier; at x1 the two are the same, at x100 a 288-GPU
+  job is interrupted and ends later, and the same request gives the same answer;
+- workload growth: arrivals resample a tenant's submissions of the last days at their rate
+  (14 in 7 days: 2 a day); at x1 both forecasts draw the same arrivals, grown they contain
+  the base's and a queued low-priority job starts later; drawn arrivals count toward the
+  what-if's job limit;
+- every new field is checked at the edge (422 naming it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from aifactory.physics.failures import load_failure_model
+from aifactory.service.tables import jobs
+from api_support import Env, running_api
+from test_service_support import DB_PARAMS, database_url
+from test_whatif_live_knobs import H100, NOW, H, job, running, whatif
+
+DAY = 86_400.0
+B200 = [("busan/hgx", 42 + k, 144 + k) for k in range(36)]
+
+
+@pytest.fixture(params=DB_PARAMS)
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    yield from database_url(request.param, tmp_path)
+
+
+def by_id(result: dict[str, Any]) -> dict[int, dict[str, Any]]:
+    return {j["id"]: j for j in result["jobs"]}
+
+
+def seconds(j: dict[str, Any]) -> tuple[float | None, ...]:
+    """(base start, variant start, base end, variant end), seconds from now."""
+    keys = ("base_start", "variant_start", "base_end", "variant_end")
+    return tuple(None if j[k] is None else j[k] - NOW for k in keys)
+
+
+def test_faster_links_start_a_staged_job_sooner_by_the_copy_time_saved(
+    db_url: str, tmp_path: Path
+) -> None:
+    with running_api(db_url, tmp_path, clock=lambda: NOW, run_scheduler=False) as env:
+        data = {"dataset": "corpus", "dataset_bytes": 50e12, "data_site": "seoul"}
+        ask = {"gpus": 8, "gpu_class": "b200", "time_limit_s": H, "tenant": "startup"}
+        resp = env.submit("admin", **ask, **data)
+        assert resp.status_code == 201, resp.text
+        staged = int(resp.json()["id"])
+        local = job(env, "startup", 8, "b200", 1)
+        four = by_id(whatif(env, {"edits": [{"edit": "link_bandwidth", "factor": 4}]}))
+        assert seconds(four[staged]) == (1000.0, 250.0, 1000.0 + H, 250.0 + H)
+        assert four[staged]["start_delta_s"] == -750.0
+        assert seconds(four[local]) == (0.0, 0.0, H, H)
+        assert four[staged]["base_samples"] is None  # nothing sampled
+        one = {"edit": "link_bandwidth", "between": [["busan", "seoul"]], "gbps": 800}
+        set_ = by_id(whatif(env, {"edits": [one]}))
+        assert seconds(set_[staged]) == (1000.0, 500.0, 1000.0 + H, 500.0 + H)
+
+
+def test_failure_rate_draws_failures_from_one_seed_for_both_forecasts(
+    db_url: str, tmp_path: Path
+) -> None:
+    rate = load_failure_model("llama3").rate_per_gpu_hour
+    with running_api(db_url, tmp_path, clock=lambda: NOW, run_scheduler=False) as env:
+        big = job(env, "lab", 288, "h100", 24)
+        running(env, big, H100, NOW)
+        waits = job(env, "lab", 8, "h100", 1)
+        x1 = {"edits": [{"edit": "failure_rate", "multiplier": 1}], "horizon_days": 2}
+        same = whatif(env, x1)
+        s = same["sampled"]
+        assert (s["seed"], s["samples"], s["failure_model"]) == (2030, 1, "llama3")
+        # the demo fleet's 1,008 GPUs for 48 hours at the model's rate
+        assert s["base"]["expected_failures"] == pytest.approx(rate * 1008 * 48)
+        assert s["base"] == s["variant"]
+        for j in same["jobs"]:
+            assert seconds(j)[0::2] == seconds(j)[1::2]
+        x100 = {
+            "edits": [{"edit": "failure_rate", "multiplier": 100}],
+            "horizon_days": 2,
+            "samples": 4,
+            "seed": 7,
+        }
+        r = whatif(env, x100)
+        s = r["sampled"]
+        assert (s["seed"], s["samples"]) == (7, 4)
+        assert s["variant"]["rate_per_gpu_hour"] == pytest.approx(100 * rate)
+        assert s["variant"]["expected_failures"] == pytest.approx(100 * rate * 1008 * 48)
+        assert len(s["variant"]["failures"]) == len(s["base"]["failures"]) == 4
+        assert sum(s["variant"]["failures"]) > sum(s["base"]["failures"])
+        assert big in s["interrupted"]
+        got = by_id(r)
+        assert got[big]["variant_interrupted"] >= 1
+        assert got[big]["variant_end"] > got[big]["base_end"]
+        assert got[big]["base_samples"] == 4  # running: in every sample
+        assert got[waits]["variant_samples"] is not None
+        again = whatif(env, x100)
+        assert again | {"seconds": 0} == r | {"seconds": 0}  # seeded: the same draws
+
+
+def past(env: Env, job_id: int, at: float, priority: str) -> None:
+    """Make a row a finished submission of ``at``."""
+    with env.service.db.write() as conn:
+        conn.execute(
+            sa.update(jobs)
+            .where(jobs.c.id == job_id)
+            .values(
+                state="completed",
+                submitted_at=at,
+                started_at=at,
+                ended_at=at + H,
+                priority_class=priority,
+            )
+        )
+
+
+def test_workload_growth_draws_arrivals_from_recent_submissions(
+    db_url: str, tmp_path: Path
+) -> None:
+    url_settings = {"clock": lambda: NOW, "run_scheduler": False, "policy": "priority"}
+    with running_api(db_url, tmp_path, **url_settings) as env:  # type: ignore[arg-type]
+        # startup submitted 14 high-priority 8-GPU jobs in the last 7 days: 2 a day
+        for k in range(14):
+            past(env, job(env, "startup", 8, "b200", 1), NOW - (k + 0.5) * DAY / 2, "high")
+        older = job(env, "startup", 8, "b200", 1)
+        past(env, older, NOW - 8 * DAY, "high")  # outside the window
+        every = job(env, "startup", 288, "b200", 2)
+        running(env, every, B200, NOW)
+        resp = env.submit(
+            "admin", tenant="startup", gpus=288, gpu_class="b200", time_limit_s=H,
+            priority_class="low",
+        )  # fmt: skip
+        assert resp.status_code == 201, resp.text
+        queued = int(resp.json()["id"])
+        grow = {"edit": "workload_growth", "tenant": "startup"}
+        body = {"horizon_days": 1, "samples": 4}
+        same = whatif(env, body | {"edits": [grow | {"factor": 1}]})
+        s = same["sampled"]
+        assert (s["failure_model"], s["history_days"]) == (None, 7.0)
+        assert [a["tenant"] for a in s["arrivals"]] == ["startup"]
+        arrivals = s["arrivals"][0]
+        assert (arrivals["rate_per_day"], arrivals["growth"]) == (2.0, 1.0)
+        assert s["base"]["arrivals"] == s["variant"]["arrivals"]
+        assert arrivals["base"] == arrivals["variant"] == sum(s["base"]["arrivals"]) / 4
+        for j in same["jobs"]:
+            assert seconds(j)[0::2] == seconds(j)[1::2]
+        r = whatif(env, body | {"edits": [grow | {"factor": 20}]})
+        s = r["sampled"]
+        assert s["base"]["arrivals"] == same["sampled"]["base"]["arrivals"]
+        assert all(
+            v >= b for b, v in zip(s["base"]["arrivals"], s["variant"]["arrivals"], strict=True)
+        )
+        assert sum(s["variant"]["arrivals"]) > sum(s["base"]["arrivals"])
+        got = by_id(r)[queued]
+        assert got["base_samples"] == 4
+        # 20x the high-priority submissions: the low-priority gang that took Busan's 288
+        # GPUs when the running one ended waits longer, or past the horizon
+        assert got["base_start"] - NOW == 2 * H
+        assert got["variant_samples"] < 4 or got["variant_start"] > got["base_start"]
+
+
+def test_drawn_arrivals_count_toward_the_job_limit(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/aifactory.db"
+    with running_api(
+        url, tmp_path, clock=lambda: NOW, run_scheduler=False, whatif_max_jobs=5
+    ) as env:
+        for k in range(14):
+            past(env, job(env, "startup", 8, "b200", 1), NOW - (k + 0.5) * DAY / 2, "normal")
+        job(env, "startup", 8, "b200", 1)
+        grow = {"edit": "workload_growth", "tenant": "startup", "factor": 20}
+        resp = env.client.post(
+            "/v1/twin/whatif",
+            json={"edits": [grow], "horizon_days": 30},
+            headers=env.h("admin"),
+        )
+        assert resp.status_code == 409, resp.text
+        assert "drawn arrivals" in resp.json()["detail"]
+        ok = whatif(env, {"edits": [grow | {"factor": 0.05}], "horizon_days": 1})
+        assert ok["sampled"]["arrivals"][0]["rate_per_day"] == 2.0
+
+
+def test_the_new_knobs_are_checked_at_the_edge(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/aifactory.db"
+    with running_api(url, tmp_path, clock=lambda: NOW, run_scheduler=False) as env:
+        links = {"edit": "link_bandwidth", "factor": 2}
+        rate = {"edit": "failure_rate", "multiplier": 2}
+        grow = {"edit": "workload_growth", "tenant": "lab", "factor": 2}
+        for body, field in (
+            ({"edits": [links | {"between": [["seoul", "daegu"]]}]}, "edits[0].between[0]"),
+            ({"edits": [rate, links | {"factor": 0}]}, "edits.1.link_bandwidth.factor"),
+            ({"edits": [rate | {"multiplier": 101}]}, "edits.0.failure_rate.multiplier"),
+            ({"edits": [rate | {"multiplier": 0}]}, "edits.0.failure_rate.multiplier"),
+            ({"edits": [rate, grow | {"tenant": "ghost"}]}, "edits[1].tenant"),
+            ({"edits": [grow | {"factor": 21}]}, "edits.0.workload_growth.factor"),
+            ({"edits": [rate], "samples": 9}, "samples"),
+            ({"edits": [rate], "samples": 0}, "samples"),
+            ({"edits": [rate], "samples": 2.5}, "samples"),
+            ({"edits": [rate], "seed": -1}, "seed"),
+            ({"edits": [rate], "seed": 2**31}, "seed"),
+            ({"edits": [grow], "history_days": 31}, "history_days"),
+            ({"edits": [grow], "history_days": 0.5}, "history_days"),
+        ):
+            resp = env.client.post("/v1/twin/whatif", json=body, headers=env.h("admin"))
+            assert resp.status_code == 422, (body, resp.text)
+            fields = [d["field"] for d in resp.json()["detail"]]
+            assert field in fields, (field, resp.text)
+        for who in ("lab", "lab-admin"):
+            resp = env.client.post("/v1/twin/whatif", json={"edits": [rate]}, headers=env.h(who))
+            assert resp.status_code == 403, who
