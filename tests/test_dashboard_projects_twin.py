@@ -280,7 +280,10 @@ def test_twin_page_whatif_with_the_failure_rate_scaled(
     rate = load_failure_model("llama3").rate_per_gpu_hour
     srv, toks = server
     secret = {k: v[1] for k, v in toks.items()}
-    big = submit(srv, secret["alice"], name="all-h100", gpus=288, gpu_class="h100")
+    # running past the horizon: the forecast has work all day
+    big = submit(
+        srv, secret["alice"], name="all-h100", gpus=288, gpu_class="h100", time_limit_s=2 * DAY
+    )
     assert wait_state(srv, secret["alice"], big, "running")["state"] == "running"
     tab = open_page(browser, srv, secret["admin"], "twin")
     tab.wait_for_selector("#whatif-sites option[value='seoul']", state="attached")

@@ -7,7 +7,9 @@
   saved, and a job without data does not move;
 - a failure rate: the forecast is sampled from a seed, the base at the Llama 3 rate and the
   variant at the rate times the multiplier; at x1 the two are the same, at x100 a 288-GPU
-  job is interrupted and ends later, and the same request gives the same answer;
+  job is interrupted and does not run again within the horizon while one behind it starts,
+  and the same request gives the same answer; failures
+  are expected (rate x GPUs x hours) only while the forecast has work;
 - workload growth: arrivals resample a tenant's submissions of the last days at their rate
   (14 in 7 days: 2 a day); at x1 both forecasts draw the same arrivals, grown they contain
   the base's and a queued low-priority job starts later; drawn arrivals count toward the
@@ -74,7 +76,7 @@ def test_failure_rate_draws_failures_from_one_seed_for_both_forecasts(
 ) -> None:
     rate = load_failure_model("llama3").rate_per_gpu_hour
     with running_api(db_url, tmp_path, clock=lambda: NOW, run_scheduler=False) as env:
-        big = job(env, "lab", 288, "h100", 24)
+        big = job(env, "lab", 288, "h100", 72)  # runs past the horizon: work all along
         running(env, big, H100, NOW)
         waits = job(env, "lab", 8, "h100", 1)
         x1 = {"edits": [{"edit": "failure_rate", "multiplier": 1}], "horizon_days": 2}
@@ -102,11 +104,33 @@ def test_failure_rate_draws_failures_from_one_seed_for_both_forecasts(
         assert big in s["interrupted"]
         got = by_id(r)
         assert got[big]["variant_interrupted"] >= 1
-        assert got[big]["variant_end"] > got[big]["base_end"]
-        assert got[big]["base_samples"] == 4  # running: in every sample
-        assert got[waits]["variant_samples"] is not None
+        assert got[big]["base_samples"] == 4  # running to its planned end in every sample
+        # interrupted in every sample of these seeds, and with a failure in the fleet every
+        # 37 minutes or so (100 x the rate), one of its 36 servers or another is always out
+        # for repair: the gang does not run again within the two days, while the 8-GPU job
+        # behind it starts on a server it left
+        assert (got[big]["variant_interrupted"], got[big]["variant_samples"]) == (4, 0)
+        assert (got[big]["variant_start"], got[big]["variant_end"]) == (None, None)
+        # (in the base, only where a failure at the model's own rate stopped the gang too)
+        assert got[waits]["base_samples"] == got[big]["base_interrupted"] == 1
+        assert got[waits]["variant_samples"] == 4
         again = whatif(env, x100)
         assert again | {"seconds": 0} == r | {"seconds": 0}  # seeded: the same draws
+
+
+def test_failures_are_expected_only_while_the_forecast_has_work(tmp_path: Path) -> None:
+    """One 1-hour job and nothing after it: failures are drawn, and expected, for that hour
+    of the day ahead alone (rate x 1,008 GPUs x 1 h)."""
+    rate = load_failure_model("llama3").rate_per_gpu_hour
+    url = f"sqlite:///{tmp_path}/aifactory.db"
+    with running_api(url, tmp_path, clock=lambda: NOW, run_scheduler=False) as env:
+        one = job(env, "lab", 8, "h100", 1)
+        r = whatif(env, {"edits": [{"edit": "failure_rate", "multiplier": 2}], "horizon_days": 1})
+        s = r["sampled"]
+        assert s["base"]["expected_failures"] == pytest.approx(rate * 1008 * 1)
+        assert s["variant"]["expected_failures"] == pytest.approx(2 * rate * 1008 * 1)
+        assert s["variant"]["interrupted"] == [0]
+        assert seconds(by_id(r)[one]) == (0.0, 0.0, H, H)
 
 
 def past(env: Env, job_id: int, at: float, priority: str) -> None:

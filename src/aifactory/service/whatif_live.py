@@ -260,10 +260,11 @@ class TooManyJobsError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Side:
-    """One forecast (base or variant) over a sampled what-if's samples: failures expected
-    over the horizon at its rate (None: no failures drawn; an upper bound, as failures
-    stop once no work is left), failures drawn, live jobs interrupted and arrivals drawn,
-    per sample."""
+    """One forecast (base or variant) over a sampled what-if's samples: the failures
+    expected at its rate (None: no failures drawn) while the forecast has work, i.e.
+    rate x GPUs x the hours until its last job ends or the horizon, as the injector draws
+    them only then (the mean over the samples), and per sample the failures drawn, the
+    live jobs interrupted and the arrivals drawn."""
 
     rate_per_gpu_hour: float | None
     expected_failures: float | None
@@ -498,13 +499,15 @@ def run_whatif(
             for i in ids
         }
         live = set(ids)
-        horizon_h = horizon_s / 3600.0
 
         def side(which: int, model: Any, gpus: int) -> Side:
             rate = None if model is None else float(model.rate_per_gpu_hour)
+            hours = [(r[which].busy_until - now) / 3600.0 for r in runs]
             return Side(
                 rate_per_gpu_hour=rate,
-                expected_failures=None if rate is None else rate * gpus * horizon_h,
+                expected_failures=None
+                if rate is None
+                else rate * gpus * math.fsum(hours) / len(hours),
                 failures=tuple(r[which].failures for r in runs),
                 interrupted=tuple(len(live.intersection(r[which].interrupted)) for r in runs),
                 arrivals=tuple(len(d[which].times) for d in draws),

@@ -37,6 +37,9 @@ class ForecastRun:
     failures: int = 0
     interrupted: tuple[str, ...] = ()  # ids of the jobs a failure stopped at least once
     by_cause: dict[str, int] = field(default_factory=dict)
+    #: Until when the run had work: its last job's end, or the horizon's end while a job
+    #: waits or runs then (the injector draws failures only while there is work).
+    busy_until: float = 0.0
 
 
 def _clone(job: Job, now: float, *, data: bool = False) -> Job:
@@ -92,7 +95,9 @@ def forecast(
     The twin's own simulator runs on a snapshot of ``sched`` (clones of its jobs, so the
     live scheduler is never touched): running jobs restored on their GPUs and ending at
     their estimated end (now, if overdue), pending jobs queued in their queue order.
-    Jobs that would not start within ``horizon_s`` are left out, and so are the pending
+    Jobs that would not start within ``horizon_s`` are left out (and so is one the run
+    stops, preempted or failed, that does not start again within it: its old start and a
+    planned end would be neither what happened nor what will), and so are the pending
     jobs after the first ``max_jobs`` in queue order (None: none): each start in the run
     is a pass over the queue, so its cost grows with the queue's length times the jobs
     simulated, and the jobs far down a queue are the least certain anyway.
@@ -152,10 +157,19 @@ def forecast_run(
         start = job.run_start_s  # its last start, if the forecast preempted it
         if job.state is not JobState.RUNNING and job.end_s is not None:
             out[job.id] = (start, job.end_s)
-        else:  # still running at the horizon: its end as planned at its start
+        elif job.state is JobState.RUNNING:  # at the horizon: its end as planned at its start
             left = job.duration_s - job.progress_s
             out[job.id] = (start, start + wall_for(left, job.overhead_s, job.checkpoint_s, write_s))
+        else:  # stopped (preempted, failed) and not started again within the horizon
+            out.pop(job.id, None)
+    every = [*restored, *run.jobs]
+    ends = [job.end_s for job in every]
+    busy = now
+    if any(e is None or e > limit for e in ends):
+        busy = limit
+    elif ends:
+        busy = max(e for e in ends if e is not None)
     if injector is None:
-        return ForecastRun(out)
-    hit = tuple(job.id for job in [*restored, *run.jobs] if job.failures > 0)
-    return ForecastRun(out, injector.count, hit, dict(injector.by_cause))
+        return ForecastRun(out, busy_until=busy)
+    hit = tuple(job.id for job in every if job.failures > 0)
+    return ForecastRun(out, injector.count, hit, dict(injector.by_cause), busy)

@@ -250,7 +250,8 @@ class SideView(BaseModel):
 
     rate_per_gpu_hour: float | None = Field(description="Failure rate; null: no failures.")
     expected_failures: float | None = Field(
-        description="rate x GPUs x horizon: the failures expected while work is left."
+        description="rate x GPUs x hours the forecast has work (until its last job ends, "
+        "or the horizon): the failures expected, the mean over the samples."
     )
     failures: list[int]
     interrupted: list[int] = Field(description="Live jobs a failure interrupted, per sample.")
