@@ -4,7 +4,8 @@
 - faster links: a job whose 50 TB are in Seoul and whose GPUs (b200) are all in Busan
   waits for its copy, 50e12 B / 50e9 B/s = 1,000 s over the 400 Gbit/s link; at 4x the
   bandwidth 250 s, at 800 Gbit/s 500 s: its start and end move by exactly the copy time
-  saved, and a job without data does not move;
+  saved, and a job without data does not move; a gang spanning both sites is slowed less,
+  by exactly the all-reduce time saved per step;
 - a failure rate: the forecast is sampled from a seed, the base at the Llama 3 rate and the
   variant at the rate times the multiplier; at x1 the two are the same, at x100 a 288-GPU
   job is interrupted and does not run again within the horizon while one behind it starts,
@@ -26,8 +27,11 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+import aifactory
 from aifactory.physics.failures import load_failure_model
 from aifactory.service.tables import jobs
+from aifactory.whatif.apply import edit_fleet
+from aifactory.whatif.model import AddGpus
 from api_support import Env, running_api
 from test_service_support import DB_PARAMS, database_url
 from test_whatif_live_knobs import H100, NOW, H, job, running, whatif
@@ -69,6 +73,31 @@ def test_faster_links_start_a_staged_job_sooner_by_the_copy_time_saved(
         one = {"edit": "link_bandwidth", "between": [["busan", "seoul"]], "gbps": 800}
         set_ = by_id(whatif(env, {"edits": [one]}))
         assert seconds(set_[staged]) == (1000.0, 500.0, 1000.0 + H, 500.0 + H)
+
+
+def test_faster_links_shorten_a_gang_that_spans_sites_by_its_all_reduce_time_saved(
+    tmp_path: Path,
+) -> None:
+    """The demo fleet with one b200 server in Seoul too (startup's): a 296-GPU gang spans
+    both sites, slowed by a ring all-reduce of its 10 GB of gradients per 1-second step over
+    the link, 2(n-1)/n B/bw + 2(n-1) latency = 10e9 / 50e9 + 2 x 4.5 ms = 0.209 s at 400
+    Gbit/s, 0.059 s at 4x: its hour of work ends 0.15 x 3,600 = 540 s sooner."""
+    seoul_b200 = AddGpus(edit="add_gpus", site="seoul", model="b200", owner="startup", gpus=8)
+    fleet, _ = edit_fleet(aifactory.load_fleet("demo"), [seoul_b200])
+    url = f"sqlite:///{tmp_path}/aifactory.db"
+    with running_api(url, tmp_path, clock=lambda: NOW, run_scheduler=False, fleet=fleet) as env:
+        resp = env.submit(
+            "admin", tenant="startup", gpus=296, gpu_class="b200", time_limit_s=H,
+            allow_cross_site=True, grad_bytes=10e9, step_s=1.0,
+        )  # fmt: skip
+        assert resp.status_code == 201, resp.text
+        gang = int(resp.json()["id"])
+        got = by_id(whatif(env, {"edits": [{"edit": "link_bandwidth", "factor": 4}]}))[gang]
+        base_start, variant_start, base_end, variant_end = seconds(got)
+        assert (base_start, variant_start) == (0.0, 0.0)
+        assert base_end == pytest.approx(H * 1.209, abs=1e-6)
+        assert variant_end == pytest.approx(H * 1.059, abs=1e-6)
+        assert variant_end - base_end == pytest.approx(-540.0, abs=1e-6)
 
 
 def test_failure_rate_draws_failures_from_one_seed_for_both_forecasts(
