@@ -13,8 +13,8 @@
   are expected (rate x GPUs x hours) only while the forecast has work;
 - workload growth: arrivals resample a tenant's submissions of the last days at their rate
   (14 in 7 days: 2 a day); at x1 both forecasts draw the same arrivals, grown they contain
-  the base's and a queued low-priority job starts later; drawn arrivals count toward the
-  what-if's job limit;
+  the base's and a queued low-priority job starts later; drawn arrivals, and every sample's
+  jobs, count toward the what-if's job limit;
 - every new field is checked at the edge (422 naming it).
 """
 
@@ -223,7 +223,7 @@ def test_workload_growth_draws_arrivals_from_recent_submissions(
         assert got["variant_samples"] < 4 or got["variant_start"] > got["base_start"]
 
 
-def test_drawn_arrivals_count_toward_the_job_limit(tmp_path: Path) -> None:
+def test_drawn_arrivals_and_samples_count_toward_the_job_limit(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/aifactory.db"
     with running_api(
         url, tmp_path, clock=lambda: NOW, run_scheduler=False, whatif_max_jobs=5
@@ -241,6 +241,14 @@ def test_drawn_arrivals_count_toward_the_job_limit(tmp_path: Path) -> None:
         assert "drawn arrivals" in resp.json()["detail"]
         ok = whatif(env, {"edits": [grow | {"factor": 0.05}], "horizon_days": 1})
         assert ok["sampled"]["arrivals"][0]["rate_per_day"] == 2.0
+        # each sample forecasts the live job again: 1 x 8 > 5, 1 x 5 is not
+        rate = {"edits": [{"edit": "failure_rate", "multiplier": 2}]}
+        resp = env.client.post(
+            "/v1/twin/whatif", json=rate | {"samples": 8}, headers=env.h("admin")
+        )
+        assert resp.status_code == 409, resp.text
+        assert "1 live jobs x 8 samples" in resp.json()["detail"]
+        assert whatif(env, rate | {"samples": 5})["sampled"]["samples"] == 5
 
 
 def test_the_new_knobs_are_checked_at_the_edge(tmp_path: Path) -> None:

@@ -38,9 +38,9 @@ service's own requeue does (:func:`aifactory.service.jobrows.requeue_row`).
 
 A what-if costs two twin runs over the whole queue, a sampled one two per sample (at most
 :data:`MAX_SAMPLES`): the API allows one at a time per replica (:data:`BUSY`), to admins
-only, bounds what a fleet edit may add (``routers/twin.py``), and counts the arrivals a
-forecast draws toward ``whatif_max_jobs`` (and at most
-:data:`~aifactory.service.whatif_arrivals.MAX_ARRIVALS`).
+only, bounds what a fleet edit may add (``routers/twin.py``), and counts toward
+``whatif_max_jobs`` the jobs of every sample, the arrivals a forecast draws included (and
+at most :data:`~aifactory.service.whatif_arrivals.MAX_ARRIVALS` of those).
 """
 
 from __future__ import annotations
@@ -240,14 +240,16 @@ def _refs(pending: Sequence[Job], running: Sequence[Job]) -> list[JobRef]:
 
 
 class TooManyJobsError(Exception):
-    """More live jobs than ``ServiceSettings.whatif_max_jobs``, or, with the arrivals a
-    forecast drew, more than it or :data:`MAX_ARRIVALS` arrivals."""
+    """More live jobs than ``ServiceSettings.whatif_max_jobs`` (times the samples of a
+    sampled what-if: each sample forecasts them again), or, with the arrivals a forecast
+    drew, more than it or :data:`MAX_ARRIVALS` arrivals."""
 
-    def __init__(self, jobs: int, limit: int, arrivals: int = 0) -> None:
+    def __init__(self, jobs: int, limit: int, arrivals: int = 0, samples: int = 1) -> None:
         if not arrivals:
+            times = f" x {samples} samples" if samples > 1 else ""
             super().__init__(
-                f"what-if: {jobs:,} live jobs, more than the {limit:,} a what-if forecasts "
-                "(serve --whatif-max-jobs)"
+                f"what-if: {jobs:,} live jobs{times}, more than the {limit:,} a what-if "
+                "forecasts (serve --whatif-max-jobs)" + ("; fewer samples" if times else "")
             )
             return
         bound = f"{limit:,} jobs (serve --whatif-max-jobs) and " if limit else ""
@@ -423,12 +425,13 @@ def run_whatif(
     with db.read() as conn:  # one snapshot for both forks (and the arrivals' history)
         rows = live_jobs(conn)
         history = read_history(conn, now, sampling.history_days) if growing else None
+    # The limit bounds the jobs forecast in all: each sample forecasts every job again.
     limit = settings.whatif_max_jobs
-    if limit and len(rows) > limit:
-        raise TooManyJobsError(len(rows), limit)
+    if limit and len(rows) * samples > limit:
+        raise TooManyJobsError(len(rows), limit, samples=samples)
     draws: list[tuple[Draw, Draw]] = []
     if history is not None:
-        bound = min(MAX_ARRIVALS, limit - len(rows)) if limit else MAX_ARRIVALS
+        bound = min(MAX_ARRIVALS, limit // samples - len(rows)) if limit else MAX_ARRIVALS
         try:
             for k in range(samples):
                 seed = sampling.seed + k
