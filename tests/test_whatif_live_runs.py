@@ -264,6 +264,9 @@ def test_the_new_knobs_are_checked_at_the_edge(tmp_path: Path) -> None:
             ({"edits": [rate | {"multiplier": 0}]}, "edits.0.failure_rate.multiplier"),
             ({"edits": [rate, grow | {"tenant": "ghost"}]}, "edits[1].tenant"),
             ({"edits": [grow | {"factor": 21}]}, "edits.0.workload_growth.factor"),
+            # together past the bounds: a forecast's failures and arrivals grow with them
+            ({"edits": [rate | {"multiplier": 100}, rate]}, "edits[1].multiplier"),
+            ({"edits": [grow | {"factor": 5}, grow | {"factor": 5}]}, "edits[1].factor"),
             ({"edits": [rate], "samples": 9}, "samples"),
             ({"edits": [rate], "samples": 0}, "samples"),
             ({"edits": [rate], "samples": 2.5}, "samples"),

@@ -56,6 +56,7 @@ import numpy as np
 from pydantic import Field
 from sqlalchemy import RowMapping
 
+from aifactory.fleet import SpecError
 from aifactory.fleet.spec import Fleet
 from aifactory.fleet.topology import Topology, compile_topology
 from aifactory.service.db import Database
@@ -73,6 +74,8 @@ from aifactory.service.whatif_arrivals import (
 )
 from aifactory.whatif.apply import edit_fleet, growth_of
 from aifactory.whatif.model import (
+    MAX_FAILURE_MULTIPLIER,
+    MAX_GROWTH,
     AddGpus,
     FailureRate,
     LinkBandwidth,
@@ -417,8 +420,9 @@ def run_whatif(
         fleet, kept = edit_fleet(topo.fleet, list(edits), skip_run=True)
         variant_topo = compile_topology(fleet)
         nodes = node_map(topo, variant_topo, kept)
-    growth = growth_of(topo.fleet, list(edits))
+    growth = growth_of(topo.fleet, list(edits), limit=MAX_GROWTH)
     failing = [e.multiplier for e in edits if isinstance(e, FailureRate)]
+    _check_rate(edits)
     growing = any(isinstance(e, WorkloadGrowth) for e in edits)
     sampled = bool(failing) or growing
     samples = sampling.samples if sampled else 1
@@ -532,6 +536,21 @@ def run_whatif(
     tenants, jobs = compare(refs, base, variant, now, spread)
     out = Variant(varied, capped, variant_topo.class_capacity(), tuple(requeued), info)
     return out, tenants, jobs
+
+
+def _check_rate(edits: Sequence[AnyLiveEdit]) -> None:
+    """Refuse failure_rate edits whose product passes :data:`MAX_FAILURE_MULTIPLIER`: the
+    forecast draws failures at that rate, so its cost grows with it."""
+    product = 1.0
+    for j, e in enumerate(edits):
+        if isinstance(e, FailureRate):
+            product *= e.multiplier
+            if product > MAX_FAILURE_MULTIPLIER:
+                problem = (
+                    f"edits[{j}].multiplier: the failure rate multiplied {product:g}x in all, "
+                    f"more than {MAX_FAILURE_MULTIPLIER:g}"
+                )
+                raise SpecError([problem])
 
 
 def _combine(

@@ -443,11 +443,14 @@ def _descendants(doc: dict[str, Any], name: str) -> list[str]:
     return [t["name"] for t in _walk([_tenant(doc, name, "tenant")])]
 
 
-def growth_of(fleet: Fleet, edits: Sequence[AnyEdit], where: str = "edits") -> dict[str, float]:
+def growth_of(
+    fleet: Fleet, edits: Sequence[AnyEdit], where: str = "edits", *, limit: float | None = None
+) -> dict[str, float]:
     """The offered-load multiplier per tenant that the ``workload_growth`` edits among
     ``edits`` give (a tenant's edit applies to its sub-tenants too, and edits multiply;
     tenants absent: 1), as a scenario's variation applies them. Raises SpecError with
-    ``<where>[j].tenant: problem`` for a tenant the fleet lacks."""
+    ``<where>[j].tenant: problem`` for a tenant the fleet lacks, and ``<where>[j].factor``
+    where a tenant's product passes ``limit``."""
     doc = fleet.model_dump(mode="json")
     growth: dict[str, float] = {}
     problems: list[str] = []
@@ -457,6 +460,10 @@ def growth_of(fleet: Fleet, edits: Sequence[AnyEdit], where: str = "edits") -> d
         try:
             for t in _descendants(doc, edit.tenant):
                 growth[t] = growth.get(t, 1.0) * edit.factor
+                if limit is not None and growth[t] > limit:
+                    raise _EditError(
+                        "factor", f"tenant '{t}' grown {growth[t]:g}x in all, more than {limit:g}"
+                    )
         except _EditError as exc:
             problems.append(f"{where}[{j}].{exc.field}: {exc.problem}")
     if problems:
