@@ -249,6 +249,17 @@ def test_drawn_arrivals_and_samples_count_toward_the_job_limit(tmp_path: Path) -
         assert resp.status_code == 409, resp.text
         assert "1 live jobs x 8 samples" in resp.json()["detail"]
         assert whatif(env, rate | {"samples": 5})["sampled"]["samples"] == 5
+        # 2e-3 failures per GPU-hour on 1,008 GPUs for a year: 17,660; on 100,000 more, past
+        # the 100,000 a forecast draws
+        x100 = [{"edit": "failure_rate", "multiplier": 100}]
+        more = {"edit": "add_gpus", "site": "busan", "model": "b200", "owner": "startup"}
+        resp = env.client.post(
+            "/v1/twin/whatif",
+            json={"edits": [*x100, more | {"gpus": 100_000}], "horizon_days": 365},
+            headers=env.h("admin"),
+        )
+        assert resp.status_code == 409, resp.text
+        assert "failures expected over the horizon" in resp.json()["detail"]
 
 
 def test_the_new_knobs_are_checked_at_the_edge(tmp_path: Path) -> None:

@@ -110,6 +110,7 @@ MAX_JOBS_SHOWN = 200  # the jobs whose forecast moved most
 DEFAULT_SEED = 2030  # a sampled what-if's seed when the request gives none
 MAX_SAMPLES = 8  # seeds a sampled what-if runs at most (each costs two forecasts)
 FAILURE_MODEL = "llama3"  # the failure model scaled by failure_rate (`simulate --failures`)
+MAX_FAILURES = 100_000  # failures one forecast may be expected to draw (rate x GPUs x horizon)
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,6 +261,19 @@ class TooManyJobsError(Exception):
             f"what-if: {jobs:,} live jobs and {arrivals:,} or more drawn arrivals, more "
             f"than the {bound}{MAX_ARRIVALS:,} arrivals a what-if forecasts: lower the "
             "growth, the horizon or history_days"
+        )
+
+
+class TooManyFailuresError(TooManyJobsError):
+    """More failures expected over the horizon than :data:`MAX_FAILURES` (each is an
+    event of the forecast, and the requeues it makes are passes over the queue)."""
+
+    def __init__(self, expected: float) -> None:
+        Exception.__init__(
+            self,
+            f"what-if: {expected:,.0f} failures expected over the horizon at the rate asked, "
+            f"more than the {MAX_FAILURES:,} a forecast draws: lower the failure rate or "
+            "the horizon",
         )
 
 
@@ -462,6 +476,10 @@ def run_whatif(
 
         base_model = load_failure_model(FAILURE_MODEL)
         variant_model = base_model.with_rate(base_model.rate_per_gpu_hour * math.prod(failing))
+        gpus = sum(variant_topo.class_capacity().values())
+        most = variant_model.rate_per_gpu_hour * gpus * horizon_s / 3600.0
+        if most > MAX_FAILURES:
+            raise TooManyFailuresError(most)
     runs: list[tuple[Any, Any]] = []
     for k in range(samples):
         seed = sampling.seed + k
