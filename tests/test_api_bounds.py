@@ -285,7 +285,10 @@ def _walk(schema: dict[str, Any], components: dict[str, Any]) -> Iterator[tuple[
         for sub in schema.get("properties", {}).values():
             yield from _walk(sub, components)
     elif kind == "array":
-        yield from _walk(schema["items"], components)
+        for sub in schema.get("prefixItems", []):  # a tuple: each place its own type
+            yield from _walk(sub, components)
+        if "items" in schema:
+            yield from _walk(schema["items"], components)
     elif kind is not None:
         yield kind, schema
 

@@ -318,3 +318,35 @@ def test_submit_a_service_and_a_grace_and_list_them(
 
 def test_the_clients_grace_bound_is_the_apis() -> None:
     assert job_cmd.MAX_JOB_GRACE_S == schemas.MAX_JOB_GRACE_S
+
+
+def test_twin_whatif_talks_to_the_service(
+    live: str, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`aifactory twin whatif`: the knobs go to POST /v1/twin/whatif (a shortcut and a JSON
+    edit in order), --json prints its answer, the table its lines; a bad shortcut is a
+    clean error before any call, and a member is refused by the service."""
+    member = make_token(db_url, "lab", "member")
+    admin = make_token(db_url, None, "admin")
+    monkeypatch.setenv("AIFACTORY_URL", live)
+    monkeypatch.setenv("AIFACTORY_TOKEN", member)
+    refused = runner.invoke(app, ["twin", "whatif", "--failure-rate", "2"])
+    assert refused.exit_code == 2
+    assert "admin only" in refused.output
+    monkeypatch.setenv("AIFACTORY_TOKEN", admin)
+    args = ["twin", "whatif", "--failure-rate", "3", "--horizon-days", "1", "--samples", "2"]
+    edit = '{"edit": "power_cap", "site": "busan", "power_mw": 2}'
+    got = runner.invoke(app, [*args, "--edit", edit, "--seed", "5", "--json"])
+    assert got.exit_code == 0, got.output
+    r = json.loads(got.stdout)
+    assert r["edits"] == 2
+    assert (r["sampled"]["seed"], r["sampled"]["samples"]) == (5, 2)
+    assert r["sampled"]["variant"]["rate_per_gpu_hour"] == pytest.approx(
+        3 * r["sampled"]["base"]["rate_per_gpu_hour"]
+    )
+    table = runner.invoke(app, args)
+    assert table.exit_code == 0, table.output
+    assert "sampled forecast, seed 2030, 2 samples" in table.stdout
+    bad = runner.invoke(app, ["twin", "whatif", "--growth", "lab"])
+    assert bad.exit_code == 2
+    assert "--growth: 'lab' is not TENANT=FACTOR" in bad.output

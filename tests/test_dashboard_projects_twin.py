@@ -248,7 +248,7 @@ def test_twin_page_whatif_with_one_more_server(
     tab.click("#whatif-form button[type=submit]")
     tab.wait_for_selector("body[data-whatif='done']", timeout=60_000)
     result = tab.inner_text("#whatif-result")
-    assert "1 fleet change: h100 288 \u2192 296 GPUs" in result
+    assert "1 change: h100 288 \u2192 296 GPUs" in result
     moved = {r[0]: r for r in rows(tab, "whatif-jobs")}
     # it waited for the 600-second job's end; with the new server it starts now
     assert moved[str(waits)][6].startswith("-")
@@ -265,5 +265,51 @@ def test_twin_page_whatif_with_one_more_server(
     tab.click("#whatif-form button[type=submit]")
     tab.wait_for_selector("body[data-whatif='done']", timeout=60_000)
     result = tab.inner_text("#whatif-result")
-    assert "power caps off; 1 fleet change: h100 288 \u2192 296 GPUs" in result
+    assert "power caps off; 1 change: h100 288 \u2192 296 GPUs" in result
+    assert tab.errors == []
+
+
+def test_twin_page_whatif_with_the_failure_rate_scaled(
+    server: tuple[Server, dict[str, tuple[int, str]]], browser: Any, tmp_path: Path
+) -> None:
+    """The form's 'scale the failure rate' change (x100, one day ahead), after a link's
+    bandwidth put on the list, runs a sampled forecast: the page says so, with its seed and
+    the failures expected for the service (the Llama 3 rate on the demo fleet's 1,008 GPUs
+    for 24 hours) and for the what-if."""
+    from aifactory.physics.failures import load_failure_model  # noqa: PLC0415
+
+    rate = load_failure_model("llama3").rate_per_gpu_hour
+    srv, toks = server
+    secret = {k: v[1] for k, v in toks.items()}
+    # running past the horizon: the forecast has work all day
+    big = submit(
+        srv, secret["alice"], name="all-h100", gpus=288, gpu_class="h100", time_limit_s=2 * DAY
+    )
+    assert wait_state(srv, secret["alice"], big, "running")["state"] == "running"
+    tab = open_page(browser, srv, secret["admin"], "twin")
+    tab.wait_for_selector("#whatif-sites option[value='seoul']", state="attached")
+    # a link's bandwidth, by its two sites, goes to the list first
+    tab.select_option("#whatif-edit", "link_bandwidth")
+    links = "#whatif-fleet fieldset[data-edit='link_bandwidth']"
+    for name, value in (("between_a", "seoul"), ("between_b", "busan"), ("factor", "4")):
+        tab.fill(f"{links} input[name='{name}']", value)
+    tab.click("#whatif-add-edit")
+    assert tab.locator("#whatif-edits li").all_inner_texts() == [
+        "link_bandwidth factor=4 between=seoul,busan remove"
+    ]
+    tab.select_option("#whatif-edit", "failure_rate")
+    fields = "#whatif-fleet fieldset[data-edit='failure_rate']"
+    assert tab.locator(fields).is_visible()
+    tab.fill(f"{fields} input[name='multiplier']", "100")
+    tab.fill("#whatif-horizon", "1")
+    tab.fill("#whatif-samples", "2")
+    tab.click("#whatif-form button[type=submit]")
+    tab.wait_for_selector("body[data-whatif='done']", timeout=120_000)
+    result = tab.inner_text("#whatif-result")
+    assert "2 changes: same GPUs; sampled forecast, seed 2030, 2 samples (service / what-if)" in (
+        result
+    )
+    expected = f"llama3 failures expected {rate * 1008 * 24:.1f} / {100 * rate * 1008 * 24:.1f}"
+    assert expected in result
+    tab.screenshot(path=str(shots(tmp_path) / "twin-failure-rate.png"), full_page=True)
     assert tab.errors == []

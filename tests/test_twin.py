@@ -15,11 +15,12 @@ import pyarrow as pa
 import pytest
 
 from aifactory.fleet import Fleet
+from aifactory.physics.failures import load_failure_model
 from aifactory.scheduler.config import SchedulerConfig, Tuning
 from aifactory.scheduler.policies.las import LasParams
 from aifactory.scheduler.scheduler import Scheduler
 from aifactory.twin.failures import FailureInjector
-from aifactory.twin.forecast import forecast
+from aifactory.twin.forecast import forecast, forecast_run
 from aifactory.twin.inputs import InputOptions, jobs_from_table
 from aifactory.twin.run import TwinSpec, run_twin
 from aifactory.twin.simulator import Simulation, TwinConfig, no_gc
@@ -357,6 +358,35 @@ def test_forecast_matches_the_twin_when_estimates_are_exact() -> None:
     for jid, (start, end) in predicted.items():
         assert start == pytest.approx(full[jid].first_start_s), jid
         assert end == pytest.approx(full[jid].end_s), jid
+
+
+def test_forecast_run_takes_future_arrivals_and_fails_restored_jobs() -> None:
+    """One server, A running until 100 from a snapshot at 60: an arrival at 80 waits for
+    it, starts at 100 and ends at 130 (forecast_run's ``arrivals``); without failures the
+    answer is forecast()'s. At a rate that makes failures certain within the horizon the
+    restored A is hit too (a resumed run indexes its restored jobs, and its first failure
+    comes after the snapshot), and the same seed draws the same run."""
+    part = Simulation(
+        hgx_topo(1), [make_job("A", submit=0, gpus=8, run=100)], config=TwinConfig(until_s=60.0)
+    )
+    part.run()
+    sched = part.sched
+    later = make_job("L", submit=80.0, gpus=8, run=30)
+    run = forecast_run(sched, 60.0, horizon_s=1000.0, arrivals=[later])
+    assert run.starts == {"A": (0.0, 100.0), "L": (100.0, 130.0)}
+    assert forecast_run(sched, 60.0, horizon_s=1000.0).starts == forecast(
+        sched, 60.0, horizon_s=1000.0
+    )
+    often = load_failure_model("llama3").with_rate(50.0)  # 400 failures/hour on 8 GPUs
+    hit = forecast_run(sched, 60.0, horizon_s=1000.0, failures=often, seed=3)
+    assert hit.failures > 0
+    assert "A" in hit.interrupted
+    again = forecast_run(sched, 60.0, horizon_s=1000.0, failures=often, seed=3)
+    assert (again.starts, again.failures, again.interrupted) == (
+        hit.starts,
+        hit.failures,
+        hit.interrupted,
+    )
 
 
 @pytest.mark.parametrize("horizon_s", [0.0, -1.0, math.nan, math.inf])

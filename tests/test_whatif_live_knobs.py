@@ -194,7 +194,7 @@ def test_knobs_are_checked_at_the_edge_and_members_refused(tmp_path: Path) -> No
             ([add | {"gpus": 100_008}], "edits[0].gpus"),
             ([add | {"gpus": 60_000}, add | {"gpus": 40_008}], "edits[1].gpus"),
             ([add | {"gpus": -8}], "edits.0.add_gpus.gpus"),
-            ([{"edit": "failure_rate", "multiplier": 2}], "edits.0"),
+            ([{"edit": "failure_rate", "multiplier": 0}], "edits.0.failure_rate.multiplier"),
             ([{"edit": "set_quota", "tenant": "ghost", "gpu_class": "h100"}], "edits[0].tenant"),
             (
                 [{"edit": "set_quota", "tenant": "lab", "gpu_class": "h100", "nominal": 1000}],

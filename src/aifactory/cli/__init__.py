@@ -36,6 +36,7 @@ LAZY: dict[str, tuple[str, str, bool]] = {
     "quota": ("job_cmd", "quota", False),
     "share": ("job_cmd", "share", False),
     "project": ("project_cmd", "app", True),
+    "twin": ("twin_cmd", "app", True),
     "alloc": ("alloc_cmd", "app", True),
     "serve": ("serve_cmd", "serve", False),
     "admin": ("admin_cmd", "app", True),

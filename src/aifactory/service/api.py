@@ -230,8 +230,17 @@ class Service:
     def check_fits(self, tenant: str, body: JobSubmit) -> None:
         """Refuse (422) a job the scheduler would fail at once: a gang bigger than its
         tenant's quota ceiling (``gpus``, naming the limit), or a tenant that only groups
-        others (``tenant``). The fleet's quotas are fixed while the service runs."""
-        row = {**body.model_dump(), "id": 0, "tenant": tenant, "submitted_at": 0.0}
+        others (``tenant``). The fleet's quotas are fixed while the service runs. The job is
+        judged with its site and data fields as stored (``data_ask``): a gang that may span
+        sites can be as big as the fleet's GPUs of its class, one pinned to a site no
+        bigger than the site's."""
+        row = {
+            **body.model_dump(),
+            "id": 0,
+            "tenant": tenant,
+            "submitted_at": 0.0,
+            "data_ask": store.data_ask(body),
+        }
         reason = self.judge.refusal(to_job(row))
         if reason is not None:
             field = "tenant" if reason.startswith("not a leaf") else "gpus"

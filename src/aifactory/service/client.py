@@ -158,6 +158,12 @@ class ApiClient:
         clean = {k: v for k, v in (params or {}).items() if v is not None}
         return self._call(method, path, json=body, params=clean or None)
 
+    def whatif(self, body: dict[str, Any], timeout_s: float = 600.0) -> dict[str, Any]:
+        """A what-if from the live state (admins): it forecasts the whole queue, at least
+        twice, so it may take far longer than other calls."""
+        got: dict[str, Any] = self._call("POST", "/v1/twin/whatif", json=body, timeout=timeout_s)
+        return got
+
     def quotas(self) -> list[dict[str, Any]]:
         """Quota rows visible to the caller."""
         got: list[dict[str, Any]] = self._call("GET", "/v1/quotas")

@@ -154,11 +154,14 @@ def _may_span(jobs: list[Job]) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class Resume:
-    """Where a run starts when it goes on from a snapshot (a forecast): the time, and the
-    jobs running then as (job, placement, run start, end), each ending at its end."""
+    """Where a run starts when it goes on from a snapshot (a forecast): the time, the
+    jobs running then as (job, placement, run start, end), each ending at its end, and
+    jobs that arrive later (``arrivals``: drawn future submissions, sorted by
+    ``submit_s``, none before ``now``), each at its submit time after the queue."""
 
     now: float
     running: Sequence[tuple[Job, Placement, float, float]] = ()
+    arrivals: Sequence[Job] = ()
 
 
 class Simulation:
@@ -212,7 +215,11 @@ class Simulation:
             self.finished = FinishedJobs(source.n)
         else:
             check_fields(jobs)
-            self.jobs = list(jobs) if resume is not None else sorted(jobs, key=lambda j: j.submit_s)
+            if resume is not None:
+                check_fields(resume.arrivals)
+                self.jobs = [*jobs, *resume.arrivals]
+            else:
+                self.jobs = sorted(jobs, key=lambda j: j.submit_s)
             if not ids_checked:
                 check_unique_ids(j.id for j in self.jobs)
         self.cfg = config or TwinConfig()
@@ -398,7 +405,8 @@ class Simulation:
             if source is not None:
                 arrivals = source.submit_times()
             elif resume is not None:
-                arrivals = [start] * n
+                later = [j.submit_s for j in resume.arrivals]
+                arrivals = [start] * (n - len(later)) + later
             else:
                 arrivals = [j.submit_s for j in jobs]
             kernel.feed(arrivals, EventClass.ARRIVAL, ARRIVE)
@@ -407,7 +415,12 @@ class Simulation:
         if self.failures is not None:
             self.failures.start(kernel, self.rng)
             self.failures.bind(sched)
-            self.failures.schedule_next(0.0)
+            # A resumed run's restored jobs hold nodes a failure may hit, and its first
+            # failure comes after the snapshot's time (a run from empty starts at 0).
+            if resume is not None:
+                for job, _, _, _ in resume.running:
+                    self.failures.started(job)
+            self.failures.schedule_next(start)
         gate = self.allocations
         if gate is not None:
             for when, index in gate.timeline():

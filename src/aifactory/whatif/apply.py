@@ -226,7 +226,7 @@ def check_scenario(scenario: Scenario, where: Path) -> list[RunPlan]:
 
 
 def edit_fleet(
-    fleet: Fleet, edits: Sequence[AnyEdit], where: str = "edits"
+    fleet: Fleet, edits: Sequence[AnyEdit], where: str = "edits", *, skip_run: bool = False
 ) -> tuple[Fleet, tuple[int | None, ...]]:
     """``fleet`` with the fleet edits applied in order and validated again as a fleet, and
     where each of its groups went: for every group of ``fleet`` (sites, pods and groups in
@@ -236,8 +236,9 @@ def edit_fleet(
     group's last domains first), so the first domains of a kept group are its old ones:
     that lets a caller map nodes of the old fleet onto the new one (the service's live
     what-if restores running jobs that way). Run edits (failure rate, workload growth,
-    policy) are refused: they change no fleet. Raises SpecError with
-    ``<where>[j].field: problem``.
+    policy) are refused: they change no fleet; with ``skip_run`` they are passed over
+    (a caller that reads them itself, keeping each edit's index ``j`` in the problems).
+    Raises SpecError with ``<where>[j].field: problem``.
     """
     doc = fleet.model_dump(mode="json")
     # The group dicts before any edit, held so their ids stay unique while compared below.
@@ -246,6 +247,8 @@ def edit_fleet(
     for j, edit in enumerate(edits):
         try:
             if isinstance(edit, FailureRate | WorkloadGrowth | SetPolicy):
+                if skip_run:
+                    continue
                 raise _EditError("edit", f"'{edit.edit}' changes the run, not the fleet")
             _edit_fleet(doc, edit, fleet)
         except _EditError as exc:
@@ -438,6 +441,34 @@ def _tenant(doc: dict[str, Any], name: str, field_: str) -> dict[str, Any]:
 
 def _descendants(doc: dict[str, Any], name: str) -> list[str]:
     return [t["name"] for t in _walk([_tenant(doc, name, "tenant")])]
+
+
+def growth_of(
+    fleet: Fleet, edits: Sequence[AnyEdit], where: str = "edits", *, limit: float | None = None
+) -> dict[str, float]:
+    """The offered-load multiplier per tenant that the ``workload_growth`` edits among
+    ``edits`` give (a tenant's edit applies to its sub-tenants too, and edits multiply;
+    tenants absent: 1), as a scenario's variation applies them. Raises SpecError with
+    ``<where>[j].tenant: problem`` for a tenant the fleet lacks, and ``<where>[j].factor``
+    where a tenant's product passes ``limit``."""
+    doc = fleet.model_dump(mode="json")
+    growth: dict[str, float] = {}
+    problems: list[str] = []
+    for j, edit in enumerate(edits):
+        if not isinstance(edit, WorkloadGrowth):
+            continue
+        try:
+            for t in _descendants(doc, edit.tenant):
+                growth[t] = growth.get(t, 1.0) * edit.factor
+                if limit is not None and growth[t] > limit:
+                    raise _EditError(
+                        "factor", f"tenant '{t}' grown {growth[t]:g}x in all, more than {limit:g}"
+                    )
+        except _EditError as exc:
+            problems.append(f"{where}[{j}].{exc.field}: {exc.problem}")
+    if problems:
+        raise SpecError(problems)
+    return growth
 
 
 def _quota(tenant: dict[str, Any], gpu_class: str, *, create: bool) -> dict[str, Any]:

@@ -226,11 +226,19 @@ class LinkBandwidth(Edit):
         return self
 
 
+#: The most a failure rate, and a tenant's workload, may be multiplied by (by one edit, and
+#: by all of a live what-if's together: its forecasts' failures and arrivals grow with it).
+MAX_FAILURE_MULTIPLIER = 100.0
+MAX_GROWTH = 20.0
+
+
 class FailureRate(Edit):
     """Multiply the failure model's interruption rate per GPU-hour."""
 
     edit: Literal[EditKind.FAILURE_RATE]
-    multiplier: float = Field(gt=0, le=100, description="Multiply the rate by this.")
+    multiplier: float = Field(
+        gt=0, le=MAX_FAILURE_MULTIPLIER, description="Multiply the rate by this."
+    )
 
 
 class PowerCap(Edit):
@@ -246,7 +254,7 @@ class WorkloadGrowth(Edit):
 
     edit: Literal[EditKind.WORKLOAD_GROWTH]
     tenant: Name = Field(description="Tenant whose workload grows (its children too).")
-    factor: float = Field(gt=0, le=20, description="Multiply its offered load by this.")
+    factor: float = Field(gt=0, le=MAX_GROWTH, description="Multiply its offered load by this.")
 
 
 class SetPolicy(Edit):

@@ -207,9 +207,16 @@ function currentEdit() {
       if ("nullable" in input.dataset) edit[input.name] = null;
       continue;
     }
+    if (input.name.startsWith("between_")) continue;
     if (input.type === "number") edit[input.name] = Number(v);
     else if ("limit" in input.dataset) edit[input.name] = v === "unlimited" ? v : Number(v);
     else edit[input.name] = v;
+  }
+  if (kind === "link_bandwidth") {
+    // one link by its two sites, or (both empty) every link
+    const end = (n) => document.querySelector(`#whatif-fleet fieldset[data-edit='link_bandwidth'] [name='${n}']`).value.trim();
+    const [a, b] = [end("between_a"), end("between_b")];
+    if (a || b) edit.between = [[a, b]];
   }
   return edit;
 }
@@ -243,6 +250,32 @@ function addEdit() {
   showEdits();
 }
 
+function mean(xs) {
+  return xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : 0;
+}
+
+// What a sampled what-if drew: its seed, failures expected and drawn, jobs interrupted,
+// arrivals (the service's forecast / the what-if's, means over the samples).
+function describeSampled(s) {
+  const pair = (f) => f(s.base) + " / " + f(s.variant);
+  const parts = ["sampled forecast, seed " + s.seed + ", " + s.samples + " sample" +
+    (s.samples > 1 ? "s" : "") + " (service / what-if)"];
+  if (s.failure_model) {
+    parts.push(s.failure_model + " failures expected " +
+      pair((x) => x.expected_failures.toFixed(1)) + ", drawn " +
+      pair((x) => mean(x.failures).toFixed(1)) + ", live jobs interrupted " +
+      pair((x) => mean(x.interrupted).toFixed(1)) +
+      (s.interrupted.length ? " (" + s.interrupted.join(", ") + ")" : ""));
+  }
+  if (s.history_days !== null) {
+    parts.push("arrivals drawn from the last " + s.history_days + " days " +
+      pair((x) => mean(x.arrivals).toFixed(1)) + (s.arrivals.length ? ": " +
+      s.arrivals.map((a) => a.tenant + " " + a.rate_per_day.toFixed(1) + "/day x" + a.growth)
+        .join(", ") : ""));
+  }
+  return parts.join("; ");
+}
+
 function capacityChanges(base, variant) {
   const classes = [...new Set([...Object.keys(base), ...Object.keys(variant)])].sort();
   return classes.filter((c) => (base[c] || 0) !== (variant[c] || 0))
@@ -259,6 +292,9 @@ async function runWhatIf(ev) {
   if (policy) body.policy = policy;
   if (backfill) body.backfill = backfill;
   if (cap) body.power_cap = cap === "on";
+  body.seed = Number(document.getElementById("whatif-seed").value);
+  body.samples = Number(document.getElementById("whatif-samples").value);
+  body.history_days = Number(document.getElementById("whatif-history").value);
   const current = currentEdit();
   const edits = current ? [...whatifEdits, current] : [...whatifEdits];
   if (edits.length) body.edits = edits;
@@ -275,9 +311,10 @@ async function runWhatIf(ev) {
       r.seconds.toFixed(2) + " s" +
       (r.base.power_cap === r.variant.power_cap ? "" :
         "; power caps " + (r.variant.power_cap ? "on" : "off")) +
-      (r.edits ? "; " + r.edits + " fleet change" + (r.edits > 1 ? "s" : "") + ": " +
+      (r.edits ? "; " + r.edits + " change" + (r.edits > 1 ? "s" : "") + ": " +
         (capacityChanges(r.base.gpus, r.variant.gpus).join(", ") || "same GPUs") : "") +
-      (r.requeued.length ? "; requeued (nodes removed): " + r.requeued.join(", ") : "");
+      (r.requeued.length ? "; requeued (nodes removed): " + r.requeued.join(", ") : "") +
+      (r.sampled ? "; " + describeSampled(r.sampled) : "");
     document.body.dataset.whatif = "done";
     fill("whatif-tenants", r.tenants, (row, t) => {
       cell(row, t.tenant); cell(row, t.pending, "num");

@@ -8,7 +8,9 @@ the whole queue (one at a time per replica, a second while one runs gets 429; pa
 files' types with their bounds, and two of the API's own: at most :data:`MAX_EDITS` edits
 and :data:`MAX_ADDED_GPUS` GPUs added in all (the variant's topology and its scheduler
 grow with the nodes); an edit that does not apply to the fleet (an unknown site, tenant,
-class or model, a quota above the capacity left) is a 422 naming ``edits[j].field``.
+class or model, a quota above the capacity left) is a 422 naming ``edits[j].field``. A
+sampled what-if (a failure rate or workload growth edit) runs both forecasts once per seed,
+at most ``whatif_live.MAX_SAMPLES``, and its drawn arrivals count toward the job limit.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ WHATIF_RETRY_S = 5.0
 MAX_HORIZON_DAYS = 365.0
 MAX_EDITS = 32
 MAX_ADDED_GPUS = 100_000
+MAX_HISTORY_DAYS = 30.0
 
 
 def _admin(who: Principal, what: str) -> None:
@@ -150,10 +153,37 @@ class WhatIf(BaseModel):
     edits: list[whatif_live.LiveEdit] = Field(
         default_factory=list,
         max_length=MAX_EDITS,
-        description="Fleet edits, in order, as in a scenario file's variation: add_gpus, "
+        description="Edits, in order, as in a scenario file's variation: add_gpus, "
         "remove_gpus (running jobs on removed nodes are requeued), set_quota (nominal, "
-        "borrowing and lending limits), set_cohort, power_cap (a site's MW). At most "
+        "borrowing and lending limits), set_cohort, power_cap (a site's MW), "
+        "link_bandwidth (data staging and cross-site gangs read the links); failure_rate "
+        "and workload_growth make the what-if sampled (failures drawn, the failure model's "
+        "rate times the multiplier; arrivals drawn from the tenants' recent submissions, "
+        "grown), with the base drawn from the same seeds at x1. At most "
         f"{MAX_ADDED_GPUS:,} GPUs added in all.",
+    )
+    seed: int = Field(
+        default=whatif_live.DEFAULT_SEED,
+        strict=True,
+        ge=0,
+        le=2**31 - 1,
+        description="A sampled what-if's seed: sample k of both forecasts uses seed + k.",
+    )
+    samples: int = Field(
+        default=1,
+        strict=True,
+        ge=1,
+        le=whatif_live.MAX_SAMPLES,
+        description="Seeds a sampled what-if runs (each two forecasts); per job the mean and "
+        "spread over them. Ignored when nothing is sampled.",
+    )
+    history_days: float = Field(
+        default=7.0,
+        strict=True,
+        ge=1,
+        le=MAX_HISTORY_DAYS,
+        description="workload_growth: arrivals resample each tenant's submissions of this "
+        "many days before now, at their rate.",
     )
     horizon_days: float = Field(
         default=30.0,
@@ -199,6 +229,60 @@ class JobChange(BaseModel):
     variant_start: float | None
     variant_end: float | None
     start_delta_s: float | None
+    base_samples: int | None = Field(
+        default=None,
+        description="Sampled: samples in which it starts within the horizon in the base "
+        "(its forecast is the mean over them); null: not sampled.",
+    )
+    variant_samples: int | None = None
+    base_start_sd_s: float | None = Field(
+        default=None, description="Sampled: its start's standard deviation over them."
+    )
+    variant_start_sd_s: float | None = None
+    base_interrupted: int | None = Field(
+        default=None, description="Sampled: samples in which a failure interrupted it."
+    )
+    variant_interrupted: int | None = None
+
+
+class SideView(BaseModel):
+    """What one forecast drew over the samples (per sample, in seed order)."""
+
+    rate_per_gpu_hour: float | None = Field(description="Failure rate; null: no failures.")
+    expected_failures: float | None = Field(
+        description="rate x GPUs x hours the forecast has work (until its last job ends, "
+        "or the horizon): the failures expected, the mean over the samples."
+    )
+    failures: list[int]
+    interrupted: list[int] = Field(description="Live jobs a failure interrupted, per sample.")
+    arrivals: list[int] = Field(description="Arrivals drawn, per sample.")
+
+
+class TenantArrivalsView(BaseModel):
+    """A tenant's drawn arrivals: recent rate, growth, means over the samples."""
+
+    tenant: str
+    rate_per_day: float
+    growth: float
+    base: float
+    variant: float
+    started_base: float
+    started_variant: float
+
+
+class SampledView(BaseModel):
+    """A sampled forecast: what it drew, from which seed and model."""
+
+    seed: int
+    samples: int
+    failure_model: str | None
+    history_days: float | None
+    base: SideView
+    variant: SideView
+    arrivals: list[TenantArrivalsView]
+    interrupted: list[int] = Field(
+        description="Live jobs a failure interrupted in some sample of the variant."
+    )
 
 
 class WhatIfResult(BaseModel):
@@ -215,6 +299,11 @@ class WhatIfResult(BaseModel):
     edits: int = Field(description="Fleet edits applied to the variant.")
     requeued: list[int] = Field(
         description="Running jobs the variant requeued: their nodes were removed."
+    )
+    sampled: SampledView | None = Field(
+        default=None,
+        description="A sampled forecast (failure_rate or workload_growth): its seed, "
+        "expected and drawn failures, interrupted jobs and arrivals; null: not sampled.",
     )
 
 
@@ -259,6 +348,7 @@ def whatif(body: WhatIf, who: Caller, service: ServiceDep) -> WhatIfResult:
             horizon_s=horizon,
             power_cap=body.power_cap,
             edits=body.edits,
+            sampling=whatif_live.Sampling(body.seed, body.samples, body.history_days),
         )
         seconds = time.perf_counter() - t0
     except whatif_live.TooManyJobsError as exc:
@@ -297,12 +387,50 @@ def whatif(body: WhatIf, who: Caller, service: ServiceDep) -> WhatIfResult:
                 variant_start=None if d.variant is None else d.variant[0],
                 variant_end=None if d.variant is None else d.variant[1],
                 start_delta_s=d.start_delta_s,
+                **_spread(d.samples),
             )
             for d in jobs[: whatif_live.MAX_JOBS_SHOWN]
         ],
         jobs_total=len(jobs),
         edits=len(body.edits),
         requeued=[int(i) for i in variant.requeued],
+        sampled=None if variant.sampled is None else _sampled(variant.sampled),
+    )
+
+
+def _spread(s: whatif_live.JobSamples | None) -> dict[str, float | int | None]:
+    if s is None:
+        return {}
+    return {
+        "base_samples": s.base_n,
+        "variant_samples": s.variant_n,
+        "base_start_sd_s": s.base_start_sd_s,
+        "variant_start_sd_s": s.variant_start_sd_s,
+        "base_interrupted": s.base_interrupted,
+        "variant_interrupted": s.variant_interrupted,
+    }
+
+
+def _side(s: whatif_live.Side) -> SideView:
+    return SideView(
+        rate_per_gpu_hour=s.rate_per_gpu_hour,
+        expected_failures=s.expected_failures,
+        failures=list(s.failures),
+        interrupted=list(s.interrupted),
+        arrivals=list(s.arrivals),
+    )
+
+
+def _sampled(s: whatif_live.Sampled) -> SampledView:
+    return SampledView(
+        seed=s.seed,
+        samples=s.samples,
+        failure_model=s.failure_model,
+        history_days=s.history_days,
+        base=_side(s.base),
+        variant=_side(s.variant),
+        arrivals=[TenantArrivalsView(**dataclasses.asdict(a)) for a in s.arrivals],
+        interrupted=[int(i) for i in s.interrupted],
     )
 
 
