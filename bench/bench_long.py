@@ -66,11 +66,22 @@ def case(days: float, allocations: str | None = "korea-2025") -> dict[str, Any]:
     marks: list[tuple[float, float, int]] = []  # by wall clock
     cpu_marks: list[tuple[float, float, int]] = []  # by this process's CPU time
     watched: list[Simulation] = []
+    # AIFACTORY_BENCH_LONG_MARKS=1: each progress mark also goes to stderr as it is taken
+    # (CPU s, simulated day, events), to tell which events a profile's window covers.
+    show = os.environ.get("AIFACTORY_BENCH_LONG_MARKS") == "1"
 
     def progress(_fraction: float) -> None:
         kernel = watched[0].kernel
         marks.append((time.perf_counter(), kernel.now, kernel.processed))
         cpu_marks.append((time.process_time(), kernel.now, kernel.processed))
+        if show:
+            cpu, now, done = cpu_marks[-1]
+            pre = watched[0].sched.preemption
+            print(
+                f"mark cpu={cpu:.2f} day={now / DAY_S:.3f} events={done}"
+                f" searches={pre.searches} priced={pre.priced}",
+                file=sys.stderr,
+            )
 
     with no_gc():
         table = synthesize(fleet, days, LOAD, SEED)

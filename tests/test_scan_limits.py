@@ -1,5 +1,6 @@
-"""Scan limits (SchedulerConfig.queue_depth, max_job_test; issue #20 §4): the jobs one
-pass tries are bounded by configuration, not by the backlog.
+"""Scan limits (SchedulerConfig.queue_depth, max_job_test, preempt_candidates; issue #20
+§4): the jobs one pass tries, and the running jobs one preemption search considers, are
+bounded by configuration, not by the backlog.
 
 A limit at least the backlog never binds, so every decision is the unlimited one (a
 differential property over the random fleets and workloads of the scheduler's property
@@ -43,7 +44,9 @@ def test_limits_at_least_the_backlog_change_no_decision(
     unlimited, _ = run(topo, specs, cfg, rate)
     # A pass tries each pending job at most once: no backlog exceeds the jobs of the run.
     n = len(specs)
-    limited, _ = run(topo, specs, replace(cfg, queue_depth=n, max_job_test=n), rate)
+    # Nor can more jobs run than there are (preempt_candidates).
+    bound = replace(cfg, queue_depth=n, max_job_test=n, preempt_candidates=n)
+    limited, _ = run(topo, specs, bound, rate)
     assert decisions(limited) == decisions(unlimited)
 
 
@@ -58,7 +61,7 @@ def test_binding_limits_keep_every_invariant_and_every_job_ends(
     topo, specs, cfg, rate = case
     if between_scans:
         cfg = replace(cfg, backfill=BackfillMode.EASY, backfill_interval_s=30.0)
-    cfg = replace(cfg, queue_depth=depth, max_job_test=tests)
+    cfg = replace(cfg, queue_depth=depth, max_job_test=tests, preempt_candidates=tests)
     result, _ = run(topo, specs, cfg, rate)  # (the checked kernel asserts the invariants)
     jobs = result.jobs
     assert all(j.done for j in jobs), [j for j in jobs if not j.done]
@@ -68,7 +71,7 @@ def test_binding_limits_keep_every_invariant_and_every_job_ends(
 
 def test_a_small_limit_changes_decisions_on_busy_workloads() -> None:
     topo = _busy_fleet()
-    changed = {"queue_depth": 0, "max_job_test": 0}
+    changed = {"queue_depth": 0, "max_job_test": 0, "preempt_candidates": 0}
     for seed in range(3):
         specs = _random_specs(np.random.default_rng(seed), ["t0", "t1", "t2"], 70)
         for interval in (0.0, 30.0):
@@ -80,14 +83,37 @@ def test_a_small_limit_changes_decisions_on_busy_workloads() -> None:
     assert all(changed.values()), changed
 
 
-@pytest.mark.parametrize("name", ["queue_depth", "max_job_test"])
+LIMITS = ["queue_depth", "max_job_test", "preempt_candidates"]
+
+
+def test_the_preemption_limit_bounds_the_candidates_of_every_search() -> None:
+    """With ``preempt_candidates`` at L no search considers more than L running jobs (a
+    count, not a time), where without it some search considers more: the limit binds on
+    these workloads, and it bounds the work."""
+    topo = _busy_fleet()
+    limit = 2
+    unbounded_most = 0
+    for seed in range(3):
+        specs = _random_specs(np.random.default_rng(seed), ["t0", "t1", "t2"], 70)
+        cfg = SchedulerConfig(backfill_interval_s=30.0)
+        full = run(topo, specs, cfg, 0.0)[0].scheduler.preemption
+        bounded = run(topo, specs, replace(cfg, preempt_candidates=limit), 0.0)[0]
+        pre = bounded.scheduler.preemption
+        assert pre.searches > 0
+        assert pre.most_priced <= limit
+        assert pre.priced <= limit * pre.searches
+        unbounded_most = max(unbounded_most, full.most_priced)
+    assert unbounded_most > limit
+
+
+@pytest.mark.parametrize("name", LIMITS)
 @pytest.mark.parametrize("value", [-1, MAX_SCAN + 1])
 def test_a_limit_out_of_bounds_is_refused_naming_it(name: str, value: int) -> None:
     with pytest.raises(ValueError, match=f"scheduler config: {name}: must be an integer"):
         SchedulerConfig(**{name: value})  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("name", ["queue_depth", "max_job_test"])
+@pytest.mark.parametrize("name", LIMITS)
 def test_a_limit_that_is_not_an_integer_is_refused(name: str) -> None:
     """A float is refused in both builds: by the check (pure Python), or by the compiled
     class's typed field before any check runs. A bool only the pure build can tell from an
@@ -106,7 +132,9 @@ def test_zero_is_no_limit_and_the_default() -> None:
     cfg = SchedulerConfig()
     assert cfg.queue_depth == 0
     assert cfg.max_job_test == 0
+    assert cfg.preempt_candidates == 0
     assert SchedulerConfig(queue_depth=MAX_SCAN, max_job_test=1).problem() is None
+    assert SchedulerConfig(preempt_candidates=MAX_SCAN).problem() is None
 
 
 @pytest.mark.parametrize("command", ["run", "simulate"])
@@ -134,4 +162,7 @@ def test_aifactory_run_uses_the_national_limits() -> None:
 
     spec = national_spec("korea-2025", 1.0, 0.9, 0)
     assert (spec.queue_depth, spec.max_job_test) == (NATIONAL_QUEUE_DEPTH, NATIONAL_MAX_JOB_TEST)
-    assert TwinSpec(fleet="demo", trace="t").queue_depth == 0  # a replay: no limit
+    # (no preemption limit: one bounded the candidates but not the drift, see config.py)
+    assert spec.preempt_candidates == 0
+    replay = TwinSpec(fleet="demo", trace="t")
+    assert replay.queue_depth == replay.preempt_candidates == 0  # a replay: no limit

@@ -41,7 +41,8 @@ MAX_GRACE_S: Final = 86400.0
 MAX_DATA_BYTES: Final = 1e18
 MAX_STEP_S: Final = 3600.0  # compute seconds of one training step
 MAX_NAME: Final = 256  # characters of a dataset or site name
-# A scan limit (SchedulerConfig.queue_depth, max_job_test): an int32 count; 0 is no limit.
+# A scan limit (SchedulerConfig.queue_depth, max_job_test, preempt_candidates): an int32
+# count; 0 is no limit.
 MAX_SCAN: Final = 2**31 - 1
 
 
@@ -96,6 +97,14 @@ class SchedulerConfig:
     # limit at least the number of pending jobs changes no decision.
     queue_depth: int = 0
     max_job_test: int = 0
+    # ``preempt_candidates`` bounds the running jobs one preemption search considers (the
+    # first the candidate rules meet), as kube-scheduler's DefaultPreemption bounds the
+    # candidates it dry-runs (minCandidateNodesAbsolute, 100 there). Off in every run:
+    # on korea-2025 a search prices 30 to 160 candidates on average, a bound of 256 binds
+    # too rarely to matter, and one of 32 makes searches fail that would have found victims,
+    # so the jobs search again in every deep scan (6x the searches, 5x the candidates
+    # priced per event at day 10).
+    preempt_candidates: int = 0
     # Owners run on their own hardware and lend it by name: each GPU class of several
     # owners is scheduled as one class per owner (see aifactory/scheduler/owners.py).
     # Off: a tenant's quota is served from any owner's GPUs of the class.
@@ -131,7 +140,11 @@ class SchedulerConfig:
                 return params
         if self.backfill_depth < 1:
             return f"backfill_depth: must be at least 1 (got {self.backfill_depth!r})"
-        for name, limit in (("queue_depth", self.queue_depth), ("max_job_test", self.max_job_test)):
+        for name, limit in (
+            ("queue_depth", self.queue_depth),
+            ("max_job_test", self.max_job_test),
+            ("preempt_candidates", self.preempt_candidates),
+        ):
             if type(limit) is not int or not 0 <= limit <= MAX_SCAN:
                 return f"{name}: must be an integer from 0 (no limit) to {MAX_SCAN} (got {limit!r})"
         return None

@@ -80,9 +80,12 @@ class PriorityRule(CandidateRule):
         if not prios or min(prios) >= seat.priority:
             return
         barred = seat.job.preempted_for
+        limit = p.limit
         for v in p.running.by_tc[seat.tix][gpu_class]:
             if v.preemptible and v.priority < seat.priority and not (barred and v.job.id in barred):
-                out.append(v)  # noqa: PERF401 (compiled, a loop: no generator)
+                out.append(v)
+                if len(out) == limit:  # (never with limit 0: out is not empty here)
+                    return
 
 
 class RankRule(CandidateRule):
@@ -97,6 +100,7 @@ class RankRule(CandidateRule):
             return
         barred = seat.job.preempted_for
         policy = p.policy
+        limit = p.limit
         for v in p.running.by_tc[seat.tix][gpu_class]:
             if (
                 v.preemptible
@@ -104,7 +108,9 @@ class RankRule(CandidateRule):
                 and not (barred and v.job.id in barred)
                 and policy.rank(v.job, now) > rank
             ):
-                out.append(v)  # noqa: PERF401
+                out.append(v)
+                if len(out) == limit:
+                    return
 
 
 class ReclaimRule(CandidateRule):
@@ -125,12 +131,15 @@ class ReclaimRule(CandidateRule):
         if not group or cell.used + seat.gpus > cell.nominal or not cell.reclaims:
             return  # (a lender that does not reclaim waits for its borrowers' jobs to end)
         barred = seat.job.preempted_for
+        limit = p.limit
         for member in group:
             if member == t or quota.borrowed(member, gpu_class) <= 0:
                 continue
             for v in p.running.by_tc[member][gpu_class]:
                 if v.preemptible and not (barred and v.job.id in barred):
-                    out.append(v)  # noqa: PERF401
+                    out.append(v)
+                    if len(out) == limit:
+                        return
 
 
 register(PreemptReason.PRIORITY, PriorityRule())
@@ -205,6 +214,7 @@ class Preemption:
         pod_capacity: list[int],
         site_capacity: list[int],
         preempt_grace_s: float = 0.0,
+        limit: int = 0,
     ) -> None:
         self.running = running
         self.cs: ClusterState = running.cs
@@ -216,6 +226,12 @@ class Preemption:
         self.pod_capacity = pod_capacity  # largest pod's GPUs, per class
         self.site_capacity = site_capacity  # largest site's GPUs, per class
         self.rules = list(RULES.values())
+        # The scan limit SchedulerConfig.preempt_candidates: the most running jobs one
+        # search may consider (0: every one the rules allow).
+        self.limit = limit
+        self.searches = 0  # searches that had candidates (counts, read by tests and benches)
+        self.priced = 0  # candidates those searches priced
+        self.most_priced = 0  # the most candidates one search priced
 
     def may_preempt_behind_head(self, seat: Seat) -> bool:
         """Whether a job behind its tenant's head may preempt: only for priority (it
@@ -229,11 +245,16 @@ class Preemption:
     def candidates(self, seat: Seat, gpu_class: int, now: float) -> list[Seat]:
         """Every running job of the class that some rule lets ``job`` evict (no job twice:
         the rules' sets are disjoint; in no particular order, as :class:`CostOrder` orders
-        them totally)."""
+        them totally), or, under the scan limit, the first ``limit`` of them that the rules
+        meet, in rule order and each tenant's running jobs in the order they are indexed:
+        a search then costs at most ``limit`` candidates, whatever runs."""
         rank = self.policy.rank(seat.job, now) if self.preemptive else 0
         out: list[Seat] = []
+        limit = self.limit
         for rule in self.rules:
             rule.add(self, seat, gpu_class, now, rank, out)
+            if limit and len(out) >= limit:
+                break
         return out
 
     def lost_if_evicted(self, seat: Seat, now: float) -> float:
@@ -268,6 +289,9 @@ class Preemption:
         cands = self.candidates(seat, gpu_class, now)
         if not cands:
             return None
+        self.searches += 1
+        self.priced += len(cands)
+        self.most_priced = max(self.most_priced, len(cands))
         # Necessary conditions, checked before touching any state: enough GPUs could be
         # freed at all, and enough of the right tenants' usage to satisfy the quota.
         gpus = seat.gpus

@@ -143,6 +143,7 @@ class SchedulerState:
             self.pod_capacity,
             self.site_capacity,
             self.cfg.preempt_grace_s,
+            self.cfg.preempt_candidates,
         )
         self.rejected: Counter[str] = Counter()
         self._refused: list[tuple[Job, str]] = []  # refused at submit, for the next result

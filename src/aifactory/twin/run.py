@@ -64,6 +64,7 @@ class TwinSpec:
     # has always run.
     queue_depth: int = 0
     max_job_test: int = 0
+    preempt_candidates: int = 0  # (SchedulerConfig.preempt_candidates)
 
 
 @dataclass(slots=True)
@@ -130,6 +131,7 @@ def national_spec(
     allocations: str | None = None,
     queue_depth: int = NATIONAL_QUEUE_DEPTH,
     max_job_test: int = NATIONAL_MAX_JOB_TEST,
+    preempt_candidates: int = 0,
 ) -> TwinSpec:
     """The run of ``aifactory run`` (and of the long benchmark): a synthesised national
     workload of ``days`` at ``load``, EASY backfill with Slurm's 30 s deep scans and the
@@ -151,6 +153,7 @@ def national_spec(
         allocations=allocations,
         queue_depth=queue_depth,
         max_job_test=max_job_test,
+        preempt_candidates=preempt_candidates,
     )
 
 
@@ -240,7 +243,11 @@ def _run_twin(
         "failures_model": spec.failures,
         "checkpoint": spec.checkpoint.value,
         "backfill_interval_s": spec.backfill_interval_s,
-        "scan_limits": {"queue_depth": spec.queue_depth, "max_job_test": spec.max_job_test},
+        "scan_limits": {
+            "queue_depth": spec.queue_depth,
+            "max_job_test": spec.max_job_test,
+            "preempt_candidates": spec.preempt_candidates,
+        },
         "preempt_grace_s": spec.preempt_grace_s,
         "inputs": {
             "remapped_tenants": report.remapped,
@@ -319,6 +326,7 @@ def simulation(
         power_cap=spec.power_cap,
         queue_depth=spec.queue_depth,
         max_job_test=spec.max_job_test,
+        preempt_candidates=spec.preempt_candidates,
     )
     injector = FailureInjector(failure_model) if failure_model is not None else None
     return Simulation(
