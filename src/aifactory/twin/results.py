@@ -85,6 +85,12 @@ class JobColumns:
     """The site each job is pinned to (None: any)."""
     staging_s: FloatArray
     slowdown: FloatArray
+    project: np.ndarray[Any, np.dtype[np.int16]] | None = None
+    """With allocations: each job's project, its place in the allocations file (-1: none)."""
+    held_s: FloatArray | None = None
+    """With allocations: seconds each job was held on its project's allocation."""
+    charged: FloatArray | None = None
+    """With allocations: GPU-seconds charged to each job's project for its runs."""
 
 
 def jobs_by_row(result: SimResult) -> list[Job] | dict[int, Job]:
@@ -102,10 +108,10 @@ def job_columns(result: SimResult) -> JobColumns:
     same reader either way: :class:`~aifactory.twin.finished.FinishedJobs`)."""
     rows = result.finished
     if rows is None:
-        rows = FinishedJobs(len(result.jobs))
-        rows.put(result.jobs, list(range(len(result.jobs))))
+        rows = FinishedJobs(len(result.jobs), result.allocations)
+        rows.put(result.jobs, list(range(len(result.jobs))), retire=False)
     elif result.jobs:
-        rows.put(result.jobs, result.rows)
+        rows.put(result.jobs, result.rows, retire=False)
     state = rows.state
     codes = {s: state == k for k, s in enumerate(STATES)}
     # Tenants renumbered in sorted order (a dict of the few names, not a sort of every row).
@@ -148,6 +154,9 @@ def job_columns(result: SimResult) -> JobColumns:
         site=rows.strings("site"),
         staging_s=fl["staging_s"],
         slowdown=fl["slowdown"],
+        project=rows.project if rows.gate is not None else None,
+        held_s=rows.held_s if rows.gate is not None else None,
+        charged=rows.charged if rows.gate is not None else None,
     )
 
 
@@ -482,17 +491,22 @@ def jobs_table(
         )
         if staging is not None:  # (a job waiting for its data: twin.staging)
             reasons[i] = staging.reason(job) or reasons[i]
-    project: list[str | None] = [None] * m
-    waited_alloc: list[float | None] = [None] * m
-    charged: list[float | None] = [None] * m
     ids = cols.ids[part]
-    if gate is not None:
-        for i, job_id in enumerate(ids):
-            name = gate.project.get(job_id)
-            if name:
-                project[i] = name
-                waited_alloc[i] = gate.waited.get(job_id, 0.0)
-                charged[i] = gate.charged.get(job_id, 0.0) / 3600.0
+    project: Any = pa.nulls(m, pa.string())
+    waited_alloc: Any = pa.nulls(m, pa.float64())
+    charged: Any = pa.nulls(m, pa.float64())
+    if gate is not None and cols.project is not None:
+        assert cols.held_s is not None
+        assert cols.charged is not None
+        code = cols.project[part].astype(np.int32)
+        none = code < 0
+        names = [p.name for p in gate.spec.projects]
+        project = cast(
+            pa.DictionaryArray.from_arrays(pa.array(code, mask=none), pa.array(names, pa.string())),
+            pa.string(),
+        )
+        waited_alloc = _nullable(cols.held_s[part], none)
+        charged = _nullable(cols.charged[part] / 3600.0, none)
     start, end, submit = cols.start[part], cols.end[part], cols.submit[part]
     data: dict[str, Any] = {
         "job_id": ids,

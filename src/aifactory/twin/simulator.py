@@ -209,7 +209,10 @@ class Simulation:
         self.resume = resume
         if source is not None:
             self.jobs: list[Job] = []
-            self.finished = FinishedJobs(source.n)
+            # The gate's figures of each job that ends go with its row too.
+            self.finished = FinishedJobs(source.n, allocations)
+            if allocations is not None:
+                allocations.stream()
         else:
             check_fields(jobs)
             self.jobs = list(jobs) if resume is not None else sorted(jobs, key=lambda j: j.submit_s)
