@@ -21,6 +21,7 @@ import pyarrow as pa
 
 from aifactory.allocations.model import SECONDS_PER_HOUR
 from aifactory.twin.allocgate import TwinAllocations
+from aifactory.twin.results import py_sum
 
 if TYPE_CHECKING:
     from aifactory.twin.results import FloatArray, JobColumns
@@ -138,10 +139,10 @@ def project_rows(
             "overrun_b200h": total("overrun_hours"),
             "wasted_b200h": total("wasted_hours"),
             "left_b200h": float(open_left),
-            "charged_gpu_hours": sum(cols.charged[sel].tolist()) / SECONDS_PER_HOUR,
+            "charged_gpu_hours": py_sum(cols.charged[sel]) / SECONDS_PER_HOUR,
             "unallocated_gpu_hours": unallocated.get(p.name, 0.0) / SECONDS_PER_HOUR,
-            "denied_job_hours": sum(held_s.tolist()) / SECONDS_PER_HOUR,
-            "denied_gpu_hours": sum((held_s * cols.gpus[sel]).tolist()) / SECONDS_PER_HOUR,
+            "denied_job_hours": py_sum(held_s) / SECONDS_PER_HOUR,
+            "denied_gpu_hours": py_sum(held_s * cols.gpus[sel]) / SECONDS_PER_HOUR,
             "jobs": len(sel),
             "jobs_held": int(np.count_nonzero(held_s > 0)) + held_now,
             "jobs_held_at_end": len(book.held),

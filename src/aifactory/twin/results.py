@@ -25,7 +25,7 @@ from aifactory.reports.results import (
 )
 from aifactory.twin.allocgate import REASON as ALLOCATION
 from aifactory.twin.fields import STATES
-from aifactory.twin.finished import FinishedJobs
+from aifactory.twin.finished import Coded, FinishedJobs
 from aifactory.twin.netreport import link_columns, network_summary
 from aifactory.twin.simulator import SimResult
 from aifactory.twin.stability import stability
@@ -43,6 +43,21 @@ def _mean(values: np.ndarray) -> float | None:
     return float(values.mean()) if values.size else None
 
 
+SUM_PART = 1 << 16  # rows made into Python floats at a time by py_sum
+
+
+def py_sum(values: FloatArray) -> float:
+    """``sum(values.tolist())``: Python's sum in row order (the figure a sum over the jobs
+    gives; numpy's pairwise sum rounds differently), a part at a time, so that a national
+    run's millions of rows never stand as Python floats at once. The same additions in
+    the same order: Python's sum of floats adds each to one running double, which the
+    next part starts from."""
+    total: float = 0  # (sum's own start: an empty column sums to 0, as sum([]) does)
+    for lo in range(0, len(values), SUM_PART):
+        total = sum(values[lo : lo + SUM_PART].tolist(), total)
+    return total
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class JobColumns:
     """Every job's fields as columns, read once per run: the summary and the jobs table
@@ -52,9 +67,10 @@ class JobColumns:
     (:mod:`aifactory.twin.fields`); ``start``/``end`` are NaN where None.
     """
 
-    ids: tuple[str, ...]
-    tenant: tuple[str, ...]
-    kind: tuple[str, ...]
+    ids: np.ndarray[Any, np.dtype[np.object_]]
+    """Each job's id (a string)."""
+    tenant: Coded
+    kind: Coded
     state: np.ndarray[Any, np.dtype[np.int8]]
     """Codes: the index of each job's state in :data:`~aifactory.twin.fields.STATES`."""
     tenant_names: list[str]
@@ -65,10 +81,10 @@ class JobColumns:
     end: FloatArray
     duration: FloatArray
     gpus: np.ndarray[Any, np.dtype[np.int64]]
-    gpu_class: tuple[str | None, ...]
-    placed_class: tuple[str, ...]
-    level: tuple[str, ...]
-    hardware_owner: tuple[str, ...]
+    gpu_class: Coded
+    placed_class: Coded
+    level: Coded
+    hardware_owner: Coded
     preemptions: np.ndarray[Any, np.dtype[np.int64]]
     failures: np.ndarray[Any, np.dtype[np.int64]]
     used: FloatArray
@@ -81,7 +97,7 @@ class JobColumns:
     """Which jobs are services (a lifetime, not work: ``Job.service``)."""
     codes: dict[JobState, np.ndarray[Any, np.dtype[np.bool_]]]
     """Per state, which jobs are in it."""
-    site: tuple[str | None, ...]
+    site: Coded
     """The site each job is pinned to (None: any)."""
     staging_s: FloatArray
     slowdown: FloatArray
@@ -127,7 +143,7 @@ def job_columns(result: SimResult) -> JobColumns:
     if running.any():
         used[running] += gpus[running] * np.maximum(0.0, result.end_s - run_start[running])
     return JobColumns(
-        ids=tuple(rows.ids.tolist()),
+        ids=rows.ids,
         tenant=rows.strings("tenant"),
         kind=rows.strings("kind"),
         state=state,
@@ -314,7 +330,8 @@ def summarize(
     busy_w = np.array([m.busy_watts for m in topo.class_model]) * class_pue
     class_index = {name: c for c, name in enumerate(topo.classes)}
     # Busy watts of the class each job was placed on (0 for a job never placed).
-    placed = np.array([class_index[c] if c else -1 for c in cols.placed_class], dtype=np.intp)
+    lut = [class_index[c] if c else -1 for c in cols.placed_class.values]
+    placed = np.array(lut, dtype=np.intp)[cols.placed_class.codes]
     job_w = np.where(placed >= 0, busy_w[np.maximum(placed, 0)], 0.0) if n else np.zeros(0)
 
     # Useful GPU-seconds (ETTR's numerator) and GPU-seconds between first start and end.
@@ -398,8 +415,8 @@ def summarize(
         # Preemptions whose victim saved all its work in its grace (scheduler.grace).
         "saved_preemptions": sched.saved_preemptions,
         # (Python's sum in job order, as over the jobs: numpy's sum would round otherwise)
-        "gpu_hours_lost_preemption": sum(cols.lost_preempt.tolist()) / 3600.0,
-        "gpu_hours_lost_failure": sum(cols.lost_failure.tolist()) / 3600.0,
+        "gpu_hours_lost_preemption": py_sum(cols.lost_preempt) / 3600.0,
+        "gpu_hours_lost_failure": py_sum(cols.lost_failure) / 3600.0,
         "events": result.events,
         "wall_s": result.wall_s,
         "per_tenant": per,
