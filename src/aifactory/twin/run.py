@@ -228,6 +228,7 @@ def _run_twin(
         source = JobSource(table, fleet, opts)
         report = source.report
         sim = simulation(spec, fleet, [], failure_model, allocations=gate, source=source)
+        del source  # (the simulation lets it go at its end, before the summary is made)
     if watch is not None:
         watch(sim)
     result = sim.run(progress)

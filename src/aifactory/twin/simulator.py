@@ -380,6 +380,16 @@ class Simulation:
             ahead.extend(source.chunk(c))
         return jobs + ahead, rows + list(range(arrived, arrived + len(ahead)))
 
+    def _arrivals(self, n: int, start: float) -> list[float]:
+        """Every job's arrival time, in the run's order, for the kernel's feed (which
+        copies them): made in a call of its own so that no variable of the run's loop
+        holds a national run's millions of floats while it goes."""
+        if self.source is not None:
+            return self.source.submit_times()
+        if self.resume is not None:
+            return [start] * n
+        return [j.submit_s for j in self.jobs]
+
     def _run(self, progress: Progress | None) -> SimResult:
         t0 = time.perf_counter()
         kernel = self.kernel
@@ -398,13 +408,7 @@ class Simulation:
                 sched.restore_running(job, placement, run_start_s)
                 kernel.at(max(end_s, start), END_CLS, FINISH, job, job.moves)
         if n:
-            if source is not None:
-                arrivals = source.submit_times()
-            elif resume is not None:
-                arrivals = [start] * n
-            else:
-                arrivals = [j.submit_s for j in jobs]
-            kernel.feed(arrivals, EventClass.ARRIVAL, ARRIVE)
+            kernel.feed(self._arrivals(n, start), EventClass.ARRIVAL, ARRIVE)
         if n or resume is not None:
             kernel.at(start, EventClass.OBSERVE, SAMPLE)
         if self.failures is not None:
@@ -517,6 +521,9 @@ class Simulation:
             jobs, rows = self._in_flight(arrived)
             self._live = {}
             self._row = {}
+            # Every job is made: the source's columns are not needed past here (the
+            # summary is made while a caller may still hold this simulation).
+            self.source = None
         return SimResult(
             jobs=jobs,
             rows=rows,
