@@ -234,3 +234,29 @@ def test_every_recorded_move_is_in_the_table(steps: list[tuple[str, float]]) -> 
     assert all((c.from_state, c.to_state) in TRANSITIONS for c in moves)
     assert [c.at for c in final.history] == sorted(c.at for c in final.history)
     assert final.due(now, ledger.balance("a1")) is None
+
+
+def test_a_ledger_that_keeps_no_charges_draws_and_tallies_the_same() -> None:
+    """Without records (``keep_charges=False``) the balances, the count of charges and
+    each project's unallocated GPU-seconds are those of a ledger that keeps every charge."""
+    allocs = [grant("a1", hours=3.0, end=10 * H), grant("b1", hours=1.0, project="q")]
+    kept = Ledger(allocs)
+    bare = Ledger(allocs, keep_charges=False)
+    runs = [("p", 2 * H, 0.0, 2 * H), ("p", 3 * H, 8 * H, 11 * H), ("q", 2 * H, H, 3 * H)]
+    for i, (project, gpu_s, start, end) in enumerate(runs):
+        a = kept.charge(project, "h100", gpu_s, start, end, key=f"j{i}:1")
+        b = bare.charge(project, "h100", gpu_s, start, end, key=f"j{i}:1")
+        assert a == b
+    assert bare.charges() == []
+    count, unallocated = kept.tally()
+    assert count == len(kept.charges()) == 3
+    assert bare.tally() == (count, unallocated)
+    # p's run past its grant's end and q's run past its balance: both are overrun, but
+    # only the part outside every period is unallocated.
+    assert unallocated == {"p": pytest.approx(H), "q": 0.0}
+    for a in ("a1", "b1"):
+        assert bare.balance(a) == kept.balance(a)
+        assert bare.overrun(a) == kept.overrun(a)
+    copy = bare.copy()
+    assert copy.tally() == bare.tally()
+    assert not copy.keep_charges

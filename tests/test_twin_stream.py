@@ -47,3 +47,11 @@ def test_streamed_run_matches_kept(monkeypatch: pytest.MonkeyPatch, until_h: flo
     projects = kept.projects_table()
     assert projects is not None
     assert projects.equals(streamed.projects_table())
+    # The streamed run's gate kept the figures of its jobs in flight only, and no charge.
+    gate = streamed.result.allocations
+    assert gate is not None
+    assert kept.result.allocations is not None
+    assert set(gate.project) <= {j.id for j in streamed.result.jobs}
+    assert len(gate.project) < len(kept.result.allocations.project)
+    assert gate.ledger.charges() == []
+    assert len(kept.result.allocations.ledger.charges()) == gate.ledger.tally()[0] > 0

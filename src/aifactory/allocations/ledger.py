@@ -12,6 +12,9 @@ A job never draws on an allocation outside that allocation's period.
 
 Charges are keyed (the service uses ``job:attempt``): charging a key twice returns the
 first charge and changes nothing, so a replay after a restart cannot double a charge.
+A ledger made with ``keep_charges=False`` keeps no charge, only their count and each
+project's unallocated GPU-seconds (:meth:`Ledger.tally`): a caller whose keys cannot repeat
+(the twin's ``job:run``) and that makes millions of charges needs no record of each.
 
 Admission (:meth:`Ledger.cover`) asks whether the active allocations' balances at ``now``
 hold a job's whole request (GPUs x time limit): covered, covered only by an allocation
@@ -80,8 +83,11 @@ class Ledger:
 
     allocations: Iterable[Allocation]
     rates: Mapping[str, float] = field(default_factory=dict)
+    keep_charges: bool = True  # False: keys must not repeat (nothing remembers them)
     _accounts: dict[str, _Account] = field(init=False, default_factory=dict)
     _charges: dict[str, Charge] = field(init=False, default_factory=dict)
+    _count: int = field(init=False, default=0)
+    _unallocated: dict[str, float] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         for alloc in self.allocations:
@@ -112,8 +118,13 @@ class Ledger:
         return self._accounts[alloc_id].overrun
 
     def charges(self) -> list[Charge]:
-        """Every charge, in the order made."""
+        """Every charge, in the order made (none kept with ``keep_charges=False``)."""
         return list(self._charges.values())
+
+    def tally(self) -> tuple[int, dict[str, float]]:
+        """How many charges were made, and per project the GPU-seconds of them no
+        allocation's period held (added in the order the charges were made)."""
+        return self._count, dict(self._unallocated)
 
     def state(self, alloc_id: str, now: float) -> AllocState:
         """The allocation's state at ``now`` (the clock's and the balance's moves applied)."""
@@ -123,11 +134,13 @@ class Ledger:
     def copy(self) -> Ledger:
         """An independent ledger with the same allocations, balances and charges (what-if
         charges on the copy leave this one as it is)."""
-        twin = Ledger((), self.rates)
+        twin = Ledger((), self.rates, self.keep_charges)
         twin._accounts = {
             k: _Account(a.alloc, a.used, a.overrun) for k, a in self._accounts.items()
         }
         twin._charges = dict(self._charges)
+        twin._count = self._count
+        twin._unallocated = dict(self._unallocated)
         return twin
 
     def replace(self, alloc: Allocation) -> None:
@@ -198,7 +211,7 @@ class Ledger:
         key: str | None = None,
     ) -> Charge:
         """Charge one run interval (never refused; see the module docstring)."""
-        key = key if key is not None else f"#{len(self._charges)}"
+        key = key if key is not None else f"#{self._count}"
         done = self._charges.get(key)
         if done is not None:
             return done
@@ -251,5 +264,8 @@ class Ledger:
             overrun_allocation=overrun_on,
             unallocated_gpu_seconds=unallocated,
         )
-        self._charges[key] = done
+        if self.keep_charges:
+            self._charges[key] = done
+        self._count += 1
+        self._unallocated[project] = self._unallocated.get(project, 0.0) + unallocated
         return done

@@ -31,6 +31,12 @@ holds the reservations this is the service's answer; otherwise it is at least as
 Held jobs never reach the scheduler, so the time they wait is counted here
 (``waited``), a job held at the end reads ``pending`` with reason ``allocation``, and the
 time series' pending jobs and GPUs (what the scheduler holds) leave them out.
+
+The per-job figures (``project``, ``waited``, ``charged``) are kept for every job of a
+project, unless the run streams its jobs (:meth:`TwinAllocations.stream`): then a job's
+figures are handed over when it ends for good (:meth:`TwinAllocations.retire`) to be kept
+with its results row, and the ledger keeps no record of each charge, so that the gate's
+memory follows the jobs in flight, as the run's does.
 """
 
 from __future__ import annotations
@@ -97,9 +103,34 @@ class TwinAllocations:
         self.waited: dict[str, float] = {}  # job id -> seconds held on its allocation
         self.charged: dict[str, float] = {}  # job id -> GPU-seconds charged
         self._runs: dict[str, int] = {}  # job id -> run intervals charged
+        self._index = {p.name: i for i, p in enumerate(spec.projects)}
         self._dirty: set[str] = set()  # projects whose room may have grown
         self._holds = 0  # jobs held so far: the arrival order among held jobs
         self.topups_applied = 0
+
+    def stream(self) -> None:
+        """The run streams its jobs: keep no charge records (the twin's charge keys,
+        ``job:run``, cannot repeat) and expect :meth:`retire` for each job that ends."""
+        self.ledger.keep_charges = False
+
+    def figures(self, job_id: str) -> tuple[int, float, float]:
+        """A job's project (its place in the file, -1: none), seconds held on its
+        allocation and GPU-seconds charged (zeros for a job of no project)."""
+        name = self.project.get(job_id)
+        if name is None:
+            return -1, 0.0, 0.0
+        return self._index[name], self.waited.get(job_id, 0.0), self.charged.get(job_id, 0.0)
+
+    def retire(self, job_id: str) -> tuple[int, float, float]:
+        """:meth:`figures` of a job that left for good, forgotten here (nothing is charged
+        to a job or counted for it once it has ended)."""
+        out = self.figures(job_id)
+        if out[0] >= 0:
+            del self.project[job_id]
+            self.waited.pop(job_id, None)
+            self.charged.pop(job_id, None)
+            self._runs.pop(job_id, None)
+        return out
 
     # -- the timeline of grants ------------------------------------------------------
 

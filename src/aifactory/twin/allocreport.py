@@ -12,15 +12,19 @@ scale; ``charged_gpu_hours`` is the raw GPU-hours of its jobs' runs.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 
 from aifactory.allocations.model import SECONDS_PER_HOUR
 from aifactory.twin.allocgate import TwinAllocations
+from aifactory.twin.results import py_sum
+
+if TYPE_CHECKING:
+    from aifactory.twin.results import FloatArray, JobColumns
 
 PROJECTS_FILE = "projects.parquet"
 
@@ -87,51 +91,25 @@ def grant_rows(gate: TwinAllocations, end_s: float) -> list[dict[str, Any]]:
     return rows
 
 
-def _queue(values: list[float], q: float) -> float | None:
-    return float(np.percentile(np.asarray(values), q)) if values else None
-
-
-class ProjectJob(Protocol):
-    """What the project rows read of a job (a :class:`Job`, or a results row of one)."""
-
-    @property
-    def id(self) -> str: ...
-    @property
-    def first_start_s(self) -> float | None: ...
-    @property
-    def submit_s(self) -> float: ...
-    @property
-    def gpus(self) -> int: ...
-
-
-class JobRow(NamedTuple):
-    """A job's results row, as the project rows read it (a streamed run keeps no jobs)."""
-
-    id: str
-    first_start_s: float | None
-    submit_s: float
-    gpus: int
+def _queue(values: FloatArray, q: float) -> float | None:
+    return float(np.percentile(values, q)) if values.size else None
 
 
 def project_rows(
-    gate: TwinAllocations, jobs: Iterable[ProjectJob], end_s: float
+    gate: TwinAllocations, cols: JobColumns, end_s: float
 ) -> dict[str, dict[str, Any]]:
-    """One row per project (see the module docstring), by project name in file order."""
+    """One row per project (see the module docstring), by project name in file order,
+    from the run's results columns (``cols.project``, ``held_s``, ``charged``: the gate's
+    figures by row). Sums over a project's jobs are Python's, in job order."""
     grants = grant_rows(gate, end_s)
-    by_project: dict[str, list[ProjectJob]] = {}
-    for job in jobs:
-        name = gate.project.get(job.id)
-        if name is not None:
-            by_project.setdefault(name, []).append(job)
-    unallocated: dict[str, float] = {}
-    for charge in gate.ledger.charges():
-        unallocated[charge.project] = (
-            unallocated.get(charge.project, 0.0) + charge.unallocated_gpu_seconds
-        )
+    assert cols.project is not None
+    assert cols.held_s is not None
+    assert cols.charged is not None
+    _count, unallocated = gate.ledger.tally()
     out: dict[str, dict[str, Any]] = {}
-    for p in gate.spec.projects:
+    for k, p in enumerate(gate.spec.projects):
         mine = [g for g in grants if g["project"] == p.name]
-        pjobs = by_project.get(p.name, [])
+        sel = np.flatnonzero(cols.project == k)
         book = gate.books[p.name]
 
         def total(key: str, rows: list[dict[str, Any]] = mine) -> float:
@@ -143,8 +121,12 @@ def project_rows(
             for r in begun
             if r["end_s"] > end_s and r["granted_hours"] > 0
         )
-        queue = [j.first_start_s - j.submit_s for j in pjobs if j.first_start_s is not None]
-        waited = {j.id: gate.waited.get(j.id, 0.0) for j in pjobs}
+        start = cols.start[sel]
+        started = ~np.isnan(start)
+        queue = start[started] - cols.submit[sel][started]
+        held_s = cols.held_s[sel]
+        # A job held at the end may have waited no time yet (held at the run's last instant).
+        held_now = sum(1 for job_id in book.held if gate.waited.get(job_id, 0.0) <= 0)
         out[p.name] = {
             "project": p.name,
             "tenant": p.tenant,
@@ -157,15 +139,15 @@ def project_rows(
             "overrun_b200h": total("overrun_hours"),
             "wasted_b200h": total("wasted_hours"),
             "left_b200h": float(open_left),
-            "charged_gpu_hours": sum(gate.charged.get(j.id, 0.0) for j in pjobs) / SECONDS_PER_HOUR,
+            "charged_gpu_hours": py_sum(cols.charged[sel]) / SECONDS_PER_HOUR,
             "unallocated_gpu_hours": unallocated.get(p.name, 0.0) / SECONDS_PER_HOUR,
-            "denied_job_hours": sum(waited.values()) / SECONDS_PER_HOUR,
-            "denied_gpu_hours": sum(waited[j.id] * j.gpus for j in pjobs) / SECONDS_PER_HOUR,
-            "jobs": len(pjobs),
-            "jobs_held": sum(1 for j in pjobs if waited[j.id] > 0 or j.id in book.held),
+            "denied_job_hours": py_sum(held_s) / SECONDS_PER_HOUR,
+            "denied_gpu_hours": py_sum(held_s * cols.gpus[sel]) / SECONDS_PER_HOUR,
+            "jobs": len(sel),
+            "jobs_held": int(np.count_nonzero(held_s > 0)) + held_now,
             "jobs_held_at_end": len(book.held),
             "jobs_overdraft": book.overdraft_jobs,
-            "avg_queue_s": float(np.mean(queue)) if queue else None,
+            "avg_queue_s": float(np.mean(queue)) if queue.size else None,
             "p50_queue_s": _queue(queue, 50),
             "p99_queue_s": _queue(queue, 99),
         }
@@ -173,11 +155,11 @@ def project_rows(
 
 
 def summarize_allocations(
-    gate: TwinAllocations, jobs: Iterable[ProjectJob], end_s: float, source: str | None
+    gate: TwinAllocations, cols: JobColumns, end_s: float, source: str | None
 ) -> dict[str, Any]:
-    """The summary's ``projects`` and ``allocations`` keys."""
+    """The summary's ``projects`` and ``allocations`` keys (``cols``: the run's results)."""
     grants = grant_rows(gate, end_s)
-    projects = project_rows(gate, jobs, end_s)
+    projects = project_rows(gate, cols, end_s)
     keys = (
         "granted_b200h",
         "future_b200h",
@@ -196,7 +178,7 @@ def summarize_allocations(
             "projects": len(projects),
             "grants": grants,
             "topups_applied": gate.topups_applied,
-            "charges": len(gate.ledger.charges()),
+            "charges": gate.ledger.tally()[0],
             "totals": totals,
         },
     }

@@ -11,18 +11,23 @@ jobs. Strings (tenant, kind, classes, placement level, owner, site) are stored a
 integer codes; a job's id is kept as the string its job had.
 
 The scheduler's wait times of a finished job (``Scheduler.retired``) are moved here too,
-as one array per wait reason, so they do not pile up in the scheduler either.
+as one array per wait reason, so they do not pile up in the scheduler either; so are the
+allocation gate's figures of a job of a project (its project, time held and GPU-seconds
+charged: :meth:`~aifactory.twin.allocgate.TwinAllocations.retire`), in a run with one.
 """
 
 from __future__ import annotations
 
 from array import array
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any, Final
 
 import numpy as np
 
 from aifactory.reports.results import WAIT_REASONS
 from aifactory.scheduler.records import Waiting
+from aifactory.twin.allocgate import TwinAllocations
 from aifactory.twin.fields import encode, read_fields
 from aifactory.workload.job import Job
 
@@ -56,12 +61,44 @@ def _ints(values: list[int]) -> np.ndarray[Any, np.dtype[np.int64]]:
     return np.fromiter(values, np.int64, len(values))
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class Coded:
+    """A string column of a few distinct values as one small code per row, decoded a part
+    at a time (a tuple of millions of references is 8 bytes a row; a code is 2)."""
+
+    codes: np.ndarray[Any, np.dtype[np.int16]]
+    values: tuple[Any, ...]
+    """The value of each code."""
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def __getitem__(self, part: slice) -> tuple[Any, ...]:
+        """The values of the rows of ``part``, in row order."""
+        table = np.empty(max(len(self.values), 1), dtype=object)
+        table[: len(self.values)] = self.values
+        return tuple(table[self.codes[part]].tolist())
+
+    def __iter__(self) -> Iterator[Any]:
+        """Every row's value, in row order (decoded a part at a time)."""
+        step = 1 << 16
+        for lo in range(0, len(self.codes), step):
+            yield from self[lo : lo + step]
+
+
 class FinishedJobs:
     """Per-field arrays of ``n`` rows; a row is written once its job is :meth:`add`-ed and
     :meth:`flush`-ed (or :meth:`put` at the end, for the jobs still in flight)."""
 
-    def __init__(self, n: int) -> None:
+    def __init__(self, n: int, gate: TwinAllocations | None = None) -> None:
+        """``gate``: the run's allocation gate, whose figures of each job added are moved
+        here (:attr:`project`, :attr:`held_s`, :attr:`charged`)."""
         self.n = n
+        self.gate = gate
+        # The gate's figures by row (project: its place in the allocations file, -1 none).
+        self.project = np.full(n if gate is not None else 0, -1, dtype=np.int16)
+        self.held_s = np.zeros(n if gate is not None else 0, dtype=np.float64)
+        self.charged = np.zeros(n if gate is not None else 0, dtype=np.float64)
         self.floats = {name: np.zeros(n, dtype=np.float64) for name in _FLOATS}
         self.ints = {name: np.zeros(n, dtype=np.int64) for name in _INTS}
         self.state = np.zeros(n, dtype=np.int8)
@@ -92,10 +129,21 @@ class FinishedJobs:
             self._batch = []
             self._rows = []
 
-    def put(self, jobs: list[Job], rows: list[int]) -> None:
-        """Write the rows of ``jobs`` (at ``rows``) from their fields now."""
+    def put(self, jobs: list[Job], rows: list[int], *, retire: bool = True) -> None:
+        """Write the rows of ``jobs`` (at ``rows``) from their fields now, and the gate's
+        figures of them (``retire``: taken from the gate, the jobs having ended; else
+        read, for the jobs still in flight at the end)."""
         f = read_fields(jobs)
         at = np.asarray(rows, dtype=np.intp)
+        gate = self.gate
+        if gate is not None:
+            take = gate.retire if retire else gate.figures
+            figures = [take(job_id) for job_id in f.ids]
+            if figures:
+                code, held, charged = zip(*figures, strict=True)
+                self.project[at] = code
+                self.held_s[at] = held
+                self.charged[at] = charged
         fl = self.floats
         for name in ("submit", "start", "end", "duration", "run_start", "progress"):
             fl[name][at] = _floats(getattr(f, name))
@@ -121,12 +169,12 @@ class FinishedJobs:
         for name, values in strings.items():
             self.codes[name][at] = encode(values, self.values[name])
 
-    def strings(self, name: str) -> tuple[Any, ...]:
-        """The column ``name`` as a tuple of its values, in row order."""
-        table = np.empty(max(len(self.values[name]), 1), dtype=object)
+    def strings(self, name: str) -> Coded:
+        """The column ``name``: its rows' codes and the value of each code."""
+        table: list[Any] = [None] * len(self.values[name])
         for value, code in self.values[name].items():
             table[code] = value
-        return tuple(table[self.codes[name]].tolist())
+        return Coded(self.codes[name], tuple(table))
 
     def _wait(self, reason: str) -> np.ndarray[Any, np.dtype[np.float64]] | None:
         """The wait column of ``reason`` (made at its first use), None for another name."""

@@ -17,7 +17,7 @@ block and no link columns.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -47,7 +47,7 @@ def _links(result: SimResult) -> tuple[list[str], np.ndarray[Any, Any], list[flo
 
 def network_summary(
     result: SimResult,
-    tenants: Sequence[str] | None = None,
+    tenants: Iterable[str] | None = None,
     staging_s: np.ndarray[Any, Any] | None = None,
 ) -> dict[str, Any]:
     """The summary's ``network`` block (``tenants``, ``staging_s``: each job's tenant and

@@ -25,7 +25,7 @@ from aifactory.reports.results import (
 )
 from aifactory.twin.allocgate import REASON as ALLOCATION
 from aifactory.twin.fields import STATES
-from aifactory.twin.finished import FinishedJobs
+from aifactory.twin.finished import Coded, FinishedJobs
 from aifactory.twin.netreport import link_columns, network_summary
 from aifactory.twin.simulator import SimResult
 from aifactory.twin.stability import stability
@@ -44,6 +44,21 @@ def _mean(values: np.ndarray) -> float | None:
     return float(values.mean()) if values.size else None
 
 
+SUM_PART = 1 << 16  # rows made into Python floats at a time by py_sum
+
+
+def py_sum(values: FloatArray) -> float:
+    """``sum(values.tolist())``: Python's sum in row order (the figure a sum over the jobs
+    gives; numpy's pairwise sum rounds differently), a part at a time, so that a national
+    run's millions of rows never stand as Python floats at once. The same additions in
+    the same order: Python's sum of floats adds each to one running double, which the
+    next part starts from."""
+    total: float = 0  # (sum's own start: an empty column sums to 0, as sum([]) does)
+    for lo in range(0, len(values), SUM_PART):
+        total = sum(values[lo : lo + SUM_PART].tolist(), total)
+    return total
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class JobColumns:
     """Every job's fields as columns, read once per run: the summary and the jobs table
@@ -53,9 +68,10 @@ class JobColumns:
     (:mod:`aifactory.twin.fields`); ``start``/``end`` are NaN where None.
     """
 
-    ids: tuple[str, ...]
-    tenant: tuple[str, ...]
-    kind: tuple[str, ...]
+    ids: np.ndarray[Any, np.dtype[np.object_]]
+    """Each job's id (a string)."""
+    tenant: Coded
+    kind: Coded
     state: np.ndarray[Any, np.dtype[np.int8]]
     """Codes: the index of each job's state in :data:`~aifactory.twin.fields.STATES`."""
     tenant_names: list[str]
@@ -66,10 +82,10 @@ class JobColumns:
     end: FloatArray
     duration: FloatArray
     gpus: np.ndarray[Any, np.dtype[np.int64]]
-    gpu_class: tuple[str | None, ...]
-    placed_class: tuple[str, ...]
-    level: tuple[str, ...]
-    hardware_owner: tuple[str, ...]
+    gpu_class: Coded
+    placed_class: Coded
+    level: Coded
+    hardware_owner: Coded
     preemptions: np.ndarray[Any, np.dtype[np.int64]]
     failures: np.ndarray[Any, np.dtype[np.int64]]
     used: FloatArray
@@ -82,10 +98,16 @@ class JobColumns:
     """Which jobs are services (a lifetime, not work: ``Job.service``)."""
     codes: dict[JobState, np.ndarray[Any, np.dtype[np.bool_]]]
     """Per state, which jobs are in it."""
-    site: tuple[str | None, ...]
+    site: Coded
     """The site each job is pinned to (None: any)."""
     staging_s: FloatArray
     slowdown: FloatArray
+    project: np.ndarray[Any, np.dtype[np.int16]] | None = None
+    """With allocations: each job's project, its place in the allocations file (-1: none)."""
+    held_s: FloatArray | None = None
+    """With allocations: seconds each job was held on its project's allocation."""
+    charged: FloatArray | None = None
+    """With allocations: GPU-seconds charged to each job's project for its runs."""
 
 
 def jobs_by_row(result: SimResult) -> list[Job] | dict[int, Job]:
@@ -103,10 +125,10 @@ def job_columns(result: SimResult) -> JobColumns:
     same reader either way: :class:`~aifactory.twin.finished.FinishedJobs`)."""
     rows = result.finished
     if rows is None:
-        rows = FinishedJobs(len(result.jobs))
-        rows.put(result.jobs, list(range(len(result.jobs))))
+        rows = FinishedJobs(len(result.jobs), result.allocations)
+        rows.put(result.jobs, list(range(len(result.jobs))), retire=False)
     elif result.jobs:
-        rows.put(result.jobs, result.rows)
+        rows.put(result.jobs, result.rows, retire=False)
     state = rows.state
     codes = {s: state == k for k, s in enumerate(STATES)}
     # Tenants renumbered in sorted order (a dict of the few names, not a sort of every row).
@@ -122,7 +144,7 @@ def job_columns(result: SimResult) -> JobColumns:
     if running.any():
         used[running] += gpus[running] * np.maximum(0.0, result.end_s - run_start[running])
     return JobColumns(
-        ids=tuple(rows.ids.tolist()),
+        ids=rows.ids,
         tenant=rows.strings("tenant"),
         kind=rows.strings("kind"),
         state=state,
@@ -149,6 +171,9 @@ def job_columns(result: SimResult) -> JobColumns:
         site=rows.strings("site"),
         staging_s=fl["staging_s"],
         slowdown=fl["slowdown"],
+        project=rows.project if rows.gate is not None else None,
+        held_s=rows.held_s if rows.gate is not None else None,
+        charged=rows.charged if rows.gate is not None else None,
     )
 
 
@@ -306,7 +331,8 @@ def summarize(
     busy_w = np.array([m.busy_watts for m in topo.class_model]) * class_pue
     class_index = {name: c for c, name in enumerate(topo.classes)}
     # Busy watts of the class each job was placed on (0 for a job never placed).
-    placed = np.array([class_index[c] if c else -1 for c in cols.placed_class], dtype=np.intp)
+    lut = [class_index[c] if c else -1 for c in cols.placed_class.values]
+    placed = np.array(lut, dtype=np.intp)[cols.placed_class.codes]
     job_w = np.where(placed >= 0, busy_w[np.maximum(placed, 0)], 0.0) if n else np.zeros(0)
 
     # Useful GPU-seconds (ETTR's numerator) and GPU-seconds between first start and end.
@@ -390,8 +416,8 @@ def summarize(
         # Preemptions whose victim saved all its work in its grace (scheduler.grace).
         "saved_preemptions": sched.saved_preemptions,
         # (Python's sum in job order, as over the jobs: numpy's sum would round otherwise)
-        "gpu_hours_lost_preemption": sum(cols.lost_preempt.tolist()) / 3600.0,
-        "gpu_hours_lost_failure": sum(cols.lost_failure.tolist()) / 3600.0,
+        "gpu_hours_lost_preemption": py_sum(cols.lost_preempt) / 3600.0,
+        "gpu_hours_lost_failure": py_sum(cols.lost_failure) / 3600.0,
         "events": result.events,
         "wall_s": result.wall_s,
         "per_tenant": per,
@@ -495,17 +521,22 @@ def jobs_table(
         )
         if staging is not None:  # (a job waiting for its data: twin.staging)
             reasons[i] = staging.reason(job) or reasons[i]
-    project: list[str | None] = [None] * m
-    waited_alloc: list[float | None] = [None] * m
-    charged: list[float | None] = [None] * m
     ids = cols.ids[part]
-    if gate is not None:
-        for i, job_id in enumerate(ids):
-            name = gate.project.get(job_id)
-            if name:
-                project[i] = name
-                waited_alloc[i] = gate.waited.get(job_id, 0.0)
-                charged[i] = gate.charged.get(job_id, 0.0) / 3600.0
+    project: Any = pa.nulls(m, pa.string())
+    waited_alloc: Any = pa.nulls(m, pa.float64())
+    charged: Any = pa.nulls(m, pa.float64())
+    if gate is not None and cols.project is not None:
+        assert cols.held_s is not None
+        assert cols.charged is not None
+        code = cols.project[part].astype(np.int32)
+        none = code < 0
+        names = [p.name for p in gate.spec.projects]
+        project = cast(
+            pa.DictionaryArray.from_arrays(pa.array(code, mask=none), pa.array(names, pa.string())),
+            pa.string(),
+        )
+        waited_alloc = _nullable(cols.held_s[part], none)
+        charged = _nullable(cols.charged[part] / 3600.0, none)
     start, end, submit = cols.start[part], cols.end[part], cols.submit[part]
     data: dict[str, Any] = {
         "job_id": ids,

@@ -6,7 +6,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -33,9 +33,6 @@ from aifactory.twin.results import (
 )
 from aifactory.twin.simulator import SimResult, Simulation, TwinConfig, no_gc
 from aifactory.workload.job import Job
-
-if TYPE_CHECKING:
-    from aifactory.twin.allocreport import JobRow
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,6 +231,7 @@ def _run_twin(
         source = JobSource(table, fleet, opts)
         report = source.report
         sim = simulation(spec, fleet, [], failure_model, allocations=gate, source=source)
+        del source  # (the simulation lets it go at its end, before the summary is made)
     if watch is not None:
         watch(sim)
     result = sim.run(progress)
@@ -266,8 +264,7 @@ def _run_twin(
     if gate is not None:
         from aifactory.twin.allocreport import summarize_allocations  # noqa: PLC0415
 
-        rows = _project_jobs(gate, columns)
-        extra.update(summarize_allocations(gate, rows, result.end_s, spec.allocations))
+        extra.update(summarize_allocations(gate, columns, result.end_s, spec.allocations))
     summary = summarize(
         result,
         columns=columns,
@@ -362,21 +359,6 @@ def allocation_gate(spec: TwinSpec, fleet: Fleet) -> TwinAllocations | None:
         {c: m.bf16_tflops for c, m in zip(topo.classes, topo.class_model, strict=True)}
     )
     return TwinAllocations(allocs, rates, classes, seed=spec.seed)
-
-
-def _project_jobs(gate: TwinAllocations, cols: JobColumns) -> list[JobRow]:
-    """The results rows of the jobs of projects, in job order (for the project rows)."""
-    from aifactory.twin.allocreport import JobRow  # noqa: PLC0415
-
-    project = gate.project
-    at = [i for i, job_id in enumerate(cols.ids) if job_id in project]
-    start = cols.start[at].tolist()
-    return [
-        JobRow(cols.ids[i], None if math.isnan(s) else s, sub, g)
-        for i, s, sub, g in zip(
-            at, start, cols.submit[at].tolist(), cols.gpus[at].tolist(), strict=True
-        )
-    ]
 
 
 def observed_error(table: pa.Table, cols: JobColumns, time_scale: float) -> dict[str, Any] | None:

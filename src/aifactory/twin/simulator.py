@@ -212,7 +212,10 @@ class Simulation:
         self.resume = resume
         if source is not None:
             self.jobs: list[Job] = []
-            self.finished = FinishedJobs(source.n)
+            # The gate's figures of each job that ends go with its row too.
+            self.finished = FinishedJobs(source.n, allocations)
+            if allocations is not None:
+                allocations.stream()
         else:
             check_fields(jobs)
             if resume is not None:
@@ -384,6 +387,17 @@ class Simulation:
             ahead.extend(source.chunk(c))
         return jobs + ahead, rows + list(range(arrived, arrived + len(ahead)))
 
+    def _arrivals(self, n: int, start: float) -> list[float]:
+        """Every job's arrival time, in the run's order, for the kernel's feed (which
+        copies them): made in a call of its own so that no variable of the run's loop
+        holds a national run's millions of floats while it goes."""
+        if self.source is not None:
+            return self.source.submit_times()
+        if self.resume is not None:  # the snapshot's queue at once, then its arrivals
+            later = [j.submit_s for j in self.resume.arrivals]
+            return [start] * (n - len(later)) + later
+        return [j.submit_s for j in self.jobs]
+
     def _run(self, progress: Progress | None) -> SimResult:
         t0 = time.perf_counter()
         kernel = self.kernel
@@ -402,14 +416,7 @@ class Simulation:
                 sched.restore_running(job, placement, run_start_s)
                 kernel.at(max(end_s, start), END_CLS, FINISH, job, job.moves)
         if n:
-            if source is not None:
-                arrivals = source.submit_times()
-            elif resume is not None:
-                later = [j.submit_s for j in resume.arrivals]
-                arrivals = [start] * (n - len(later)) + later
-            else:
-                arrivals = [j.submit_s for j in jobs]
-            kernel.feed(arrivals, EventClass.ARRIVAL, ARRIVE)
+            kernel.feed(self._arrivals(n, start), EventClass.ARRIVAL, ARRIVE)
         if n or resume is not None:
             kernel.at(start, EventClass.OBSERVE, SAMPLE)
         if self.failures is not None:
@@ -527,6 +534,9 @@ class Simulation:
             jobs, rows = self._in_flight(arrived)
             self._live = {}
             self._row = {}
+            # Every job is made: the source's columns are not needed past here (the
+            # summary is made while a caller may still hold this simulation).
+            self.source = None
         return SimResult(
             jobs=jobs,
             rows=rows,
