@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 import numpy as np
 
@@ -171,18 +171,41 @@ def home_then_most_idle(
     nominal quota (its home hardware) first, the most unused nominal first; then other
     owners' hardware (where it would borrow), the most idle GPUs first; ties by index.
 
-    Each class's key is (0 at home else 1, unused nominal or idle GPUs negated, index): a
-    list of key tuples sorted, no key function (compiled, a closure and a call per class),
-    and for two classes one comparison of the two keys (the order ``sorted`` gives)."""
-    keyed: list[tuple[int, int, int]] = []
+    Each class's key is (0 at home else 1, unused nominal or idle GPUs negated, index),
+    packed into one int that orders as the tuple does (see ``_CLASS_MASK``): the list of
+    keys is sorted without a key function or a tuple per class (compiled, a sort of small
+    ints compares them unboxed), and for two classes one comparison of the two keys."""
+    keyed: list[int] = []
     for c in classes:
         cell = cells[c]
-        keyed.append((0, cell.used - cell.nominal, c) if cell.nominal > 0 else (1, -free[c], c))
+        away = 0 if cell.nominal > 0 else 1
+        value = cell.used - cell.nominal if away == 0 else -free[c]
+        if not -_VALUE_OFFSET < value < _VALUE_OFFSET:
+            return _by_tuples(classes, cells, free)  # (a quota beyond any real fleet)
+        keyed.append((((away << 41) + value + _VALUE_OFFSET) << 8) + c)
     if len(keyed) == 2:
-        a, b = keyed
-        return classes if a < b else (classes[1], classes[0])
+        return classes if keyed[0] < keyed[1] else (classes[1], classes[0])
     keyed.sort()
-    return tuple([k[2] for k in keyed])
+    return tuple([k & _CLASS_MASK for k in keyed])
+
+
+# The packed order key of a class (home_then_most_idle): the class index in the low 8 bits
+# (at most 256 classes, which the scheduler checks), the value offset by 2**40 above them,
+# the away bit above that. It orders as the tuple (away, value, class) does for values
+# within +-2**40 (usage and idle GPUs are below 2**26, the most GPUs a fleet may have).
+_CLASS_MASK: Final = 255
+_VALUE_OFFSET: Final = 1 << 40
+
+
+def _by_tuples(
+    classes: tuple[int, ...], cells: Sequence[QuotaCell], free: vec[i64]
+) -> tuple[int, ...]:
+    """home_then_most_idle's order from key tuples, for values beyond the packed key's."""
+    keyed = [
+        (0, cells[c].used - cells[c].nominal, c) if cells[c].nominal > 0 else (1, -free[c], c)
+        for c in classes
+    ]
+    return tuple([k[2] for k in sorted(keyed)])
 
 
 def fold_by_class(
