@@ -15,10 +15,13 @@ from typing import Any
 
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from librt.vecs import vec
+from mypy_extensions import i64
 
-from aifactory.fleet import Topology, compile_topology
+from aifactory.fleet import Topology, compile_topology, load_fleet
 from aifactory.scheduler.config import SchedulerConfig
-from aifactory.scheduler.owners import sched_classes
+from aifactory.scheduler.owners import home_then_most_idle, sched_classes
+from aifactory.scheduler.quota import QuotaCell
 from aifactory.scheduler.scheduler import Scheduler
 from aifactory.twin.simulator import TwinConfig
 from aifactory.workload.job import Job, JobState
@@ -344,3 +347,54 @@ def test_no_node_borrows_more_than_its_limit_summed_over_its_lenders(
         for job in result.jobs
     )
     event(f"borrowed from another owner: {away}")
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_the_owner_order_packed_into_ints_is_the_order_of_its_key_tuples(data: Any) -> None:
+    """home_then_most_idle packs each class's key (away, value, class) into one int: the
+    order is the key tuples' sorted order, quotas beyond the packed range included."""
+    n = data.draw(st.integers(1, 12))
+    big = st.integers(-(1 << 45), 1 << 45)
+    nominal = data.draw(
+        st.lists(st.one_of(st.integers(0, 64), big.map(abs)), min_size=n, max_size=n)
+    )
+    used = data.draw(st.lists(st.integers(0, 64), min_size=n, max_size=n))
+    free = vec[i64](data.draw(st.lists(st.integers(0, 1 << 25), min_size=n, max_size=n)))
+    cells = [QuotaCell(nom, nom, 0, used=u) for nom, u in zip(nominal, used, strict=True)]
+    classes = tuple(data.draw(st.permutations(range(n))))
+    keys = {
+        c: (0, cells[c].used - cells[c].nominal, c) if cells[c].nominal > 0 else (1, -free[c], c)
+        for c in classes
+    }
+    assert home_then_most_idle(classes, cells, free) == tuple(sorted(classes, key=keys.__getitem__))
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.data())
+def test_fits_skips_the_sum_over_lenders_only_where_no_limit_could_refuse(data: Any) -> None:
+    """On korea-2025 with owner classes, a book that skips the sum over lenders where no
+    level of a tenant's path has a borrowing limit (QuotaBook.limited) answers every fit
+    as one that always checks it, over random charges."""
+    topo = compile_topology(load_fleet("korea-2025"))
+    fast = Scheduler(topo).quota
+    full = Scheduler(topo).quota
+    full.limited = [[full.split[c] for c in range(len(row))] for row in full.cells]
+    skips = [
+        (t, c)
+        for t, row in enumerate(fast.limited)
+        for c, lim in enumerate(row)
+        if fast.split[c] and not lim
+    ]
+    assert skips  # (some tenants' fits on split classes skip the sum: research, lg-foundation)
+    leaves = [t for t in range(len(fast.tenants)) if fast.is_leaf(t)]
+    n_classes = len(fast.split)
+    for _ in range(data.draw(st.integers(1, 60))):
+        t = data.draw(st.sampled_from(leaves))
+        c = data.draw(st.integers(0, n_classes - 1))
+        gpus = data.draw(st.sampled_from([1, 8, 72, 1000, 9000, 30000]))
+        got = fast.fits(t, c, gpus)
+        assert got == full.fits(t, c, gpus), (fast.tenants[t], c, gpus)
+        if got:
+            fast.add(t, c, gpus)
+            full.add(t, c, gpus)

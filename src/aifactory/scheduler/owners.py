@@ -28,18 +28,17 @@ its home hardware first, then lenders' hardware with the most idle GPUs first.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 import numpy as np
+from librt.vecs import append as vec_append
+from librt.vecs import vec
+from mypy_extensions import i64
 
 from aifactory.fleet.topology import Topology
 
 if TYPE_CHECKING:
-    from librt.vecs import vec
-    from mypy_extensions import i64
-
     from aifactory.scheduler.quota import QuotaCell
 
 MIXED = "mixed"  # a job that ran on the hardware of several owners
@@ -165,24 +164,50 @@ def sched_classes(topo: Topology, *, by_owner: bool = True) -> SchedClasses:
 
 
 def home_then_most_idle(
-    classes: tuple[int, ...], cells: Sequence[QuotaCell], free: vec[i64]
+    classes: tuple[int, ...], cells: list[QuotaCell], free: vec[i64]
 ) -> tuple[int, ...]:
     """The order in which a job tries its scheduling classes: those where its tenant has
     nominal quota (its home hardware) first, the most unused nominal first; then other
     owners' hardware (where it would borrow), the most idle GPUs first; ties by index.
 
-    Each class's key is (0 at home else 1, unused nominal or idle GPUs negated, index): a
-    list of key tuples sorted, no key function (compiled, a closure and a call per class),
-    and for two classes one comparison of the two keys (the order ``sorted`` gives)."""
-    keyed: list[tuple[int, int, int]] = []
+    Each class's key is (0 at home else 1, unused nominal or idle GPUs negated, index),
+    packed into one int that orders as the tuple does (see ``_CLASS_MASK``), and the keys
+    are insertion-sorted in a ``vec[i64]``: a job has a handful of classes, and compiled,
+    neither a key tuple nor a boxed int is made per class."""
+    keys = vec[i64]()
     for c in classes:
         cell = cells[c]
-        keyed.append((0, cell.used - cell.nominal, c) if cell.nominal > 0 else (1, -free[c], c))
-    if len(keyed) == 2:
-        a, b = keyed
-        return classes if a < b else (classes[1], classes[0])
-    keyed.sort()
-    return tuple([k[2] for k in keyed])
+        away = 0 if cell.nominal > 0 else 1
+        value = cell.used - cell.nominal if away == 0 else -free[c]
+        if not -_VALUE_OFFSET < value < _VALUE_OFFSET:
+            return _by_tuples(classes, cells, free)  # (a quota beyond any real fleet)
+        keys = vec_append(keys, (((away << 41) + value + _VALUE_OFFSET) << 8) + c)
+    n = len(keys)
+    for i in range(1, n):
+        key = keys[i]
+        j = i - 1
+        while j >= 0 and keys[j] > key:
+            keys[j + 1] = keys[j]
+            j -= 1
+        keys[j + 1] = key
+    return tuple([int(keys[i] & _CLASS_MASK) for i in range(n)])
+
+
+# The packed order key of a class (home_then_most_idle): the class index in the low 8 bits
+# (at most 256 classes, which the scheduler checks), the value offset by 2**40 above them,
+# the away bit above that. It orders as the tuple (away, value, class) does for values
+# within +-2**40 (usage and idle GPUs are below 2**26, the most GPUs a fleet may have).
+_CLASS_MASK: Final = 255
+_VALUE_OFFSET: Final = 1 << 40
+
+
+def _by_tuples(classes: tuple[int, ...], cells: list[QuotaCell], free: vec[i64]) -> tuple[int, ...]:
+    """home_then_most_idle's order from key tuples, for values beyond the packed key's."""
+    keyed = [
+        (0, cells[c].used - cells[c].nominal, c) if cells[c].nominal > 0 else (1, -free[c], c)
+        for c in classes
+    ]
+    return tuple([k[2] for k in sorted(keyed)])
 
 
 def fold_by_class(

@@ -123,6 +123,7 @@ class QuotaBook:
         "floors",
         "grouped",
         "index",
+        "limited",
         "parent_of",
         "reclaim_group",
         "split",
@@ -210,6 +211,13 @@ class QuotaBook:
                     held = cell.claims if self.children[t] else cell.used
                     if held > cell.nominal:
                         self.borrowing[t][self.flavor[c]] += held - cell.nominal
+        # Per tenant and class: split, with a borrowing limit on its path up (else no sum refuses).
+        self.limited: list[list[bool]] = []
+        for t, row in enumerate(self.cells):
+            up = self.limited[self.parent_of[t]] if self.parent_of[t] >= 0 else [False] * len(row)
+            self.limited.append(
+                [self.split[c] and (x.borrow_limit < UNLIMITED or up[c]) for c, x in enumerate(row)]
+            )
         # What each tenant claims while its subtree holds nothing: the guaranteed parts
         # below it, which no sibling may take (ceilings read them).
         self.floors = [
@@ -289,7 +297,7 @@ class QuotaBook:
         used = cell.used + gpus
         if used > cell.nominal + cell.borrow_limit:
             return False
-        if self.split[gpu_class] and not self._borrowing(
+        if self.limited[t][gpu_class] and not self._borrowing(
             t, gpu_class, gpus, apply=False, leaf=True
         ):
             return False
