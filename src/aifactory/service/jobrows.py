@@ -32,31 +32,30 @@ from aifactory.workload.job import Job, JobState
 
 PlacementList = list[tuple[str, tuple[int, ...]]]
 
+#: The columns :func:`to_job` reads: what a job is admitted to a scheduler with.
+TO_JOB_COLUMNS = (
+    jobs.c.id,
+    jobs.c.tenant,
+    jobs.c.submitted_at,
+    jobs.c.gpus,
+    jobs.c.time_limit_s,
+    jobs.c.gpu_class,
+    jobs.c.priority_class,
+    jobs.c.preemptible,
+    jobs.c.checkpoint_interval_s,
+    jobs.c.gpu_classes,
+    jobs.c.hbm_gb_per_gpu,
+    jobs.c.service,
+    jobs.c.preempt_grace_s,
+    jobs.c.data_ask,
+)
+
 # The statements of every cycle, built once (building a Core statement costs more than
 # running a cached one).
 # Only what a pending job is admitted with (``to_job`` and ``Tracked``): not its
 # placement, log path or handle, which a pending job does not have.
 PENDING_ABOVE = (
-    select(
-        jobs.c.id,
-        jobs.c.tenant,
-        jobs.c.submitted_at,
-        jobs.c.gpus,
-        jobs.c.time_limit_s,
-        jobs.c.gpu_class,
-        jobs.c.priority_class,
-        jobs.c.preemptible,
-        jobs.c.checkpoint_interval_s,
-        jobs.c.command,
-        jobs.c.attempts,
-        jobs.c.project_id,
-        jobs.c.reason,
-        jobs.c.gpu_classes,
-        jobs.c.hbm_gb_per_gpu,
-        jobs.c.service,
-        jobs.c.preempt_grace_s,
-        jobs.c.data_ask,
-    )
+    select(*TO_JOB_COLUMNS, jobs.c.command, jobs.c.attempts, jobs.c.project_id, jobs.c.reason)
     .where(jobs.c.state == JobState.PENDING.value, jobs.c.id > bindparam("floor"))
     .order_by(jobs.c.id)
 )

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 from sqlalchemy import Connection, RowMapping, select
 
-from aifactory.service.jobrows import to_job
+from aifactory.service.jobrows import TO_JOB_COLUMNS, to_job
 from aifactory.service.tables import jobs
 from aifactory.workload.job import Job
 
@@ -36,23 +36,6 @@ HISTORY_ROWS = 50_000  # submissions read at most: the rate and the shapes drawn
 MAX_ARRIVALS = 200_000  # arrivals one forecast may draw, whatever the job limit says
 ARRIVAL_PREFIX = "arrival-"  # drawn jobs' ids (a live job's id is a number)
 
-# What a drawn arrival is made from: the columns ``to_job`` reads.
-_COLUMNS = (
-    jobs.c.id,
-    jobs.c.tenant,
-    jobs.c.submitted_at,
-    jobs.c.gpus,
-    jobs.c.time_limit_s,
-    jobs.c.gpu_class,
-    jobs.c.priority_class,
-    jobs.c.preemptible,
-    jobs.c.checkpoint_interval_s,
-    jobs.c.gpu_classes,
-    jobs.c.hbm_gb_per_gpu,
-    jobs.c.service,
-    jobs.c.preempt_grace_s,
-    jobs.c.data_ask,
-)
 
 
 class TooManyArrivalsError(Exception):
@@ -82,7 +65,7 @@ def read_history(conn: Connection, now: float, days: float) -> History:
     start = now - days * DAY
     got = list(
         conn.execute(
-            select(*_COLUMNS)
+            select(*TO_JOB_COLUMNS)
             .where(jobs.c.submitted_at >= start, jobs.c.submitted_at < now)
             .order_by(jobs.c.id.desc())
             .limit(HISTORY_ROWS)
