@@ -37,7 +37,6 @@ MAX_ARRIVALS = 200_000  # arrivals one forecast may draw, whatever the job limit
 ARRIVAL_PREFIX = "arrival-"  # drawn jobs' ids (a live job's id is a number)
 
 
-
 class TooManyArrivalsError(Exception):
     """A draw past its bound (the what-if's job limit left, or :data:`MAX_ARRIVALS`)."""
 
