@@ -3,9 +3,8 @@
 The sweep is 4 runs (base + 3 variations) x 6 seeds on the demo fleet over 20 simulated
 days, about a CPU-second of twin per run, so that the runs, not the engines' start-up
 (a worker interpreter's imports, about half a second), set the wall time, and 24 runs
-leave the last worker's tail small beside the whole (2 simulated days were a few seconds
-a run when the twin was slower; at 0.2 s a run the start-up was half the wall). The same
-task list goes to every engine and worker count. The issue's target is >= 1.8x the runs
+leave the last worker's tail small beside the whole. The same task list goes to every
+engine and worker count. The issue's target is >= 1.8x the runs
 per hour with 2 workers than with 1 on this 2-core machine. Each engine's start-up (spawning
 interpreters, starting a Ray head) is inside the timed wall, as a user would see it.
 

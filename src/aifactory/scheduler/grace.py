@@ -189,10 +189,9 @@ class Grace(SchedulerState):
         """A job re-attached running (``restore_running``) that was saving when the service
         stopped: it keeps its GPUs until ``until`` and is no preemption candidate meanwhile,
         as :meth:`_begin_grace` left it (its preemption was counted before the restart);
-        and ``claimant``, if it waits here, waits for those GPUs again as its claim did.
-        Without this a rebuilt scheduler took the victim for a running job like any other,
-        and the claimant preempted a second victim. Raises ValueError, changing nothing,
-        for a victim that does not run here."""
+        and ``claimant``, if it waits here, waits for those GPUs again as its claim did, so
+        that it does not preempt a second victim for GPUs already coming back to it.
+        Raises ValueError, changing nothing, for a victim that does not run here."""
         seat = self._find(victim)
         if seat is None or victim.state is not RUNNING or seat.index in self.saving:
             msg = f"job {victim.id}: not a running job of this scheduler"
